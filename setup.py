@@ -1,0 +1,49 @@
+"""Build fastgrad's compiled modules (every src/fastgrad/_*.pyx).
+
+One set of Cython directives for all modules.  FASTGRAD_CYTHON_DEBUG=1 gives a
+debug build: bounds, wraparound-free indexing and memoryview initialisation are
+checked again, and the C code is built without optimisation and with asserts.
+"""
+import os
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTGRAD_CYTHON_DEBUG", "0") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "initializedcheck": DEBUG,
+    "wraparound": False,
+    "cdivision": True,          # divisions by zero are checked explicitly
+    "embedsignature": True,
+}
+
+if DEBUG:
+    CFLAGS = ["-O0", "-g", "-UNDEBUG"]
+else:
+    # -O3 lets gcc vectorise the replay's batch loops; no -ffast-math: the
+    # engine relies on IEEE inf/nan semantics.
+    CFLAGS = ["-O3"]
+
+here = Path(__file__).parent
+extensions = [
+    Extension(
+        f"fastgrad.{pyx.stem}",
+        [str(pyx.relative_to(here))],
+        extra_compile_args=CFLAGS,
+    )
+    for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=DIRECTIVES,
+        include_path=["src"],
+        # a debug build must not reuse optimised C files, and vice versa
+        force=DEBUG or os.environ.get("FASTGRAD_CYTHON_FORCE", "0") != "0",
+    ),
+)

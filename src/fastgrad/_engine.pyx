@@ -1,0 +1,679 @@
+# cython: language_level=3
+"""fastgrad's eager engine: the Value node, its operators and backward().
+
+Design, in five lines:
+  * A Value is a final, non-GC extension type with C fields: data, grad, an op
+    code, up to two operand pointers and one baked constant.  No closure, no
+    per-node dict unless the user sets attributes, no reference cycle.
+  * Operators compute the value with the rules in _rules.pxd and link operands.
+  * backward() sorts the graph iteratively (explicit stack, visit stamps instead
+    of a set) and sweeps it in reverse, applying op_backward per op code.
+  * Deallocation is iterative too: a dying node hands its operands to a
+    module-level stack that the outermost dealloc drains (no C recursion).
+"""
+cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_Check
+from libc.stdlib cimport malloc, realloc, free
+from libc.math cimport isfinite, isnan, floor, isinf
+
+from fastgrad._rules cimport *
+
+import numbers
+
+cdef extern from "Python.h":
+    double PyLong_AsDouble(object) except? -1.0
+    # the instance dict of a Value (created on first use)
+    dict PyObject_GenericGetDict(object, void*)
+
+# ---------------------------------------------------------------------------
+# module state
+# ---------------------------------------------------------------------------
+
+cdef bint _grad_enabled = True   # see no_grad(); process-wide, not per thread
+cdef unsigned int _epoch = 0     # visit stamp of the current topological sort
+
+# Iterative deallocation: operands of dying nodes wait here (owned references)
+# until the outermost Value.__dealloc__ releases them one by one.
+cdef PyObject** _grave = NULL
+cdef Py_ssize_t _grave_len = 0
+cdef Py_ssize_t _grave_cap = 0
+cdef bint _draining = False
+
+
+def is_grad_enabled():
+    """Return True when operations on Values record a graph (the default)."""
+    return _grad_enabled
+
+
+def set_grad_enabled(bint mode):
+    """Turn graph recording on or off; return the previous setting."""
+    global _grad_enabled
+    cdef bint old = _grad_enabled
+    _grad_enabled = mode
+    return old
+
+
+# ---------------------------------------------------------------------------
+# operand conversion
+# ---------------------------------------------------------------------------
+
+cdef object _np_bool = None
+
+cdef int _as_number(object x, double* out) except -1:
+    """Store float(x) in out[0] and return 1 if x is a real number, else 0.
+
+    Accepted: int, float, bool, numpy integer/float/bool scalars, and other
+    numbers.Real (Fraction, ...).  Rejected (returns 0): complex, str, None,
+    arrays, anything else, so operators can return NotImplemented.
+    """
+    global _np_bool
+    if PyFloat_Check(x):
+        out[0] = PyFloat_AS_DOUBLE(x)
+        return 1
+    if PyLong_Check(x):
+        out[0] = PyLong_AsDouble(x)
+        return 1
+    if isinstance(x, Value):
+        return 0
+    if isinstance(x, numbers.Real):
+        out[0] = float(x)
+        return 1
+    if _np_bool is None:
+        import numpy
+        _np_bool = numpy.bool_
+    if isinstance(x, _np_bool):
+        out[0] = 1.0 if x else 0.0
+        return 1
+    return 0
+
+
+cdef double _to_double(object x, str where) except? -1.0:
+    cdef double d
+    if not _as_number(x, &d):
+        raise TypeError(f"{where} expects a real number, got "
+                        f"{type(x).__name__} ({x!r:.60})")
+    return d
+
+
+# ---------------------------------------------------------------------------
+# node construction
+# ---------------------------------------------------------------------------
+
+cdef Value new_node(double data, int op, Value a, Value b, double c):
+    """A new Value with operands a (and b) linked, unless recording is off."""
+    cdef Value out = Value.__new__(Value)
+    out.data = data
+    if _grad_enabled:
+        out._opcode = op
+        out._c = c
+        Py_INCREF(a)
+        out._a = <PyObject*>a
+        if b is not None:
+            Py_INCREF(b)
+            out._b = <PyObject*>b
+    return out
+
+
+cdef str _fmt(double x):
+    return repr(x)
+
+
+cdef inline Value _binary(int op, Value a, Value b):
+    return new_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+
+
+cdef inline Value _with_const(int op, Value a, double c):
+    return new_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
+
+
+cdef int _check_pow(double base, double exponent, bint const_base) except -1:
+    """Raise what Python's float ** raises for these operands."""
+    cdef double r
+    if base == 0.0 and exponent < 0.0:
+        raise ZeroDivisionError(
+            f"pow: 0.0 cannot be raised to a negative power ({_fmt(exponent)})")
+    if base < 0.0 and isfinite(exponent) and floor(exponent) != exponent:
+        raise ValueError(
+            f"pow: negative base {_fmt(base)} raised to the non-integer power "
+            f"{_fmt(exponent)} is complex; fastgrad Values are real")
+    if isfinite(base) and isfinite(exponent):
+        r = op_forward(OP_POWC, base, 0.0, exponent)
+        if isinf(r):
+            raise OverflowError(
+                f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
+    return 0
+
+
+cdef inline int _check_div(double num, double den) except -1:
+    if den == 0.0:
+        raise ZeroDivisionError(f"division by zero: {_fmt(num)} / {_fmt(den)}")
+    return 0
+
+
+cdef int _check_unary(int op, double a) except -1:
+    if op == OP_LOG and a <= 0.0:
+        raise ValueError(f"log: math domain error, log({_fmt(a)}) is undefined "
+                         "for a non-positive number")
+    if op == OP_SQRT and a < 0.0:
+        raise ValueError(f"sqrt: math domain error, sqrt({_fmt(a)}) of a "
+                         "negative number")
+    if op == OP_EXP and isfinite(a) and isinf(op_forward(OP_EXP, a, 0.0, 0.0)):
+        raise OverflowError(f"exp: exp({_fmt(a)}) overflows a double")
+    return 0
+
+
+cdef Value _unary(int op, Value a):
+    _check_unary(op, a.data)
+    return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+cdef dict _OP_NAMES = {
+    OP_LEAF: '', OP_ADD: '+', OP_SUB: '-', OP_MUL: '*', OP_DIV: '/',
+    OP_POW: '**', OP_MAX: 'max', OP_MIN: 'min',
+    OP_ADDC: '+', OP_MULC: '*', OP_RSUBC: '-', OP_DIVC: '/', OP_RDIVC: '/',
+    OP_RPOWC: '**',
+    OP_RELU: 'ReLU', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
+    OP_SIGMOID: 'sigmoid', OP_ABS: 'abs', OP_SQRT: 'sqrt',
+}
+
+
+# ---------------------------------------------------------------------------
+# the Value type
+# ---------------------------------------------------------------------------
+
+@cython.final
+@cython.no_gc
+@cython.freelist(256)
+cdef class Value:
+    """A scalar in a computational graph: its value, its gradient, its origin.
+
+    Drop-in for ``micrograd.engine.Value``: same constructor, operators,
+    ``relu()``, ``backward()``, ``_prev`` and ``_op``.  ``data`` and ``grad``
+    are always Python floats (micrograd keeps ints as ints).
+
+    Parameters
+    ----------
+    data : real number
+        The value (int, float, bool or numpy scalar).
+    _children : tuple of Value, optional
+        Operands of a node built by hand, as in micrograd.  Its backward pass
+        is whatever callable you assign to ``node._backward``.
+    _op : str, optional
+        Label of the operation that made a hand-built node.
+    label : str, optional
+        A name shown by ``draw_dot`` (as in the lecture version of micrograd).
+
+    Examples
+    --------
+    >>> from fastgrad import Value
+    >>> a, b = Value(-4.0), Value(2.0)
+    >>> c = a * b + b ** 3
+    >>> c.backward()
+    >>> a.grad, b.grad
+    (2.0, 8.0)
+    """
+
+    # numpy scalars/arrays on the left of an operator defer to Value's
+    # reflected method instead of trying to broadcast over it.
+    __array_ufunc__ = None
+
+    def __init__(self, data, _children=(), str _op='', label=''):
+        cdef tuple kids
+        self.data = _to_double(data, "Value()")
+        if label:
+            self._label = label
+        if _children or _op:
+            # a hand-built node (micrograd style): keep its operands in a
+            # tuple and its op label in the instance dict
+            kids = tuple(_children)
+            for k in kids:
+                if not isinstance(k, Value):
+                    raise TypeError("Value(): _children must be Values, got "
+                                    f"{type(k).__name__}")
+            self._opcode = OP_CUSTOM
+            Py_INCREF(kids)
+            self._a = <PyObject*>kids
+            PyObject_GenericGetDict(self, NULL)['_custom_op'] = _op
+
+    def __dealloc__(self):
+        global _grave, _grave_len, _grave_cap, _draining
+        cdef PyObject* a = self._a
+        cdef PyObject* b = self._b
+        cdef PyObject** grown
+        cdef PyObject* item
+        self._a = NULL
+        self._b = NULL
+        if a == NULL:
+            return
+        if _draining:
+            # an outer dealloc is draining the stack: park the operands there
+            if _grave_len + 2 > _grave_cap:
+                grown = <PyObject**>realloc(
+                    _grave, (2 * _grave_cap + 64) * sizeof(PyObject*))
+                if grown == NULL:       # out of memory: fall back to recursion
+                    Py_DECREF(<object>a)
+                    Py_XDECREF(b)
+                    return
+                _grave = grown
+                _grave_cap = 2 * _grave_cap + 64
+            _grave[_grave_len] = a
+            _grave_len += 1
+            if b != NULL:
+                _grave[_grave_len] = b
+                _grave_len += 1
+            return
+        _draining = True
+        Py_DECREF(<object>a)
+        Py_XDECREF(b)
+        while _grave_len > 0:
+            _grave_len -= 1
+            item = _grave[_grave_len]
+            Py_DECREF(<object>item)
+        _draining = False
+
+    # -- attributes --------------------------------------------------------
+
+    @property
+    def label(self):
+        """A name for the node, shown by draw_dot ('' by default)."""
+        return '' if self._label is None else self._label
+
+    @label.setter
+    def label(self, value):
+        self._label = value
+
+    @property
+    def _op(self):
+        """The operation that produced this node, as micrograd spells it."""
+        cdef int op = self._opcode
+        if op == OP_POWC:
+            return '**' + _fmt_exponent(self._c)
+        if op == OP_CUSTOM:
+            return PyObject_GenericGetDict(self, NULL).get('_custom_op', '')
+        return _OP_NAMES[op]
+
+    @property
+    def _prev(self):
+        """The set of operand Values (micrograd's ``_prev``).
+
+        A constant operand (``x * 2``) is stored inside the node, not as a
+        Value; it is shown here as a fresh leaf Value so that graph drawings
+        look like micrograd's.
+        """
+        cdef int op = self._opcode
+        if op == OP_LEAF:
+            return set()
+        if op == OP_CUSTOM:
+            return set(<tuple>self._a)
+        prev = {<Value>self._a}
+        if self._b != NULL:
+            prev.add(<Value>self._b)
+        elif op_has_const(op):
+            prev.add(Value(self._c))
+        return prev
+
+    def _backward(self):
+        """Add this node's contribution to its operands' gradients.
+
+        backward() calls the equivalent for every node; it is exposed so that
+        code written against micrograd's per-node ``_backward`` keeps working.
+        A hand-built node (``Value(x, (a, b), 'op')``) may be given its own
+        ``_backward`` callable, which replaces this method for that node.
+        """
+        _apply_rule(self)
+
+    def __repr__(self):
+        return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+    def __reduce__(self):
+        raise TypeError("fastgrad.Value cannot be pickled; pickle the floats "
+                        "in .data instead")
+
+    # -- operators ---------------------------------------------------------
+
+    def __add__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_ADD, self, <Value>other)
+        if _as_number(other, &c):
+            return _with_const(OP_ADDC, self, c)
+        return NotImplemented
+
+    def __radd__(self, other):           # other + self
+        cdef double c
+        if _as_number(other, &c):
+            return _with_const(OP_ADDC, self, c)
+        return NotImplemented
+
+    def __sub__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_SUB, self, <Value>other)
+        if _as_number(other, &c):
+            return _with_const(OP_ADDC, self, -c)
+        return NotImplemented
+
+    def __rsub__(self, other):           # other - self
+        cdef double c
+        if _as_number(other, &c):
+            return _with_const(OP_RSUBC, self, c)
+        return NotImplemented
+
+    def __mul__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            return _binary(OP_MUL, self, <Value>other)
+        if _as_number(other, &c):
+            return _with_const(OP_MULC, self, c)
+        return NotImplemented
+
+    def __rmul__(self, other):           # other * self
+        cdef double c
+        if _as_number(other, &c):
+            return _with_const(OP_MULC, self, c)
+        return NotImplemented
+
+    def __truediv__(self, other):
+        cdef double c
+        if isinstance(other, Value):
+            _check_div(self.data, (<Value>other).data)
+            return _binary(OP_DIV, self, <Value>other)
+        if _as_number(other, &c):
+            _check_div(self.data, c)
+            return _with_const(OP_DIVC, self, c)
+        return NotImplemented
+
+    def __rtruediv__(self, other):       # other / self
+        cdef double c
+        if _as_number(other, &c):
+            _check_div(c, self.data)
+            return _with_const(OP_RDIVC, self, c)
+        return NotImplemented
+
+    def __pow__(self, other, mod=None):
+        cdef double c
+        if mod is not None:
+            return NotImplemented
+        if isinstance(other, Value):
+            _check_pow(self.data, (<Value>other).data, False)
+            return _binary(OP_POW, self, <Value>other)
+        if _as_number(other, &c):
+            _check_pow(self.data, c, False)
+            return _with_const(OP_POWC, self, c)
+        return NotImplemented
+
+    def __rpow__(self, other, mod=None):  # other ** self
+        cdef double c
+        if mod is not None:
+            return NotImplemented
+        if _as_number(other, &c):
+            _check_pow(c, self.data, True)
+            return _with_const(OP_RPOWC, self, c)
+        return NotImplemented
+
+    def __neg__(self):                   # self * -1, as micrograd
+        return _with_const(OP_MULC, self, -1.0)
+
+    def __abs__(self):
+        return _unary(OP_ABS, self)
+
+    # -- functions -----------------------------------------------------------
+
+    def relu(self):
+        """max(0, x); the gradient at 0 is 0 (micrograd's convention)."""
+        return _unary(OP_RELU, self)
+
+    def tanh(self):
+        """Hyperbolic tangent; finite for every finite input."""
+        return _unary(OP_TANH, self)
+
+    def exp(self):
+        """e**x; raises OverflowError when the result overflows a double."""
+        return _unary(OP_EXP, self)
+
+    def log(self):
+        """Natural logarithm; raises ValueError for x <= 0."""
+        return _unary(OP_LOG, self)
+
+    def sigmoid(self):
+        """1 / (1 + e**-x), computed without overflow for any input."""
+        return _unary(OP_SIGMOID, self)
+
+    def abs(self):
+        """|x|; the gradient at 0 is 0 (as torch.abs)."""
+        return _unary(OP_ABS, self)
+
+    def sqrt(self):
+        """Square root; raises ValueError for x < 0."""
+        return _unary(OP_SQRT, self)
+
+    # -- reverse mode --------------------------------------------------------
+
+    def backward(self):
+        """Backpropagate from this node: set its grad to 1 and add d(self)/d(node)
+        to the ``grad`` of every node it depends on.
+
+        Gradients accumulate: nothing is zeroed (call ``zero_grad()`` or set
+        ``.grad = 0`` yourself), exactly as in micrograd.  Iterative, so graphs
+        of any depth work.
+        """
+        _backward_from(self)
+
+
+cdef str _fmt_exponent(double c):
+    # micrograd writes f'**{other}': '**2' for x**2, '**-1' for x**-1
+    if floor(c) == c and -1e15 < c < 1e15:
+        return str(<long long>c)
+    return repr(c)
+
+
+# ---------------------------------------------------------------------------
+# functions of two Values (the lecture's max gate)
+# ---------------------------------------------------------------------------
+
+cdef Value _as_value(object x, str where):
+    if isinstance(x, Value):
+        return <Value>x
+    return Value(_to_double(x, where))
+
+
+def maximum(a, b):
+    """max(a, b) as a graph node: the lecture's max gate.
+
+    The gradient flows to the larger input; on a tie it is split evenly
+    between both (as ``torch.maximum``).  Either argument may be a number.
+
+    >>> from fastgrad import Value, maximum
+    >>> z, w = Value(2.0), Value(-1.0)
+    >>> q = maximum(z, w); q.backward()
+    >>> q.data, z.grad, w.grad
+    (2.0, 1.0, 0.0)
+    """
+    cdef Value va = _as_value(a, "maximum()")
+    cdef Value vb = _as_value(b, "maximum()")
+    return _binary(OP_MAX, va, vb)
+
+
+def minimum(a, b):
+    """min(a, b) as a graph node; the gradient rule mirrors :func:`maximum`."""
+    cdef Value va = _as_value(a, "minimum()")
+    cdef Value vb = _as_value(b, "minimum()")
+    return _binary(OP_MIN, va, vb)
+
+
+def dot_add(list w, x, Value start, bint relu=False):
+    """start + w[0]*x[0] + w[1]*x[1] + ... (then relu), built in C.
+
+    Builds exactly the graph of micrograd's ``sum((wi*xi for wi, xi in
+    zip(w, x)), start)`` (and ``.relu()``), node for node, without a Python
+    operator call per term.  ``x`` items may be Values or numbers.
+    """
+    cdef Py_ssize_t n = len(w), i
+    cdef Value acc = start, wi, prod
+    cdef double c
+    cdef object xi
+    if not isinstance(x, (list, tuple)):
+        x = list(x)
+    if len(x) != n:
+        raise ValueError(f"dot_add: {n} weights but {len(x)} inputs")
+    for i in range(n):
+        wi = <Value?>w[i]
+        xi = x[i]
+        if isinstance(xi, Value):
+            prod = _binary(OP_MUL, wi, <Value>xi)
+        elif _as_number(xi, &c):
+            prod = _with_const(OP_MULC, wi, c)
+        else:
+            raise TypeError("dot_add: inputs must be Values or real numbers, "
+                            f"got {type(xi).__name__}")
+        acc = _binary(OP_ADD, acc, prod)
+    if relu:
+        acc = _unary(OP_RELU, acc)
+    return acc
+
+
+def zero_grad(params):
+    """Set ``.grad = 0.0`` on every Value in ``params`` (an iterable)."""
+    for p in params:
+        (<Value?>p).grad = 0.0
+
+
+# ---------------------------------------------------------------------------
+# reverse mode
+# ---------------------------------------------------------------------------
+
+cdef inline void _add_grad(PyObject* node, double g) noexcept:
+    (<Value>node).grad += g
+
+
+cdef int _apply_rule(Value n) except -1:
+    """Propagate n.grad to n's operands with n's derivative rule."""
+    cdef int op = n._opcode
+    cdef Value a, b
+    cdef double ga, gb
+    if op == OP_LEAF:
+        return 0
+    if op == OP_CUSTOM:
+        fn = PyObject_GenericGetDict(n, NULL).get('_backward')
+        if fn is not None:
+            fn()
+        return 0
+    a = <Value>n._a
+    if n._b != NULL:
+        b = <Value>n._b
+        op_backward(op, a.data, b.data, n._c, n.data, n.grad, &ga, &gb)
+        a.grad += ga
+        b.grad += gb
+    else:
+        op_backward(op, a.data, 0.0, n._c, n.data, n.grad, &ga, &gb)
+        a.grad += ga
+    return 0
+
+
+cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
+    """Topological order of the graph under root (operands before users).
+
+    Writes a malloc'ed array of borrowed pointers to out[0] (the caller frees
+    it) and returns its length.  Depth-first with an explicit stack; a node is
+    visited once per sort thanks to its ``_mark`` stamp (no hash set).  The
+    low bit of a stack entry says "children done, emit me".
+    """
+    global _epoch
+    cdef unsigned int stamp
+    cdef size_t cap = 1024, scap = 1024
+    cdef Py_ssize_t n = 0, sp = 0, k
+    cdef PyObject** order = <PyObject**>malloc(cap * sizeof(PyObject*))
+    cdef size_t* stack = <size_t*>malloc(scap * sizeof(size_t))
+    cdef void* grown
+    cdef size_t entry
+    cdef Value v
+    cdef PyObject* kids[2]
+    cdef PyObject* kid
+    cdef tuple custom
+    cdef Py_ssize_t nkids, j
+    if order == NULL or stack == NULL:
+        free(order)
+        free(stack)
+        raise MemoryError("backward: cannot allocate the topological sort")
+    _epoch += 1
+    if _epoch == 0:      # 2**32 sorts later: skip the stamp every node starts with
+        _epoch = 1
+    stamp = _epoch
+    stack[0] = <size_t><PyObject*>root
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        entry = stack[sp]
+        if entry & 1:
+            if <size_t>n == cap:
+                cap *= 2
+                grown = realloc(order, cap * sizeof(PyObject*))
+                if grown == NULL:
+                    free(order); free(stack)
+                    raise MemoryError("backward: graph too large for memory")
+                order = <PyObject**>grown
+            order[n] = <PyObject*>(entry - 1)
+            n += 1
+            continue
+        v = <Value><PyObject*>entry
+        if v._mark == stamp:
+            continue
+        v._mark = stamp
+        custom = None
+        if v._opcode == OP_CUSTOM:
+            custom = <tuple>v._a
+            nkids = len(custom)
+        else:
+            nkids = 0
+            if v._a != NULL:
+                kids[0] = v._a
+                nkids = 1
+                if v._b != NULL:
+                    kids[1] = v._b
+                    nkids = 2
+        if <size_t>(sp + nkids + 1) > scap:
+            scap = 2 * scap + <size_t>nkids
+            grown = realloc(stack, scap * sizeof(size_t))
+            if grown == NULL:
+                free(order); free(stack)
+                raise MemoryError("backward: graph too large for memory")
+            stack = <size_t*>grown
+        stack[sp] = entry | 1
+        sp += 1
+        for j in range(nkids):
+            kid = <PyObject*>custom[j] if custom is not None else kids[j]
+            if (<Value>kid)._mark != stamp:
+                stack[sp] = <size_t>kid
+                sp += 1
+    free(stack)
+    out[0] = order
+    return n
+
+
+cdef int _backward_from(Value root) except -1:
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n = topo_order(root, &order), i
+    cdef bint has_custom = False
+    cdef Value node
+    # hand-built nodes run user code mid-sweep, which could drop the last
+    # reference to nodes still in ``order``: own them for the sweep
+    for i in range(n):
+        if (<Value>order[i])._opcode == OP_CUSTOM:
+            has_custom = True
+            break
+    if has_custom:
+        for i in range(n):
+            Py_INCREF(<object>order[i])
+    try:
+        root.grad = 1.0
+        for i in range(n - 1, -1, -1):
+            _apply_rule(<Value>order[i])
+    finally:
+        if has_custom:
+            for i in range(n):
+                Py_DECREF(<object>order[i])
+        free(order)
+    return 0

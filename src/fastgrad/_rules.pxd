@@ -1,0 +1,201 @@
+# cython: language_level=3
+"""Op codes and derivative rules: the one place where fastgrad's math lives.
+
+Every node of a graph carries one op code.  ``op_forward`` computes the node's
+value from its operands, ``op_backward`` turns the node's gradient into the
+local gradient contributions of its operands.  The eager engine (_engine.pyx)
+and the compiled replay both call these two functions, so a rule is written
+once.  Both are pure C on doubles: domain errors (log of a negative number,
+division by zero, ...) are checked by the eager engine *before* it calls
+``op_forward``; a replay lets IEEE values (inf, nan) propagate.
+
+Operands: ``a`` (first child), ``b`` (second child, binary ops only) and the
+baked constant ``c`` (ops ending in C: the Python number the user wrote).
+"""
+from libc.math cimport exp, log, tanh, sqrt, fabs, pow
+
+cdef enum:
+    OP_LEAF = 0
+    # binary: a (op) b, both Values
+    OP_ADD = 1
+    OP_SUB = 2
+    OP_MUL = 3
+    OP_DIV = 4
+    OP_POW = 5
+    OP_MAX = 6
+    OP_MIN = 7
+    # one Value and a baked constant c
+    OP_ADDC = 8       # a + c   (also a - c, stored as a + (-c) as micrograd does)
+    OP_MULC = 9       # a * c   (also -a, stored as a * -1 as micrograd does)
+    OP_RSUBC = 10     # c - a
+    OP_DIVC = 11      # a / c
+    OP_RDIVC = 12     # c / a
+    OP_POWC = 13      # a ** c
+    OP_RPOWC = 14     # c ** a
+    # unary
+    OP_RELU = 15
+    OP_TANH = 16
+    OP_EXP = 17
+    OP_LOG = 18
+    OP_SIGMOID = 19
+    OP_ABS = 20
+    OP_SQRT = 21
+    N_PURE_OPS = 22   # ops below this have rules here; the rest are eager-only
+    # a node built by hand, Value(x, (a, b), 'op'), whose backward is the
+    # user's own ``_backward`` callable (micrograd's extension mechanism)
+    OP_CUSTOM = 22
+
+
+cdef inline bint op_is_binary(int op) noexcept nogil:
+    return OP_ADD <= op <= OP_MIN
+
+
+cdef inline bint op_has_const(int op) noexcept nogil:
+    return OP_ADDC <= op <= OP_RPOWC
+
+
+cdef inline double stable_sigmoid(double a) noexcept nogil:
+    # 1/(1+exp(-a)) overflows exp for a << 0; the two-branch form never
+    # evaluates exp of a positive number, so sigmoid(-1000) is 0.0, not nan.
+    cdef double e
+    if a >= 0:
+        return 1.0 / (1.0 + exp(-a))
+    e = exp(a)
+    return e / (1.0 + e)
+
+
+cdef inline double op_forward(int op, double a, double b, double c) noexcept nogil:
+    """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM)."""
+    if op == OP_ADD:
+        return a + b
+    elif op == OP_SUB:
+        return a - b
+    elif op == OP_MUL:
+        return a * b
+    elif op == OP_DIV:
+        return a / b
+    elif op == OP_POW:
+        return pow(a, b)
+    elif op == OP_MAX:
+        # nan in, nan out (as torch.maximum); a tie returns a
+        if a != a or b != b:
+            return a + b
+        return a if a >= b else b
+    elif op == OP_MIN:
+        if a != a or b != b:
+            return a + b
+        return a if a <= b else b
+    elif op == OP_ADDC:
+        return a + c
+    elif op == OP_MULC:
+        return a * c
+    elif op == OP_RSUBC:
+        return c - a
+    elif op == OP_DIVC:
+        return a / c
+    elif op == OP_RDIVC:
+        return c / a
+    elif op == OP_POWC:
+        return pow(a, c)
+    elif op == OP_RPOWC:
+        return pow(c, a)
+    elif op == OP_RELU:
+        # micrograd: 0 if x < 0 else x (so relu(-0.0) is -0.0 and nan stays nan)
+        return 0.0 if a < 0 else a
+    elif op == OP_TANH:
+        return tanh(a)           # libm tanh saturates to +-1: no exp overflow
+    elif op == OP_EXP:
+        return exp(a)
+    elif op == OP_LOG:
+        return log(a)
+    elif op == OP_SIGMOID:
+        return stable_sigmoid(a)
+    elif op == OP_ABS:
+        return fabs(a)
+    elif op == OP_SQRT:
+        return sqrt(a)
+    return a  # OP_LEAF: the value itself
+
+
+cdef inline void op_backward(int op, double a, double b, double c, double out,
+                             double g, double* ga, double* gb) noexcept nogil:
+    """Local gradient contributions of a node's operands.
+
+    ``out`` is the node's value, ``g`` its gradient.  Writes d(out)/da * g to
+    ``ga[0]`` and, for binary ops, d(out)/db * g to ``gb[0]``; the caller adds
+    them to the operands' gradients.  Formulas follow micrograd where it has
+    the op (same order of floating-point operations) and PyTorch otherwise.
+    """
+    ga[0] = 0.0
+    gb[0] = 0.0
+    if op == OP_ADD:
+        ga[0] = g
+        gb[0] = g
+    elif op == OP_SUB:
+        ga[0] = g
+        gb[0] = -g
+    elif op == OP_MUL:
+        ga[0] = b * g
+        gb[0] = a * g
+    elif op == OP_DIV:
+        ga[0] = g / b
+        gb[0] = -g * a / (b * b)
+    elif op == OP_POW:
+        ga[0] = (b * pow(a, b - 1.0)) * g
+        # d/db a**b = a**b log(a); at a == 0 (b >= 0) torch defines it as 0
+        if a == 0.0 and b >= 0.0:
+            gb[0] = 0.0
+        else:
+            gb[0] = out * log(a) * g
+    elif op == OP_MAX or op == OP_MIN:
+        # gradient to the winner; a tie splits it evenly (torch.maximum);
+        # nan operands get none
+        if a == b:
+            ga[0] = 0.5 * g
+            gb[0] = 0.5 * g
+        elif a > b:
+            if op == OP_MAX:
+                ga[0] = g
+            else:
+                gb[0] = g
+        elif a < b:
+            if op == OP_MAX:
+                gb[0] = g
+            else:
+                ga[0] = g
+    elif op == OP_ADDC:
+        ga[0] = g
+    elif op == OP_MULC:
+        ga[0] = c * g
+    elif op == OP_RSUBC:
+        ga[0] = -g
+    elif op == OP_DIVC:
+        ga[0] = g / c
+    elif op == OP_RDIVC:
+        ga[0] = -g * c / (a * a)
+    elif op == OP_POWC:
+        ga[0] = (c * pow(a, c - 1.0)) * g
+    elif op == OP_RPOWC:
+        if c == 0.0 and a >= 0.0:
+            ga[0] = 0.0
+        else:
+            ga[0] = out * log(c) * g
+    elif op == OP_RELU:
+        # gradient 0 at 0 (micrograd: (out > 0) * grad)
+        ga[0] = g if out > 0 else 0.0
+    elif op == OP_TANH:
+        ga[0] = (1.0 - out * out) * g
+    elif op == OP_EXP:
+        ga[0] = out * g
+    elif op == OP_LOG:
+        ga[0] = g / a
+    elif op == OP_SIGMOID:
+        ga[0] = out * (1.0 - out) * g
+    elif op == OP_ABS:
+        # sign(a) * g with sign(0) = 0, as torch.abs
+        if a > 0:
+            ga[0] = g
+        elif a < 0:
+            ga[0] = -g
+    elif op == OP_SQRT:
+        ga[0] = g / (2.0 * out)

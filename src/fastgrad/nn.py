@@ -1,0 +1,138 @@
+"""Neural-network building blocks: micrograd's ``nn`` on fastgrad Values.
+
+Same classes, constructors, reprs and weight initialisation as
+``micrograd.nn`` (weights from ``random.uniform(-1, 1)`` drawn in the same
+order, biases 0), so ``random.seed(s)`` gives the same model in both.  One
+fix: a width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
+"""
+import random
+
+from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
+
+__all__ = ["Module", "Neuron", "Layer", "MLP"]
+
+
+class Module:
+    """Base class: holds parameters and can zero their gradients."""
+
+    def zero_grad(self):
+        """Set the gradient of every parameter to 0."""
+        _zero_grad(self.parameters())
+
+    def parameters(self):
+        """The list of trainable Values."""
+        return []
+
+
+class Neuron(Module):
+    """One unit: ``relu(w . x + b)`` (or linear when ``nonlin=False``).
+
+    Parameters
+    ----------
+    nin : int
+        Number of inputs.
+    nonlin : bool, default True
+        Apply ReLU to the output.
+
+    Examples
+    --------
+    >>> import random; random.seed(0)
+    >>> from fastgrad.nn import Neuron
+    >>> n = Neuron(2)
+    >>> n
+    ReLUNeuron(2)
+    >>> n([1.0, -1.0]).data >= 0
+    True
+    """
+
+    # the engine a Neuron builds on; fastgrad.reference swaps in its own
+    _Value = Value
+
+    def __init__(self, nin, nonlin=True):
+        if isinstance(nin, bool) or not isinstance(nin, int) or nin < 1:
+            raise ValueError(f"Neuron: nin must be a positive int, got {nin!r}")
+        self.w = [self._Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = self._Value(0)
+        self.nonlin = nonlin
+
+    def __call__(self, x):
+        if isinstance(x, self._Value):
+            x = [x]          # the output of a width-1 layer
+        return self._forward(x)
+
+    def _forward(self, x):
+        # b + w0*x0 + w1*x1 + ... (then relu), the graph micrograd builds
+        return dot_add(self.w, x, self.b, self.nonlin)
+
+    def parameters(self):
+        return self.w + [self.b]
+
+    def __repr__(self):
+        return f"{'ReLU' if self.nonlin else 'Linear'}Neuron({len(self.w)})"
+
+
+class Layer(Module):
+    """``nout`` neurons reading the same inputs.
+
+    Returns a list of outputs, or the bare Value when ``nout == 1`` (as
+    micrograd does).
+    """
+
+    _Neuron = Neuron
+
+    def __init__(self, nin, nout, **kwargs):
+        if isinstance(nout, bool) or not isinstance(nout, int) or nout < 1:
+            raise ValueError(f"Layer: nout must be a positive int, got {nout!r}")
+        self.neurons = [self._Neuron(nin, **kwargs) for _ in range(nout)]
+
+    def __call__(self, x):
+        out = [n(x) for n in self.neurons]
+        return out[0] if len(out) == 1 else out
+
+    def parameters(self):
+        return [p for n in self.neurons for p in n.parameters()]
+
+    def __repr__(self):
+        return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
+
+
+class MLP(Module):
+    """A multi-layer perceptron: ReLU hidden layers, a linear last layer.
+
+    Parameters
+    ----------
+    nin : int
+        Number of inputs.
+    nouts : list of int
+        Width of each layer, the last one being the output size.
+
+    Examples
+    --------
+    >>> import random; random.seed(1337)
+    >>> from fastgrad.nn import MLP
+    >>> model = MLP(2, [16, 16, 1])
+    >>> len(model.parameters())
+    337
+    >>> score = model([0.5, -0.3])
+    """
+
+    _Layer = Layer
+
+    def __init__(self, nin, nouts):
+        nouts = list(nouts)
+        if not nouts:
+            raise ValueError("MLP: nouts must name at least one layer")
+        sz = [nin] + nouts
+        self.layers = [self._Layer(sz[i], sz[i + 1], nonlin=i != len(nouts) - 1)
+                       for i in range(len(nouts))]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def __repr__(self):
+        return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
