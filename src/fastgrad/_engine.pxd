@@ -6,17 +6,33 @@ loop and the graph recorder; Python code goes through the properties in
 _engine.pyx.
 """
 from cpython.object cimport PyObject
+from fastgrad._rules cimport op_is_binary, op_has_const
+
+# A node has a second operand (binary ops) or a baked constant (the *C ops),
+# never both: they share 8 bytes, which keeps a Value at 64 bytes.
+cdef union Operand2:
+    PyObject* b               # binary ops: the second operand (owned)
+    double c                  # *C ops: the constant the user wrote
 
 cdef class Value:
     cdef public double data
     cdef public double grad
-    cdef double _c            # baked constant of the *C op codes (see _rules.pxd)
-    cdef PyObject* _a         # first operand (owned), or NULL for a leaf
-    cdef PyObject* _b         # second operand (owned), or NULL
+    cdef PyObject* _a         # first operand (owned), NULL for a leaf; for
+                              # OP_CUSTOM a tuple of operands
+    cdef Operand2 _u          # read through node_b() / node_c()
+    cdef PyObject* _dict      # instance dict (label, user attributes), lazy
     cdef unsigned int _mark   # visit stamp of the last topological sort
     cdef unsigned char _opcode
-    cdef object _label
-    cdef dict __dict__        # users may set their own attributes
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1
+
+
+cdef inline PyObject* node_b(Value v) noexcept:
+    """Second operand of a binary node, else NULL (borrowed)."""
+    return v._u.b if op_is_binary(v._opcode) else NULL
+
+
+cdef inline double node_c(Value v) noexcept:
+    """Baked constant of a *C node, else 0.0."""
+    return v._u.c if op_has_const(v._opcode) else 0.0
