@@ -25,11 +25,21 @@ import numbers
 
 cdef extern from "Python.h":
     double PyLong_AsDouble(object) except? -1.0
-    # the instance dict of a Value (created on first use)
-    dict PyObject_GenericGetDict(object, void*)
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
+        PyObject* tp_dict
     void PyType_Modified(PyTypeObject*)
+    ctypedef object (*getter)(object, void*)
+    ctypedef int (*setter)(object, object, void*) except -1
+    ctypedef struct PyGetSetDef:
+        const char* name
+        getter get
+        setter set
+        const char* doc
+        void* closure
+    object PyDescr_NewGetSet(PyTypeObject*, PyGetSetDef*)
+    object PyObject_GenericGetDict(object, void*)
+    int PyObject_GenericSetDict(object, object, void*) except -1
 
 # ---------------------------------------------------------------------------
 # module state
@@ -474,8 +484,18 @@ cdef int _enable_instance_dict() except -1:
     cdef Value probe = Value.__new__(Value)
     cdef Py_ssize_t off = <char*>&probe._dict - <char*><PyObject*>probe
     (<PyTypeObject*>Value).tp_dictoffset = off
+    # and a __dict__ attribute, so vars(v) and v.__dict__ work
+    _dict_getset.name = "__dict__"
+    _dict_getset.get = <getter>PyObject_GenericGetDict
+    _dict_getset.set = <setter>PyObject_GenericSetDict
+    _dict_getset.doc = "the node's own attributes (label, user data)"
+    _dict_getset.closure = NULL
+    descr = PyDescr_NewGetSet(<PyTypeObject*>Value, &_dict_getset)
+    (<dict><object>(<PyTypeObject*>Value).tp_dict)["__dict__"] = descr
     PyType_Modified(<PyTypeObject*>Value)
     return 0
+
+cdef PyGetSetDef _dict_getset
 
 _enable_instance_dict()
 
