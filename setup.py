@@ -34,6 +34,7 @@ extensions = [
         f"fastgrad.{pyx.stem}",
         [str(pyx.relative_to(here))],
         extra_compile_args=CFLAGS,
+        define_macros=[("FASTGRAD_DEBUG", "1" if DEBUG else "0")],
     )
     for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))
 ]

@@ -41,6 +41,17 @@ cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void*)
     int PyObject_GenericSetDict(object, object, void*) except -1
 
+cdef extern from *:
+    """
+    #ifndef FASTGRAD_DEBUG
+    #define FASTGRAD_DEBUG 0
+    #endif
+    """
+    int FASTGRAD_DEBUG
+
+#: True in a FASTGRAD_CYTHON_DEBUG=1 build (bounds/initialisation checks on)
+DEBUG_BUILD = bool(FASTGRAD_DEBUG)
+
 # ---------------------------------------------------------------------------
 # module state
 # ---------------------------------------------------------------------------
@@ -240,6 +251,9 @@ cdef class Value:
         if label:
             self.label = label    # stored in the instance dict
         if _children or _op:
+            if self._a != NULL:
+                raise TypeError("Value.__init__: this Value is already linked "
+                                "into a graph; build a new Value instead")
             # a hand-built node (micrograd style): keep its operands in a
             # tuple and its op label in the instance dict
             kids = tuple(_children)
