@@ -355,8 +355,11 @@ cdef class Value:
         return f"Value(data={self.data!r}, grad={self.grad!r})"
 
     def __reduce__(self):
-        raise TypeError("fastgrad.Value cannot be pickled; pickle the floats "
-                        "in .data instead")
+        # The graph under this node goes out as flat records in topological
+        # order (no recursion, so any depth pickles).  Nodes shared with
+        # another separately pickled root are copied, not shared; leaves
+        # pickled on their own (model parameters) keep their identity.
+        return (_rebuild_graph, (_graph_records(self),))
 
     # -- operators ---------------------------------------------------------
 
@@ -487,6 +490,68 @@ cdef class Value:
         of any depth work.
         """
         _backward_from(self)
+
+
+cdef list _graph_records(Value root):
+    """[(data, grad, op, a, b_or_c, dict), ...] in topological order; operand
+    fields are indices into the list."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n = topo_order(root, &order), i
+    cdef Value v
+    cdef dict index = {}
+    cdef list records = []
+    try:
+        for i in range(n):
+            v = <Value>order[i]
+            index[<size_t>order[i]] = i
+            d = <object>v._dict if v._dict != NULL else None
+            if v._opcode == OP_LEAF:
+                records.append((v.data, v.grad, OP_LEAF, None, None, d))
+            elif v._opcode == OP_CUSTOM:
+                kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
+                records.append((v.data, v.grad, OP_CUSTOM, kids, None, d))
+            elif op_is_binary(v._opcode):
+                records.append((v.data, v.grad, v._opcode, index[<size_t>v._a],
+                                index[<size_t>v._u.b], d))
+            else:
+                records.append((v.data, v.grad, v._opcode, index[<size_t>v._a],
+                                v._u.c, d))
+    finally:
+        free(order)
+    return records
+
+
+def _rebuild_graph(list records):
+    """Inverse of Value.__reduce__: rebuild the nodes, return the root."""
+    cdef list nodes = []
+    cdef Value v
+    cdef int op
+    cdef tuple kids
+    if not records:
+        raise ValueError("cannot unpickle a Value from an empty record list")
+    for data, grad, op, a, bc, d in records:
+        if not 0 <= op <= OP_CUSTOM:
+            raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
+        v = Value.__new__(Value)
+        v.data = data
+        v.grad = grad
+        v._opcode = op
+        if op == OP_CUSTOM:
+            kids = tuple([nodes[k] for k in a])
+            Py_INCREF(kids)
+            v._a = <PyObject*>kids
+        elif op != OP_LEAF:
+            Py_INCREF(nodes[a])
+            v._a = <PyObject*>nodes[a]
+            if op_is_binary(op):
+                Py_INCREF(nodes[bc])
+                v._u.b = <PyObject*>nodes[bc]
+            else:
+                v._u.c = bc
+        if d:
+            PyObject_GenericGetDict(v, NULL).update(d)
+        nodes.append(v)
+    return nodes[len(nodes) - 1]   # (wraparound is off: no [-1])
 
 
 cdef int _enable_instance_dict() except -1:
