@@ -1,0 +1,625 @@
+"""A plain pure-Python engine with fastgrad's API, written to be read.
+
+``fastgrad.reference`` does what the compiled ``fastgrad.engine`` does, in
+the most direct Python: it is the baseline of the benchmarks and an
+independent oracle in the tests.  Nothing here is tuned for speed.
+
+Design:
+  * A ``Value`` remembers its value, its gradient, its operands
+    (``_children``), the label of the operation that made it (``_op``, as
+    micrograd spells it) and the name of its derivative rule (``_rule``).
+  * A constant operand (``x * 2``) becomes a fresh leaf Value, as in
+    micrograd; it receives a gradient that nobody reads.
+  * Every derivative rule lives in one table, ``_RULES``: op name -> a small
+    function from the operands' values, the node's value and its gradient to
+    the operands' gradient contributions.  Nodes hold no closures.
+  * ``backward()`` sorts the graph with an explicit stack (no recursion, so a
+    chain 100,000 deep works) and applies the rules in reverse order.
+  * Rules follow micrograd where micrograd has the op and PyTorch otherwise:
+    relu and abs have gradient 0 at 0; a max/min tie splits the gradient
+    evenly; sigmoid never evaluates exp of a positive number.  Mid-backward
+    arithmetic follows IEEE-754 (1/0 is inf, 0/0 is nan) instead of raising,
+    as C does.
+
+>>> from fastgrad.reference import Value
+>>> a, b = Value(-4.0), Value(2.0)
+>>> c = a * b + b ** 3
+>>> c.backward()
+>>> a.grad, b.grad
+(2.0, 8.0)
+"""
+import contextlib
+import math
+import numbers
+
+from fastgrad import nn as _nn
+
+__all__ = [
+    "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
+    "set_grad_enabled", "zero_grad", "dot_add",
+    "Module", "Neuron", "Layer", "MLP",
+]
+
+_INF = math.inf
+_NAN = math.nan
+
+# ---------------------------------------------------------------------------
+# graph recording switch (this module's own, independent of fastgrad.engine)
+# ---------------------------------------------------------------------------
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    """Return True when operations on reference Values record a graph."""
+    return _grad_enabled
+
+
+def set_grad_enabled(mode):
+    """Turn graph recording on or off; return the previous setting."""
+    global _grad_enabled
+    old = _grad_enabled
+    _grad_enabled = bool(mode)
+    return old
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Compute with reference Values without recording a graph.
+
+    Inside the block (or decorated function) every operation returns a leaf
+    Value.  Process-wide; the previous setting is restored on exit.
+
+    >>> from fastgrad.reference import Value, no_grad
+    >>> x = Value(3.0)
+    >>> with no_grad():
+    ...     y = x * x
+    >>> y.data, y._prev
+    (9.0, set())
+    """
+
+    def __enter__(self):
+        self._saved = set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._saved)
+        return False
+
+
+# ---------------------------------------------------------------------------
+# numbers
+# ---------------------------------------------------------------------------
+
+def _number(x):
+    """float(x) if x is a real number (bool, int, float, numpy scalar,
+    Fraction, ...), else None.  Values, str, complex, None... are not."""
+    if isinstance(x, float):
+        return float(x)
+    if isinstance(x, Value):
+        return None
+    if isinstance(x, numbers.Real):          # int, bool, np.int64, Fraction...
+        return float(x)
+    if type(x).__module__ == "numpy" and type(x).__name__ in ("bool", "bool_"):
+        return 1.0 if x else 0.0             # numpy.bool_ is not a numbers.Real
+    return None
+
+
+def _to_float(x, where):
+    value = _number(x)
+    if value is None:
+        raise TypeError(f"{where} expects a real number, got "
+                        f"{type(x).__name__} ({repr(x)[:60]})")
+    return value
+
+
+def _is_odd_integer(y):
+    return math.isfinite(y) and y.is_integer() and y % 2.0 == 1.0
+
+
+def _ieee_pow(x, y):
+    """x ** y as C's pow(): inf or nan where Python would raise."""
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return -_INF if x < 0 and _is_odd_integer(y) else _INF
+    except ValueError:
+        if x == 0:                    # 0 ** negative: a pole
+            return math.copysign(_INF, x) if _is_odd_integer(y) else _INF
+        return _NAN                   # negative ** non-integer
+
+
+def _ieee_div(x, y):
+    """x / y as C's division: +-inf or nan for y == 0 where Python raises."""
+    if y != 0:
+        return x / y
+    if x == 0 or x != x:
+        return _NAN
+    return math.copysign(_INF, x) * math.copysign(1.0, y)
+
+
+def _ieee_log(x):
+    """log(x) as C's log(): -inf at 0, nan below."""
+    if x > 0:
+        return math.log(x)
+    return -_INF if x == 0 else _NAN
+
+
+def _sigmoid(a):
+    # 1/(1+e^-a) overflows e^-a for very negative a; the second branch
+    # rewrites it as e^a/(1+e^a), so exp only ever sees a non-positive number
+    if a >= 0:
+        return 1.0 / (1.0 + math.exp(-a))
+    e = math.exp(a)
+    return e / (1.0 + e)
+
+
+# ---------------------------------------------------------------------------
+# derivative rules: the only place where the reference's calculus lives
+# ---------------------------------------------------------------------------
+# Each rule gets the operands' values, the node's value `out` and its
+# gradient `g`, and returns one gradient contribution per operand.
+
+def _d_pow(a, b, out, g):
+    # d(a**b)/da = b a**(b-1);  d(a**b)/db = a**b ln a, taken as 0 at a = 0
+    # (b >= 0), as PyTorch does
+    da = (b * _ieee_pow(a, b - 1.0)) * g
+    db = 0.0 if (a == 0 and b >= 0) else out * _ieee_log(a) * g
+    return da, db
+
+
+def _d_max(a, b, out, g):
+    if a == b:
+        return 0.5 * g, 0.5 * g        # a tie: half each
+    if a > b:
+        return g, 0.0
+    if a < b:
+        return 0.0, g
+    return 0.0, 0.0                    # nan: no winner
+
+
+def _d_min(a, b, out, g):
+    if a == b:
+        return 0.5 * g, 0.5 * g
+    if a < b:
+        return g, 0.0
+    if a > b:
+        return 0.0, g
+    return 0.0, 0.0
+
+
+def _d_abs(a, out, g):
+    if a > 0:
+        return (g,)
+    if a < 0:
+        return (-g,)
+    return (0.0,)                      # sign(0) = 0
+
+
+_RULES = {
+    "+": lambda a, b, out, g: (g, g),
+    "-": lambda a, b, out, g: (g, -g),
+    "*": lambda a, b, out, g: (b * g, a * g),
+    "/": lambda a, b, out, g: (_ieee_div(g, b), _ieee_div(-g * a, b * b)),
+    "**": _d_pow,
+    # a ** c with a constant exponent: the exponent leaf gets nothing
+    "**c": lambda a, c, out, g: ((c * _ieee_pow(a, c - 1.0)) * g, 0.0),
+    "max": _d_max,
+    "min": _d_min,
+    "ReLU": lambda a, out, g: (g if out > 0 else 0.0,),     # 0 at the kink
+    "tanh": lambda a, out, g: ((1.0 - out * out) * g,),
+    "exp": lambda a, out, g: (out * g,),
+    "log": lambda a, out, g: (_ieee_div(g, a),),
+    "sigmoid": lambda a, out, g: (out * (1.0 - out) * g,),
+    "abs": _d_abs,
+    "sqrt": lambda a, out, g: (_ieee_div(g, 2.0 * out),),
+}
+
+
+# ---------------------------------------------------------------------------
+# domain checks: what the same expression on Python floats raises
+# ---------------------------------------------------------------------------
+
+def _check_div(num, den):
+    if den == 0:
+        raise ZeroDivisionError(f"division by zero: {num!r} / {den!r}")
+
+
+def _check_pow(base, exponent):
+    if base == 0 and exponent < 0:
+        raise ZeroDivisionError(
+            f"pow: 0.0 cannot be raised to a negative power ({exponent!r})")
+    if base < 0 and math.isfinite(exponent) and not exponent.is_integer():
+        raise ValueError(
+            f"pow: negative base {base!r} raised to the non-integer power "
+            f"{exponent!r} is complex; Values are real")
+    if math.isfinite(base) and math.isfinite(exponent):
+        try:
+            math.pow(base, exponent)
+        except OverflowError:
+            raise OverflowError(
+                f"pow: {base!r} ** {exponent!r} overflows a double") from None
+
+
+def _exponent_label(c):
+    # '**2' for x**2 and x**2.0 (as fastgrad.engine), '**0.5' otherwise
+    if c.is_integer() and -1e15 < c < 1e15:
+        return f"**{int(c)}"
+    return f"**{c!r}"
+
+
+# ---------------------------------------------------------------------------
+# the Value
+# ---------------------------------------------------------------------------
+
+class Value:
+    """A scalar in a computational graph (pure-Python reference version).
+
+    Same constructor, operators and methods as ``fastgrad.Value``.
+
+    Parameters
+    ----------
+    data : real number
+        The value; stored as a float.
+    _children : tuple of Value, optional
+        Operands of a node built by hand (micrograd style); its backward pass
+        is whatever callable you assign to ``node._backward``.
+    _op : str, optional
+        Label of the operation that made a hand-built node.
+    label : str, optional
+        A name for graph drawings.
+
+    Examples
+    --------
+    >>> from fastgrad.reference import Value
+    >>> x = Value(3.0)
+    >>> y = x * x + 2 * x
+    >>> y.backward()
+    >>> y.data, x.grad
+    (15.0, 8.0)
+    """
+
+    # __dict__ lets users attach attributes (and a hand-built node's _backward)
+    __slots__ = ("data", "grad", "_children", "_op", "_rule", "label",
+                 "__dict__")
+
+    # numpy scalars on the left of an operator defer to our reflected methods
+    __array_ufunc__ = None
+
+    def __init__(self, data, _children=(), _op="", label=""):
+        if not isinstance(_op, str):
+            raise TypeError(f"Value(): _op must be a str, got {type(_op).__name__}")
+        children = tuple(_children)
+        for child in children:
+            if not isinstance(child, Value):
+                raise TypeError("Value(): _children must be Values, got "
+                                f"{type(child).__name__}")
+        self.data = _to_float(data, "Value()")
+        self.grad = 0.0
+        self._children = children
+        self._op = _op
+        self._rule = None       # hand-built nodes have no rule of ours
+        self.label = label
+
+    @classmethod
+    def _node(cls, data, children, op, rule):
+        """A node made by an operation (a leaf when recording is off)."""
+        out = cls.__new__(cls)
+        out.data = data
+        out.grad = 0.0
+        out.label = ""
+        if _grad_enabled:
+            out._children, out._op, out._rule = children, op, rule
+        else:
+            out._children, out._op, out._rule = (), "", None
+        return out
+
+    @property
+    def _prev(self):
+        """The set of operand Values (micrograd's ``_prev``)."""
+        return set(self._children)
+
+    def __repr__(self):
+        return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+    # -- operands ------------------------------------------------------------
+
+    @staticmethod
+    def _operand(other):
+        """other as a Value (a constant becomes a fresh leaf), or None."""
+        if isinstance(other, Value):
+            return other
+        c = _number(other)
+        return None if c is None else Value(c)
+
+    def _binary(self, other, op):
+        a, b = self.data, other.data
+        if op == "+":
+            out = a + b
+        elif op == "-":
+            out = a - b
+        elif op == "*":
+            out = a * b
+        elif op == "/":
+            _check_div(a, b)
+            out = a / b
+        else:  # "**"
+            _check_pow(a, b)
+            out = _ieee_pow(a, b)
+        return Value._node(out, (self, other), op, op)
+
+    def _unary(self, out, op):
+        return Value._node(out, (self,), op, op)
+
+    # -- arithmetic ------------------------------------------------------------
+
+    def __add__(self, other):
+        other = self._operand(other)
+        return NotImplemented if other is None else self._binary(other, "+")
+
+    def __radd__(self, other):              # other + self
+        other = self._operand(other)
+        return NotImplemented if other is None else self._binary(other, "+")
+
+    def __sub__(self, other):
+        if isinstance(other, Value):
+            return self._binary(other, "-")
+        c = _number(other)
+        # a - c is a + (-c), as micrograd builds it
+        return NotImplemented if c is None else self._binary(Value(-c), "+")
+
+    def __rsub__(self, other):              # other - self
+        other = self._operand(other)
+        return NotImplemented if other is None else other._binary(self, "-")
+
+    def __mul__(self, other):
+        other = self._operand(other)
+        return NotImplemented if other is None else self._binary(other, "*")
+
+    def __rmul__(self, other):              # other * self
+        other = self._operand(other)
+        return NotImplemented if other is None else self._binary(other, "*")
+
+    def __truediv__(self, other):
+        other = self._operand(other)
+        return NotImplemented if other is None else self._binary(other, "/")
+
+    def __rtruediv__(self, other):          # other / self
+        other = self._operand(other)
+        return NotImplemented if other is None else other._binary(self, "/")
+
+    def __pow__(self, other, mod=None):
+        if mod is not None:
+            return NotImplemented
+        if isinstance(other, Value):
+            return self._binary(other, "**")
+        c = _number(other)
+        if c is None:
+            return NotImplemented
+        _check_pow(self.data, c)
+        return Value._node(_ieee_pow(self.data, c), (self, Value(c)),
+                           _exponent_label(c), "**c")
+
+    def __rpow__(self, other, mod=None):    # other ** self
+        if mod is not None:
+            return NotImplemented
+        other = self._operand(other)
+        return NotImplemented if other is None else other._binary(self, "**")
+
+    def __neg__(self):                      # self * -1, as micrograd
+        return self._binary(Value(-1.0), "*")
+
+    def __abs__(self):
+        return self.abs()
+
+    # -- functions -------------------------------------------------------------
+
+    def relu(self):
+        """max(0, x); gradient 0 at 0."""
+        x = self.data
+        return self._unary(0.0 if x < 0 else x, "ReLU")
+
+    def tanh(self):
+        """Hyperbolic tangent."""
+        return self._unary(math.tanh(self.data), "tanh")
+
+    def exp(self):
+        """e**x; OverflowError when the result overflows a double."""
+        x = self.data
+        try:
+            out = math.exp(x)
+        except OverflowError:
+            raise OverflowError(f"exp: exp({x!r}) overflows a double") from None
+        return self._unary(out, "exp")
+
+    def log(self):
+        """Natural logarithm; ValueError for x <= 0."""
+        x = self.data
+        if x <= 0:
+            raise ValueError(f"log: math domain error, log({x!r}) is undefined "
+                             "for a non-positive number")
+        return self._unary(math.log(x), "log")
+
+    def sigmoid(self):
+        """1 / (1 + e**-x), without overflow for any x."""
+        return self._unary(_sigmoid(self.data), "sigmoid")
+
+    def abs(self):
+        """|x|; gradient 0 at 0."""
+        return self._unary(abs(self.data), "abs")
+
+    def sqrt(self):
+        """Square root; ValueError for x < 0."""
+        x = self.data
+        if x < 0:
+            raise ValueError(f"sqrt: math domain error, sqrt({x!r}) of a "
+                             "negative number")
+        return self._unary(math.sqrt(x), "sqrt")
+
+    # -- reverse mode ------------------------------------------------------------
+
+    def _backward(self):
+        """Add this node's contribution to its operands' gradients."""
+        rule = _RULES.get(self._rule)
+        if rule is None:                 # a leaf, or hand-built without _backward
+            return
+        children = self._children
+        contributions = rule(*[c.data for c in children], self.data, self.grad)
+        for child, g in zip(children, contributions):
+            child.grad += g
+
+    def backward(self):
+        """Set this node's grad to 1 and accumulate d(self)/d(node) into the
+        grad of every node it depends on (nothing is zeroed)."""
+        order = _topological_order(self)
+        self.grad = 1.0
+        for node in reversed(order):
+            node._backward()
+
+
+def _topological_order(root):
+    """Nodes under root, operands before the nodes that use them.
+
+    Depth-first with an explicit stack: an entry (node, False) asks to visit
+    node's operands; (node, True) means they are done and node comes next.
+    """
+    order = []
+    visited = set()
+    stack = [(root, False)]
+    while stack:
+        node, operands_done = stack.pop()
+        if operands_done:
+            order.append(node)
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        for child in node._children:
+            if child not in visited:
+                stack.append((child, False))
+    return order
+
+
+# ---------------------------------------------------------------------------
+# functions
+# ---------------------------------------------------------------------------
+
+def _as_value(x, where):
+    return x if isinstance(x, Value) else Value(_to_float(x, where))
+
+
+def _extremum(a, b, op, where):
+    a, b = _as_value(a, where), _as_value(b, where)
+    x, y = a.data, b.data
+    if x != x or y != y:
+        out = x + y                      # nan in, nan out
+    elif op == "max":
+        out = x if x >= y else y         # a tie returns a
+    else:
+        out = x if x <= y else y
+    return Value._node(out, (a, b), op, op)
+
+
+def maximum(a, b):
+    """max(a, b) as a graph node; a tie splits the gradient evenly.
+
+    >>> from fastgrad.reference import Value, maximum
+    >>> z, w = Value(2.0), Value(-1.0)
+    >>> q = maximum(z, w); q.backward()
+    >>> q.data, z.grad, w.grad
+    (2.0, 1.0, 0.0)
+    """
+    return _extremum(a, b, "max", "maximum()")
+
+
+def minimum(a, b):
+    """min(a, b) as a graph node; a tie splits the gradient evenly.
+
+    >>> from fastgrad.reference import Value, minimum
+    >>> q = minimum(Value(2.0), 5); q.data
+    2.0
+    """
+    return _extremum(a, b, "min", "minimum()")
+
+
+def dot_add(w, x, start, relu=False):
+    """start + w[0]*x[0] + w[1]*x[1] + ... (then relu), one node at a time.
+
+    >>> from fastgrad.reference import Value, dot_add
+    >>> dot_add([Value(2.0), Value(3.0)], [1.0, -1.0], Value(0.5)).data
+    -0.5
+    """
+    x = list(x)
+    if len(x) != len(w):
+        raise ValueError(f"dot_add: {len(w)} weights but {len(x)} inputs")
+    for xi in x:
+        if not isinstance(xi, Value) and _number(xi) is None:
+            raise TypeError("dot_add: inputs must be Values or real numbers, "
+                            f"got {type(xi).__name__}")
+    act = sum((wi * xi for wi, xi in zip(w, x)), start)
+    return act.relu() if relu else act
+
+
+def zero_grad(params):
+    """Set ``.grad = 0.0`` on every reference Value in ``params``.
+
+    >>> from fastgrad.reference import Value, zero_grad
+    >>> v = Value(1.0); v.grad = 3.0; zero_grad([v]); v.grad
+    0.0
+    """
+    for p in params:
+        if not isinstance(p, Value):
+            raise TypeError("zero_grad: expected reference Values, got "
+                            f"{type(p).__name__}")
+        p.grad = 0.0
+
+
+# ---------------------------------------------------------------------------
+# nn: fastgrad.nn's classes on reference Values
+# ---------------------------------------------------------------------------
+# Same constructors, so random.seed(s) gives the same weights as fastgrad.nn
+# and micrograd.nn; only the engine and the forward pass differ.
+
+class Module(_nn.Module):
+    """Base class: parameters() and zero_grad() on reference Values."""
+
+    def zero_grad(self):
+        """Set the gradient of every parameter to 0."""
+        zero_grad(self.parameters())
+
+
+class Neuron(Module, _nn.Neuron):
+    """relu(w . x + b) (or linear) on reference Values, built as micrograd does.
+
+    >>> import random; random.seed(0)
+    >>> from fastgrad.reference import Neuron
+    >>> Neuron(3)
+    ReLUNeuron(3)
+    """
+
+    _Value = Value
+
+    def _forward(self, x):
+        x = list(x)
+        if len(x) != len(self.w):
+            raise ValueError(f"Neuron: {len(self.w)} weights but {len(x)} inputs")
+        act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+        return act.relu() if self.nonlin else act
+
+
+class Layer(Module, _nn.Layer):
+    """``nout`` reference neurons reading the same inputs."""
+
+    _Neuron = Neuron
+
+
+class MLP(Module, _nn.MLP):
+    """A multi-layer perceptron on reference Values.
+
+    >>> import random; random.seed(1337)
+    >>> from fastgrad.reference import MLP
+    >>> len(MLP(2, [16, 16, 1]).parameters())
+    337
+    """
+
+    _Layer = Layer
