@@ -29,6 +29,14 @@ else:
     CFLAGS = ["-O3"]
 
 here = Path(__file__).parent
+
+# Cython skips a .pyx whose .c is newer; after switching between the debug and
+# the normal build that .c has the wrong directives, so remember the mode.
+_stamp = here / "build" / "fastgrad-build-mode"
+_mode = "debug" if DEBUG else "release"
+_mode_changed = not _stamp.exists() or _stamp.read_text() != _mode
+_stamp.parent.mkdir(exist_ok=True)
+_stamp.write_text(_mode)
 extensions = [
     Extension(
         f"fastgrad.{pyx.stem}",
@@ -45,6 +53,6 @@ setup(
         compiler_directives=DIRECTIVES,
         include_path=["src"],
         # a debug build must not reuse optimised C files, and vice versa
-        force=DEBUG or os.environ.get("FASTGRAD_CYTHON_FORCE", "0") != "0",
+        force=_mode_changed or os.environ.get("FASTGRAD_CYTHON_FORCE", "0") != "0",
     ),
 )

@@ -88,6 +88,8 @@ def test_value_power_of_value_by_hand():
 
 
 @pytest.mark.parametrize("fn, x, value, grad", [
+    (lambda v: v ** 0, 0.0, 1.0, 0.0),              # d(x**0)/dx = 0 at 0 (torch)
+    (lambda v: v ** Value(0.0), 0.0, 1.0, 0.0),
     (lambda v: v.relu(), 0.0, 0.0, 0.0),            # kink: gradient 0
     (lambda v: v.relu(), -2.0, 0.0, 0.0),
     (lambda v: v.relu(), 2.0, 2.0, 1.0),

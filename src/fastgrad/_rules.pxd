@@ -141,7 +141,10 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         ga[0] = g / b
         gb[0] = -g * a / (b * b)
     elif op == OP_POW:
-        ga[0] = (b * pow(a, b - 1.0)) * g
+        # d(a**0)/da is 0 everywhere, also at a == 0 where the formula gives
+        # 0 * inf (PyTorch's convention)
+        if b != 0.0:
+            ga[0] = (b * pow(a, b - 1.0)) * g
         # d/db a**b = a**b log(a); at a == 0 (b >= 0) torch defines it as 0
         if a == 0.0 and b >= 0.0:
             gb[0] = 0.0
@@ -174,7 +177,8 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_RDIVC:
         ga[0] = -g * c / (a * a)
     elif op == OP_POWC:
-        ga[0] = (c * pow(a, c - 1.0)) * g
+        if c != 0.0:
+            ga[0] = (c * pow(a, c - 1.0)) * g
     elif op == OP_RPOWC:
         if c == 0.0 and a >= 0.0:
             ga[0] = 0.0

@@ -162,7 +162,8 @@ def _sigmoid(a):
 def _d_pow(a, b, out, g):
     # d(a**b)/da = b a**(b-1);  d(a**b)/db = a**b ln a, taken as 0 at a = 0
     # (b >= 0), as PyTorch does
-    da = (b * _ieee_pow(a, b - 1.0)) * g
+    # d(a**0)/da is 0 everywhere, also at a == 0 (PyTorch's convention)
+    da = 0.0 if b == 0 else (b * _ieee_pow(a, b - 1.0)) * g
     db = 0.0 if (a == 0 and b >= 0) else out * _ieee_log(a) * g
     return da, db
 
@@ -202,7 +203,7 @@ _RULES = {
     "/": lambda a, b, out, g: (_ieee_div(g, b), _ieee_div(-g * a, b * b)),
     "**": _d_pow,
     # a ** c with a constant exponent: the exponent leaf gets nothing
-    "**c": lambda a, c, out, g: ((c * _ieee_pow(a, c - 1.0)) * g, 0.0),
+    "**c": lambda a, c, out, g: (0.0 if c == 0 else (c * _ieee_pow(a, c - 1.0)) * g, 0.0),
     "max": _d_max,
     "min": _d_min,
     "ReLU": lambda a, out, g: (g if out > 0 else 0.0,),     # 0 at the kink
