@@ -2,8 +2,8 @@
 raises), a message naming the operation and the offending value or type, and
 an existing graph left exactly as it was.
 """
-import fractions
 import decimal
+import fractions
 import math
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fastgrad import Value, maximum, minimum
-from fastgrad.nn import MLP, Neuron
+from fastgrad.nn import MLP
 
 
 def outcome(fn):
@@ -41,10 +41,6 @@ SAME_AS_FLOAT = [
     'v / 1e-300', 'z ** 0', 'n ** 2', 'n ** -3', 'n ** 0.0',
     'v + fractions.Fraction(1, 3)', 'v * np.float32(2)', 'z ** 0.5',
 ]
-
-
-def as_float(x):
-    return float(x)
 
 
 @pytest.mark.parametrize("expr", SAME_AS_FLOAT)
@@ -225,7 +221,7 @@ def test_failed_forward_in_nn_leaves_parameters_untouched():
         with pytest.raises(TypeError):
             model(bad)
     with pytest.raises(ValueError, match="2 weights but 3 inputs"):
-        Neuron.__call__(model.layers[0].neurons[0], [1.0, 2.0, 3.0])
+        model.layers[0].neurons[0]([1.0, 2.0, 3.0])
     assert [(p.data, p.grad) for p in model.parameters()] == before
 
 

@@ -280,6 +280,18 @@ def test_backward_from_intermediate_node_then_root():
     assert got == want
 
 
+def test_backward_touches_only_the_subgraph():
+    a, b, c = Value(2.0), Value(3.0), Value(5.0)
+    ab = a * b
+    root1 = ab + c
+    root2 = ab * c           # shares ab with root1
+    root2.backward()
+    assert (a.grad, b.grad, c.grad, ab.grad) == (15.0, 10.0, 6.0, 5.0)
+    assert root1.grad == 0.0                 # a user of ab, not below root2
+    ab.backward()            # from an intermediate node: only a and b below it
+    assert (a.grad, b.grad, c.grad, ab.grad) == (18.0, 12.0, 6.0, 1.0)
+
+
 def test_backward_on_leaf_sets_grad_one():
     v = Value(4.0)
     v.backward()
@@ -409,6 +421,44 @@ def test_hand_built_closure_graph_is_freed():
     del s
     gc.collect()
     assert ref() is None
+
+
+PROTOCOL_EXPRS = [
+    "v < w", "v <= 1", "np.float64(2) < v", "max(v, w)", "float(v)", "int(v)",
+    "round(v)", "math.sqrt(v)", "v // w", "v % w", "v // 2", "divmod(v, w)",
+    "len(v)", "iter(v)", "v[0]", "+v", "bool(V(0))", "v == w", "v != w",
+    "sum([v, w])", "sum([v, w], 10)", "np.sum([v, w])", "np.array([v, w]) * 2",
+]
+
+
+def _normalise(r):
+    if isinstance(r, (mg.Value, Value)):
+        return ("value", float(r.data))
+    if isinstance(r, np.ndarray):
+        return ("array", [float(x.data) for x in r.ravel()])
+    return ("other", r)
+
+
+@pytest.mark.parametrize("expr", PROTOCOL_EXPRS)
+def test_python_protocols_behave_like_micrograd(expr):
+    # what micrograd does not define must fail the same way in fastgrad
+    results = []
+    for V in (Value, mg.Value):
+        env = {"V": V, "v": V(3.0), "w": V(2.0), "np": np, "math": math}
+        try:
+            results.append(_normalise(eval(expr, env)))
+        except Exception as e:          # noqa: BLE001 - the type is compared
+            results.append(("raise", type(e)))
+    assert results[0] == results[1], expr
+
+
+def test_constructor_keywords_as_micrograd():
+    a, b = Value(1.0), Value(2.0)
+    n = Value(3.0, _children=(a, b), _op="+")
+    m = mg.Value(3.0, _children=(mg.Value(1.0), mg.Value(2.0)), _op="+")
+    assert n._op == m._op == "+"
+    assert n._prev == {a, b} and len(m._prev) == 2
+    assert Value(data=1.5).data == 1.5
 
 
 def test_public_names():
