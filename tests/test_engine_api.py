@@ -379,6 +379,33 @@ def test_hand_built_node_backward_error_propagates():
     assert n.grad == 2.0 + 2.0
 
 
+def test_backward_called_from_a_user_backward_like_micrograd():
+    # re-entrant backward (a user _backward that backprops another graph)
+    results = []
+    for V in (Value, mg.Value):
+        a, b = V(2.0), V(3.0)
+        inner = a * b
+        n = V(1.0, (a,), "x")
+
+        def bw(inner=inner):
+            inner.backward()
+        n._backward = bw
+        y = n * 2 + a
+        y.backward()
+        results.append((float(a.grad), float(b.grad), float(n.grad), float(inner.grad)))
+    assert results[0] == results[1] == (4.0, 2.0, 2.0, 1.0)
+
+
+def test_cycle_of_hand_built_nodes_terminates():
+    # a cyclic "graph" is a user error, but backward must not loop or crash
+    p = Value(1.0)
+    q = Value(2.0, (p,), "q")
+    p.__init__(1.0, (q,), "p")
+    q._backward = lambda: None
+    q.backward()
+    assert (q.grad, p.grad) == (1.0, 0.0)
+
+
 def test_hand_built_node_rejects_non_value_children():
     with pytest.raises(TypeError, match="_children"):
         Value(1.0, (Value(1.0), 2.0), "+")
