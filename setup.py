@@ -19,6 +19,9 @@ DIRECTIVES = {
     "wraparound": False,
     "cdivision": True,          # divisions by zero are checked explicitly
     "embedsignature": True,
+    # methods as C method descriptors: they type-check ``self`` (cyfunction
+    # methods do not, so Value.backward(3.0) would read a float as a Value)
+    "binding": False,
 }
 
 if DEBUG:

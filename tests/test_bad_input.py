@@ -241,10 +241,6 @@ except TypeError as e:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: with Cython's default "
-                   "binding=True, unbound Value methods do not check the type "
-                   "of self: Value.backward(3.0) segfaults, Value.relu(3.0) "
-                   "reads a float as a Value (fix: binding=False)")
 @pytest.mark.parametrize("meth, arg", [
     ("backward", "3.0"), ("_backward", "3.0"), ("relu", "3.0"),
     ("tanh", "None"), ("exp", "'x'"), ("sqrt", "[]"),
@@ -254,10 +250,6 @@ def test_unbound_method_with_wrong_self_is_a_typeerror(meth, arg):
     assert rc == 0 and "TypeError" in out, (rc, out[-300:])
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: dot_add's `Value start` "
-                   "parameter accepts None (Cython typed arguments allow None "
-                   "unless declared `not None`): None is read and written as a "
-                   "Value")
 def test_dot_add_rejects_none_start():
     rc, out = run_isolated(
         "from fastgrad.engine import Value, dot_add\n"

@@ -45,7 +45,9 @@ def test_million_deep_chain_builds_backprops_and_frees():
     y = x
     for _ in range(DEPTH):
         y = y + x                        # x feeds every level: fan-in of 10**6
-    assert blocks() - base > DEPTH       # the graph is really there
+    # the graph is really there (up to 256 nodes come from the freelist of
+    # recently freed Values and allocate no new block)
+    assert blocks() - base > DEPTH - 1000
     y.backward()
     assert y.data == (DEPTH + 1) * 0.5   # exact in binary floating point
     assert x.grad == float(DEPTH + 1)

@@ -287,15 +287,11 @@ def test_pow_at_zero_base():
     assert grad_at(lambda v: 0.0 ** v, 2.0) == (0.0, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: d/dx x**0 at x=0 is "
-                   "0*pow(0,-1) = 0*inf = nan (torch gives 0)")
 def test_pow_zero_exponent_at_zero_base():
     # x**0 is the constant 1: its derivative is 0 everywhere, x = 0 included
     assert grad_at(lambda v: v ** 0, 0.0) == (1.0, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Value**Value at (0, 0) "
-                   "gives d/da = 0*pow(0,-1) = nan (torch gives 0)")
 def test_value_pow_value_zero_zero():
     a, b = Value(0.0), Value(0.0)
     out = a ** b
@@ -303,8 +299,6 @@ def test_value_pow_value_zero_zero():
     assert (out.data, a.grad, b.grad) == (1.0, 0.0, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: d(a/b)/db = -g*a/(b*b) "
-                   "is 0/0 = nan when b*b underflows and a == 0 (exact: 0)")
 def test_division_gradient_tiny_denominator():
     a, b = Value(0.0), Value(1e-200)
     out = a / b

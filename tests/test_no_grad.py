@@ -119,10 +119,6 @@ def test_grad_mode_is_process_wide():
     assert seen == [False]
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: no_grad stores the previous "
-                   "mode on the instance, and ContextDecorator reuses the instance, "
-                   "so a recursive decorated function (or re-entering one instance) "
-                   "leaves recording switched off")
 def test_recursive_decorated_function_restores_mode():
     @no_grad()
     def depth(n):
@@ -132,8 +128,6 @@ def test_recursive_decorated_function_restores_mode():
     assert is_grad_enabled()
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: same as above, one no_grad "
-                   "instance entered twice")
 def test_reentering_one_instance_restores_mode():
     ng = no_grad()
     with ng:

@@ -23,6 +23,10 @@ cdef class Value:
     cdef PyObject* _dict      # instance dict (label, user attributes), lazy
     cdef unsigned int _mark   # visit stamp of the last topological sort
     cdef unsigned char _opcode
+    cdef unsigned char _flags # FLAG_* below
+
+cdef enum:
+    FLAG_FLOAT_EXPONENT = 1   # x ** 2.0 (not x ** 2): _op is '**2.0' as micrograd
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1

@@ -316,6 +316,8 @@ cdef class Value:
         """The operation that produced this node, as micrograd spells it."""
         cdef int op = self._opcode
         if op == OP_POWC:
+            if self._flags & FLAG_FLOAT_EXPONENT:
+                return '**' + repr(self._u.c)
             return '**' + _fmt_exponent(self._u.c)
         if op == OP_CUSTOM:
             return PyObject_GenericGetDict(self, NULL).get('_custom_op', '')
@@ -337,7 +339,9 @@ cdef class Value:
         prev = {<Value>self._a}
         if op_is_binary(op):
             prev.add(<Value>self._u.b)
-        elif op_has_const(op):
+        elif op_has_const(op) and op != OP_POWC:
+            # micrograd wraps a constant operand in a leaf Value, except the
+            # exponent of x ** k, which it keeps as a plain number
             prev.add(Value(self._u.c))
         return prev
 
@@ -431,7 +435,10 @@ cdef class Value:
             return _binary(OP_POW, self, <Value>other)
         if _as_number(other, &c):
             _check_pow(self.data, c, False)
-            return _with_const(OP_POWC, self, c)
+            out = _with_const(OP_POWC, self, c)
+            if PyFloat_Check(other):
+                (<Value>out)._flags |= FLAG_FLOAT_EXPONENT
+            return out
         return NotImplemented
 
     def __rpow__(self, other, mod=None):  # other ** self
@@ -493,8 +500,8 @@ cdef class Value:
 
 
 cdef list _graph_records(Value root):
-    """[(data, grad, op, a, b_or_c, dict), ...] in topological order; operand
-    fields are indices into the list."""
+    """[(data, grad, op, flags, a, b_or_c, dict), ...] in topological order;
+    operand fields are indices into the list."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t n = topo_order(root, &order), i
     cdef Value v
@@ -506,16 +513,16 @@ cdef list _graph_records(Value root):
             index[<size_t>order[i]] = i
             d = <object>v._dict if v._dict != NULL else None
             if v._opcode == OP_LEAF:
-                records.append((v.data, v.grad, OP_LEAF, None, None, d))
+                records.append((v.data, v.grad, OP_LEAF, v._flags, None, None, d))
             elif v._opcode == OP_CUSTOM:
                 kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
-                records.append((v.data, v.grad, OP_CUSTOM, kids, None, d))
+                records.append((v.data, v.grad, OP_CUSTOM, v._flags, kids, None, d))
             elif op_is_binary(v._opcode):
-                records.append((v.data, v.grad, v._opcode, index[<size_t>v._a],
-                                index[<size_t>v._u.b], d))
+                records.append((v.data, v.grad, v._opcode, v._flags,
+                                index[<size_t>v._a], index[<size_t>v._u.b], d))
             else:
-                records.append((v.data, v.grad, v._opcode, index[<size_t>v._a],
-                                v._u.c, d))
+                records.append((v.data, v.grad, v._opcode, v._flags,
+                                index[<size_t>v._a], v._u.c, d))
     finally:
         free(order)
     return records
@@ -529,13 +536,14 @@ def _rebuild_graph(list records):
     cdef tuple kids
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
-    for data, grad, op, a, bc, d in records:
+    for data, grad, op, flags, a, bc, d in records:
         if not 0 <= op <= OP_CUSTOM:
             raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
         v = Value.__new__(Value)
         v.data = data
         v.grad = grad
         v._opcode = op
+        v._flags = flags
         if op == OP_CUSTOM:
             kids = tuple([nodes[k] for k in a])
             Py_INCREF(kids)
@@ -620,7 +628,7 @@ def minimum(a, b):
     return _binary(OP_MIN, va, vb)
 
 
-def dot_add(list w, x, Value start, bint relu=False):
+def dot_add(list w, x, Value start not None, bint relu=False):
     """start + w[0]*x[0] + w[1]*x[1] + ... (then relu), built in C.
 
     Builds exactly the graph of micrograd's ``sum((wi*xi for wi, xi in
@@ -680,14 +688,15 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
 
 
 cdef int _apply_rule(Value n) except -1:
-    """Propagate n.grad to n's operands with n's derivative rule."""
+    """Propagate n.grad to n's operands: the user's own ``_backward`` if the
+    node has one (micrograd lets you replace it), else the op's rule."""
     cdef int op = n._opcode
-    if op == OP_LEAF:
-        return 0
-    if op == OP_CUSTOM:
-        fn = PyObject_GenericGetDict(n, NULL).get('_backward')
+    if n._dict != NULL:
+        fn = (<dict>n._dict).get('_backward')
         if fn is not None:
             fn()
+            return 0
+    if op == OP_LEAF or op == OP_CUSTOM:
         return 0
     _apply_pure_rule(<PyObject*>n)
     return 0
@@ -777,7 +786,8 @@ cdef int _backward_from(Value root) except -1:
     cdef PyObject* node
     cdef int op
     for i in range(n):
-        if (<Value>order[i])._opcode == OP_CUSTOM:
+        # a node with an instance dict may carry a user ``_backward``
+        if (<Value>order[i])._dict != NULL or (<Value>order[i])._opcode == OP_CUSTOM:
             has_custom = True
             break
     if not has_custom:
@@ -791,7 +801,7 @@ cdef int _backward_from(Value root) except -1:
                 _apply_pure_rule(node)
         free(order)
         return 0
-    # hand-built nodes run user code mid-sweep, which could drop the last
+    # user code may run mid-sweep, and could drop the last
     # reference to nodes still in ``order``: own them for the sweep
     for i in range(n):
         Py_INCREF(<object>order[i])

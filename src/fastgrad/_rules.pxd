@@ -139,7 +139,9 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         gb[0] = a * g
     elif op == OP_DIV:
         ga[0] = g / b
-        gb[0] = -g * a / (b * b)
+        # -a/b**2 computed as -(a/b)/b: b*b underflows to 0 for tiny b,
+        # which would give 0/0 = nan at a == 0
+        gb[0] = -g * (out / b)
     elif op == OP_POW:
         # d(a**0)/da is 0 everywhere, also at a == 0 where the formula gives
         # 0 * inf (PyTorch's convention)
@@ -175,7 +177,7 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_DIVC:
         ga[0] = g / c
     elif op == OP_RDIVC:
-        ga[0] = -g * c / (a * a)
+        ga[0] = -g * (out / a)       # -c/a**2, without a*a underflow
     elif op == OP_POWC:
         if c != 0.0:
             ga[0] = (c * pow(a, c - 1.0)) * g

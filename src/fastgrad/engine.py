@@ -40,10 +40,15 @@ class no_grad(contextlib.ContextDecorator):
     (9.0, set())
     """
 
+    def __init__(self):
+        # a stack, not one slot: ContextDecorator reuses the instance, so a
+        # recursive decorated function enters it several times
+        self._saved = []
+
     def __enter__(self):
-        self._prev = set_grad_enabled(False)
+        self._saved.append(set_grad_enabled(False))
         return self
 
     def __exit__(self, *exc):
-        set_grad_enabled(self._prev)
+        set_grad_enabled(self._saved.pop())
         return False

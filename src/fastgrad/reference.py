@@ -200,7 +200,8 @@ _RULES = {
     "+": lambda a, b, out, g: (g, g),
     "-": lambda a, b, out, g: (g, -g),
     "*": lambda a, b, out, g: (b * g, a * g),
-    "/": lambda a, b, out, g: (_ieee_div(g, b), _ieee_div(-g * a, b * b)),
+    # -a/b**2 as -(a/b)/b so that a tiny b (b*b underflowing) gives 0, not nan
+    "/": lambda a, b, out, g: (_ieee_div(g, b), -g * _ieee_div(out, b)),
     "**": _d_pow,
     # a ** c with a constant exponent: the exponent leaf gets nothing
     "**c": lambda a, c, out, g: (0.0 if c == 0 else (c * _ieee_pow(a, c - 1.0)) * g, 0.0),
@@ -241,9 +242,9 @@ def _check_pow(base, exponent):
                 f"pow: {base!r} ** {exponent!r} overflows a double") from None
 
 
-def _exponent_label(c):
-    # '**2' for x**2 and x**2.0 (as fastgrad.engine), '**0.5' otherwise
-    if c.is_integer() and -1e15 < c < 1e15:
+def _exponent_label(c, written_as_float):
+    # micrograd's f'**{other}': '**2' for x**2, '**2.0' for x**2.0
+    if not written_as_float and c.is_integer() and -1e15 < c < 1e15:
         return f"**{int(c)}"
     return f"**{c!r}"
 
@@ -317,6 +318,9 @@ class Value:
     @property
     def _prev(self):
         """The set of operand Values (micrograd's ``_prev``)."""
+        if self._rule == "**c":
+            # micrograd keeps the exponent of x ** k as a plain number
+            return {self._children[0]}
         return set(self._children)
 
     def __repr__(self):
@@ -398,7 +402,7 @@ class Value:
             return NotImplemented
         _check_pow(self.data, c)
         return Value._node(_ieee_pow(self.data, c), (self, Value(c)),
-                           _exponent_label(c), "**c")
+                           _exponent_label(c, isinstance(other, float)), "**c")
 
     def __rpow__(self, other, mod=None):    # other ** self
         if mod is not None:
