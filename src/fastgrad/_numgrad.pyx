@@ -21,10 +21,11 @@ Design:
   * Sequences of Values: fastgrad Values are perturbed through their C
     ``data`` field; other Value-like objects (micrograd's, fastgrad.reference's)
     through attribute access.
-  * Rounding follows the lecture's numpy code (numpy >= 2, NEP 50): for a
-    float32 ``x``, x+h is computed in float32; for method "forward", when f
-    returns numpy float32 scalars, (f(x+h) - f(x)) / h is computed in float32
-    too, exactly as the lecture's nditer loop does.  Central differences divide
+  * Rounding follows the lecture's numpy code: with numpy >= 2 (NEP 50), for
+    a float32 ``x`` x+h is computed in float32, and for method "forward", when
+    f returns numpy float32 scalars, (f(x+h) - f(x)) / h is computed in
+    float32 too, exactly as the lecture's nditer loop does (numpy 1.x: in
+    float64, then rounded to x's dtype).  Central differences divide
     by the step actually stored, (x+h) - (x-h), not by 2h.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS
@@ -43,6 +44,10 @@ import numpy as np
 ctypedef fused real_t:
     float
     double
+
+# numpy >= 2 (NEP 50) computes float32 + Python float in float32; numpy 1.x
+# promoted it to float64.  The lecture's loop gets whichever numpy is installed.
+cdef bint _nep50 = type(np.float32(1.0) + 1.0) is np.float32
 
 
 # ---------------------------------------------------------------------------
@@ -135,7 +140,9 @@ cdef inline object _call(object f, object x, tuple args):
 
 
 cdef inline double _scalar(object r, bint* is32, str where) except? -1.0:
-    # the common cases inline: Python float / numpy float64, fastgrad Value
+    # the common cases inline: Python float / numpy float64, fastgrad Value.
+    # Measured: 83 ns per element with f = itemgetter(0) on 10**5 elements,
+    # 590 ns when every result goes through _scalar_slow's isinstance checks.
     if PyFloat_Check(r):
         return PyFloat_AS_DOUBLE(r)
     if type(r) is Value:
@@ -239,8 +246,12 @@ cdef int _fd_python(real_t* tag, char* base, int ndim, const Py_ssize_t* shape,
         p = base + off
         memcpy(saved, p, sizeof(real_t))
         memcpy(&old, p, sizeof(real_t))
-        xp = old + hh            # in x's precision, as numpy computes it
-        xm = old - hh
+        if real_t is float and not _nep50:
+            xp = <float>(<double>old + h)
+            xm = <float>(<double>old - h)
+        else:
+            xp = old + hh        # in x's precision, as numpy computes it
+            xm = old - hh
         if central and xp == xm and isfinite(old):
             raise _step_error(where, x, ndim, idx, old, h)
         memcpy(p, &xp, sizeof(real_t))
@@ -254,7 +265,7 @@ cdef int _fd_python(real_t* tag, char* base, int ndim, const Py_ssize_t* shape,
             memcpy(p, saved, sizeof(real_t))
         if central:
             out[k] = (fp - fm) / (<double>xp - <double>xm)
-        elif fx32 and fp32:
+        elif fx32 and fp32 and _nep50:
             # numpy: float32 - float32 is float32, float32 / Python float too
             out[k] = <double>(<float>(<float>fp - <float>fx) / <float>h)
         else:
@@ -422,7 +433,7 @@ def fd_values(object f, object x, tuple args, tuple items, double h, bint centra
                 item.data = old_obj
         if central:
             out[k] = (fp - fm) / (xp - xm)
-        elif fx32 and fp32:
+        elif fx32 and fp32 and _nep50:
             out[k] = <double>(<float>(<float>fp - <float>fx) / <float>h)
         else:
             out[k] = (fp - fx) / h
