@@ -638,8 +638,12 @@ def test_gradcheck_bad_f_and_inputs():
         gradcheck(lambda x: 2.0, [Value(1.0)])
     with pytest.raises(ValueError, match="inputs is empty"):
         gradcheck(lambda: Value(1.0), [])
-    with pytest.raises(TypeError, match=r"x\[1\] is float"):
+    with pytest.raises(TypeError, match=r"inputs\[1\] is float"):
         gradcheck(lambda x, y: x, [Value(1.0), 2.0])
+    with pytest.raises(TypeError, match="only when f is a compiled program"):
+        gradcheck(lambda x: x, np.ones(2))
+    with pytest.raises(TypeError, match="sequence of Values, got int"):
+        gradcheck(lambda x: x, 3)
     with pytest.raises(TypeError, match="f must be callable"):
         gradcheck(None, [Value(1.0)])
 

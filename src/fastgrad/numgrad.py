@@ -103,22 +103,26 @@ def _is_value(v):
             and hasattr(v, "grad") and callable(getattr(v, "backward", None)))
 
 
-def _value_items(x, where):
+def _value_items(x, where, name="x"):
     """x as a tuple of Values, or TypeError naming what x is."""
-    if isinstance(x, (str, bytes, dict, set, frozenset)) or not (
+    what = ("a sequence of Values" if where == "gradcheck"
+            else "a numpy float array or a sequence of Values")
+    if isinstance(x, (str, bytes, dict, set, frozenset, np.ndarray)) or not (
             hasattr(x, "__len__") and hasattr(x, "__getitem__")):
         hint = (" (wrap a single Value in a list: [v])" if _is_value(x) else "")
-        raise TypeError(f"{where}: x must be a numpy float array or a sequence of "
-                        f"Values, got {type(x).__name__}{hint}")
+        if isinstance(x, np.ndarray):
+            hint = " (an array is accepted only when f is a compiled program)"
+        raise TypeError(f"{where}: {name} must be {what}, got "
+                        f"{type(x).__name__}{hint}")
     items = tuple(x)
     for i, v in enumerate(items):
         if not _is_value(v):
             hint = ""
-            if isinstance(v, numbers.Real):
+            if isinstance(v, numbers.Real) and where == "num_grad":
                 hint = ("; for numbers use a float array, np.array(x, dtype=float), "
                         "and pass that array to f")
-            raise TypeError(f"{where}: x must be a numpy float array or a sequence "
-                            f"of Values, but x[{i}] is {type(v).__name__}{hint}")
+            raise TypeError(f"{where}: {name} must be {what}, but {name}[{i}] is "
+                            f"{type(v).__name__}{hint}")
     return items
 
 
@@ -336,7 +340,7 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     else:
         if _is_value(inputs):
             inputs = (inputs,)
-        items = _value_items(inputs, where)
+        items = _value_items(inputs, where, "inputs")
         if not items:
             raise ValueError(f"{where}: inputs is empty; pass the Values to check")
         fastgrad_only = all(type(v) is Value for v in items)
