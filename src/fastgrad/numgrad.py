@@ -158,7 +158,9 @@ def num_grad(f, x, h=1e-5, method="central"):
     ----------
     f : callable
         ``f(x)`` returns a scalar: a Python or numpy number, a size-1 array or
-        a ``Value``.
+        a ``Value``.  A compiled program (an object with an ``_fd_evaluator``
+        method, see ``fastgrad._numgrad.Evaluator``) is evaluated in C: the
+        loop then never enters Python.
     x : numpy.ndarray or sequence of Value
         A writable float32/float64 array of any shape (0-d, n-d, strided or
         Fortran-ordered views included), or a list/tuple of Values whose
@@ -186,6 +188,14 @@ def num_grad(f, x, h=1e-5, method="central"):
         ``x`` is read-only; ``h`` is not positive and finite; unknown
         ``method``; ``f`` returns an array of more than one element; ``h`` is
         too small to change some element of ``x``.
+
+    Notes
+    -----
+    The perturbed values are rounded as numpy rounds them: for float32 ``x``,
+    ``x+h`` is a float32, so ``"forward"`` (which divides by ``h``, like the
+    lecture) is off by the relative rounding of the step, about 1e-3 for
+    ``x ~ 1`` and ``h = 1e-5``; ``"central"`` divides by the stored step and
+    does not suffer from it.
 
     Examples
     --------
