@@ -1,0 +1,23 @@
+"""Type stubs for the compiled fastgrad._numgrad module (the finite-difference loop)."""
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+class Evaluator:
+    """C evaluator a compiled program hands out (cdef methods only)."""
+
+class _ExampleProgram:
+    w: npt.NDArray[np.float64]
+    wrong: bool
+    def __init__(self, w: npt.ArrayLike, wrong: bool = ...) -> None: ...
+    def _fd_evaluator(self, x: npt.NDArray[np.float64]) -> Evaluator: ...
+    def __call__(self, x: npt.NDArray[np.float64]) -> float: ...
+
+def fd_array(f: Optional[Callable[..., Any]], x: np.ndarray, h: float, central: bool,
+             ev: Optional[Evaluator] = ..., where: str = ...) -> npt.NDArray[np.float64]: ...
+def fd_values(f: Callable[..., Any], x: Any, args: Optional[tuple[Any, ...]],
+              items: tuple[Any, ...], h: float, central: bool,
+              where: str = ...) -> npt.NDArray[np.float64]: ...
+def evaluator_gradient(ev: Evaluator, x: np.ndarray) -> npt.NDArray[np.float64]: ...
+def graph_nodes(root: Any) -> list[Any]: ...
