@@ -334,7 +334,7 @@ def _grid(X, n=GRID_SIZE):
     return xx, yy
 
 
-def _plots(engine, model, X, y, losses, accs, out):
+def _plots(engine, model, X, y, losses, accs, batch_size, out):
     """Draw both pictures into temporary files in out, then rename them.
 
     Returns the final paths.  On any error the temporary files are removed and
@@ -373,7 +373,8 @@ def _plots(engine, model, X, y, losses, accs, out):
     ax2.plot(steps, np.asarray(accs) * 100, color="tab:orange", label="accuracy")
     ax2.set_ylabel("accuracy on the step's batch (%)", color="tab:orange")
     ax2.set_ylim(0, 105)
-    ax1.set_title(f"fastgrad demo ({engine.name} engine)", fontsize=10)
+    batch = "full batch" if batch_size is None else f"batches of {batch_size}"
+    ax1.set_title(f"fastgrad demo ({engine.name} engine, {batch})", fontsize=10)
     curve.tight_layout()
 
     os.makedirs(out, exist_ok=True)
@@ -443,7 +444,7 @@ def run(args):
 
     if not args.no_plot:
         try:
-            paths = _plots(engine, model, X, y, losses, accs, args.out)
+            paths = _plots(engine, model, X, y, losses, accs, args.batch_size, args.out)
         except OSError as exc:
             return _fail(f"--out {args.out}: could not write the pictures ({exc})")
         for path in paths:
