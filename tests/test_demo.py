@@ -141,6 +141,17 @@ def test_out_unwritable_exit_2(capsys, tmp_path):
         locked.chmod(0o700)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_out_in_proc_exit_2(capsys):
+    # /proc refuses new files even to root: an unwritable directory anywhere
+    rc, out, err = demo(capsys, "--steps", "2", "--out", "/proc/fastgrad-demo-test")
+    assert rc == 2 and out == ""
+    assert err.startswith("fastgrad demo: error: --out /proc/fastgrad-demo-test: "
+                          "cannot write there (")
+    assert err.count("\n") == 1
+    assert not os.path.exists("/proc/fastgrad-demo-test")
+
+
 def test_missing_extra_says_what_to_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     rc, out, err = demo(capsys, "--steps", "2", "--no-plot")

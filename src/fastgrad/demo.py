@@ -43,7 +43,17 @@ class DemoError(Exception):
 # ---------------------------------------------------------------------------
 
 def add_arguments(parser):
-    """Add the ``fastgrad demo`` options to an argparse parser."""
+    """Add the ``fastgrad demo`` options to an argparse parser.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from fastgrad.demo import add_arguments
+    >>> parser = argparse.ArgumentParser(prog="fastgrad demo")
+    >>> add_arguments(parser)
+    >>> parser.parse_args(["--steps", "5"]).steps
+    5
+    """
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"training steps (default {DEFAULT_STEPS})")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -132,10 +142,28 @@ class Engine:
 
 
 def load_engine(name):
-    """Return the :class:`Engine` called name; DemoError if it is not installed.
+    """Return the :class:`Engine` called name.
 
-    ``compiled`` trains a fastgrad model (its step comes from
-    ``fastgrad.compiled``, see :func:`make_step`).
+    Parameters
+    ----------
+    name : {"fastgrad", "reference", "compiled"}
+        ``compiled`` trains a fastgrad model whose step comes from
+        ``fastgrad.compiled`` (see :func:`make_step`).
+
+    Returns
+    -------
+    Engine
+
+    Raises
+    ------
+    DemoError
+        If the engine is unknown or not part of this fastgrad.
+
+    Examples
+    --------
+    >>> from fastgrad.demo import load_engine
+    >>> load_engine("fastgrad").MLP(2, [16, 16, 1])   # doctest: +ELLIPSIS
+    MLP of [Layer of [ReLUNeuron(2), ...
     """
     if name in ("fastgrad", "compiled"):
         from fastgrad.engine import Value, no_grad
@@ -150,11 +178,7 @@ def load_engine(name):
             raise DemoError("--engine reference needs fastgrad.reference (the "
                             "pure-Python engine), which this fastgrad does not "
                             "have") from None
-        mlp = getattr(ref, "MLP", None)
-        if mlp is None:
-            import fastgrad.reference.nn as ref_nn   # a package layout
-            mlp = ref_nn.MLP
-        return Engine(name, ref.Value, mlp,
+        return Engine(name, ref.Value, ref.MLP,
                       getattr(ref, "no_grad", contextlib.nullcontext))
     raise DemoError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
@@ -253,7 +277,39 @@ STEP_FACTORIES = {
 
 
 def make_step(engine, model, X, y):
-    """The training-step callable for engine (an :class:`Engine`)."""
+    """Build the training-step callable of an engine for the demo's data.
+
+    Parameters
+    ----------
+    engine : Engine
+        From :func:`load_engine`; its name selects the factory in
+        :data:`STEP_FACTORIES`.
+    model : MLP
+        The engine's model; the step updates its parameters in place.
+    X : numpy.ndarray, shape (n, 2)
+        The points.
+    y : numpy.ndarray, shape (n,)
+        Their labels, -1 or +1.
+
+    Returns
+    -------
+    callable
+        ``step(indices, lr) -> (loss, accuracy)``: one forward/backward/SGD
+        step on the rows ``indices`` (None: all rows) with learning rate
+        ``lr``; loss and accuracy are measured before the update.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgrad.demo import load_engine, make_step
+    >>> engine = load_engine("fastgrad")
+    >>> model = engine.MLP(2, [4, 1])
+    >>> step = make_step(engine, model, np.array([[0.0, 1.0], [1.0, 0.0]]),
+    ...                  np.array([1, -1]))
+    >>> loss, acc = step(None, 0.1)
+    >>> 0.0 <= acc <= 1.0
+    True
+    """
     return STEP_FACTORIES[engine.name](engine, model, X, y)
 
 
@@ -399,7 +455,27 @@ def _plots(engine, model, X, y, losses, accs, batch_size, out):
 
 
 def run(args):
-    """Run ``fastgrad demo``; return the exit code (0, or 2 for bad input)."""
+    """Run ``fastgrad demo`` with parsed arguments; return the exit code.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        As parsed by a parser given :func:`add_arguments`.
+
+    Returns
+    -------
+    int
+        0 on success; 2 (after a one-line message on stderr, with nothing
+        written) for bad options, an unwritable ``--out``, a missing extra or
+        an engine this fastgrad lacks.
+
+    Examples
+    --------
+    >>> from fastgrad.__main__ import main
+    >>> main(["demo", "--steps", "2", "--no-plot"])   # doctest: +SKIP
+    fastgrad demo: MLP(2, [16, 16, 1]), 337 parameters, ...
+    0
+    """
     try:
         _check_args(args)
         _check_extras(plot=not args.no_plot)
