@@ -92,6 +92,28 @@ def test_plots_written(capsys, tmp_path, monkeypatch):
         assert f"wrote {out_dir / name}" in out
 
 
+def test_failed_write_leaves_nothing(capsys, tmp_path, monkeypatch):
+    figure = pytest.importorskip("matplotlib.figure")
+    real_savefig = figure.Figure.savefig
+    calls = []
+
+    def savefig_then_fail(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:                  # the disk fills up on the second picture
+            raise OSError(28, "No space left on device")
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(figure.Figure, "savefig", savefig_then_fail)
+    rc, out, err = demo(capsys, "--steps", "2", "--out", str(tmp_path),
+                        "--reference-steps", "0")
+    assert rc == 2
+    last = err.rstrip("\n").split("\n")[-1]       # after the progress bar
+    assert last == (f"fastgrad demo: error: --out {tmp_path}: could not write the "
+                    "pictures ([Errno 28] No space left on device)")
+    assert len(calls) == 2 and os.path.dirname(calls[0]) == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []    # neither the first picture nor temp files
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "--steps must be a positive integer, got 0"),
     (["--steps", "-3"], "--steps must be a positive integer, got -3"),
