@@ -50,28 +50,47 @@ cdef struct AdamConf:
     bint amsgrad
 
 
-cdef inline double sgd_update(double p, double g, double* buf,
-                              const SGDConf* c) noexcept nogil:
-    """Return the new parameter; update the momentum buffer ``buf[0]``.
+cdef struct SGDOut:
+    double p                    # new parameter
+    double buf                  # new momentum buffer
 
-    torch.optim.SGD, single-tensor path: g = -g (maximize); g = g + wd*p;
-    buf = g (first step) or buf*mu + (1-dampening)*g; g = g + mu*buf
-    (Nesterov) or buf; p = p + (-lr)*g.
+
+cdef struct AdamOut:
+    double p                    # new parameter
+    double m                    # new exp_avg
+    double v                    # new exp_avg_sq
+    double vmax                 # new max_exp_avg_sq (amsgrad)
+
+
+# The formulas take the state by value and return it in a struct (no pointer
+# into the state arrays): the compiler then knows the state cannot alias the
+# hyper-parameters, which lets it vectorise the loops (momentum SGD on 10,000
+# elements: 17 us with buf passed as double* -> 4.5 us).
+cdef inline SGDOut sgd_update(double p, double g, double buf,
+                              const SGDConf* c) noexcept nogil:
+    """New parameter and momentum buffer, torch.optim.SGD's single-tensor rule.
+
+    g = -g (maximize); g = g + wd*p; buf = g (first step) or
+    buf*mu + (1-dampening)*g; g = g + mu*buf (Nesterov) or buf;
+    p = p + (-lr)*g.
     """
+    cdef SGDOut r
     if c.maximize:
         g = -g
     if c.weight_decay != 0.0:
         g = g + c.weight_decay * p
     if c.use_momentum:
         if c.first:
-            buf[0] = g
+            buf = g
         else:
-            buf[0] = buf[0] * c.momentum + c.one_minus_dampening * g
+            buf = buf * c.momentum + c.one_minus_dampening * g
         if c.nesterov:
-            g = g + c.momentum * buf[0]
+            g = g + c.momentum * buf
         else:
-            g = buf[0]
-    return p + c.neg_lr * g
+            g = buf
+    r.p = p + c.neg_lr * g
+    r.buf = buf
+    return r
 
 
 cdef inline double _maximum(double a, double b) noexcept nogil:
@@ -81,15 +100,16 @@ cdef inline double _maximum(double a, double b) noexcept nogil:
     return a if a > b else b
 
 
-cdef inline double adam_update(double p, double g, double* m, double* v,
-                               double* vmax, const AdamConf* c) noexcept nogil:
-    """Return the new parameter; update the moments ``m[0]``, ``v[0]``, ``vmax[0]``.
+cdef inline AdamOut adam_update(double p, double g, double m, double v,
+                                double vmax, const AdamConf* c) noexcept nogil:
+    """New parameter and moments, torch.optim.Adam's single-tensor rule.
 
-    torch.optim.Adam, single-tensor path (capturable=False): g = -g
-    (maximize); g = g + wd*p; m = lerp(m, g, 1-beta1) (ATen's two-branch
-    lerp); v = v*beta2 + (1-beta2)*g*g; vmax = maximum(vmax, v) (amsgrad);
+    capturable=False path: g = -g (maximize); g = g + wd*p;
+    m = lerp(m, g, 1-beta1) (ATen's two-branch lerp);
+    v = v*beta2 + (1-beta2)*g*g; vmax = maximum(vmax, v) (amsgrad);
     denom = sqrt(v or vmax)/bc2_sqrt + eps; p = p + (-step_size)*m/denom.
     """
+    cdef AdamOut r
     cdef double w = c.lerp_weight
     cdef double denom
     if c.maximize:
@@ -97,16 +117,20 @@ cdef inline double adam_update(double p, double g, double* m, double* v,
     if c.weight_decay != 0.0:
         g = g + c.weight_decay * p
     if fabs(w) < 0.5:
-        m[0] = m[0] + w * (g - m[0])
+        m = m + w * (g - m)
     else:
-        m[0] = g - (g - m[0]) * (1.0 - w)
-    v[0] = v[0] * c.beta2 + c.one_minus_beta2 * g * g
+        m = g - (g - m) * (1.0 - w)
+    v = v * c.beta2 + c.one_minus_beta2 * g * g
     if c.amsgrad:
-        vmax[0] = _maximum(vmax[0], v[0])
-        denom = sqrt(vmax[0]) / c.bc2_sqrt + c.eps
+        vmax = _maximum(vmax, v)
+        denom = sqrt(vmax) / c.bc2_sqrt + c.eps
     else:
-        denom = sqrt(v[0]) / c.bc2_sqrt + c.eps
-    return p + c.neg_step_size * m[0] / denom
+        denom = sqrt(v) / c.bc2_sqrt + c.eps
+    r.p = p + c.neg_step_size * m / denom
+    r.m = m
+    r.v = v
+    r.vmax = vmax
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -242,13 +266,20 @@ cdef class ValueSlots:
                                     "momentum buffer")
         cdef Py_ssize_t i
         cdef Value p
+        cdef SGDOut r
         # The GIL is held (the Values are Python objects), but nothing in the
         # loop calls the Python API: a cast of a borrowed pointer and two C
         # field accesses per parameter.
-        for i in range(self.n):
-            p = <Value>self.ptrs[i]
-            p.data = sgd_update(p.data, p.grad, b + i if b != NULL else NULL,
-                                &c)
+        if b == NULL:
+            for i in range(self.n):
+                p = <Value>self.ptrs[i]
+                p.data = sgd_update(p.data, p.grad, 0.0, &c).p
+        else:
+            for i in range(self.n):
+                p = <Value>self.ptrs[i]
+                r = sgd_update(p.data, p.grad, b[i], &c)
+                p.data = r.p
+                b[i] = r.buf
 
     def adam(self, double[::1] m, double[::1] v, double[::1] vmax,
              double beta1, double beta2, double eps, double weight_decay,
@@ -261,10 +292,16 @@ cdef class ValueSlots:
         cdef double* px = _state_ptr(vmax, self.n, amsgrad, "max_exp_avg_sq")
         cdef Py_ssize_t i
         cdef Value p
+        cdef AdamOut r
         for i in range(self.n):
             p = <Value>self.ptrs[i]
-            p.data = adam_update(p.data, p.grad, pm + i, pv + i,
-                                 px + i if px != NULL else NULL, &c)
+            r = adam_update(p.data, p.grad, pm[i], pv[i],
+                            px[i] if px != NULL else 0.0, &c)
+            p.data = r.p
+            pm[i] = r.m
+            pv[i] = r.v
+            if px != NULL:
+                px[i] = r.vmax
 
 
 cdef int _check_len(Py_ssize_t got, Py_ssize_t want, str what) except -1:
@@ -277,19 +314,43 @@ cdef int _check_len(Py_ssize_t got, Py_ssize_t want, str what) except -1:
 # array path
 # ---------------------------------------------------------------------------
 
+# The loops take the hyper-parameters by value: a local struct cannot alias
+# the arrays, so gcc hoists the option tests out of the loop (unswitching) and
+# vectorises each variant.  Measured on 10,000 elements: 16 us -> 3.1 us for
+# plain SGD (a pointer to the caller's struct blocked both).
 cdef void _sgd_loop(double* p, const double* g, double* buf, Py_ssize_t n,
-                    const SGDConf* c) noexcept nogil:
+                    SGDConf c) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(n):
-        p[i] = sgd_update(p[i], g[i], buf + i if buf != NULL else NULL, c)
+    cdef SGDOut r
+    if buf == NULL:
+        c.use_momentum = False
+        for i in range(n):
+            p[i] = sgd_update(p[i], g[i], 0.0, &c).p
+    else:
+        for i in range(n):
+            r = sgd_update(p[i], g[i], buf[i], &c)
+            p[i] = r.p
+            buf[i] = r.buf
 
 
 cdef void _adam_loop(double* p, const double* g, double* m, double* v,
-                     double* vmax, Py_ssize_t n, const AdamConf* c) noexcept nogil:
+                     double* vmax, Py_ssize_t n, AdamConf c) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(n):
-        p[i] = adam_update(p[i], g[i], m + i, v + i,
-                           vmax + i if vmax != NULL else NULL, c)
+    cdef AdamOut r
+    if vmax == NULL:
+        c.amsgrad = False
+        for i in range(n):
+            r = adam_update(p[i], g[i], m[i], v[i], 0.0, &c)
+            p[i] = r.p
+            m[i] = r.m
+            v[i] = r.v
+    else:
+        for i in range(n):
+            r = adam_update(p[i], g[i], m[i], v[i], vmax[i], &c)
+            p[i] = r.p
+            m[i] = r.m
+            v[i] = r.v
+            vmax[i] = r.vmax
 
 
 cdef int _pair_check(Py_ssize_t np_, Py_ssize_t ng, Py_ssize_t k) except -1:
@@ -315,7 +376,7 @@ def sgd_array(double[::1] param, const double[::1] grad, double[::1] buf,
     cdef double* b = _state_ptr(buf, n, c.use_momentum, "momentum buffer")
     if n:
         with nogil:
-            _sgd_loop(&param[0], &grad[0], b, n, &c)
+            _sgd_loop(&param[0], &grad[0], b, n, c)
 
 
 def adam_array(double[::1] param, const double[::1] grad, double[::1] exp_avg,
@@ -336,7 +397,7 @@ def adam_array(double[::1] param, const double[::1] grad, double[::1] exp_avg,
     cdef double* px = _state_ptr(max_exp_avg_sq, n, amsgrad, "max_exp_avg_sq")
     if n:
         with nogil:
-            _adam_loop(&param[0], &grad[0], pm, pv, px, n, &c)
+            _adam_loop(&param[0], &grad[0], pm, pv, px, n, c)
 
 
 def sgd_arrays(list params, list grads, double[::1] buf, double lr,
@@ -364,7 +425,7 @@ def sgd_arrays(list params, list grads, double[::1] buf, double lr,
         n = p.shape[0]
         if n:
             with nogil:
-                _sgd_loop(&p[0], &g[0], b + off if b != NULL else NULL, n, &c)
+                _sgd_loop(&p[0], &g[0], b + off if b != NULL else NULL, n, c)
         off += n
 
 
@@ -399,5 +460,5 @@ def adam_arrays(list params, list grads, double[::1] exp_avg,
         if n:
             with nogil:
                 _adam_loop(&p[0], &g[0], pm + off, pv + off,
-                           px + off if px != NULL else NULL, n, &c)
+                           px + off if px != NULL else NULL, n, c)
         off += n

@@ -504,8 +504,10 @@ class LRSweepResult:
         The learning rates tried, in the order given.
     losses : numpy.ndarray, shape (R, steps + 1)
         ``losses[r, k]`` is the loss before update ``k`` (the last column:
-        after the final update).  After a non-finite loss the run stops and
-        the rest of its row is NaN.
+        after the final update).  A run whose loss becomes non-finite (or
+        whose loss computation raises an ArithmeticError such as
+        OverflowError) is stopped: that entry is inf (or the non-finite
+        value) and the rest of its row NaN.
     final : numpy.ndarray, shape (R,)
         The last loss of each run (``inf`` for a diverged run).
     best_lr : float or None
@@ -610,13 +612,21 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
             opt._slots.set_data(start)
         for k in range(steps + 1):
             opt.zero_grad()
-            loss = loss_fn(model)
+            try:
+                loss = loss_fn(model)
+            except ArithmeticError:      # e.g. OverflowError: the run diverged
+                losses[r, k] = math.inf
+                break
             if not isinstance(loss, Value):
                 raise TypeError(f"lr_sweep: loss_fn must return a Value, got "
                                 f"{type(loss).__name__}")
             losses[r, k] = loss.data
             if not math.isfinite(loss.data) or k == steps:
                 break
-            loss.backward()
+            try:
+                loss.backward()
+            except ArithmeticError:
+                losses[r, k + 1] = math.inf
+                break
             opt.step()
     return LRSweepResult(lrs, losses)
