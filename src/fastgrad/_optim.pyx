@@ -185,6 +185,7 @@ cdef double* _state_ptr(double[::1] a, Py_ssize_t n, bint needed,
 # Value path
 # ---------------------------------------------------------------------------
 
+
 @cython.final
 cdef class ValueSlots:
     """The parameters of an optimizer, as a C array of Value pointers.
@@ -265,20 +266,22 @@ cdef class ValueSlots:
         cdef double* b = _state_ptr(buf, self.n, c.use_momentum,
                                     "momentum buffer")
         cdef Py_ssize_t i
-        cdef Value p
         cdef SGDOut r
         # The GIL is held (the Values are Python objects), but nothing in the
-        # loop calls the Python API: a cast of a borrowed pointer and two C
-        # field accesses per parameter.
+        # loop calls the Python API: two C field accesses through a borrowed
+        # pointer per parameter.  Casting the pointer in place (no typed
+        # local) avoids a Py_INCREF/DECREF pair per parameter: on 10,000
+        # Values, 17.5 us -> 10.7 us per step (plain SGD).
         if b == NULL:
             for i in range(self.n):
-                p = <Value>self.ptrs[i]
-                p.data = sgd_update(p.data, p.grad, 0.0, &c).p
+                (<Value>self.ptrs[i]).data = sgd_update(
+                    (<Value>self.ptrs[i]).data, (<Value>self.ptrs[i]).grad,
+                    0.0, &c).p
         else:
             for i in range(self.n):
-                p = <Value>self.ptrs[i]
-                r = sgd_update(p.data, p.grad, b[i], &c)
-                p.data = r.p
+                r = sgd_update((<Value>self.ptrs[i]).data, (<Value>self.ptrs[i]).grad,
+                               b[i], &c)
+                (<Value>self.ptrs[i]).data = r.p
                 b[i] = r.buf
 
     def adam(self, double[::1] m, double[::1] v, double[::1] vmax,
@@ -291,13 +294,11 @@ cdef class ValueSlots:
         cdef double* pv = _state_ptr(v, self.n, True, "exp_avg_sq")
         cdef double* px = _state_ptr(vmax, self.n, amsgrad, "max_exp_avg_sq")
         cdef Py_ssize_t i
-        cdef Value p
         cdef AdamOut r
         for i in range(self.n):
-            p = <Value>self.ptrs[i]
-            r = adam_update(p.data, p.grad, pm[i], pv[i],
-                            px[i] if px != NULL else 0.0, &c)
-            p.data = r.p
+            r = adam_update((<Value>self.ptrs[i]).data, (<Value>self.ptrs[i]).grad,
+                            pm[i], pv[i], px[i] if px != NULL else 0.0, &c)
+            (<Value>self.ptrs[i]).data = r.p
             pm[i] = r.m
             pv[i] = r.v
             if px != NULL:
