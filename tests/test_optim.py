@@ -702,3 +702,65 @@ def test_lr_sweep_with_adam_and_bad_arguments():
     res = lr_sweep(lambda: [Value(1.0)], lambda ps: ps[0] ** 2, lrs=[1e200, 1e300], steps=3)
     assert res.best_lr is None and np.all(np.isinf(res.final))
     assert res.losses[0, 0] == 1.0 and np.isinf(res.losses[0, 1])
+
+
+# ---------------------------------------------------------------------------
+# the low-level kernels (fastgrad._optim), used by the compiled replay
+# ---------------------------------------------------------------------------
+
+def test_array_kernels_match_the_formula_and_check_their_arguments():
+    from fastgrad import _optim
+    p = np.array([1.0, -2.0, 0.5])
+    g = np.array([0.3, 0.1, -0.7])
+    buf = np.zeros(3)
+    _optim.sgd_array(p, g, buf, 0.1, momentum=0.9, first=True)
+    np.testing.assert_array_equal(p, np.array([1.0, -2.0, 0.5]) - 0.1 * g)
+    np.testing.assert_array_equal(buf, g)
+    with pytest.raises(ValueError, match="3 elements but its gradient has 2"):
+        _optim.sgd_array(p, g[:2], None, 0.1)
+    with pytest.raises(ValueError, match="momentum buffer must have length 3"):
+        _optim.sgd_array(p, g, np.zeros(2), 0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum buffer must have length 3"):
+        _optim.sgd_array(p, g, None, 0.1, momentum=0.9)
+    with pytest.raises(ValueError):
+        _optim.sgd_array(p.astype(np.float32), g, None, 0.1)      # buffer dtype
+    with pytest.raises(ValueError):
+        _optim.sgd_array(np.zeros(6)[::2], g, None, 0.1)           # not contiguous
+    with pytest.raises(ValueError, match="exp_avg must have length 3"):
+        _optim.adam_array(p, g, np.zeros(2), np.zeros(3), None, 0.9, 0.999, 1e-8,
+                          0.0, False, False, 0.01, 1.0)
+    with pytest.raises(ValueError, match="max_exp_avg_sq must have length 3"):
+        _optim.adam_array(p, g, np.zeros(3), np.zeros(3), None, 0.9, 0.999, 1e-8,
+                          0.0, True, False, 0.01, 1.0)
+    with pytest.raises(ValueError, match="1 parameter arrays but 2"):
+        _optim.sgd_arrays([p], [g, g], None, 0.1, 0.0, 0.0, 0.0, False, False, True)
+    # empty arrays are fine
+    _optim.sgd_array(np.zeros(0), np.zeros(0), None, 0.1)
+    _optim.adam_array(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), None,
+                      0.9, 0.999, 1e-8, 0.0, False, False, 0.01, 1.0)
+
+
+def test_value_slots_checks():
+    from fastgrad import _optim
+    xs = [Value(1.0), Value(2.0)]
+    s = _optim.ValueSlots(xs)
+    out = np.empty(2)
+    s.get_data(out)
+    np.testing.assert_array_equal(out, [1.0, 2.0])
+    s.set_data(np.array([5.0, 6.0]))
+    assert [x.data for x in xs] == [5.0, 6.0]
+    with pytest.raises(ValueError, match="length 2, got 3"):
+        s.get_grad(np.empty(3))
+    with pytest.raises(ValueError, match="momentum buffer must have length 2"):
+        s.sgd(np.zeros(1), 0.1, 0.9, 0.0, 0.0, False, False, True)
+    del xs
+    s.zero_grad()          # the slots keep the Values alive
+    assert len(s) == 2 and all(v.grad == 0.0 for v in s.values)
+
+
+def test_empty_and_zero_d_arrays_in_from_arrays():
+    scalar, gs = np.array(2.0), np.array(4.0)
+    empty, ge = np.zeros((0, 3)), np.zeros((0, 3))
+    opt = Adam.from_arrays([scalar, empty], [gs, ge], lr=0.5)
+    opt.step()
+    assert scalar == pytest.approx(1.5) and empty.shape == (0, 3)

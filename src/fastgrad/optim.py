@@ -391,10 +391,6 @@ class SGD(Optimizer):
     def _state_names(hyper):
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
-    @property
-    def momentum(self):
-        return self._hyper["momentum"]
-
     def _update(self):
         h = self._hyper
         buf = self._state.get("momentum_buffer")
