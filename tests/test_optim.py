@@ -540,6 +540,8 @@ def test_bad_params(cls):
         cls(Value(1.0), **kw)
     with pytest.raises(TypeError, match="iterable"):
         cls(5, **kw)
+    with pytest.raises(TypeError, match="parameter groups are not supported"):
+        cls([{"params": [Value(1.0)]}], **kw)
     v = Value(1.0)
     with pytest.raises(ValueError, match="parameter 2 appears more than once"):
         cls([v, Value(2.0), v], **kw)

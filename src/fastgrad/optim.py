@@ -75,6 +75,10 @@ def _value_params(owner, params):
             raise TypeError(
                 f"{owner}: parameter {i} is a numpy array; arrays carry no "
                 f"gradient, use {owner}.from_arrays(params, grads, ...)")
+        if isinstance(p, dict):
+            raise TypeError(f"{owner}: parameter {i} is a dict; parameter "
+                            "groups are not supported, pass a flat list of "
+                            "Values (one optimizer per group)")
         if not isinstance(p, Value):
             raise TypeError(f"{owner}: parameter {i} is a {type(p).__name__}, "
                             "not a fastgrad Value")
@@ -261,7 +265,21 @@ class Optimizer:
         """A snapshot to resume from: hyper-parameters, step count, state.
 
         The arrays are copies; ``load_state_dict`` on an optimizer over the
-        same parameter layout continues bit-identically.
+        same parameter layout continues bit-identically.  The dict holds
+        only Python scalars, tuples and numpy arrays (picklable).
+
+        Examples
+        --------
+        >>> from fastgrad import Value
+        >>> from fastgrad.optim import Adam
+        >>> x = Value(1.0); x.grad = 0.5
+        >>> opt = Adam([x], lr=0.1)
+        >>> opt.step()
+        >>> saved = opt.state_dict()
+        >>> resumed = Adam([x], lr=0.1)
+        >>> resumed.load_state_dict(saved)
+        >>> resumed.steps_taken, float(resumed.state_dict()["state"]["exp_avg"][0])
+        (1, 0.05)
         """
         return {
             "optimizer": type(self).__name__,
