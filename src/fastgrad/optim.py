@@ -278,7 +278,7 @@ class Optimizer:
         >>> saved = opt.state_dict()
         >>> resumed = Adam([x], lr=0.1)
         >>> resumed.load_state_dict(saved)
-        >>> resumed.steps_taken, float(resumed.state_dict()["state"]["exp_avg"][0])
+        >>> resumed.steps_taken, round(float(resumed.state_dict()["state"]["exp_avg"][0]), 12)
         (1, 0.05)
         """
         return {
