@@ -143,3 +143,11 @@ def test_sample_batch_bad_size(bs, exc, msg):
     X, y = dataset(40)
     with pytest.raises(exc, match=msg):
         sample_batch(X, y, bs, rng=0)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fastgrad.data
+    res = doctest.testmod(fastgrad.data)
+    assert res.attempted >= 5 and res.failed == 0

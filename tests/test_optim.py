@@ -766,3 +766,33 @@ def test_empty_and_zero_d_arrays_in_from_arrays():
     opt = Adam.from_arrays([scalar, empty], [gs, ge], lr=0.5)
     opt.step()
     assert scalar == pytest.approx(1.5) and empty.shape == (0, 3)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fastgrad.optim
+    res = doctest.testmod(fastgrad.optim)
+    assert res.attempted >= 5 and res.failed == 0
+
+
+def test_lr_sweep_eval_fn_ranks_by_validation():
+    # training loss (x - 3)^2 prefers lr = 0.5 (lands on 3 in one step);
+    # the "validation" loss (x - 2)^2 is best for the run that stops nearest
+    # to 2: with 1 step from x0 = 0, x = 6 lr, so lr = 1/3 lands exactly on 2
+    lrs = [0.1, 1 / 3, 0.5]
+    res = lr_sweep(lambda: [Value(0.0)], lambda ps: (ps[0] - 3) ** 2, lrs=lrs, steps=1,
+                   eval_fn=lambda ps: (ps[0] - 2) ** 2)
+    assert res.final.tolist() == [(3 - 0.6) ** 2, 1.0, 0.0]
+    np.testing.assert_allclose(res.val_losses, [(2 - 0.6) ** 2, 0.0, 1.0], atol=1e-15)
+    assert res.best_lr == 1 / 3
+    assert "validation=" in repr(res)
+    # a diverged run gets inf, a plain float is accepted
+    res = lr_sweep(lambda: [Value(0.0)], lambda ps: (ps[0] - 3) ** 2, lrs=[0.5, 1e200],
+                   steps=2, eval_fn=lambda ps: float(ps[0].data))
+    assert res.val_losses[0] == pytest.approx(3.0) and np.isinf(res.val_losses[1])
+    with pytest.raises(TypeError, match="eval_fn must return"):
+        lr_sweep(lambda: [Value(0.0)], lambda ps: ps[0] * ps[0], lrs=[0.1],
+                 eval_fn=lambda ps: "good")
+    with pytest.raises(TypeError, match="eval_fn must be callable"):
+        lr_sweep(lambda: [Value(0.0)], lambda ps: ps[0] * ps[0], lrs=[0.1], eval_fn=3)

@@ -524,23 +524,38 @@ class LRSweepResult:
         value) and the rest of its row NaN.
     final : numpy.ndarray, shape (R,)
         The last loss of each run (``inf`` for a diverged run).
+    val_losses : numpy.ndarray, shape (R,), or None
+        ``eval_fn(model)`` after each run (``inf`` for a diverged run), when
+        ``lr_sweep`` was given an ``eval_fn``.
     best_lr : float or None
-        The rate with the lowest final loss (the first one on ties); None if
-        every run diverged.
+        The rate with the lowest ``val_losses`` if there are any, else the
+        lowest ``final`` loss (the first one on ties); None if every run
+        diverged.
     """
 
-    def __init__(self, lrs, losses):
+    def __init__(self, lrs, losses, val_losses=None):
         self.lrs = np.asarray(lrs, dtype=float)
         self.losses = np.asarray(losses, dtype=float)
         last = self.losses[:, -1]
         self.final = np.where(np.isfinite(last), last, np.inf)
-        if np.all(np.isinf(self.final)):
+        self.val_losses = None
+        score = self.final
+        if val_losses is not None:
+            v = np.asarray(val_losses, dtype=float)
+            self.val_losses = np.where(np.isfinite(v) & np.isfinite(self.final), v, np.inf)
+            score = self.val_losses
+        if np.all(np.isinf(score)):
             self.best_lr = None
         else:
-            self.best_lr = float(self.lrs[int(np.argmin(self.final))])
+            self.best_lr = float(self.lrs[int(np.argmin(score))])
 
     def __repr__(self):
-        rows = [f"  lr={lr:<10.3g} final loss={f:.6g}" for lr, f in zip(self.lrs, self.final)]
+        rows = []
+        for r, (lr, f) in enumerate(zip(self.lrs, self.final)):
+            row = f"  lr={lr:<10.3g} final loss={f:.6g}"
+            if self.val_losses is not None:
+                row += f"  validation={self.val_losses[r]:.6g}"
+            rows.append(row)
         return "LRSweepResult(best_lr={!r},\n{})".format(self.best_lr, "\n".join(rows))
 
 
@@ -555,7 +570,7 @@ def _parameters_of(model, where):
 
 
 def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
-             **optimizer_kwargs):
+             eval_fn=None, **optimizer_kwargs):
     """Train a few steps per learning rate from the same start; pick the best.
 
     The lecture's "validate the learning rate": for every rate, a fresh model
@@ -578,6 +593,11 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
     steps : int, default 10
         Updates per rate (>= 1).
     optimizer : optimizer class, default SGD
+    eval_fn : callable, optional
+        ``eval_fn(model)`` returns a Value or a number after the run, e.g. the
+        loss on held-out data (cs231n's validation); the best rate is then the
+        one with the lowest ``eval_fn``.  Default: rank by the last training
+        loss.
     **optimizer_kwargs
         Passed to the optimizer (``momentum=0.9``, ``betas=...``, ...).
 
@@ -610,8 +630,11 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
     if not lrs:
         raise ValueError("lr_sweep: lrs is empty")
 
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"lr_sweep: eval_fn must be callable, got {type(eval_fn).__name__}")
     start = None
     losses = np.full((len(lrs), steps + 1), np.nan)
+    val = None if eval_fn is None else np.full(len(lrs), np.nan)
     for r, lr in enumerate(lrs):
         model = model_factory()
         params = _parameters_of(model, "lr_sweep")
@@ -643,4 +666,20 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
                 losses[r, k + 1] = math.inf
                 break
             opt.step()
-    return LRSweepResult(lrs, losses)
+        if eval_fn is not None:
+            if not math.isfinite(losses[r, -1]):
+                val[r] = math.inf
+                continue
+            try:
+                v = eval_fn(model)
+            except ArithmeticError:
+                v = math.inf
+            if isinstance(v, Value):
+                v = v.data
+            elif isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+                v = float(v)
+            else:
+                raise TypeError("lr_sweep: eval_fn must return a Value or a "
+                                f"number, got {type(v).__name__}")
+            val[r] = v
+    return LRSweepResult(lrs, losses, val)
