@@ -796,3 +796,23 @@ def test_lr_sweep_eval_fn_ranks_by_validation():
                  eval_fn=lambda ps: "good")
     with pytest.raises(TypeError, match="eval_fn must be callable"):
         lr_sweep(lambda: [Value(0.0)], lambda ps: ps[0] * ps[0], lrs=[0.1], eval_fn=3)
+
+
+def test_pickling_a_value_optimizer_points_to_state_dict():
+    # fastgrad Values cannot be pickled (engine policy), so neither can an
+    # optimizer holding them: the message says what to do instead
+    opt = SGD([Value(1.0)], lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="state_dict"):
+        pickle.dumps(opt)
+    with pytest.raises(TypeError, match="state_dict"):
+        copy.deepcopy(opt)
+    # the array path pickles (with copies of its arrays), like a torch optimizer
+    w, g = np.array([1.0, 2.0]), np.array([0.5, 0.5])
+    opt = SGD.from_arrays([w], [g], lr=0.1)
+    for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        clone.step()
+        np.testing.assert_array_equal(w, [1.0, 2.0])
+        np.testing.assert_array_equal(clone.params[0], [0.95, 1.95])
+        clone.grads[0][...] = 1.0        # the clone reads its own gradient arrays
+        clone.step()
+        np.testing.assert_array_equal(clone.params[0], [0.95 - 0.1, 1.95 - 0.1])

@@ -225,6 +225,11 @@ cdef class ValueSlots:
     def __len__(self):
         return self.n
 
+    def __reduce__(self):
+        # pickled with its Values: pickling (model, optimizer) together keeps
+        # the optimizer tied to the model's Values (pickle's memo)
+        return (ValueSlots, (self._keep,))
+
     @property
     def values(self):
         """A new list of the Values (in order)."""

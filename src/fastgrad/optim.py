@@ -338,6 +338,25 @@ class Optimizer:
         self._step = int(step)
         self._state = state
 
+    def __getstate__(self):
+        if self._slots is not None:
+            raise TypeError(f"a {type(self).__name__} over fastgrad Values cannot "
+                            "be pickled or deep-copied (Values cannot); save "
+                            "opt.state_dict() and the parameters' .data instead")
+        # the flat views are not pickled: numpy would unpickle them as
+        # independent arrays; __setstate__ rebuilds them from the originals
+        state = dict(self.__dict__)
+        params, grads = self._arrays[:2]
+        state["_arrays"] = (params, grads)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._arrays is not None:
+            params, grads = self._arrays[:2]
+            self._arrays = (params, grads, [p.reshape(-1) for p in params],
+                            [g.reshape(-1) for g in grads])
+
     def __repr__(self):
         kind = "Values" if self._slots is not None else "arrays"
         opts = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
