@@ -1,17 +1,21 @@
 # cython: language_level=3
 """Update kernels of fastgrad's optimizers (SGD, Adam), for Values and arrays.
 
-Design, in five lines:
+Design:
   * ONE formula per optimizer: ``sgd_update`` / ``adam_update`` are inline C
-    functions of (param, grad, state pointers, hyper-parameter struct) that
-    return the new parameter; both paths below call them, so they agree bitwise.
+    functions of (param, grad, state values, hyper-parameter struct) that
+    return the new parameter and state; both paths below call them, so they
+    agree bitwise.
   * Value path: ``ValueSlots`` gathers the PyObject* of the Values once (the
     Values are kept alive by a private list); a step reads/writes their C
     fields ``data``/``grad`` directly, no Python attribute lookup per parameter.
   * Array path: float64 C-contiguous memoryviews (``double[::1]`` parameters,
     ``const double[::1]`` gradients), the loop runs without the GIL.
   * The order of floating-point operations copies torch.optim's single-tensor
-    (foreach=False) CPU path, operation by operation, so results match it.
+    (foreach=False) CPU path, operation by operation, with every product and
+    sum rounded separately (as numpy, plain Python and micrograd's update loop
+    do).  torch's AVX2 kernels fuse some multiply-adds, so torch agrees to a
+    few ulps; numpy and micrograd's loop agree bitwise.
   * Optimizer state (momentum buffer, Adam moments) lives in flat float64
     arrays owned by the Python optimizer (fastgrad.optim), one slot per scalar.
 """
@@ -226,8 +230,8 @@ cdef class ValueSlots:
         return self.n
 
     def __reduce__(self):
-        # pickled with its Values: pickling (model, optimizer) together keeps
-        # the optimizer tied to the model's Values (pickle's memo)
+        # pickled with its Values, so the Values' own policy applies (fastgrad
+        # Values refuse to be pickled, with a message saying so)
         return (ValueSlots, (self._keep,))
 
     @property
