@@ -141,11 +141,11 @@ def _array_params(owner, params, grads):
 class Optimizer:
     """Base class of fastgrad's optimizers (one parameter group).
 
-    Subclasses declare ``_HYPER`` (hyper-parameter names), ``_STATE`` (names
-    of the per-scalar state arrays) and implement ``_check`` and ``_update``.
+    Subclasses implement ``_check(**hyper) -> dict`` (validate and normalise
+    the hyper-parameters), ``_state_names(hyper)`` (the per-scalar state
+    arrays the rule needs) and ``_update()`` (one step through the kernels of
+    ``fastgrad._optim``).
     """
-
-    _HYPER = ()
 
     def __init__(self, params, **hyper):
         name = type(self).__name__
