@@ -30,6 +30,10 @@ else:
     # -O3 lets gcc vectorise the replay's batch loops; no -ffast-math: the
     # engine relies on IEEE inf/nan semantics.
     CFLAGS = ["-O3"]
+# No fused multiply-add contraction: results must not depend on the target
+# (x86-64 with -march=native, ARM) so that fastgrad, its pure-Python reference
+# and micrograd's loops agree to the last bit.
+CFLAGS.append("-ffp-contract=off")
 
 here = Path(__file__).parent
 

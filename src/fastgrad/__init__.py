@@ -1,8 +1,21 @@
-"""fastgrad: scalar reverse-mode autodiff, compiled; a drop-in for micrograd."""
-from fastgrad.engine import Value, maximum, minimum, no_grad
+"""fastgrad: scalar reverse-mode autodiff, compiled with Cython; a drop-in for micrograd.
 
-__all__ = ["Value", "maximum", "minimum", "no_grad"]
-from fastgrad.numgrad import num_grad, gradcheck, GradcheckError; __all__ += ["num_grad", "gradcheck", "GradcheckError"]  # noqa: E402,E702
+>>> from fastgrad import Value
+>>> x = Value(3.0)
+>>> y = x * x + 2 * x
+>>> y.backward()
+>>> y.data, x.grad
+(15.0, 8.0)
+"""
+from fastgrad.engine import Value, maximum, minimum, no_grad
+from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
+from fastgrad.viz import draw_dot, to_dot
+from fastgrad import data, optim
+
+__all__ = [
+    "Value", "maximum", "minimum", "no_grad",
+    "num_grad", "gradcheck", "GradcheckError",
+    "draw_dot", "to_dot",
+    "optim", "data",
+]
 __version__ = "0.1.0"
-from fastgrad.viz import draw_dot, to_dot  # noqa: E402  (graph drawing)
-__all__ += ["draw_dot", "to_dot"]
