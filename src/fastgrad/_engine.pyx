@@ -702,6 +702,21 @@ cdef int _apply_rule(Value n) except -1:
     return 0
 
 
+cdef int _grow(void** buf, size_t* cap, size_t need, size_t item) noexcept:
+    """Grow a malloc'ed buffer to hold ``need`` items (doubling); -1 if out of
+    memory, in which case *buf is untouched and still owned by the caller."""
+    cdef size_t new_cap = cap[0]
+    cdef void* grown
+    while new_cap < need:
+        new_cap = 2 * new_cap + 64
+    grown = realloc(buf[0], new_cap * item)
+    if grown == NULL:
+        return -1
+    buf[0] = grown
+    cap[0] = new_cap
+    return 0
+
+
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     """Topological order of the graph under root (operands before users).
 
@@ -716,7 +731,6 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     cdef Py_ssize_t n = 0, sp = 0, j, nkids
     cdef PyObject** order = <PyObject**>malloc(cap * sizeof(PyObject*))
     cdef size_t* stack = <size_t*>malloc(scap * sizeof(size_t))
-    cdef void* grown
     cdef size_t entry
     cdef PyObject* v
     cdef PyObject* kid
@@ -735,14 +749,11 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
         sp -= 1
         entry = stack[sp]
         if entry & 1:
-            if <size_t>n == cap:
-                cap *= 2
-                grown = realloc(order, cap * sizeof(PyObject*))
-                if grown == NULL:
-                    free(order)
-                    free(stack)
-                    raise MemoryError("backward: graph too large for memory")
-                order = <PyObject**>grown
+            if <size_t>n == cap and _grow(<void**>&order, &cap, cap + 1,
+                                          sizeof(PyObject*)) < 0:
+                free(order)
+                free(stack)
+                raise MemoryError("backward: graph too large for memory")
             order[n] = <PyObject*>(entry - 1)
             n += 1
             continue
@@ -756,14 +767,11 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
             kids[0] = (<Value>v)._a
             kids[1] = node_b(<Value>v)
             nkids = (kids[0] != NULL) + (kids[1] != NULL)
-        if <size_t>(sp + nkids + 1) > scap:
-            scap = 2 * scap + <size_t>nkids
-            grown = realloc(stack, scap * sizeof(size_t))
-            if grown == NULL:
-                free(order)
-                free(stack)
-                raise MemoryError("backward: graph too large for memory")
-            stack = <size_t*>grown
+        if <size_t>(sp + nkids + 1) > scap and _grow(
+                <void**>&stack, &scap, <size_t>(sp + nkids + 1), sizeof(size_t)) < 0:
+            free(order)
+            free(stack)
+            raise MemoryError("backward: graph too large for memory")
         stack[sp] = entry | 1
         sp += 1
         for j in range(nkids):
