@@ -23,6 +23,7 @@ records for the expression (interior nodes); leaves (parameters, inputs,
 constants) are not counted.  The same count is used for every engine, so
 per-node figures compare the same amount of work.
 """
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -35,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
     "BASELINE_LABELS", "compare", "time_runner", "measure_memory",
-    "get_case", "moons", "demo_weights", "demo_nodes",
+    "get_case", "isolated_gc", "moons", "demo_weights", "demo_nodes",
 ]
 
 
@@ -85,6 +86,8 @@ def _flatten(x, out):
 def compare(fast, base, rtol=1e-9, atol=1e-12):
     """Compare two nested results; return the largest relative difference.
 
+    (Each difference is taken relative to ``max(|f|, |b|, atol/rtol)``.)
+
     Raises :class:`Mismatch` when the structures differ in size or when an
     element fails ``|f - b| <= atol + rtol * |b|`` (NaN equals NaN, an
     infinity only itself).
@@ -94,6 +97,7 @@ def compare(fast, base, rtol=1e-9, atol=1e-12):
     if len(f) != len(b):
         raise Mismatch(f"fastgrad returned {len(f)} numbers, the baseline {len(b)}")
     worst = 0.0
+    scale = atol / rtol if rtol > 0 else 1e-300
     for i, (x, y) in enumerate(zip(f, b)):
         if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
             if not (x == y or (math.isnan(x) and math.isnan(y))):
@@ -105,7 +109,9 @@ def compare(fast, base, rtol=1e-9, atol=1e-12):
                            f"(relative difference {diff / max(abs(y), 1e-300):.3g}, "
                            f"tolerance {rtol:g})")
         if diff:
-            worst = max(worst, diff / max(abs(x), abs(y)))
+            # relative to the larger magnitude, floored at the scale where
+            # atol takes over (near zero a relative figure means nothing)
+            worst = max(worst, diff / max(abs(x), abs(y), scale))
     return worst
 
 
@@ -203,6 +209,30 @@ def time_runner(runner, rounds, gc_off=False, warmup=False):
             gc.enable()
             gc.collect()
     return statistics.median(times), times
+
+
+@contextlib.contextmanager
+def isolated_gc(unfreeze=True):
+    """Run a block as if the process held only what the block creates.
+
+    Collects, then freezes (``gc.freeze``) every object alive so far --
+    imported modules (PyTorch brings hundreds of thousands), earlier rows'
+    leftovers -- so that the cyclic collector's passes inside the block walk
+    only the block's own objects; on exit, collects the block's garbage.
+    Without it, a micrograd row timed after ``import torch`` pays for torch's
+    objects on each full collection, and the figures would depend on the
+    order the rows run in.  With ``unfreeze=False`` the frozen objects stay
+    frozen (cheap for a sequence of blocks: each collection then skips
+    them); the caller runs ``gc.unfreeze()`` at the end.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if unfreeze:
+            gc.unfreeze()
+        gc.collect()
 
 
 def measure_memory(runner):
@@ -532,36 +562,31 @@ def _graph_nodes(root):
 
 
 def make_backward(impl, params):
-    """backward() alone on the demo loss graph (built once, untimed).
+    """backward() alone on the demo loss graph.
 
-    Gradients of every node are reset (untimed) before each call; the result
-    checked is the loss and the gradient of every parameter.
+    A fresh graph is built (untimed) before each call, as in training, where
+    backward always runs on a graph just built; parameter gradients are reset
+    with it.  The result checked is the loss and every parameter's gradient.
     """
     eng = engine(impl)
     X, y = moons(params["points"], seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
-    loss = demo_loss(eng, model, X, y)
     ps = model.parameters()
-    if impl == "torch_scalar":
-        def setup():
-            for p in ps:
-                p.grad = None
+    holder = {}
 
-        def fn():
-            loss.backward(retain_graph=True)
-    else:
-        nodes = _graph_nodes(loss)
+    def setup():
+        holder.clear()          # the previous graph goes first
+        eng.zero_grad(model)
+        holder["loss"] = demo_loss(eng, model, X, y)
 
-        def setup():
-            for n in nodes:
-                n.grad = 0.0
-
-        fn = loss.backward
+    def fn():
+        holder["loss"].backward()
 
     def result(_):
-        return [eng.scalar(loss), [eng.grad(p) for p in ps]]
+        return [eng.scalar(holder["loss"]), [eng.grad(p) for p in ps]]
 
-    return Runner(fn, setup=setup, result=result, nodes=demo_nodes(params["points"]))
+    return Runner(fn, setup=setup, result=result, nodes=demo_nodes(params["points"]),
+                  close=holder.clear)
 
 
 def make_backward_scaling(impl, params):
@@ -876,7 +901,7 @@ def _plan_train_step(mode):
 
 def _plan_backward(mode):
     pts = 3 if mode == "smoke" else 100
-    fg, slow = _rounds(mode, 15, 5)
+    fg, slow = _rounds(mode, 15, 3)
     p = {"points": pts}
     return [Pair("micrograd", p, rounds=slow, fg_rounds=fg),
             Pair("reference", p, rounds=slow, fg_rounds=fg),

@@ -236,23 +236,8 @@ def _run_case(case, mode, gc_mode, progress):
         for pair in pairs:
             row = _row(case, pair, gc_mode)
             progress.start(row)
-            gc.collect()
-            fg = fastgrad.get(pair.key)
-            if fg is None:
-                fg = fastgrad[pair.key] = _Side(case, "fastgrad", pair.params)
-            if fg.skip:
-                row.update(status="skipped", reason=fg.skip)
-            elif fg.error:
-                row.update(status="FAILURE", reason=f"fastgrad raised {fg.error}")
-            elif pair.baseline is None:
-                msg = case.self_check(fg.result) if case.self_check else None
-                if msg:
-                    row.update(status="FAILURE", reason=msg)
-                else:
-                    _fill_fastgrad(row, case, pair, fg, gc_off)
-                    row["status"] = "ok"
-            else:
-                _run_pair(row, case, pair, fg, mode, gc_off)
+            with bc.isolated_gc(unfreeze=False):
+                _run_row(row, case, pair, fastgrad, mode, gc_off)
             rows.append(row)
             progress.done(row)
     finally:
@@ -261,6 +246,26 @@ def _run_case(case, mode, gc_mode, progress):
         fastgrad.clear()
         gc.collect()
     return rows
+
+
+def _run_row(row, case, pair, fastgrad, mode, gc_off):
+    """Fill ``row``: check fastgrad against the baseline, then time both."""
+    fg = fastgrad.get(pair.key)
+    if fg is None:
+        fg = fastgrad[pair.key] = _Side(case, "fastgrad", pair.params)
+    if fg.skip:
+        row.update(status="skipped", reason=fg.skip)
+    elif fg.error:
+        row.update(status="FAILURE", reason=f"fastgrad raised {fg.error}")
+    elif pair.baseline is None:
+        msg = case.self_check(fg.result) if case.self_check else None
+        if msg:
+            row.update(status="FAILURE", reason=msg)
+        else:
+            _fill_fastgrad(row, case, pair, fg, gc_off)
+            row["status"] = "ok"
+    else:
+        _run_pair(row, case, pair, fg, mode, gc_off)
 
 
 def _fill_fastgrad(row, case, pair, fg, gc_off):
@@ -505,9 +510,12 @@ def run(args):
     print(header, file=sys.stderr, flush=True)
     progress = _Progress(total, sys.stderr)
     rows = []
-    for case in cases:
-        for g in (gc_modes if case.kind == "time" else ["on"]):
-            rows.extend(_run_case(case, mode, g, progress))
+    try:
+        for case in cases:
+            for g in (gc_modes if case.kind == "time" else ["on"]):
+                rows.extend(_run_case(case, mode, g, progress))
+    finally:
+        gc.unfreeze()
     failures = sum(r["status"] == "FAILURE" for r in rows)
     print(header)
     print()
