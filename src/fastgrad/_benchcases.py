@@ -35,8 +35,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
-    "BASELINE_LABELS", "compare", "time_runner", "measure_memory",
-    "get_case", "isolated_gc", "moons", "demo_weights", "demo_nodes",
+    "BASELINE_LABELS", "compare", "time_runner", "time_pair", "measure_memory",
+    "get_case", "bench_matrix", "isolated_gc", "moons", "demo_weights", "demo_nodes",
 ]
 
 
@@ -233,6 +233,40 @@ def isolated_gc(unfreeze=True):
         if unfreeze:
             gc.unfreeze()
         gc.collect()
+
+
+def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False):
+    """Time two runners with their rounds interleaved; return both time lists.
+
+    On a shared machine the load changes from one second to the next; taking
+    fastgrad's rounds in between the baseline's puts both under the same
+    conditions, so their ratio holds even when absolute times drift.
+    """
+    clock = time.perf_counter
+    fast_times, base_times = [], []
+    was_enabled = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        n = max(fast_rounds, base_rounds)
+        for i in range(n):
+            # spread the fewer rounds of one side evenly among the other's
+            for runner, rounds, times in ((fast, fast_rounds, fast_times),
+                                          (base, base_rounds, base_times)):
+                if (i * rounds) // n == ((i + 1) * rounds) // n:
+                    continue
+                if runner.setup is not None:
+                    runner.setup()
+                t0 = clock()
+                out = runner.fn()
+                t1 = clock()
+                del out
+                times.append(t1 - t0)
+    finally:
+        if gc_off and was_enabled:
+            gc.enable()
+            gc.collect()
+    return fast_times, base_times
 
 
 def measure_memory(runner):
@@ -891,7 +925,7 @@ def _rounds(mode, fast, slow):
 
 def _plan_train_step(mode):
     pts = 3 if mode == "smoke" else 100
-    fg, slow = _rounds(mode, 9, 3)
+    fg, slow = _rounds(mode, 15, 3)
     p = {"points": pts}
     return [Pair("micrograd", p, rounds=slow, fg_rounds=fg),
             Pair("reference", p, rounds=slow, fg_rounds=fg),
@@ -901,7 +935,7 @@ def _plan_train_step(mode):
 
 def _plan_backward(mode):
     pts = 3 if mode == "smoke" else 100
-    fg, slow = _rounds(mode, 15, 3)
+    fg, slow = _rounds(mode, 21, 3)
     p = {"points": pts}
     return [Pair("micrograd", p, rounds=slow, fg_rounds=fg),
             Pair("reference", p, rounds=slow, fg_rounds=fg),
@@ -1023,6 +1057,27 @@ BASELINE_LABELS = {
     "nditer": "lecture nditer",
     "python_loop": "Python loop",
 }
+
+
+def bench_matrix(case_name, mode="quick", gc_modes=("on",)):
+    """The (test id, impl, pair, gc mode) combinations of one workload.
+
+    For the pytest-benchmark suite: fastgrad once per distinct size, then
+    every baseline at its pair's size.
+    """
+    case = get_case(case_name)
+    out = []
+    for g in gc_modes:
+        seen = set()
+        for pair in case.plan(mode):
+            tag = ("-" + pair.label.replace(" ", "_")) if pair.label else ""
+            gtag = f"-gc_{g}" if len(gc_modes) > 1 else ""
+            if pair.key not in seen:
+                seen.add(pair.key)
+                out.append((f"fastgrad{tag}{gtag}", "fastgrad", pair, g))
+            if pair.baseline is not None:
+                out.append((f"{pair.baseline}{tag}{gtag}", pair.baseline, pair, g))
+    return out
 
 
 def get_case(name):

@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -171,6 +172,8 @@ def _row(case, pair, gc_mode):
         "nodes": None,
         "baseline_s": None,
         "fastgrad_s": None,
+        "baseline_min_s": None,
+        "fastgrad_min_s": None,
         "baseline_bytes": None,
         "fastgrad_bytes": None,
         "speedup": None,
@@ -199,8 +202,6 @@ class _Side:
         self.result = None
         self.skip = None
         self.error = None
-        self.time = None
-        self.times = None
         self.nbytes = None
         try:
             self.runner = case.make(impl, params)
@@ -214,11 +215,6 @@ class _Side:
         except Exception as exc:   # a crash of one side is a row, not the end
             self.error = _describe(exc)
             self.runner = None
-
-    def timed(self, rounds, gc_off):
-        if self.time is None:
-            self.time, self.times = bc.time_runner(self.runner, rounds, gc_off)
-        return self.time
 
     def close(self):
         if self.runner is not None and self.runner.close is not None:
@@ -268,23 +264,34 @@ def _run_row(row, case, pair, fastgrad, mode, gc_off):
         _run_pair(row, case, pair, fg, mode, gc_off)
 
 
+def _set_times(row, prefix, times, nodes, rounds):
+    t = statistics.median(times)
+    row[f"{prefix}_s"] = t
+    row[f"{prefix}_min_s"] = min(times)
+    row["fastgrad_rounds" if prefix == "fastgrad" else "rounds"] = rounds
+    if nodes:
+        row["ns_per_node" if prefix == "fastgrad" else "baseline_ns_per_node"] = \
+            t / nodes * 1e9
+
+
 def _fill_fastgrad(row, case, pair, fg, gc_off):
-    nodes = fg.runner.nodes if fg.runner is not None else None
+    """A fastgrad-only row: fastgrad's figure alone."""
+    nodes = fg.runner.nodes
     row["nodes"] = nodes
     if case.kind == "memory":
         row["fastgrad_bytes"] = fg.nbytes
         if nodes:
             row["bytes_per_node"] = fg.nbytes / nodes
     else:
-        t = fg.timed(pair.fg_rounds, gc_off)
-        row["fastgrad_s"] = t
-        row["fastgrad_rounds"] = pair.fg_rounds
-        if nodes:
-            row["ns_per_node"] = t / nodes * 1e9
+        _, times = bc.time_runner(fg.runner, pair.fg_rounds, gc_off)
+        _set_times(row, "fastgrad", times, nodes, pair.fg_rounds)
 
 
 def _run_pair(row, case, pair, fg, mode, gc_off):
+    """Check fastgrad against one baseline, then time both, interleaved."""
     base = _Side(case, pair.baseline, pair.params)
+    nodes = fg.runner.nodes
+    row["nodes"] = nodes
     try:
         if base.skip:
             row.update(status="skipped", reason=base.skip)
@@ -299,26 +306,24 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
             row.update(status="FAILURE",
                        reason=f"result differs from {row['baseline_label']}: {exc}")
             return
-        nodes = fg.runner.nodes
+        # checked: now the figures
         if case.kind == "memory":
+            row["fastgrad_bytes"] = fg.nbytes
             row["baseline_bytes"] = base.nbytes
             if nodes:
+                row["bytes_per_node"] = fg.nbytes / nodes
                 row["baseline_bytes_per_node"] = base.nbytes / nodes
+            num, den = base.nbytes, fg.nbytes
         else:
-            tb = base.timed(pair.rounds, gc_off)
-            row["baseline_s"] = tb
-            row["rounds"] = pair.rounds
-            if nodes:
-                row["baseline_ns_per_node"] = tb / nodes * 1e9
+            ft, bt = bc.time_pair(fg.runner, base.runner, pair.fg_rounds, pair.rounds,
+                                  gc_off)
+            _set_times(row, "fastgrad", ft, nodes, pair.fg_rounds)
+            _set_times(row, "baseline", bt, nodes, pair.rounds)
+            num, den = row["baseline_s"], row["fastgrad_s"]
     finally:
         base.close()
         del base
         gc.collect()
-    _fill_fastgrad(row, case, pair, fg, gc_off)
-    if case.kind == "memory":
-        num, den = row["baseline_bytes"], row["fastgrad_bytes"]
-    else:
-        num, den = row["baseline_s"], row["fastgrad_s"]
     row["speedup"] = num / den if den else None
     target = case.targets.get(pair.baseline)
     if target is not None:
