@@ -4,9 +4,9 @@ Target: at most 3x the time of Python floats (speed-up >= 0.33x).
 """
 import pytest
 
-from conftest import matrix
+from fastgrad import _benchcases as bc
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", matrix("build"))
+@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("build"))
 def test_build(workload, impl, pair, gc_mode):
     workload("build", impl, pair, gc_mode)

@@ -2,9 +2,9 @@
 micrograd's.  Not a timing: the figures are in the ratio summary."""
 import pytest
 
-from conftest import matrix
+from fastgrad import _benchcases as bc
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", matrix("memory"))
+@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("memory"))
 def test_memory(memory, impl, pair, gc_mode):
     assert memory("memory", impl, pair) > 0

@@ -7,9 +7,10 @@ vectorized torch.nn (float64, one thread).
 """
 import pytest
 
-from conftest import matrix
+from fastgrad import _benchcases as bc
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", matrix("train_step", ("on", "off")))
+@pytest.mark.parametrize("impl, pair, gc_mode",
+                         bc.pytest_params("train_step", ("on", "off")))
 def test_train_step(workload, impl, pair, gc_mode):
     workload("train_step", impl, pair, gc_mode)

@@ -18,15 +18,15 @@ backward, more rounds).  ``--fastgrad-enforce-targets`` turns a missed target
 into a failing exit status (off by default: the machine may be shared).
 """
 import gc
-import os
 
 import pytest
 
 from fastgrad import _benchcases as bc
 
-MODE = os.environ.get("FASTGRAD_BENCH_MODE", "quick")
-if MODE not in ("smoke", "quick", "full"):
-    raise pytest.UsageError(f"FASTGRAD_BENCH_MODE must be smoke, quick or full, not {MODE!r}")
+try:
+    MODE = bc.bench_mode()
+except ValueError as exc:
+    raise pytest.UsageError(str(exc)) from None
 
 # (workload, variant, gc) -> {"impl": median seconds or bytes, ...}; nodes
 _RESULTS = {}
@@ -36,7 +36,9 @@ _FG_RESULTS = {}     # (workload, params key) -> fastgrad's checked result
 
 def pytest_collect_file(file_path, parent):
     """Collect ``bench_*.py`` here (the default pattern is ``test_*.py``)."""
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
+        # (a file named on the command line is collected by pytest itself)
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
@@ -44,12 +46,6 @@ def pytest_collect_file(file_path, parent):
 def pytest_addoption(parser):
     parser.addoption("--fastgrad-enforce-targets", action="store_true",
                      help="fail the run when a ratio misses its target")
-
-
-def matrix(case_name, gc_modes=("on",)):
-    """pytest.param list (impl, pair, gc) for one workload."""
-    return [pytest.param(impl, pair, g, id=ident)
-            for ident, impl, pair, g in bc.bench_matrix(case_name, MODE, gc_modes)]
 
 
 def _fastgrad_result(case, pair):

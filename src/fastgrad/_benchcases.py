@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
     "BASELINE_LABELS", "compare", "time_runner", "time_pair", "measure_memory",
-    "get_case", "bench_matrix", "isolated_gc", "moons", "demo_weights", "demo_nodes",
+    "get_case", "bench_matrix", "bench_mode", "pytest_params", "isolated_gc", "moons", "demo_weights", "demo_nodes",
 ]
 
 
@@ -241,6 +241,12 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False):
     On a shared machine the load changes from one second to the next; taking
     fastgrad's rounds in between the baseline's puts both under the same
     conditions, so their ratio holds even when absolute times drift.
+
+    With the collector on, each baseline round ends with ``gc.collect()``
+    inside its timing: the cyclic garbage a round leaves (micrograd's graph
+    is all cycles) is charged to the baseline that made it, where a run of
+    baseline rounds alone would pay for it in its next round, instead of
+    spilling into the fastgrad round that follows.
     """
     clock = time.perf_counter
     fast_times, base_times = [], []
@@ -251,8 +257,9 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False):
         n = max(fast_rounds, base_rounds)
         for i in range(n):
             # spread the fewer rounds of one side evenly among the other's
-            for runner, rounds, times in ((fast, fast_rounds, fast_times),
-                                          (base, base_rounds, base_times)):
+            for runner, rounds, times, collect in (
+                    (fast, fast_rounds, fast_times, False),
+                    (base, base_rounds, base_times, not gc_off)):
                 if (i * rounds) // n == ((i + 1) * rounds) // n:
                     continue
                 if runner.setup is not None:
@@ -260,7 +267,11 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False):
                 t0 = clock()
                 out = runner.fn()
                 t1 = clock()
-                del out
+                del out                 # (freeing what fn returned: untimed)
+                if collect:
+                    t2 = clock()
+                    gc.collect()
+                    t1 += clock() - t2
                 times.append(t1 - t0)
     finally:
         if gc_off and was_enabled:
@@ -819,7 +830,7 @@ def make_gradcheck(impl, params):
     def fn():
         return mod.gradcheck(f, ps, raise_exception=False)
 
-    return Runner(fn, result=bool, nodes=len(ps))
+    return Runner(fn, result=bool)
 
 
 # ---------------------------------------------------------------------------
@@ -890,24 +901,69 @@ def make_optim(kind):
     return make
 
 
+def make_sgd_array(impl, params):
+    """One SGD step on a float64 parameter array (the optimizers' array path).
+
+    Baseline: numpy's in-place ``p -= lr * g``.
+    """
+    np = require("numpy")
+    n = params["params"]
+    rng = np.random.default_rng(params.get("seed", 0))
+    p = rng.uniform(-1, 1, n)
+    g = rng.uniform(-1, 1, n)
+    lr = 0.01
+    if impl == "fastgrad":
+        optim = require("fastgrad.optim", ("SGD",))
+        if not hasattr(optim.SGD, "from_arrays"):
+            raise NotAvailable("not available: fastgrad.optim.SGD has no from_arrays")
+        opt = optim.SGD.from_arrays([p], [g], lr=lr)
+        fn = opt.step
+    elif impl == "numpy":
+        def fn():
+            p.__isub__(lr * g)      # p -= lr * g, in place
+    else:
+        raise NotAvailable(f"not available: no array baseline {impl}")
+    return Runner(fn, result=lambda _: p.copy(), nodes=n)
+
+
 # ---------------------------------------------------------------------------
-# compiled replay (issue 7): fastgrad.compiled -- SLOT
+# compiled replay (issue 7): fastgrad.compiled
 # ---------------------------------------------------------------------------
 
 def make_replay_train_step(impl, params):
     """The demo training step through compiled graph replay (issue 7).
 
-    SLOT: once ``fastgrad.compiled`` lands, build the demo loss once, record
-    it, and make ``fn`` one replayed step (batch forward+backward, SGD
-    update).  Its result must be ``[loss, parameters after the update]`` as
-    in :func:`make_train_step`, so it is checked against the same baselines.
+    fastgrad side: ``fastgrad.compiled.make_demo_step`` records the demo's
+    per-sample loss once (untimed, in make); each timed call replays the
+    batch forward and backward and applies the SGD update in C.  Baselines
+    run :func:`make_train_step`; the result checked is the same: the step's
+    loss and every parameter after the update.
     """
+    if impl == "eager":
+        return make_train_step("fastgrad", params)
     if impl != "fastgrad":
         return make_train_step(impl, params)
-    require("fastgrad.compiled")
-    raise NotAvailable("not available: fastgrad.compiled is installed but its "
-                       "bench workload is not written yet (fastgrad/_benchcases.py, "
-                       "make_replay_train_step)")
+    compiled = require("fastgrad.compiled", ("make_demo_step",))
+    np = require("numpy")
+    eng = engine("fastgrad")
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    step_fn = compiled.make_demo_step(model, alpha=1e-4)
+    Xa = np.array(X, dtype=np.float64)
+    ya = np.array(y, dtype=np.float64)
+    ps = model.parameters()
+    state = {"k": 0}
+
+    def step():
+        k = state["k"]
+        loss, _ = step_fn(Xa, ya, 1.0 - 0.9 * k / 100)
+        state["k"] = (k + 1) % 100
+        return loss
+
+    def result(loss):
+        return [float(loss), [p.data for p in ps]]
+
+    return Runner(step, result=result, nodes=demo_nodes(params["points"]))
 
 
 # ---------------------------------------------------------------------------
@@ -996,12 +1052,36 @@ def _plan_optim(mode):
     return [Pair("python_loop", p, rounds=slow, fg_rounds=fg)]
 
 
+def make_replay_record(impl, params):
+    """Recording the demo step for replay (the one-off cost of compiling)."""
+    if impl != "fastgrad":
+        raise NotAvailable(f"not available: no record baseline {impl}")
+    compiled = require("fastgrad.compiled", ("make_demo_step",))
+    model = engine("fastgrad").model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+
+    def fn():
+        compiled.make_demo_step(model, alpha=1e-4)
+
+    return Runner(fn, result=lambda _: 0.0)
+
+
+def _plan_replay_record(mode):
+    return [Pair(None, {}, fg_rounds=3 if mode == "smoke" else 7)]
+
+
+def _plan_sgd_array(mode):
+    p = {"params": 200 if mode == "smoke" else 10**4}
+    fg, _ = _rounds(mode, 25, 25)
+    return [Pair("numpy", p, rounds=fg, fg_rounds=fg)]
+
+
 def _plan_replay(mode):
     pts = 3 if mode == "smoke" else 100
     fg, slow = _rounds(mode, 15, 3)
     p = {"points": pts}
     return [Pair("torch_nn", p, rounds=fg, fg_rounds=fg),
-            Pair("micrograd", p, rounds=slow, fg_rounds=fg)]
+            Pair("micrograd", p, rounds=slow, fg_rounds=fg),
+            Pair("eager", p, rounds=fg, fg_rounds=fg)]
 
 
 def _gradcheck_ok(res):
@@ -1038,11 +1118,16 @@ CASES = [
     Case("sgd_momentum_step", "optim", "SGD(momentum=0.9) step over 10,000 "
          "Value parameters", "step", make_optim("momentum"), _plan_optim,
          targets={"python_loop": (20.0, ">= 20x")}),
+    Case("sgd_array_step", "optim", "SGD step on a 10,000-element float64 "
+         "array (the array path)", "step", make_sgd_array, _plan_sgd_array,
+         targets={"numpy": (0.5, "<= 2x numpy")}),
     Case("adam_step", "optim", "Adam step over 10,000 Value parameters", "step",
          make_optim("adam"), _plan_optim),
     Case("replay_train_step", "replay", "the demo step through compiled graph "
          "replay", "step", make_replay_train_step, _plan_replay,
          targets={"torch_nn": (1.0, ">= 1x"), "micrograd": (2000.0, ">= 2000x")}),
+    Case("replay_record", "replay", "recording the demo step for replay "
+         "(one-off)", "record", make_replay_record, _plan_replay_record),
 ]
 
 AREAS = sorted({c.area for c in CASES})
@@ -1056,6 +1141,8 @@ BASELINE_LABELS = {
     "floats": "Python floats",
     "nditer": "lecture nditer",
     "python_loop": "Python loop",
+    "numpy": "numpy in-place",
+    "eager": "fastgrad eager",
 }
 
 
@@ -1078,6 +1165,23 @@ def bench_matrix(case_name, mode="quick", gc_modes=("on",)):
             if pair.baseline is not None:
                 out.append((f"{pair.baseline}{tag}{gtag}", pair.baseline, pair, g))
     return out
+
+
+def bench_mode():
+    """Sizes for ``pytest benchmarks/``: $FASTGRAD_BENCH_MODE (default quick)."""
+    import os
+    mode = os.environ.get("FASTGRAD_BENCH_MODE", "quick")
+    if mode not in ("smoke", "quick", "full"):
+        raise ValueError("FASTGRAD_BENCH_MODE must be smoke, quick or full, "
+                         f"not {mode!r}")
+    return mode
+
+
+def pytest_params(case_name, gc_modes=("on",)):
+    """``pytest.param(impl, pair, gc_mode)`` list of one workload (benchmarks/)."""
+    import pytest
+    return [pytest.param(impl, pair, g, id=ident)
+            for ident, impl, pair, g in bench_matrix(case_name, bench_mode(), gc_modes)]
 
 
 def get_case(name):
