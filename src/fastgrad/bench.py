@@ -316,7 +316,7 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
             num, den = base.nbytes, fg.nbytes
         else:
             ft, bt = bc.time_pair(fg.runner, base.runner, pair.fg_rounds, pair.rounds,
-                                  gc_off)
+                                  gc_off, charge_gc=pair.baseline in bc.CYCLIC_BASELINES)
             _set_times(row, "fastgrad", ft, nodes, pair.fg_rounds)
             _set_times(row, "baseline", bt, nodes, pair.rounds)
             num, den = row["baseline_s"], row["fastgrad_s"]
