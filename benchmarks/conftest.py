@@ -163,7 +163,7 @@ def _summary_lines():
             if impl == "fastgrad":
                 continue
             ratio = t / fg
-            target = case.targets.get(impl)
+            target = case.targets.get(impl) if g != "off" else None   # stated with gc on
             verdict = ""
             if target is not None:
                 ok = ratio >= target[0]
@@ -173,7 +173,7 @@ def _summary_lines():
             if case.kind == "memory":
                 how = f"{ratio:.3g}x less memory than"
             elif ratio >= 1:
-                how = f"{ratio:.3g}x faster than"
+                how = (f"{ratio:,.0f}" if ratio >= 1000 else f"{ratio:.3g}") + "x faster than"
             else:
                 how = f"{1 / ratio:.3g}x the time of"
             lines.append(f"{what}: fastgrad {how} {impl}{per}{verdict}")

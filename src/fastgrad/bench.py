@@ -326,7 +326,7 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
         gc.collect()
     row["speedup"] = num / den if den else None
     target = case.targets.get(pair.baseline)
-    if target is not None:
+    if target is not None and not gc_off:     # targets are stated with gc on
         row["target"] = target[1]
         if mode != "smoke" and row["speedup"] is not None:
             row["target_met"] = row["speedup"] >= target[0]
@@ -397,8 +397,11 @@ def format_table(rows):
         cells = _cells(row)
         if row["status"] in ("skipped", "FAILURE"):
             cells[3:] = [row["status"]] + [""] * 5
-            notes.append(f"{row['status']}: {_label(row)} vs {row['baseline_label']}: "
-                         f"{row['reason']}")
+            note = (f"{row['status']}: {_label(row)}"
+                    + (f" vs {row['baseline_label']}" if row["baseline"] else "")
+                    + f": {row['reason']}")
+            if note not in notes:         # (the gc=off repeat of a skip)
+                notes.append(note)
         body.append(cells)
     widths = [max(len(r[i]) for r in [_HEAD] + body) for i in range(len(_HEAD))]
 
@@ -447,12 +450,17 @@ def write_plot(rows, path, title):
         ax.barh(ypos, vals, color=colors)
         for y, v in zip(ypos, vals):
             ax.text(v, y, f" {_fmt_ratio(v)}", va="center", fontsize=8)
+        for y, r in zip(ypos, ok):
+            target = bc.get_case(r["workload"]).targets.get(r["baseline"])
+            if target is not None:
+                ax.plot([target[0]], [y], marker="|", color="black", markersize=16)
         ax.set_xscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xlim(min(min(vals), 1.0) / 2, max(max(vals), 1.0) * 5)
     ax.set_yticks(ypos)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("speed-up of fastgrad (baseline / fastgrad; memory: bytes), log scale")
+    ax.set_xlabel("speed-up of fastgrad (baseline / fastgrad; memory: bytes), "
+                  "log scale; | = target")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
