@@ -235,44 +235,30 @@ def isolated_gc(unfreeze=True):
         gc.collect()
 
 
-def _call(runner, collect):
-    """One timed round (seconds): setup untimed, fn timed, optional collect."""
+def _call(runner):
+    """One timed round (seconds): setup untimed, fn timed, its return dropped."""
     if runner.setup is not None:
         runner.setup()
     clock = time.perf_counter
     t0 = clock()
     out = runner.fn()
     t1 = clock()
-    del out                 # (freeing what fn returned: untimed)
-    if collect:
-        t2 = clock()
-        gc.collect()
-        t1 += clock() - t2
+    del out                     # freeing what fn returned: untimed
     return t1 - t0
 
 
-# baselines whose graphs are reference cycles (freed only by the collector)
-CYCLIC_BASELINES = frozenset({"micrograd"})
-
-
-def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
-              charge_gc=False):
+def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3):
     """Time two runners in alternating blocks of rounds; return both time lists.
 
     On a shared machine the load changes from one second to the next; taking
     fastgrad's rounds in blocks between the baseline's puts both under the
     same conditions, so their ratio holds even when absolute times drift.
-    Each block starts with an untimed call of its side when that side is
-    quick (under 50 ms a round), so that neither is timed with caches the
-    other just evicted (one call cold out of three or five would skew the
-    median of a fast workload).
-
-    With ``charge_gc`` (and the collector on), each baseline round ends with
-    ``gc.collect()`` inside its timing: the cyclic garbage a round leaves
-    (micrograd's graph is all cycles, see :data:`CYCLIC_BASELINES`) is
-    charged to the baseline that made it -- a run of baseline rounds alone
-    would pay for it in its next round -- instead of spilling into the
-    fastgrad block that follows.
+    The baseline's first block follows its check call directly; every other
+    block starts with an untimed ``gc.collect()`` (collector on: garbage the
+    other side left is not collected on this side's clock) and an untimed
+    call of its own, so that each timed round runs as in a loop of many --
+    caches warm, and the previous round's garbage pending for the collector,
+    which then runs as it does for users.
     """
     fast_times, base_times = [], []
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
@@ -281,17 +267,17 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
         gc.disable()
     try:
         for k in range(blocks):
-            for runner, rounds, times, collect in (
-                    (base, base_rounds, base_times, charge_gc and not gc_off),
-                    (fast, fast_rounds, fast_times, False)):
+            for runner, rounds, times in ((base, base_rounds, base_times),
+                                          (fast, fast_rounds, fast_times)):
                 share = (k + 1) * rounds // blocks - k * rounds // blocks
                 if share == 0:
                     continue
-                fresh = runner is base and k == 0      # base just ran its check
-                if not fresh and (not times or times[-1] < 0.05):
-                    _call(runner, collect)             # warm-up, untimed
+                if not (runner is base and k == 0):
+                    if not gc_off:
+                        gc.collect()
+                    _call(runner)                      # warm-up, untimed
                 for _ in range(share):
-                    times.append(_call(runner, collect))
+                    times.append(_call(runner))
     finally:
         if gc_off and was_enabled:
             gc.enable()
