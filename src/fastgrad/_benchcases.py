@@ -1030,14 +1030,16 @@ def _plan_deep_chain(mode):
     fg, slow = _rounds(mode, 7, 3)
     # micrograd's recursive topological sort stops near depth 1000 nodes
     shallow = {"depth": 30 if mode == "smoke" else 250}
-    deep = {"depth": 300 if mode == "smoke" else (10**5 if mode == "quick" else 10**6)}
-    torch_depth = {"depth": 300 if mode == "smoke" else 20000}
+    mid = {"depth": 300 if mode == "smoke" else 20000}
+    deep = {"depth": 3000 if mode == "smoke" else (10**6 if mode == "quick" else 10**7)}
     return [Pair("micrograd", shallow, label=f"depth {shallow['depth']}",
                  rounds=slow * 3, fg_rounds=fg * 3),
-            Pair("reference", deep, label=f"depth {deep['depth']}",
+            Pair("reference", mid, label=f"depth {mid['depth']}",
                  rounds=slow, fg_rounds=fg),
-            Pair("torch_scalar", torch_depth, label=f"depth {torch_depth['depth']}",
-                 rounds=slow, fg_rounds=fg)]
+            Pair("torch_scalar", mid, label=f"depth {mid['depth']}",
+                 rounds=slow, fg_rounds=fg),
+            Pair(None, deep, label=f"depth {deep['depth']:.0e}".replace("e+0", "e"),
+                 fg_rounds=3)]
 
 
 def _plan_num_grad(mode):
