@@ -1031,7 +1031,7 @@ def _plan_deep_chain(mode):
     # micrograd's recursive topological sort stops near depth 1000 nodes
     shallow = {"depth": 30 if mode == "smoke" else 250}
     mid = {"depth": 300 if mode == "smoke" else 20000}
-    deep = {"depth": 3000 if mode == "smoke" else (10**6 if mode == "quick" else 10**7)}
+    deep = {"depth": 3000 if mode == "smoke" else (10**6 if mode == "quick" else 3 * 10**6)}
     return [Pair("micrograd", shallow, label=f"depth {shallow['depth']}",
                  rounds=slow * 3, fg_rounds=fg * 3),
             Pair("reference", mid, label=f"depth {mid['depth']}",
