@@ -35,8 +35,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
-    "BASELINE_LABELS", "compare", "time_runner", "time_pair", "measure_memory",
-    "get_case", "bench_matrix", "bench_mode", "pytest_params", "isolated_gc", "moons", "demo_weights", "demo_nodes",
+    "BASELINE_LABELS", "compare", "run_once", "time_runner", "time_pair",
+    "measure_memory", "isolated_gc", "get_case", "bench_matrix", "bench_mode",
+    "pytest_params", "moons", "demo_weights", "demo_nodes", "demo_loss",
 ]
 
 

@@ -39,7 +39,21 @@ _PROG = "fastgrad bench"
 # ---------------------------------------------------------------------------
 
 def add_arguments(parser):
-    """Add the ``bench`` options to an argparse parser."""
+    """Add the ``bench`` options to an argparse parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``bench`` subcommand's parser (``fastgrad.__main__`` builds it).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from fastgrad.bench import add_arguments
+    >>> p = argparse.ArgumentParser(); add_arguments(p)
+    >>> a = p.parse_args(["--smoke", "--only", "build"]); (a.mode, a.only, a.gc)
+    ('smoke', 'build', 'on')
+    """
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="default sizes: the demo's 100 points, graphs up to "
@@ -133,7 +147,22 @@ def _version(dist):
 
 
 def machine_info():
-    """A dict describing the machine, the interpreter and the builds timed."""
+    """A dict describing the machine, the interpreter and the builds timed.
+
+    Returns
+    -------
+    dict
+        ``cpu``, ``cpus``, ``platform``, ``python``, ``python_compiler``,
+        ``c_compiler`` (the first line of ``$CC --version``), ``fastgrad``
+        and the versions of Cython, numpy, micrograd and torch (None when
+        not installed), ``date_utc``.
+
+    Examples
+    --------
+    >>> from fastgrad.bench import machine_info
+    >>> sorted(machine_info())[:3]
+    ['c_compiler', 'cpu', 'cpus']
+    """
     import fastgrad
     from fastgrad import _engine
     info = {
@@ -500,7 +529,30 @@ class _Progress:
 
 
 def run(args):
-    """Run the benchmark described by parsed ``args``; return the exit status."""
+    """Run the benchmark described by parsed ``args``; return the exit status.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        As parsed with the options of :func:`add_arguments`.
+
+    Returns
+    -------
+    int
+        0 when every row is ok or skipped, 1 when a row is a FAILURE
+        (fastgrad's result differs from a baseline's, or a side raised),
+        2 for bad arguments or an output file that cannot be written.
+
+    Examples
+    --------
+    >>> from fastgrad.__main__ import main      # parses, then calls run()
+    >>> main(["bench", "--list", "--only", "optim"])  # doctest: +NORMALIZE_WHITESPACE
+    sgd_step             [optim] SGD step over 10,000 Value parameters
+    sgd_momentum_step    [optim] SGD(momentum=0.9) step over 10,000 Value parameters
+    sgd_array_step       [optim] SGD step on a 10,000-element float64 array (the array path)
+    adam_step            [optim] Adam step over 10,000 Value parameters
+    0
+    """
     cases, err = _select(args.only)
     if err:
         return _fail(err)
