@@ -207,6 +207,7 @@ def _row(case, pair, gc_mode):
         "baseline_bytes": None,
         "fastgrad_bytes": None,
         "speedup": None,
+        "shared_s": None,
         "ns_per_node": None,
         "baseline_ns_per_node": None,
         "bytes_per_node": None,
@@ -354,11 +355,22 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
             _set_times(row, "fastgrad", ft, nodes, pair.fg_rounds)
             _set_times(row, "baseline", bt, nodes, pair.rounds)
             num, den = row["baseline_s"], row["fastgrad_s"]
+            if case.shared is not None:
+                # the ratio of what differs: both times minus the shared work
+                shared, _ = bc.time_runner(case.shared(pair.params), pair.fg_rounds,
+                                           gc_off, warmup=True)
+                row["shared_s"] = shared
+                num, den = num - shared, den - shared
+                if nodes:
+                    row["ns_per_node"] = den / nodes * 1e9
+                    row["baseline_ns_per_node"] = num / nodes * 1e9
     finally:
         base.close()
         del base
         gc.collect()
-    row["speedup"] = num / den if den else None
+    row["speedup"] = num / den if den and den > 0 else None
+    if row["speedup"] is None and case.kind == "time":
+        row["reason"] = "fastgrad's time net of the shared work is below timer noise"
     target = case.targets.get(pair.baseline)
     if target is not None and not gc_off:     # targets are stated with gc on
         row["target"] = target[1]
