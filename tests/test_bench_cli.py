@@ -248,3 +248,21 @@ def test_demo_node_count_matches_the_graph(impl):
                 seen.add(id(c))
                 stack.append(c)
     assert interior == bc.demo_nodes(4)
+
+
+def test_shared_work_is_subtracted_before_the_ratio(tmp_path, monkeypatch):
+    # num_grad's figure is net of the calls to f; exercise that path on the
+    # build workload with a "shared" part that costs something measurable
+    case = bc.get_case("build")
+    monkeypatch.setattr(case, "shared",
+                        lambda params: bc.Runner(lambda: sum(range(2000))))
+    code, doc = _bench(tmp_path, "--only", "build")
+    assert code == 0
+    row = next(r for r in doc["rows"] if r["baseline"] == "micrograd")
+    s = row["shared_s"]
+    assert _is_num(s) and s > 0
+    if row["speedup"] is not None:
+        expect = (row["baseline_s"] - s) / (row["fastgrad_s"] - s)
+        assert row["speedup"] == pytest.approx(expect)
+    else:      # fastgrad's net time under the noise: said so
+        assert "below timer noise" in row["reason"]
