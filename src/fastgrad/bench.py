@@ -472,7 +472,8 @@ def format_header(info, mode, gc_modes):
         f"python:  {info['python']} ({info['python_compiler']}); "
         f"C compiler: {info['c_compiler']}; Cython {info['cython'] or 'not installed'}",
         f"baselines: micrograd {info['micrograd'] or 'not installed'}, "
-        f"torch {info['torch'] or 'not installed'} (1 thread), numpy {info['numpy']}",
+        f"torch {info['torch'] + ' (1 thread)' if info['torch'] else 'not installed'}, "
+        f"numpy {info['numpy']}",
         "times are per call (one step, one backward, one build...); speed-up = "
         "baseline / fastgrad; memory rows compare bytes; ns/node and bytes/node "
         "are fastgrad's",
