@@ -1203,11 +1203,15 @@ def bench_mode():
     return mode
 
 
-def pytest_params(case_name, gc_modes=("on",)):
-    """``pytest.param(impl, pair, gc_mode)`` list of one workload (benchmarks/)."""
+def pytest_params(case_name, gc_modes=("on",), mode=None):
+    """``pytest.param(impl, pair, gc_mode)`` list of one workload (benchmarks/).
+
+    ``mode`` defaults to :func:`bench_mode`.
+    """
     import pytest
+    mode = mode or bench_mode()
     return [pytest.param(impl, pair, g, id=ident)
-            for ident, impl, pair, g in bench_matrix(case_name, bench_mode(), gc_modes)]
+            for ident, impl, pair, g in bench_matrix(case_name, mode, gc_modes)]
 
 
 def get_case(name):
