@@ -679,6 +679,23 @@ def make_backward_scaling(impl, params):
     return Runner(fn, setup=setup, result=result, nodes=demo_nodes(points), close=close)
 
 
+def make_forward(impl, params):
+    """The demo step's forward alone: building the loss graph over the points.
+
+    With train_step and backward it splits the step: step ~ forward +
+    backward + zero_grad/update (337 parameters).  The graph returned is
+    freed after the clock stops.  The result checked is the loss.
+    """
+    eng = engine(impl)
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+
+    def fn():
+        return demo_loss(eng, model, X, y)
+
+    return Runner(fn, result=eng.scalar, nodes=demo_nodes(params["points"]))
+
+
 def make_memory(impl, params):
     """The demo step's graph (forward of the loss), measured by tracemalloc."""
     if impl == "torch_scalar":
@@ -1117,6 +1134,8 @@ CASES = [
     Case("train_step", "core", "micrograd demo step: forward over 100 points, "
          "zero_grad, backward, SGD update", "step", make_train_step,
          _plan_train_step, targets={"micrograd": (100.0, ">= 100x")}),
+    Case("forward", "core", "the demo step's forward alone (building the loss "
+         "graph over 100 points)", "forward", make_forward, _plan_backward),
     Case("backward", "core", "backward() alone on the demo step's graph",
          "backward", make_backward, _plan_backward,
          targets={"micrograd": (40.0, ">= 40x")}),
