@@ -251,7 +251,22 @@ def _call(runner):
     return t1 - t0
 
 
-def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3):
+def _warm_up(runner, seconds):
+    """Untimed calls for at least ``seconds`` (at least one call).
+
+    One call is not enough for a quick workload: after the other side's
+    block, fastgrad's demo step takes 5-8 calls to settle back (10 ms, then
+    down to 5.3 ms on this machine: allocator and cache state), so the first
+    rounds of each block would be slow for reasons no user loop sees.
+    """
+    end = time.perf_counter() + seconds
+    _call(runner)
+    while time.perf_counter() < end:
+        _call(runner)
+
+
+def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
+              warm_s=0.1):
     """Time two runners in alternating blocks of rounds; return both time lists.
 
     On a shared machine the load changes from one second to the next; taking
@@ -259,10 +274,11 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3):
     same conditions, so their ratio holds even when absolute times drift.
     The baseline's first block follows its check call directly; every other
     block starts with an untimed ``gc.collect()`` (collector on: garbage the
-    other side left is not collected on this side's clock) and an untimed
-    call of its own, so that each timed round runs as in a loop of many --
-    caches warm, and the previous round's garbage pending for the collector,
-    which then runs as it does for users.
+    other side left is not collected on this side's clock) and untimed calls
+    of its own for ``warm_s`` seconds (at least one), so that each timed
+    round runs as in a loop of many -- caches and allocator warm, and the
+    previous round's garbage pending for the collector, which then runs as
+    it does for users.
     """
     fast_times, base_times = [], []
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
@@ -279,7 +295,7 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3):
                 if not (runner is base and k == 0):
                     if not gc_off:
                         gc.collect()
-                    _call(runner)                      # warm-up, untimed
+                    _warm_up(runner, warm_s)
                 for _ in range(share):
                     times.append(_call(runner))
     finally:
