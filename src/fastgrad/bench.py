@@ -350,8 +350,10 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
             num, den = base.nbytes, fg.nbytes
         else:
             # a slow baseline (a second a call) alternates twice, not three times
+            # (smoke mode checks, its times mean nothing: one warm-up call)
             ft, bt = bc.time_pair(fg.runner, base.runner, pair.fg_rounds, pair.rounds,
-                                  gc_off, blocks=2 if base.first_s > 0.1 else 3)
+                                  gc_off, blocks=2 if base.first_s > 0.1 else 3,
+                                  warm_s=0.0 if mode == "smoke" else 0.1)
             _set_times(row, "fastgrad", ft, nodes, pair.fg_rounds)
             _set_times(row, "baseline", bt, nodes, pair.rounds)
             num, den = row["baseline_s"], row["fastgrad_s"]
