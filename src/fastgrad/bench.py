@@ -493,7 +493,9 @@ def write_plot(rows, path, title):
     labels = [f"{_label(r)} vs {r['baseline_label']}"
               + (f" (gc {r['gc']})" if r["gc"] == "off" else "") for r in ok]
     vals = [r["speedup"] for r in ok]
-    colors = ["tab:green" if v >= 1 else "tab:red" for v in vals]
+    # green: target met, red: target missed, blue: no target (a figure to read)
+    colors = [{True: "tab:green", False: "tab:red"}.get(r["target_met"], "tab:blue")
+              for r in ok]
     ypos = list(range(len(ok)))[::-1]
     if ok:
         ax.barh(ypos, vals, color=colors)
@@ -508,8 +510,8 @@ def write_plot(rows, path, title):
         ax.set_xlim(min(min(vals), 1.0) / 2, max(max(vals), 1.0) * 5)
     ax.set_yticks(ypos)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("speed-up of fastgrad (baseline / fastgrad; memory: bytes), "
-                  "log scale; | = target")
+    ax.set_xlabel("speed-up of fastgrad (baseline / fastgrad; memory: bytes), log "
+                  "scale; | = target: green met, red missed, blue none")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
