@@ -510,8 +510,8 @@ def write_plot(rows, path, title):
         ax.set_xlim(min(min(vals), 1.0) / 2, max(max(vals), 1.0) * 5)
     ax.set_yticks(ypos)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("speed-up of fastgrad (baseline / fastgrad; memory: bytes), log "
-                  "scale; | = target: green met, red missed, blue none")
+    ax.set_xlabel("speed-up = baseline / fastgrad (memory: bytes), log scale\n"
+                  "| = target; green: met, red: missed, blue: no target")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
