@@ -1,0 +1,10 @@
+"""The demo step's forward alone (building the loss graph over 100 points):
+with bench_backward it shows where a training step's time goes."""
+import pytest
+
+from fastgrad import _benchcases as bc
+
+
+@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("forward"))
+def test_forward(workload, impl, pair, gc_mode):
+    workload("forward", impl, pair, gc_mode)

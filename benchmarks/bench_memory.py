@@ -1,0 +1,10 @@
+"""Memory of the demo step's graph (tracemalloc): target at most 1/10 of
+micrograd's.  Not a timing: the figures are in the ratio summary."""
+import pytest
+
+from fastgrad import _benchcases as bc
+
+
+@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("memory"))
+def test_memory(memory, impl, pair, gc_mode):
+    assert memory("memory", impl, pair) > 0

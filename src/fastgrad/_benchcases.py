@@ -1,0 +1,1257 @@
+"""The benchmark workloads, defined once for ``fastgrad bench`` and ``benchmarks/``.
+
+Design
+------
+* A :class:`Case` is one workload (``train_step``, ``backward``, ...).  Its
+  ``plan(mode)`` lists :class:`Pair` s: a baseline implementation and the sizes
+  at which fastgrad and that baseline run on identical inputs.  Pairs with the
+  same sizes share one fastgrad measurement.
+* ``case.make(impl, params)`` returns a :class:`Runner` for one implementation
+  (``"fastgrad"`` or a baseline name): ``fn()`` is what is timed, ``setup()``
+  (optional) runs untimed before each call, ``result(out)`` turns the first
+  call's return value into plain numbers that are compared with the other
+  side's before any time is reported.
+* Anything optional (micrograd, PyTorch, ``fastgrad.reference``, the
+  ``fastgrad.optim`` / ``numgrad`` / ``compiled`` modules) is imported inside
+  ``make``; when it is missing ``make`` raises :class:`NotAvailable` and the
+  row is skipped with that reason.
+* Adding a workload: write a ``make`` and a ``plan`` and append a Case to
+  :data:`CASES`.  Both front ends pick it up.
+
+Node counts ("ns/node", "bytes/node") are the number of operations fastgrad
+records for the expression (interior nodes); leaves (parameters, inputs,
+constants) are not counted.  The same count is used for every engine, so
+per-node figures compare the same amount of work.
+"""
+import contextlib
+import dataclasses
+import gc
+import importlib
+import math
+import random
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+__all__ = [
+    "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
+    "BASELINE_LABELS", "compare", "run_once", "time_runner", "time_pair",
+    "measure_memory", "isolated_gc", "get_case", "bench_matrix", "bench_mode",
+    "pytest_params", "moons", "demo_weights", "demo_nodes", "demo_loss",
+]
+
+
+class NotAvailable(Exception):
+    """An optional engine or module is missing: the row is skipped."""
+
+
+class Mismatch(Exception):
+    """fastgrad's result differs from its baseline's."""
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------
+
+def require(module_name, attrs=()):
+    """Import ``module_name`` or raise NotAvailable naming it.
+
+    ``attrs`` are attribute names the workload needs; a module that exists
+    but lacks one is reported as not available too (an API not landed yet).
+    """
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or module_name
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise NotAvailable(f"not available: {module_name} not installed") from None
+        raise NotAvailable(f"not available: {module_name} needs {missing}, "
+                           "which is not installed") from None
+    for attr in attrs:
+        if not hasattr(mod, attr):
+            raise NotAvailable(f"not available: {module_name} has no {attr}")
+    return mod
+
+
+def _flatten(x, out):
+    if isinstance(x, (list, tuple)):
+        for item in x:
+            _flatten(item, out)
+    elif hasattr(x, "tolist") and not isinstance(x, (int, float)):
+        _flatten(x.tolist(), out)       # numpy array/scalar, torch tensor
+    else:
+        out.append(float(x))
+    return out
+
+
+def compare(fast, base, rtol=1e-9, atol=1e-12):
+    """Compare two nested results; return the largest relative difference.
+
+    (Each difference is taken relative to ``max(|f|, |b|, atol/rtol)``.)
+
+    Raises :class:`Mismatch` when the structures differ in size or when an
+    element fails ``|f - b| <= atol + rtol * |b|`` (NaN equals NaN, an
+    infinity only itself).
+    """
+    f = _flatten(fast, [])
+    b = _flatten(base, [])
+    if len(f) != len(b):
+        raise Mismatch(f"fastgrad returned {len(f)} numbers, the baseline {len(b)}")
+    worst = 0.0
+    scale = atol / rtol if rtol > 0 else 1e-300
+    for i, (x, y) in enumerate(zip(f, b)):
+        if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                raise Mismatch(f"item {i}: fastgrad {x!r}, baseline {y!r}")
+            continue
+        diff = abs(x - y)
+        if diff > atol + rtol * abs(y):
+            raise Mismatch(f"item {i} of {len(f)}: fastgrad {x!r}, baseline {y!r} "
+                           f"(relative difference {diff / max(abs(y), 1e-300):.3g}, "
+                           f"tolerance {rtol:g})")
+        if diff:
+            # relative to the larger magnitude, floored at the scale where
+            # atol takes over (near zero a relative figure means nothing)
+            worst = max(worst, diff / max(abs(x), abs(y), scale))
+    return worst
+
+
+@dataclasses.dataclass
+class Runner:
+    """One implementation's side of a workload, ready to be timed.
+
+    ``fn()`` is the timed call; ``setup()`` (optional) runs untimed before each
+    call; ``result(out)`` maps the first call's return value to plain numbers
+    for the correctness check; ``nodes`` is the graph operations (or array
+    elements, parameters...) one call processes, for per-node figures;
+    ``close()`` (optional) releases what the runner holds.
+    """
+    fn: Callable[[], Any]
+    setup: Optional[Callable[[], None]] = None
+    result: Callable[[Any], Any] = lambda out: out
+    nodes: Optional[int] = None
+    close: Optional[Callable[[], None]] = None
+
+
+@dataclasses.dataclass
+class Pair:
+    """One table row: fastgrad against ``baseline`` at sizes ``params``.
+
+    ``baseline`` None is a fastgrad-only row (a reported figure with no
+    peer).  ``rounds``/``fg_rounds`` are the timed repeats of each side.
+    """
+    baseline: Optional[str]
+    params: Dict[str, Any]
+    label: str = ""
+    rounds: int = 3
+    fg_rounds: int = 7
+
+    @property
+    def key(self):
+        return tuple(sorted(self.params.items()))
+
+
+@dataclasses.dataclass
+class Case:
+    """A workload: how to build each side, and which pairs to run per mode."""
+    name: str
+    area: str
+    title: str
+    unit: str                      # what one timed call is: "step", "backward", ...
+    make: Callable[[str, Dict[str, Any]], Runner]
+    plan: Callable[[str], List[Pair]]
+    kind: str = "time"             # "time" or "memory"
+    targets: Dict[Optional[str], tuple] = dataclasses.field(default_factory=dict)
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    # for rows without a baseline: result -> error message or None
+    self_check: Optional[Callable[[Any], Optional[str]]] = None
+    # work both sides do that is not the subject (num_grad: the calls to f):
+    # params -> Runner; the CLI subtracts its time from both before the ratio
+    shared: Optional[Callable[[Dict[str, Any]], Runner]] = None
+
+
+# ---------------------------------------------------------------------------
+# timing and memory
+# ---------------------------------------------------------------------------
+
+def run_once(runner):
+    """The warm-up call: run setup and fn once, return the comparable result."""
+    if runner.setup is not None:
+        runner.setup()
+    out = runner.fn()
+    res = runner.result(out)
+    del out
+    return res
+
+
+def time_runner(runner, rounds, gc_off=False, warmup=False):
+    """Median (seconds) of ``rounds`` timed calls, plus all the timings.
+
+    Each round runs ``setup()`` untimed, then ``fn()`` timed; whatever fn
+    returns is dropped after the clock stops.  With ``gc_off`` the cyclic
+    collector is disabled during the rounds (and a full collection follows).
+    """
+    if warmup:
+        run_once(runner)
+    times = []
+    clock = time.perf_counter
+    was_enabled = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        for _ in range(rounds):
+            if runner.setup is not None:
+                runner.setup()
+            t0 = clock()
+            out = runner.fn()
+            t1 = clock()
+            del out
+            times.append(t1 - t0)
+    finally:
+        if gc_off and was_enabled:
+            gc.enable()
+            gc.collect()
+    return statistics.median(times), times
+
+
+@contextlib.contextmanager
+def isolated_gc(unfreeze=True):
+    """Run a block as if the process held only what the block creates.
+
+    Collects, then freezes (``gc.freeze``) every object alive so far --
+    imported modules (PyTorch brings hundreds of thousands), earlier rows'
+    leftovers -- so that the cyclic collector's passes inside the block walk
+    only the block's own objects; on exit, collects the block's garbage.
+    Without it, a micrograd row timed after ``import torch`` pays for torch's
+    objects on each full collection, and the figures would depend on the
+    order the rows run in.  With ``unfreeze=False`` the frozen objects stay
+    frozen (cheap for a sequence of blocks: each collection then skips
+    them); the caller runs ``gc.unfreeze()`` at the end.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if unfreeze:
+            gc.unfreeze()
+        gc.collect()
+
+
+def _call(runner):
+    """One timed round (seconds): setup untimed, fn timed, its return dropped."""
+    if runner.setup is not None:
+        runner.setup()
+    clock = time.perf_counter
+    t0 = clock()
+    out = runner.fn()
+    t1 = clock()
+    del out                     # freeing what fn returned: untimed
+    return t1 - t0
+
+
+def _warm_up(runner, seconds):
+    """Untimed calls for at least ``seconds`` (at least one call).
+
+    One call is not enough for a quick workload: after the other side's
+    block, fastgrad's demo step takes 5-8 calls to settle back (10 ms, then
+    down to 5.3 ms on this machine: allocator and cache state), so the first
+    rounds of each block would be slow for reasons no user loop sees.
+    """
+    end = time.perf_counter() + seconds
+    _call(runner)
+    while time.perf_counter() < end:
+        _call(runner)
+
+
+def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
+              warm_s=0.1):
+    """Time two runners in alternating blocks of rounds; return both time lists.
+
+    On a shared machine the load changes from one second to the next; taking
+    fastgrad's rounds in blocks between the baseline's puts both under the
+    same conditions, so their ratio holds even when absolute times drift.
+    The baseline's first block follows its check call directly; every other
+    block starts with an untimed ``gc.collect()`` (collector on: garbage the
+    other side left is not collected on this side's clock) and untimed calls
+    of its own for ``warm_s`` seconds (at least one), so that each timed
+    round runs as in a loop of many -- caches and allocator warm, and the
+    previous round's garbage pending for the collector, which then runs as
+    it does for users.
+    """
+    fast_times, base_times = [], []
+    blocks = max(1, min(blocks, fast_rounds, base_rounds))
+    was_enabled = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        for k in range(blocks):
+            for runner, rounds, times in ((base, base_rounds, base_times),
+                                          (fast, fast_rounds, fast_times)):
+                share = (k + 1) * rounds // blocks - k * rounds // blocks
+                if share == 0:
+                    continue
+                if not (runner is base and k == 0):
+                    if not gc_off:
+                        gc.collect()
+                    _warm_up(runner, warm_s)
+                for _ in range(share):
+                    times.append(_call(runner))
+    finally:
+        if gc_off and was_enabled:
+            gc.enable()
+            gc.collect()
+    return fast_times, base_times
+
+
+def measure_memory(runner):
+    """Bytes held (tracemalloc) by what ``fn()`` returns, and its result.
+
+    The collector is off during the measurement so that unrelated garbage
+    freed meanwhile does not shrink the figure.
+    """
+    import tracemalloc
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    started = tracemalloc.is_tracing()
+    if not started:
+        tracemalloc.start()
+    try:
+        if runner.setup is not None:
+            runner.setup()
+        before = tracemalloc.get_traced_memory()[0]
+        out = runner.fn()
+        after = tracemalloc.get_traced_memory()[0]
+        res = runner.result(out)
+        del out
+    finally:
+        if not started:
+            tracemalloc.stop()
+        if was_enabled:
+            gc.enable()
+    return after - before, res
+
+
+# ---------------------------------------------------------------------------
+# data and engines
+# ---------------------------------------------------------------------------
+
+def moons(n, noise=0.1, seed=0):
+    """Two interleaved half circles (sklearn's ``make_moons`` construction).
+
+    Returns ``(X, y)``: a list of ``[x0, x1]`` float pairs and a list of int
+    labels in {-1, +1} (the micrograd demo's ``y*2 - 1``), shuffled.
+    """
+    rng = random.Random(seed)
+    n_out = n // 2
+    n_in = n - n_out
+    pts = []
+    for i in range(n_out):
+        t = math.pi * i / max(n_out - 1, 1)
+        pts.append(([math.cos(t), math.sin(t)], -1))
+    for i in range(n_in):
+        t = math.pi * i / max(n_in - 1, 1)
+        pts.append(([1.0 - math.cos(t), 0.5 - math.sin(t)], 1))
+    for p, _ in pts:
+        p[0] += rng.gauss(0.0, noise)
+        p[1] += rng.gauss(0.0, noise)
+    rng.shuffle(pts)
+    return [p for p, _ in pts], [label for _, label in pts]
+
+
+DEMO_ARCH = (2, [16, 16, 1])
+
+
+def demo_weights(nin=2, nouts=(16, 16, 1), seed=1337):
+    """Parameters of ``MLP(nin, nouts)`` in micrograd's ``parameters()`` order.
+
+    Weights uniform in [-1, 1), biases 0, from a private generator (the
+    global ``random`` state is left alone).
+    """
+    rng = random.Random(seed)
+    sizes = [nin] + list(nouts)
+    flat = []
+    for i in range(len(nouts)):
+        for _ in range(sizes[i + 1]):
+            flat.extend(rng.uniform(-1, 1) for _ in range(sizes[i]))
+            flat.append(0.0)
+    return flat
+
+
+def demo_nodes(n_points, nin=2, nouts=(16, 16, 1)):
+    """Operations in the demo loss graph over ``n_points`` points.
+
+    Per point: each neuron with k inputs records k products and k sums (plus
+    a relu when hidden); the svm margin adds 3 (``-y*s``, ``1 + .``, relu)
+    and the data-loss sum 1.  Then the mean's scaling (1), the L2 term
+    (a product and a sum per parameter, the alpha scaling: 2P + 1) and the
+    final sum (1).
+    """
+    sizes = [nin] + list(nouts)
+    per_point = 0
+    n_params = 0
+    for i in range(len(nouts)):
+        k, m = sizes[i], sizes[i + 1]
+        hidden = i != len(nouts) - 1
+        per_point += m * (2 * k + (1 if hidden else 0))
+        n_params += m * (k + 1)
+    return n_points * (per_point + 4) + 1 + 2 * n_params + 1 + 1
+
+
+class _Engine:
+    """What the generic workloads need from a scalar engine."""
+
+    def __init__(self, name, Value, MLP, scalar=None, zero_grad=None):
+        self.name = name
+        self.Value = Value
+        self.MLP = MLP
+        self.scalar = scalar or (lambda v: v.data)
+        self._zero_grad = zero_grad
+
+    def zero_grad(self, model):
+        if self._zero_grad is not None:
+            self._zero_grad(model)
+        else:
+            model.zero_grad()
+
+    def grad(self, p):
+        g = p.grad
+        if g is None:
+            return 0.0
+        return g.item() if hasattr(g, "item") else float(g)
+
+    def model(self, weights, nin=2, nouts=(16, 16, 1)):
+        """An MLP whose parameters are set to ``weights``."""
+        state = random.getstate()      # micrograd's MLP draws from `random`
+        try:
+            model = self.MLP(nin, list(nouts))
+        finally:
+            random.setstate(state)
+        params = model.parameters()
+        if len(params) != len(weights):
+            raise Mismatch(f"{self.name}: MLP has {len(params)} parameters, "
+                           f"expected {len(weights)}")
+        for p, w in zip(params, weights):
+            p.data = w
+        return model
+
+
+def _torch():
+    torch = require("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
+class _TorchScalarNeuron:
+    def __init__(self, torch, weights, nonlin):
+        def t(x):
+            return torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        self.w = [t(w) for w in weights[:-1]]
+        self.b = t(weights[-1])
+        self.nonlin = nonlin
+
+    def __call__(self, x):
+        act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+        return act.relu() if self.nonlin else act
+
+    def parameters(self):
+        return self.w + [self.b]
+
+
+class _TorchScalarMLP:
+    """micrograd's MLP over 0-d float64 tensors (PyTorch's scalar autograd)."""
+
+    def __init__(self, torch, weights, nin=2, nouts=(16, 16, 1)):
+        sizes = [nin] + list(nouts)
+        self.layers = []
+        pos = 0
+        for i in range(len(nouts)):
+            layer = []
+            for _ in range(sizes[i + 1]):
+                n = sizes[i] + 1
+                layer.append(_TorchScalarNeuron(torch, weights[pos:pos + n],
+                                                i != len(nouts) - 1))
+                pos += n
+            self.layers.append(layer)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            out = [n(x) for n in layer]
+            x = out[0] if len(out) == 1 else out
+        return x
+
+    def parameters(self):
+        return [p for layer in self.layers for n in layer for p in n.parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+
+def engine(name):
+    """The scalar engine called ``name`` (raises NotAvailable if missing)."""
+    if name == "fastgrad":
+        from fastgrad.engine import Value
+        from fastgrad.nn import MLP
+        return _Engine(name, Value, MLP)
+    if name == "micrograd":
+        eng = require("micrograd.engine")
+        nn = require("micrograd.nn")
+        return _Engine(name, eng.Value, nn.MLP)
+    if name == "reference":
+        ref = require("fastgrad.reference", ("Value", "MLP"))
+        return _Engine(name, ref.Value, ref.MLP)
+    if name == "torch_scalar":
+        torch = _torch()
+
+        def value(x):
+            return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+
+        eng = _Engine(name, value, None, scalar=lambda v: v.item())
+        eng.model = lambda weights, nin=2, nouts=(16, 16, 1): _TorchScalarMLP(
+            torch, weights, nin, nouts)
+        return eng
+    raise NotAvailable(f"not available: no scalar engine called {name}")
+
+
+# ---------------------------------------------------------------------------
+# core workloads: the micrograd demo
+# ---------------------------------------------------------------------------
+
+def demo_loss(eng, model, X, y, alpha=1e-4):
+    """micrograd's demo loss: svm margin + L2, built with operators.
+
+    Written once for every scalar engine (the notebook's code): inputs become
+    Values, each score is ``model(x)``, loss ``mean(relu(1 - y*s)) +
+    alpha * sum(p*p)``.
+    """
+    V = eng.Value
+    inputs = [[V(a), V(b)] for a, b in X]
+    scores = [model(x) for x in inputs]
+    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    reg_loss = alpha * sum(p * p for p in model.parameters())
+    return data_loss + reg_loss
+
+
+def _make_train_step_torch_nn(params):
+    torch = _torch()
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    weights = demo_weights(*DEMO_ARCH)
+    nin, nouts = DEMO_ARCH
+    sizes = [nin] + nouts
+    layers = []
+    pos = 0
+    for i in range(len(nouts)):
+        lin = torch.nn.Linear(sizes[i], sizes[i + 1]).double()
+        with torch.no_grad():
+            for j in range(sizes[i + 1]):
+                lin.weight[j] = torch.tensor(weights[pos:pos + sizes[i]], dtype=torch.float64)
+                lin.bias[j] = weights[pos + sizes[i]]
+                pos += sizes[i] + 1
+        layers.append(lin)
+        if i != len(nouts) - 1:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    Xt = torch.tensor(X, dtype=torch.float64)
+    yt = torch.tensor(y, dtype=torch.float64)
+    plist = list(model.parameters())
+    opt = torch.optim.SGD(plist, lr=1.0)
+    state = {"k": 0}
+
+    def step():
+        k = state["k"]
+        scores = model(Xt).squeeze(1)
+        data_loss = torch.relu(1 + -yt * scores).mean()
+        reg_loss = 1e-4 * sum((p * p).sum() for p in plist)
+        loss = data_loss + reg_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.param_groups[0]["lr"] = 1.0 - 0.9 * k / 100
+        opt.step()
+        state["k"] = (k + 1) % 100
+        return loss.item()
+
+    def result(loss):
+        flat = []
+        with torch.no_grad():
+            for lin in model:
+                if isinstance(lin, torch.nn.Linear):
+                    for j in range(lin.weight.shape[0]):
+                        flat.extend(lin.weight[j].tolist())
+                        flat.append(lin.bias[j].item())
+        return [loss, flat]
+
+    return Runner(step, result=result, nodes=demo_nodes(params["points"]))
+
+
+def make_train_step(impl, params):
+    """One step of the micrograd demo: forward, zero_grad, backward, SGD.
+
+    The notebook's loop body, verbatim apart from the engine: the learning
+    rate follows its schedule ``1.0 - 0.9*k/100``.  The result checked is the
+    step's loss and every parameter after the update.
+    """
+    if impl == "torch_nn":
+        return _make_train_step_torch_nn(params)
+    eng = engine(impl)
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    state = {"k": 0}
+
+    def step():
+        k = state["k"]
+        total_loss = demo_loss(eng, model, X, y)
+        eng.zero_grad(model)
+        total_loss.backward()
+        learning_rate = 1.0 - 0.9 * k / 100
+        for p in model.parameters():
+            p.data -= learning_rate * p.grad
+        state["k"] = (k + 1) % 100
+        return eng.scalar(total_loss)
+
+    def result(loss):
+        return [loss, [eng.scalar(p) for p in model.parameters()]]
+
+    return Runner(step, result=result, nodes=demo_nodes(params["points"]))
+
+
+def _graph_nodes(root):
+    """Every node reachable from root (iterative; for zeroing gradients)."""
+    seen = {id(root): root}
+    stack = [root]
+    while stack:
+        v = stack.pop()
+        for c in v._prev:
+            if id(c) not in seen:
+                seen[id(c)] = c
+                stack.append(c)
+    return list(seen.values())
+
+
+def make_backward(impl, params):
+    """backward() alone on the demo loss graph.
+
+    A fresh graph is built (untimed) before each call, as in training, where
+    backward always runs on a graph just built; parameter gradients are reset
+    with it.  The result checked is the loss and every parameter's gradient.
+    """
+    eng = engine(impl)
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    ps = model.parameters()
+    holder = {}
+
+    def setup():
+        holder.clear()          # the previous graph goes first
+        eng.zero_grad(model)
+        holder["loss"] = demo_loss(eng, model, X, y)
+
+    def fn():
+        holder["loss"].backward()
+
+    def result(_):
+        return [eng.scalar(holder["loss"]), [eng.grad(p) for p in ps]]
+
+    return Runner(fn, setup=setup, result=result, nodes=demo_nodes(params["points"]),
+                  close=holder.clear)
+
+
+def make_backward_scaling(impl, params):
+    """backward() alone on a demo-shaped graph of about ``nodes`` operations.
+
+    The demo loss over as many points as it takes to reach the size, so the
+    graph has the shape of real training; it is rebuilt (untimed) before each
+    call.  fastgrad only: the figure is ns per node as the graph grows.
+    """
+    if impl != "fastgrad":
+        raise NotAvailable(f"not available: {impl} is not run at this size")
+    from fastgrad.engine import zero_grad
+    eng = engine(impl)
+    per_point = demo_nodes(2) - demo_nodes(1)
+    points = max(1, round((params["nodes"] - demo_nodes(0)) / per_point))
+    X, y = moons(points, seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    ps = model.parameters()
+    holder = {}
+
+    def setup():
+        # a fresh graph each round (untimed): every call sees the same state
+        holder.clear()
+        zero_grad(ps)
+        holder["loss"] = demo_loss(eng, model, X, y)
+
+    def fn():
+        holder["loss"].backward()
+
+    def result(_):
+        return [holder["loss"].data, [p.grad for p in ps]]
+
+    def close():
+        holder.clear()
+
+    return Runner(fn, setup=setup, result=result, nodes=demo_nodes(points), close=close)
+
+
+def make_forward(impl, params):
+    """The demo step's forward alone: building the loss graph over the points.
+
+    With train_step and backward it splits the step: step ~ forward +
+    backward + zero_grad/update (337 parameters).  The graph returned is
+    freed after the clock stops.  The result checked is the loss.
+    """
+    eng = engine(impl)
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+
+    def fn():
+        return demo_loss(eng, model, X, y)
+
+    return Runner(fn, result=eng.scalar, nodes=demo_nodes(params["points"]))
+
+
+def make_memory(impl, params):
+    """The demo step's graph (forward of the loss), measured by tracemalloc."""
+    if impl == "torch_scalar":
+        raise NotAvailable("not available: tracemalloc does not see PyTorch's "
+                           "C++ allocations")
+    eng = engine(impl)
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+
+    def fn():
+        return demo_loss(eng, model, X, y)
+
+    return Runner(fn, result=eng.scalar, nodes=demo_nodes(params["points"]))
+
+
+# ---------------------------------------------------------------------------
+# core workloads: building with operators, deep chains
+# ---------------------------------------------------------------------------
+
+def build_expr(w0, w1, b, c, pts):
+    """The expression the build workload records: 13 operations per point.
+
+    Plain operators only (``+ - * / **``), Value-Value and Value-constant,
+    so it runs unchanged on Python floats.
+    """
+    total = 0.0
+    for x0, x1, t in pts:
+        h = w0 * x0 + w1 * x1 + b
+        s = h * h / (1.0 + h * h) + c * (x0 - x1)
+        d = s - t
+        total = total + d ** 2
+    return total
+
+
+BUILD_OPS_PER_POINT = 13
+
+
+def make_build(impl, params):
+    """Build (only) the graph of :func:`build_expr`; floats are the baseline."""
+    rng = random.Random(params.get("seed", 0))
+    n = params["points"]
+    pts = [(rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(-1, 1)) for _ in range(n)]
+    ws = [0.7, -1.3, 0.25, 0.5]
+    if impl == "floats":
+        def fn():
+            return build_expr(*ws, pts)
+        return Runner(fn, result=lambda out: out, nodes=BUILD_OPS_PER_POINT * n)
+    eng = engine(impl)
+    vs = [eng.Value(w) for w in ws]
+
+    def fn():
+        return build_expr(*vs, pts)     # the graph is freed after the clock stops
+
+    return Runner(fn, result=eng.scalar, nodes=BUILD_OPS_PER_POINT * n)
+
+
+def make_deep_chain(impl, params):
+    """Build, backprop and free a chain ``x = relu(x*w + 1e-4)`` of given depth.
+
+    3 operations per level; ``w`` is shared by every level, so its gradient
+    sums over the whole chain.  The result checked is the output and the
+    gradients of ``w`` and of the start.
+    """
+    eng = engine(impl)
+    depth = params["depth"]
+
+    def fn():
+        x0 = eng.Value(0.5)
+        w = eng.Value(0.9999)
+        x = x0
+        for _ in range(depth):
+            x = (x * w + 0.0001).relu()
+        x.backward()
+        return eng.scalar(x), eng.grad(w), eng.grad(x0)
+
+    return Runner(fn, nodes=3 * depth)
+
+
+# ---------------------------------------------------------------------------
+# numerical gradients (issue 3): fastgrad.numgrad
+# ---------------------------------------------------------------------------
+
+def lecture_num_grad(f, x, h=1e-5):
+    """The lecture's forward-difference loop over ``np.nditer`` (baseline)."""
+    import numpy as np
+    fx = f(x)
+    grad = np.zeros(x.shape)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        fxh = f(x)
+        x[ix] = old
+        grad[ix] = (fxh - fx) / h
+        it.iternext()
+    return grad
+
+
+def _first(a):
+    return a[0]
+
+
+def make_num_grad(impl, params):
+    """Forward-difference gradient of a trivial ``f`` (``x[0]``) over an array.
+
+    Measures the per-element overhead of the perturb/evaluate/restore loop.
+    """
+    np = require("numpy")
+    n = params["elements"]
+    x = np.random.default_rng(params.get("seed", 0)).uniform(-1, 1, n)
+    if impl == "nditer":
+        def fn():
+            return lecture_num_grad(_first, x, 1e-5)
+    elif impl == "fastgrad":
+        mod = _numgrad_module()
+
+        def fn():
+            return mod.num_grad(_first, x, h=1e-5, method="forward")
+    else:
+        raise NotAvailable(f"not available: no num_grad baseline {impl}")
+    return Runner(fn, nodes=n)
+
+
+def shared_num_grad_calls(params):
+    """The calls to ``f`` that both num_grad loops make (n + 1), from C."""
+    from collections import deque
+    from itertools import repeat
+    np = require("numpy")
+    n = params["elements"]
+    x = np.random.default_rng(params.get("seed", 0)).uniform(-1, 1, n)
+
+    def fn():
+        deque(map(_first, repeat(x, n + 1)), maxlen=0)
+
+    return Runner(fn, nodes=n)
+
+
+def _numgrad_module():
+    try:
+        return require("fastgrad.numgrad", ("num_grad",))
+    except NotAvailable:
+        fg = importlib.import_module("fastgrad")
+        if hasattr(fg, "num_grad"):
+            return fg
+        raise
+
+
+def make_gradcheck(impl, params):
+    """gradcheck of the demo MLP loss with respect to every parameter."""
+    if impl != "fastgrad":
+        raise NotAvailable(f"not available: no gradcheck baseline {impl}")
+    mod = _numgrad_module()
+    if not hasattr(mod, "gradcheck"):
+        raise NotAvailable("not available: fastgrad.numgrad has no gradcheck")
+    eng = engine("fastgrad")
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    ps = model.parameters()
+    neurons = [n for layer in model.layers for n in layer.neurons]
+
+    def f(*values):
+        # the loss as a function of the parameters it is handed
+        pos = 0
+        for n in neurons:
+            k = len(n.w)
+            n.w = list(values[pos:pos + k])
+            n.b = values[pos + k]
+            pos += k + 1
+        return demo_loss(eng, model, X, y)
+
+    def fn():
+        return mod.gradcheck(f, ps, raise_exception=False)
+
+    return Runner(fn, result=bool)
+
+
+# ---------------------------------------------------------------------------
+# optimizers (issue 4): fastgrad.optim
+# ---------------------------------------------------------------------------
+
+def _optim_params(n, seed=0):
+    from fastgrad.engine import Value
+    rng = random.Random(seed)
+    ps = []
+    for _ in range(n):
+        p = Value(rng.uniform(-1, 1))
+        p.grad = rng.uniform(-1, 1)
+        ps.append(p)
+    return ps
+
+
+def make_optim(kind):
+    """A workload maker for one optimizer configuration (``kind``)."""
+
+    def make(impl, params):
+        n = params["params"]
+        ps = _optim_params(n, params.get("seed", 0))
+        lr, mu, b1, b2, eps = 0.01, 0.9, 0.9, 0.999, 1e-8
+        if impl == "fastgrad":
+            optim = require("fastgrad.optim", ("SGD", "Adam"))
+            if kind == "sgd":
+                opt = optim.SGD(ps, lr=lr)
+            elif kind == "momentum":
+                opt = optim.SGD(ps, lr=lr, momentum=mu)
+            else:
+                opt = optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps)
+            fn = opt.step
+        elif impl == "python_loop":
+            if kind == "sgd":
+                def fn():
+                    for p in ps:
+                        p.data -= lr * p.grad
+            elif kind == "momentum":
+                bufs = [None] * n
+
+                def fn():
+                    for i, p in enumerate(ps):
+                        g = p.grad
+                        b = bufs[i]
+                        b = g if b is None else mu * b + g
+                        bufs[i] = b
+                        p.data -= lr * b
+            else:
+                m = [0.0] * n
+                v = [0.0] * n
+                t = [0]
+
+                def fn():
+                    t[0] += 1
+                    bc1 = 1 - b1 ** t[0]
+                    bc2_sqrt = math.sqrt(1 - b2 ** t[0])
+                    step_size = lr / bc1
+                    for i, p in enumerate(ps):
+                        g = p.grad
+                        m[i] = b1 * m[i] + (1 - b1) * g
+                        v[i] = b2 * v[i] + (1 - b2) * g * g
+                        p.data -= step_size * m[i] / (math.sqrt(v[i]) / bc2_sqrt + eps)
+        else:
+            raise NotAvailable(f"not available: no optimizer baseline {impl}")
+        return Runner(fn, result=lambda _: [p.data for p in ps], nodes=n)
+
+    return make
+
+
+def make_sgd_array(impl, params):
+    """One SGD step on a float64 parameter array (the optimizers' array path).
+
+    Baseline: numpy's in-place ``p -= lr * g``.
+    """
+    np = require("numpy")
+    n = params["params"]
+    rng = np.random.default_rng(params.get("seed", 0))
+    p = rng.uniform(-1, 1, n)
+    g = rng.uniform(-1, 1, n)
+    lr = 0.01
+    if impl == "fastgrad":
+        optim = require("fastgrad.optim", ("SGD",))
+        if not hasattr(optim.SGD, "from_arrays"):
+            raise NotAvailable("not available: fastgrad.optim.SGD has no from_arrays")
+        opt = optim.SGD.from_arrays([p], [g], lr=lr)
+        fn = opt.step
+    elif impl == "numpy":
+        def fn():
+            p.__isub__(lr * g)      # p -= lr * g, in place
+    else:
+        raise NotAvailable(f"not available: no array baseline {impl}")
+    return Runner(fn, result=lambda _: p.copy(), nodes=n)
+
+
+# ---------------------------------------------------------------------------
+# compiled replay (issue 7): fastgrad.compiled
+# ---------------------------------------------------------------------------
+
+def make_replay_train_step(impl, params):
+    """The demo training step through compiled graph replay (issue 7).
+
+    fastgrad side: ``fastgrad.compiled.make_demo_step`` records the demo's
+    per-sample loss once (untimed, in make); each timed call replays the
+    batch forward and backward and applies the SGD update in C.  Baselines
+    run :func:`make_train_step`; the result checked is the same: the step's
+    loss and every parameter after the update.
+    """
+    if impl == "eager":
+        return make_train_step("fastgrad", params)
+    if impl != "fastgrad":
+        return make_train_step(impl, params)
+    compiled = require("fastgrad.compiled", ("make_demo_step",))
+    np = require("numpy")
+    eng = engine("fastgrad")
+    X, y = moons(params["points"], seed=params.get("seed", 0))
+    model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+    step_fn = compiled.make_demo_step(model, alpha=1e-4)
+    Xa = np.array(X, dtype=np.float64)
+    ya = np.array(y, dtype=np.float64)
+    ps = model.parameters()
+    state = {"k": 0}
+
+    def step():
+        k = state["k"]
+        loss, _ = step_fn(Xa, ya, 1.0 - 0.9 * k / 100)
+        state["k"] = (k + 1) % 100
+        return loss
+
+    def result(loss):
+        return [float(loss), [p.data for p in ps]]
+
+    return Runner(step, result=result, nodes=demo_nodes(params["points"]))
+
+
+# ---------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------
+
+def _rounds(mode, fast, slow):
+    """(fastgrad rounds, baseline rounds) for a mode."""
+    if mode == "smoke":
+        return 3, 3
+    if mode == "full":
+        return 2 * fast, 2 * slow
+    return fast, slow
+
+
+def _plan_train_step(mode):
+    pts = 3 if mode == "smoke" else 100
+    fg, slow = _rounds(mode, 15, 3)
+    p = {"points": pts}
+    return [Pair("micrograd", p, rounds=slow, fg_rounds=fg),
+            Pair("reference", p, rounds=slow, fg_rounds=fg),
+            Pair("torch_scalar", p, rounds=slow, fg_rounds=fg),
+            Pair("torch_nn", p, rounds=fg * 3, fg_rounds=fg)]
+
+
+def _plan_backward(mode):
+    pts = 3 if mode == "smoke" else 100
+    fg, slow = _rounds(mode, 21, 3)
+    p = {"points": pts}
+    return [Pair("micrograd", p, rounds=slow, fg_rounds=fg),
+            Pair("reference", p, rounds=slow, fg_rounds=fg),
+            Pair("torch_scalar", p, rounds=slow, fg_rounds=fg)]
+
+
+def _plan_backward_scaling(mode):
+    sizes = {"smoke": [2000, 20000], "quick": [10**5, 10**6],
+             "full": [10**5, 10**6, 10**7]}[mode]
+    fg, _ = _rounds(mode, 5, 3)
+    return [Pair(None, {"nodes": s}, label=f"{s:.0e} nodes".replace("e+0", "e"),
+                 fg_rounds=fg) for s in sizes]
+
+
+def _plan_memory(mode):
+    p = {"points": 3 if mode == "smoke" else 100}
+    return [Pair("micrograd", p, rounds=1, fg_rounds=1),
+            Pair("reference", p, rounds=1, fg_rounds=1),
+            Pair("torch_scalar", p, rounds=1, fg_rounds=1)]
+
+
+def _plan_build(mode):
+    p = {"points": 50 if mode == "smoke" else 2000}
+    fg, slow = _rounds(mode, 15, 5)
+    return [Pair("floats", p, rounds=fg, fg_rounds=fg),
+            Pair("micrograd", p, rounds=slow, fg_rounds=fg),
+            Pair("reference", p, rounds=slow, fg_rounds=fg)]
+
+
+def _plan_deep_chain(mode):
+    fg, slow = _rounds(mode, 7, 3)
+    # micrograd's recursive topological sort stops near depth 1000 nodes
+    shallow = {"depth": 30 if mode == "smoke" else 250}
+    mid = {"depth": 300 if mode == "smoke" else 20000}
+    deep = {"depth": 3000 if mode == "smoke" else (10**6 if mode == "quick" else 3 * 10**6)}
+    return [Pair("micrograd", shallow, label=f"depth {shallow['depth']}",
+                 rounds=slow * 3, fg_rounds=fg * 3),
+            Pair("reference", mid, label=f"depth {mid['depth']}",
+                 rounds=slow, fg_rounds=fg),
+            Pair("torch_scalar", mid, label=f"depth {mid['depth']}",
+                 rounds=slow, fg_rounds=fg),
+            Pair(None, deep, label=f"depth {deep['depth']:.0e}".replace("e+0", "e"),
+                 fg_rounds=3)]
+
+
+def _plan_num_grad(mode):
+    p = {"elements": 200 if mode == "smoke" else 10**5}
+    fg, slow = _rounds(mode, 7, 3)
+    return [Pair("nditer", p, rounds=slow, fg_rounds=fg)]
+
+
+def _plan_gradcheck(mode):
+    p = {"points": 2 if mode == "smoke" else 10}
+    return [Pair(None, p, fg_rounds=1 if mode == "smoke" else 3)]
+
+
+def _plan_optim(mode):
+    p = {"params": 200 if mode == "smoke" else 10**4}
+    fg, slow = _rounds(mode, 25, 9)
+    return [Pair("python_loop", p, rounds=slow, fg_rounds=fg)]
+
+
+def make_replay_record(impl, params):
+    """Recording the demo step for replay (the one-off cost of compiling)."""
+    if impl != "fastgrad":
+        raise NotAvailable(f"not available: no record baseline {impl}")
+    compiled = require("fastgrad.compiled", ("make_demo_step",))
+    model = engine("fastgrad").model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
+
+    def fn():
+        compiled.make_demo_step(model, alpha=1e-4)
+
+    return Runner(fn, result=lambda _: 0.0)
+
+
+def _plan_replay_record(mode):
+    return [Pair(None, {}, fg_rounds=3 if mode == "smoke" else 7)]
+
+
+def _plan_sgd_array(mode):
+    p = {"params": 200 if mode == "smoke" else 10**4}
+    fg, _ = _rounds(mode, 25, 25)
+    return [Pair("numpy", p, rounds=fg, fg_rounds=fg)]
+
+
+def _plan_replay(mode):
+    pts = 3 if mode == "smoke" else 100
+    fg, slow = _rounds(mode, 15, 3)
+    p = {"points": pts}
+    return [Pair("torch_nn", p, rounds=fg, fg_rounds=fg),
+            Pair("micrograd", p, rounds=slow, fg_rounds=fg),
+            Pair("eager", p, rounds=fg, fg_rounds=fg)]
+
+
+def _gradcheck_ok(res):
+    return None if res else "gradcheck reported a mismatch on the demo loss"
+
+
+CASES = [
+    Case("train_step", "core", "micrograd demo step: forward over 100 points, "
+         "zero_grad, backward, SGD update", "step", make_train_step,
+         _plan_train_step, targets={"micrograd": (100.0, ">= 100x")}),
+    Case("forward", "core", "the demo step's forward alone (building the loss "
+         "graph over 100 points)", "forward", make_forward, _plan_backward),
+    Case("backward", "core", "backward() alone on the demo step's graph",
+         "backward", make_backward, _plan_backward,
+         targets={"micrograd": (40.0, ">= 40x")}),
+    Case("backward_scaling", "core", "backward() alone on demo-shaped graphs "
+         "of growing size (ns/node should stay flat)", "backward",
+         make_backward_scaling, _plan_backward_scaling),
+    Case("build", "core", "building a graph with operators (13 ops/point)",
+         "build", make_build, _plan_build,
+         targets={"floats": (1 / 3, "<= 3x floats")}),
+    Case("memory", "core", "memory of the demo step's graph (tracemalloc)",
+         "graph", make_memory, _plan_memory, kind="memory",
+         targets={"micrograd": (10.0, "<= 1/10")}),
+    Case("deep_chain", "core", "build + backward + free a chain "
+         "x = relu(x*w + 1e-4)", "chain", make_deep_chain, _plan_deep_chain),
+    Case("num_grad", "numgrad", "num_grad (forward differences) of a trivial f "
+         "over 1e5 elements; speed-up net of the calls to f", "call", make_num_grad,
+         _plan_num_grad, targets={"nditer": (10.0, ">= 10x (net)")}, rtol=1e-12,
+         atol=0.0, shared=shared_num_grad_calls),
+    Case("gradcheck", "numgrad", "gradcheck of the demo MLP loss "
+         "(all 337 parameters)", "call", make_gradcheck, _plan_gradcheck,
+         self_check=_gradcheck_ok),
+    Case("sgd_step", "optim", "SGD step over 10,000 Value parameters", "step",
+         make_optim("sgd"), _plan_optim,
+         targets={"python_loop": (20.0, ">= 20x")}),
+    Case("sgd_momentum_step", "optim", "SGD(momentum=0.9) step over 10,000 "
+         "Value parameters", "step", make_optim("momentum"), _plan_optim,
+         targets={"python_loop": (20.0, ">= 20x")}),
+    Case("sgd_array_step", "optim", "SGD step on a 10,000-element float64 "
+         "array (the array path)", "step", make_sgd_array, _plan_sgd_array,
+         targets={"numpy": (0.5, "<= 2x numpy")}),
+    Case("adam_step", "optim", "Adam step over 10,000 Value parameters", "step",
+         make_optim("adam"), _plan_optim),
+    Case("replay_train_step", "replay", "the demo step through compiled graph "
+         "replay", "step", make_replay_train_step, _plan_replay,
+         targets={"torch_nn": (1.0, ">= 1x"), "micrograd": (2000.0, ">= 2000x")}),
+    Case("replay_record", "replay", "recording the demo step for replay "
+         "(one-off)", "record", make_replay_record, _plan_replay_record),
+]
+
+AREAS = sorted({c.area for c in CASES})
+
+BASELINE_LABELS = {
+    None: "-",
+    "micrograd": "micrograd 0.1.0",
+    "reference": "fastgrad.reference",
+    "torch_scalar": "torch scalar",
+    "torch_nn": "torch.nn 1-thread",
+    "floats": "Python floats",
+    "nditer": "lecture nditer",
+    "python_loop": "Python loop",
+    "numpy": "numpy in-place",
+    "eager": "fastgrad eager",
+}
+
+
+def bench_matrix(case_name, mode="quick", gc_modes=("on",)):
+    """The (test id, impl, pair, gc mode) combinations of one workload.
+
+    For the pytest-benchmark suite: fastgrad once per distinct size, then
+    every baseline at its pair's size.
+    """
+    case = get_case(case_name)
+    out = []
+    for g in gc_modes:
+        seen = set()
+        for pair in case.plan(mode):
+            tag = ("-" + pair.label.replace(" ", "_")) if pair.label else ""
+            gtag = f"-gc_{g}" if len(gc_modes) > 1 else ""
+            if pair.key not in seen:
+                seen.add(pair.key)
+                out.append((f"fastgrad{tag}{gtag}", "fastgrad", pair, g))
+            if pair.baseline is not None:
+                out.append((f"{pair.baseline}{tag}{gtag}", pair.baseline, pair, g))
+    return out
+
+
+def bench_mode():
+    """Sizes for ``pytest benchmarks/``: $FASTGRAD_BENCH_MODE (default quick)."""
+    import os
+    mode = os.environ.get("FASTGRAD_BENCH_MODE", "quick")
+    if mode not in ("smoke", "quick", "full"):
+        raise ValueError("FASTGRAD_BENCH_MODE must be smoke, quick or full, "
+                         f"not {mode!r}")
+    return mode
+
+
+def pytest_params(case_name, gc_modes=("on",), mode=None):
+    """``pytest.param(impl, pair, gc_mode)`` list of one workload (benchmarks/).
+
+    ``mode`` defaults to :func:`bench_mode`.
+    """
+    import pytest
+    mode = mode or bench_mode()
+    return [pytest.param(impl, pair, g, id=ident)
+            for ident, impl, pair, g in bench_matrix(case_name, mode, gc_modes)]
+
+
+def get_case(name):
+    """The Case called ``name`` (KeyError if none)."""
+    for c in CASES:
+        if c.name == name:
+            return c
+    raise KeyError(name)

@@ -1,0 +1,268 @@
+"""``fastgrad bench``: smoke runs, the correctness gate, bad input.
+
+Nothing here asserts a timing: the CLI runs in ``--smoke`` mode (tiny sizes)
+and the tests look at the structure of its report and at its exit status.
+"""
+import json
+import math
+import sys
+
+import pytest
+
+from fastgrad import _benchcases as bc
+from fastgrad.__main__ import main
+
+
+def _bench(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--smoke", "--json", str(out), *args])
+    doc = json.loads(out.read_text()) if out.exists() else None
+    return code, doc
+
+
+def _is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_smoke_report_has_every_workload_with_numbers(tmp_path, capsys):
+    code, doc = _bench(tmp_path)
+    assert code == 0
+    assert {r["workload"] for r in doc["rows"]} == {c.name for c in bc.CASES}
+    assert doc["failures"] == 0
+    assert doc["machine"]["cpus"] >= 1 and doc["machine"]["python"]
+    assert doc["mode"] == "smoke" and doc["gc"] == ["on"]
+    statuses = {r["status"] for r in doc["rows"]}
+    assert statuses <= {"ok", "skipped"}
+    for r in doc["rows"]:
+        if r["status"] == "skipped":
+            assert r["reason"].startswith("not available:"), r
+            continue
+        if r["kind"] == "memory":
+            assert _is_num(r["fastgrad_bytes"]) and r["fastgrad_bytes"] > 0
+            assert _is_num(r["bytes_per_node"])
+        else:
+            assert _is_num(r["fastgrad_s"]) and r["fastgrad_s"] > 0
+            assert r["fastgrad_rounds"] >= 3
+        if r["baseline"] is not None:
+            assert _is_num(r["speedup"]) and r["speedup"] > 0
+            assert _is_num(r["max_rel_diff"])
+            assert _is_num(r["baseline_s"] if r["kind"] == "time" else r["baseline_bytes"])
+    # the core workloads ran for real against micrograd (a test extra)
+    ok = {(r["workload"], r["baseline"]) for r in doc["rows"] if r["status"] == "ok"}
+    for name in ("train_step", "backward", "build", "memory", "deep_chain"):
+        assert (name, "micrograd") in ok
+    assert ("build", "floats") in ok
+    out = capsys.readouterr()
+    assert "machine:" in out.out and "speed-up" in out.out
+    assert "train_step vs micrograd 0.1.0" in out.err      # progress on stderr
+
+
+def test_missing_baseline_is_a_skipped_row(tmp_path, monkeypatch):
+    for mod in ("micrograd", "micrograd.engine", "micrograd.nn"):
+        monkeypatch.setitem(sys.modules, mod, None)     # import raises ImportError
+    code, doc = _bench(tmp_path, "--only", "backward,memory")
+    assert code == 0
+    rows = [r for r in doc["rows"] if r["baseline"] == "micrograd"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] == "skipped"
+        assert r["reason"] == "not available: micrograd.engine not installed"
+        assert r["speedup"] is None
+
+
+def _perturb_results(monkeypatch, case_name, delta):
+    """Make fastgrad's side of a workload return slightly wrong numbers."""
+    case = bc.get_case(case_name)
+    make = case.make
+
+    def perturbed(impl, params):
+        runner = make(impl, params)
+        if impl == "fastgrad":
+            inner = runner.result
+
+            def result(out):
+                flat = bc._flatten(inner(out), [])
+                flat[-1] += delta * max(abs(flat[-1]), 1.0)
+                return flat
+            runner.result = result
+        return runner
+
+    monkeypatch.setattr(case, "make", perturbed)
+
+
+def test_wrong_result_is_a_failure_not_a_speedup(tmp_path, monkeypatch, capsys):
+    _perturb_results(monkeypatch, "backward", 1e-6)
+    code, doc = _bench(tmp_path, "--only", "backward")
+    assert code == 1
+    assert doc["failures"] >= 1
+    row = next(r for r in doc["rows"] if r["baseline"] == "micrograd")
+    assert row["status"] == "FAILURE"
+    assert "differs from micrograd" in row["reason"]
+    # no time or speed-up is reported for a wrong answer
+    assert row["speedup"] is None and row["fastgrad_s"] is None
+    out = capsys.readouterr().out
+    assert "FAILURE" in out
+
+
+def test_difference_within_tolerance_passes(tmp_path, monkeypatch):
+    _perturb_results(monkeypatch, "backward", 1e-13)      # tolerance is 1e-9
+    code, doc = _bench(tmp_path, "--only", "backward")
+    assert code == 0
+    row = next(r for r in doc["rows"] if r["baseline"] == "micrograd")
+    assert row["status"] == "ok"
+    assert 0 < row["max_rel_diff"] < 1e-9
+
+
+def test_perturbed_engine_fails_the_training_step(tmp_path, monkeypatch):
+    # an engine whose Value() stores its input off by one part in 10^8
+    real = bc.engine
+
+    def engine(name):
+        eng = real(name)
+        if name == "fastgrad":
+            V = eng.Value
+            eng.Value = lambda x: V(x * (1 + 1e-8))
+        return eng
+
+    monkeypatch.setattr(bc, "engine", engine)
+    monkeypatch.setitem(sys.modules, "torch", None)       # keep the test quick
+    code, doc = _bench(tmp_path, "--only", "train_step")
+    assert code == 1
+    rows = {r["baseline"]: r for r in doc["rows"]}
+    assert rows["micrograd"]["status"] == "FAILURE"
+    assert rows["torch_nn"]["status"] == "skipped"
+
+
+def test_fastgrad_raising_is_a_failure(tmp_path, monkeypatch):
+    case = bc.get_case("deep_chain")
+    make = case.make
+
+    def broken(impl, params):
+        runner = make(impl, params)
+        if impl == "fastgrad":
+            def fn():
+                raise RuntimeError("engine exploded")
+            runner.fn = fn
+        return runner
+
+    monkeypatch.setattr(case, "make", broken)
+    code, doc = _bench(tmp_path, "--only", "deep_chain")
+    assert code == 1
+    row = doc["rows"][0]
+    assert row["status"] == "FAILURE"
+    assert "RuntimeError: engine exploded" in row["reason"]
+
+
+def test_gc_off_repeats_timed_rows(tmp_path):
+    code, doc = _bench(tmp_path, "--only", "deep_chain,memory", "--gc", "off")
+    assert code == 0
+    gcs = [(r["workload"], r["baseline"], r["gc"]) for r in doc["rows"]]
+    assert ("deep_chain", "micrograd", "on") in gcs
+    assert ("deep_chain", "micrograd", "off") in gcs
+    assert ("memory", "micrograd", "-") in gcs            # not a timing: once
+    assert doc["gc"] == ["on", "off"]
+
+
+@pytest.mark.parametrize("only", ["nope", "train_step,nope", ","])
+def test_unknown_only_name(only, tmp_path, capsys):
+    code = main(["bench", "--smoke", "--only", only])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("fastgrad bench:")
+    if only != ",":
+        assert "'nope'" in err and "train_step" in err
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "fastgrad", "bench", "--list"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [c.name for c in bc.CASES]
+
+
+def test_area_names_select_their_workloads(capsys):
+    assert main(["bench", "--list", "--only", "optim"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [c.name for c in bc.CASES if c.area == "optim"]
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_unwritable_output_path(flag, tmp_path, capsys):
+    for path in (tmp_path / "missing-dir" / "out.x", tmp_path):
+        code = main(["bench", "--smoke", "--only", "build", flag, str(path)])
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot write" in err, err
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "speedups.png"
+    code = main(["bench", "--smoke", "--only", "build", "--plot", str(png)])
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code = main(["bench", "--smoke", "--only", "build", "--plot", str(tmp_path / "p.png")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "not installed" in err
+
+
+def test_compare_tolerance_and_structure():
+    assert bc.compare([1.0, [2.0, 3.0]], (1.0, 2.0, 3.0)) == 0.0
+    assert bc.compare([1.0 + 1e-12], [1.0]) == pytest.approx(1e-12, rel=1e-3)
+    with pytest.raises(bc.Mismatch, match="item 1 of 2"):
+        bc.compare([1.0, 2.0 + 1e-6], [1.0, 2.0])
+    with pytest.raises(bc.Mismatch, match="3 numbers"):
+        bc.compare([1.0, 2.0, 3.0], [1.0, 2.0])
+    assert bc.compare([float("nan"), float("inf")], [float("nan"), float("inf")]) == 0.0
+    with pytest.raises(bc.Mismatch):
+        bc.compare([float("nan")], [1.0])
+    with pytest.raises(bc.Mismatch):
+        bc.compare([float("inf")], [-float("inf")])
+
+
+@pytest.mark.parametrize("impl", ["fastgrad", "micrograd"])
+def test_demo_node_count_matches_the_graph(impl):
+    # the per-node figures divide by demo_nodes(): check it against the
+    # interior nodes actually reachable in each engine's graph
+    if impl == "micrograd":
+        pytest.importorskip("micrograd")
+    eng = bc.engine(impl)
+    X, y = bc.moons(4)
+    model = eng.model(bc.demo_weights())
+    loss = bc.demo_loss(eng, model, X, y)
+    seen, stack = {id(loss)}, [loss]
+    interior = 0
+    while stack:
+        v = stack.pop()
+        if v._op != "":
+            interior += 1
+        for c in v._prev:
+            if id(c) not in seen:
+                seen.add(id(c))
+                stack.append(c)
+    assert interior == bc.demo_nodes(4)
+
+
+def test_shared_work_is_subtracted_before_the_ratio(tmp_path, monkeypatch):
+    # num_grad's figure is net of the calls to f; exercise that path on the
+    # build workload with a "shared" part that costs something measurable
+    case = bc.get_case("build")
+    monkeypatch.setattr(case, "shared",
+                        lambda params: bc.Runner(lambda: sum(range(2000))))
+    code, doc = _bench(tmp_path, "--only", "build")
+    assert code == 0
+    row = next(r for r in doc["rows"] if r["baseline"] == "micrograd")
+    s = row["shared_s"]
+    assert _is_num(s) and s > 0
+    if row["speedup"] is not None:
+        expect = (row["baseline_s"] - s) / (row["fastgrad_s"] - s)
+        assert row["speedup"] == pytest.approx(expect)
+    else:      # fastgrad's net time under the noise: said so
+        assert "below timer noise" in row["reason"]
