@@ -1101,7 +1101,7 @@ def _plan_num_grad(mode):
 
 def _plan_gradcheck(mode):
     p = {"points": 2 if mode == "smoke" else 10}
-    return [Pair(None, p, fg_rounds=1 if mode == "smoke" else 3)]
+    return [Pair(None, p, fg_rounds=3)]
 
 
 def _plan_optim(mode):
