@@ -1063,7 +1063,23 @@ cdef class Program:
     # -- public replay -------------------------------------------------------
 
     def forward(self, x):
-        """Outputs for one input vector (see fastgrad.compiled for docs)."""
+        """Outputs of the program for one input vector.
+
+        Parameters
+        ----------
+        x : sequence of float, length ``n_inputs``
+
+        Returns
+        -------
+        float (one output) or ndarray of shape (n_outputs,)
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: x[0] * w, 1, params=[w]).forward([4.0])
+        8.0
+        """
         mats = self._vector(x, "forward")
         out = np.empty((1, self.n_outputs), np.float64)
         self._enter("forward")
@@ -1076,7 +1092,31 @@ cdef class Program:
         return out[0]
 
     def value_and_grad(self, x, bint accumulate=True, param_grad=None):
-        """Output 0 and its gradient for one input vector (see fastgrad.compiled)."""
+        """Output 0 for one input vector and its gradient.
+
+        Parameters
+        ----------
+        x : sequence of float, length ``n_inputs``
+        accumulate : bool, default True
+            Add the parameter gradients to each parameter's ``.grad`` (as
+            ``backward()``); False sets ``.grad`` instead.
+        param_grad : ndarray of float64, shape (n_params,), optional
+            Also receives the parameter gradients (set, not added).
+
+        Returns
+        -------
+        value : float
+        input_grad : ndarray of shape (n_inputs,)
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> val, dx = prog.value_and_grad([4.0])
+        >>> val, float(dx[0]), w.grad
+        (8.0, 2.0, 4.0)
+        """
         mats = self._vector(x, "value_and_grad")
         pg = self._check_param_grad(param_grad, "value_and_grad")
         gin = np.zeros((1, self.n_inputs), np.float64)
@@ -1091,7 +1131,46 @@ cdef class Program:
 
     def batch(self, inputs, reduce="mean", bint grad=True, outputs=None,
               param_grad=None, input_grad=None, bint accumulate=True):
-        """Reduced output 0 over rows (+ penalty); see fastgrad.compiled."""
+        """Replay over the rows of a batch: reduced output 0, plus the penalty.
+
+        The loss is ``reduce_i out0(row_i) + penalty`` where ``reduce`` is the
+        sum (in row order) or the mean (that sum times ``1.0 / B``, as
+        micrograd's demo writes it).  With ``grad=True`` its gradient with
+        respect to every parameter is computed (the batch-sum of per-row
+        contributions) and lands in the parameters' ``.grad``.
+
+        Parameters
+        ----------
+        inputs : array_like (B, n_inputs), or tuple of arrays
+            One row per sample.  A tuple such as ``(X, y)`` of (B,) / (B, k)
+            arrays is read as their columns side by side (no copy).  Other
+            dtypes/layouts than C-contiguous float64 are converted (a copy
+            of the input only).
+        reduce : {"mean", "sum"}
+        grad : bool, default True
+        outputs : ndarray (B, n_outputs) float64, optional
+            Receives every output for every row.
+        param_grad : ndarray (n_params,) float64, optional
+            Receives the parameter gradients (set).
+        input_grad : ndarray (B, n_inputs) float64, optional
+            Receives d(loss)/d(input) for every row.
+        accumulate : bool, default True
+            Add to ``.grad`` (True, as ``backward()``) or set it (False).
+
+        Returns
+        -------
+        float
+            The loss.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> prog.batch(np.array([[1.0], [3.0]]), reduce="sum"), w.grad
+        (8.0, 4.0)
+        """
         cdef int mode
         if reduce == "mean":
             mode = 1
@@ -1133,7 +1212,27 @@ cdef class Program:
         return arr
 
     def predict(self, inputs, out=None):
-        """Forward-only outputs for every row; no gradient buffers."""
+        """Outputs for every row, forward only (no gradient buffers).
+
+        Parameters
+        ----------
+        inputs : array_like (B, n_inputs), or tuple of arrays (see ``batch``)
+        out : ndarray, optional
+            (B,) (one output) or (B, n_outputs) float64 array to fill.
+
+        Returns
+        -------
+        ndarray of shape (B,) (one output) or (B, n_outputs)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: (x[0] * w).relu(), 1, params=[w]).predict(
+        ...     np.array([[1.0], [-3.0]])).tolist()
+        [2.0, 0.0]
+        """
         mats = self._sources(inputs, "predict")
         B = mats[0].shape[0]
         if out is None:
@@ -1155,7 +1254,32 @@ cdef class Program:
         return res[:, 0] if self.n_outputs == 1 else res
 
     def sgd_step(self, inputs, double lr, reduce="mean", outputs=None):
-        """One SGD step on the parameters; returns the loss before the step."""
+        """One plain SGD step: ``batch`` then ``p.data -= lr * grad``.
+
+        Each parameter's ``.grad`` is *set* to this batch's gradient (as
+        ``zero_grad(); loss.backward()`` would leave it) before the update.
+
+        Parameters
+        ----------
+        inputs : see ``batch``
+        lr : float
+        reduce : {"mean", "sum"}
+        outputs : ndarray (B, n_outputs) float64, optional
+
+        Returns
+        -------
+        float
+            The loss before the update.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> prog.sgd_step(np.array([[1.0]]), 0.5), w.data
+        (2.0, 1.5)
+        """
         cdef Py_ssize_t i
         cdef Value p
         cdef tuple ps = self._params
@@ -1169,7 +1293,19 @@ cdef class Program:
         return loss
 
     def eval_params(self, theta, x):
-        """Output 0 for parameters ``theta`` and one input ``x``; nothing stored."""
+        """Output 0 for parameter values ``theta`` and one input ``x``.
+
+        Nothing is stored: neither the parameters' ``.data`` nor any
+        gradient changes.  The C twin ``Program.c_eval`` (see _replay.pxd)
+        is what finite-difference loops call.
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: x[0] * w, 1, params=[w]).eval_params([5.0], [3.0])
+        15.0
+        """
         cdef double[::1] th = np.ascontiguousarray(theta, np.float64).reshape(-1)
         cdef double[::1] xv = np.ascontiguousarray(x, np.float64).reshape(-1)
         if th.shape[0] != self.n_params:

@@ -23,12 +23,25 @@ number of loop iterations are frozen at trace time.  Operations that branch
 every replay.  Replays do not check domain errors: a division by zero or the
 log of a negative number gives inf/nan (IEEE), where eager mode raises.
 """
-import numpy as np
+import operator
 
 from fastgrad._engine import Value
-from fastgrad._replay import Program, build
 
 __all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
+
+
+def __getattr__(name):
+    # numpy (needed by the replay module) is imported on first use, so that
+    # ``import fastgrad`` stays as light as the eager engine
+    if name == "Program":
+        from fastgrad._replay import Program
+        return Program
+    raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
+
+
+def _build(outputs, inputs, params, penalty):
+    from fastgrad._replay import build
+    return build(outputs, inputs, params, penalty)
 
 
 def compile_graph(outputs, inputs=(), params=(), penalty=None):
@@ -71,7 +84,7 @@ def compile_graph(outputs, inputs=(), params=(), penalty=None):
     """
     if isinstance(outputs, Value):
         outputs = [outputs]
-    return build(list(outputs), list(inputs), list(params), penalty)
+    return _build(list(outputs), list(inputs), list(params), penalty)
 
 
 def compile(fn, n_inputs, params=(), penalty=None, example=None):
@@ -109,11 +122,17 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
     >>> prog.forward([3.0, 1.0]), prog.forward([-3.0, 1.0])
     (7.0, 1.0)
     >>> val, dx = prog.value_and_grad([3.0, 1.0])
-    >>> val, list(dx), w.grad
+    >>> val, dx.tolist(), w.grad
     (7.0, [2.0, 1.0], 3.0)
     """
-    if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) \
-            or n_inputs < 0:
+    if isinstance(n_inputs, bool):
+        raise TypeError("compile: n_inputs must be an int, got bool")
+    try:
+        n_inputs = operator.index(n_inputs)
+    except TypeError:
+        raise TypeError("compile: n_inputs must be an int, got "
+                        f"{type(n_inputs).__name__}") from None
+    if n_inputs < 0:
         raise ValueError(f"compile: n_inputs must be a non-negative int, got {n_inputs!r}")
     if not callable(fn):
         raise TypeError(f"compile: fn must be callable, got {type(fn).__name__}")
@@ -139,7 +158,7 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
         if not isinstance(pen, Value):
             raise TypeError("compile: penalty(params) must return a Value, got "
                             f"{type(pen).__name__}")
-    return build(outs, inputs, params, pen)
+    return _build(outs, inputs, params, pen)
 
 
 def make_demo_step(model, alpha=1e-4):
@@ -178,6 +197,7 @@ def make_demo_step(model, alpha=1e-4):
     >>> X = np.array([[0.0, 1.0], [1.0, 0.0]]); y = np.array([1.0, -1.0])
     >>> loss, acc = step(X, y, 0.5)
     """
+    import numpy as np
     params = model.parameters()
 
     def per_sample(inp):
@@ -192,10 +212,13 @@ def make_demo_step(model, alpha=1e-4):
     def step(X, y, lr):
         X = np.asarray(X)
         y = np.asarray(y)
-        B = X.shape[0] if X.ndim == 2 else -1
+        if X.ndim != 2 or y.shape != (X.shape[0],):
+            raise ValueError("demo step: expected X of shape (B, 2) and y of "
+                             f"shape (B,), got {X.shape} and {y.shape}")
+        B = X.shape[0]
         outs = buf.get(B)
         if outs is None:
-            outs = buf[B] = np.empty((max(B, 0), 2), np.float64)
+            outs = buf[B] = np.empty((B, 2), np.float64)
         loss = prog.sgd_step((X, y), lr, outputs=outs)
         acc = float(np.mean((y > 0) == (outs[:, 1] > 0)))
         return loss, acc
