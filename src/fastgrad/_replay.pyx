@@ -69,8 +69,16 @@ cdef enum:
 # Columns per chunk: the batched value (and gradient) matrices of a chunk are
 # kept within about this many bytes so that a replay stays in L2/L3.
 cdef Py_ssize_t CHUNK_BYTES = 2 * 1024 * 1024
-cdef Py_ssize_t MIN_CHUNK = 64
+cdef Py_ssize_t MIN_CHUNK = 16
 cdef Py_ssize_t MAX_CHUNK = 4096
+
+def _set_chunk_bytes(Py_ssize_t nbytes):
+    """Tuning hook (benchmarks): bytes of value (+gradient) rows per chunk."""
+    global CHUNK_BYTES
+    old = CHUNK_BYTES
+    CHUNK_BYTES = max(nbytes, 1)
+    return old
+
 
 _OP_NAMES = {
     OP_ADD: "add", OP_SUB: "sub", OP_MUL: "mul", OP_DIV: "div", OP_POW: "pow",
