@@ -109,6 +109,15 @@ def close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)
 
 
+@pytest.fixture(params=[True, False], ids=["fused", "unfused"])
+def fusion(request):
+    """Record with and without fused mul-add instructions."""
+    from fastgrad import _replay
+    old = _replay._set_fusion(request.param)
+    yield request.param
+    _replay._set_fusion(old)
+
+
 def maybe_compile(recipe, params):
     n_in = recipe[0]
     try:
@@ -121,9 +130,10 @@ def maybe_compile(recipe, params):
 
 
 @settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.function_scoped_fixture])
 @given(recipe=recipes(), data=st.data())
-def test_random_graph_replay_equals_eager(recipe, data):
+def test_random_graph_replay_equals_eager(fusion, recipe, data):
     n_in, n_par = recipe[0], recipe[1]
     params = [Value(data.draw(values)) for _ in range(n_par)]
     prog = maybe_compile(recipe, params)
@@ -149,9 +159,10 @@ def test_random_graph_replay_equals_eager(recipe, data):
 
 
 @settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.function_scoped_fixture])
 @given(recipe=recipes(), data=st.data(), reduce=st.sampled_from(["sum", "mean"]))
-def test_random_graph_batch_equals_eager_batch(recipe, data, reduce):
+def test_random_graph_batch_equals_eager_batch(fusion, recipe, data, reduce):
     n_in, n_par = recipe[0], recipe[1]
     params = [Value(data.draw(values)) for _ in range(n_par)]
     prog = maybe_compile(recipe, params)
@@ -277,7 +288,7 @@ def test_compile_existing_eager_graph():
     assert [p.grad for p in model.parameters()] == eager
 
 
-def test_chunked_large_batch_matches_rows():
+def test_chunked_large_batch_matches_rows(fusion):
     random.seed(5)
     model = MLP(2, [8, 8, 1])
     prog = fastgrad.compile(lambda v: model(v), 2, params=model.parameters())
@@ -356,6 +367,7 @@ def _moons():
     return X, y * 2 - 1
 
 
+@pytest.mark.slow
 def test_demo_training_compiled_matches_eager():
     X, y = _moons()
     steps = 100

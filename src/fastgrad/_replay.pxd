@@ -11,7 +11,7 @@ Python:
 """
 
 cdef class _Plan:
-    cdef unsigned char[::1] bma, bmb, sma, smb
+    cdef unsigned char[::1] bma, bmb, bms, sma, smb
     cdef unsigned char[::1] in_ng     # input i has a gradient
     cdef unsigned char[::1] par_ng    # param i has a gradient
 
@@ -27,7 +27,7 @@ cdef class Program:
     cdef const double[::1] s_c
     # batched tape (runs once per batch column): op, operand kinds, out, a, b, c
     cdef const unsigned char[::1] b_op, b_kind
-    cdef const int[::1] b_out, b_a, b_b
+    cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add
     cdef const double[::1] b_c
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot

@@ -60,6 +60,16 @@ cdef enum:
     K_SB = 2      # a scalar,  b batched
     K_B = 3       # unary or constant op on a batched a
 
+# A fused pair of _rules ops, recorded when a product ``s * x`` (s scalar, x
+# batched) is used only by a sum ``acc + (s * x)``: out = acc + s*x, rounded
+# after the product and after the sum exactly as the two eager nodes are
+# (op_forward(OP_ADD, acc, op_forward(OP_MUL, s, x))), gradients through
+# op_backward of both.  Operands: a = acc (batched row for K_BB, scalar for
+# K_SB), b = x (batched row), b_s = s (scalar slot).  The product never gets
+# a row: one load/store pass instead of two per dot-product term.
+cdef enum:
+    OP_FMULADD = 100
+
 # backward modes of one operand
 cdef enum:
     M_SKIP = 0
@@ -77,6 +87,17 @@ def _set_chunk_bytes(Py_ssize_t nbytes):
     global CHUNK_BYTES
     old = CHUNK_BYTES
     CHUNK_BYTES = max(nbytes, 1)
+    return old
+
+
+cdef bint FUSE = True
+
+
+def _set_fusion(bint on):
+    """Testing/tuning hook: record OP_FMULADD pairs (default) or not."""
+    global FUSE
+    old = FUSE
+    FUSE = on
     return old
 
 
@@ -123,11 +144,25 @@ cdef inline void fw_b(int op, double* o, const double* a, double c,
         o[j] = op_forward(op, a[j], 0.0, c)
 
 
+cdef inline void fw_fma_b(double* o, const double* acc, double s,
+                          const double* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(OP_ADD, acc[j], op_forward(OP_MUL, s, x[j], 0.0), 0.0)
+
+
+cdef inline void fw_fma_s(double* o, double acc, double s, const double* x,
+                          Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(OP_ADD, acc, op_forward(OP_MUL, s, x[j], 0.0), 0.0)
+
+
 cdef void forward_batched(int ninstr, const unsigned char* ops,
                           const unsigned char* kinds, const int* outs,
-                          const int* oa, const int* ob, const double* cs,
-                          const double* vs, double* vb, Py_ssize_t ld,
-                          Py_ssize_t n) noexcept nogil:
+                          const int* oa, const int* ob, const int* os,
+                          const double* cs, const double* vs, double* vb,
+                          Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind
     cdef double* o
     cdef const double* pa
@@ -137,7 +172,12 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
         op = ops[k]
         kind = kinds[k]
         o = vb + outs[k] * ld
-        if kind == K_BB:
+        if op == OP_FMULADD:
+            if kind == K_BB:
+                fw_fma_b(o, vb + oa[k] * ld, vs[os[k]], vb + ob[k] * ld, n)
+            else:
+                fw_fma_s(o, vs[oa[k]], vs[os[k]], vb + ob[k] * ld, n)
+        elif kind == K_BB:
             pa = vb + oa[k] * ld
             pb = vb + ob[k] * ld
             if op == OP_ADD:
@@ -319,6 +359,120 @@ cdef inline double bws_bs(int op, const double* a, double sb, const double* o,
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline void bwf_acc(int mode, double* gr, const double* acc, double sacc,
+                         bint acc_row, double s, const double* x,
+                         const double* o, const double* g,
+                         Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: gradient row of the batched acc (ADD's first operand)."""
+    cdef Py_ssize_t j
+    cdef double ga, gp, a
+    for j in range(n):
+        a = acc[j] if acc_row else sacc
+        op_backward(OP_ADD, a, op_forward(OP_MUL, s, x[j], 0.0), 0.0, o[j], g[j],
+                    &ga, &gp)
+        if mode == M_STORE:
+            gr[j] = 0.0 + ga
+        else:
+            gr[j] += ga
+
+
+cdef inline double bwf_acc_sum(const double* acc, double sacc, bint acc_row,
+                               double s, const double* x, const double* o,
+                               const double* g, Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: batch-sum of the gradient of a scalar acc."""
+    cdef Py_ssize_t j
+    cdef double ga, gp, a, tot = 0.0
+    for j in range(n):
+        a = acc[j] if acc_row else sacc
+        op_backward(OP_ADD, a, op_forward(OP_MUL, s, x[j], 0.0), 0.0, o[j], g[j],
+                    &ga, &gp)
+        tot += ga
+    return tot
+
+
+cdef inline void bwf_x(int mode, double* gr, const double* acc, double sacc,
+                       bint acc_row, double s, const double* x,
+                       const double* o, const double* g,
+                       Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: gradient row of x (through ADD, then MUL)."""
+    cdef Py_ssize_t j
+    cdef double ga, gp, gs_, gx, a, prod
+    for j in range(n):
+        a = acc[j] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j], g[j], &ga, &gp)
+        # the product node's gradient: its one contribution added to 0.0
+        op_backward(OP_MUL, s, x[j], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        if mode == M_STORE:
+            gr[j] = 0.0 + gx
+        else:
+            gr[j] += gx
+
+
+cdef inline double bwf_s_sum(const double* acc, double sacc, bint acc_row,
+                             double s, const double* x, const double* o,
+                             const double* g, Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: batch-sum of the gradient of the scalar s."""
+    cdef double s0 = 0.0, s1 = 0.0, ga, gp, gs_, gx, a, prod
+    cdef Py_ssize_t j = 0
+    # two partial sums (independent add chains)
+    while j + 2 <= n:
+        a = acc[j] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j], g[j], &ga, &gp)
+        op_backward(OP_MUL, s, x[j], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        s0 += gs_
+        a = acc[j + 1] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j + 1], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j + 1], g[j + 1], &ga, &gp)
+        op_backward(OP_MUL, s, x[j + 1], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        s1 += gs_
+        j += 2
+    if j < n:
+        a = acc[j] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j], g[j], &ga, &gp)
+        op_backward(OP_MUL, s, x[j], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        s0 += gs_
+    return s0 + s1
+
+
+cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
+                   const double* vs, double* gs, Py_ssize_t ld, int ia, int ib,
+                   int isc, int io, Py_ssize_t n) noexcept nogil:
+    cdef const double* o = vb + io * ld
+    cdef const double* g = gb + io * ld
+    cdef bint acc_row = kind == K_BB
+    cdef const double* acc = vb + ia * ld if acc_row else o
+    cdef double sacc = 0.0 if acc_row else vs[ia]
+    cdef double s = vs[isc]
+    cdef const double* x = vb + ib * ld
+    if ma != M_SKIP:
+        if acc_row:
+            if ma == M_STORE:
+                bwf_acc(M_STORE, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_acc(M_ADD, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+        else:
+            gs[ia] += bwf_acc_sum(acc, sacc, False, s, x, o, g, n)
+    if mb != M_SKIP:
+        if mb == M_STORE:
+            if acc_row:
+                bwf_x(M_STORE, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_x(M_STORE, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+        else:
+            if acc_row:
+                bwf_x(M_ADD, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_x(M_ADD, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+    if ms != M_SKIP:
+        if acc_row:
+            gs[isc] += bwf_s_sum(acc, sacc, True, s, x, o, g, n)
+        else:
+            gs[isc] += bwf_s_sum(acc, sacc, False, s, x, o, g, n)
+
+
 cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
                           double* gb, const double* vs, double* gs,
                           Py_ssize_t ld, int ia, int ib, int io, double c,
@@ -348,8 +502,9 @@ cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
 
 cdef void backward_batched(int ninstr, const unsigned char* ops,
                            const unsigned char* kinds, const int* outs,
-                           const int* oa, const int* ob, const double* cs,
-                           const unsigned char* mas, const unsigned char* mbs,
+                           const int* oa, const int* ob, const int* os,
+                           const double* cs, const unsigned char* mas,
+                           const unsigned char* mbs, const unsigned char* mss,
                            const double* vs, double* gs, double* vb,
                            double* gb, Py_ssize_t ld,
                            Py_ssize_t n) noexcept nogil:
@@ -357,11 +512,14 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
     for k in range(ninstr - 1, -1, -1):
         ma = mas[k]
         mb = mbs[k]
-        if ma == M_SKIP and mb == M_SKIP:
+        if ma == M_SKIP and mb == M_SKIP and mss[k] == M_SKIP:
             continue
         op = ops[k]
         kind = kinds[k]
-        if op == OP_ADD:
+        if op == OP_FMULADD:
+            bw_fused(kind, ma, mb, mss[k], vb, gb, vs, gs, ld, oa[k], ob[k],
+                     os[k], outs[k], n)
+        elif op == OP_ADD:
             bw_instr(OP_ADD, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_MUL:
@@ -424,6 +582,7 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     cdef bint ng_o
     plan.bma = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.bmb = np.zeros(max(p.n_binstr, 1), np.uint8)
+    plan.bms = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.sma = np.zeros(max(p.n_sinstr, 1), np.uint8)
     plan.smb = np.zeros(max(p.n_sinstr, 1), np.uint8)
     plan.in_ng = np.zeros(max(p.n_inputs, 1), np.uint8)
@@ -443,7 +602,8 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         b = p.b_b[k]
         dep_b[p.b_out[k]] = (
             (dep_s[a] if kind == K_SB else dep_b[a])
-            | (0 if kind == K_B else (dep_s[b] if kind == K_BS else dep_b[b])))
+            | (0 if kind == K_B else (dep_s[b] if kind == K_BS else dep_b[b]))
+            | (dep_s[p.b_s[k]] if p.b_op[k] == OP_FMULADD else 0))
     # which slots the seeds depend on
     if p.o_bat[0]:
         live_b[p.o_slot[0]] = 1
@@ -477,6 +637,10 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
             if dep_b[b]:
                 plan.bmb[k] = M_STORE if first_b[b] else M_ADD
                 first_b[b] = 0
+        if p.b_op[k] == OP_FMULADD:
+            live_s[p.b_s[k]] = 1
+            if dep_s[p.b_s[k]]:
+                plan.bms[k] = M_ADD
     for k in range(p.n_sinstr - 1, -1, -1):
         o = p.s_out[k]
         if not (live_s[o] and dep_s[o]):
@@ -501,8 +665,94 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
 # recording
 # ---------------------------------------------------------------------------
 
+# The only two places that read a node's second operand / constant.  On the
+# engine that stores them in one union (main), these become
+# ``node_b(v)`` / ``node_c(v)`` from fastgrad._engine.
+cdef inline PyObject* _operand_b(Value v) noexcept:
+    return v._b
+
+
+cdef inline double _const_c(Value v) noexcept:
+    return v._c
+
+
 def _describe(Value v):
     return f"Value(data={v.data!r})"
+
+
+cdef int _fuse(list b_op, list b_kind, list b_out, list b_a, list b_b,
+               list b_s, list b_c, int n_in, set o_rows, dict slot) except -1:
+    """Fuse ``acc + s*x`` pairs into OP_FMULADD and renumber batched rows.
+
+    Edits the batched tape lists in place; returns the new instruction count.
+    ``slot`` (node -> (batched, index)) is updated for the renumbered rows.
+    """
+    cdef int n = len(b_op), k, m, row, kind
+    cdef list uses = [0] * (n_in + n)
+    cdef dict prod_at = {}
+    cdef set removed = set()
+    for k in range(n):
+        kind = b_kind[k]
+        if kind != K_SB:
+            uses[b_a[k]] += 1
+        if kind == K_BB or kind == K_SB:
+            uses[b_b[k]] += 1
+        if b_op[k] == OP_MUL and (kind == K_SB or kind == K_BS):
+            prod_at[b_out[k]] = k
+    for k in range(n):
+        if b_op[k] != OP_ADD or b_kind[k] == K_B:
+            continue
+        kind = b_kind[k]
+        # the product may be either operand of the sum (a + b == b + a)
+        for which in (1, 0):
+            if which == 1 and kind == K_BS or which == 0 and kind == K_SB:
+                continue                  # that operand is a scalar
+            row = b_b[k] if which == 1 else b_a[k]
+            m = prod_at.get(row, -1)
+            if m < 0 or uses[row] != 1 or row in o_rows or m in removed:
+                continue
+            if which == 1:
+                acc = b_a[k]
+                acc_bat = kind == K_BB
+            else:
+                acc = b_b[k]
+                acc_bat = kind == K_BB
+            if b_kind[m] == K_SB:
+                sc, x = b_a[m], b_b[m]
+            else:
+                sc, x = b_b[m], b_a[m]
+            b_op[k] = OP_FMULADD
+            b_kind[k] = K_BB if acc_bat else K_SB
+            b_a[k] = acc
+            b_b[k] = x
+            b_s[k] = sc
+            b_c[k] = 0.0
+            removed.add(m)
+            break
+    if not removed:
+        return n
+    # drop the fused products and renumber the remaining result rows
+    cdef dict new_row = {}
+    keep = [k for k in range(n) if k not in removed]
+    for i, k in enumerate(keep):
+        new_row[b_out[k]] = n_in + i
+
+    def ren(int r):
+        return r if r < n_in else new_row[r]
+
+    for lst in (b_op, b_kind, b_out, b_a, b_b, b_s, b_c):
+        lst[:] = [lst[k] for k in keep]
+    for i in range(len(keep)):
+        kind = b_kind[i]
+        b_out[i] = n_in + i
+        if kind != K_SB:
+            b_a[i] = ren(b_a[i])
+        if kind == K_BB or kind == K_SB:
+            b_b[i] = ren(b_b[i])
+    for key, sa in list(slot.items()):
+        if sa[0] and sa[1] >= n_in and sa[1] in new_row:
+            slot[key] = (True, new_row[sa[1]])
+    return len(keep)
 
 
 def build(outputs, inputs, params, penalty=None):
@@ -592,8 +842,8 @@ def build(outputs, inputs, params, penalty=None):
                     continue
                 sa = slot[<size_t>v._a]
                 bat_a = sa[0]
-                if v._b != NULL:
-                    sb = slot[<size_t>v._b]
+                if _operand_b(v) != NULL:
+                    sb = slot[<size_t>_operand_b(v)]
                     bat_b = sb[0]
                 else:
                     sb = None
@@ -601,7 +851,7 @@ def build(outputs, inputs, params, penalty=None):
                 if bat_a or bat_b:
                     b_op.append(op)
                     b_out.append(nb_ops)        # offset by n_in below
-                    b_c.append(v._c)
+                    b_c.append(_const_c(v))
                     b_a.append(sa[1])
                     b_b.append(-1 if sb is None else sb[1])
                     if sb is None:
@@ -617,7 +867,7 @@ def build(outputs, inputs, params, penalty=None):
                 else:
                     s_op.append(op)
                     s_out.append(ns_ops)        # offset below
-                    s_c.append(v._c)
+                    s_c.append(_const_c(v))
                     s_a.append(sa[1])
                     s_b.append(-1 if sb is None else sb[1])
                     slot[key] = (False, -1 - ns_ops)   # placeholder, fixed below
@@ -652,6 +902,14 @@ def build(outputs, inputs, params, penalty=None):
         if b_kind[k] == K_BS:
             b_b[k] = fix(b_b[k])
     b_out = [n_in + k for k in b_out]
+    b_s = [-1] * nb_ops
+    o_rows = set()
+    for r in outs:
+        sa = slot[<size_t><PyObject*>r]
+        if sa[0]:
+            o_rows.add(sa[1])
+    if FUSE:
+        nb_ops = _fuse(b_op, b_kind, b_out, b_a, b_b, b_s, b_c, n_in, o_rows, slot)
 
     prog = Program.__new__(Program)
     prog.n_inputs = n_in
@@ -674,6 +932,7 @@ def build(outputs, inputs, params, penalty=None):
     prog.b_out = np.array(b_out + [0], np.int32)
     prog.b_a = np.array(b_a + [0], np.int32)
     prog.b_b = np.array(b_b + [0], np.int32)
+    prog.b_s = np.array(b_s + [0], np.int32)
     prog.b_c = np.array(b_c + [0.0], np.float64)
     o_slot = []
     o_bat = []
@@ -766,6 +1025,7 @@ cdef class Program:
                         "out": np.asarray(self.b_out)[:self.n_binstr].copy(),
                         "a": np.asarray(self.b_a)[:self.n_binstr].copy(),
                         "b": np.asarray(self.b_b)[:self.n_binstr].copy(),
+                        "s": np.asarray(self.b_s)[:self.n_binstr].copy(),
                         "c": np.asarray(self.b_c)[:self.n_binstr].copy()},
             "constants": np.asarray(self.consts)[:self.n_const].copy(),
         }
@@ -811,7 +1071,7 @@ cdef class Program:
             vb[i] = x[i]
         forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
                         &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                        &self.b_c[0], vs, vb, 1, 1)
+                        &self.b_s[0], &self.b_c[0], vs, vb, 1, 1)
         if self.o_bat[0]:
             return vb[self.o_slot[0]]
         return vs[self.o_slot[0]]
@@ -924,6 +1184,7 @@ cdef class Program:
         cdef list keep = []
         cdef const unsigned char* bma = NULL
         cdef const unsigned char* bmb = NULL
+        cdef const unsigned char* bms = NULL
         cdef const unsigned char* sma = NULL
         cdef const unsigned char* smb = NULL
         cdef const unsigned char* in_ng = NULL
@@ -943,6 +1204,7 @@ cdef class Program:
             plan = self._plan(want_inputs, with_pen)
             bma = &plan.bma[0]
             bmb = &plan.bmb[0]
+            bms = &plan.bms[0]
             sma = &plan.sma[0]
             smb = &plan.smb[0]
             in_ng = &plan.in_ng[0]
@@ -979,7 +1241,7 @@ cdef class Program:
                         r += 1
                 forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
                                 &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                                &self.b_c[0], vs, vb, ld, n)
+                                &self.b_s[0], &self.b_c[0], vs, vb, ld, n)
                 # reduce output 0 in row order (as eager's sum(losses))
                 if o_bat0:
                     row = vb + o0 * ld
@@ -1007,8 +1269,9 @@ cdef class Program:
                             gs[o0] += seed
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],
-                                     &self.b_a[0], &self.b_b[0], &self.b_c[0],
-                                     bma, bmb, vs, gs, vb, gb, ld, n)
+                                     &self.b_a[0], &self.b_b[0], &self.b_s[0],
+                                     &self.b_c[0], bma, bmb, bms, vs, gs, vb,
+                                     gb, ld, n)
                     if has_gin:
                         for q in range(n_in):
                             row = gb + q * ld
