@@ -29,6 +29,10 @@ cdef class Program:
     cdef const unsigned char[::1] b_op, b_kind
     cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add
     cdef const double[::1] b_c
+    # forward-only copy of the batched operand rows, with rows reused once
+    # dead (linear-scan allocation): a much smaller working set for predict
+    cdef const int[::1] f_out, f_a, f_b, f_oslot
+    cdef int n_frows
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot
     cdef const unsigned char[::1] o_bat

@@ -79,14 +79,18 @@ cdef enum:
 # Columns per chunk: the batched value (and gradient) matrices of a chunk are
 # kept within about this many bytes so that a replay stays in L2/L3.
 cdef Py_ssize_t CHUNK_BYTES = 2 * 1024 * 1024
+cdef Py_ssize_t FWD_CHUNK_BYTES = 256 * 1024   # forward only (reused rows)
 cdef Py_ssize_t MIN_CHUNK = 16
 cdef Py_ssize_t MAX_CHUNK = 4096
 
-def _set_chunk_bytes(Py_ssize_t nbytes):
-    """Tuning hook (benchmarks): bytes of value (+gradient) rows per chunk."""
-    global CHUNK_BYTES
-    old = CHUNK_BYTES
-    CHUNK_BYTES = max(nbytes, 1)
+def _set_chunk_bytes(Py_ssize_t nbytes, bint forward_only=False):
+    """Tuning hook (benchmarks): bytes of work rows per chunk; returns the old."""
+    global CHUNK_BYTES, FWD_CHUNK_BYTES
+    old = FWD_CHUNK_BYTES if forward_only else CHUNK_BYTES
+    if forward_only:
+        FWD_CHUNK_BYTES = max(nbytes, 1)
+    else:
+        CHUNK_BYTES = max(nbytes, 1)
     return old
 
 
@@ -755,6 +759,52 @@ cdef int _fuse(list b_op, list b_kind, list b_out, list b_a, list b_b,
     return len(keep)
 
 
+cdef int _alloc_rows(Program prog, list b_kind, list b_out, list b_a,
+                     list b_b, list o_slot, list o_bat) except -1:
+    """Forward-only row allocation: reuse a row once its value is dead.
+
+    Linear scan over the batched tape: an instruction's result takes a free
+    row (never one of its own operands' rows, which are released after it,
+    so no loop reads and writes the same row); output rows are never freed.
+    """
+    cdef int n = len(b_out), n_in = prog.n_inputs, k, r, nrows
+    cdef dict last = {}, phys = {}
+    cdef list free = [], f_out = [], f_a = [], f_b = []
+    cdef set keep = {o_slot[q] for q in range(len(o_slot)) if o_bat[q]}
+    for k in range(n):
+        if b_kind[k] != K_SB:
+            last[b_a[k]] = k
+        if b_kind[k] == K_BB or b_kind[k] == K_SB:
+            last[b_b[k]] = k
+    for r in range(n_in):
+        phys[r] = r
+    nrows = n_in
+    for k in range(n):
+        if free:
+            r = free.pop()
+        else:
+            r = nrows
+            nrows += 1
+        f_out.append(r)
+        phys[b_out[k]] = r
+        ra = b_a[k] if b_kind[k] != K_SB else -1
+        rb = b_b[k] if (b_kind[k] == K_BB or b_kind[k] == K_SB) else -1
+        f_a.append(phys[ra] if ra >= 0 else b_a[k])
+        f_b.append(phys[rb] if rb >= 0 else b_b[k])
+        for rr in ((ra, rb) if ra != rb else (ra,)):
+            if rr >= 0 and last[rr] == k and rr not in keep:
+                free.append(phys[rr])
+        if b_out[k] not in last and b_out[k] not in keep:
+            free.append(r)                 # a result nothing reads
+    prog.f_out = np.array(f_out + [0], np.int32)
+    prog.f_a = np.array(f_a + [0], np.int32)
+    prog.f_b = np.array(f_b + [0], np.int32)
+    prog.f_oslot = np.array([phys[o_slot[q]] if o_bat[q] else o_slot[q]
+                             for q in range(len(o_slot))], np.int32)
+    prog.n_frows = nrows
+    return 0
+
+
 def build(outputs, inputs, params, penalty=None):
     """Record the graph under ``outputs`` (and ``penalty``) into a Program.
 
@@ -942,6 +992,7 @@ def build(outputs, inputs, params, penalty=None):
         o_slot.append(sa[1] if sa[0] else fix(sa[1]))
     prog.o_slot = np.array(o_slot, np.int32)
     prog.o_bat = np.array(o_bat, np.uint8)
+    _alloc_rows(prog, b_kind, b_out, b_a, b_b, o_slot, o_bat)
     prog.pen_slot = -1
     if penalty is not None:
         sa = slot[<size_t><PyObject*>penalty]
@@ -1087,21 +1138,30 @@ cdef class Program:
         return <_Plan>plan
 
     cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1:
-        """Make the batched buffers hold ``cols`` columns (and gradients)."""
+        """Size the work buffers for ``cols`` columns; sets ``self.ld``.
+
+        With gradients: values and gradients of every batched slot.  Forward
+        only: the reused rows of the forward-only allocation.
+        """
         cdef Py_ssize_t ld = (cols + 7) & ~(<Py_ssize_t>7)   # 64-byte rows
-        if ld > self.cap_cols:
-            self.vb = np.empty(max(self.n_batched, 1) * ld, np.float64)
-            self.cap_cols = ld
-            self.cap_rows_g = 0
-        if grad and self.cap_rows_g == 0:
-            self.gb = np.empty(max(self.n_batched, 1) * self.cap_cols, np.float64)
-            self.cap_rows_g = 1
+        cdef Py_ssize_t rows = max(self.n_batched if grad else self.n_frows, 1)
+        if rows * ld > self.cap_cols:
+            self.vb = np.empty(rows * ld, np.float64)
+            self.cap_cols = rows * ld
+        if grad and rows * ld > self.cap_rows_g:
+            self.gb = np.empty(rows * ld, np.float64)
+            self.cap_rows_g = rows * ld
         self.ld = ld
         return 0
 
     cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept:
-        cdef Py_ssize_t per_col = 8 * max(self.n_batched, 1) * (2 if grad else 1)
-        cdef Py_ssize_t ch = CHUNK_BYTES // per_col
+        cdef Py_ssize_t per_col, ch, nch
+        if grad:
+            per_col = 16 * max(self.n_batched, 1)
+            ch = CHUNK_BYTES // per_col
+        else:
+            per_col = 8 * max(self.n_frows, 1)
+            ch = FWD_CHUNK_BYTES // per_col
         if ch < MIN_CHUNK:
             ch = MIN_CHUNK
         if ch > MAX_CHUNK:
@@ -1189,7 +1249,11 @@ cdef class Program:
         cdef const unsigned char* smb = NULL
         cdef const unsigned char* in_ng = NULL
         cdef const unsigned char* o_bat = &self.o_bat[0]
-        cdef const int* o_slot = &self.o_slot[0]
+        # forward only: the tape on reused rows (see _alloc_rows)
+        cdef const int* o_slot = &self.o_slot[0] if grad else &self.f_oslot[0]
+        cdef const int* t_out = &self.b_out[0] if grad else &self.f_out[0]
+        cdef const int* t_a = &self.b_a[0] if grad else &self.f_a[0]
+        cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
         if nsrc > 64:
             mats = [np.ascontiguousarray(np.hstack(mats))]
             nsrc = 1
@@ -1240,8 +1304,8 @@ cdef class Program:
                             row[j] = src[(j0 + j) * ncol + cc]
                         r += 1
                 forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
-                                &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                                &self.b_s[0], &self.b_c[0], vs, vb, ld, n)
+                                t_out, t_a, t_b, &self.b_s[0], &self.b_c[0],
+                                vs, vb, ld, n)
                 # reduce output 0 in row order (as eager's sum(losses))
                 if o_bat0:
                     row = vb + o0 * ld
