@@ -1426,6 +1426,10 @@ cdef class Program:
             return float(out[0, 0])
         return out[0]
 
+    def __call__(self, x):
+        """``prog(x)`` is ``prog.forward(x)``."""
+        return self.forward(x)
+
     def value_and_grad(self, x, bint accumulate=True, param_grad=None):
         """Output 0 for one input vector and its gradient.
 
