@@ -403,6 +403,30 @@ def test_demo_training_compiled_matches_eager():
     assert cl[-1] < 0.05                   # and it did learn
 
 
+def test_whole_eager_demo_graph_replays_bit_for_bit(fusion):
+    # the demo's full-batch loss, recorded from the eager graph itself: the
+    # tape follows eager's topological order, so values and gradients are
+    # the same floats (fused or not)
+    X, y = _moons()
+    random.seed(1337)
+    model = MLP(2, [16, 16, 1])
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores)]
+    total = (sum(losses) * (1.0 / len(losses))
+             + 1e-4 * sum(p * p for p in model.parameters()))
+    model.zero_grad()
+    total.backward()
+    eager = [p.grad for p in model.parameters()]
+    flat = [v for row in inputs for v in row]
+    prog = compile_graph(total, inputs=flat, params=model.parameters())
+    model.zero_grad()
+    val, dx = prog.value_and_grad(np.asarray(X).ravel())
+    assert val == total.data
+    assert [p.grad for p in model.parameters()] == eager
+    assert dx.tolist() == [v.grad for v in flat]
+
+
 # ---------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------
