@@ -367,7 +367,6 @@ def _moons():
     return X, y * 2 - 1
 
 
-@pytest.mark.slow
 def test_demo_training_compiled_matches_eager():
     X, y = _moons()
     steps = 100
