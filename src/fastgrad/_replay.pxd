@@ -31,8 +31,12 @@ cdef class Program:
     cdef const double[::1] b_c
     # forward-only copy of the batched operand rows, with rows reused once
     # dead (linear-scan allocation): a much smaller working set for predict
-    cdef const int[::1] f_out, f_a, f_b, f_oslot
-    cdef int n_frows
+    # and with chains of fused mul-adds merged into one OP_DOT each (the
+    # running sum stays in registers); d_s/d_x: the chains' (scalar, row) terms
+    cdef const unsigned char[::1] f_op, f_kind
+    cdef const int[::1] f_out, f_a, f_b, f_s, f_oslot, d_s, d_x
+    cdef const double[::1] f_c
+    cdef int n_frows, n_finstr
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot
     cdef const unsigned char[::1] o_bat

@@ -71,6 +71,16 @@ cdef enum:
 cdef enum:
     OP_FMULADD = 100
 
+# Forward-only tapes (predict, batch(grad=False)) go one step further: a chain
+# of fused mul-adds acc0 + s1*x1 + s2*x2 + ... (a neuron's dot product) is one
+# OP_DOT whose running sum stays in registers over a block of columns, with
+# the same op_forward sequence (so the same floats).  Operands: a = acc0
+# (row for K_BB, scalar for K_SB), b = offset of its terms in d_s/d_x, s =
+# number of terms.
+cdef enum:
+    OP_DOT = 101
+    DOT_BLOCK = 16
+
 # backward modes of one operand
 cdef enum:
     M_SKIP = 0
@@ -163,10 +173,60 @@ cdef inline void fw_fma_s(double* o, double acc, double s, const double* x,
         o[j] = op_forward(OP_ADD, acc, op_forward(OP_MUL, s, x[j], 0.0), 0.0)
 
 
+cdef inline void fw_dot_block(double* t, const int* ds, const int* dx,
+                              int nterms, const double* vs, const double* vb,
+                              Py_ssize_t ld, Py_ssize_t jb) noexcept nogil:
+    """Add the terms of a dot chain to the DOT_BLOCK partial results t."""
+    cdef int q
+    cdef Py_ssize_t u
+    cdef double s
+    cdef const double* x
+    for q in range(nterms):
+        s = vs[ds[q]]
+        x = vb + dx[q] * ld + jb
+        for u in range(DOT_BLOCK):
+            t[u] = op_forward(OP_ADD, t[u], op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+
+
+cdef void fw_dot(double* o, const double* acc, double sacc, bint acc_row,
+                 const int* ds, const int* dx, int nterms, const double* vs,
+                 const double* vb, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+    """OP_DOT: o = (((acc + s0*x0) + s1*x1) + ...), DOT_BLOCK columns at a time."""
+    cdef double t[DOT_BLOCK]
+    cdef Py_ssize_t jb = 0, u, m
+    cdef int q
+    cdef double s
+    cdef const double* x
+    while jb + DOT_BLOCK <= n:
+        if acc_row:
+            for u in range(DOT_BLOCK):
+                t[u] = acc[jb + u]
+        else:
+            for u in range(DOT_BLOCK):
+                t[u] = sacc
+        fw_dot_block(t, ds, dx, nterms, vs, vb, ld, jb)
+        for u in range(DOT_BLOCK):
+            o[jb + u] = t[u]
+        jb += DOT_BLOCK
+    m = n - jb
+    if m > 0:
+        for u in range(m):
+            t[u] = acc[jb + u] if acc_row else sacc
+        for q in range(nterms):
+            s = vs[ds[q]]
+            x = vb + dx[q] * ld + jb
+            for u in range(m):
+                t[u] = op_forward(OP_ADD, t[u],
+                                  op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+        for u in range(m):
+            o[jb + u] = t[u]
+
+
 cdef void forward_batched(int ninstr, const unsigned char* ops,
                           const unsigned char* kinds, const int* outs,
                           const int* oa, const int* ob, const int* os,
-                          const double* cs, const double* vs, double* vb,
+                          const double* cs, const int* ds, const int* dx,
+                          const double* vs, double* vb,
                           Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind
     cdef double* o
@@ -177,7 +237,14 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
         op = ops[k]
         kind = kinds[k]
         o = vb + outs[k] * ld
-        if op == OP_FMULADD:
+        if op == OP_DOT:
+            if kind == K_BB:
+                fw_dot(o, vb + oa[k] * ld, 0.0, True, ds + ob[k], dx + ob[k],
+                       os[k], vs, vb, ld, n)
+            else:
+                fw_dot(o, o, vs[oa[k]], False, ds + ob[k], dx + ob[k], os[k],
+                       vs, vb, ld, n)
+        elif op == OP_FMULADD:
             if kind == K_BB:
                 fw_fma_b(o, vb + oa[k] * ld, vs[os[k]], vb + ob[k] * ld, n)
             else:
@@ -783,23 +850,65 @@ cdef int _fuse(list b_op, list b_kind, list b_out, list b_a, list b_b,
     return len(keep)
 
 
-cdef int _alloc_rows(Program prog, list b_kind, list b_out, list b_a,
-                     list b_b, list o_slot, list o_bat) except -1:
-    """Forward-only row allocation: reuse a row once its value is dead.
+cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
+                       list b_a, list b_b, list b_s, list b_c, list o_slot,
+                       list o_bat) except -1:
+    """The forward-only tape: dot chains merged, rows reused once dead.
 
-    Linear scan over the batched tape: an instruction's result takes a free
-    row (never one of its own operands' rows, which are released after it,
-    so no loop reads and writes the same row); output rows are never freed.
+    1. A fused mul-add whose batched acc is the result of another fused
+       mul-add (or chain) read by nothing else joins that chain; chains of two
+       or more terms become one OP_DOT.
+    2. Linear-scan row allocation: a result takes a free row (never one of
+       its own operands' rows, which are released after it, so no loop reads
+       and writes the same row); output rows are never freed.
     """
-    cdef int n = len(b_out), n_in = prog.n_inputs, k, r, nrows
-    cdef dict last = {}, phys = {}
-    cdef list free = [], f_out = [], f_a = [], f_b = []
+    cdef int n = len(b_out), n_in = prog.n_inputs, k, m, r, nrows
     cdef set keep = {o_slot[q] for q in range(len(o_slot)) if o_bat[q]}
+    cdef dict uses = {}, fma_at = {}, last = {}, phys = {}
+    cdef list chain = [None] * n, gone = [False] * n
+    cdef list f_op = [], f_kind = [], f_out = [], f_a = [], f_b = [], f_s = []
+    cdef list f_c = [], d_s = [], d_x = [], free = [], rows_of = []
+    # -- 1. chains
     for k in range(n):
-        if b_kind[k] != K_SB:
-            last[b_a[k]] = k
-        if b_kind[k] == K_BB or b_kind[k] == K_SB:
-            last[b_b[k]] = k
+        for rr in _rows_read(b_op[k], b_kind[k], b_a[k], b_b[k], None, None):
+            uses[rr] = uses.get(rr, 0) + 1
+    for k in range(n):
+        if b_op[k] != OP_FMULADD:
+            continue
+        m = fma_at.get(b_a[k], -1) if b_kind[k] == K_BB else -1
+        if (m >= 0 and uses.get(b_a[k], 0) == 1 and b_a[k] not in keep
+                and not gone[m]):
+            chain[k] = (chain[m][0], chain[m][1], chain[m][2] + [(b_s[k], b_b[k])])
+            gone[m] = True
+        else:
+            chain[k] = (b_a[k], b_kind[k], [(b_s[k], b_b[k])])
+        fma_at[b_out[k]] = k
+    for k in range(n):
+        if gone[k]:
+            continue
+        if b_op[k] == OP_FMULADD and len(chain[k][2]) > 1:
+            f_op.append(OP_DOT)
+            f_kind.append(chain[k][1])
+            f_a.append(chain[k][0])
+            f_b.append(len(d_s))
+            f_s.append(len(chain[k][2]))
+            for sc, x in chain[k][2]:
+                d_s.append(sc)
+                d_x.append(x)
+        else:
+            f_op.append(b_op[k])
+            f_kind.append(b_kind[k])
+            f_a.append(b_a[k])
+            f_b.append(b_b[k])
+            f_s.append(b_s[k])
+        f_out.append(b_out[k])
+        f_c.append(b_c[k])
+    # -- 2. rows
+    n = len(f_op)
+    for k in range(n):
+        rows_of.append(_rows_read(f_op[k], f_kind[k], f_a[k], f_b[k], f_s[k], d_x))
+        for rr in rows_of[k]:
+            last[rr] = k
     for r in range(n_in):
         phys[r] = r
     nrows = n_in
@@ -809,24 +918,48 @@ cdef int _alloc_rows(Program prog, list b_kind, list b_out, list b_a,
         else:
             r = nrows
             nrows += 1
-        f_out.append(r)
-        phys[b_out[k]] = r
-        ra = b_a[k] if b_kind[k] != K_SB else -1
-        rb = b_b[k] if (b_kind[k] == K_BB or b_kind[k] == K_SB) else -1
-        f_a.append(phys[ra] if ra >= 0 else b_a[k])
-        f_b.append(phys[rb] if rb >= 0 else b_b[k])
-        for rr in ((ra, rb) if ra != rb else (ra,)):
-            if rr >= 0 and last[rr] == k and rr not in keep:
+        reads = rows_of[k]
+        if f_op[k] == OP_DOT:
+            for i in range(f_s[k]):
+                d_x[f_b[k] + i] = phys[d_x[f_b[k] + i]]
+        else:
+            if f_kind[k] == K_BB or f_kind[k] == K_SB:
+                f_b[k] = phys[f_b[k]]
+        if f_kind[k] != K_SB:
+            f_a[k] = phys[f_a[k]]
+        phys[f_out[k]] = r
+        for rr in set(reads):
+            if last[rr] == k and rr not in keep:
                 free.append(phys[rr])
-        if b_out[k] not in last and b_out[k] not in keep:
+        if f_out[k] not in last and f_out[k] not in keep:
             free.append(r)                 # a result nothing reads
+        f_out[k] = r
+    prog.n_finstr = n
+    prog.f_op = np.array(f_op + [0], np.uint8)
+    prog.f_kind = np.array(f_kind + [0], np.uint8)
     prog.f_out = np.array(f_out + [0], np.int32)
     prog.f_a = np.array(f_a + [0], np.int32)
     prog.f_b = np.array(f_b + [0], np.int32)
+    prog.f_s = np.array(f_s + [0], np.int32)
+    prog.f_c = np.array(f_c + [0.0], np.float64)
+    prog.d_s = np.array(d_s + [0], np.int32)
+    prog.d_x = np.array(d_x + [0], np.int32)
     prog.f_oslot = np.array([phys[o_slot[q]] if o_bat[q] else o_slot[q]
                              for q in range(len(o_slot))], np.int32)
     prog.n_frows = nrows
     return 0
+
+
+cdef list _rows_read(int op, int kind, int a, int b, object s, list dx):
+    """Batched rows an instruction reads."""
+    cdef list rows = []
+    if kind != K_SB:
+        rows.append(a)
+    if op == OP_DOT:
+        rows.extend(dx[b:b + <int>s])
+    elif kind == K_BB or kind == K_SB:
+        rows.append(b)
+    return rows
 
 
 def build(outputs, inputs, params, penalty=None):
@@ -1016,7 +1149,7 @@ def build(outputs, inputs, params, penalty=None):
         o_slot.append(sa[1] if sa[0] else fix(sa[1]))
     prog.o_slot = np.array(o_slot, np.int32)
     prog.o_bat = np.array(o_bat, np.uint8)
-    _alloc_rows(prog, b_kind, b_out, b_a, b_b, o_slot, o_bat)
+    _forward_tape(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c, o_slot, o_bat)
     prog.pen_slot = -1
     if penalty is not None:
         sa = slot[<size_t><PyObject*>penalty]
@@ -1146,7 +1279,7 @@ cdef class Program:
             vb[i] = x[i]
         forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
                         &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                        &self.b_s[0], &self.b_c[0], vs, vb, 1, 1)
+                        &self.b_s[0], &self.b_c[0], NULL, NULL, vs, vb, 1, 1)
         if self.o_bat[0]:
             return vb[self.o_slot[0]]
         return vs[self.o_slot[0]]
@@ -1275,9 +1408,14 @@ cdef class Program:
         cdef const unsigned char* o_bat = &self.o_bat[0]
         # forward only: the tape on reused rows (see _alloc_rows)
         cdef const int* o_slot = &self.o_slot[0] if grad else &self.f_oslot[0]
+        cdef int t_n = self.n_binstr if grad else self.n_finstr
+        cdef const unsigned char* t_op = &self.b_op[0] if grad else &self.f_op[0]
+        cdef const unsigned char* t_kind = &self.b_kind[0] if grad else &self.f_kind[0]
         cdef const int* t_out = &self.b_out[0] if grad else &self.f_out[0]
         cdef const int* t_a = &self.b_a[0] if grad else &self.f_a[0]
         cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
+        cdef const int* t_s = &self.b_s[0] if grad else &self.f_s[0]
+        cdef const double* t_c = &self.b_c[0] if grad else &self.f_c[0]
         if nsrc > 64:
             mats = [np.ascontiguousarray(np.hstack(mats))]
             nsrc = 1
@@ -1327,9 +1465,8 @@ cdef class Program:
                         for j in range(n):
                             row[j] = src[(j0 + j) * ncol + cc]
                         r += 1
-                forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
-                                t_out, t_a, t_b, &self.b_s[0], &self.b_c[0],
-                                vs, vb, ld, n)
+                forward_batched(t_n, t_op, t_kind, t_out, t_a, t_b, t_s, t_c,
+                                &self.d_s[0], &self.d_x[0], vs, vb, ld, n)
                 # reduce output 0 in row order (as eager's sum(losses))
                 if o_bat0:
                     row = vb + o0 * ld
