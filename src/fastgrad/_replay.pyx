@@ -372,14 +372,26 @@ cdef inline void bwr_b(int op, int mode, double* gr, const double* a, double c,
                        const double* o, const double* g,
                        Py_ssize_t n) noexcept nogil:
     """Gradient row of the operand of a unary / constant op."""
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, jb, u
     cdef double ga, gb
+    cdef double tmp[DOT_BLOCK]
     if mode == M_STORE:
+        # the rule writes straight into the row: gcc turns relu's "g if
+        # out > 0 else 0.0" into a select only for a store to memory (into a
+        # local it stays a branch, mispredicted on random signs)
         for j in range(n):
-            op_backward(op, a[j], 0.0, c, o[j], g[j], &ga, &gb)
-            gr[j] = 0.0 + ga
+            op_backward(op, a[j], 0.0, c, o[j], g[j], &gr[j], &gb)
+            gr[j] = 0.0 + gr[j]
     else:
-        for j in range(n):
+        jb = 0
+        while jb + DOT_BLOCK <= n:
+            for u in range(DOT_BLOCK):
+                op_backward(op, a[jb + u], 0.0, c, o[jb + u], g[jb + u],
+                            &tmp[u], &gb)
+            for u in range(DOT_BLOCK):
+                gr[jb + u] += tmp[u]
+            jb += DOT_BLOCK
+        for j in range(jb, n):
             op_backward(op, a[j], 0.0, c, o[j], g[j], &ga, &gb)
             gr[j] += ga
 
