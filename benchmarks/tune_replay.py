@@ -57,7 +57,7 @@ def main():
               f"score 10k {sc * 1e6:7.1f} us ({len(grid) / sc / 1e6:.1f} Mpoints/s)")
     _replay._set_fusion(True)
     prog, score, Xy, grid, out = workloads()
-    for kb in (16, 64, 256, 1024):
+    for kb in (16, 24, 32, 64, 256):
         old = _replay._set_chunk_bytes(kb * 1024, True)
         sc = cpu_time(lambda: score.predict(grid, out=out), 200)
         _replay._set_chunk_bytes(old, True)

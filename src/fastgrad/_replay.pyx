@@ -90,7 +90,7 @@ cdef enum:
 # Columns per chunk: the batched value (and gradient) matrices of a chunk are
 # kept within about this many bytes so that a replay stays in L2/L3.
 cdef Py_ssize_t CHUNK_BYTES = 2 * 1024 * 1024
-cdef Py_ssize_t FWD_CHUNK_BYTES = 256 * 1024   # forward only (reused rows)
+cdef Py_ssize_t FWD_CHUNK_BYTES = 24 * 1024    # forward only: rows stay in L1d
 cdef Py_ssize_t MIN_CHUNK = 16
 cdef Py_ssize_t MAX_CHUNK = 4096
 
@@ -1329,8 +1329,12 @@ cdef class Program:
             per_col = 16 * max(self.n_batched, 1)
             ch = CHUNK_BYTES // per_col
         else:
+            # forward only: a multiple of the dot block (no scalar tails but
+            # in the last chunk)
             per_col = 8 * max(self.n_frows, 1)
             ch = FWD_CHUNK_BYTES // per_col
+            ch = max(ch - ch % DOT_BLOCK, DOT_BLOCK)
+            return B if ch >= B else min(ch, MAX_CHUNK - MAX_CHUNK % DOT_BLOCK)
         if ch < MIN_CHUNK:
             ch = MIN_CHUNK
         if ch > MAX_CHUNK:
