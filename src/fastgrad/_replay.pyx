@@ -25,6 +25,11 @@ Design summary
   contribution to a batched gradient row is a store or an add) are computed
   once per (want input grads, with penalty) and cached: no zeroing pass over
   the gradient matrix, no work for constants or input-only subgraphs.
+* Fusion: a product ``s * x`` read only by a sum becomes one OP_FMULADD
+  instruction ``acc + s*x`` (same two roundings, no row for the product).
+  Forward-only replays (forward, predict, batch(grad=False)) use a second
+  tape where chains of those (a neuron's dot product) are one OP_DOT whose
+  running sum stays in registers, and where rows are reused once dead.
 * Large batches are processed in column chunks sized to stay in cache; a
   program is not re-entrant (a busy flag turns concurrent use into an error).
 * Division by zero, log of a negative number, overflow ... produce IEEE
@@ -33,7 +38,7 @@ Design summary
 cimport cython
 from cpython.object cimport PyObject
 from libc.stdlib cimport free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 
 from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, topo_order
@@ -686,7 +691,6 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     cdef unsigned char[::1] first_b = np.ones(max(nb, 1), np.uint8)
     cdef _Plan plan = _Plan.__new__(_Plan)
     cdef int kind, a, b, o
-    cdef bint ng_o
     plan.bma = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.bmb = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.bms = np.zeros(max(p.n_binstr, 1), np.uint8)
