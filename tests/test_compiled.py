@@ -118,11 +118,16 @@ def fusion(request):
     _replay._set_fusion(old)
 
 
-def maybe_compile(recipe, params):
+def penalty_of(params):
+    # a parameter-only term sharing the parameters with the per-sample graph
+    return 0.25 * sum(p * p for p in params) + params[0].tanh()
+
+
+def maybe_compile(recipe, params, penalty=None):
     n_in = recipe[0]
     try:
         return fastgrad.compile(lambda xs: run_recipe(recipe, xs, params),
-                                n_in, params=params)
+                                n_in, params=params, penalty=penalty)
     except ValueError as exc:
         # an input or parameter the random graph does not use
         assert "not in the graph" in str(exc)
@@ -165,7 +170,8 @@ def test_random_graph_replay_equals_eager(fusion, recipe, data):
 def test_random_graph_batch_equals_eager_batch(fusion, recipe, data, reduce):
     n_in, n_par = recipe[0], recipe[1]
     params = [Value(data.draw(values)) for _ in range(n_par)]
-    prog = maybe_compile(recipe, params)
+    with_pen = n_par > 0 and data.draw(st.booleans())
+    prog = maybe_compile(recipe, params, penalty_of if with_pen else None)
     if prog is None:
         return
     B = data.draw(st.integers(1, 9))
@@ -178,6 +184,8 @@ def test_random_graph_batch_equals_eager_batch(fusion, recipe, data, reduce):
     total = sum(outs)
     if reduce == "mean":
         total = total * (1.0 / B)
+    if with_pen:
+        total = total + penalty_of(params)
     total.backward()
     eager_pg = [p.grad for p in params]
     eager_gin = np.array([[v.grad for v in row] for row in rows])
@@ -192,7 +200,8 @@ def test_random_graph_batch_equals_eager_batch(fusion, recipe, data, reduce):
     np.testing.assert_array_equal(outv[:, 0], [o.data for o in outs])
     close(pg, eager_pg)
     close(gin, eager_gin)
-    # forward-only scoring equals the per-sample replay
+    # forward-only scoring (its own tape) equals eager and the per-sample replay
+    np.testing.assert_array_equal(prog.predict(X), [o.data for o in outs])
     np.testing.assert_array_equal(prog.predict(X), [prog.forward(r) for r in X])
 
 
