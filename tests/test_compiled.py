@@ -324,6 +324,32 @@ def test_chunked_large_batch_matches_rows(fusion):
     assert loss == s
 
 
+@pytest.mark.parametrize("B", [1, 15, 16, 17, 33, 100])
+def test_forward_only_dot_chains_match_eager(B):
+    # neurons (scalar bias + w.x chains), a chain that starts from an input
+    # (batched start), a chain shared by two readers, relu and a linear head
+    random.seed(7)
+    model = MLP(3, [5, 4, 1])
+    w = [Value(random.uniform(-1, 1)) for _ in range(3)]
+
+    def fn(v):
+        chain = v[0] + w[0] * v[1] + w[1] * v[2] + w[2] * v[0]
+        score = model(v)
+        return [score, chain, chain * score, (chain + w[0] * score).relu()]
+
+    prog = fastgrad.compile(fn, 3, params=model.parameters() + w)
+    rng = np.random.default_rng(B)
+    X = rng.uniform(-2, 2, size=(B, 3))
+    X[0, 1] = 0.0                         # a kink-adjacent value
+    got = prog.predict(X)
+    want = [[o.data for o in fn([Value(a) for a in row])] for row in X]
+    np.testing.assert_array_equal(got, want)
+    # and the training tape agrees on the same rows
+    out = np.empty((B, 4))
+    prog.batch(X, grad=True, outputs=out)
+    np.testing.assert_array_equal(out, want)
+
+
 def test_non_finite_inputs_propagate():
     w = Value(2.0)
     prog = fastgrad.compile(lambda v: (v[0] * w).relu() + v[0] / v[1], 2,
