@@ -384,6 +384,12 @@ def test_input_dtypes_and_layouts_are_converted():
     assert prog.predict((Xf[:, 0], Xf[:, 1])).tolist() == ref
     assert prog.predict((Xf[:, :1], Xf[:, 1])).tolist() == ref
     assert prog.forward(np.array([1, 2])) == 5.0
+    # read-only arrays are fine (nothing is written to the input)
+    ro = Xf.copy()
+    ro.setflags(write=False)
+    assert prog.predict(ro).tolist() == ref
+    assert prog.batch(ro, reduce="sum") == sum(ref)
+    assert prog.eval_params(ro[0, :1], ro[0]) == 3.0
     # the input is not modified
     assert Xf.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
 

@@ -1417,7 +1417,7 @@ cdef class Program:
         cdef bint has_out = outv is not None, has_gin = ging is not None
         cdef const double* srcs[64]
         cdef Py_ssize_t src_cols[64]
-        cdef double[:, ::1] mv
+        cdef const double[:, ::1] mv
         cdef list keep = []
         cdef const unsigned char* bma = NULL
         cdef const unsigned char* bmb = NULL
@@ -1826,8 +1826,8 @@ cdef class Program:
         >>> compile(lambda x: x[0] * w, 1, params=[w]).eval_params([5.0], [3.0])
         15.0
         """
-        cdef double[::1] th = np.ascontiguousarray(theta, np.float64).reshape(-1)
-        cdef double[::1] xv = np.ascontiguousarray(x, np.float64).reshape(-1)
+        cdef const double[::1] th = np.ascontiguousarray(theta, np.float64).reshape(-1)
+        cdef const double[::1] xv = np.ascontiguousarray(x, np.float64).reshape(-1)
         if th.shape[0] != self.n_params:
             raise ValueError(f"eval_params: expected {self.n_params} parameter "
                              f"values, got {th.shape[0]}")
