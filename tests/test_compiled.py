@@ -554,6 +554,14 @@ def test_bad_graphs():
         fastgrad.compile(lambda v: v[0], 1.0)
 
 
+def test_tracing_under_no_grad_is_refused():
+    w = Value(1.0)
+    with fastgrad.no_grad():
+        with pytest.raises(RuntimeError, match="recording is off"):
+            fastgrad.compile(lambda v: v[0] * w, 1, params=[w])
+    assert fastgrad.compile(lambda v: v[0] * w, 1, params=[w]).forward([2.0]) == 2.0
+
+
 def test_hand_built_node_is_refused():
     a = Value(2.0)
     node = Value(4.0, (a,), "square")

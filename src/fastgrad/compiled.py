@@ -25,7 +25,7 @@ log of a negative number gives inf/nan (IEEE), where eager mode raises.
 """
 import operator
 
-from fastgrad._engine import Value
+from fastgrad._engine import Value, is_grad_enabled
 
 __all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
 
@@ -136,6 +136,9 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
         raise ValueError(f"compile: n_inputs must be a non-negative int, got {n_inputs!r}")
     if not callable(fn):
         raise TypeError(f"compile: fn must be callable, got {type(fn).__name__}")
+    if not is_grad_enabled():
+        raise RuntimeError("compile: graph recording is off (inside no_grad() or "
+                           "set_grad_enabled(False)); tracing fn needs it on")
     params = list(params)
     if example is None:
         example = [1.0] * n_inputs
