@@ -19,3 +19,4 @@ __all__ = [
     "optim", "data",
 ]
 __version__ = "0.1.0"
+from fastgrad.compiled import compile, compile_graph  # noqa: F401 (trace once, run many)

@@ -1,0 +1,69 @@
+# cython: language_level=3
+"""C-level view of a compiled fastgrad program (see _replay.pyx).
+
+Other compiled modules (the finite-difference loop) cimport ``Program`` and
+call ``c_eval`` to evaluate output 0 for one input vector without entering
+Python:
+
+    from fastgrad._replay cimport Program
+    prog.c_load_params()                # with the GIL: read the params' .data
+    y = prog.c_eval(theta, x)           # nogil; theta NULL = loaded params
+"""
+
+cdef class _Plan:
+    cdef unsigned char[::1] bma, bmb, bms, sma, smb
+    cdef unsigned char[::1] in_ng     # input i has a gradient
+    cdef unsigned char[::1] par_ng    # param i has a gradient
+
+
+cdef class Program:
+    # sizes
+    cdef readonly int n_inputs, n_outputs, n_params
+    cdef int n_const, n_scalar, n_batched, n_sinstr, n_binstr
+    cdef int pen_slot                 # scalar slot of the penalty, -1 if none
+    # scalar tape (runs once per replay): op, out, a, b, c
+    cdef const unsigned char[::1] s_op
+    cdef const int[::1] s_out, s_a, s_b
+    cdef const double[::1] s_c
+    # batched tape (runs once per batch column): op, operand kinds, out, a, b, c
+    cdef const unsigned char[::1] b_op, b_kind
+    cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add
+    cdef const double[::1] b_c
+    # forward-only copy of the batched operand rows, with rows reused once
+    # dead (linear-scan allocation): a much smaller working set for predict
+    # and with chains of fused mul-adds merged into one OP_DOT each (the
+    # running sum stays in registers); d_s/d_x: the chains' (scalar, row) terms
+    cdef const unsigned char[::1] f_op, f_kind
+    cdef const int[::1] f_out, f_a, f_b, f_s, f_oslot, d_s, d_x
+    cdef const double[::1] f_c
+    cdef int n_frows, n_finstr
+    # outputs: slot index and whether it is a batched row (1) or a scalar (0)
+    cdef const int[::1] o_slot
+    cdef const unsigned char[::1] o_bat
+    # the parameter Values (owned) and baked constants
+    cdef tuple _params
+    cdef const double[::1] consts
+    # work buffers
+    cdef double[::1] vs, gs           # scalar values / gradients
+    cdef double[::1] vs1, vb1         # private buffers of c_eval
+    cdef double[::1] vb, gb           # batched values / gradients (n_batched x ld)
+    cdef Py_ssize_t ld, cap_cols, cap_rows_g
+    cdef dict _plans
+    cdef bint _busy
+    cdef object __weakref__
+
+    cdef int c_load_params(self) except -1
+    cdef double c_eval(self, const double* theta, const double* x) noexcept nogil
+    # internals
+    cdef _Plan _plan(self, bint want_inputs, bint with_pen)
+    cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1
+    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept
+    cdef object _sources(self, inputs, str where)
+    cdef object _vector(self, x, str where)
+    cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,
+                     bint grad, bint want_inputs, bint with_pen,
+                     double[:, ::1] outv, double[:, ::1] ging) except? -1.0
+    cdef int _enter(self, str where) except -1
+    cdef int _store_param_grads(self, bint accumulate, param_grad) except -1
+    cdef object _check_param_grad(self, param_grad, str where)
+    cdef object _check_out(self, arr, Py_ssize_t B, int k, str name, str where)

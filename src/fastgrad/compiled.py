@@ -1,0 +1,230 @@
+"""Trace once, run many: compile a graph of Values and replay it in C.
+
+An eager training loop rebuilds the same graph every step with new numbers.
+:func:`compile` records that graph once -- as flat arrays of op codes, operand
+slots and constants -- and returns a :class:`Program` that replays it in C
+with the GIL released, for one sample (``forward``, ``value_and_grad``) or
+vectorised over the rows of a batch (``batch``, ``predict``, ``sgd_step``).
+
+Leaves of the recorded graph are of three kinds:
+
+* **inputs**: placeholders that get new values at every replay (one column of
+  the batch each);
+* **parameters**: the Values you hold (``model.parameters()``).  Each replay
+  reads their current ``.data``; gradients are added to their ``.grad``
+  (as ``backward()`` does) and can also be written to a float64 array;
+* **constants**: every other leaf; its ``.data`` is baked in at record time.
+
+Tracing caveat (as ``jax.jit`` / ``torch.jit.trace``): only operations on
+Values are recorded.  Python control flow that looks at ``.data`` (``if
+x.data > 0: ...``), Python arithmetic on floats taken out of Values, and the
+number of loop iterations are frozen at trace time.  Operations that branch
+*inside* the graph (``relu``, ``maximum``, ``abs`` ...) are re-evaluated at
+every replay.  Replays do not check domain errors: a division by zero or the
+log of a negative number gives inf/nan (IEEE), where eager mode raises.
+"""
+import operator
+
+from fastgrad._engine import Value, is_grad_enabled
+
+__all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
+
+
+def __getattr__(name):
+    # numpy (needed by the replay module) is imported on first use, so that
+    # ``import fastgrad`` stays as light as the eager engine
+    if name == "Program":
+        from fastgrad._replay import Program
+        return Program
+    raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
+
+
+def _build(outputs, inputs, params, penalty):
+    from fastgrad._replay import build
+    return build(outputs, inputs, params, penalty)
+
+
+def compile_graph(outputs, inputs=(), params=(), penalty=None):
+    """Record an existing graph into a :class:`Program`.
+
+    Parameters
+    ----------
+    outputs : Value or sequence of Value
+        The output node(s).  Output 0 is the one that ``value_and_grad`` and
+        ``batch`` differentiate and reduce.
+    inputs : sequence of Value
+        Leaf Values that become inputs (in this order).
+    params : sequence of Value
+        Leaf Values that become parameters (in this order).
+    penalty : Value, optional
+        A term that depends on the parameters only (e.g. an L2 penalty); it
+        is added once to the reduced output of ``batch``/``sgd_step``.
+
+    Returns
+    -------
+    Program
+
+    Raises
+    ------
+    ValueError
+        An input or parameter that is not a leaf or not in the graph, a
+        duplicate, a hand-built node (``Value(x, children, op)`` with a user
+        ``_backward``), a penalty that depends on an input.
+    TypeError
+        Something that is not a Value.
+
+    Examples
+    --------
+    >>> from fastgrad import Value
+    >>> from fastgrad.compiled import compile_graph
+    >>> x, w = Value(0.0), Value(3.0)
+    >>> prog = compile_graph(x * w + 1, inputs=[x], params=[w])
+    >>> prog.forward([2.0])
+    7.0
+    """
+    if isinstance(outputs, Value):
+        outputs = [outputs]
+    return _build(list(outputs), list(inputs), list(params), penalty)
+
+
+def compile(fn, n_inputs, params=(), penalty=None, example=None):
+    """Trace ``fn`` on placeholder inputs and record it as a :class:`Program`.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(inputs)`` with ``inputs`` a list of ``n_inputs`` Values; returns a
+        Value or a list of Values (output 0 is the one differentiated and
+        reduced).  It may use the parameter Values directly (e.g. call a
+        model).
+    n_inputs : int
+        Number of per-sample inputs.
+    params : iterable of Value
+        The parameters (e.g. ``model.parameters()``).
+    penalty : callable, optional
+        ``penalty(params)`` -> Value depending on the parameters only; added
+        once to the reduced loss of ``batch``/``sgd_step`` (e.g.
+        ``lambda ps: 1e-4 * sum(p * p for p in ps)``).
+    example : sequence of float, optional
+        Values of the placeholders during the trace (default: all 1.0).
+        Only matters to eager-mode checks during tracing and to Python
+        control flow on ``.data`` (which is frozen at trace time).
+
+    Returns
+    -------
+    Program
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> w = fastgrad.Value(2.0)
+    >>> prog = fastgrad.compile(lambda x: (x[0] * w).relu() + x[1], 2, params=[w])
+    >>> prog.forward([3.0, 1.0]), prog.forward([-3.0, 1.0])
+    (7.0, 1.0)
+    >>> val, dx = prog.value_and_grad([3.0, 1.0])
+    >>> val, dx.tolist(), w.grad
+    (7.0, [2.0, 1.0], 3.0)
+    """
+    if isinstance(n_inputs, bool):
+        raise TypeError("compile: n_inputs must be an int, got bool")
+    try:
+        n_inputs = operator.index(n_inputs)
+    except TypeError:
+        raise TypeError("compile: n_inputs must be an int, got "
+                        f"{type(n_inputs).__name__}") from None
+    if n_inputs < 0:
+        raise ValueError(f"compile: n_inputs must be a non-negative int, got {n_inputs!r}")
+    if not callable(fn):
+        raise TypeError(f"compile: fn must be callable, got {type(fn).__name__}")
+    if not is_grad_enabled():
+        raise RuntimeError("compile: graph recording is off (inside no_grad() or "
+                           "set_grad_enabled(False)); tracing fn needs it on")
+    params = list(params)
+    if example is None:
+        example = [1.0] * n_inputs
+    example = list(example)
+    if len(example) != n_inputs:
+        raise ValueError(f"compile: example has {len(example)} values, expected "
+                         f"n_inputs={n_inputs}")
+    inputs = [Value(v) for v in example]
+    outs = fn(inputs)
+    if isinstance(outs, Value):
+        outs = [outs]
+    elif isinstance(outs, (list, tuple)):
+        outs = list(outs)
+    else:
+        raise TypeError("compile: fn must return a Value or a list of Values, "
+                        f"got {type(outs).__name__}")
+    pen = None
+    if penalty is not None:
+        pen = penalty(params)
+        if not isinstance(pen, Value):
+            raise TypeError("compile: penalty(params) must return a Value, got "
+                            f"{type(pen).__name__}")
+    return _build(outs, inputs, params, pen)
+
+
+def make_demo_step(model, alpha=1e-4):
+    """The micrograd demo's training step, compiled.
+
+    Records, per sample, micrograd's SVM "max-margin" loss
+    ``relu(1 - y * model(x))`` (inputs ``[x0, x1, y]``) and the model score,
+    with the penalty ``alpha * sum(p * p)``.  The returned
+    ``step(X, y, lr)`` replays the batch (loss = mean over rows + penalty),
+    leaves the gradient in each parameter's ``.grad`` (set, not added: as
+    ``model.zero_grad(); loss.backward()``), applies ``p.data -= lr * p.grad``
+    and returns ``(loss, accuracy)`` computed before the update, as
+    micrograd's demo reports them.
+
+    Parameters
+    ----------
+    model : fastgrad.nn.Module
+        A model with a scalar output taking 2 inputs (``MLP(2, [16, 16, 1])``).
+    alpha : float
+        L2 penalty weight.
+
+    Returns
+    -------
+    step : callable ``step(X, y, lr) -> (loss, accuracy)``
+        ``X`` of shape (B, 2), ``y`` of shape (B,) with labels -1/+1.
+        ``step.program`` is the underlying :class:`Program`.
+
+    Examples
+    --------
+    >>> import random; random.seed(1337)
+    >>> import numpy as np
+    >>> from fastgrad.nn import MLP
+    >>> from fastgrad.compiled import make_demo_step
+    >>> model = MLP(2, [16, 16, 1])
+    >>> step = make_demo_step(model)
+    >>> X = np.array([[0.0, 1.0], [1.0, 0.0]]); y = np.array([1.0, -1.0])
+    >>> loss, acc = step(X, y, 0.5)
+    """
+    import numpy as np
+    params = model.parameters()
+
+    def per_sample(inp):
+        x0, x1, yi = inp
+        score = model([x0, x1])
+        return [(1 + -yi * score).relu(), score]
+
+    prog = compile(per_sample, 3, params=params,
+                   penalty=lambda ps: alpha * sum(p * p for p in ps))
+    buf = {}
+
+    def step(X, y, lr):
+        X = np.asarray(X)
+        y = np.asarray(y)
+        if X.ndim != 2 or y.shape != (X.shape[0],):
+            raise ValueError("demo step: expected X of shape (B, 2) and y of "
+                             f"shape (B,), got {X.shape} and {y.shape}")
+        B = X.shape[0]
+        outs = buf.get(B)
+        if outs is None:
+            outs = buf[B] = np.empty((B, 2), np.float64)
+        loss = prog.sgd_step((X, y), lr, outputs=outs)
+        acc = float(np.mean((y > 0) == (outs[:, 1] > 0)))
+        return loss, acc
+
+    step.program = prog
+    return step
