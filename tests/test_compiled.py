@@ -578,3 +578,13 @@ def test_program_is_not_constructible_or_picklable(prog2):
         fastgrad.compiled.Program()
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(prog2)
+
+
+def test_node_with_user_backward_is_refused():
+    # a user _backward replaces an operator node's rule in eager mode; the
+    # replay only knows the rule, so compiling such a graph must be refused
+    a, b = Value(1.0), Value(2.0)
+    c = a * b
+    c._backward = lambda: None
+    with pytest.raises(ValueError, match="user _backward"):
+        fastgrad.compiled.compile_graph(c + a, inputs=[a], params=[b])

@@ -10,13 +10,14 @@
 from fastgrad.engine import Value, maximum, minimum, no_grad
 from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
+from fastgrad.compiled import compile, compile_graph
 from fastgrad import data, optim
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
+    "compile", "compile_graph",
     "optim", "data",
 ]
 __version__ = "0.1.0"
-from fastgrad.compiled import compile, compile_graph  # noqa: F401 (trace once, run many)

@@ -41,7 +41,8 @@ from libc.stdlib cimport free
 from libc.string cimport memset
 
 from fastgrad._rules cimport *
-from fastgrad._engine cimport Value, topo_order
+from fastgrad._engine cimport Value, topo_order, node_b, node_c
+from fastgrad._numgrad cimport Evaluator
 
 import numpy as np
 
@@ -776,15 +777,13 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
 # recording
 # ---------------------------------------------------------------------------
 
-# The only two places that read a node's second operand / constant.  On the
-# engine that stores them in one union (main), these become
-# ``node_b(v)`` / ``node_c(v)`` from fastgrad._engine.
+# The only two places that read a node's second operand / constant.
 cdef inline PyObject* _operand_b(Value v) noexcept:
-    return v._b
+    return node_b(v)
 
 
 cdef inline double _const_c(Value v) noexcept:
-    return v._c
+    return node_c(v)
 
 
 def _describe(Value v):
@@ -1054,6 +1053,12 @@ def build(outputs, inputs, params, penalty=None):
                         f"({_describe(v)}, op {v._op!r}) whose gradient is a "
                         "user _backward callable; such nodes cannot be "
                         "compiled (build it from Value operators instead)")
+                if (op != OP_LEAF and v._dict != NULL
+                        and '_backward' in <dict><object>v._dict):
+                    raise ValueError(
+                        f"compile: the {v._op!r} node {_describe(v)} has a "
+                        "user _backward replacing its derivative rule; a "
+                        "compiled program would ignore it, so it is refused")
                 if op == OP_LEAF:
                     if key in in_idx:
                         slot[key] = (True, in_idx[key])
@@ -1187,6 +1192,92 @@ def build(outputs, inputs, params, penalty=None):
     prog._busy = False
     prog.c_load_params()
     return prog
+
+
+# ---------------------------------------------------------------------------
+# num_grad / gradcheck of a Program (the protocol of fastgrad._numgrad)
+# ---------------------------------------------------------------------------
+
+cdef object _fd_vector(x, Py_ssize_t n, str what):
+    if (not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 1
+            or not x.flags.c_contiguous):
+        raise TypeError(f"num_grad: a compiled Program is differentiated with "
+                        f"respect to a 1-d C-contiguous float64 array of its {what}, "
+                        f"got {type(x).__name__} {getattr(x, 'dtype', '')} "
+                        f"{getattr(x, 'shape', '')}")
+    if x.shape[0] != n:
+        raise ValueError(f"num_grad: expected {what} of shape ({n},), got {x.shape}")
+    return x
+
+
+@cython.final
+cdef class _FDInputs(Evaluator):
+    """Output 0 as a function of the input vector (parameters fixed)."""
+    cdef Program prog
+    cdef const double[::1] x
+    cdef double[::1] theta
+
+    cdef double evaluate(self) noexcept nogil:
+        return self.prog.c_eval(&self.theta[0],
+                                &self.x[0] if self.x.shape[0] > 0 else NULL)
+
+    cdef int gradient(self, double[::1] out) except -1:
+        cdef Program p = self.prog
+        saved = [(<Value>v).grad for v in p._params]   # leave .grad alone
+        try:
+            _, gin = p.value_and_grad(np.asarray(self.x))
+        finally:
+            for v, g in zip(p._params, saved):
+                (<Value>v).grad = g
+        np.asarray(out)[:] = gin
+        return 0
+
+
+@cython.final
+cdef class _FDParams(Evaluator):
+    """Output 0 as a function of the parameter vector (input fixed)."""
+    cdef Program prog
+    cdef const double[::1] theta
+    cdef double[::1] x
+
+    cdef double evaluate(self) noexcept nogil:
+        return self.prog.c_eval(&self.theta[0] if self.theta.shape[0] > 0 else NULL,
+                                &self.x[0])
+
+    cdef int gradient(self, double[::1] out) except -1:
+        cdef Program p = self.prog
+        cdef Py_ssize_t i
+        saved = [((<Value>v).data, (<Value>v).grad) for v in p._params]
+        try:
+            for i in range(p.n_params):
+                (<Value>p._params[i]).data = self.theta[i]
+            p.value_and_grad(np.asarray(self.x)[:p.n_inputs], accumulate=False,
+                             param_grad=np.asarray(out))
+        finally:
+            for v, (d, g) in zip(p._params, saved):
+                (<Value>v).data = d
+                (<Value>v).grad = g
+        return 0
+
+
+class _WrtParams:
+    """``num_grad``/``gradcheck`` target: a Program's output 0 as a function of
+    its parameter vector at a fixed input (see Program.wrt_params)."""
+
+    def __init__(self, prog, x):
+        self.program = prog
+        self.x = x
+
+    def _fd_evaluator(self, theta):
+        cdef Program p = self.program
+        cdef _FDParams ev = _FDParams.__new__(_FDParams)
+        ev.theta = _fd_vector(theta, p.n_params, "parameters")
+        ev.x = np.append(self.x, 0.0)     # never empty (a pointer to pass)
+        ev.prog = p
+        return ev
+
+    def __call__(self, theta):
+        return self.program.eval_params(theta, self.x)
 
 
 # ---------------------------------------------------------------------------
@@ -1840,6 +1931,32 @@ cdef class Program:
                                &xv[0] if self.n_inputs else NULL)
         finally:
             self._busy = False
+
+    def _fd_evaluator(self, x):
+        """num_grad/gradcheck protocol (fastgrad._numgrad): output 0 as a
+        function of the input vector ``x``, evaluated in C."""
+        cdef _FDInputs ev = _FDInputs.__new__(_FDInputs)
+        ev.x = _fd_vector(x, self.n_inputs, "inputs")
+        self.c_load_params()
+        ev.theta = np.append(np.asarray(self.vs[:self.n_params]), 0.0)
+        ev.prog = self
+        return ev
+
+    def wrt_params(self, x):
+        """Output 0 at the fixed input ``x`` as a function of the parameters.
+
+        For ``fastgrad.num_grad(prog.wrt_params(x), theta)`` and
+        ``gradcheck``: the finite-difference loop runs in C.
+
+        Examples
+        --------
+        >>> import numpy as np, fastgrad
+        >>> w = fastgrad.Value(3.0)
+        >>> prog = fastgrad.compile(lambda v: v[0] * w * w, 1, params=[w])
+        >>> round(float(fastgrad.num_grad(prog.wrt_params([2.0]), np.array([3.0]))[0]), 6)
+        12.0
+        """
+        return _WrtParams(self, self._vector(x, "wrt_params")[0].reshape(-1))
 
     def param_values(self):
         """The parameters' current .data as a float64 array."""
