@@ -556,7 +556,7 @@ cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
     cdef const double* o = vb + io * ld
     cdef const double* g = gb + io * ld
     cdef bint acc_row = kind == K_BB
-    cdef const double* acc = vb + ia * ld if acc_row else o
+    cdef const double* acc = <const double*>(vb + ia * ld) if acc_row else o
     cdef double sacc = 0.0 if acc_row else vs[ia]
     cdef double s = vs[isc]
     cdef const double* x = vb + ib * ld
