@@ -798,14 +798,24 @@ def test_lr_sweep_eval_fn_ranks_by_validation():
         lr_sweep(lambda: [Value(0.0)], lambda ps: ps[0] * ps[0], lrs=[0.1], eval_fn=3)
 
 
-def test_pickling_a_value_optimizer_points_to_state_dict():
-    # fastgrad Values cannot be pickled (engine policy), so neither can an
-    # optimizer holding them: the message says what to do instead
-    opt = SGD([Value(1.0)], lr=0.1, momentum=0.9)
-    with pytest.raises(TypeError, match="state_dict"):
-        pickle.dumps(opt)
-    with pytest.raises(TypeError, match="state_dict"):
-        copy.deepcopy(opt)
+def test_pickling_a_model_with_its_value_optimizer_resumes_identically():
+    # pickled together, the model's parameters and the optimizer's stay the
+    # same objects, and training resumes exactly as the uninterrupted run
+    def loss(ps):
+        return (ps[0] * ps[1] - 3) ** 2 + ps[1].tanh()
+    ps = [Value(1.0), Value(-0.5)]
+    opt = SGD(ps, lr=0.05, momentum=0.9, nesterov=True)
+    for _ in range(3):
+        opt.zero_grad(); loss(ps).backward(); opt.step()
+    clones = [pickle.loads(pickle.dumps((ps, opt))), copy.deepcopy((ps, opt))]
+    for _ in range(4):
+        opt.zero_grad(); loss(ps).backward(); opt.step()
+    for clone_ps, clone_opt in clones:
+        assert all(a is b for a, b in zip(clone_opt.params, clone_ps))
+        assert all(a is not b for a, b in zip(clone_ps, ps))
+        for _ in range(4):
+            clone_opt.zero_grad(); loss(clone_ps).backward(); clone_opt.step()
+        assert [p.data for p in clone_ps] == [p.data for p in ps]
     # the array path pickles (with copies of its arrays), like a torch optimizer
     w, g = np.array([1.0, 2.0]), np.array([0.5, 0.5])
     opt = SGD.from_arrays([w], [g], lr=0.1)

@@ -339,19 +339,22 @@ class Optimizer:
         self._state = state
 
     def __getstate__(self):
+        state = dict(self.__dict__)
         if self._slots is not None:
-            raise TypeError(f"a {type(self).__name__} over fastgrad Values cannot "
-                            "be pickled or deep-copied (Values cannot); save "
-                            "opt.state_dict() and the parameters' .data instead")
+            # the C pointer table is rebuilt on load; the Values themselves
+            # pickle (pickled together with the model, they stay shared)
+            state["_slots"] = list(self._slots.values)
+            return state
         # the flat views are not pickled: numpy would unpickle them as
         # independent arrays; __setstate__ rebuilds them from the originals
-        state = dict(self.__dict__)
         params, grads = self._arrays[:2]
         state["_arrays"] = (params, grads)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if self._slots is not None:
+            self._slots = _optim.ValueSlots(self._slots)
         if self._arrays is not None:
             params, grads = self._arrays[:2]
             self._arrays = (params, grads, [p.reshape(-1) for p in params],
