@@ -8,6 +8,8 @@ import pytest
 import fastgrad.engine
 import fastgrad.nn
 
+from _expressions import micrograd_readme_expression
+
 mge = pytest.importorskip("micrograd.engine")
 mgnn = pytest.importorskip("micrograd.nn")
 
@@ -16,19 +18,7 @@ MICRO = (mge.Value, mgnn.MLP)
 
 
 def readme_expression(Value):
-    a = Value(-4.0)
-    b = Value(2.0)
-    c = a + b
-    d = a * b + b**3
-    c += c + 1
-    c += 1 + c + (-a)
-    d += d * 2 + (b + a).relu()
-    d += 3 * d + (b - a).relu()
-    e = c - d
-    f = e**2
-    g = f / 2.0
-    g += 10.0 / f
-    g.backward()
+    a, b, g = micrograd_readme_expression(Value)
     return g.data, a.grad, b.grad
 
 

@@ -14,6 +14,7 @@ import pytest
 import fastgrad.engine as E
 import fastgrad.reference as R
 from fastgrad.reference import MLP, Value, maximum, minimum, no_grad, zero_grad
+from _expressions import micrograd_readme_expression
 
 micrograd_engine = pytest.importorskip("micrograd.engine")
 micrograd_nn = pytest.importorskip("micrograd.nn")
@@ -33,31 +34,14 @@ def test_lecture_max_gate_example():
     assert [x.grad, y.grad, z.grad, w.grad] == [-8.0, 6.0, 2.0, 0.0]
 
 
-def _readme_expression(V):
-    a = V(-4.0)
-    b = V(2.0)
-    c = a + b
-    d = a * b + b**3
-    c += c + 1
-    c += 1 + c + (-a)
-    d += d * 2 + (b + a).relu()
-    d += 3 * d + (b - a).relu()
-    e = c - d
-    f = e**2
-    g = f / 2.0
-    g += 10.0 / f
-    g.backward()
-    return a, b, g
-
-
-def test_micrograd_readme_expression():
-    a, b, g = _readme_expression(Value)
+def test_microgradmicrograd_readme_expression():
+    a, b, g = micrograd_readme_expression(Value)
     # the figures printed in micrograd's README
     assert f"{g.data:.4f}" == "24.7041"
     assert f"{a.grad:.4f}" == "138.8338"
     assert f"{b.grad:.4f}" == "645.5773"
     # and micrograd itself agrees to rounding (its a/b is a * b**-1)
-    ma, mb, mg = _readme_expression(MValue)
+    ma, mb, mg = micrograd_readme_expression(MValue)
     assert g.data == pytest.approx(mg.data, rel=1e-13)
     assert a.grad == pytest.approx(ma.grad, rel=1e-13)
     assert b.grad == pytest.approx(mb.grad, rel=1e-13)
