@@ -85,3 +85,23 @@ def test_unpickling_rejects_bad_records():
         _rebuild_graph([])
     with pytest.raises(ValueError, match="op code"):
         _rebuild_graph([(1.0, 0.0, 99, 0, None, None, None)])
+
+
+def test_visit_stamps_do_not_collide_after_2_to_the_32_sorts():
+    # a node whose stamp is 2**32 sorts old must not be taken as visited
+    # (that would silently skip it and everything under it in backward)
+    from fastgrad._engine import _set_sort_epoch
+    try:
+        x = Value(3.0)
+        y = x * x              # y's stamp is set by the sort below
+        _set_sort_epoch(41)
+        y.backward()           # sort number 42
+        assert x.grad == 6.0
+        x.grad = y.grad = 0.0
+        _set_sort_epoch(41 + 2**32)   # next sort: low 32 bits equal 42 again
+        z = y + 1.0
+        z.backward()
+        assert y.grad == 1.0   # y (stamped 42 long ago) was still visited
+        assert x.grad == 6.0
+    finally:
+        _set_sort_epoch(0)

@@ -21,9 +21,11 @@ cdef class Value:
                               # OP_CUSTOM a tuple of operands
     cdef Operand2 _u          # read through node_b() / node_c()
     cdef PyObject* _dict      # instance dict (label, user attributes), lazy
-    cdef unsigned int _mark   # visit stamp of the last topological sort
+    cdef unsigned int _mark   # visit stamp of the last topological sort:
     cdef unsigned char _opcode
     cdef unsigned char _flags # FLAG_* below
+    cdef unsigned short _mark_hi  # its high 16 bits (48 in all, in what
+                                  # would otherwise be padding)
 
 cdef enum:
     FLAG_FLOAT_EXPONENT = 1   # x ** 2.0 (not x ** 2): _op is '**2.0' as micrograd

@@ -57,7 +57,7 @@ DEBUG_BUILD = bool(FASTGRAD_DEBUG)
 # ---------------------------------------------------------------------------
 
 cdef bint _grad_enabled = True   # see no_grad(); process-wide, not per thread
-cdef unsigned int _epoch = 0     # visit stamp of the current topological sort
+cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
 
 # Iterative deallocation: operands of dying nodes wait here (owned references)
 # until the outermost Value.__dealloc__ releases them one by one.
@@ -65,6 +65,12 @@ cdef PyObject** _grave = NULL
 cdef Py_ssize_t _grave_len = 0
 cdef Py_ssize_t _grave_cap = 0
 cdef bint _draining = False
+
+
+def _set_sort_epoch(unsigned long long epoch):
+    """Testing hook: set the counter behind topological-sort visit stamps."""
+    global _epoch
+    _epoch = epoch & 0xFFFFFFFFFFFF
 
 
 def is_grad_enabled():
@@ -733,6 +739,7 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     """
     global _epoch
     cdef unsigned int stamp
+    cdef unsigned short stamp_hi
     cdef size_t cap = 1024, scap = 1024
     cdef Py_ssize_t n = 0, sp = 0, j, nkids
     cdef PyObject** order = <PyObject**>malloc(cap * sizeof(PyObject*))
@@ -745,10 +752,13 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
         free(order)
         free(stack)
         raise MemoryError("backward: cannot allocate the topological sort")
-    _epoch += 1
-    if _epoch == 0:      # wrapped after 2**32 sorts: 0 is every new node's stamp
+    # 48-bit stamps: a node last sorted 2**48 sorts ago (centuries at a
+    # sort per nanosecond) is the only one that could be taken as visited
+    _epoch = (_epoch + 1) & 0xFFFFFFFFFFFF
+    if _epoch == 0:      # 0 is every new node's stamp
         _epoch = 1
-    stamp = _epoch
+    stamp = <unsigned int>(_epoch & 0xFFFFFFFF)
+    stamp_hi = <unsigned short>(_epoch >> 32)
     stack[0] = <size_t><PyObject*>root
     sp = 1
     while sp > 0:
@@ -764,9 +774,10 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
             n += 1
             continue
         v = <PyObject*>entry
-        if (<Value>v)._mark == stamp:
+        if (<Value>v)._mark == stamp and (<Value>v)._mark_hi == stamp_hi:
             continue
         (<Value>v)._mark = stamp
+        (<Value>v)._mark_hi = stamp_hi
         if (<Value>v)._opcode == OP_CUSTOM:
             nkids = len(<tuple>(<Value>v)._a)
         else:
@@ -785,7 +796,7 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
                 kid = <PyObject*>(<tuple>(<Value>v)._a)[j]
             else:
                 kid = kids[j]
-            if (<Value>kid)._mark != stamp:
+            if (<Value>kid)._mark != stamp or (<Value>kid)._mark_hi != stamp_hi:
                 stack[sp] = <size_t>kid
                 sp += 1
     free(stack)
