@@ -21,27 +21,11 @@ import numpy as np
 import pytest
 
 from fastgrad import Value, gradcheck, num_grad
+from fastgrad._benchcases import lecture_num_grad  # the lecture's nditer loop
 from fastgrad.nn import MLP
 
 N = 100_000
 TRIVIAL_F = operator.itemgetter(0)     # f(x) = x[0]: about the cheapest f there is
-
-
-def lecture_num_grad(f, x):
-    """The lecture's loop (Lecture 3, "Numerical Gradient"), verbatim."""
-    fx = f(x)
-    grad = np.zeros(x.shape)
-    h = 0.00001
-    it = np.nditer(x, flags=['multi_index'], op_flags=['readwrite'])
-    while not it.finished:
-        ix = it.multi_index
-        old_value = x[ix]
-        x[ix] = old_value + h
-        fxh = f(x)
-        x[ix] = old_value
-        grad[ix] = (fxh - fx) / h
-        it.iternext()
-    return grad
 
 
 def seconds(fn):
