@@ -12,7 +12,7 @@ Design, in five lines:
     module-level stack that the outermost dealloc drains (no C recursion).
 """
 cimport cython
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, Py_TYPE
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
@@ -22,6 +22,7 @@ from libc.math cimport isfinite, isnan, floor, isinf
 from fastgrad._rules cimport *
 
 import numbers
+import sys
 
 cdef extern from "Python.h":
     double PyLong_AsDouble(object) except? -1.0
@@ -67,6 +68,34 @@ cdef extern from *:
             t = fastgrad_tracked_type;
         return fastgrad_value_new_orig(t, a, k);
     }
+    /* Python 3.9 refuses attribute assignment on any non-heap type (3.10+
+       checks Py_TPFLAGS_IMMUTABLETYPE, which we clear instead).  On 3.9
+       Value's metatype is a subclass of type whose setattr marks Value as
+       a heap type for the duration of type's own setattr (which stores the
+       attribute and updates the slots, as for a Python class).  The caller
+       keeps the garbage collector off meanwhile (type_is_gc looks at that
+       flag). */
+    static int fastgrad_meta_setattro(PyObject *type, PyObject *name, PyObject *value) {
+        PyTypeObject *t = (PyTypeObject *)type;
+        int r;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            return PyType_Type.tp_setattro(type, name, value);
+        t->tp_flags |= Py_TPFLAGS_HEAPTYPE;
+        r = PyType_Type.tp_setattro(type, name, value);
+        t->tp_flags &= ~Py_TPFLAGS_HEAPTYPE;
+        return r;
+    }
+    static int fastgrad_meta_set(PyObject *type, PyObject *name, PyObject *value, int del) {
+        return fastgrad_meta_setattro(type, name, del ? NULL : value);
+    }
+    static int fastgrad_install_meta(PyObject *value, PyObject *meta) {
+        /* meta: a Python subclass of type (same layout as type) */
+        PyTypeObject *old = Py_TYPE(value);
+        Py_INCREF(meta);
+        Py_SET_TYPE(value, (PyTypeObject *)meta);
+        Py_DECREF(old);
+        return 0;
+    }
     static int fastgrad_install_new(PyObject *value, PyObject *tracked) {
         PyTypeObject *v = (PyTypeObject *)value;
         fastgrad_value_type = v;
@@ -88,6 +117,8 @@ cdef extern from *:
     int FASTGRAD_DEBUG
     unsigned long Py_TPFLAGS_IMMUTABLETYPE
     int fastgrad_install_new(object value, object tracked) except -1
+    int fastgrad_install_meta(object value, object meta) except -1
+    int fastgrad_meta_set(object type, object name, object value, int delete) except -1
 
 #: True in a FASTGRAD_CYTHON_DEBUG=1 build (bounds/initialisation checks on)
 DEBUG_BUILD = bool(FASTGRAD_DEBUG)
@@ -239,6 +270,16 @@ cdef int _check_unary(int op, double a) except -1:
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
     return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+cdef PyObject* _tracked_type = NULL    # _TrackedValue, set at import
+
+
+cdef inline bint _user_subclass(object x) noexcept:
+    """x is an instance of a user's subclass of Value (not Value itself, nor
+    the tracked variant that ``Value(...)`` returns)."""
+    cdef PyObject* t = <PyObject*>Py_TYPE(x)
+    return t != <PyObject*>Value and t != _tracked_type
 
 
 cdef Value _alloc_plain():
@@ -481,6 +522,10 @@ cdef class Value:
         return (_rebuild_graph, (_graph_records(self),))
 
     # -- operators ---------------------------------------------------------
+    # On a user's subclass the derived operators (-, /, unary -, reflected
+    # + and *) are micrograd's compositions of + * and **, so that a
+    # subclass overriding those primitives sees them used, as in micrograd;
+    # Value itself computes each in one node.
 
     def __add__(self, other):
         cdef double c
@@ -492,12 +537,16 @@ cdef class Value:
 
     def __radd__(self, other):           # other + self
         cdef double c
+        if _user_subclass(self):
+            return self + other          # micrograd: through the subclass's +
         if _as_number(other, &c):
             return _with_const(OP_ADDC, self, c)
         return NotImplemented
 
     def __sub__(self, other):
         cdef double c
+        if _user_subclass(self):
+            return self + (-other)       # micrograd's definition
         if isinstance(other, Value):
             return _binary(OP_SUB, self, <Value>other)
         if _as_number(other, &c):
@@ -506,6 +555,8 @@ cdef class Value:
 
     def __rsub__(self, other):           # other - self
         cdef double c
+        if _user_subclass(self):
+            return other + (-self)
         if _as_number(other, &c):
             return _with_const(OP_RSUBC, self, c)
         return NotImplemented
@@ -520,12 +571,16 @@ cdef class Value:
 
     def __rmul__(self, other):           # other * self
         cdef double c
+        if _user_subclass(self):
+            return self * other
         if _as_number(other, &c):
             return _with_const(OP_MULC, self, c)
         return NotImplemented
 
     def __truediv__(self, other):
         cdef double c
+        if _user_subclass(self):
+            return self * other ** -1
         if isinstance(other, Value):
             _check_div(self.data, (<Value>other).data)
             return _binary(OP_DIV, self, <Value>other)
@@ -536,6 +591,8 @@ cdef class Value:
 
     def __rtruediv__(self, other):       # other / self
         cdef double c
+        if _user_subclass(self):
+            return other * self ** -1
         if _as_number(other, &c):
             _check_div(c, self.data)
             return _with_const(OP_RDIVC, self, c)
@@ -566,6 +623,8 @@ cdef class Value:
         return NotImplemented
 
     def __neg__(self):                   # self * -1, as micrograd
+        if _user_subclass(self):
+            return self * -1
         return _with_const(OP_MULC, self, -1.0)
 
     def __abs__(self):
@@ -785,6 +844,26 @@ cdef int _value_clear(PyObject* o) noexcept:
     return 0
 
 
+class _ValueType(type):
+    # Value's metatype on Python 3.9 only (see fastgrad_meta_setattro)
+    def __setattr__(cls, name, value):
+        _set_type_attr(cls, name, value, False)
+
+    def __delattr__(cls, name):
+        _set_type_attr(cls, name, None, True)
+
+
+def _set_type_attr(cls, name, value, bint delete):
+    import gc
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        fastgrad_meta_set(cls, name, value, delete)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class _TrackedValue(Value):
     # what ``Value(...)`` returns when called from Python: a Value whose
     # cycles the garbage collector can see (see above)
@@ -800,6 +879,10 @@ cdef int _install_value_type() except -1:
     _TrackedValue.__qualname__ = "Value"
     _TrackedValue.__doc__ = Value.__doc__
     fastgrad_install_new(Value, _TrackedValue)
+    global _tracked_type
+    _tracked_type = <PyObject*>_TrackedValue    # kept alive by the module
+    if sys.version_info < (3, 10):
+        fastgrad_install_meta(Value, _ValueType)
     PyType_Modified(t)
     PyType_Modified(<PyTypeObject*>_TrackedValue)
     return 0
