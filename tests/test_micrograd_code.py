@@ -8,6 +8,7 @@ itself is the oracle wherever it can run the same code.
 """
 import gc
 import math
+import os
 import pickle
 import random
 import subprocess
@@ -471,8 +472,11 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 def test_hand_built_idiom_memory_stays_flat():
     # 10,000 training steps of the lecture's MLP with hand-built tanh nodes
     # (each one a cycle node -> _backward -> node): RSS must not grow
+    env = dict(os.environ)
+    if "ASAN_OPTIONS" in env:       # sanitizer build: no quarantine of freed memory
+        env["ASAN_OPTIONS"] += ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
     proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, "10000"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     start, end = map(float, proc.stdout.split())
     assert end - start < 5.0, f"RSS grew from {start:.1f} MB to {end:.1f} MB"
