@@ -432,11 +432,9 @@ def test_micrograd_frees_hand_built_closure_graphs():
     assert ref() is None
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Value is no_gc, so a "
-                   "hand-built node whose _backward closure refers to the node "
-                   "(micrograd's idiom) is an uncollectable cycle: the node and "
-                   "its whole subgraph leak")
 def test_hand_built_closure_graph_is_freed():
+    # Value(...) called from Python makes a GC-tracked node, so the cycle
+    # node -> dict -> _backward closure -> node is collected as in micrograd
     s = _Sentinel()
     ref = weakref.ref(s)
     _closure_graph(Value, s)

@@ -12,7 +12,7 @@ Design, in five lines:
     module-level stack that the outermost dealloc drains (no C recursion).
 """
 cimport cython
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, Py_TYPE
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
@@ -22,12 +22,19 @@ from libc.math cimport isfinite, isnan, floor, isinf
 from fastgrad._rules cimport *
 
 import numbers
+import sys
 
 cdef extern from "Python.h":
     double PyLong_AsDouble(object) except? -1.0
+    ctypedef int (*visitproc)(PyObject*, void*) noexcept
+    ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
+    ctypedef int (*inquiry)(PyObject*) noexcept
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
         PyObject* tp_dict
+        unsigned long tp_flags
+        traverseproc tp_traverse
+        inquiry tp_clear
     void PyType_Modified(PyTypeObject*)
     ctypedef object (*getter)(object, void*)
     ctypedef int (*setter)(object, object, void*) except -1
@@ -46,8 +53,72 @@ cdef extern from *:
     #ifndef FASTGRAD_DEBUG
     #define FASTGRAD_DEBUG 0
     #endif
+    #ifndef Py_TPFLAGS_IMMUTABLETYPE  /* Python < 3.10 */
+    #define Py_TPFLAGS_IMMUTABLETYPE 0
+    #endif
+
+    /* Value(...) called from Python allocates the GC-tracked subtype (see
+       _install_value_type); the engine's own nodes are allocated by calling
+       Cython's tp_new function directly and stay untracked. */
+    static newfunc fastgrad_value_new_orig = NULL;
+    static PyTypeObject *fastgrad_value_type = NULL;
+    static PyTypeObject *fastgrad_tracked_type = NULL;
+    static PyObject *fastgrad_value_new(PyTypeObject *t, PyObject *a, PyObject *k) {
+        if (t == fastgrad_value_type && fastgrad_tracked_type != NULL)
+            t = fastgrad_tracked_type;
+        return fastgrad_value_new_orig(t, a, k);
+    }
+    /* Python 3.9 refuses attribute assignment on any non-heap type (3.10+
+       checks Py_TPFLAGS_IMMUTABLETYPE, which we clear instead).  On 3.9
+       Value's metatype is a subclass of type whose setattr marks Value as
+       a heap type for the duration of type's own setattr (which stores the
+       attribute and updates the slots, as for a Python class).  The caller
+       keeps the garbage collector off meanwhile (type_is_gc looks at that
+       flag). */
+    static int fastgrad_meta_setattro(PyObject *type, PyObject *name, PyObject *value) {
+        PyTypeObject *t = (PyTypeObject *)type;
+        int r;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            return PyType_Type.tp_setattro(type, name, value);
+        t->tp_flags |= Py_TPFLAGS_HEAPTYPE;
+        r = PyType_Type.tp_setattro(type, name, value);
+        t->tp_flags &= ~Py_TPFLAGS_HEAPTYPE;
+        return r;
+    }
+    static int fastgrad_meta_set(PyObject *type, PyObject *name, PyObject *value, int del) {
+        return fastgrad_meta_setattro(type, name, del ? NULL : value);
+    }
+    static int fastgrad_install_meta(PyObject *value, PyObject *meta) {
+        /* meta: a Python subclass of type (same layout as type) */
+        PyTypeObject *old = Py_TYPE(value);
+        Py_INCREF(meta);
+        Py_SET_TYPE(value, (PyTypeObject *)meta);
+        Py_DECREF(old);
+        return 0;
+    }
+    static int fastgrad_install_new(PyObject *value, PyObject *tracked) {
+        PyTypeObject *v = (PyTypeObject *)value;
+        fastgrad_value_type = v;
+        Py_INCREF(tracked);
+        fastgrad_tracked_type = (PyTypeObject *)tracked;
+        if (fastgrad_value_new_orig == NULL) {
+            fastgrad_value_new_orig = v->tp_new;
+            v->tp_new = fastgrad_value_new;
+        }
+    #if PY_VERSION_HEX >= 0x03090000
+        /* Cython calls the type through a vectorcall that skips tp_new */
+        v->tp_vectorcall = NULL;
+    #endif
+        /* the subtype was created before the patch and copied the slot */
+        ((PyTypeObject *)tracked)->tp_new = fastgrad_value_new;
+        return 0;
+    }
     """
     int FASTGRAD_DEBUG
+    unsigned long Py_TPFLAGS_IMMUTABLETYPE
+    int fastgrad_install_new(object value, object tracked) except -1
+    int fastgrad_install_meta(object value, object meta) except -1
+    int fastgrad_meta_set(object type, object name, object value, int delete) except -1
 
 #: True in a FASTGRAD_CYTHON_DEBUG=1 build (bounds/initialisation checks on)
 DEBUG_BUILD = bool(FASTGRAD_DEBUG)
@@ -201,6 +272,83 @@ cdef Value _unary(int op, Value a):
     return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
 
 
+cdef PyObject* _tracked_type = NULL    # _TrackedValue, set at import
+
+
+cdef inline bint _user_subclass(object x) noexcept:
+    """x is an instance of a user's subclass of Value (not Value itself, nor
+    the tracked variant that ``Value(...)`` returns)."""
+    cdef PyObject* t = <PyObject*>Py_TYPE(x)
+    return t != <PyObject*>Value and t != _tracked_type
+
+
+cdef Value _alloc_plain():
+    """A plain (untracked) Value, outside the operators' hot path.
+
+    new_node() is the only other place that calls Cython's allocator
+    directly: with more call sites gcc stops inlining it there (callgrind,
+    5 demo steps: +4.2M instructions).
+    """
+    return Value.__new__(Value)
+
+
+cdef Value _leaf(double x):
+    """A plain (untracked) leaf, as the engine's own nodes are."""
+    cdef Value v = _alloc_plain()
+    v.data = x
+    return v
+
+
+cdef int _materialize_const(Value v) except -1:
+    """Turn a *C node (``x * 2``, ``2 - x`` ...) into the two-operand form of
+    its op with the constant as a leaf child (``x * Value(2)``, ...).
+
+    Forward value and every gradient rule are the same expressions (see
+    op_forward/op_backward), so nothing the user sees changes except that
+    the constant is now a Value that receives a gradient.  Only done when
+    ``_prev`` is read: nodes whose operands are never inspected keep the
+    compact form (no extra object, no extra work in backward).
+    """
+    cdef int op = v._opcode
+    cdef Value k = _leaf(v._u.c)
+    cdef PyObject* a = v._a
+    cdef int new_op
+    cdef bint const_first
+    cdef double saved
+    cdef Value other
+    if op == OP_ADDC:               # x + c (also x - c, stored as x + -c)
+        new_op, const_first = OP_ADD, False
+    elif op == OP_MULC:             # x * c (also -x = x * -1)
+        new_op, const_first = OP_MUL, False
+    elif op == OP_DIVC:             # x / c
+        new_op, const_first = OP_DIV, False
+    elif op == OP_RSUBC:            # c - x
+        new_op, const_first = OP_SUB, True
+    elif op == OP_RDIVC:            # c / x
+        new_op, const_first = OP_DIV, True
+    elif op == OP_RPOWC:            # c ** x
+        new_op, const_first = OP_POW, True
+    else:
+        return 0
+    Py_INCREF(k)                    # owned by the node from now on
+    v._opcode = new_op
+    if const_first:
+        v._a = <PyObject*>k
+        v._u.b = a
+    else:
+        v._u.b = <PyObject*>k
+    if v.grad != 0.0 and not (v._dict != NULL and '_backward' in <dict>v._dict):
+        # read after backward(): give the leaf what backward() would have
+        # given it (d node / d constant times the node's gradient).  Through
+        # _apply_rule, not op_backward: a third inlined copy of op_backward
+        # made gcc stop inlining it in the backward sweep (+16% instructions)
+        other = <Value>(v._u.b if const_first else v._a)
+        saved = other.grad
+        _apply_rule(v)
+        other.grad = saved
+    return 0
+
+
 cdef dict _OP_NAMES = {
     OP_LEAF: '', OP_ADD: '+', OP_SUB: '-', OP_MUL: '*', OP_DIV: '/',
     OP_POW: '**', OP_MAX: 'max', OP_MIN: 'min',
@@ -215,7 +363,6 @@ cdef dict _OP_NAMES = {
 # the Value type
 # ---------------------------------------------------------------------------
 
-@cython.final
 @cython.no_gc
 @cython.freelist(256)
 cdef class Value:
@@ -334,21 +481,24 @@ cdef class Value:
         """The set of operand Values (micrograd's ``_prev``).
 
         A constant operand (``x * 2``) is stored inside the node, not as a
-        Value; it is shown here as a fresh leaf Value so that graph drawings
-        look like micrograd's.
+        Value, until ``_prev`` is first read: then it becomes a leaf Value
+        child of the node for good (the node turns into the two-operand form
+        of its op, same value and same gradients), so every later read gives
+        the same objects and ``backward()`` gives that leaf its gradient, as
+        micrograd does.  The exponent of ``x ** k`` stays a number (micrograd
+        keeps it out of ``_prev`` too).
         """
         cdef int op = self._opcode
         if op == OP_LEAF:
             return set()
         if op == OP_CUSTOM:
             return set(<tuple>self._a)
+        if op_has_const(op) and op != OP_POWC:
+            _materialize_const(self)
+            op = self._opcode
         prev = {<Value>self._a}
         if op_is_binary(op):
             prev.add(<Value>self._u.b)
-        elif op_has_const(op) and op != OP_POWC:
-            # micrograd wraps a constant operand in a leaf Value, except the
-            # exponent of x ** k, which it keeps as a plain number
-            prev.add(Value(self._u.c))
         return prev
 
     def _backward(self):
@@ -372,6 +522,10 @@ cdef class Value:
         return (_rebuild_graph, (_graph_records(self),))
 
     # -- operators ---------------------------------------------------------
+    # On a user's subclass the derived operators (-, /, unary -, reflected
+    # + and *) are micrograd's compositions of + * and **, so that a
+    # subclass overriding those primitives sees them used, as in micrograd;
+    # Value itself computes each in one node.
 
     def __add__(self, other):
         cdef double c
@@ -383,12 +537,16 @@ cdef class Value:
 
     def __radd__(self, other):           # other + self
         cdef double c
+        if _user_subclass(self):
+            return self + other          # micrograd: through the subclass's +
         if _as_number(other, &c):
             return _with_const(OP_ADDC, self, c)
         return NotImplemented
 
     def __sub__(self, other):
         cdef double c
+        if _user_subclass(self):
+            return self + (-other)       # micrograd's definition
         if isinstance(other, Value):
             return _binary(OP_SUB, self, <Value>other)
         if _as_number(other, &c):
@@ -397,6 +555,8 @@ cdef class Value:
 
     def __rsub__(self, other):           # other - self
         cdef double c
+        if _user_subclass(self):
+            return other + (-self)
         if _as_number(other, &c):
             return _with_const(OP_RSUBC, self, c)
         return NotImplemented
@@ -411,12 +571,16 @@ cdef class Value:
 
     def __rmul__(self, other):           # other * self
         cdef double c
+        if _user_subclass(self):
+            return self * other
         if _as_number(other, &c):
             return _with_const(OP_MULC, self, c)
         return NotImplemented
 
     def __truediv__(self, other):
         cdef double c
+        if _user_subclass(self):
+            return self * other ** -1
         if isinstance(other, Value):
             _check_div(self.data, (<Value>other).data)
             return _binary(OP_DIV, self, <Value>other)
@@ -427,6 +591,8 @@ cdef class Value:
 
     def __rtruediv__(self, other):       # other / self
         cdef double c
+        if _user_subclass(self):
+            return other * self ** -1
         if _as_number(other, &c):
             _check_div(c, self.data)
             return _with_const(OP_RDIVC, self, c)
@@ -457,6 +623,8 @@ cdef class Value:
         return NotImplemented
 
     def __neg__(self):                   # self * -1, as micrograd
+        if _user_subclass(self):
+            return self * -1
         return _with_const(OP_MULC, self, -1.0)
 
     def __abs__(self):
@@ -505,9 +673,31 @@ cdef class Value:
         _backward_from(self)
 
 
+cdef object _node_kind(Value v):
+    """How _rebuild_graph allocates v: 0 a plain Value (made by an operator),
+    1 a Value made by calling Value(...) (GC-tracked), else v's own class."""
+    cls = type(v)
+    if cls is Value:
+        return 0
+    if cls is _TrackedValue:
+        return 1
+    return cls
+
+
+cdef Value _new_of_kind(object kind):
+    if kind is None or kind == 0:
+        return _alloc_plain()
+    if kind == 1:
+        kind = _TrackedValue
+    if isinstance(kind, type) and issubclass(kind, Value):
+        return _value_new(kind)
+    raise ValueError("cannot unpickle a Value: the node class must be a "
+                     f"subclass of Value, got {kind!r:.60}")
+
+
 cdef list _graph_records(Value root):
-    """[(data, grad, op, flags, a, b_or_c, dict), ...] in topological order;
-    operand fields are indices into the list."""
+    """[(data, grad, op, flags, a, b_or_c, dict, kind), ...] in topological
+    order; operand fields are indices into the list, kind as _node_kind."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t n = topo_order(root, &order), i
     cdef Value v
@@ -518,17 +708,18 @@ cdef list _graph_records(Value root):
             v = <Value>order[i]
             index[<size_t>order[i]] = i
             d = <object>v._dict if v._dict != NULL else None
+            kind = _node_kind(v)
             if v._opcode == OP_LEAF:
-                records.append((v.data, v.grad, OP_LEAF, v._flags, None, None, d))
+                records.append((v.data, v.grad, OP_LEAF, v._flags, None, None, d, kind))
             elif v._opcode == OP_CUSTOM:
                 kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
-                records.append((v.data, v.grad, OP_CUSTOM, v._flags, kids, None, d))
+                records.append((v.data, v.grad, OP_CUSTOM, v._flags, kids, None, d, kind))
             elif op_is_binary(v._opcode):
                 records.append((v.data, v.grad, v._opcode, v._flags,
-                                index[<size_t>v._a], index[<size_t>v._u.b], d))
+                                index[<size_t>v._a], index[<size_t>v._u.b], d, kind))
             else:
                 records.append((v.data, v.grad, v._opcode, v._flags,
-                                index[<size_t>v._a], v._u.c, d))
+                                index[<size_t>v._a], v._u.c, d, kind))
     finally:
         free(order)
     return records
@@ -542,10 +733,13 @@ def _rebuild_graph(list records):
     cdef tuple kids
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
-    for data, grad, op, flags, a, bc, d in records:
+    for rec in records:
+        # 7 fields: pickled by fastgrad 0.1.0 (no node class)
+        data, grad, op, flags, a, bc, d = rec[:7]
+        kind = rec[7] if len(rec) > 7 else 0
         if not 0 <= op <= OP_CUSTOM:
             raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
-        v = Value.__new__(Value)
+        v = _new_of_kind(kind)
         v.data = data
         v.grad = grad
         v._opcode = op
@@ -574,7 +768,7 @@ cdef int _enable_instance_dict() except -1:
     # collections).  Instead the type points tp_dictoffset at the _dict slot,
     # and CPython's generic getattr/setattr create the dict on first use.
     # Measured on the demo step: 10.3 ms -> see commit message.
-    cdef Value probe = Value.__new__(Value)
+    cdef Value probe = _alloc_plain()
     cdef Py_ssize_t off = <char*>&probe._dict - <char*><PyObject*>probe
     (<PyTypeObject*>Value).tp_dictoffset = off
     # and a __dict__ attribute, so vars(v) and v.__dict__ work
@@ -593,6 +787,113 @@ cdef PyGetSetDef _dict_getset
 _enable_instance_dict()
 
 
+# ---------------------------------------------------------------------------
+# Value as a Python class: extendable, subclassable, cycles collected
+# ---------------------------------------------------------------------------
+#
+# micrograd code extends Value by assignment (``Value.tanh = tanh``),
+# subclasses it, and builds nodes by hand whose ``_backward`` closure refers
+# to the node itself (a reference cycle through the instance dict).
+#
+# * The type is made mutable (CPython marks static types immutable).
+# * Value is not GC-tracked: a GC header would add 16 bytes to every node
+#   (64 -> 80) and collections would walk whole graphs.  The nodes that can
+#   sit in a cycle are the ones user code creates: ``Value(...)`` called from
+#   Python (leaves, hand-built nodes) and instances of user subclasses.  So
+#   ``Value(...)`` called from Python allocates ``_TrackedValue``, a
+#   GC-tracked subclass with the same layout and name; operators, maximum()
+#   and friends allocate plain Values by calling Cython's allocator directly.
+#   tp_traverse/tp_clear below let the collector see and break cycles
+#   through a tracked node's dict and operands.
+
+cdef int _value_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+    # operands that are plain Values are not GC objects: the collector
+    # ignores them, which is right (they cannot hold a cycle's only edge
+    # back to a tracked node except through a tracked dict or tuple)
+    cdef PyObject* p = (<Value>o)._dict
+    cdef int r
+    if p != NULL:
+        r = visit(p, arg)
+        if r:
+            return r
+    p = (<Value>o)._a
+    if p != NULL:
+        r = visit(p, arg)
+        if r:
+            return r
+    p = node_b(<Value>o)
+    if p != NULL:
+        return visit(p, arg)
+    return 0
+
+
+cdef int _value_clear(PyObject* o) noexcept:
+    # break cycles: drop the instance dict (user attributes, a hand-built
+    # node's ``_backward``) and a hand-built node's operand tuple; op nodes
+    # keep their operands (plain Values cannot be in a cycle by themselves)
+    cdef PyObject* p = (<Value>o)._dict
+    if p != NULL:
+        (<Value>o)._dict = NULL
+        Py_DECREF(<object>p)
+    if (<Value>o)._opcode == OP_CUSTOM:
+        p = (<Value>o)._a
+        (<Value>o)._a = NULL
+        (<Value>o)._opcode = OP_LEAF
+        if p != NULL:
+            Py_DECREF(<object>p)
+    return 0
+
+
+class _ValueType(type):
+    # Value's metatype on Python 3.9 only (see fastgrad_meta_setattro)
+    def __setattr__(cls, name, value):
+        _set_type_attr(cls, name, value, False)
+
+    def __delattr__(cls, name):
+        _set_type_attr(cls, name, None, True)
+
+
+def _set_type_attr(cls, name, value, bint delete):
+    import gc
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        fastgrad_meta_set(cls, name, value, delete)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _TrackedValue(Value):
+    # what ``Value(...)`` returns when called from Python: a Value whose
+    # cycles the garbage collector can see (see above)
+    __slots__ = ()
+
+
+cdef int _install_value_type() except -1:
+    cdef PyTypeObject* t = <PyTypeObject*>Value
+    t.tp_traverse = _value_traverse
+    t.tp_clear = _value_clear
+    t.tp_flags &= ~Py_TPFLAGS_IMMUTABLETYPE
+    _TrackedValue.__name__ = "Value"
+    _TrackedValue.__qualname__ = "Value"
+    _TrackedValue.__doc__ = Value.__doc__
+    fastgrad_install_new(Value, _TrackedValue)
+    global _tracked_type
+    _tracked_type = <PyObject*>_TrackedValue    # kept alive by the module
+    if sys.version_info < (3, 10):
+        fastgrad_install_meta(Value, _ValueType)
+    PyType_Modified(t)
+    PyType_Modified(<PyTypeObject*>_TrackedValue)
+    return 0
+
+
+_install_value_type()
+# Value.__new__ through Python (the subclass-aware path), kept out of the
+# C call sites of Cython's allocator (see _alloc_plain)
+_value_new = getattr(Value, "__new__")
+
+
 cdef str _fmt_exponent(double c):
     # micrograd writes f'**{other}': '**2' for x**2, '**-1' for x**-1
     if floor(c) == c and -1e15 < c < 1e15:
@@ -607,7 +908,7 @@ cdef str _fmt_exponent(double c):
 cdef Value _as_value(object x, str where):
     if isinstance(x, Value):
         return <Value>x
-    return Value(_to_double(x, where))
+    return _leaf(_to_double(x, where))
 
 
 def maximum(a, b):

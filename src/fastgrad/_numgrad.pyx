@@ -145,7 +145,7 @@ cdef inline double _scalar(object r, bint* is32, str where) except? -1.0:
     # 590 ns when every result goes through _scalar_slow's isinstance checks.
     if PyFloat_Check(r):
         return PyFloat_AS_DOUBLE(r)
-    if type(r) is Value:
+    if isinstance(r, Value):
         return (<Value>r).data
     return _scalar_slow(r, is32, where)
 
@@ -395,7 +395,7 @@ def fd_values(object f, object x, tuple args, tuple items, double h, bint centra
     for k in range(n):
         item = items[k]
         fp32 = False
-        if type(item) is Value:
+        if isinstance(item, Value):
             v = <Value>item
             memcpy(saved, &v.data, sizeof(double))
             old = v.data

@@ -97,7 +97,7 @@ def _check_array(x, where):
 
 def _is_value(v):
     """A fastgrad Value, or a Value of another engine (micrograd, reference)."""
-    if type(v) is Value:
+    if isinstance(v, Value):
         return True
     return (isinstance(getattr(v, "data", None), numbers.Real)
             and hasattr(v, "grad") and callable(getattr(v, "backward", None)))
@@ -223,7 +223,7 @@ def num_grad(f, x, h=1e-5, method="central"):
 
 def _graph(root):
     """Every Value the backward pass from root can touch."""
-    if type(root) is Value:
+    if isinstance(root, Value):
         return _numgrad.graph_nodes(root)
     seen, nodes, stack = set(), [], [root]
     while stack:
@@ -353,7 +353,7 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
         items = _value_items(inputs, where, "inputs")
         if not items:
             raise ValueError(f"{where}: inputs is empty; pass the Values to check")
-        fastgrad_only = all(type(v) is Value for v in items)
+        fastgrad_only = all(isinstance(v, Value) for v in items)
         # record a graph for backward() even inside the user's no_grad block,
         # then none for the 2*len(items) numerical evaluations
         previous = set_grad_enabled(True) if fastgrad_only else None
