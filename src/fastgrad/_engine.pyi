@@ -1,7 +1,5 @@
 """Type stubs for the compiled fastgrad._engine module."""
-from typing import Any, Iterable, Sequence, SupportsFloat, Union
-
-
+from typing import Callable, Iterable, Sequence, SupportsFloat, Union
 
 Number = Union[int, float, bool, SupportsFloat]
 Operand = Union["Value", Number]
@@ -10,6 +8,9 @@ class Value:
     data: float
     grad: float
     label: str
+    # micrograd's per-node hook: a method that applies the node's rule, and a
+    # plain attribute you may assign on a hand-built node (``out._backward = fn``)
+    _backward: Callable[[], None]
     __array_ufunc__: None
     def __init__(self, data: Number, _children: Iterable[Value] = ..., _op: str = ...,
                  label: str = ...) -> None: ...
@@ -17,8 +18,10 @@ class Value:
     def _op(self) -> str: ...
     @property
     def _prev(self) -> set[Value]: ...
-    def _backward(self) -> None: ...
-    def __getattr__(self, name: str) -> Any: ...  # user attributes
+    # No __getattr__: a misspelt attribute (``v.lable``) is a mypy error.  Your own
+    # attributes still work at run time (a Value has an instance dict); tell mypy
+    # with ``setattr(v, "name", x)`` / ``getattr`` or ``# type: ignore[attr-defined]``.
+    def __reduce__(self) -> tuple[object, ...]: ...
     def __add__(self, other: Operand) -> Value: ...
     def __radd__(self, other: Number) -> Value: ...
     def __sub__(self, other: Operand) -> Value: ...

@@ -10,9 +10,12 @@ ArrayLike = npt.ArrayLike
 Inputs = Union[ArrayLike, tuple[ArrayLike, ...]]
 
 class Program:
-    n_inputs: int
-    n_outputs: int
-    n_params: int
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def n_params(self) -> int: ...
     @property
     def params(self) -> tuple[Value, ...]: ...
     @property
