@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
@@ -161,7 +161,7 @@ class Case:
     make: Callable[[str, Dict[str, Any]], Runner]
     plan: Callable[[str], List[Pair]]
     kind: str = "time"             # "time" or "memory"
-    targets: Dict[Optional[str], tuple] = dataclasses.field(default_factory=dict)
+    targets: Dict[Optional[str], Tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     rtol: float = 1e-9
     atol: float = 1e-12
     # for rows without a baseline: result -> error message or None
@@ -280,7 +280,8 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
     previous round's garbage pending for the collector, which then runs as
     it does for users.
     """
-    fast_times, base_times = [], []
+    fast_times: List[float] = []
+    base_times: List[float] = []
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
     was_enabled = gc.isenabled()
     if gc_off:
@@ -372,7 +373,7 @@ def demo_weights(nin=2, nouts=(16, 16, 1), seed=1337):
     """
     rng = random.Random(seed)
     sizes = [nin] + list(nouts)
-    flat = []
+    flat: List[float] = []
     for i in range(len(nouts)):
         for _ in range(sizes[i + 1]):
             flat.extend(rng.uniform(-1, 1) for _ in range(sizes[i]))
@@ -510,7 +511,7 @@ def engine(name):
             return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
 
         eng = _Engine(name, value, None, scalar=lambda v: v.item())
-        eng.model = lambda weights, nin=2, nouts=(16, 16, 1): _TorchScalarMLP(
+        eng.model = lambda weights, nin=2, nouts=(16, 16, 1): _TorchScalarMLP(  # type: ignore[method-assign]
             torch, weights, nin, nouts)
         return eng
     raise NotAvailable(f"not available: no scalar engine called {name}")
@@ -642,7 +643,7 @@ def make_backward(impl, params):
     X, y = moons(params["points"], seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
     ps = model.parameters()
-    holder = {}
+    holder: Dict[str, Any] = {}
 
     def setup():
         holder.clear()          # the previous graph goes first
@@ -675,7 +676,7 @@ def make_backward_scaling(impl, params):
     X, y = moons(points, seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
     ps = model.parameters()
-    holder = {}
+    holder: Dict[str, Any] = {}
 
     def setup():
         # a fresh graph each round (untimed): every call sees the same state
@@ -757,13 +758,14 @@ def make_build(impl, params):
     ws = [0.7, -1.3, 0.25, 0.5]
     if impl == "floats":
         def fn():
-            return build_expr(*ws, pts)
+            return build_expr(ws[0], ws[1], ws[2], ws[3], pts)
         return Runner(fn, result=lambda out: out, nodes=BUILD_OPS_PER_POINT * n)
     eng = engine(impl)
     vs = [eng.Value(w) for w in ws]
 
-    def fn():
-        return build_expr(*vs, pts)     # the graph is freed after the clock stops
+    def fn():  # type: ignore[no-redef]  # the Value variant of fn above
+        # the graph is freed after the clock stops
+        return build_expr(vs[0], vs[1], vs[2], vs[3], pts)
 
     return Runner(fn, result=eng.scalar, nodes=BUILD_OPS_PER_POINT * n)
 
