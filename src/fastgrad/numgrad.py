@@ -16,6 +16,8 @@ from fastgrad._engine import Value, set_grad_enabled
 
 __all__ = ["num_grad", "gradcheck", "GradcheckError"]
 
+_F64 = npt.NDArray[np.float64]
+
 _METHODS = ("central", "forward")
 _MAX_ROWS = 10      # rows of the mismatch table in a GradcheckError
 
@@ -28,8 +30,8 @@ class GradcheckError(RuntimeError):
     ``numeric``, ``rel_error`` and the boolean ``mismatch``.
     """
 
-    def __init__(self, message: str, analytic: Optional[npt.NDArray[np.float64]] = None,
-                 numeric: Optional[npt.NDArray[np.float64]] = None, rel_error: Optional[npt.NDArray[np.float64]] = None,
+    def __init__(self, message: str, analytic: Optional[_F64] = None,
+                 numeric: Optional[_F64] = None, rel_error: Optional[_F64] = None,
                  mismatch: Optional[npt.NDArray[np.bool_]] = None) -> None:
         super().__init__(message)
         self.analytic = analytic
@@ -150,7 +152,7 @@ def _evaluator(f: object, x: object, where: str) -> Optional[_numgrad.Evaluator]
 # ---------------------------------------------------------------------------
 
 def num_grad(f: Callable[..., Any], x: Union[npt.NDArray[np.floating[Any]], Sequence[Any]],
-             h: float = 1e-5, method: str = "central") -> npt.NDArray[np.float64]:
+             h: float = 1e-5, method: str = "central") -> _F64:
     """Numerical gradient of a scalar function by finite differences.
 
     The lecture's loop, run in C: each element of ``x`` is perturbed in place
@@ -242,7 +244,7 @@ def _graph(root: Any) -> list[Any]:
     return nodes
 
 
-def _analytic(f: Callable[..., Any], items: tuple[Any, ...], where: str) -> npt.NDArray[np.float64]:
+def _analytic(f: Callable[..., Any], items: tuple[Any, ...], where: str) -> _F64:
     """d f(*items) / d item.data from backward(), leaving every .grad as found."""
     out = f(*items)
     if not _is_value(out):
@@ -260,9 +262,9 @@ def _analytic(f: Callable[..., Any], items: tuple[Any, ...], where: str) -> npt.
             v.grad = g
 
 
-def _compare(analytic: npt.NDArray[np.float64], numeric: npt.NDArray[np.float64], values: npt.NDArray[np.float64], labels: list[str],
+def _compare(analytic: _F64, numeric: _F64, values: _F64, labels: list[str],
              eps: float, atol: float, rtol: float, where: str,
-             ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], Optional[str]]:
+             ) -> tuple[npt.NDArray[np.bool_], _F64, Optional[str]]:
     """Mismatch mask, relative errors and (on mismatch) the report text."""
     diff = np.abs(analytic - numeric)
     tol = atol + rtol * np.abs(numeric)
@@ -299,7 +301,8 @@ def _compare(analytic: npt.NDArray[np.float64], numeric: npt.NDArray[np.float64]
 
 
 def gradcheck(f: Callable[..., Any],
-              inputs: Union[Sequence[Any], Value, npt.NDArray[np.floating[Any]]], eps: float = 1e-6, atol: float = 1e-5,
+              inputs: Union[Sequence[Any], Value, npt.NDArray[np.floating[Any]]],
+              eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, raise_exception: bool = True) -> bool:
     """Check backward() against central finite differences.
 
@@ -350,7 +353,7 @@ def gradcheck(f: Callable[..., Any],
     rtol = _check_tolerance(rtol, "rtol", where)
     ev = _evaluator(f, inputs, where)
     if ev is not None:
-        x = cast("npt.NDArray[np.float64]", inputs)   # _evaluator checked it
+        x = cast("_F64", inputs)   # _evaluator checked it
         analytic = _numgrad.evaluator_gradient(ev, x).reshape(-1)
         numeric = _numgrad.fd_array(None, x, eps, True, ev, where).reshape(-1)
         values = np.array(x, dtype=np.float64).reshape(-1)
