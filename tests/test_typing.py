@@ -31,14 +31,15 @@ def mypy(tmp_path_factory):
         # py.typed) on the search path, fastgrad's pyproject settings for the
         # optional untyped dependencies (graphviz, sklearn, tqdm)
         old = os.environ.get("MYPYPATH")
-        os.environ["MYPYPATH"] = SRC
+        if os.path.basename(SRC) not in ("site-packages", "dist-packages"):
+            os.environ["MYPYPATH"] = SRC   # a checkout; an installed fastgrad is found as is
         try:
             out, err, status = api.run(["--strict", "--cache-dir", cache,
                                         "--config-file", os.path.join(ROOT, "pyproject.toml"),
                                         "--no-error-summary", "--show-error-codes", *args])
         finally:
             if old is None:
-                del os.environ["MYPYPATH"]
+                os.environ.pop("MYPYPATH", None)
             else:
                 os.environ["MYPYPATH"] = old
         return out + err, status

@@ -1,13 +1,14 @@
 """Type stubs for the compiled fastgrad._optim module (optimizer kernels)."""
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, final
 
 import numpy as np
 import numpy.typing as npt
 
 from fastgrad._engine import Value
 
-F64 = npt.NDArray[np.float64]
+_F64 = npt.NDArray[np.float64]
 
+@final
 class ValueSlots:
     def __init__(self, params: Iterable[Value]) -> None: ...
     def __len__(self) -> int: ...
@@ -15,29 +16,29 @@ class ValueSlots:
     @property
     def values(self) -> List[Value]: ...
     def zero_grad(self) -> None: ...
-    def get_data(self, out: F64) -> None: ...
-    def get_grad(self, out: F64) -> None: ...
-    def set_data(self, src: F64) -> None: ...
-    def sgd(self, buf: Optional[F64], lr: float, momentum: float,
+    def get_data(self, out: _F64) -> None: ...
+    def get_grad(self, out: _F64) -> None: ...
+    def set_data(self, src: _F64) -> None: ...
+    def sgd(self, buf: Optional[_F64], lr: float, momentum: float,
             dampening: float, weight_decay: float, nesterov: bool,
             maximize: bool, first: bool) -> None: ...
-    def adam(self, m: F64, v: F64, vmax: Optional[F64], beta1: float,
+    def adam(self, m: _F64, v: _F64, vmax: Optional[_F64], beta1: float,
              beta2: float, eps: float, weight_decay: float, amsgrad: bool,
              maximize: bool, step_size: float, bc2_sqrt: float) -> None: ...
 
-def sgd_array(param: F64, grad: F64, buf: Optional[F64], lr: float,
+def sgd_array(param: _F64, grad: _F64, buf: Optional[_F64], lr: float,
               momentum: float = ..., dampening: float = ...,
               weight_decay: float = ..., nesterov: bool = ...,
               maximize: bool = ..., first: bool = ...) -> None: ...
-def adam_array(param: F64, grad: F64, exp_avg: F64, exp_avg_sq: F64,
-               max_exp_avg_sq: Optional[F64], beta1: float, beta2: float,
+def adam_array(param: _F64, grad: _F64, exp_avg: _F64, exp_avg_sq: _F64,
+               max_exp_avg_sq: Optional[_F64], beta1: float, beta2: float,
                eps: float, weight_decay: float, amsgrad: bool, maximize: bool,
                step_size: float, bc2_sqrt: float) -> None: ...
-def sgd_arrays(params: List[F64], grads: List[F64], buf: Optional[F64],
+def sgd_arrays(params: List[_F64], grads: List[_F64], buf: Optional[_F64],
                lr: float, momentum: float, dampening: float,
                weight_decay: float, nesterov: bool, maximize: bool,
                first: bool) -> None: ...
-def adam_arrays(params: List[F64], grads: List[F64], exp_avg: F64,
-                exp_avg_sq: F64, max_exp_avg_sq: Optional[F64], beta1: float,
+def adam_arrays(params: List[_F64], grads: List[_F64], exp_avg: _F64,
+                exp_avg_sq: _F64, max_exp_avg_sq: Optional[_F64], beta1: float,
                 beta2: float, eps: float, weight_decay: float, amsgrad: bool,
                 maximize: bool, step_size: float, bc2_sqrt: float) -> None: ...
