@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint and type-check fastgrad: ruff (Python), cython-lint (.pyx/.pxd),
-# mypy --strict on the package and on the user script of tests/typing, and
+# mypy --strict on the package and on the user script of tests/typecheck, and
 # mypy's stubtest (the .pyi stubs match the compiled modules).
 # Settings (line length 100, rule sets, mypy overrides) live in pyproject.toml.
 # Works in a fresh venv after `pip install ".[test]"` (the test extra brings
@@ -19,7 +19,7 @@ run cython-lint src/fastgrad/*.pyx src/fastgrad/*.pxd
 # mypy reads [tool.mypy] (files = src/fastgrad, mypy_path = src); the stubs
 # beside the compiled modules are what it checks them against
 run python -m mypy --strict
-run env MYPYPATH=src python -m mypy --strict tests/typing/user_script.py
+run env MYPYPATH=src python -m mypy --strict tests/typecheck/user_script.py
 # the hand-written stubs against the compiled modules (needs them importable:
 # an installed fastgrad or an in-place build with PYTHONPATH=src)
 compiled="fastgrad._engine fastgrad._numgrad fastgrad._optim fastgrad._replay"

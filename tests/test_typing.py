@@ -1,6 +1,6 @@
 """fastgrad type-checks for its users: ``mypy --strict`` on a realistic script.
 
-The script (tests/typing/user_script.py) must pass ``mypy --strict`` and run;
+The script (tests/typecheck/user_script.py) must pass ``mypy --strict`` and run;
 misspelt or undeclared attributes on a Value must be mypy errors, while the
 documented micrograd attributes (``label``, ``_prev``, ``_op``, ``_backward``)
 stay typed.  Skipped when mypy is not installed.
@@ -18,7 +18,7 @@ import fastgrad
 api = pytest.importorskip("mypy.api")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "tests", "typing", "user_script.py")
+SCRIPT = os.path.join(ROOT, "tests", "typecheck", "user_script.py")
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
 
 
