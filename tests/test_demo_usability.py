@@ -133,3 +133,13 @@ def test_speed_line_names_its_baseline(capsys):
     assert len(line) == 1
     assert ("x faster than fastgrad's pure-Python reference engine "
             "(fastgrad.reference), both timed in this run") in line[0]
+
+
+def test_existing_pictures_are_replaced(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    for name in ("decision_boundary.png", "loss.png"):
+        (tmp_path / name).write_text("old")
+    assert main(["demo", "--steps", "2", "--out", str(tmp_path), "--reference-steps", "0"]) == 0
+    for name in ("decision_boundary.png", "loss.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decision_boundary.png", "loss.png"]

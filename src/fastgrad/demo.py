@@ -139,17 +139,16 @@ def _probe_writable(directory: str) -> None:
 
 
 def _check_targets(directory: str) -> None:
-    """Raise DemoError if a picture's path is taken by something a file cannot replace.
+    """Raise DemoError if a picture's path is taken by a directory (a file cannot replace it).
 
     Checked before training and again just before the pictures are moved into
     place, so that the demo never writes one picture and then fails on the other.
     """
     for name in PNG_NAMES:
         target = os.path.join(directory, name)
-        if os.path.lexists(target) and (os.path.isdir(target)
-                                        or not os.path.isfile(target)):
-            kind = "a directory" if os.path.isdir(target) else "not a regular file"
-            raise DemoError(f"--out {directory}: {target} is {kind}; cannot write "
+        # a file (or a symlink, replaced itself) can be replaced; a directory cannot
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise DemoError(f"--out {directory}: {target} is a directory; cannot write "
                             f"{name} there")
 
 
