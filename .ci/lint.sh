@@ -32,7 +32,8 @@ for path in "${PYTHONPATH:-}" "src"; do
 done
 if [ -n "$found" ]; then
     run env PYTHONPATH="$path" MYPYPATH=src python -m mypy.stubtest \
-        --allowlist .ci/stubtest-allowlist.txt --ignore-unused-allowlist $compiled
+        --mypy-config-file pyproject.toml --allowlist .ci/stubtest-allowlist.txt \
+        --ignore-unused-allowlist $compiled
 else
     echo "== stubtest skipped: the compiled modules are not importable (build them first) =="
 fi
