@@ -22,7 +22,6 @@ Every side starts from the same weights and is checked against the others
 nothing here asserts a wall-clock figure.
 """
 import random
-import time
 
 import numpy as np
 import pytest

@@ -15,8 +15,9 @@ workload over fastgrad and its baselines; the ``workload`` fixture below:
 
 Sizes: ``FASTGRAD_BENCH_MODE=quick`` (default), ``full`` (more rounds,
 deeper chains) or ``smoke`` (tiny, to check the suite itself); the backward
-scaling series runs to 10^7 nodes except in smoke mode.  ``--fastgrad-enforce-targets`` turns a missed target
-into a failing exit status (off by default: the machine may be shared).
+scaling series runs to 10^7 nodes except in smoke mode.
+``--fastgrad-enforce-targets`` turns a missed target into a failing exit status
+(off by default: the machine may be shared).
 """
 import gc
 

@@ -483,7 +483,8 @@ def prog2():
 
 
 def test_bad_shapes_and_counts(prog2):
-    with pytest.raises(ValueError, match=r"expected one input vector of length 2, got shape \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected one input vector of length 2, got shape \(3,\)"):
         prog2.forward([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="length 2"):
         prog2.value_and_grad([1.0])

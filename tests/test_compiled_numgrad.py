@@ -8,7 +8,7 @@ import pytest
 
 import fastgrad
 from fastgrad import Value
-from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
+from fastgrad.numgrad import gradcheck, num_grad
 
 
 def _prog():

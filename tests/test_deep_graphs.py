@@ -32,7 +32,7 @@ def blocks():
 def test_micrograd_fails_where_fastgrad_must_work():
     # why this file exists: micrograd's recursive topological sort
     mg = pytest.importorskip("micrograd.engine")
-    y = x = mg.Value(1.0)
+    y = mg.Value(1.0)
     for _ in range(2000):
         y = y + 1
     with pytest.raises(RecursionError):

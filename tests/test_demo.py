@@ -179,7 +179,8 @@ def test_missing_extra_says_what_to_install(capsys, monkeypatch):
     rc, out, err = demo(capsys, "--steps", "2", "--no-plot")
     assert rc == 2
     assert err == ('fastgrad demo: error: the demo needs scikit-learn: '
-                   'pip install "fastgrad[demo]"\n')
+                   'pip install "fastgrad[demo]" (from a checkout: '
+                   'pip install ".[demo]")\n')
 
 
 def test_compiled_engine_until_replay_lands(capsys):

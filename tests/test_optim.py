@@ -353,7 +353,8 @@ RESUME_CASES = [
 ]
 
 
-@pytest.mark.parametrize("cls,kw", RESUME_CASES, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(RESUME_CASES)])
+@pytest.mark.parametrize("cls,kw", RESUME_CASES,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(RESUME_CASES)])
 @pytest.mark.parametrize("path", ["values", "arrays"])
 @pytest.mark.parametrize("via", ["dict", "pickle"])
 def test_save_resume_is_bit_identical(cls, kw, path, via):
@@ -674,7 +675,8 @@ def test_lr_sweep_on_a_small_network_default_grid():
         return sum(errs) * (1.0 / len(errs))
 
     res = lr_sweep(factory, loss, steps=15)
-    assert len(res.lrs) == 11 and res.lrs[0] == pytest.approx(1e-4) and res.lrs[-1] == pytest.approx(10.0)
+    assert len(res.lrs) == 11
+    assert res.lrs[0] == pytest.approx(1e-4) and res.lrs[-1] == pytest.approx(10.0)
     start = res.losses[0, 0]
     assert 1e-2 <= res.best_lr <= 1.0
     best = res.final[list(res.lrs).index(res.best_lr)]
@@ -806,15 +808,21 @@ def test_pickling_a_model_with_its_value_optimizer_resumes_identically():
     ps = [Value(1.0), Value(-0.5)]
     opt = SGD(ps, lr=0.05, momentum=0.9, nesterov=True)
     for _ in range(3):
-        opt.zero_grad(); loss(ps).backward(); opt.step()
+        opt.zero_grad()
+        loss(ps).backward()
+        opt.step()
     clones = [pickle.loads(pickle.dumps((ps, opt))), copy.deepcopy((ps, opt))]
     for _ in range(4):
-        opt.zero_grad(); loss(ps).backward(); opt.step()
+        opt.zero_grad()
+        loss(ps).backward()
+        opt.step()
     for clone_ps, clone_opt in clones:
         assert all(a is b for a, b in zip(clone_opt.params, clone_ps))
         assert all(a is not b for a, b in zip(clone_ps, ps))
         for _ in range(4):
-            clone_opt.zero_grad(); loss(clone_ps).backward(); clone_opt.step()
+            clone_opt.zero_grad()
+            loss(clone_ps).backward()
+            clone_opt.step()
         assert [p.data for p in clone_ps] == [p.data for p in ps]
     # the array path pickles (with copies of its arrays), like a torch optimizer
     w, g = np.array([1.0, 2.0]), np.array([0.5, 0.5])

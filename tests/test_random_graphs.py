@@ -9,7 +9,6 @@ either side.  Values and the gradients of every node must agree.
 import math
 from functools import reduce
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 

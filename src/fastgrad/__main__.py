@@ -7,6 +7,7 @@ needs none of the optional extras.
 import argparse
 import importlib
 import sys
+from typing import Optional, Sequence
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -15,23 +16,31 @@ COMMANDS = {
 }
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastgrad",
         description="fastgrad: a compiled scalar autodiff engine (drop-in for micrograd).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {}
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
+        subparsers[name] = p
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError:
             pass   # reported when the command runs
-    args = parser.parse_args(argv)
+    # unknown options are reported by the subcommand's own parser, with its
+    # usage line (``fastgrad demo --bogus`` shows the demo's options)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers.get(args.command, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
-    return importlib.import_module(args._module).run(args)
+    status: int = importlib.import_module(args._module).run(args)
+    return status
 
 
 if __name__ == "__main__":

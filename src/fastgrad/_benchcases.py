@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "CASES", "AREAS",
@@ -53,7 +53,7 @@ class Mismatch(Exception):
 # small helpers
 # ---------------------------------------------------------------------------
 
-def require(module_name, attrs=()):
+def require(module_name: str, attrs: Sequence[str] = ()) -> Any:
     """Import ``module_name`` or raise NotAvailable naming it.
 
     ``attrs`` are attribute names the workload needs; a module that exists
@@ -73,7 +73,7 @@ def require(module_name, attrs=()):
     return mod
 
 
-def _flatten(x, out):
+def _flatten(x: Any, out: List[float]) -> List[float]:
     if isinstance(x, (list, tuple)):
         for item in x:
             _flatten(item, out)
@@ -84,7 +84,7 @@ def _flatten(x, out):
     return out
 
 
-def compare(fast, base, rtol=1e-9, atol=1e-12):
+def compare(fast: Any, base: Any, rtol: float = 1e-9, atol: float = 1e-12) -> float:
     """Compare two nested results; return the largest relative difference.
 
     (Each difference is taken relative to ``max(|f|, |b|, atol/rtol)``.)
@@ -147,7 +147,7 @@ class Pair:
     fg_rounds: int = 7
 
     @property
-    def key(self):
+    def key(self) -> Tuple[Any, ...]:
         return tuple(sorted(self.params.items()))
 
 
@@ -161,7 +161,7 @@ class Case:
     make: Callable[[str, Dict[str, Any]], Runner]
     plan: Callable[[str], List[Pair]]
     kind: str = "time"             # "time" or "memory"
-    targets: Dict[Optional[str], tuple] = dataclasses.field(default_factory=dict)
+    targets: Dict[Optional[str], Tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     rtol: float = 1e-9
     atol: float = 1e-12
     # for rows without a baseline: result -> error message or None
@@ -175,7 +175,7 @@ class Case:
 # timing and memory
 # ---------------------------------------------------------------------------
 
-def run_once(runner):
+def run_once(runner: Runner) -> Any:
     """The warm-up call: run setup and fn once, return the comparable result."""
     if runner.setup is not None:
         runner.setup()
@@ -185,7 +185,8 @@ def run_once(runner):
     return res
 
 
-def time_runner(runner, rounds, gc_off=False, warmup=False):
+def time_runner(runner: Runner, rounds: int, gc_off: bool = False,
+                warmup: bool = False) -> Tuple[float, List[float]]:
     """Median (seconds) of ``rounds`` timed calls, plus all the timings.
 
     Each round runs ``setup()`` untimed, then ``fn()`` timed; whatever fn
@@ -216,7 +217,7 @@ def time_runner(runner, rounds, gc_off=False, warmup=False):
 
 
 @contextlib.contextmanager
-def isolated_gc(unfreeze=True):
+def isolated_gc(unfreeze: bool = True) -> Iterator[None]:
     """Run a block as if the process held only what the block creates.
 
     Collects, then freezes (``gc.freeze``) every object alive so far --
@@ -239,7 +240,7 @@ def isolated_gc(unfreeze=True):
         gc.collect()
 
 
-def _call(runner):
+def _call(runner: Runner) -> float:
     """One timed round (seconds): setup untimed, fn timed, its return dropped."""
     if runner.setup is not None:
         runner.setup()
@@ -251,7 +252,7 @@ def _call(runner):
     return t1 - t0
 
 
-def _warm_up(runner, seconds):
+def _warm_up(runner: Runner, seconds: float) -> None:
     """Untimed calls for at least ``seconds`` (at least one call).
 
     One call is not enough for a quick workload: after the other side's
@@ -265,8 +266,9 @@ def _warm_up(runner, seconds):
         _call(runner)
 
 
-def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
-              warm_s=0.1):
+def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
+              gc_off: bool = False, blocks: int = 3,
+              warm_s: float = 0.1) -> Tuple[List[float], List[float]]:
     """Time two runners in alternating blocks of rounds; return both time lists.
 
     On a shared machine the load changes from one second to the next; taking
@@ -280,7 +282,8 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
     previous round's garbage pending for the collector, which then runs as
     it does for users.
     """
-    fast_times, base_times = [], []
+    fast_times: List[float] = []
+    base_times: List[float] = []
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
     was_enabled = gc.isenabled()
     if gc_off:
@@ -305,7 +308,7 @@ def time_pair(fast, base, fast_rounds, base_rounds, gc_off=False, blocks=3,
     return fast_times, base_times
 
 
-def measure_memory(runner):
+def measure_memory(runner: Runner) -> Tuple[int, Any]:
     """Bytes held (tracemalloc) by what ``fn()`` returns, and its result.
 
     The collector is off during the measurement so that unrelated garbage
@@ -338,7 +341,8 @@ def measure_memory(runner):
 # data and engines
 # ---------------------------------------------------------------------------
 
-def moons(n, noise=0.1, seed=0):
+def moons(n: int, noise: float = 0.1,
+          seed: int = 0) -> Tuple[List[List[float]], List[float]]:
     """Two interleaved half circles (sklearn's ``make_moons`` construction).
 
     Returns ``(X, y)``: a list of ``[x0, x1]`` float pairs and a list of int
@@ -364,7 +368,8 @@ def moons(n, noise=0.1, seed=0):
 DEMO_ARCH = (2, [16, 16, 1])
 
 
-def demo_weights(nin=2, nouts=(16, 16, 1), seed=1337):
+def demo_weights(nin: int = 2, nouts: Sequence[int] = (16, 16, 1),
+                 seed: int = 1337) -> List[float]:
     """Parameters of ``MLP(nin, nouts)`` in micrograd's ``parameters()`` order.
 
     Weights uniform in [-1, 1), biases 0, from a private generator (the
@@ -372,7 +377,7 @@ def demo_weights(nin=2, nouts=(16, 16, 1), seed=1337):
     """
     rng = random.Random(seed)
     sizes = [nin] + list(nouts)
-    flat = []
+    flat: List[float] = []
     for i in range(len(nouts)):
         for _ in range(sizes[i + 1]):
             flat.extend(rng.uniform(-1, 1) for _ in range(sizes[i]))
@@ -380,7 +385,7 @@ def demo_weights(nin=2, nouts=(16, 16, 1), seed=1337):
     return flat
 
 
-def demo_nodes(n_points, nin=2, nouts=(16, 16, 1)):
+def demo_nodes(n_points: int, nin: int = 2, nouts: Sequence[int] = (16, 16, 1)) -> int:
     """Operations in the demo loss graph over ``n_points`` points.
 
     Per point: each neuron with k inputs records k products and k sums (plus
@@ -403,26 +408,29 @@ def demo_nodes(n_points, nin=2, nouts=(16, 16, 1)):
 class _Engine:
     """What the generic workloads need from a scalar engine."""
 
-    def __init__(self, name, Value, MLP, scalar=None, zero_grad=None):
+    def __init__(self, name: str, Value: Any, MLP: Any,
+                 scalar: Optional[Callable[[Any], float]] = None,
+                 zero_grad: Optional[Callable[[Any], None]] = None) -> None:
         self.name = name
         self.Value = Value
         self.MLP = MLP
         self.scalar = scalar or (lambda v: v.data)
         self._zero_grad = zero_grad
 
-    def zero_grad(self, model):
+    def zero_grad(self, model: Any) -> None:
         if self._zero_grad is not None:
             self._zero_grad(model)
         else:
             model.zero_grad()
 
-    def grad(self, p):
+    def grad(self, p: Any) -> float:
         g = p.grad
         if g is None:
             return 0.0
         return g.item() if hasattr(g, "item") else float(g)
 
-    def model(self, weights, nin=2, nouts=(16, 16, 1)):
+    def model(self, weights: Sequence[float], nin: int = 2,
+              nouts: Sequence[int] = (16, 16, 1)) -> Any:
         """An MLP whose parameters are set to ``weights``."""
         state = random.getstate()      # micrograd's MLP draws from `random`
         try:
@@ -438,32 +446,33 @@ class _Engine:
         return model
 
 
-def _torch():
+def _torch() -> Any:
     torch = require("torch")
     torch.set_num_threads(1)
     return torch
 
 
 class _TorchScalarNeuron:
-    def __init__(self, torch, weights, nonlin):
-        def t(x):
+    def __init__(self, torch: Any, weights: Sequence[float], nonlin: bool) -> None:
+        def t(x: float) -> Any:
             return torch.tensor(x, dtype=torch.float64, requires_grad=True)
         self.w = [t(w) for w in weights[:-1]]
         self.b = t(weights[-1])
         self.nonlin = nonlin
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
         return act.relu() if self.nonlin else act
 
-    def parameters(self):
+    def parameters(self) -> List[Any]:
         return self.w + [self.b]
 
 
 class _TorchScalarMLP:
     """micrograd's MLP over 0-d float64 tensors (PyTorch's scalar autograd)."""
 
-    def __init__(self, torch, weights, nin=2, nouts=(16, 16, 1)):
+    def __init__(self, torch: Any, weights: Sequence[float], nin: int = 2,
+                 nouts: Sequence[int] = (16, 16, 1)) -> None:
         sizes = [nin] + list(nouts)
         self.layers = []
         pos = 0
@@ -476,21 +485,21 @@ class _TorchScalarMLP:
                 pos += n
             self.layers.append(layer)
 
-    def __call__(self, x):
+    def __call__(self, x: Any) -> Any:
         for layer in self.layers:
             out = [n(x) for n in layer]
             x = out[0] if len(out) == 1 else out
         return x
 
-    def parameters(self):
+    def parameters(self) -> List[Any]:
         return [p for layer in self.layers for n in layer for p in n.parameters()]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
 
 
-def engine(name):
+def engine(name: str) -> "_Engine":
     """The scalar engine called ``name`` (raises NotAvailable if missing)."""
     if name == "fastgrad":
         from fastgrad.engine import Value
@@ -506,11 +515,11 @@ def engine(name):
     if name == "torch_scalar":
         torch = _torch()
 
-        def value(x):
+        def value(x: float) -> Any:
             return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
 
         eng = _Engine(name, value, None, scalar=lambda v: v.item())
-        eng.model = lambda weights, nin=2, nouts=(16, 16, 1): _TorchScalarMLP(
+        eng.model = lambda weights, nin=2, nouts=(16, 16, 1): _TorchScalarMLP(  # type: ignore[method-assign]
             torch, weights, nin, nouts)
         return eng
     raise NotAvailable(f"not available: no scalar engine called {name}")
@@ -520,7 +529,8 @@ def engine(name):
 # core workloads: the micrograd demo
 # ---------------------------------------------------------------------------
 
-def demo_loss(eng, model, X, y, alpha=1e-4):
+def demo_loss(eng: "_Engine", model: Any, X: Sequence[Sequence[float]],
+              y: Sequence[float], alpha: float = 1e-4) -> Any:
     """micrograd's demo loss: svm margin + L2, built with operators.
 
     Written once for every scalar engine (the notebook's code): inputs become
@@ -536,7 +546,7 @@ def demo_loss(eng, model, X, y, alpha=1e-4):
     return data_loss + reg_loss
 
 
-def _make_train_step_torch_nn(params):
+def _make_train_step_torch_nn(params: Dict[str, Any]) -> Runner:
     torch = _torch()
     X, y = moons(params["points"], seed=params.get("seed", 0))
     weights = demo_weights(*DEMO_ARCH)
@@ -561,7 +571,7 @@ def _make_train_step_torch_nn(params):
     opt = torch.optim.SGD(plist, lr=1.0)
     state = {"k": 0}
 
-    def step():
+    def step() -> Any:
         k = state["k"]
         scores = model(Xt).squeeze(1)
         data_loss = torch.relu(1 + -yt * scores).mean()
@@ -574,7 +584,7 @@ def _make_train_step_torch_nn(params):
         state["k"] = (k + 1) % 100
         return loss.item()
 
-    def result(loss):
+    def result(loss: Any) -> Any:
         flat = []
         with torch.no_grad():
             for lin in model:
@@ -587,7 +597,7 @@ def _make_train_step_torch_nn(params):
     return Runner(step, result=result, nodes=demo_nodes(params["points"]))
 
 
-def make_train_step(impl, params):
+def make_train_step(impl: str, params: Dict[str, Any]) -> Runner:
     """One step of the micrograd demo: forward, zero_grad, backward, SGD.
 
     The notebook's loop body, verbatim apart from the engine: the learning
@@ -601,7 +611,7 @@ def make_train_step(impl, params):
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
     state = {"k": 0}
 
-    def step():
+    def step() -> Any:
         k = state["k"]
         total_loss = demo_loss(eng, model, X, y)
         eng.zero_grad(model)
@@ -612,13 +622,13 @@ def make_train_step(impl, params):
         state["k"] = (k + 1) % 100
         return eng.scalar(total_loss)
 
-    def result(loss):
+    def result(loss: Any) -> Any:
         return [loss, [eng.scalar(p) for p in model.parameters()]]
 
     return Runner(step, result=result, nodes=demo_nodes(params["points"]))
 
 
-def _graph_nodes(root):
+def _graph_nodes(root: Any) -> List[Any]:
     """Every node reachable from root (iterative; for zeroing gradients)."""
     seen = {id(root): root}
     stack = [root]
@@ -631,7 +641,7 @@ def _graph_nodes(root):
     return list(seen.values())
 
 
-def make_backward(impl, params):
+def make_backward(impl: str, params: Dict[str, Any]) -> Runner:
     """backward() alone on the demo loss graph.
 
     A fresh graph is built (untimed) before each call, as in training, where
@@ -642,24 +652,24 @@ def make_backward(impl, params):
     X, y = moons(params["points"], seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
     ps = model.parameters()
-    holder = {}
+    holder: Dict[str, Any] = {}
 
-    def setup():
+    def setup() -> None:
         holder.clear()          # the previous graph goes first
         eng.zero_grad(model)
         holder["loss"] = demo_loss(eng, model, X, y)
 
-    def fn():
+    def fn() -> Any:
         holder["loss"].backward()
 
-    def result(_):
+    def result(_: Any) -> Any:
         return [eng.scalar(holder["loss"]), [eng.grad(p) for p in ps]]
 
     return Runner(fn, setup=setup, result=result, nodes=demo_nodes(params["points"]),
                   close=holder.clear)
 
 
-def make_backward_scaling(impl, params):
+def make_backward_scaling(impl: str, params: Dict[str, Any]) -> Runner:
     """backward() alone on a demo-shaped graph of about ``nodes`` operations.
 
     The demo loss over as many points as it takes to reach the size, so the
@@ -675,27 +685,27 @@ def make_backward_scaling(impl, params):
     X, y = moons(points, seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
     ps = model.parameters()
-    holder = {}
+    holder: Dict[str, Any] = {}
 
-    def setup():
+    def setup() -> None:
         # a fresh graph each round (untimed): every call sees the same state
         holder.clear()
         zero_grad(ps)
         holder["loss"] = demo_loss(eng, model, X, y)
 
-    def fn():
+    def fn() -> Any:
         holder["loss"].backward()
 
-    def result(_):
+    def result(_: Any) -> Any:
         return [holder["loss"].data, [p.grad for p in ps]]
 
-    def close():
+    def close() -> None:
         holder.clear()
 
     return Runner(fn, setup=setup, result=result, nodes=demo_nodes(points), close=close)
 
 
-def make_forward(impl, params):
+def make_forward(impl: str, params: Dict[str, Any]) -> Runner:
     """The demo step's forward alone: building the loss graph over the points.
 
     With train_step and backward it splits the step: step ~ forward +
@@ -706,13 +716,13 @@ def make_forward(impl, params):
     X, y = moons(params["points"], seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
 
-    def fn():
+    def fn() -> Any:
         return demo_loss(eng, model, X, y)
 
     return Runner(fn, result=eng.scalar, nodes=demo_nodes(params["points"]))
 
 
-def make_memory(impl, params):
+def make_memory(impl: str, params: Dict[str, Any]) -> Runner:
     """The demo step's graph (forward of the loss), measured by tracemalloc."""
     if impl == "torch_scalar":
         raise NotAvailable("not available: tracemalloc does not see PyTorch's "
@@ -721,7 +731,7 @@ def make_memory(impl, params):
     X, y = moons(params["points"], seed=params.get("seed", 0))
     model = eng.model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
 
-    def fn():
+    def fn() -> Any:
         return demo_loss(eng, model, X, y)
 
     return Runner(fn, result=eng.scalar, nodes=demo_nodes(params["points"]))
@@ -731,7 +741,8 @@ def make_memory(impl, params):
 # core workloads: building with operators, deep chains
 # ---------------------------------------------------------------------------
 
-def build_expr(w0, w1, b, c, pts):
+def build_expr(w0: Any, w1: Any, b: Any, c: Any,
+               pts: Sequence[Tuple[float, float, float]]) -> Any:
     """The expression the build workload records: 13 operations per point.
 
     Plain operators only (``+ - * / **``), Value-Value and Value-constant,
@@ -749,26 +760,27 @@ def build_expr(w0, w1, b, c, pts):
 BUILD_OPS_PER_POINT = 13
 
 
-def make_build(impl, params):
+def make_build(impl: str, params: Dict[str, Any]) -> Runner:
     """Build (only) the graph of :func:`build_expr`; floats are the baseline."""
     rng = random.Random(params.get("seed", 0))
     n = params["points"]
     pts = [(rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(-1, 1)) for _ in range(n)]
     ws = [0.7, -1.3, 0.25, 0.5]
     if impl == "floats":
-        def fn():
-            return build_expr(*ws, pts)
+        def fn() -> Any:
+            return build_expr(ws[0], ws[1], ws[2], ws[3], pts)
         return Runner(fn, result=lambda out: out, nodes=BUILD_OPS_PER_POINT * n)
     eng = engine(impl)
     vs = [eng.Value(w) for w in ws]
 
-    def fn():
-        return build_expr(*vs, pts)     # the graph is freed after the clock stops
+    def fn() -> Any:  # type: ignore[no-redef]  # the Value variant of fn above
+        # the graph is freed after the clock stops
+        return build_expr(vs[0], vs[1], vs[2], vs[3], pts)
 
     return Runner(fn, result=eng.scalar, nodes=BUILD_OPS_PER_POINT * n)
 
 
-def make_deep_chain(impl, params):
+def make_deep_chain(impl: str, params: Dict[str, Any]) -> Runner:
     """Build, backprop and free a chain ``x = relu(x*w + 1e-4)`` of given depth.
 
     3 operations per level; ``w`` is shared by every level, so its gradient
@@ -778,7 +790,7 @@ def make_deep_chain(impl, params):
     eng = engine(impl)
     depth = params["depth"]
 
-    def fn():
+    def fn() -> Any:
         x0 = eng.Value(0.5)
         w = eng.Value(0.9999)
         x = x0
@@ -794,7 +806,7 @@ def make_deep_chain(impl, params):
 # numerical gradients (issue 3): fastgrad.numgrad
 # ---------------------------------------------------------------------------
 
-def lecture_num_grad(f, x, h=1e-5):
+def lecture_num_grad(f: Callable[[Any], Any], x: Any, h: float = 1e-5) -> Any:
     """The lecture's forward-difference loop over ``np.nditer`` (baseline)."""
     import numpy as np
     fx = f(x)
@@ -811,11 +823,11 @@ def lecture_num_grad(f, x, h=1e-5):
     return grad
 
 
-def _first(a):
+def _first(a: Any) -> Any:
     return a[0]
 
 
-def make_num_grad(impl, params):
+def make_num_grad(impl: str, params: Dict[str, Any]) -> Runner:
     """Forward-difference gradient of a trivial ``f`` (``x[0]``) over an array.
 
     Measures the per-element overhead of the perturb/evaluate/restore loop.
@@ -824,19 +836,19 @@ def make_num_grad(impl, params):
     n = params["elements"]
     x = np.random.default_rng(params.get("seed", 0)).uniform(-1, 1, n)
     if impl == "nditer":
-        def fn():
+        def fn() -> Any:
             return lecture_num_grad(_first, x, 1e-5)
     elif impl == "fastgrad":
         mod = _numgrad_module()
 
-        def fn():
+        def fn() -> Any:
             return mod.num_grad(_first, x, h=1e-5, method="forward")
     else:
         raise NotAvailable(f"not available: no num_grad baseline {impl}")
     return Runner(fn, nodes=n)
 
 
-def shared_num_grad_calls(params):
+def shared_num_grad_calls(params: Dict[str, Any]) -> Runner:
     """The calls to ``f`` that both num_grad loops make (n + 1), from C."""
     from collections import deque
     from itertools import repeat
@@ -844,13 +856,13 @@ def shared_num_grad_calls(params):
     n = params["elements"]
     x = np.random.default_rng(params.get("seed", 0)).uniform(-1, 1, n)
 
-    def fn():
+    def fn() -> Any:
         deque(map(_first, repeat(x, n + 1)), maxlen=0)
 
     return Runner(fn, nodes=n)
 
 
-def _numgrad_module():
+def _numgrad_module() -> Any:
     try:
         return require("fastgrad.numgrad", ("num_grad",))
     except NotAvailable:
@@ -860,7 +872,7 @@ def _numgrad_module():
         raise
 
 
-def make_gradcheck(impl, params):
+def make_gradcheck(impl: str, params: Dict[str, Any]) -> Runner:
     """gradcheck of the demo MLP loss with respect to every parameter."""
     if impl != "fastgrad":
         raise NotAvailable(f"not available: no gradcheck baseline {impl}")
@@ -873,7 +885,7 @@ def make_gradcheck(impl, params):
     ps = model.parameters()
     neurons = [n for layer in model.layers for n in layer.neurons]
 
-    def f(*values):
+    def f(*values: Any) -> Any:
         # the loss as a function of the parameters it is handed
         pos = 0
         for n in neurons:
@@ -883,7 +895,7 @@ def make_gradcheck(impl, params):
             pos += k + 1
         return demo_loss(eng, model, X, y)
 
-    def fn():
+    def fn() -> Any:
         return mod.gradcheck(f, ps, raise_exception=False)
 
     return Runner(fn, result=bool)
@@ -893,7 +905,7 @@ def make_gradcheck(impl, params):
 # optimizers (issue 4): fastgrad.optim
 # ---------------------------------------------------------------------------
 
-def _optim_params(n, seed=0):
+def _optim_params(n: int, seed: int = 0) -> List[Any]:
     from fastgrad.engine import Value
     rng = random.Random(seed)
     ps = []
@@ -904,10 +916,10 @@ def _optim_params(n, seed=0):
     return ps
 
 
-def make_optim(kind):
+def make_optim(kind: str) -> Callable[[str, Dict[str, Any]], Runner]:
     """A workload maker for one optimizer configuration (``kind``)."""
 
-    def make(impl, params):
+    def make(impl: str, params: Dict[str, Any]) -> Runner:
         n = params["params"]
         ps = _optim_params(n, params.get("seed", 0))
         lr, mu, b1, b2, eps = 0.01, 0.9, 0.9, 0.999, 1e-8
@@ -922,13 +934,13 @@ def make_optim(kind):
             fn = opt.step
         elif impl == "python_loop":
             if kind == "sgd":
-                def fn():
+                def fn() -> Any:
                     for p in ps:
                         p.data -= lr * p.grad
             elif kind == "momentum":
                 bufs = [None] * n
 
-                def fn():
+                def fn() -> Any:
                     for i, p in enumerate(ps):
                         g = p.grad
                         b = bufs[i]
@@ -940,7 +952,7 @@ def make_optim(kind):
                 v = [0.0] * n
                 t = [0]
 
-                def fn():
+                def fn() -> Any:
                     t[0] += 1
                     bc1 = 1 - b1 ** t[0]
                     bc2_sqrt = math.sqrt(1 - b2 ** t[0])
@@ -957,7 +969,7 @@ def make_optim(kind):
     return make
 
 
-def make_sgd_array(impl, params):
+def make_sgd_array(impl: str, params: Dict[str, Any]) -> Runner:
     """One SGD step on a float64 parameter array (the optimizers' array path).
 
     Baseline: numpy's in-place ``p -= lr * g``.
@@ -975,7 +987,7 @@ def make_sgd_array(impl, params):
         opt = optim.SGD.from_arrays([p], [g], lr=lr)
         fn = opt.step
     elif impl == "numpy":
-        def fn():
+        def fn() -> Any:
             p.__isub__(lr * g)      # p -= lr * g, in place
     else:
         raise NotAvailable(f"not available: no array baseline {impl}")
@@ -986,7 +998,7 @@ def make_sgd_array(impl, params):
 # compiled replay (issue 7): fastgrad.compiled
 # ---------------------------------------------------------------------------
 
-def make_replay_train_step(impl, params):
+def make_replay_train_step(impl: str, params: Dict[str, Any]) -> Runner:
     """The demo training step through compiled graph replay (issue 7).
 
     fastgrad side: ``fastgrad.compiled.make_demo_step`` records the demo's
@@ -1010,13 +1022,13 @@ def make_replay_train_step(impl, params):
     ps = model.parameters()
     state = {"k": 0}
 
-    def step():
+    def step() -> Any:
         k = state["k"]
         loss, _ = step_fn(Xa, ya, 1.0 - 0.9 * k / 100)
         state["k"] = (k + 1) % 100
         return loss
 
-    def result(loss):
+    def result(loss: Any) -> Any:
         return [float(loss), [p.data for p in ps]]
 
     return Runner(step, result=result, nodes=demo_nodes(params["points"]))
@@ -1026,7 +1038,7 @@ def make_replay_train_step(impl, params):
 # the registry
 # ---------------------------------------------------------------------------
 
-def _rounds(mode, fast, slow):
+def _rounds(mode: str, fast: int, slow: int) -> Tuple[int, int]:
     """(fastgrad rounds, baseline rounds) for a mode."""
     if mode == "smoke":
         return 3, 3
@@ -1035,7 +1047,7 @@ def _rounds(mode, fast, slow):
     return fast, slow
 
 
-def _plan_train_step(mode):
+def _plan_train_step(mode: str) -> List[Pair]:
     pts = 3 if mode == "smoke" else 100
     fg, slow = _rounds(mode, 15, 3)
     p = {"points": pts}
@@ -1045,7 +1057,7 @@ def _plan_train_step(mode):
             Pair("torch_nn", p, rounds=fg * 3, fg_rounds=fg)]
 
 
-def _plan_backward(mode):
+def _plan_backward(mode: str) -> List[Pair]:
     pts = 3 if mode == "smoke" else 100
     fg, slow = _rounds(mode, 21, 3)
     p = {"points": pts}
@@ -1054,7 +1066,7 @@ def _plan_backward(mode):
             Pair("torch_scalar", p, rounds=slow, fg_rounds=fg)]
 
 
-def _plan_backward_scaling(mode):
+def _plan_backward_scaling(mode: str) -> List[Pair]:
     sizes = {"smoke": [2000, 20000], "quick": [10**5, 10**6],
              "full": [10**5, 10**6, 10**7]}[mode]
     fg, _ = _rounds(mode, 5, 3)
@@ -1062,14 +1074,14 @@ def _plan_backward_scaling(mode):
                  fg_rounds=fg) for s in sizes]
 
 
-def _plan_memory(mode):
+def _plan_memory(mode: str) -> List[Pair]:
     p = {"points": 3 if mode == "smoke" else 100}
     return [Pair("micrograd", p, rounds=1, fg_rounds=1),
             Pair("reference", p, rounds=1, fg_rounds=1),
             Pair("torch_scalar", p, rounds=1, fg_rounds=1)]
 
 
-def _plan_build(mode):
+def _plan_build(mode: str) -> List[Pair]:
     p = {"points": 50 if mode == "smoke" else 2000}
     fg, slow = _rounds(mode, 15, 5)
     return [Pair("floats", p, rounds=fg, fg_rounds=fg),
@@ -1077,7 +1089,7 @@ def _plan_build(mode):
             Pair("reference", p, rounds=slow, fg_rounds=fg)]
 
 
-def _plan_deep_chain(mode):
+def _plan_deep_chain(mode: str) -> List[Pair]:
     fg, slow = _rounds(mode, 7, 3)
     # micrograd's recursive topological sort stops near depth 1000 nodes
     shallow = {"depth": 30 if mode == "smoke" else 250}
@@ -1093,47 +1105,47 @@ def _plan_deep_chain(mode):
                  fg_rounds=3)]
 
 
-def _plan_num_grad(mode):
+def _plan_num_grad(mode: str) -> List[Pair]:
     p = {"elements": 200 if mode == "smoke" else 10**5}
     fg, slow = _rounds(mode, 7, 3)
     return [Pair("nditer", p, rounds=slow, fg_rounds=fg)]
 
 
-def _plan_gradcheck(mode):
+def _plan_gradcheck(mode: str) -> List[Pair]:
     p = {"points": 2 if mode == "smoke" else 10}
     return [Pair(None, p, fg_rounds=3)]
 
 
-def _plan_optim(mode):
+def _plan_optim(mode: str) -> List[Pair]:
     p = {"params": 200 if mode == "smoke" else 10**4}
     fg, slow = _rounds(mode, 25, 9)
     return [Pair("python_loop", p, rounds=slow, fg_rounds=fg)]
 
 
-def make_replay_record(impl, params):
+def make_replay_record(impl: str, params: Dict[str, Any]) -> Runner:
     """Recording the demo step for replay (the one-off cost of compiling)."""
     if impl != "fastgrad":
         raise NotAvailable(f"not available: no record baseline {impl}")
     compiled = require("fastgrad.compiled", ("make_demo_step",))
     model = engine("fastgrad").model(demo_weights(*DEMO_ARCH), *DEMO_ARCH)
 
-    def fn():
+    def fn() -> Any:
         compiled.make_demo_step(model, alpha=1e-4)
 
     return Runner(fn, result=lambda _: 0.0)
 
 
-def _plan_replay_record(mode):
+def _plan_replay_record(mode: str) -> List[Pair]:
     return [Pair(None, {}, fg_rounds=3 if mode == "smoke" else 7)]
 
 
-def _plan_sgd_array(mode):
+def _plan_sgd_array(mode: str) -> List[Pair]:
     p = {"params": 200 if mode == "smoke" else 10**4}
     fg, _ = _rounds(mode, 25, 25)
     return [Pair("numpy", p, rounds=fg, fg_rounds=fg)]
 
 
-def _plan_replay(mode):
+def _plan_replay(mode: str) -> List[Pair]:
     pts = 3 if mode == "smoke" else 100
     fg, slow = _rounds(mode, 15, 3)
     p = {"points": pts}
@@ -1142,7 +1154,7 @@ def _plan_replay(mode):
             Pair("eager", p, rounds=fg, fg_rounds=fg)]
 
 
-def _gradcheck_ok(res):
+def _gradcheck_ok(res: Any) -> Optional[str]:
     return None if res else "gradcheck reported a mismatch on the demo loss"
 
 
@@ -1207,7 +1219,8 @@ BASELINE_LABELS = {
 }
 
 
-def bench_matrix(case_name, mode="quick", gc_modes=("on",)):
+def bench_matrix(case_name: str, mode: str = "quick", gc_modes: Sequence[str] = ("on",),
+                 ) -> List[Tuple[str, str, Pair, str]]:
     """The (test id, impl, pair, gc mode) combinations of one workload.
 
     For the pytest-benchmark suite: fastgrad once per distinct size, then
@@ -1228,7 +1241,7 @@ def bench_matrix(case_name, mode="quick", gc_modes=("on",)):
     return out
 
 
-def bench_mode():
+def bench_mode() -> str:
     """Sizes for ``pytest benchmarks/``: $FASTGRAD_BENCH_MODE (default quick)."""
     import os
     mode = os.environ.get("FASTGRAD_BENCH_MODE", "quick")
@@ -1238,7 +1251,8 @@ def bench_mode():
     return mode
 
 
-def pytest_params(case_name, gc_modes=("on",), mode=None):
+def pytest_params(case_name: str, gc_modes: Sequence[str] = ("on",),
+                  mode: Optional[str] = None) -> List[Any]:
     """``pytest.param(impl, pair, gc_mode)`` list of one workload (benchmarks/).
 
     ``mode`` defaults to :func:`bench_mode`.
@@ -1249,7 +1263,7 @@ def pytest_params(case_name, gc_modes=("on",), mode=None):
             for ident, impl, pair, g in bench_matrix(case_name, mode, gc_modes)]
 
 
-def get_case(name):
+def get_case(name: str) -> Case:
     """The Case called ``name`` (KeyError if none)."""
     for c in CASES:
         if c.name == name:

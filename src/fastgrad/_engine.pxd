@@ -23,7 +23,7 @@ cdef class Value:
     cdef PyObject* _dict      # instance dict (label, user attributes), lazy
     cdef unsigned int _mark   # visit stamp of the last topological sort:
     cdef unsigned char _opcode
-    cdef unsigned char _flags # FLAG_* below
+    cdef unsigned char _flags  # FLAG_* below
     cdef unsigned short _mark_hi  # its high 16 bits (48 in all, in what
                                   # would otherwise be padding)
 

@@ -17,7 +17,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from libc.stdlib cimport malloc, realloc, free
-from libc.math cimport isfinite, isnan, floor, isinf
+from libc.math cimport isfinite, floor, isinf
 
 from fastgrad._rules cimport *
 

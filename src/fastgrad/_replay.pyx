@@ -100,6 +100,7 @@ cdef Py_ssize_t FWD_CHUNK_BYTES = 24 * 1024    # forward only: rows stay in L1d
 cdef Py_ssize_t MIN_CHUNK = 16
 cdef Py_ssize_t MAX_CHUNK = 4096
 
+
 def _set_chunk_bytes(Py_ssize_t nbytes, bint forward_only=False):
     """Tuning hook (benchmarks): bytes of work rows per chunk; returns the old."""
     global CHUNK_BYTES, FWD_CHUNK_BYTES
@@ -882,7 +883,7 @@ cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
     cdef dict uses = {}, fma_at = {}, last = {}, phys = {}
     cdef list chain = [None] * n, gone = [False] * n
     cdef list f_op = [], f_kind = [], f_out = [], f_a = [], f_b = [], f_s = []
-    cdef list f_c = [], d_s = [], d_x = [], free = [], rows_of = []
+    cdef list f_c = [], d_s = [], d_x = [], free_rows = [], rows_of = []
     # -- 1. chains
     for k in range(n):
         for rr in _rows_read(b_op[k], b_kind[k], b_a[k], b_b[k], None, None):
@@ -928,8 +929,8 @@ cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
         phys[r] = r
     nrows = n_in
     for k in range(n):
-        if free:
-            r = free.pop()
+        if free_rows:
+            r = free_rows.pop()
         else:
             r = nrows
             nrows += 1
@@ -945,9 +946,9 @@ cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
         phys[f_out[k]] = r
         for rr in set(reads):
             if last[rr] == k and rr not in keep:
-                free.append(phys[rr])
+                free_rows.append(phys[rr])
         if f_out[k] not in last and f_out[k] not in keep:
-            free.append(r)                 # a result nothing reads
+            free_rows.append(r)            # a result nothing reads
         f_out[k] = r
     prog.n_finstr = n
     prog.f_op = np.array(f_op + [0], np.uint8)
@@ -990,7 +991,7 @@ def build(outputs, inputs, params, penalty=None):
     cdef list b_op = [], b_kind = [], b_out = [], b_a = [], b_b = [], b_c = []
     cdef PyObject** order = NULL
     cdef Py_ssize_t n, i
-    cdef Value v, va, vb
+    cdef Value v
     cdef size_t key
     cdef int op, nb_ops = 0, ns_ops = 0, n_in, n_par
     cdef object sa, sb
@@ -1584,7 +1585,9 @@ cdef class Program:
                     for j in range(n):
                         total += row[j]
                 else:
-                    for j in range(n):
+                    # n additions, not n * vs[o0]: the same rounding as the
+                    # batched branch above
+                    for j in range(n):  # no-cython-lint
                         total += vs[o0]
                 if has_out:
                     for q in range(n_out):
@@ -1601,7 +1604,7 @@ cdef class Program:
                         for j in range(n):
                             row[j] = seed
                     else:
-                        for j in range(n):
+                        for j in range(n):  # no-cython-lint (n additions, as above)
                             gs[o0] += seed
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],

@@ -26,8 +26,11 @@ import subprocess
 import sys
 import sysconfig
 import time
+from typing import IO, Any, Optional, Sequence, cast
 
 from fastgrad import _benchcases as bc
+
+Row = dict[str, Any]     # one result row (also one JSON record)
 
 __all__ = ["add_arguments", "run", "machine_info"]
 
@@ -38,7 +41,7 @@ _PROG = "fastgrad bench"
 # arguments
 # ---------------------------------------------------------------------------
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to an argparse parser.
 
     Parameters
@@ -77,27 +80,27 @@ def add_arguments(parser):
                         help="list the workloads and exit")
 
 
-def _fail(msg, code=2):
+def _fail(msg: str, code: int = 2) -> int:
     print(f"{_PROG}: {msg}", file=sys.stderr)
     return code
 
 
-def _select(only):
+def _select(only: Optional[str]) -> tuple[list[bc.Case], Optional[str]]:
     """The cases named in ``only`` (names or areas), or an error message."""
     if not only:
         return list(bc.CASES), None
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     if not wanted:
-        return None, "--only needs at least one workload name"
+        return [], "--only needs at least one workload name"
     known = {c.name for c in bc.CASES}
     for w in wanted:
         if w not in known and w not in bc.AREAS:
             choices = ", ".join([c.name for c in bc.CASES] + bc.AREAS)
-            return None, f"unknown workload {w!r} in --only (choose from: {choices})"
+            return [], f"unknown workload {w!r} in --only (choose from: {choices})"
     return [c for c in bc.CASES if c.name in wanted or c.area in wanted], None
 
 
-def _unwritable(path, what):
+def _unwritable(path: str, what: str) -> Optional[str]:
     """Why ``path`` cannot be written (a one-line message), or None."""
     full = os.path.abspath(path)
     if os.path.isdir(full):
@@ -115,7 +118,7 @@ def _unwritable(path, what):
 # machine description
 # ---------------------------------------------------------------------------
 
-def _cpu_model():
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -126,7 +129,7 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _c_compiler():
+def _c_compiler() -> str:
     cc = (sysconfig.get_config_var("CC") or "").split()
     if not cc:
         return "unknown"
@@ -138,7 +141,7 @@ def _c_compiler():
         return cc[0]
 
 
-def _version(dist):
+def _version(dist: str) -> Optional[str]:
     try:
         from importlib.metadata import version
         return version(dist)
@@ -146,7 +149,7 @@ def _version(dist):
         return None
 
 
-def machine_info():
+def machine_info() -> dict[str, Any]:
     """A dict describing the machine, the interpreter and the builds timed.
 
     Returns
@@ -185,7 +188,7 @@ def machine_info():
 # running
 # ---------------------------------------------------------------------------
 
-def _row(case, pair, gc_mode):
+def _row(case: bc.Case, pair: bc.Pair, gc_mode: str) -> Row:
     return {
         "workload": case.name,
         "variant": pair.label,
@@ -220,7 +223,7 @@ def _row(case, pair, gc_mode):
     }
 
 
-def _describe(exc):
+def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return text if len(text) < 160 else text[:157] + "..."
 
@@ -228,12 +231,12 @@ def _describe(exc):
 class _Side:
     """One implementation's runner plus its checked result and timing."""
 
-    def __init__(self, case, impl, params):
-        self.runner = None
-        self.result = None
-        self.skip = None
-        self.error = None
-        self.nbytes = None
+    def __init__(self, case: bc.Case, impl: str, params: dict[str, Any]) -> None:
+        self.runner: Any = None
+        self.result: Any = None
+        self.skip: Optional[str] = None
+        self.error: Optional[str] = None
+        self.nbytes: Any = None
         self.first_s = 0.0
         try:
             self.runner = case.make(impl, params)
@@ -250,17 +253,17 @@ class _Side:
             self.error = _describe(exc)
             self.runner = None
 
-    def close(self):
+    def close(self) -> None:
         if self.runner is not None and self.runner.close is not None:
             self.runner.close()
         self.runner = None
 
 
-def _run_case(case, mode, gc_mode, progress):
+def _run_case(case: bc.Case, mode: str, gc_mode: str, progress: "_Progress") -> list[Row]:
     """Rows of one case in one gc mode (progress is called per row)."""
-    rows = []
+    rows: list[Row] = []
     gc_off = gc_mode == "off"
-    fastgrad = {}          # params key -> _Side, shared by pairs of equal size
+    fastgrad: dict[Any, _Side] = {}          # params key -> _Side, shared by pairs of equal size
     pairs = case.plan(mode)
     try:
         for pair in pairs:
@@ -278,7 +281,8 @@ def _run_case(case, mode, gc_mode, progress):
     return rows
 
 
-def _run_row(row, case, pair, fastgrad, mode, gc_off):
+def _run_row(row: Row, case: bc.Case, pair: bc.Pair, fastgrad: dict[Any, "_Side"],
+             mode: str, gc_off: bool) -> None:
     """Fill ``row``: check fastgrad against the baseline, then time both."""
     fg = fastgrad.get(pair.key)
     if fg is None:
@@ -298,7 +302,8 @@ def _run_row(row, case, pair, fastgrad, mode, gc_off):
         _run_pair(row, case, pair, fg, mode, gc_off)
 
 
-def _set_times(row, prefix, times, nodes, rounds):
+def _set_times(row: Row, prefix: str, times: Sequence[float], nodes: Optional[int],
+               rounds: int) -> None:
     t = statistics.median(times)
     row[f"{prefix}_s"] = t
     row[f"{prefix}_min_s"] = min(times)
@@ -308,7 +313,8 @@ def _set_times(row, prefix, times, nodes, rounds):
             t / nodes * 1e9
 
 
-def _fill_fastgrad(row, case, pair, fg, gc_off):
+def _fill_fastgrad(row: Row, case: bc.Case, pair: bc.Pair, fg: "_Side",
+                   gc_off: bool) -> None:
     """A fastgrad-only row: fastgrad's figure alone."""
     nodes = fg.runner.nodes
     row["nodes"] = nodes
@@ -321,9 +327,10 @@ def _fill_fastgrad(row, case, pair, fg, gc_off):
         _set_times(row, "fastgrad", times, nodes, pair.fg_rounds)
 
 
-def _run_pair(row, case, pair, fg, mode, gc_off):
+def _run_pair(row: Row, case: bc.Case, pair: bc.Pair, fg: "_Side", mode: str,
+              gc_off: bool) -> None:
     """Check fastgrad against one baseline, then time both, interleaved."""
-    base = _Side(case, pair.baseline, pair.params)
+    base = _Side(case, cast(str, pair.baseline), pair.params)   # not None here
     nodes = fg.runner.nodes
     row["nodes"] = nodes
     try:
@@ -385,7 +392,7 @@ def _run_pair(row, case, pair, fg, mode, gc_off):
 # output
 # ---------------------------------------------------------------------------
 
-def _fmt_time(s):
+def _fmt_time(s: Optional[float]) -> str:
     if s is None:
         return ""
     if s >= 1:
@@ -397,7 +404,7 @@ def _fmt_time(s):
     return f"{s * 1e9:.3g} ns"
 
 
-def _fmt_bytes(b):
+def _fmt_bytes(b: Optional[float]) -> str:
     if b is None:
         return ""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -406,7 +413,7 @@ def _fmt_bytes(b):
     return f"{b:.0f} B"
 
 
-def _fmt_ratio(r):
+def _fmt_ratio(r: Optional[float]) -> str:
     if r is None:
         return ""
     if r >= 100:
@@ -414,11 +421,11 @@ def _fmt_ratio(r):
     return f"{r:.3g}x"
 
 
-def _label(row):
+def _label(row: Row) -> str:
     return f"{row['workload']} {row['variant']}".strip()
 
 
-def _cells(row):
+def _cells(row: Row) -> list[str]:
     if row["kind"] == "memory":
         base, fast = _fmt_bytes(row["baseline_bytes"]), _fmt_bytes(row["fastgrad_bytes"])
     else:
@@ -437,7 +444,7 @@ _HEAD = ["workload", "baseline", "gc", "baseline time", "fastgrad time",
 _RIGHT = {3, 4, 5, 7, 8}
 
 
-def format_table(rows):
+def format_table(rows: Sequence[Row]) -> str:
     """The results as a plain-text (Markdown-compatible) table."""
     body = []
     notes = []
@@ -453,7 +460,7 @@ def format_table(rows):
         body.append(cells)
     widths = [max(len(r[i]) for r in [_HEAD] + body) for i in range(len(_HEAD))]
 
-    def line(cells):
+    def line(cells: Sequence[str]) -> str:
         out = []
         for i, (c, w) in enumerate(zip(cells, widths)):
             out.append(c.rjust(w) if i in _RIGHT else c.ljust(w))
@@ -466,7 +473,7 @@ def format_table(rows):
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def format_header(info, mode, gc_modes):
+def format_header(info: dict[str, Any], mode: str, gc_modes: Sequence[str]) -> str:
     return "\n".join([
         f"fastgrad {info['fastgrad']} bench ({mode} mode, gc {'+'.join(gc_modes)}) "
         f"-- {info['date_utc']}",
@@ -482,7 +489,7 @@ def format_header(info, mode, gc_modes):
     ])
 
 
-def write_plot(rows, path, title):
+def write_plot(rows: Sequence[Row], path: str, title: str) -> None:
     """Horizontal log-scale bar chart of the speed-ups of the ok rows."""
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -518,19 +525,19 @@ def write_plot(rows, path, title):
 
 
 class _Progress:
-    def __init__(self, total, stream):
+    def __init__(self, total: int, stream: IO[str]) -> None:
         self.total = total
         self.n = 0
         self.stream = stream
 
-    def start(self, row):
+    def start(self, row: Row) -> None:
         self.n += 1
         gc_part = f", gc {row['gc']}" if row["kind"] == "time" else ""
         against = f" vs {row['baseline_label']}" if row["baseline"] else ""
         print(f"[{self.n:2d}/{self.total}] {_label(row)}{against}{gc_part} ...",
               end="", file=self.stream, flush=True)
 
-    def done(self, row):
+    def done(self, row: Row) -> None:
         if row["status"] == "ok":
             if row["kind"] == "memory":
                 msg = f"{_fmt_bytes(row['baseline_bytes'])} vs {_fmt_bytes(row['fastgrad_bytes'])}"
@@ -545,7 +552,7 @@ class _Progress:
         print(f" {msg}", file=self.stream, flush=True)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; return the exit status.
 
     Parameters
@@ -587,12 +594,13 @@ def run(args):
             import matplotlib  # noqa: F401
         except ImportError:
             return _fail("--plot needs matplotlib, which is not installed "
-                         "(pip install 'fastgrad[bench]')")
+                         '(pip install "fastgrad[bench]"; from a checkout: '
+                         'pip install ".[bench]")')
     mode = args.mode or "quick"
     gc_modes = ["on", "off"] if args.gc == "off" else ["on"]
     info = machine_info()
     header = format_header(info, mode, gc_modes)
-    total = sum(len(c.plan(mode)) * (len(gc_modes) if c.kind == "time" else 1)
+    total: int = sum(len(c.plan(mode)) * (len(gc_modes) if c.kind == "time" else 1)
                 for c in cases)
     print(header, file=sys.stderr, flush=True)
     progress = _Progress(total, sys.stderr)
@@ -628,7 +636,7 @@ def run(args):
     return code
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -24,13 +24,33 @@ every replay.  Replays do not check domain errors: a division by zero or the
 log of a negative number gives inf/nan (IEEE), where eager mode raises.
 """
 import operator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Sequence, Union, cast
 
 from fastgrad._engine import Value, is_grad_enabled
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from fastgrad._replay import Program
 
 __all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
 
 
-def __getattr__(name):
+class _Model(Protocol):
+    # what make_demo_step needs of a model (fastgrad.nn.MLP has it)
+    def __call__(self, x: list[Value]) -> Any: ...
+    def parameters(self) -> list[Value]: ...
+
+
+class DemoStep(Protocol):
+    """The callable ``make_demo_step`` returns (for type checkers)."""
+    program: "Program"
+
+    def __call__(self, X: "npt.ArrayLike", y: "npt.ArrayLike",
+                 lr: float) -> tuple[float, float]: ...
+
+
+def __getattr__(name: str) -> Any:
     # numpy (needed by the replay module) is imported on first use, so that
     # ``import fastgrad`` stays as light as the eager engine
     if name == "Program":
@@ -39,12 +59,15 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
 
 
-def _build(outputs, inputs, params, penalty):
+def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
+           penalty: Optional[Value]) -> "Program":
     from fastgrad._replay import build
     return build(outputs, inputs, params, penalty)
 
 
-def compile_graph(outputs, inputs=(), params=(), penalty=None):
+def compile_graph(outputs: Union[Value, Iterable[Value]], inputs: Iterable[Value] = (),
+                  params: Iterable[Value] = (),
+                  penalty: Optional[Value] = None) -> "Program":
     """Record an existing graph into a :class:`Program`.
 
     Parameters
@@ -87,7 +110,10 @@ def compile_graph(outputs, inputs=(), params=(), penalty=None):
     return _build(list(outputs), list(inputs), list(params), penalty)
 
 
-def compile(fn, n_inputs, params=(), penalty=None, example=None):
+def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs: int,
+            params: Iterable[Value] = (),
+            penalty: Optional[Callable[[list[Value]], Union[Value, float]]] = None,
+            example: Optional[Iterable[float]] = None) -> "Program":
     """Trace ``fn`` on placeholder inputs and record it as a :class:`Program`.
 
     Parameters
@@ -104,7 +130,9 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
     penalty : callable, optional
         ``penalty(params)`` -> Value depending on the parameters only; added
         once to the reduced loss of ``batch``/``sgd_step`` (e.g.
-        ``lambda ps: 1e-4 * sum(p * p for p in ps)``).
+        ``lambda ps: 1e-4 * sum(p * p for p in ps)``).  A plain number (the 0
+        of an empty ``sum``) raises TypeError; the annotation admits ``float``
+        only because type checkers type ``sum()`` of Values as ``Value | int``.
     example : sequence of float, optional
         Values of the placeholders during the trace (default: all 1.0).
         Only matters to eager-mode checks during tracing and to Python
@@ -155,16 +183,17 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
     else:
         raise TypeError("compile: fn must return a Value or a list of Values, "
                         f"got {type(outs).__name__}")
-    pen = None
+    pen: Optional[Value] = None
     if penalty is not None:
-        pen = penalty(params)
-        if not isinstance(pen, Value):
+        pen_out = penalty(params)
+        if not isinstance(pen_out, Value):
             raise TypeError("compile: penalty(params) must return a Value, got "
-                            f"{type(pen).__name__}")
+                            f"{type(pen_out).__name__}")
+        pen = pen_out
     return _build(outs, inputs, params, pen)
 
 
-def make_demo_step(model, alpha=1e-4):
+def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
     """The micrograd demo's training step, compiled.
 
     Records, per sample, micrograd's SVM "max-margin" loss
@@ -203,16 +232,16 @@ def make_demo_step(model, alpha=1e-4):
     import numpy as np
     params = model.parameters()
 
-    def per_sample(inp):
+    def per_sample(inp: list[Value]) -> list[Value]:
         x0, x1, yi = inp
         score = model([x0, x1])
         return [(1 + -yi * score).relu(), score]
 
     prog = compile(per_sample, 3, params=params,
                    penalty=lambda ps: alpha * sum(p * p for p in ps))
-    buf = {}
+    buf: dict[int, "npt.NDArray[np.float64]"] = {}
 
-    def step(X, y, lr):
+    def step(X: "npt.ArrayLike", y: "npt.ArrayLike", lr: float) -> tuple[float, float]:
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2 or y.shape != (X.shape[0],):
@@ -226,5 +255,5 @@ def make_demo_step(model, alpha=1e-4):
         acc = float(np.mean((y > 0) == (outs[:, 1] > 0)))
         return loss, acc
 
-    step.program = prog
-    return step
+    step.program = prog  # type: ignore[attr-defined]  # a function attribute
+    return cast(DemoStep, step)

@@ -6,13 +6,18 @@ lecture's ``sample_data(training_data, 256)``).  Randomness comes from a
 ``numpy.random.Generator`` you pass (or an int seed), never from global state.
 """
 import numbers
+from typing import Any, Iterator, Optional, Union, cast
 
 import numpy as np
+import numpy.typing as npt
+
+# an int seed or a Generator (None: fresh OS entropy)
+Seed = Union[None, int, np.random.Generator]
 
 __all__ = ["iterate_minibatches", "sample_batch", "MiniBatches"]
 
 
-def _generator(rng, where):
+def _generator(rng: Seed, where: str) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
     if isinstance(rng, np.random.Generator):
@@ -25,7 +30,8 @@ def _generator(rng, where):
     return np.random.default_rng(int(rng))
 
 
-def _check_xy(X, y, where):
+def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike,
+              where: str) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim == 0 or y.ndim == 0:
@@ -38,7 +44,7 @@ def _check_xy(X, y, where):
     return X, y
 
 
-def _check_batch_size(batch_size, where):
+def _check_batch_size(batch_size: int, where: str) -> int:
     if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, numbers.Integral):
         raise TypeError(f"{where}: batch_size must be an int, got "
                         f"{type(batch_size).__name__} {batch_size!r}")
@@ -54,21 +60,23 @@ class MiniBatches:
     starts, so every ``for`` loop over the same object is a new epoch.
     """
 
-    def __init__(self, X, y, batch_size, shuffle, drop_last, rng):
+    def __init__(self, X: npt.NDArray[Any], y: npt.NDArray[Any], batch_size: int,
+                 shuffle: bool, drop_last: bool,
+                 rng: Optional[np.random.Generator]) -> None:
         self._X, self._y = X, y
         self._bs, self._shuffle, self._drop_last = batch_size, shuffle, drop_last
         self._rng = rng
 
-    def __len__(self):
+    def __len__(self) -> int:
         n = len(self._X)
         return n // self._bs if self._drop_last else -(-n // self._bs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
         X, y, bs = self._X, self._y, self._bs
         n = len(X)
         stop = n - n % bs if self._drop_last else n
         if self._shuffle:
-            order = self._rng.permutation(n)
+            order = cast(np.random.Generator, self._rng).permutation(n)
             for start in range(0, stop, bs):
                 idx = order[start:start + bs]
                 yield X[idx], y[idx]
@@ -77,8 +85,9 @@ class MiniBatches:
                 yield X[start:start + bs], y[start:start + bs]
 
 
-def iterate_minibatches(X, y, batch_size=256, shuffle=True, drop_last=False,
-                        rng=None):
+def iterate_minibatches(X: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 256,
+                        shuffle: bool = True, drop_last: bool = False,
+                        rng: Seed = None) -> MiniBatches:
     """Split ``(X, y)`` into mini-batches covering every sample once.
 
     Parameters
@@ -124,7 +133,8 @@ def iterate_minibatches(X, y, batch_size=256, shuffle=True, drop_last=False,
     return MiniBatches(X, y, batch_size, bool(shuffle), bool(drop_last), gen)
 
 
-def sample_batch(X, y, batch_size, rng=None):
+def sample_batch(X: npt.ArrayLike, y: npt.ArrayLike, batch_size: int,
+                 rng: Seed = None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Draw one mini-batch of distinct samples at random.
 
     The lecture's ``sample_data(training_data, 256)``: ``batch_size`` rows of

@@ -14,12 +14,21 @@ callable that runs one training step for a model, so the compiled-replay
 engine only has to provide ``fastgrad.compiled.make_demo_step`` (see
 :func:`_compiled_step_factory`).
 """
+import argparse
 import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# step(indices, lr) -> (loss, accuracy); indices None = every point
+Step = Callable[[Optional["npt.NDArray[Any]"], float], tuple[float, float]]
 
 __all__ = ["add_arguments", "run", "load_engine", "make_step", "STEP_FACTORIES"]
 
@@ -42,7 +51,7 @@ class DemoError(Exception):
 # command line
 # ---------------------------------------------------------------------------
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``fastgrad demo`` options to an argparse parser.
 
     Examples
@@ -75,12 +84,12 @@ def add_arguments(parser):
                              "for comparison (default 2; 0 skips)")
 
 
-def _fail(message):
+def _fail(message: object) -> int:
     print(f"fastgrad demo: error: {message}", file=sys.stderr)
     return 2
 
 
-def _check_args(args):
+def _check_args(args: argparse.Namespace) -> None:
     if args.steps < 1:
         raise DemoError(f"--steps must be a positive integer, got {args.steps}")
     if args.batch_size is not None and not 1 <= args.batch_size <= N_SAMPLES:
@@ -92,7 +101,7 @@ def _check_args(args):
         raise DemoError(f"--reference-steps must be 0 or more, got {args.reference_steps}")
 
 
-def _check_extras(plot):
+def _check_extras(plot: bool) -> None:
     """Import the ``demo`` extra; raise DemoError naming what is missing."""
     wanted = [("sklearn.datasets", "scikit-learn"), ("tqdm", "tqdm")]
     if plot:
@@ -105,11 +114,12 @@ def _check_extras(plot):
             missing.append(package)
     if missing:
         raise DemoError(f"the demo needs {', '.join(missing)}: "
-                        'pip install "fastgrad[demo]"')
+                        'pip install "fastgrad[demo]" (from a checkout: '
+                        'pip install ".[demo]")')
 
 
-def _probe_writable(directory):
-    """Raise DemoError unless files can be created in directory (or it can be made)."""
+def _probe_writable(directory: str) -> None:
+    """Raise DemoError unless the pictures can be written in directory (or it can be made)."""
     path = os.path.abspath(directory)
     probe = path
     while not os.path.exists(probe):        # the directory will be created later
@@ -125,6 +135,21 @@ def _probe_writable(directory):
         os.remove(name)
     except OSError as exc:
         raise DemoError(f"--out {directory}: cannot write there ({exc.strerror})") from None
+    _check_targets(directory)
+
+
+def _check_targets(directory: str) -> None:
+    """Raise DemoError if a picture's path is taken by a directory (a file cannot replace it).
+
+    Checked before training and again just before the pictures are moved into
+    place, so that the demo never writes one picture and then fails on the other.
+    """
+    for name in PNG_NAMES:
+        target = os.path.join(directory, name)
+        # a file (or a symlink, replaced itself) can be replaced; a directory cannot
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise DemoError(f"--out {directory}: {target} is a directory; cannot write "
+                            f"{name} there")
 
 
 # ---------------------------------------------------------------------------
@@ -134,14 +159,15 @@ def _probe_writable(directory):
 class Engine:
     """What the demo needs from an engine: Value, MLP and no_grad."""
 
-    def __init__(self, name, Value, MLP, no_grad):
+    def __init__(self, name: str, Value: Any, MLP: Any,
+                 no_grad: Callable[[], ContextManager[Any]]) -> None:
         self.name = name
         self.Value = Value
         self.MLP = MLP
         self.no_grad = no_grad
 
 
-def load_engine(name):
+def load_engine(name: str) -> Engine:
     """Return the :class:`Engine` called name.
 
     Parameters
@@ -183,7 +209,7 @@ def load_engine(name):
     raise DemoError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
 
-def _compiled_module():
+def _compiled_module() -> Any:
     try:
         import fastgrad.compiled as compiled
     except ImportError:
@@ -196,7 +222,8 @@ def _compiled_module():
     return compiled
 
 
-def _loss(model, Xb, yb):
+def _loss(model: Any, Xb: Sequence[Sequence[float]],
+          yb: Sequence[float]) -> tuple[Any, float]:
     """micrograd's demo loss on rows Xb (lists of floats), labels yb (+-1).
 
     Returns ``(total_loss, accuracy)``, written as in micrograd's notebook so
@@ -213,7 +240,7 @@ def _loss(model, Xb, yb):
     return total_loss, sum(accuracy) / len(accuracy)
 
 
-def _sgd(engine, params):
+def _sgd(engine: Engine, params: list[Any]) -> Any:
     """fastgrad.optim.SGD for fastgrad Values when it is installed, else None."""
     if engine.name != "fastgrad":
         return None
@@ -224,13 +251,14 @@ def _sgd(engine, params):
     return SGD(params, lr=1.0)
 
 
-def _eager_step_factory(engine, model, X, y):
+def _eager_step_factory(engine: Engine, model: Any, X: "npt.NDArray[Any]",
+                        y: "npt.NDArray[Any]") -> Step:
     """One step = forward, zero_grad, backward, SGD update (the notebook's loop)."""
     params = model.parameters()
     opt = _sgd(engine, params)
     rows, labels = X.tolist(), y.tolist()
 
-    def step(indices, lr):
+    def step(indices: Optional["npt.NDArray[Any]"], lr: float) -> tuple[float, float]:
         Xb = rows if indices is None else [rows[i] for i in indices]
         yb = labels if indices is None else [labels[i] for i in indices]
         total_loss, acc = _loss(model, Xb, yb)
@@ -247,7 +275,8 @@ def _eager_step_factory(engine, model, X, y):
     return step
 
 
-def _compiled_step_factory(engine, model, X, y):
+def _compiled_step_factory(engine: Engine, model: Any, X: "npt.NDArray[Any]",
+                           y: "npt.NDArray[Any]") -> Step:
     """The hook for compiled replay (``--engine compiled``).
 
     Uses ``fastgrad.compiled.make_demo_step(model, alpha)``, whose
@@ -258,7 +287,7 @@ def _compiled_step_factory(engine, model, X, y):
     compiled_step = _compiled_module().make_demo_step(model, alpha=ALPHA)
     y = y.astype(float)
 
-    def step(indices, lr):
+    def step(indices: Optional["npt.NDArray[Any]"], lr: float) -> tuple[float, float]:
         if indices is None:
             loss, acc = compiled_step(X, y, lr)
         else:
@@ -269,14 +298,15 @@ def _compiled_step_factory(engine, model, X, y):
 
 
 #: engine name -> factory(engine, model, X, y) -> step(indices, lr) -> (loss, acc)
-STEP_FACTORIES = {
+STEP_FACTORIES: dict[str, Callable[..., Step]] = {
     "fastgrad": _eager_step_factory,
     "reference": _eager_step_factory,
     "compiled": _compiled_step_factory,
 }
 
 
-def make_step(engine, model, X, y):
+def make_step(engine: Engine, model: Any, X: "npt.NDArray[Any]",
+              y: "npt.NDArray[Any]") -> Step:
     """Build the training-step callable of an engine for the demo's data.
 
     Parameters
@@ -313,7 +343,7 @@ def make_step(engine, model, X, y):
     return STEP_FACTORIES[engine.name](engine, model, X, y)
 
 
-def _build_model(engine, seed):
+def _build_model(engine: Engine, seed: int) -> Any:
     """MLP(2, [16, 16, 1]) drawn from random.seed(seed), leaving random's state alone."""
     state = random.getstate()
     random.seed(seed)
@@ -323,7 +353,7 @@ def _build_model(engine, seed):
         random.setstate(state)
 
 
-def _learning_rate(k):
+def _learning_rate(k: int) -> float:
     return 1.0 - 0.9 * k / 100
 
 
@@ -331,7 +361,8 @@ def _learning_rate(k):
 # the run
 # ---------------------------------------------------------------------------
 
-def _data(seed):
+def _data(seed: int) -> tuple["npt.NDArray[Any]", "npt.NDArray[Any]",
+                             "np.random.RandomState"]:
     import numpy as np
     from sklearn.datasets import make_moons
     # np.random.seed(seed) then make_moons() in the notebook: same stream
@@ -340,13 +371,17 @@ def _data(seed):
     return X, y * 2 - 1, rng
 
 
-def _accuracy(engine, model, X, y):
+def _accuracy(engine: Engine, model: Any, X: "npt.NDArray[Any]",
+              y: "npt.NDArray[Any]") -> float:
     with engine.no_grad():
         scores = [model(row).data for row in X.tolist()]
-    return sum((yi > 0) == (s > 0) for yi, s in zip(y.tolist(), scores)) / len(scores)
+    hits: int = sum((yi > 0) == (s > 0) for yi, s in zip(y.tolist(), scores))
+    return hits / len(scores)
 
 
-def _train(engine, model, X, y, rng, steps, batch_size, progress=True):
+def _train(engine: Engine, model: Any, X: "npt.NDArray[Any]", y: "npt.NDArray[Any]",
+           rng: "np.random.RandomState", steps: int, batch_size: Optional[int],
+           progress: bool = True) -> tuple[list[float], list[float], float, float]:
     """Run steps; return (losses, accuracies, seconds spent in the steps, setup seconds).
 
     The setup (building the step; for the compiled engine, recording the
@@ -356,10 +391,16 @@ def _train(engine, model, X, y, rng, steps, batch_size, progress=True):
     t0 = time.perf_counter()
     step = make_step(engine, model, X, y)
     setup = time.perf_counter() - t0
-    losses, accs = [], []
+    losses: list[float] = []
+    accs: list[float] = []
     spent = 0.0
+    # a live bar only on a terminal: written to a file or pipe, its redraws
+    # become one line each (114 lines for 100 steps); there a few plain
+    # progress lines say the same
+    live = progress and sys.stderr.isatty()
     bar = tqdm(range(steps), desc=f"training ({engine.name})", unit="step",
-               disable=not progress, file=sys.stderr)
+               disable=not live, file=sys.stderr)
+    report_at = _report_steps(steps) if progress and not live else set()
     for k in bar:
         idx = None if batch_size is None else rng.permutation(N_SAMPLES)[:batch_size]
         t0 = time.perf_counter()
@@ -367,22 +408,34 @@ def _train(engine, model, X, y, rng, steps, batch_size, progress=True):
         spent += time.perf_counter() - t0
         losses.append(loss)
         accs.append(acc)
-        bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{acc * 100:.0f}%"})
+        if live:
+            bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{acc * 100:.0f}%"})
+        elif k + 1 in report_at:
+            print(f"training ({engine.name}): step {k + 1}/{steps}, loss {loss:.4f}, "
+                  f"acc {acc * 100:.0f}%", file=sys.stderr, flush=True)
     bar.close()
     return losses, accs, spent, setup
 
 
-def _time_reference(ref, args, X, y):
+def _report_steps(steps: int) -> set[int]:
+    """The steps (1-based) after which a non-terminal run prints a progress line:
+    every quarter of the run, at most 4 lines."""
+    return {max(1, round(steps * q / 4)) for q in range(1, 5)}
+
+
+def _time_reference(ref: Engine, args: argparse.Namespace, X: "npt.NDArray[Any]",
+                    y: "npt.NDArray[Any]") -> float:
     """Seconds per step of the pure-Python engine ref on the same task."""
     import numpy as np
     model = _build_model(ref, args.seed)
     rng = np.random.RandomState(args.seed)
     _, _, spent, _ = _train(ref, model, X, y, rng, args.reference_steps,
                          args.batch_size, progress=False)
-    return spent / args.reference_steps
+    return spent / int(args.reference_steps)
 
 
-def _grid(X, n=GRID_SIZE):
+def _grid(X: "npt.NDArray[Any]",
+          n: int = GRID_SIZE) -> tuple["npt.NDArray[Any]", "npt.NDArray[Any]"]:
     import numpy as np
     x_min, x_max = X[:, 0].min() - 1, X[:, 0].max() + 1
     y_min, y_max = X[:, 1].min() - 1, X[:, 1].max() + 1
@@ -390,7 +443,9 @@ def _grid(X, n=GRID_SIZE):
     return xx, yy
 
 
-def _plots(engine, model, X, y, losses, accs, batch_size, out):
+def _plots(engine: Engine, model: Any, X: "npt.NDArray[Any]", y: "npt.NDArray[Any]",
+           losses: list[float], accs: list[float], batch_size: Optional[int],
+           out: str) -> list[str]:
     """Draw both pictures into temporary files in out, then rename them.
 
     Returns the final paths.  On any error the temporary files are removed and
@@ -410,8 +465,14 @@ def _plots(engine, model, X, y, losses, accs, batch_size, out):
     ax.contourf(xx, yy, (Z > 0).astype(float), levels=[-0.5, 0.5, 1.5],
                 colors=["#f4a582", "#92c5de"])
     ax.contour(xx, yy, Z, levels=[0.0], colors="k", linewidths=1)
-    ax.scatter(X[:, 0], X[:, 1], c=np.where(y > 0, "#2166ac", "#b2182b"), s=30,
-               edgecolors="k", linewidths=0.5)
+    for label, color, region in ((-1, "#b2182b", "#f4a582"), (1, "#2166ac", "#92c5de")):
+        mine = y == label
+        ax.scatter(X[mine, 0], X[mine, 1], c=color, s=30, edgecolors="k",
+                   linewidths=0.5, label=f"class {label:+d}")
+        ax.fill_between([], [], color=region, label=f"model says {label:+d}")
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    ax.set_xlabel("x[0] (first moons coordinate)")
+    ax.set_ylabel("x[1] (second moons coordinate)")
     ax.set_xlim(xx.min(), xx.max())
     ax.set_ylim(yy.min(), yy.max())
     acc = _accuracy(engine, model, X, y)
@@ -445,6 +506,7 @@ def _plots(engine, model, X, y, losses, accs, batch_size, out):
             fig.savefig(tmp, dpi=100, format="png")
             os.chmod(tmp, 0o666 & ~umask)     # mkstemp made it private
         finals = [os.path.join(out, name) for name in PNG_NAMES]
+        _check_targets(out)      # both can be replaced: none is written alone
         for tmp, final in zip(temps, finals):
             os.replace(tmp, final)
         return finals
@@ -454,7 +516,7 @@ def _plots(engine, model, X, y, losses, accs, batch_size, out):
                 os.remove(tmp)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run ``fastgrad demo`` with parsed arguments; return the exit code.
 
     Parameters
@@ -517,11 +579,14 @@ def run(args):
             ref_per_step = _time_reference(ref, args, X, y)
             print(f"reference engine (pure Python): {ref_per_step * 1e3:.1f} ms per "
                   f"step over {args.reference_steps} steps; {engine.name} is "
-                  f"{ref_per_step / per_step:.0f}x faster")
+                  f"{ref_per_step / per_step:.0f}x faster than fastgrad's pure-Python "
+                  "reference engine (fastgrad.reference), both timed in this run")
 
     if not args.no_plot:
         try:
             paths = _plots(engine, model, X, y, losses, accs, args.batch_size, args.out)
+        except DemoError as exc:       # --out changed during training
+            return _fail(exc)
         except OSError as exc:
             return _fail(f"--out {args.out}: could not write the pictures ({exc})")
         for path in paths:

@@ -4,7 +4,7 @@
 Value``.
 """
 import contextlib
-import functools
+from typing import Any, Literal
 
 from fastgrad._engine import (
     Value,
@@ -40,15 +40,15 @@ class no_grad(contextlib.ContextDecorator):
     (9.0, set())
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         # a stack, not one slot: ContextDecorator reuses the instance, so a
         # recursive decorated function enters it several times
-        self._saved = []
+        self._saved: list[bool] = []
 
-    def __enter__(self):
+    def __enter__(self) -> "no_grad":
         self._saved.append(set_grad_enabled(False))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         set_grad_enabled(self._saved.pop())
         return False

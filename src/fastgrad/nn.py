@@ -6,8 +6,12 @@ order, biases 0), so ``random.seed(s)`` gives the same model in both.  One
 fix: a width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
 """
 import random
+from typing import Any, Iterable, Sequence, Union, cast
 
 from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
+
+# what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
+_Inputs = Union[Value, Sequence[Union[Value, float]]]
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
@@ -15,11 +19,11 @@ __all__ = ["Module", "Neuron", "Layer", "MLP"]
 class Module:
     """Base class: holds parameters and can zero their gradients."""
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the gradient of every parameter to 0."""
         _zero_grad(self.parameters())
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         """The list of trainable Values."""
         return []
 
@@ -46,28 +50,28 @@ class Neuron(Module):
     """
 
     # the engine a Neuron builds on; fastgrad.reference swaps in its own
-    _Value = Value
+    _Value: type = Value
 
-    def __init__(self, nin, nonlin=True):
+    def __init__(self, nin: int, nonlin: bool = True) -> None:
         if isinstance(nin, bool) or not isinstance(nin, int) or nin < 1:
             raise ValueError(f"Neuron: nin must be a positive int, got {nin!r}")
-        self.w = [self._Value(random.uniform(-1, 1)) for _ in range(nin)]
-        self.b = self._Value(0)
+        self.w: list[Value] = [self._Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b: Value = self._Value(0)
         self.nonlin = nonlin
 
-    def __call__(self, x):
+    def __call__(self, x: _Inputs) -> Value:
         if isinstance(x, self._Value):
-            x = [x]          # the output of a width-1 layer
-        return self._forward(x)
+            x = [cast(Value, x)]          # the output of a width-1 layer
+        return self._forward(cast("Sequence[Union[Value, float]]", x))
 
-    def _forward(self, x):
+    def _forward(self, x: Sequence[Union[Value, float]]) -> Value:
         # b + w0*x0 + w1*x1 + ... (then relu), the graph micrograd builds
         return dot_add(self.w, x, self.b, self.nonlin)
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return self.w + [self.b]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{'ReLU' if self.nonlin else 'Linear'}Neuron({len(self.w)})"
 
 
@@ -80,19 +84,19 @@ class Layer(Module):
 
     _Neuron = Neuron
 
-    def __init__(self, nin, nout, **kwargs):
+    def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
         if isinstance(nout, bool) or not isinstance(nout, int) or nout < 1:
             raise ValueError(f"Layer: nout must be a positive int, got {nout!r}")
         self.neurons = [self._Neuron(nin, **kwargs) for _ in range(nout)]
 
-    def __call__(self, x):
+    def __call__(self, x: _Inputs) -> Any:
         out = [n(x) for n in self.neurons]
         return out[0] if len(out) == 1 else out
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for n in self.neurons for p in n.parameters()]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
 
 
@@ -118,7 +122,7 @@ class MLP(Module):
 
     _Layer = Layer
 
-    def __init__(self, nin, nouts):
+    def __init__(self, nin: int, nouts: Iterable[int]) -> None:
         nouts = list(nouts)
         if not nouts:
             raise ValueError("MLP: nouts must name at least one layer")
@@ -126,13 +130,13 @@ class MLP(Module):
         self.layers = [self._Layer(sz[i], sz[i + 1], nonlin=i != len(nouts) - 1)
                        for i in range(len(nouts))]
 
-    def __call__(self, x):
+    def __call__(self, x: _Inputs) -> Any:
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"

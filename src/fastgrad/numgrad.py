@@ -6,13 +6,17 @@
 """
 import math
 import numbers
+from typing import Any, Callable, Optional, Sequence, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from fastgrad import _numgrad
 from fastgrad._engine import Value, set_grad_enabled
 
 __all__ = ["num_grad", "gradcheck", "GradcheckError"]
+
+_F64 = npt.NDArray[np.float64]
 
 _METHODS = ("central", "forward")
 _MAX_ROWS = 10      # rows of the mismatch table in a GradcheckError
@@ -26,8 +30,9 @@ class GradcheckError(RuntimeError):
     ``numeric``, ``rel_error`` and the boolean ``mismatch``.
     """
 
-    def __init__(self, message, analytic=None, numeric=None, rel_error=None,
-                 mismatch=None):
+    def __init__(self, message: str, analytic: Optional[_F64] = None,
+                 numeric: Optional[_F64] = None, rel_error: Optional[_F64] = None,
+                 mismatch: Optional[npt.NDArray[np.bool_]] = None) -> None:
         super().__init__(message)
         self.analytic = analytic
         self.numeric = numeric
@@ -39,12 +44,12 @@ class GradcheckError(RuntimeError):
 # argument checks
 # ---------------------------------------------------------------------------
 
-def _check_callable(f, where):
+def _check_callable(f: object, where: str) -> None:
     if not callable(f):
         raise TypeError(f"{where}: f must be callable, got {type(f).__name__}")
 
 
-def _check_step(h, name, where):
+def _check_step(h: float, name: str, where: str) -> float:
     if isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Real):
         raise TypeError(f"{where}: {name} must be a positive real number, got "
                         f"{type(h).__name__} ({h!r:.40})")
@@ -54,7 +59,7 @@ def _check_step(h, name, where):
     return value
 
 
-def _check_tolerance(t, name, where):
+def _check_tolerance(t: float, name: str, where: str) -> float:
     if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real):
         raise TypeError(f"{where}: {name} must be a real number >= 0, got "
                         f"{type(t).__name__} ({t!r:.40})")
@@ -64,14 +69,14 @@ def _check_tolerance(t, name, where):
     return value
 
 
-def _check_method(method, where):
+def _check_method(method: str, where: str) -> bool:
     if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(f"{where}: unknown method {method!r}; expected 'central' "
                          "or 'forward'")
     return method == "central"
 
 
-def _check_array(x, where):
+def _check_array(x: npt.NDArray[Any], where: str) -> None:
     """Reject what the loop cannot perturb in place (x is an ndarray)."""
     kind = x.dtype.kind
     if kind == "b":
@@ -95,7 +100,7 @@ def _check_array(x, where):
                          "pass a writable array (e.g. x.copy())")
 
 
-def _is_value(v):
+def _is_value(v: object) -> bool:
     """A fastgrad Value, or a Value of another engine (micrograd, reference)."""
     if isinstance(v, Value):
         return True
@@ -103,7 +108,7 @@ def _is_value(v):
             and hasattr(v, "grad") and callable(getattr(v, "backward", None)))
 
 
-def _value_items(x, where, name="x"):
+def _value_items(x: Any, where: str, name: str = "x") -> tuple[Any, ...]:
     """x as a tuple of Values, or TypeError naming what x is."""
     what = ("a sequence of Values" if where == "gradcheck"
             else "a numpy float array or a sequence of Values")
@@ -126,7 +131,7 @@ def _value_items(x, where, name="x"):
     return items
 
 
-def _evaluator(f, x, where):
+def _evaluator(f: object, x: object, where: str) -> Optional[_numgrad.Evaluator]:
     """The C evaluator of a compiled program f bound to x, or None."""
     make = getattr(f, "_fd_evaluator", None)
     if make is None:
@@ -146,7 +151,8 @@ def _evaluator(f, x, where):
 # num_grad
 # ---------------------------------------------------------------------------
 
-def num_grad(f, x, h=1e-5, method="central"):
+def num_grad(f: Callable[..., Any], x: Union[npt.NDArray[np.floating[Any]], Sequence[Any]],
+             h: float = 1e-5, method: str = "central") -> _F64:
     """Numerical gradient of a scalar function by finite differences.
 
     The lecture's loop, run in C: each element of ``x`` is perturbed in place
@@ -221,11 +227,13 @@ def num_grad(f, x, h=1e-5, method="central"):
 # gradcheck
 # ---------------------------------------------------------------------------
 
-def _graph(root):
+def _graph(root: Any) -> list[Any]:
     """Every Value the backward pass from root can touch."""
     if isinstance(root, Value):
         return _numgrad.graph_nodes(root)
-    seen, nodes, stack = set(), [], [root]
+    seen: set[int] = set()
+    nodes: list[Any] = []
+    stack = [root]
     while stack:
         v = stack.pop()
         if id(v) in seen:
@@ -236,7 +244,7 @@ def _graph(root):
     return nodes
 
 
-def _analytic(f, items, where):
+def _analytic(f: Callable[..., Any], items: tuple[Any, ...], where: str) -> _F64:
     """d f(*items) / d item.data from backward(), leaving every .grad as found."""
     out = f(*items)
     if not _is_value(out):
@@ -254,7 +262,9 @@ def _analytic(f, items, where):
             v.grad = g
 
 
-def _compare(analytic, numeric, values, labels, eps, atol, rtol, where):
+def _compare(analytic: _F64, numeric: _F64, values: _F64, labels: list[str],
+             eps: float, atol: float, rtol: float, where: str,
+             ) -> tuple[npt.NDArray[np.bool_], _F64, Optional[str]]:
     """Mismatch mask, relative errors and (on mismatch) the report text."""
     diff = np.abs(analytic - numeric)
     tol = atol + rtol * np.abs(numeric)
@@ -290,7 +300,10 @@ def _compare(analytic, numeric, values, labels, eps, atol, rtol, where):
     return mismatch, rel, "\n".join(lines)
 
 
-def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+def gradcheck(f: Callable[..., Any],
+              inputs: Union[Sequence[Any], Value, npt.NDArray[np.floating[Any]]],
+              eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, raise_exception: bool = True) -> bool:
     """Check backward() against central finite differences.
 
     Computes the analytic gradient of ``f(*inputs)`` with ``backward()`` and
@@ -340,7 +353,7 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     rtol = _check_tolerance(rtol, "rtol", where)
     ev = _evaluator(f, inputs, where)
     if ev is not None:
-        x = inputs
+        x = cast("_F64", inputs)   # _evaluator checked it
         analytic = _numgrad.evaluator_gradient(ev, x).reshape(-1)
         numeric = _numgrad.fd_array(None, x, eps, True, ev, where).reshape(-1)
         values = np.array(x, dtype=np.float64).reshape(-1)
@@ -364,7 +377,7 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
             numeric = _numgrad.fd_values(f, None, items, items, eps, True, where)
         finally:
             if fastgrad_only:
-                set_grad_enabled(previous)
+                set_grad_enabled(bool(previous))
         values = np.array([float(v.data) for v in items], dtype=np.float64)
         labels = []
         for k, v in enumerate(items):

@@ -21,20 +21,26 @@ lecture's "validate the step size").
 """
 import math
 import numbers
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from fastgrad import _optim
 from fastgrad._engine import Value
 
 __all__ = ["Optimizer", "SGD", "Adam", "lr_sweep", "LRSweepResult"]
 
+F64 = npt.NDArray[np.float64]
+_Opt = TypeVar("_Opt", bound="Optimizer")
+
 
 # ---------------------------------------------------------------------------
 # argument checking
 # ---------------------------------------------------------------------------
 
-def _real(owner, name, x, *, minimum=None, below=None):
+def _real(owner: str, name: str, x: float, *, minimum: Optional[float] = None,
+          below: Optional[float] = None) -> float:
     """float(x) for a real, finite hyper-parameter; TypeError/ValueError else."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a real number, got "
@@ -49,14 +55,14 @@ def _real(owner, name, x, *, minimum=None, below=None):
     return x
 
 
-def _flag(owner, name, x):
+def _flag(owner: str, name: str, x: bool) -> bool:
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{owner}: {name} must be a bool, got "
                         f"{type(x).__name__} {x!r}")
     return bool(x)
 
 
-def _value_params(owner, params):
+def _value_params(owner: str, params: Iterable[Value]) -> _optim.ValueSlots:
     """The ValueSlots of an iterable of distinct Values."""
     if isinstance(params, (Value, np.ndarray, str, bytes)) or hasattr(params, "parameters"):
         hint = ("; pass model.parameters()" if hasattr(params, "parameters")
@@ -85,9 +91,10 @@ def _value_params(owner, params):
     return _optim.ValueSlots(params)  # also refuses duplicates
 
 
-def _array_params(owner, params, grads):
+def _array_params(owner: str, params: Iterable[F64], grads: Iterable[F64],
+                  ) -> tuple[list[F64], list[F64], list[F64], list[F64]]:
     """Validated (params, grads, flat param views, flat grad views)."""
-    def as_list(x, what):
+    def as_list(x: Iterable[F64], what: str) -> list[F64]:
         if isinstance(x, np.ndarray):
             raise TypeError(f"{owner}.from_arrays: {what} must be a list of "
                             f"arrays, got a single array (wrap it: [{what[:-1]}])")
@@ -147,7 +154,17 @@ class Optimizer:
     ``fastgrad._optim``).
     """
 
-    def __init__(self, params, **hyper):
+    _hyper: dict[str, Any]
+    _slots: Optional[_optim.ValueSlots]
+    # array path: (params, grads, flat param views, flat grad views)
+    _arrays: Any
+    _n: int
+    _step: int
+    _state: dict[str, F64]
+    _check: Callable[..., dict[str, Any]]     # set by each subclass
+    _update: Callable[[], None]               # set by each subclass
+
+    def __init__(self, params: Iterable[Value], **hyper: Any) -> None:
         name = type(self).__name__
         self._hyper = self._check(**hyper)
         self._slots = _value_params(name, params)
@@ -155,7 +172,8 @@ class Optimizer:
         self._init_state(len(self._slots))
 
     @classmethod
-    def from_arrays(cls, params, grads, *args, **kwargs):
+    def from_arrays(cls: type[_Opt], params: Iterable[F64], grads: Iterable[F64],
+                    *args: Any, **kwargs: Any) -> _Opt:
         """An optimizer over float64 arrays, updated in place.
 
         Parameters
@@ -191,46 +209,46 @@ class Optimizer:
         return self
 
     # -- state ------------------------------------------------------------
-    def _init_state(self, n):
+    def _init_state(self, n: int) -> None:
         self._n = n
         self._step = 0
         self._state = {k: np.zeros(n) for k in self._state_names(self._hyper)}
 
     @staticmethod
-    def _state_names(hyper):
+    def _state_names(hyper: dict[str, Any]) -> tuple[str, ...]:
         return ()
 
     # -- public API -------------------------------------------------------
     @property
-    def lr(self):
+    def lr(self) -> float:
         """The learning rate; may be changed between steps."""
-        return self._hyper["lr"]
+        return float(self._hyper["lr"])
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         self._hyper["lr"] = _real(type(self).__name__, "lr", value, minimum=0.0)
 
     @property
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         """A copy of the hyper-parameters (dict)."""
         return dict(self._hyper)
 
     @property
-    def params(self):
+    def params(self) -> Union[list[Value], list[F64]]:
         """The parameters: a list of Values, or of arrays (array path)."""
         return self._slots.values if self._slots is not None else list(self._arrays[0])
 
     @property
-    def grads(self):
+    def grads(self) -> Optional[list[F64]]:
         """The gradient arrays of the array path (None on the Value path)."""
         return None if self._arrays is None else list(self._arrays[1])
 
     @property
-    def steps_taken(self):
+    def steps_taken(self) -> int:
         """Number of ``step()`` calls so far (restored by ``load_state_dict``)."""
         return self._step
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to 0 (``.grad`` of the Values, or the arrays)."""
         if self._slots is not None:
             self._slots.zero_grad()
@@ -242,7 +260,7 @@ class Optimizer:
         for g in self._arrays[3]:
             g.fill(0.0)
 
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Update every parameter once from its current gradient.
 
         Parameters
@@ -256,12 +274,12 @@ class Optimizer:
         self._step += 1
         return loss
 
-    def _layout(self):
+    def _layout(self) -> tuple[Any, ...]:
         if self._slots is not None:
             return ("values", self._n)
         return ("arrays", tuple(p.shape for p in self._arrays[0]))
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot to resume from: hyper-parameters, step count, state.
 
         The arrays are copies; ``load_state_dict`` on an optimizer over the
@@ -289,7 +307,7 @@ class Optimizer:
             "state": {k: v.copy() for k, v in self._state.items()},
         }
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a ``state_dict()`` (hyper-parameters, step count, state).
 
         Raises ValueError (and changes nothing) if the snapshot comes from
@@ -338,7 +356,7 @@ class Optimizer:
         self._step = int(step)
         self._state = state
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if self._slots is not None:
             # the C pointer table is rebuilt on load; the Values themselves
@@ -351,16 +369,16 @@ class Optimizer:
         state["_arrays"] = (params, grads)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self._slots is not None:
-            self._slots = _optim.ValueSlots(self._slots)
+            self._slots = _optim.ValueSlots(cast("list[Value]", self._slots))  # a list when pickled
         if self._arrays is not None:
             params, grads = self._arrays[:2]
             self._arrays = (params, grads, [p.reshape(-1) for p in params],
                             [g.reshape(-1) for g in grads])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "Values" if self._slots is not None else "arrays"
         opts = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
         return f"{type(self).__name__}({self._n} scalars in {kind}, {opts})"
@@ -404,15 +422,17 @@ class SGD(Optimizer):
     0.375
     """
 
-    def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, maximize=False):
+    def __init__(self, params: Iterable[Value], lr: float, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov,
                          maximize=maximize)
 
     @staticmethod
-    def _check(lr, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-               maximize=False):
+    def _check(lr: float, momentum: float = 0, dampening: float = 0,
+               weight_decay: float = 0, nesterov: bool = False,
+               maximize: bool = False) -> dict[str, Any]:
         h = {
             "lr": _real("SGD", "lr", lr, minimum=0.0),
             "momentum": _real("SGD", "momentum", momentum, minimum=0.0),
@@ -428,10 +448,10 @@ class SGD(Optimizer):
         return h
 
     @staticmethod
-    def _state_names(hyper):
+    def _state_names(hyper: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
-    def _update(self):
+    def _update(self) -> None:
         h = self._hyper
         buf = self._state.get("momentum_buffer")
         if h["momentum"] != 0 and buf is None:
@@ -479,15 +499,18 @@ class Adam(Optimizer):
     0.9
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0, amsgrad=False, maximize=False):
+    def __init__(self, params: Iterable[Value], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize)
 
     @staticmethod
-    def _check(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-               amsgrad=False, maximize=False):
+    def _check(lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+               eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False,
+               maximize: bool = False) -> dict[str, Any]:
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -503,11 +526,11 @@ class Adam(Optimizer):
         }
 
     @staticmethod
-    def _state_names(hyper):
+    def _state_names(hyper: dict[str, Any]) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if hyper["amsgrad"] else names
 
-    def _update(self):
+    def _update(self) -> None:
         h = self._hyper
         beta1, beta2 = h["betas"]
         # per-step scalars, computed in Python exactly as torch does (its step
@@ -555,7 +578,8 @@ class LRSweepResult:
         diverged.
     """
 
-    def __init__(self, lrs, losses, val_losses=None):
+    def __init__(self, lrs: Sequence[float], losses: F64,
+                 val_losses: Optional[F64] = None) -> None:
         self.lrs = np.asarray(lrs, dtype=float)
         self.losses = np.asarray(losses, dtype=float)
         last = self.losses[:, -1]
@@ -571,7 +595,7 @@ class LRSweepResult:
         else:
             self.best_lr = float(self.lrs[int(np.argmin(score))])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         rows = []
         for r, (lr, f) in enumerate(zip(self.lrs, self.final)):
             row = f"  lr={lr:<10.3g} final loss={f:.6g}"
@@ -581,7 +605,7 @@ class LRSweepResult:
         return "LRSweepResult(best_lr={!r},\n{})".format(self.best_lr, "\n".join(rows))
 
 
-def _parameters_of(model, where):
+def _parameters_of(model: Any, where: str) -> list[Value]:
     params = model.parameters() if hasattr(model, "parameters") else model
     try:
         return list(params)
@@ -591,8 +615,11 @@ def _parameters_of(model, where):
                         f"{type(model).__name__}") from None
 
 
-def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
-             eval_fn=None, **optimizer_kwargs):
+def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
+             lrs: Optional[Iterable[float]] = None, steps: int = 10,
+             optimizer: type[Optimizer] = SGD,
+             eval_fn: Optional[Callable[[Any], Union[Value, float]]] = None,
+             **optimizer_kwargs: Any) -> LRSweepResult:
     """Train a few steps per learning rate from the same start; pick the best.
 
     The lecture's "validate the learning rate": for every rate, a fresh model

@@ -31,6 +31,7 @@ Design:
 import contextlib
 import math
 import numbers
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat, Union
 
 from fastgrad import nn as _nn
 
@@ -40,6 +41,9 @@ __all__ = [
     "Module", "Neuron", "Layer", "MLP",
 ]
 
+# operands: a Value or a real number (operators take Any: they return
+# NotImplemented for anything else, as Python expects)
+_Operand = Union["Value", SupportsFloat]
 _INF = math.inf
 _NAN = math.nan
 
@@ -50,12 +54,12 @@ _NAN = math.nan
 _grad_enabled = True
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """Return True when operations on reference Values record a graph."""
     return _grad_enabled
 
 
-def set_grad_enabled(mode):
+def set_grad_enabled(mode: bool) -> bool:
     """Turn graph recording on or off; return the previous setting."""
     global _grad_enabled
     old = _grad_enabled
@@ -77,11 +81,11 @@ class no_grad(contextlib.ContextDecorator):
     (9.0, set())
     """
 
-    def __enter__(self):
+    def __enter__(self) -> "no_grad":
         self._saved = set_grad_enabled(False)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         set_grad_enabled(self._saved)
         return False
 
@@ -90,7 +94,7 @@ class no_grad(contextlib.ContextDecorator):
 # numbers
 # ---------------------------------------------------------------------------
 
-def _number(x):
+def _number(x: object) -> Optional[float]:
     """float(x) if x is a real number (bool, int, float, numpy scalar,
     Fraction, ...), else None.  Values, str, complex, None... are not."""
     if isinstance(x, float):
@@ -104,7 +108,7 @@ def _number(x):
     return None
 
 
-def _to_float(x, where):
+def _to_float(x: object, where: str) -> float:
     value = _number(x)
     if value is None:
         raise TypeError(f"{where} expects a real number, got "
@@ -112,11 +116,11 @@ def _to_float(x, where):
     return value
 
 
-def _is_odd_integer(y):
+def _is_odd_integer(y: float) -> bool:
     return math.isfinite(y) and y.is_integer() and y % 2.0 == 1.0
 
 
-def _ieee_pow(x, y):
+def _ieee_pow(x: float, y: float) -> float:
     """x ** y as C's pow(): inf or nan where Python would raise."""
     try:
         return math.pow(x, y)
@@ -128,7 +132,7 @@ def _ieee_pow(x, y):
         return _NAN                   # negative ** non-integer
 
 
-def _ieee_div(x, y):
+def _ieee_div(x: float, y: float) -> float:
     """x / y as C's division: +-inf or nan for y == 0 where Python raises."""
     if y != 0:
         return x / y
@@ -137,14 +141,14 @@ def _ieee_div(x, y):
     return math.copysign(_INF, x) * math.copysign(1.0, y)
 
 
-def _ieee_log(x):
+def _ieee_log(x: float) -> float:
     """log(x) as C's log(): -inf at 0, nan below."""
     if x > 0:
         return math.log(x)
     return -_INF if x == 0 else _NAN
 
 
-def _sigmoid(a):
+def _sigmoid(a: float) -> float:
     # 1/(1+e^-a) overflows e^-a for very negative a; the second branch
     # rewrites it as e^a/(1+e^a), so exp only ever sees a non-positive number
     if a >= 0:
@@ -159,7 +163,7 @@ def _sigmoid(a):
 # Each rule gets the operands' values, the node's value `out` and its
 # gradient `g`, and returns one gradient contribution per operand.
 
-def _d_pow(a, b, out, g):
+def _d_pow(a: float, b: float, out: float, g: float) -> tuple[float, float]:
     # d(a**b)/da = b a**(b-1);  d(a**b)/db = a**b ln a, taken as 0 at a = 0
     # (b >= 0), as PyTorch does
     # d(a**0)/da is 0 everywhere, also at a == 0 (PyTorch's convention)
@@ -168,7 +172,7 @@ def _d_pow(a, b, out, g):
     return da, db
 
 
-def _d_max(a, b, out, g):
+def _d_max(a: float, b: float, out: float, g: float) -> tuple[float, float]:
     if a == b:
         return 0.5 * g, 0.5 * g        # a tie: half each
     if a > b:
@@ -178,7 +182,7 @@ def _d_max(a, b, out, g):
     return 0.0, 0.0                    # nan: no winner
 
 
-def _d_min(a, b, out, g):
+def _d_min(a: float, b: float, out: float, g: float) -> tuple[float, float]:
     if a == b:
         return 0.5 * g, 0.5 * g
     if a < b:
@@ -188,7 +192,7 @@ def _d_min(a, b, out, g):
     return 0.0, 0.0
 
 
-def _d_abs(a, out, g):
+def _d_abs(a: float, out: float, g: float) -> tuple[float]:
     if a > 0:
         return (g,)
     if a < 0:
@@ -196,7 +200,7 @@ def _d_abs(a, out, g):
     return (0.0,)                      # sign(0) = 0
 
 
-_RULES = {
+_RULES: dict[Optional[str], Callable[..., tuple[float, ...]]] = {
     "+": lambda a, b, out, g: (g, g),
     "-": lambda a, b, out, g: (g, -g),
     "*": lambda a, b, out, g: (b * g, a * g),
@@ -221,12 +225,12 @@ _RULES = {
 # domain checks: what the same expression on Python floats raises
 # ---------------------------------------------------------------------------
 
-def _check_div(num, den):
+def _check_div(num: float, den: float) -> None:
     if den == 0:
         raise ZeroDivisionError(f"division by zero: {num!r} / {den!r}")
 
 
-def _check_pow(base, exponent):
+def _check_pow(base: float, exponent: float) -> None:
     if base == 0 and exponent < 0:
         raise ZeroDivisionError(
             f"pow: 0.0 cannot be raised to a negative power ({exponent!r})")
@@ -242,7 +246,7 @@ def _check_pow(base, exponent):
                 f"pow: {base!r} ** {exponent!r} overflows a double") from None
 
 
-def _exponent_label(c, written_as_float):
+def _exponent_label(c: float, written_as_float: bool) -> str:
     # micrograd's f'**{other}': '**2' for x**2, '**2.0' for x**2.0
     if not written_as_float and c.is_integer() and -1e15 < c < 1e15:
         return f"**{int(c)}"
@@ -287,7 +291,16 @@ class Value:
     # numpy scalars on the left of an operator defer to our reflected methods
     __array_ufunc__ = None
 
-    def __init__(self, data, _children=(), _op="", label=""):
+    data: float
+    grad: float
+    label: str
+    _children: tuple["Value", ...]
+    _op: str
+    _rule: Optional[str]
+    _backward: Callable[[], None]
+
+    def __init__(self, data: SupportsFloat, _children: Iterable["Value"] = (), _op: str = "",
+                 label: str = "") -> None:
         if not isinstance(_op, str):
             raise TypeError(f"Value(): _op must be a str, got {type(_op).__name__}")
         children = tuple(_children)
@@ -303,7 +316,8 @@ class Value:
         self.label = label
 
     @classmethod
-    def _node(cls, data, children, op, rule):
+    def _node(cls, data: float, children: tuple["Value", ...], op: str,
+              rule: Optional[str]) -> "Value":
         """A node made by an operation (a leaf when recording is off)."""
         out = cls.__new__(cls)
         out.data = data
@@ -316,27 +330,27 @@ class Value:
         return out
 
     @property
-    def _prev(self):
+    def _prev(self) -> set["Value"]:
         """The set of operand Values (micrograd's ``_prev``)."""
         if self._rule == "**c":
             # micrograd keeps the exponent of x ** k as a plain number
             return {self._children[0]}
         return set(self._children)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Value(data={self.data!r}, grad={self.grad!r})"
 
     # -- operands ------------------------------------------------------------
 
     @staticmethod
-    def _operand(other):
+    def _operand(other: object) -> Optional["Value"]:
         """other as a Value (a constant becomes a fresh leaf), or None."""
         if isinstance(other, Value):
             return other
         c = _number(other)
         return None if c is None else Value(c)
 
-    def _binary(self, other, op):
+    def _binary(self, other: "Value", op: str) -> "Value":
         a, b = self.data, other.data
         if op == "+":
             out = a + b
@@ -352,47 +366,47 @@ class Value:
             out = _ieee_pow(a, b)
         return Value._node(out, (self, other), op, op)
 
-    def _unary(self, out, op):
+    def _unary(self, out: float, op: str) -> "Value":
         return Value._node(out, (self,), op, op)
 
     # -- arithmetic ------------------------------------------------------------
 
-    def __add__(self, other):
+    def __add__(self, other: Any) -> "Value":
         other = self._operand(other)
         return NotImplemented if other is None else self._binary(other, "+")
 
-    def __radd__(self, other):              # other + self
+    def __radd__(self, other: Any) -> "Value":              # other + self
         other = self._operand(other)
         return NotImplemented if other is None else self._binary(other, "+")
 
-    def __sub__(self, other):
+    def __sub__(self, other: Any) -> "Value":
         if isinstance(other, Value):
             return self._binary(other, "-")
         c = _number(other)
         # a - c is a + (-c), as micrograd builds it
         return NotImplemented if c is None else self._binary(Value(-c), "+")
 
-    def __rsub__(self, other):              # other - self
+    def __rsub__(self, other: Any) -> "Value":              # other - self
         other = self._operand(other)
         return NotImplemented if other is None else other._binary(self, "-")
 
-    def __mul__(self, other):
+    def __mul__(self, other: Any) -> "Value":
         other = self._operand(other)
         return NotImplemented if other is None else self._binary(other, "*")
 
-    def __rmul__(self, other):              # other * self
+    def __rmul__(self, other: Any) -> "Value":              # other * self
         other = self._operand(other)
         return NotImplemented if other is None else self._binary(other, "*")
 
-    def __truediv__(self, other):
+    def __truediv__(self, other: Any) -> "Value":
         other = self._operand(other)
         return NotImplemented if other is None else self._binary(other, "/")
 
-    def __rtruediv__(self, other):          # other / self
+    def __rtruediv__(self, other: Any) -> "Value":          # other / self
         other = self._operand(other)
         return NotImplemented if other is None else other._binary(self, "/")
 
-    def __pow__(self, other, mod=None):
+    def __pow__(self, other: Any, mod: None = None) -> "Value":
         if mod is not None:
             return NotImplemented
         if isinstance(other, Value):
@@ -404,30 +418,30 @@ class Value:
         return Value._node(_ieee_pow(self.data, c), (self, Value(c)),
                            _exponent_label(c, isinstance(other, float)), "**c")
 
-    def __rpow__(self, other, mod=None):    # other ** self
+    def __rpow__(self, other: Any, mod: None = None) -> "Value":    # other ** self
         if mod is not None:
             return NotImplemented
         other = self._operand(other)
         return NotImplemented if other is None else other._binary(self, "**")
 
-    def __neg__(self):                      # self * -1, as micrograd
+    def __neg__(self) -> "Value":                      # self * -1, as micrograd
         return self._binary(Value(-1.0), "*")
 
-    def __abs__(self):
+    def __abs__(self) -> "Value":
         return self.abs()
 
     # -- functions -------------------------------------------------------------
 
-    def relu(self):
+    def relu(self) -> "Value":
         """max(0, x); gradient 0 at 0."""
         x = self.data
         return self._unary(0.0 if x < 0 else x, "ReLU")
 
-    def tanh(self):
+    def tanh(self) -> "Value":
         """Hyperbolic tangent."""
         return self._unary(math.tanh(self.data), "tanh")
 
-    def exp(self):
+    def exp(self) -> "Value":
         """e**x; OverflowError when the result overflows a double."""
         x = self.data
         try:
@@ -436,7 +450,7 @@ class Value:
             raise OverflowError(f"exp: exp({x!r}) overflows a double") from None
         return self._unary(out, "exp")
 
-    def log(self):
+    def log(self) -> "Value":
         """Natural logarithm; ValueError for x <= 0."""
         x = self.data
         if x <= 0:
@@ -444,15 +458,15 @@ class Value:
                              "for a non-positive number")
         return self._unary(math.log(x), "log")
 
-    def sigmoid(self):
+    def sigmoid(self) -> "Value":
         """1 / (1 + e**-x), without overflow for any x."""
         return self._unary(_sigmoid(self.data), "sigmoid")
 
-    def abs(self):
+    def abs(self) -> "Value":
         """|x|; gradient 0 at 0."""
         return self._unary(abs(self.data), "abs")
 
-    def sqrt(self):
+    def sqrt(self) -> "Value":
         """Square root; ValueError for x < 0."""
         x = self.data
         if x < 0:
@@ -462,7 +476,7 @@ class Value:
 
     # -- reverse mode ------------------------------------------------------------
 
-    def _backward(self):
+    def _backward(self) -> None:  # type: ignore[no-redef]  # assignable (see above)
         """Add this node's contribution to its operands' gradients."""
         rule = _RULES.get(self._rule)
         if rule is None:                 # a leaf, or hand-built without _backward
@@ -472,7 +486,7 @@ class Value:
         for child, g in zip(children, contributions):
             child.grad += g
 
-    def backward(self):
+    def backward(self) -> None:
         """Set this node's grad to 1 and accumulate d(self)/d(node) into the
         grad of every node it depends on (nothing is zeroed)."""
         order = _topological_order(self)
@@ -481,7 +495,7 @@ class Value:
             node._backward()
 
 
-def _topological_order(root):
+def _topological_order(root: Value) -> list[Value]:
     """Nodes under root, operands before the nodes that use them.
 
     Depth-first with an explicit stack: an entry (node, False) asks to visit
@@ -509,11 +523,11 @@ def _topological_order(root):
 # functions
 # ---------------------------------------------------------------------------
 
-def _as_value(x, where):
+def _as_value(x: _Operand, where: str) -> Value:
     return x if isinstance(x, Value) else Value(_to_float(x, where))
 
 
-def _extremum(a, b, op, where):
+def _extremum(a: _Operand, b: _Operand, op: str, where: str) -> Value:
     a, b = _as_value(a, where), _as_value(b, where)
     x, y = a.data, b.data
     if x != x or y != y:
@@ -525,7 +539,7 @@ def _extremum(a, b, op, where):
     return Value._node(out, (a, b), op, op)
 
 
-def maximum(a, b):
+def maximum(a: _Operand, b: _Operand) -> Value:
     """max(a, b) as a graph node; a tie splits the gradient evenly.
 
     >>> from fastgrad.reference import Value, maximum
@@ -537,7 +551,7 @@ def maximum(a, b):
     return _extremum(a, b, "max", "maximum()")
 
 
-def minimum(a, b):
+def minimum(a: _Operand, b: _Operand) -> Value:
     """min(a, b) as a graph node; a tie splits the gradient evenly.
 
     >>> from fastgrad.reference import Value, minimum
@@ -547,7 +561,8 @@ def minimum(a, b):
     return _extremum(a, b, "min", "minimum()")
 
 
-def dot_add(w, x, start, relu=False):
+def dot_add(w: Sequence[Value], x: Iterable[_Operand], start: Value,
+            relu: bool = False) -> Value:
     """start + w[0]*x[0] + w[1]*x[1] + ... (then relu), one node at a time.
 
     >>> from fastgrad.reference import Value, dot_add
@@ -565,7 +580,7 @@ def dot_add(w, x, start, relu=False):
     return act.relu() if relu else act
 
 
-def zero_grad(params):
+def zero_grad(params: Iterable[Value]) -> None:
     """Set ``.grad = 0.0`` on every reference Value in ``params``.
 
     >>> from fastgrad.reference import Value, zero_grad
@@ -588,9 +603,9 @@ def zero_grad(params):
 class Module(_nn.Module):
     """Base class: parameters() and zero_grad() on reference Values."""
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the gradient of every parameter to 0."""
-        zero_grad(self.parameters())
+        zero_grad(self.parameters())  # type: ignore[arg-type]  # reference Values
 
 
 class Neuron(Module, _nn.Neuron):
@@ -604,7 +619,7 @@ class Neuron(Module, _nn.Neuron):
 
     _Value = Value
 
-    def _forward(self, x):
+    def _forward(self, x: Any) -> Any:
         x = list(x)
         if len(x) != len(self.w):
             raise ValueError(f"Neuron: {len(self.w)} weights but {len(x)} inputs")

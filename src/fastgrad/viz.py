@@ -15,6 +15,10 @@ A graph with more than ``max_nodes`` Values is refused with a ``ValueError``
 that says how many it has: Graphviz needs minutes for the ~66,000 nodes of one
 training step of micrograd's demo, and the result is unreadable anyway.
 """
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import graphviz
 
 __all__ = ["to_dot", "draw_dot", "DEFAULT_MAX_NODES"]
 
@@ -28,7 +32,7 @@ _COUNT_CAP = 200_000
 _RANKDIRS = ("LR", "TB", "RL", "BT")
 
 
-def _check_args(where, rankdir, max_nodes):
+def _check_args(where: str, rankdir: str, max_nodes: int) -> None:
     if rankdir not in _RANKDIRS:
         raise ValueError(f"{where}: rankdir must be one of {', '.join(_RANKDIRS)}, "
                          f"got {rankdir!r}")
@@ -36,7 +40,7 @@ def _check_args(where, rankdir, max_nodes):
         raise ValueError(f"{where}: max_nodes must be a positive int, got {max_nodes!r}")
 
 
-def _trace(root, max_nodes, where):
+def _trace(root: Any, max_nodes: int, where: str) -> tuple[list[Any], list[tuple[int, int]]]:
     """Collect the Values reachable from root and the operand edges.
 
     Returns ``(nodes, edges)``: nodes in discovery order (root first), edges as
@@ -51,7 +55,7 @@ def _trace(root, max_nodes, where):
                             f"_prev), got {type(root).__name__}")
     index = {id(root): 0}
     nodes = [root]
-    edges = []
+    edges: list[tuple[int, int]] = []
     stack = [root]
     cap = max(max_nodes, _COUNT_CAP)
     while stack:
@@ -78,7 +82,7 @@ def _trace(root, max_nodes, where):
     return nodes, edges
 
 
-def _escape_record(text):
+def _escape_record(text: str) -> str:
     """Escape text for a field of a Graphviz record label."""
     out = []
     for ch in text:
@@ -91,20 +95,23 @@ def _escape_record(text):
     return "".join(out)
 
 
-def _escape_string(text):
+def _escape_string(text: str) -> str:
     """Escape text for a double-quoted DOT string (a plain label)."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _layout(root, max_nodes, where):
+def _layout(root: Any, max_nodes: int, where: str,
+            ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     """The drawing as plain data: ``(records, ops, edges)``.
 
     records: ``(name, label)`` of each Value; ops: ``(name, label)`` of each
     operation oval; edges: ``(tail, head)`` names.
     """
     nodes, edges = _trace(root, max_nodes, where)
-    records, ops, out_edges = [], [], []
-    op_of = []
+    records: list[tuple[str, str]] = []
+    ops: list[tuple[str, str]] = []
+    out_edges: list[tuple[str, str]] = []
+    op_of: list[str] = []
     for i, n in enumerate(nodes):
         name = f"v{i}"
         label = getattr(n, "label", "") or ""
@@ -123,7 +130,7 @@ def _layout(root, max_nodes, where):
     return records, ops, out_edges
 
 
-def to_dot(root, rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
+def to_dot(root: Any, rankdir: str = "LR", max_nodes: int = DEFAULT_MAX_NODES) -> str:
     """Return the computational graph of ``root`` as Graphviz DOT text.
 
     Needs nothing beyond fastgrad: paste the text into any Graphviz viewer or
@@ -171,13 +178,20 @@ def to_dot(root, rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
     return "\n".join(lines) + "\n"
 
 
-def draw_dot(root, format="svg", rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
+def draw_dot(root: Any, format: str = "svg", rankdir: str = "LR",
+             max_nodes: int = DEFAULT_MAX_NODES) -> "graphviz.Digraph":
     """Return the computational graph of ``root`` as a ``graphviz.Digraph``.
 
     In Jupyter the returned object displays itself; elsewhere call
-    ``.render("graph")`` (needs the Graphviz ``dot`` program) or read
-    ``.source``.  Needs the ``graphviz`` Python package:
-    ``pip install "fastgrad[viz]"``.
+    ``.render("graph")`` or read ``.source``.  Needs the ``graphviz`` Python
+    package (``pip install "fastgrad[viz]"``, or ``pip install ".[viz]"`` from
+    a checkout) to build the object, and the Graphviz ``dot`` program to
+    render it (``apt install graphviz``, ``brew install graphviz``, ``conda
+    install -c conda-forge graphviz`` or ``winget install graphviz``).
+    Without ``dot``, rendering (display in Jupyter, ``.render()``,
+    ``.pipe()``) raises ``fastgrad._graphviz.GraphvizNotFound`` (a
+    ``graphviz.ExecutableNotFound``) saying so; :func:`to_dot` gives the same
+    graph as DOT text with no dependency.
 
     Parameters
     ----------
@@ -213,14 +227,17 @@ def draw_dot(root, format="svg", rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
     >>> dot.render("graph", view=True)                  # doctest: +SKIP
     """
     try:
-        import graphviz
+        import graphviz  # noqa: F401  (the optional dependency; checked here)
+
+        from fastgrad._graphviz import Digraph
     except ImportError as exc:
         raise ImportError(
             'draw_dot needs the graphviz Python package: pip install "fastgrad[viz]" '
-            "(to_dot gives the DOT text without it)") from exc
+            '(from a checkout: pip install ".[viz]"); to_dot gives the DOT text '
+            "without it") from exc
     _check_args("draw_dot", rankdir, max_nodes)
     records, ops, edges = _layout(root, max_nodes, "draw_dot")
-    dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    dot = Digraph(format=format, graph_attr={"rankdir": rankdir})
     for name, label in records:
         dot.node(name, label=label, shape="record")
     for name, label in ops:
