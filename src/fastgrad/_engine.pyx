@@ -208,6 +208,7 @@ cdef dict _OP_NAMES = {
     OP_RPOWC: '**',
     OP_RELU: 'ReLU', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
     OP_SIGMOID: 'sigmoid', OP_ABS: 'abs', OP_SQRT: 'sqrt',
+    OP_RELU_GRAD: 'relu_grad', OP_SIGN_GRAD: 'sign_grad', OP_TIE_GRAD: 'tie_grad',
 }
 
 
@@ -543,7 +544,7 @@ def _rebuild_graph(list records):
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
     for data, grad, op, flags, a, bc, d in records:
-        if not 0 <= op <= OP_CUSTOM:
+        if not 0 <= op < N_OPS:
             raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
         v = Value.__new__(Value)
         v.data = data
