@@ -112,7 +112,9 @@ cdef int _diff_rule(_Adjoints s, Value n, Value g) except -1:
         s.add(pa, _bin(OP_DIV, g, b))                       # g / b
         s.add(pb, _bin(OP_MUL, _neg(g), _bin(OP_DIV, n, b)))   # -g * (out / b)
     elif op == OP_POW:
-        if b.data != 0.0:                                   # (b * a**(b-1)) * g
+        # op_backward skips b == 0 (0 * inf at a == 0); elsewhere the term is
+        # 0 there but its derivative with respect to b (a**-1) is not
+        if b.data != 0.0 or a.data != 0.0:                  # (b * a**(b-1)) * g
             s.add(pa, _bin(OP_MUL, _bin(OP_MUL, b, _bin(OP_POW, a, _con(OP_ADDC, b, -1.0))), g))
         if not (a.data == 0.0 and b.data >= 0.0):           # out * log(a) * g
             s.add(pb, _bin(OP_MUL, _bin(OP_MUL, n, _con(OP_LOG, a, 0.0)), g))
