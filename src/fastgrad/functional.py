@@ -4,7 +4,9 @@ The names, argument names and return shapes follow
 ``torch.autograd.functional`` for a function of one 1-d input.  ``func`` is
 called on fresh leaf Values holding the numbers of ``inputs``: a list of
 Values when ``inputs`` is a list or tuple, a 1-d numpy object array of Values
-when it is a numpy array (so ``(x * x).sum()`` works).  It returns a Value,
+when it is a numpy array (so ``(x * x).sum()`` works).  When ``inputs`` are
+all leaf Values (``model.parameters()``), derivatives are taken with respect
+to those very Values, and ``func`` may use them through the model.  It returns a Value,
 or (``jacobian`` only) a sequence or numpy array of Values.  Results are
 float64 numpy arrays.
 
@@ -53,6 +55,23 @@ def _point(inputs: Inputs, where: str) -> Tuple[List[Value], Any]:
     if items is None:
         raise ValueError(f"{where}: inputs must be 1-d, got shape "
                          f"{np.shape(inputs)}")
+    if items and all(isinstance(x, Value) for x in items):
+        # Values: differentiate with respect to these very leaves, so func
+        # may ignore its argument and use a model's own parameters
+        for k, x in enumerate(items):
+            if x._prev:
+                raise ValueError(f"{where}: inputs[{k}] is not a leaf Value")
+        xs = list(items)
+    else:
+        xs = _fresh_leaves(items, where)
+    if as_array:
+        arg = np.empty(len(xs), dtype=object)
+        arg[:] = xs
+        return xs, arg
+    return xs, xs
+
+
+def _fresh_leaves(items: List[Any], where: str) -> List[Value]:
     xs = []
     for k, x in enumerate(items):
         if isinstance(x, Value):
@@ -62,11 +81,7 @@ def _point(inputs: Inputs, where: str) -> Tuple[List[Value], Any]:
         else:
             raise TypeError(f"{where}: inputs[{k}] must be a real number or a "
                             f"Value, got {type(x).__name__}")
-    if as_array:
-        arg = np.empty(len(xs), dtype=object)
-        arg[:] = xs
-        return xs, arg
-    return xs, xs
+    return xs
 
 
 def _scalar_output(out: Any, where: str) -> Value:
