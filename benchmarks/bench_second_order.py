@@ -85,9 +85,9 @@ def setup():
         prog_h.batch(X, grad=True, param_grad=hbuf, accumulate=False)
         return hbuf[:len(params)].copy()
 
-    return dict(eager_grad=eager_grad, eager_hvp_for=eager_hvp_for,
-                eager_hvp_rr=eager_hvp_rr, compiled_grad=compiled_grad,
-                compiled_hvp=compiled_hvp, prog_g=prog_g, prog_h=prog_h)
+    return {"eager_grad": eager_grad, "eager_hvp_for": eager_hvp_for,
+                "eager_hvp_rr": eager_hvp_rr, "compiled_grad": compiled_grad,
+                "compiled_hvp": compiled_hvp, "prog_g": prog_g, "prog_h": prog_h}
 
 
 def check(w):

@@ -68,6 +68,6 @@ if __name__ == "__main__":
     for name, f, x0, lr in PROBLEMS:
         k_gd, x_gd = gradient_descent(f, x0, lr)
         k_nt, x_nt = newton(f, x0)
-        print(f"{name:<12}{str(tuple(x0)):<14}{lr:<10g}{k_gd:>18}{k_nt:>8}")
+        print(f"{name:<12}{tuple(x0)!s:<14}{lr:<10g}{k_gd:>18}{k_nt:>8}")
         print(f"  minimum found: gradient descent ({x_gd[0]:.6f}, {x_gd[1]:.6f}), "
               f"Newton ({x_nt[0]:.6f}, {x_nt[1]:.6f})")

@@ -125,8 +125,8 @@ def main():
     bound_q = 2.0 / lam_q
     print(f"  lambda_max by power iteration on hvp: {lam_q:.6f}   bound 2/lambda_max = "
           f"{bound_q:.6f}")
-    res_q = sweep(lambda: [Value(0.0), Value(0.0)], line_loss, bound_q, steps=50,
-                  factors=[0.5, 0.8, 0.95, 1.05, 1.2, 1.5])
+    sweep(lambda: [Value(0.0), Value(0.0)], line_loss, bound_q, steps=50,
+          factors=[0.5, 0.8, 0.95, 1.05, 1.2, 1.5])
 
     print("demo MLP loss (100 moons points, MLP(2, [16, 16, 1]), initial weights)")
     model = make_model()
@@ -136,8 +136,8 @@ def main():
     bound_m = 2.0 / lam_m
     print(f"  lambda_max by power iteration on hvp: {lam_m:.6f}   bound 2/lambda_max = "
           f"{bound_m:.6f}  (local: at these weights)")
-    res_m = sweep(make_model, mlp_loss, bound_m, steps=30,
-                  factors=[0.5, 0.95, 1.05, 2.0, 3.0, 4.0, 6.0])
+    sweep(make_model, mlp_loss, bound_m, steps=30,
+          factors=[0.5, 0.95, 1.05, 2.0, 3.0, 4.0, 6.0])
     print("  The bound is local: it describes steps small enough for the loss to\n"
           "  look quadratic around these weights.  The hinge loss has kinks and a\n"
           "  large gradient here, so one step at 2/lambda_max already leaves that\n"

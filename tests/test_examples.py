@@ -117,7 +117,7 @@ def _rosenbrock_counts(tol=1e-10, lr=1e-3):
 def test_newton_vs_gradient_descent():
     out = run_example("05_newton.py")
     rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
-        r"^(quadratic|Rosenbrock)\s+\(.*?\)\s+\S+\s+(\d+)\s+(\d+)$", out, re.M)}
+        r"^(quadratic|Rosenbrock)\s+\(.*?\)\s+\S+\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
     # (x^2 + 10 y^2)/2 from (1, 1), step 0.1: f = 0.9^(2k)/2 < 1e-10 -> k = 106;
     # Newton solves a quadratic in one step
     assert rows["quadratic"] == (106, 1)

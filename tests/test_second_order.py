@@ -340,7 +340,7 @@ def test_new_op_names_show_in_graphs():
 
 
 def test_documented_examples():
-    f = lambda x: x[0] ** 2 * x[1] + x[1] ** 3    # noqa: E731
+    f = lambda x: x[0] ** 2 * x[1] + x[1] ** 3
     assert hessian(f, [1.0, 2.0]).tolist() == [[4.0, 2.0], [2.0, 12.0]]
     assert jacobian(f, [1.0, 2.0]).tolist() == [4.0, 13.0]
     assert jacobian(lambda x: [x[0], x[0] * x[1]], np.array([3.0, 4.0])).shape == (2, 2)
@@ -412,18 +412,18 @@ def test_numpy_array_outputs_need_grad_outputs():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(outputs=3.0, inputs=[]), TypeError, "outputs must be a Value"),
-    (dict(outputs=[], inputs=[Value(1.0)]), ValueError, "outputs is empty"),
-    (dict(outputs=[1.0], inputs=[Value(1.0)]), TypeError, r"outputs\[0\]"),
-    (dict(outputs=Value(1.0), inputs=[]), ValueError, "inputs is empty"),
-    (dict(outputs=Value(1.0), inputs=["x"]), TypeError, r"inputs\[0\]"),
-    (dict(outputs=Value(1.0), inputs=Value(2.0)), ValueError, r"inputs\[0\].*allow_unused"),
-    (dict(outputs=[Value(1.0), Value(2.0)], inputs=Value(2.0), grad_outputs=[1.0]),
+    ({"outputs": 3.0, "inputs": []}, TypeError, "outputs must be a Value"),
+    ({"outputs": [], "inputs": [Value(1.0)]}, ValueError, "outputs is empty"),
+    ({"outputs": [1.0], "inputs": [Value(1.0)]}, TypeError, r"outputs\[0\]"),
+    ({"outputs": Value(1.0), "inputs": []}, ValueError, "inputs is empty"),
+    ({"outputs": Value(1.0), "inputs": ["x"]}, TypeError, r"inputs\[0\]"),
+    ({"outputs": Value(1.0), "inputs": Value(2.0)}, ValueError, r"inputs\[0\].*allow_unused"),
+    ({"outputs": [Value(1.0), Value(2.0)], "inputs": Value(2.0), "grad_outputs": [1.0]},
      ValueError, "grad_outputs has 1 entries"),
-    (dict(outputs=Value(1.0), inputs=Value(2.0), grad_outputs="a"), TypeError,
+    ({"outputs": Value(1.0), "inputs": Value(2.0), "grad_outputs": "a"}, TypeError,
      r"grad_outputs\[0\]"),
-    (dict(outputs=Value(1.0), inputs=Value(2.0), create_graph=1), TypeError, "create_graph"),
-    (dict(outputs=Value(1.0), inputs=Value(2.0), allow_unused=None), TypeError, "allow_unused"),
+    ({"outputs": Value(1.0), "inputs": Value(2.0), "create_graph": 1}, TypeError, "create_graph"),
+    ({"outputs": Value(1.0), "inputs": Value(2.0), "allow_unused": None}, TypeError, "allow_unused"),
 ])
 def test_clear_errors_name_the_argument(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -500,8 +500,9 @@ def test_second_order_graphs_free_without_cycles():
 # ---------------------------------------------------------------------------
 
 def test_compiled_gradient_and_hvp_programs_match_eager():
-    from fastgrad.nn import MLP
     import random
+
+    from fastgrad.nn import MLP
     random.seed(3)
     model = MLP(2, [4, 1])
     params = model.parameters()
@@ -531,7 +532,8 @@ def test_compiled_gradient_and_hvp_programs_match_eager():
         inp = [Value(t) for t in row]
         eager = [g.data for g in grad(loss(inp), params)]
         assert G[r] == pytest.approx(eager, rel=1e-12, abs=1e-15)
-        _, hv = hvp(lambda ps: loss_at(model, params, ps, row), [p.data for p in params],
+        _, hv = hvp(lambda ps, row=row: loss_at(model, params, ps, row),
+                    [p.data for p in params],
                     [v.data for v in vs])
         hv_sum += hv
     assert hbuf[:len(params)] == pytest.approx(hv_sum, rel=1e-9, abs=1e-12)
@@ -555,3 +557,28 @@ def loss_at(model, params, ps, row):
         acts = out
     s = acts[0]
     return (1 + -y * s).relu() + (s * 0.5).tanh() ** 2
+
+
+def test_gradient_graphs_backward_and_pickle_like_any_graph():
+    import pickle
+    x, y = Value(0.5), Value(-2.0)
+    f = (x * y).relu() + fastgrad.maximum(x, y) * x.abs() + (x * x).relu()
+    gx, gy = grad(f, [x, y], create_graph=True)
+    s = gx * 3.0 + gy
+    h = [v.data for v in grad(s, [x, y])]
+    s.backward()                          # the mask ops have eager rules too
+    assert [x.grad, y.grad] == h
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2.data == s.data
+    ops = {n._op for n in _nodes(s2)}
+    assert {"relu_grad", "sign_grad", "tie_grad"} <= ops
+
+
+def _nodes(root):
+    seen, stack = {id(root): root}, [root]
+    while stack:
+        for c in stack.pop()._prev:
+            if id(c) not in seen:
+                seen[id(c)] = c
+                stack.append(c)
+    return list(seen.values())

@@ -115,7 +115,8 @@ cdef int _diff_rule(_Adjoints s, Value n, Value g) except -1:
         # op_backward skips b == 0 (0 * inf at a == 0); elsewhere the term is
         # 0 there but its derivative with respect to b (a**-1) is not
         if b.data != 0.0 or a.data != 0.0:                  # (b * a**(b-1)) * g
-            s.add(pa, _bin(OP_MUL, _bin(OP_MUL, b, _bin(OP_POW, a, _con(OP_ADDC, b, -1.0))), g))
+            s.add(pa, _bin(OP_MUL, _bin(OP_MUL, b,
+                                        _bin(OP_POW, a, _con(OP_ADDC, b, -1.0))), g))
         if not (a.data == 0.0 and b.data >= 0.0):           # out * log(a) * g
             s.add(pb, _bin(OP_MUL, _bin(OP_MUL, n, _con(OP_LOG, a, 0.0)), g))
     elif op == OP_MAX:
@@ -362,7 +363,7 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
     cdef double* PB         # d out / d b
     cdef double* G          # adjoint
     cdef double* DG         # tangent of the adjoint
-    cdef double ga, gb, haa, hab, hbb, g, dg, ta, tb
+    cdef double gb, haa, hab, hbb, g, dg, ta, tb
     cdef unsigned long long st
     cdef PyObject* node
     cdef PyObject* pb

@@ -14,9 +14,9 @@ abs'(0) = 0, and a tie of maximum/minimum splits the gradient 1/2-1/2.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
-
 import numbers
+from collections.abc import Sequence
+from typing import Any, Union
 
 from fastgrad._engine import Value
 from fastgrad._higher import grad_sweep
@@ -27,7 +27,7 @@ _Outputs = Union[Value, Sequence[Value]]
 _Seed = Union[float, Value, None]
 
 
-def _as_values(x: object, name: str) -> Tuple[list, Optional[tuple]]:
+def _as_values(x: Any, name: str) -> tuple[list[Value], tuple[int, ...] | None]:
     """Flatten a Value, a sequence of Values or a numpy array of Values.
 
     Returns the list and, for an array with ndim >= 1, its shape (a
@@ -67,9 +67,9 @@ def _flag(x: object, name: str) -> bool:
     raise TypeError(f"grad: {name} must be a bool, got {type(x).__name__}")
 
 
-def grad(outputs: _Outputs, inputs: Union[Value, Sequence[Value]],
-         grad_outputs: object = None, create_graph: bool = False,
-         allow_unused: bool = False) -> Tuple[Optional[Value], ...]:
+def grad(outputs: _Outputs, inputs: Value | Sequence[Value],
+         grad_outputs: Any = None, create_graph: bool = False,
+         allow_unused: bool = False) -> tuple[Value | None, ...]:
     """Gradients of ``outputs`` with respect to ``inputs``, returned.
 
     Computes ``sum_k grad_outputs[k] * d outputs[k] / d inputs[j]`` for every
@@ -144,17 +144,17 @@ def grad(outputs: _Outputs, inputs: Union[Value, Sequence[Value]],
                 f"grad: outputs is an array of shape {out_shape} (a non-scalar "
                 "output); pass grad_outputs of the same shape (the vector of "
                 "the vector-Jacobian product)")
-        seeds: list = [1.0] * len(outs)
+        seeds: list[_Seed] = [1.0] * len(outs)
     else:
         if isinstance(outputs, Value):
             gos = [grad_outputs] if not isinstance(grad_outputs, (list, tuple)) \
                 else list(grad_outputs)
         elif type(grad_outputs).__module__ == "numpy" and hasattr(grad_outputs, "shape"):
-            go_shape = tuple(grad_outputs.shape)  # type: ignore[attr-defined]
+            go_shape = tuple(grad_outputs.shape)
             if out_shape is not None and go_shape != out_shape:
                 raise ValueError(f"grad: grad_outputs has shape {go_shape}, "
                                  f"outputs {out_shape}")
-            gos = list(grad_outputs.ravel())  # type: ignore[attr-defined]
+            gos = list(grad_outputs.ravel())
         elif isinstance(grad_outputs, (list, tuple)):
             gos = list(grad_outputs)
         elif len(outs) == 1:
@@ -175,7 +175,7 @@ def grad(outputs: _Outputs, inputs: Union[Value, Sequence[Value]],
                 s = s.data
             seeds.append(s)
     res = grad_sweep(outs, seeds, ins, create_graph)
-    out: list = []
+    out: list[Value | None] = []
     for k, r in enumerate(res):
         if r is None:
             if not allow_unused:

@@ -20,25 +20,25 @@ backward (``_higher.hvp_sweep``, second partials from ``op_second`` in
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple, Union
-
 import numbers
+from collections.abc import Sequence
+from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from fastgrad._engine import Value
-from fastgrad.autograd import grad
 from fastgrad._higher import hvp_sweep
+from fastgrad.autograd import grad
 
-__all__ = ["jacobian", "hessian", "hvp", "vhp"]
+__all__ = ["hessian", "hvp", "jacobian", "vhp"]
 
 Array = npt.NDArray[np.float64]
 Inputs = Union[Sequence[Union[float, Value]], npt.ArrayLike]
 Func = Callable[[Any], Any]
 
 
-def _point(inputs: Inputs, where: str) -> Tuple[List[Value], Any]:
+def _point(inputs: Inputs, where: str) -> tuple[list[Value], Any]:
     """Fresh leaves at ``inputs`` and what ``func`` receives."""
     as_array = isinstance(inputs, np.ndarray)
     if isinstance(inputs, Value):
@@ -71,7 +71,7 @@ def _point(inputs: Inputs, where: str) -> Tuple[List[Value], Any]:
     return xs, xs
 
 
-def _fresh_leaves(items: List[Any], where: str) -> List[Value]:
+def _fresh_leaves(items: list[Any], where: str) -> list[Value]:
     xs = []
     for k, x in enumerate(items):
         if isinstance(x, Value):
@@ -93,7 +93,7 @@ def _scalar_output(out: Any, where: str) -> Value:
     return out
 
 
-def _vector(v: Any, n: int, where: str) -> List[float]:
+def _vector(v: Any, n: int, where: str) -> list[float]:
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError):
@@ -101,10 +101,11 @@ def _vector(v: Any, n: int, where: str) -> List[float]:
                         f"{type(v).__name__}") from None
     if arr.shape != (n,):
         raise ValueError(f"{where}: v has shape {arr.shape}, inputs ({n},)")
-    return arr.tolist()
+    out: list[float] = arr.tolist()
+    return out
 
 
-def _gradient(y: Value, xs: List[Value], create_graph: bool) -> List[Value]:
+def _gradient(y: Value, xs: list[Value], create_graph: bool) -> list[Value]:
     gs = grad(y, xs, create_graph=create_graph, allow_unused=True)
     return [Value(0.0) if g is None else g for g in gs]
 
@@ -134,6 +135,7 @@ def jacobian(func: Func, inputs: Inputs) -> Array:
     """
     xs, arg = _point(inputs, "jacobian")
     out = func(arg)
+    shape: tuple[int, ...]
     if isinstance(out, Value):
         outs, shape = [out], ()
     elif isinstance(out, np.ndarray) and out.dtype == object:
@@ -176,7 +178,7 @@ def hessian(func: Func, inputs: Inputs) -> Array:
     return hess
 
 
-def hvp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> Tuple[float, Array]:
+def hvp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> tuple[float, Array]:
     """Hessian-vector product ``H(inputs) @ v`` of a scalar ``func``.
 
     Returns
@@ -196,7 +198,7 @@ def hvp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> Tuple[float, Array]:
     return _hvp(func, inputs, v, "hvp")
 
 
-def vhp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> Tuple[float, Array]:
+def vhp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> tuple[float, Array]:
     """Vector-Hessian product ``v @ H(inputs)``; equal to :func:`hvp` since a
     Hessian is symmetric (``torch.autograd.functional.vhp``).
 
@@ -211,7 +213,7 @@ def vhp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> Tuple[float, Array]:
 
 
 def _hvp(func: Func, inputs: Inputs, v: npt.ArrayLike,
-         where: str) -> Tuple[float, Array]:
+         where: str) -> tuple[float, Array]:
     xs, arg = _point(inputs, where)
     vec = _vector(v, len(xs), where)
     y = _scalar_output(func(arg), where)
