@@ -17,11 +17,11 @@ import fastgrad
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name, *args):
+def run_example(name, *args, timeout=120):
     src = str(Path(fastgrad.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     return proc.stdout
@@ -130,7 +130,7 @@ def test_newton_vs_gradient_descent():
 def test_curvature_step_size(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bound.png"
-    out = run_example("06_curvature_step_size.py", "--plot", str(png))
+    out = run_example("06_curvature_step_size.py", "--plot", str(png), timeout=600)
     assert png.stat().st_size > 10_000
     # line fit loss 2 (w-3)^2 + (b-1)^2: Hessian diag(4, 2)
     assert "lambda_max by power iteration on hvp: 4.000000   bound 2/lambda_max = 0.500000" in out
@@ -140,7 +140,7 @@ def test_curvature_step_size(tmp_path):
         exact = 18 * (1 - 4 * lr) ** 100 + (1 - 2 * lr) ** 100    # 50 steps (example 03)
         assert finals[lr][0] == pytest.approx(exact, rel=1e-4, abs=1e-25), lr
         assert finals[lr][1] == ("decreased" if lr < 0.5 else "diverged")
-    err = float(re.search(r"max \|H - H_fd\| / max \|H\| = (\S+),", out).group(1))
+    err = float(re.search(r"max \|H - H_fd\| / max \|H\| = (\S+);", out).group(1))
     assert err < 1e-6
     lam = float(re.search(r"initial weights\)\n  lambda_max by power iteration on hvp: (\S+)",
                           out).group(1))
