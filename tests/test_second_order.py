@@ -459,6 +459,7 @@ def test_hand_built_nodes_first_order_only():
     assert (ga.data, gb.data) == (6.0, 4.0) and a.grad == 5.0 and out.grad == 0.0
     with pytest.raises(ValueError, match="hand-built.*differentiated twice"):
         grad(y, [a, b], create_graph=True)
+    assert (a.grad, b.grad, out.grad, y.grad) == (5.0, 0.0, 0.0, 0.0)   # restored
     with pytest.raises(ValueError, match="hand-built"):
         hvp(lambda x: Value(x[0].data, (x[0],), "id") * x[0], [1.0], [1.0])
 
