@@ -544,7 +544,7 @@ def _rebuild_graph(list records):
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
     for data, grad, op, flags, a, bc, d in records:
-        if not 0 <= op < N_OPS:
+        if not 0 <= op <= OP_CUSTOM:
             raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
         v = Value.__new__(Value)
         v.data = data
