@@ -11,7 +11,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 MODULES = ["fastgrad", "fastgrad.engine", "fastgrad._engine", "fastgrad.nn",
            "fastgrad.numgrad", "fastgrad.optim", "fastgrad.data", "fastgrad.viz",
-           "fastgrad.reference"]
+           "fastgrad.reference", "fastgrad.autograd", "fastgrad.functional"]
 
 
 def test_readme_examples():

@@ -17,11 +17,11 @@ import fastgrad
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name, *args):
+def run_example(name, *args, timeout=120):
     src = str(Path(fastgrad.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     return proc.stdout
@@ -29,7 +29,8 @@ def run_example(name, *args):
 
 def test_every_example_is_tested():
     tested = {"01_numerical_gradient.py", "02_backprop_gate.py",
-              "03_gradient_descent.py", "04_minibatch_sgd.py"}
+              "03_gradient_descent.py", "04_minibatch_sgd.py",
+              "05_newton.py", "06_curvature_step_size.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -87,3 +88,62 @@ def test_minibatch_sgd_learns():
     last = float(re.search(r"step  99  batch loss (\S+)", out).group(1))
     assert start < 0.8 < 0.95 <= end
     assert last < first / 5
+
+
+def _rosenbrock_counts(tol=1e-10, lr=1e-3):
+    """Gradient descent and Newton on Rosenbrock with hand-derived derivatives."""
+    import numpy as np
+
+    def f(p):
+        return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+
+    def g(p):
+        x, y = p
+        return np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+
+    def h(p):
+        x, y = p
+        return np.array([[2 - 400 * (y - 3 * x * x), -400 * x], [-400 * x, 200.0]])
+
+    counts = []
+    for step in (lambda p: p - lr * g(p), lambda p: p - np.linalg.solve(h(p), g(p))):
+        p, k = np.array([-1.2, 1.0]), 0
+        while f(p) >= tol:
+            p, k = step(p), k + 1
+        counts.append(k)
+    return counts
+
+
+def test_newton_vs_gradient_descent():
+    out = run_example("05_newton.py")
+    rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
+        r"^(quadratic|Rosenbrock)\s+\(.*?\)\s+\S+\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
+    # (x^2 + 10 y^2)/2 from (1, 1), step 0.1: f = 0.9^(2k)/2 < 1e-10 -> k = 106;
+    # Newton solves a quadratic in one step
+    assert rows["quadratic"] == (106, 1)
+    gd, nt = _rosenbrock_counts()
+    assert rows["Rosenbrock"][1] == nt
+    assert abs(rows["Rosenbrock"][0] - gd) <= 5     # rounding differs over ~26k steps
+    assert rows["Rosenbrock"][0] > 1000 * rows["Rosenbrock"][1]
+
+
+def test_curvature_step_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bound.png"
+    out = run_example("06_curvature_step_size.py", "--plot", str(png), timeout=600)
+    assert png.stat().st_size > 10_000
+    # line fit loss 2 (w-3)^2 + (b-1)^2: Hessian diag(4, 2)
+    assert "lambda_max by power iteration on hvp: 4.000000   bound 2/lambda_max = 0.500000" in out
+    finals = {float(lr): (float(loss), verdict) for lr, loss, verdict in re.findall(
+        r"= (\S+)\s+final loss (\S+)\s+(decreased|diverged)", out)}
+    for lr in (0.25, 0.4, 0.475, 0.525, 0.6, 0.75):
+        exact = 18 * (1 - 4 * lr) ** 100 + (1 - 2 * lr) ** 100    # 50 steps (example 03)
+        assert finals[lr][0] == pytest.approx(exact, rel=1e-4, abs=1e-25), lr
+        assert finals[lr][1] == ("decreased" if lr < 0.5 else "diverged")
+    err = float(re.search(r"max \|H - H_fd\| / max \|H\| = (\S+);", out).group(1))
+    assert err < 1e-6
+    lam = float(re.search(r"initial weights\)\n  lambda_max by power iteration on hvp: (\S+)",
+                          out).group(1))
+    lam_np = float(re.search(r"largest eigenvalue of H by numpy: (\S+)", out).group(1))
+    assert lam == pytest.approx(lam_np, rel=1e-3)
+    assert "The bound is local" in out

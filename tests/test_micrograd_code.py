@@ -257,10 +257,16 @@ def test_pickle_rejects_a_record_whose_class_is_not_a_value():
 
 
 def test_pickles_of_the_previous_format_still_load():
+    # fastgrad 0.1.0 records: 7 fields, op codes 9 = x * c and 15 = relu
     records = [(2.0, 0.0, 0, 0, None, None, None),
-               (6.0, 0.0, 9, 0, 0, 3.0, None)]          # x, x * 3 (OP_MULC)
-    y = _engine._rebuild_graph(records)
-    assert y.data == 6.0 and y._op == "*"
+               (6.0, 0.0, 9, 0, 0, 3.0, None),
+               (6.0, 0.0, 15, 0, 1, 0.0, None)]
+    z = _engine._rebuild_graph(records)
+    (y,) = z._prev
+    assert (z._op, y._op, z.data) == ("ReLU", "*", 6.0)
+    z.backward()
+    (x, three) = sorted(y._prev, key=lambda v: v.data)
+    assert (x.data, x.grad, three.data) == (2.0, 3.0, 3.0)
 
 
 # ---------------------------------------------------------------------------

@@ -11,13 +11,14 @@ from fastgrad.engine import Value, maximum, minimum, no_grad
 from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
 from fastgrad.compiled import compile, compile_graph
+from fastgrad.autograd import grad
 from fastgrad import data, optim
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
-    "compile", "compile_graph",
+    "compile", "compile_graph", "grad",
     "optim", "data",
 ]
 __version__ = "0.1.0"

@@ -356,6 +356,7 @@ cdef dict _OP_NAMES = {
     OP_RPOWC: '**',
     OP_RELU: 'ReLU', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
     OP_SIGMOID: 'sigmoid', OP_ABS: 'abs', OP_SQRT: 'sqrt',
+    OP_RELU_GRAD: 'relu_grad', OP_SIGN_GRAD: 'sign_grad', OP_TIE_GRAD: 'tie_grad',
 }
 
 
@@ -734,9 +735,15 @@ def _rebuild_graph(list records):
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
     for rec in records:
-        # 7 fields: pickled by fastgrad 0.1.0 (no node class)
         data, grad, op, flags, a, bc, d = rec[:7]
-        kind = rec[7] if len(rec) > 7 else 0
+        if len(rec) > 7:
+            kind = rec[7]
+        else:
+            # 7 fields: pickled by fastgrad 0.1.0, with its op numbering
+            # (before the three *_GRAD ops took codes 8-10) and no node class
+            kind = 0
+            if isinstance(op, int) and 8 <= op <= 22:
+                op = op + 3
         if not 0 <= op <= OP_CUSTOM:
             raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
         v = _new_of_kind(kind)

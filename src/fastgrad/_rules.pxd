@@ -11,6 +11,14 @@ division by zero, ...) are checked by the eager engine *before* it calls
 
 Operands: ``a`` (first child), ``b`` (second child, binary ops only) and the
 baked constant ``c`` (ops ending in C: the Python number the user wrote).
+
+Second and higher order: ``fastgrad.grad(..., create_graph=True)`` needs the
+backward rules themselves as graphs of Values.  That table -- one entry per op
+code, written with the same operations in the same order as ``op_backward``
+below, so it gives the same floats -- is ``_diff_rule`` in ``_higher.pyx``.
+The three *_GRAD ops are what it builds at kinks: a gradient masked by a
+comparison (relu, abs, max/min), re-evaluated at every compiled replay, whose
+own derivative with respect to the compared value is 0 (PyTorch's convention).
 """
 from libc.math cimport exp, log, tanh, sqrt, fabs, pow
 
@@ -24,30 +32,38 @@ cdef enum:
     OP_POW = 5
     OP_MAX = 6
     OP_MIN = 7
+    # binary, made only by the differentiable backward rules (_higher.pyx):
+    # a = a gradient, b = the value a kink's mask compares with 0.  Numbered
+    # with the binary ops so that op_is_binary stays one range check (two
+    # ranges cost backward() 2-4% more instructions, callgrind, 10 passes
+    # over the demo graph)
+    OP_RELU_GRAD = 8   # a if b > 0 else 0            (relu: b is relu's output)
+    OP_SIGN_GRAD = 9   # a * sign(b), sign(0) = 0      (abs: b is its operand)
+    OP_TIE_GRAD = 10   # a if b > 0, a/2 if b == 0, else 0  (max/min: b = x - y)
     # one Value and a baked constant c
-    OP_ADDC = 8       # a + c   (also a - c, stored as a + (-c) as micrograd does)
-    OP_MULC = 9       # a * c   (also -a, stored as a * -1 as micrograd does)
-    OP_RSUBC = 10     # c - a
-    OP_DIVC = 11      # a / c
-    OP_RDIVC = 12     # c / a
-    OP_POWC = 13      # a ** c
-    OP_RPOWC = 14     # c ** a
+    OP_ADDC = 11      # a + c   (also a - c, stored as a + (-c) as micrograd does)
+    OP_MULC = 12      # a * c   (also -a, stored as a * -1 as micrograd does)
+    OP_RSUBC = 13     # c - a
+    OP_DIVC = 14      # a / c
+    OP_RDIVC = 15     # c / a
+    OP_POWC = 16      # a ** c
+    OP_RPOWC = 17     # c ** a
     # unary
-    OP_RELU = 15
-    OP_TANH = 16
-    OP_EXP = 17
-    OP_LOG = 18
-    OP_SIGMOID = 19
-    OP_ABS = 20
-    OP_SQRT = 21
-    N_PURE_OPS = 22   # ops below this have rules here; the rest are eager-only
+    OP_RELU = 18
+    OP_TANH = 19
+    OP_EXP = 20
+    OP_LOG = 21
+    OP_SIGMOID = 22
+    OP_ABS = 23
+    OP_SQRT = 24
+    N_PURE_OPS = 25   # ops below this have rules here; the rest are eager-only
     # a node built by hand, Value(x, (a, b), 'op'), whose backward is the
     # user's own ``_backward`` callable (micrograd's extension mechanism)
-    OP_CUSTOM = 22
+    OP_CUSTOM = 25
 
 
 cdef inline bint op_is_binary(int op) noexcept nogil:
-    return OP_ADD <= op <= OP_MIN
+    return OP_ADD <= op <= OP_TIE_GRAD
 
 
 cdef inline bint op_has_const(int op) noexcept nogil:
@@ -62,6 +78,22 @@ cdef inline double stable_sigmoid(double a) noexcept nogil:
         return 1.0 / (1.0 + exp(-a))
     e = exp(a)
     return e / (1.0 + e)
+
+
+cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
+    """The *_GRAD ops: gradient ``g`` through a kink's mask at ``x``.
+
+    Written as the branches of ``op_backward`` for relu, abs and max/min, so
+    a masked gradient is the same float whichever order computed it; nan at
+    ``x`` gives 0 (no comparison holds), as there.
+    """
+    if x > 0:
+        return g
+    if op == OP_SIGN_GRAD and x < 0:
+        return -g
+    if op == OP_TIE_GRAD and x == 0:
+        return 0.5 * g
+    return 0.0
 
 
 cdef inline double op_forward(int op, double a, double b, double c) noexcept nogil:
@@ -114,6 +146,8 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
         return fabs(a)
     elif op == OP_SQRT:
         return sqrt(a)
+    elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
+        return mask_grad(op, a, b)
     return a  # OP_LEAF: the value itself
 
 
@@ -205,3 +239,52 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
             ga[0] = -g
     elif op == OP_SQRT:
         ga[0] = g / (2.0 * out)
+    elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
+        # linear in the gradient a, piecewise constant in b: d/db = 0
+        ga[0] = mask_grad(op, g, b)
+
+
+cdef inline void op_second(int op, double a, double b, double c, double out,
+                           double* haa, double* hab, double* hbb) noexcept nogil:
+    """Second partial derivatives of a node's value: d2out/da2, d2out/dadb
+    and d2out/db2 (``b`` terms for binary ops only).
+
+    Used by the forward-over-reverse Hessian-vector sweep (_higher.pyx, the
+    fast path of ``fastgrad.functional``); it must agree with the
+    differentiable rules ``_diff_rule`` there (tests check both against
+    PyTorch).  Conventions as ``op_backward``: 0 at and away from kinks (relu,
+    abs, max/min, the *_GRAD masks), 0 where op_backward pins a first
+    derivative to 0 (exponent 0, base 0).
+    """
+    haa[0] = 0.0
+    hab[0] = 0.0
+    hbb[0] = 0.0
+    if op == OP_MUL:
+        hab[0] = 1.0
+    elif op == OP_DIV:                       # out = a / b
+        hab[0] = -1.0 / (b * b)
+        hbb[0] = 2.0 * (out / b) / b
+    elif op == OP_POW:                       # out = a ** b
+        if b != 0.0 and b != 1.0:
+            haa[0] = b * (b - 1.0) * pow(a, b - 2.0)
+        if not (a == 0.0 and b >= 0.0):
+            hab[0] = pow(a, b - 1.0) * (1.0 + b * log(a))
+            hbb[0] = out * log(a) * log(a)
+    elif op == OP_RDIVC:                     # out = c / a
+        haa[0] = 2.0 * (out / a) / a
+    elif op == OP_POWC:                      # out = a ** c
+        if c != 0.0 and c != 1.0:
+            haa[0] = c * (c - 1.0) * pow(a, c - 2.0)
+    elif op == OP_RPOWC:                     # out = c ** a
+        if c != 0.0:
+            haa[0] = out * log(c) * log(c)
+    elif op == OP_TANH:
+        haa[0] = -2.0 * out * (1.0 - out * out)
+    elif op == OP_EXP:
+        haa[0] = out
+    elif op == OP_LOG:
+        haa[0] = -1.0 / (a * a)
+    elif op == OP_SIGMOID:
+        haa[0] = out * (1.0 - out) * (1.0 - 2.0 * out)
+    elif op == OP_SQRT:
+        haa[0] = -0.25 / (out * out * out)
