@@ -279,7 +279,7 @@ def test_gradcheck_program_two_threads_correct_or_not_reentrant():
     assert not errors, errors
     for r in results:
         assert set(r) <= {True, "busy"}
-        assert True in r
+    assert any(True in r for r in results)
 
 
 def test_batch_two_threads_not_reentrant_or_correct():

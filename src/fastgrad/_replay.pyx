@@ -1362,6 +1362,15 @@ cdef class _WrtParams:
 # input conversion
 # ---------------------------------------------------------------------------
 
+cdef object _real_vector(v, str what):
+    """eval_params' arguments: real numbers (a complex array used to be cast
+    with only a ComplexWarning), flattened to float64."""
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise TypeError(f"eval_params: {what} must be real numbers, got dtype "
+                        f"{arr.dtype}")
+    return np.ascontiguousarray(arr, np.float64).reshape(-1)
+
 def _as_matrix(x, str where):
     """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
     arr = np.asarray(x)
@@ -2041,8 +2050,8 @@ cdef class Program:
         >>> compile(lambda x: x[0] * w, 1, params=[w]).eval_params([5.0], [3.0])
         15.0
         """
-        cdef const double[::1] th = np.ascontiguousarray(theta, np.float64).reshape(-1)
-        cdef const double[::1] xv = np.ascontiguousarray(x, np.float64).reshape(-1)
+        cdef const double[::1] th = _real_vector(theta, "parameter values")
+        cdef const double[::1] xv = _real_vector(x, "inputs")
         if th.shape[0] != self.n_params:
             raise ValueError(f"eval_params: expected {self.n_params} parameter "
                              f"values, got {th.shape[0]}")
