@@ -45,7 +45,8 @@ echo "== sanitizer build (FASTGRAD_SANITIZE=1) =="
     python setup.py -q build_ext --inplace >"$work/build.log" 2>&1) \
     || { tail -50 "$work/build.log"; exit 1; }
 for so in "$work"/src/fastgrad/_*.so; do
-    if ! ldd "$so" | grep -q libasan; then
+    deps=$(ldd "$so")           # (not piped into grep -q: SIGPIPE + pipefail)
+    if [[ "$deps" != *libasan* ]]; then
         echo "sanitize: $so is not linked against libasan" >&2
         exit 1
     fi

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import fastgrad  # noqa: E402
-from fastgrad import Value, compile, num_grad  # noqa: E402
+import fastgrad
+from fastgrad import Value, compile, num_grad
 
 CLEAN = (TypeError, ValueError, RuntimeError, MemoryError, OverflowError, IndexError)
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
@@ -152,7 +152,7 @@ def test_fuzz_predict_out(inputs, out):
        input_grad=st.one_of(st.none(), arrays()),
        param_grad=st.one_of(st.none(), arrays(width=2)))
 def test_fuzz_batch(inputs, reduce, grad, outputs, input_grad, param_grad):
-    prog, w = _program()
+    prog, _w = _program()
     try:
         loss = prog.batch(inputs, reduce=reduce, grad=grad, outputs=outputs,
                           input_grad=input_grad, param_grad=param_grad)
@@ -183,7 +183,7 @@ def test_fuzz_sgd_step(inputs, lr):
 @given(x=anything, accumulate=st.booleans(),
        param_grad=st.one_of(st.none(), arrays(width=2)))
 def test_fuzz_forward_and_value_and_grad(x, accumulate, param_grad):
-    prog, w = _program()
+    prog, _w = _program()
     try:
         y = prog.forward(x)
     except CLEAN:

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 import fastgrad
-from fastgrad import Value, compile, num_grad
-from fastgrad import _numgrad, _replay
+from fastgrad import Value, _numgrad, _replay, compile, num_grad
 from fastgrad.compiled import make_demo_step
 from fastgrad.nn import MLP
 from fastgrad.optim import SGD, Adam
@@ -115,7 +114,7 @@ def test_num_grad_f_that_reads_x_is_unaffected_by_the_pin():
 # ---------------------------------------------------------------------------
 
 def test_wrt_params_attributes_read_only():
-    prog, w = _small_program()
+    prog, _w = _small_program()
     f = prog.wrt_params([1.0, 2.0, 3.0])
     with pytest.raises(AttributeError):
         f.x = np.ones(1)
@@ -133,7 +132,7 @@ def test_wrt_params_attributes_read_only():
 
 
 def test_wrt_params_private_copy_of_x():
-    prog, w = _small_program()
+    prog, _w = _small_program()
     x = np.array([1.0, 2.0, 3.0])
     f = prog.wrt_params(x)
     x[:] = 100.0                          # the caller's array is not aliased
@@ -199,7 +198,7 @@ def _run_threads(target, n=2):
         try:
             barrier.wait()
             results[i] = target(i)
-        except BaseException as e:       # reported by the main thread
+        except BaseException as e:  # noqa: BLE001 -- reported by the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -283,7 +282,7 @@ def test_gradcheck_program_two_threads_correct_or_not_reentrant():
 
 
 def test_batch_two_threads_not_reentrant_or_correct():
-    prog, model = _demo_program()
+    prog, _model = _demo_program()
     X = np.random.default_rng(0).normal(size=(20000, 3))
     single = prog.batch(X, grad=False)
 
@@ -420,9 +419,8 @@ def test_num_grad_program_keyboard_interrupt_restores_x():
     prog = _numgrad._ExampleProgram(np.ones(n))
     x = np.linspace(-1.0, 1.0, n)
     original = x.copy()
-    with pytest.raises(KeyboardInterrupt) as info:
-        with _CtrlCAfter(0.05):
-            num_grad(prog, x)
+    with pytest.raises(KeyboardInterrupt) as info, _CtrlCAfter(0.05):
+        num_grad(prog, x)
     # raised inside the C loop, not after it returned to numgrad.py
     assert _innermost_file(info.value).endswith("_numgrad.pyx")
     assert np.array_equal(x, original)
@@ -435,9 +433,8 @@ def test_num_grad_c_callable_keyboard_interrupt_restores_x():
     # uninterrupted, this call takes about half a second
     import operator
     x = np.zeros(3_000_000)
-    with pytest.raises(KeyboardInterrupt) as info:
-        with _CtrlCAfter(0.05):
-            num_grad(operator.itemgetter(0), x)
+    with pytest.raises(KeyboardInterrupt) as info, _CtrlCAfter(0.05):
+        num_grad(operator.itemgetter(0), x)
     assert _innermost_file(info.value).endswith("_numgrad.pyx")
     assert not x.any()
 

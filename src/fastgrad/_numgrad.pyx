@@ -92,6 +92,7 @@ def _set_signal_work(Py_ssize_t work):
     SIGNAL_WORK = max(work, 0)
     return old
 
+
 ctypedef fused real_t:
     float
     double
