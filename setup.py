@@ -35,12 +35,24 @@ else:
 # and micrograd's loops agree to the last bit.
 CFLAGS.append("-ffp-contract=off")
 
+# FASTGRAD_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build (gcc or
+# clang), for CI's memory-safety job (.ci/sanitize.sh).  Combines with either
+# mode above (-O1 replaces their -O level).  Python is not instrumented, so the
+# tests run with the sanitizer runtime preloaded:
+#   LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 ...
+SANITIZE = os.environ.get("FASTGRAD_SANITIZE", "0") not in ("", "0")
+LDFLAGS = []
+if SANITIZE:
+    _SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    CFLAGS += _SAN + ["-fno-omit-frame-pointer", "-g", "-O1"]
+    LDFLAGS += _SAN
+
 here = Path(__file__).parent
 
 # Cython skips a .pyx whose .c is newer; after switching between the debug and
 # the normal build that .c has the wrong directives, so remember the mode.
 _stamp = here / "build" / "fastgrad-build-mode"
-_mode = "debug" if DEBUG else "release"
+_mode = ("debug" if DEBUG else "release") + ("+sanitize" if SANITIZE else "")
 _mode_changed = not _stamp.exists() or _stamp.read_text() != _mode
 _stamp.parent.mkdir(exist_ok=True)
 _stamp.write_text(_mode)
@@ -49,6 +61,7 @@ extensions = [
         f"fastgrad.{pyx.stem}",
         [str(pyx.relative_to(here))],
         extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
         define_macros=[("FASTGRAD_DEBUG", "1" if DEBUG else "0")],
     )
     for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))

@@ -11,6 +11,8 @@ of ``x`` in pure C.  The loop in _numgrad.pyx perturbs ``x`` in place, calls
 """
 
 cdef class Evaluator:
+    # element operations of one evaluate() (for the Ctrl-C check interval)
+    cdef Py_ssize_t work
     # f at the current contents of the bound array; pure C, no Python objects,
     # must not fail (non-finite values propagate as IEEE values)
     cdef double evaluate(self) noexcept nogil

@@ -21,6 +21,15 @@ Design:
   * Sequences of Values: fastgrad Values are perturbed through their C
     ``data`` field; other Value-like objects (micrograd's, fastgrad.reference's)
     through attribute access.
+  * ``f`` may misbehave: while the loop runs it holds a weak reference to
+    ``x``, which makes numpy refuse ``x.resize`` (even with
+    ``refcheck=False``), and after every call of ``f`` it checks that x's
+    data pointer and shape are unchanged before writing to that memory
+    again (anything else that reallocates x -- ``x.__setstate__`` -- raises
+    RuntimeError; x cannot be restored then).
+  * Ctrl-C: the loops check for signals (every 256 calls of f; with a C
+    evaluator every few milliseconds of work) and restore the element
+    being perturbed before the KeyboardInterrupt propagates.
   * Rounding follows the lecture's numpy code: with numpy >= 2 (NEP 50), for
     a float32 ``x`` x+h is computed in float32, and for method "forward", when
     f returns numpy float32 scalars, (f(x+h) - f(x)) / h is computed in
@@ -34,12 +43,55 @@ from libc.math cimport isfinite, NAN
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
+from cpython.weakref cimport PyWeakref_NewRef
 
 from fastgrad._engine cimport Value, topo_order
 
 import numbers
 
 import numpy as np
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() noexcept
+
+# The leading fields of numpy's array object (numpy/ndarraytypes.h,
+# PyArrayObject_fields: PyObject_HEAD, data, nd, dimensions), an ABI numpy
+# keeps stable: reading them costs a few ns per call of f, where a buffer
+# request costs more than the call itself.
+cdef extern from *:
+    """
+    typedef struct {
+        PyObject_HEAD
+        char *data;
+        int nd;
+        Py_ssize_t *dimensions;
+    } fastgrad_ndarray_head;
+    #define FASTGRAD_ND_DATA(o) (((fastgrad_ndarray_head *)(o))->data)
+    #define FASTGRAD_ND_NDIM(o) (((fastgrad_ndarray_head *)(o))->nd)
+    #define FASTGRAD_ND_DIMS(o) (((fastgrad_ndarray_head *)(o))->dimensions)
+    """
+    char* FASTGRAD_ND_DATA(object o)
+    int FASTGRAD_ND_NDIM(object o)
+    Py_ssize_t* FASTGRAD_ND_DIMS(object o)
+
+# Only this module makes _ExampleEvaluator objects (an uninitialised one
+# would be handed to the C loop); see also fastgrad._replay._TOKEN.
+cdef object _TOKEN = object()
+
+# Ctrl-C in the evaluator loop: element operations between two signal
+# checks (Evaluator.work per evaluation); ~4e6 is a few ms.
+cdef Py_ssize_t SIGNAL_WORK = 1 << 22
+cdef Py_ssize_t PY_SIGNAL_EVERY = 256     # calls of a Python f between checks
+
+
+def _set_signal_work(Py_ssize_t work):
+    """Testing hook: element operations between signal checks of the C loop
+    (0: never check); returns the old value."""
+    global SIGNAL_WORK
+    old = SIGNAL_WORK
+    SIGNAL_WORK = max(work, 0)
+    return old
+
 
 ctypedef fused real_t:
     float
@@ -60,7 +112,9 @@ cdef class Evaluator:
     A subclass is bound to one float64 array ``x`` (it keeps a memoryview of
     it) and overrides ``evaluate()`` (required) and ``gradient()`` (needed by
     gradcheck).  A program opts in by defining ``_fd_evaluator(self, x)``
-    that validates ``x`` and returns such an evaluator.
+    that validates ``x`` and returns such an evaluator.  ``work`` (set by
+    the subclass) estimates the element operations of one evaluation; the
+    loop checks for Ctrl-C every ~4e6 of them.
     """
 
     cdef double evaluate(self) noexcept nogil:
@@ -77,6 +131,11 @@ cdef class _ExampleEvaluator(Evaluator):
     cdef const double[::1] w
     cdef const double[::1] x
     cdef bint wrong
+
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
+            raise TypeError("_ExampleEvaluator objects are made by "
+                            "_ExampleProgram._fd_evaluator")
 
     cdef double evaluate(self) noexcept nogil:
         cdef double s = 0.0
@@ -105,12 +164,15 @@ cdef class _ExampleProgram:
     cdef readonly object w
     cdef readonly bint wrong
 
+    def __cinit__(self, *args, **kwargs):
+        self.w = np.zeros(0)        # _ExampleProgram.__new__: a 0-input program
+
     def __init__(self, w, wrong=False):
         self.w = np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
         self.wrong = wrong
 
     def _fd_evaluator(self, x):
-        cdef _ExampleEvaluator ev = _ExampleEvaluator.__new__(_ExampleEvaluator)
+        cdef _ExampleEvaluator ev = _ExampleEvaluator.__new__(_ExampleEvaluator, _TOKEN)
         if (not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 1
                 or not x.flags.c_contiguous):
             raise TypeError("_ExampleProgram: x must be a 1-d C-contiguous float64 "
@@ -122,6 +184,7 @@ cdef class _ExampleProgram:
         ev.w = self.w
         ev.x = x
         ev.wrong = self.wrong
+        ev.work = 3 * x.shape[0] + 1
         return ev
 
     def __call__(self, x):
@@ -218,6 +281,11 @@ cdef inline void _advance(int ndim, const Py_ssize_t* shape, const Py_ssize_t* s
         d -= 1
 
 
+cdef int raise_pending() except -1:
+    """Propagate the exception a signal handler has set."""
+    return -1
+
+
 cdef tuple _index(int ndim, const Py_ssize_t* idx):
     return tuple([idx[d] for d in range(ndim)])
 
@@ -229,20 +297,51 @@ cdef object _step_error(str where, object x, int ndim, const Py_ssize_t* idx,
         f"({x.dtype}): x+h and x-h round to the same number; use a larger h")
 
 
+cdef bint _intact(object x, char* base, int ndim, const Py_ssize_t* shape) noexcept:
+    """x (an ndarray) still has the data pointer and shape the loop started with."""
+    cdef int d
+    cdef const Py_ssize_t* dims
+    if FASTGRAD_ND_DATA(x) != base or FASTGRAD_ND_NDIM(x) != ndim:
+        return False
+    dims = FASTGRAD_ND_DIMS(x)
+    for d in range(ndim):
+        if dims[d] != shape[d]:
+            return False
+    return True
+
+
+cdef int _check_same(object x, char* base, int ndim, const Py_ssize_t* shape,
+                     str where) except -1:
+    """RuntimeError if f moved x's data or changed its shape."""
+    if not _intact(x, base, ndim, shape):
+        raise RuntimeError(
+            f"{where}: f reallocated or reshaped x while it was being perturbed "
+            "(its data moved or its shape changed); x could not be restored. "
+            "f must leave x's memory and shape alone")
+    return 0
+
+
 cdef int _fd_python(real_t* tag, char* base, int ndim, const Py_ssize_t* shape,
                     const Py_ssize_t* strides, Py_ssize_t* idx, object f, object x,
                     double h, bint central, double[::1] out, str where) except -1:
-    """num_grad over a strided buffer, calling the Python function f(x)."""
+    """num_grad over a strided buffer, calling the Python function f(x).
+
+    After every call of f, _check_same runs before x's memory is written.
+    """
     cdef Py_ssize_t n = out.shape[0], k, off = 0
     cdef real_t hh = <real_t>h, old, xp, xm
     cdef unsigned char saved[8]
     cdef char* p
     cdef double fx = 0.0, fp = 0.0, fm = 0.0
-    cdef bint fx32 = False, fp32 = False, fm32 = False
+    cdef bint fx32 = False, fp32 = False, fm32 = False, moved
+    cdef object r
     if not central:
         # the lecture's order: f(x) once, before any perturbation
         fx = _scalar(f(x), &fx32, where)
+        _check_same(x, base, ndim, shape, where)
     for k in range(n):
+        if k % PY_SIGNAL_EVERY == PY_SIGNAL_EVERY - 1 and PyErr_CheckSignals() < 0:
+            return -1          # f may be a C callable: the eval loop never runs
         p = base + off
         memcpy(saved, p, sizeof(real_t))
         memcpy(&old, p, sizeof(real_t))
@@ -256,13 +355,23 @@ cdef int _fd_python(real_t* tag, char* base, int ndim, const Py_ssize_t* shape,
             raise _step_error(where, x, ndim, idx, old, h)
         memcpy(p, &xp, sizeof(real_t))
         fp32 = False
+        moved = True
         try:
-            fp = _scalar(f(x), &fp32, where)
+            r = f(x)
+            _check_same(x, base, ndim, shape, where)
+            moved = False
+            fp = _scalar(r, &fp32, where)
             if central:
                 memcpy(p, &xm, sizeof(real_t))
-                fm = _scalar(f(x), &fm32, where)
+                moved = True
+                r = f(x)
+                _check_same(x, base, ndim, shape, where)
+                moved = False
+                fm = _scalar(r, &fm32, where)
         finally:
-            memcpy(p, saved, sizeof(real_t))
+            # also when f raised, unless f reallocated x (nothing to restore)
+            if not moved or _intact(x, base, ndim, shape):
+                memcpy(p, saved, sizeof(real_t))
         if central:
             out[k] = (fp - fm) / (<double>xp - <double>xm)
         elif fx32 and fp32 and _nep50:
@@ -280,9 +389,13 @@ cdef Py_ssize_t _fd_compiled(real_t* tag, char* base, int ndim, const Py_ssize_t
     """num_grad over a strided buffer with a C evaluator, without the GIL.
 
     Returns -1 on success, or the flat index of an element where the central
-    step vanished (nothing perturbed then).
+    step vanished (nothing perturbed then); -2 with KeyboardInterrupt set
+    (x restored) on Ctrl-C.
     """
     cdef Py_ssize_t n = out.shape[0], k, off = 0, bad = -1
+    cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
+    cdef Py_ssize_t per_eval = (2 if central else 1) * min(max(ev.work, 1), 1 << 40)
+    cdef bint interrupted = False
     cdef real_t hh = <real_t>h, old, xp, xm
     cdef unsigned char saved[8]
     cdef char* p
@@ -310,6 +423,15 @@ cdef Py_ssize_t _fd_compiled(real_t* tag, char* base, int ndim, const Py_ssize_t
             else:
                 out[k] = (fp - fx) / h
             _advance(ndim, shape, strides, idx, &off)
+            work += per_eval
+            if work >= sig_work and sig_work > 0:
+                work = 0
+                with gil:
+                    interrupted = PyErr_CheckSignals() < 0
+                if interrupted:
+                    break
+    if interrupted:
+        return -2
     return bad
 
 
@@ -327,17 +449,23 @@ def fd_array(object f, object x, double h, bint central, Evaluator ev=None,
     cdef Py_ssize_t bad = -1, d
     cdef int ndim
     cdef double old = 0.0
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{where}: x must be a numpy array, got {type(x).__name__}")
     result = np.empty(x.size, dtype=np.float64)
     cdef double[::1] out = result
-    # a writable, strided view of the caller's memory; while we hold it numpy
-    # refuses to resize or reallocate x, so the pointer stays valid even if f
-    # misbehaves
+    # A weak reference to x makes numpy refuse x.resize() (also with
+    # refcheck=False: "referenced by another object"), which would free the
+    # memory the loop writes to; a buffer export alone does not stop it.
+    # Other reallocations (x.__setstate__) are caught by _check_same.
+    pin = PyWeakref_NewRef(x, None)
+    # a writable, strided view of the caller's memory
     PyObject_GetBuffer(x, &view, PyBUF_RECORDS)
     try:
         if view.itemsize != 4 and view.itemsize != 8:
             raise TypeError(f"{where}: x must be float32 or float64, got "
                             f"itemsize {view.itemsize}")
         ndim = view.ndim
+        shape_of_x = tuple([view.shape[d] for d in range(ndim)])
         # private copies: f may rebind x.shape while we iterate
         idx = <Py_ssize_t*>malloc((3 * ndim + 1) * sizeof(Py_ssize_t))
         if idx == NULL:
@@ -368,7 +496,8 @@ def fd_array(object f, object x, double h, bint central, Evaluator ev=None,
     finally:
         free(idx)
         PyBuffer_Release(&view)
-    return result.reshape(x.shape)
+        del pin
+    return result.reshape(shape_of_x)
 
 
 # ---------------------------------------------------------------------------
@@ -393,6 +522,8 @@ def fd_values(object f, object x, tuple args, tuple items, double h, bint centra
     if not central:
         fx = _scalar(_call(f, x, args), &fx32, where)
     for k in range(n):
+        if k % PY_SIGNAL_EVERY == PY_SIGNAL_EVERY - 1 and PyErr_CheckSignals() < 0:
+            raise_pending()
         item = items[k]
         fp32 = False
         if isinstance(item, Value):

@@ -50,10 +50,14 @@ cdef class Program:
     cdef Py_ssize_t ld, cap_cols, cap_rows_g
     cdef dict _plans
     cdef bint _busy
+    cdef const double* theta_in       # parameter values for c_load_params, or NULL
     cdef object __weakref__
 
     cdef int c_load_params(self) except -1
     cdef double c_eval(self, const double* theta, const double* x) noexcept nogil
+    # c_eval on caller-owned scratch (thread-safe; see _init_scratch)
+    cdef double c_eval_in(self, const double* theta, const double* x, double* vs,
+                          double* vb) noexcept nogil
     # internals
     cdef _Plan _plan(self, bint want_inputs, bint with_pen)
     cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1

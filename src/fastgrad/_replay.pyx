@@ -37,6 +37,7 @@ Design summary
 """
 cimport cython
 from cpython.object cimport PyObject
+from libc.math cimport isfinite
 from libc.stdlib cimport free
 from libc.string cimport memset
 
@@ -44,7 +45,34 @@ from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, topo_order, node_b, node_c
 from fastgrad._numgrad cimport Evaluator
 
+import numbers
+
 import numpy as np
+
+# Only ``build`` (and this module's evaluators) may create Programs: their
+# ``__cinit__`` demands this private token, so ``Program.__new__(Program)``
+# cannot hand out a Program whose tape buffers are uninitialised (every
+# method used to read through NULL pointers then).
+cdef object _TOKEN = object()
+
+# Ctrl-C: the long loops (batch/predict chunks, the finite-difference loop)
+# take the GIL and call PyErr_CheckSignals each time about SIGNAL_WORK
+# element operations (columns x instructions) have been done since the last
+# check: ~4e6 is 2-10 ms of work, so a SIGINT surfaces within that, and a
+# small call (the demo step: ~7e4 operations) never pays for the GIL.
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() noexcept
+cdef Py_ssize_t SIGNAL_WORK = 1 << 22
+
+
+def _set_signal_work(Py_ssize_t work):
+    """Tuning/testing hook: element operations between signal checks
+    (0 disables the checks); returns the old value."""
+    global SIGNAL_WORK
+    old = SIGNAL_WORK
+    SIGNAL_WORK = max(work, 0)
+    return old
+
 
 # Speed trick: this module's ``cdef inline`` functions are *always* inlined.
 # The kernels below rely on the inlined op_forward/op_backward folding to one
@@ -1140,7 +1168,7 @@ def build(outputs, inputs, params, penalty=None):
     if FUSE:
         nb_ops = _fuse(b_op, b_kind, b_out, b_a, b_b, b_s, b_c, n_in, o_rows, slot)
 
-    prog = Program.__new__(Program)
+    prog = Program.__new__(Program, _TOKEN)
     prog.n_inputs = n_in
     prog.n_outputs = len(outs)
     prog.n_params = n_par
@@ -1191,6 +1219,7 @@ def build(outputs, inputs, params, penalty=None):
     prog.cap_rows_g = 0
     prog._plans = {}
     prog._busy = False
+    prog.theta_in = NULL
     prog.c_load_params()
     return prog
 
@@ -1211,26 +1240,45 @@ cdef object _fd_vector(x, Py_ssize_t n, str what):
     return x
 
 
+cdef tuple _init_scratch(Evaluator ev, Program p):
+    """Private value buffers for one evaluator: finite differences of one
+    Program in several threads never share scratch space (the Program's own
+    buffers belong to its methods, guarded by the busy flag)."""
+    cdef Py_ssize_t i
+    cdef double[::1] vs = np.array(p.vs1, dtype=np.float64)   # holds the constants
+    for i in range(p.n_params):
+        vs[i] = (<Value>p._params[i]).data
+    ev.work = p.n_sinstr + p.n_binstr + p.n_inputs + 1
+    return vs, np.zeros(p.n_batched + 1, np.float64)
+
+
 @cython.final
 cdef class _FDInputs(Evaluator):
     """Output 0 as a function of the input vector (parameters fixed)."""
     cdef Program prog
     cdef const double[::1] x
-    cdef double[::1] theta
+    cdef double[::1] vs, vb            # private scratch (see _init_scratch)
+
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
+            raise TypeError("_FDInputs objects are made by Program._fd_evaluator")
 
     cdef double evaluate(self) noexcept nogil:
-        return self.prog.c_eval(&self.theta[0],
-                                &self.x[0] if self.x.shape[0] > 0 else NULL)
+        return self.prog.c_eval_in(NULL, &self.x[0] if self.x.shape[0] > 0 else NULL,
+                                   &self.vs[0], &self.vb[0])
 
     cdef int gradient(self, double[::1] out) except -1:
+        # value_and_grad's replay without storing anything in the parameters
         cdef Program p = self.prog
-        saved = [(<Value>v).grad for v in p._params]   # leave .grad alone
+        gin = np.zeros((1, p.n_inputs), np.float64)
+        mats = p._vector(np.asarray(self.x), "gradcheck")
+        p._enter("gradcheck")
         try:
-            _, gin = p.value_and_grad(np.asarray(self.x))
+            p._run(mats, 1, 0, True, True, False, None,
+                   gin if p.n_inputs > 0 else None)
         finally:
-            for v, g in zip(p._params, saved):
-                (<Value>v).grad = g
-        np.asarray(out)[:] = gin
+            p._busy = False
+        np.asarray(out)[:] = gin[0]
         return 0
 
 
@@ -1240,41 +1288,71 @@ cdef class _FDParams(Evaluator):
     cdef Program prog
     cdef const double[::1] theta
     cdef double[::1] x
+    cdef double[::1] vs, vb            # private scratch (see _init_scratch)
+
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
+            raise TypeError("_FDParams objects are made by Program.wrt_params")
 
     cdef double evaluate(self) noexcept nogil:
-        return self.prog.c_eval(&self.theta[0] if self.theta.shape[0] > 0 else NULL,
-                                &self.x[0])
+        return self.prog.c_eval_in(
+            &self.theta[0] if self.theta.shape[0] > 0 else NULL, &self.x[0],
+            &self.vs[0], &self.vb[0])
 
     cdef int gradient(self, double[::1] out) except -1:
+        # value_and_grad's replay at parameters theta, without touching the
+        # parameters' .data/.grad (another thread may be reading them)
         cdef Program p = self.prog
         cdef Py_ssize_t i
-        saved = [((<Value>v).data, (<Value>v).grad) for v in p._params]
+        mats = p._vector(np.asarray(self.x)[:p.n_inputs], "gradcheck")
+        p._enter("gradcheck")
         try:
+            if p.n_params > 0:
+                p.theta_in = &self.theta[0]
+            p._run(mats, 1, 0, True, False, False, None, None)
             for i in range(p.n_params):
-                (<Value>p._params[i]).data = self.theta[i]
-            p.value_and_grad(np.asarray(self.x)[:p.n_inputs], accumulate=False,
-                             param_grad=np.asarray(out))
+                out[i] = p.gs[i]
         finally:
-            for v, (d, g) in zip(p._params, saved):
-                (<Value>v).data = d
-                (<Value>v).grad = g
+            p.theta_in = NULL
+            p._busy = False
         return 0
 
 
-class _WrtParams:
+@cython.final
+cdef class _WrtParams:
     """``num_grad``/``gradcheck`` target: a Program's output 0 as a function of
-    its parameter vector at a fixed input (see Program.wrt_params)."""
+    its parameter vector at a fixed input (see Program.wrt_params).
 
-    def __init__(self, prog, x):
+    ``program`` and ``x`` are read-only, and ``x`` is a private read-only
+    copy: the evaluator handed to the finite-difference loop always reads
+    exactly ``program.n_inputs`` values (a replaced ``x`` of another length
+    used to make the C loop read past its end).
+    """
+    cdef readonly Program program
+    cdef readonly object x
+
+    def __cinit__(self, token=None, Program prog=None, x=None):
+        if token is not _TOKEN or prog is None:
+            raise TypeError("_WrtParams objects are made by Program.wrt_params")
+        x = np.array(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != prog.n_inputs:
+            raise ValueError(f"wrt_params: expected {prog.n_inputs} inputs, got "
+                             f"{x.shape[0]}")
+        x.flags.writeable = False
         self.program = prog
         self.x = x
 
+    def __reduce__(self):
+        raise TypeError("a compiled Program (and its wrt_params view) cannot be "
+                        "pickled; compile it again")
+
     def _fd_evaluator(self, theta):
         cdef Program p = self.program
-        cdef _FDParams ev = _FDParams.__new__(_FDParams)
+        cdef _FDParams ev = _FDParams.__new__(_FDParams, _TOKEN)
         ev.theta = _fd_vector(theta, p.n_params, "parameters")
         ev.x = np.append(self.x, 0.0)     # never empty (a pointer to pass)
         ev.prog = p
+        ev.vs, ev.vb = _init_scratch(ev, p)
         return ev
 
     def __call__(self, theta):
@@ -1284,6 +1362,15 @@ class _WrtParams:
 # ---------------------------------------------------------------------------
 # input conversion
 # ---------------------------------------------------------------------------
+
+cdef object _real_vector(v, str what):
+    """eval_params' arguments: real numbers (a complex array used to be cast
+    with only a ComplexWarning), flattened to float64."""
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise TypeError(f"eval_params: {what} must be real numbers, got dtype "
+                        f"{arr.dtype}")
+    return np.ascontiguousarray(arr, np.float64).reshape(-1)
 
 def _as_matrix(x, str where):
     """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
@@ -1305,7 +1392,27 @@ def _as_matrix(x, str where):
 
 @cython.final
 cdef class Program:
-    """A recorded graph, replayed in C.  Built by fastgrad.compiled.compile."""
+    """A recorded graph, replayed in C.  Built by fastgrad.compiled.compile.
+
+    Threads: the replay methods (``forward``, ``value_and_grad``, ``batch``,
+    ``predict``, ``sgd_step``, ``eval_params``) share the Program's work
+    buffers, so a Program is not re-entrant: a call while another thread is
+    inside one of them raises ``RuntimeError`` ("not re-entrant").
+    ``num_grad``/``gradcheck`` of a Program (or of ``wrt_params(x)``) give
+    every call its own scratch space: they run concurrently and correctly
+    (gradcheck's analytic part is a ``value_and_grad`` and may raise that
+    RuntimeError).
+
+    Ctrl-C: the batch loops check for signals every few milliseconds of work
+    and raise ``KeyboardInterrupt``; the parameters (``.data`` and ``.grad``)
+    are then unchanged, while ``outputs``/``input_grad``/``out`` arrays may be
+    partly written.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        if len(args) != 1 or args[0] is not _TOKEN or kwargs:
+            raise TypeError("Program objects are made by fastgrad.compile / "
+                            "fastgrad.compiled.compile_graph")
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Program objects are made by fastgrad.compile / "
@@ -1363,7 +1470,7 @@ cdef class Program:
         cdef double d
         cdef tuple ps = self._params
         for i in range(self.n_params):
-            d = (<Value>ps[i]).data
+            d = self.theta_in[i] if self.theta_in != NULL else (<Value>ps[i]).data
             self.vs[i] = d
             self.vs1[i] = d
         return 0
@@ -1375,8 +1482,13 @@ cdef class Program:
         use those read by the last ``c_load_params``.  Uses private buffers:
         safe to interleave with the other methods (not with another thread).
         """
-        cdef double* vs = &self.vs1[0]
-        cdef double* vb = &self.vb1[0]
+        return self.c_eval_in(theta, x, &self.vs1[0], &self.vb1[0])
+
+    cdef double c_eval_in(self, const double* theta, const double* x, double* vs,
+                          double* vb) noexcept nogil:
+        """``c_eval`` on the caller's scratch: ``vs`` (n_scalar + 1 doubles,
+        holding the constants and, if theta is NULL, the parameters) and
+        ``vb`` (n_batched + 1 doubles)."""
         cdef int i
         if theta != NULL:
             for i in range(self.n_params):
@@ -1528,6 +1640,9 @@ cdef class Program:
         cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
         cdef const int* t_s = &self.b_s[0] if grad else &self.f_s[0]
         cdef const double* t_c = &self.b_c[0] if grad else &self.f_c[0]
+        cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
+        cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
+        cdef bint interrupted = False
         if nsrc > 64:
             mats = [np.ascontiguousarray(np.hstack(mats))]
             nsrc = 1
@@ -1549,7 +1664,7 @@ cdef class Program:
             gb = &self.gb[0]
         if has_out:
             po = &outv[0, 0]
-        if has_gin:
+        if has_gin and n_in > 0:          # (B, 0): nothing to write
             pgi = &ging[0, 0]
         self.c_load_params()
         vs = &self.vs[0]
@@ -1611,7 +1726,7 @@ cdef class Program:
                                      &self.b_a[0], &self.b_b[0], &self.b_s[0],
                                      &self.b_c[0], bma, bmb, bms, vs, gs, vb,
                                      gb, ld, n)
-                    if has_gin:
+                    if pgi != NULL:
                         for q in range(n_in):
                             row = gb + q * ld
                             if in_ng[q]:
@@ -1621,12 +1736,22 @@ cdef class Program:
                                 for j in range(n):
                                     pgi[(j0 + j) * n_in + q] = 0.0
                 j0 += n
-            if grad:
+                # Ctrl-C: see SIGNAL_WORK
+                work += n * per_col_work
+                if work >= sig_work and sig_work > 0 and j0 < B:
+                    work = 0
+                    with gil:
+                        interrupted = PyErr_CheckSignals() < 0
+                    if interrupted:
+                        break
+            if grad and not interrupted:
                 if with_pen and self.pen_slot >= 0:
                     gs[self.pen_slot] += 1.0
                 backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
                                 &self.s_a[0], &self.s_b[0], &self.s_c[0],
                                 sma, smb, vs, gs)
+        if interrupted:
+            return -1.0         # the KeyboardInterrupt (or handler's error) is set
         if reduce_mode == 1:
             total = total * (1.0 / B)
         if with_pen and self.pen_slot >= 0:
@@ -1867,7 +1992,7 @@ cdef class Program:
             return out
         return res[:, 0] if self.n_outputs == 1 else res
 
-    def sgd_step(self, inputs, double lr, reduce="mean", outputs=None):
+    def sgd_step(self, inputs, lr, reduce="mean", outputs=None):
         """One plain SGD step: ``batch`` then ``p.data -= lr * grad``.
 
         Each parameter's ``.grad`` is *set* to this batch's gradient (as
@@ -1877,6 +2002,7 @@ cdef class Program:
         ----------
         inputs : see ``batch``
         lr : float
+            Finite and >= 0 (as ``fastgrad.optim.SGD`` requires).
         reduce : {"mean", "sum"}
         outputs : ndarray (B, n_outputs) float64, optional
 
@@ -1897,13 +2023,20 @@ cdef class Program:
         cdef Py_ssize_t i
         cdef Value p
         cdef tuple ps = self._params
-        cdef double g
+        cdef double g, step
+        if type(lr) is not float and (isinstance(lr, (bool, np.bool_))
+                                      or not isinstance(lr, numbers.Real)):
+            raise TypeError(f"sgd_step: lr must be a real number, got "
+                            f"{type(lr).__name__} {lr!r:.40}")
+        step = float(lr)
+        if not isfinite(step) or step < 0.0:
+            raise ValueError(f"sgd_step: invalid lr {lr!r} (must be finite and >= 0)")
         loss = self.batch(inputs, reduce=reduce, grad=True, outputs=outputs,
                           accumulate=False)
         for i in range(self.n_params):
             p = <Value>ps[i]
             g = self.gs[i]
-            p.data -= lr * g
+            p.data -= step * g
         return loss
 
     def eval_params(self, theta, x):
@@ -1920,8 +2053,8 @@ cdef class Program:
         >>> compile(lambda x: x[0] * w, 1, params=[w]).eval_params([5.0], [3.0])
         15.0
         """
-        cdef const double[::1] th = np.ascontiguousarray(theta, np.float64).reshape(-1)
-        cdef const double[::1] xv = np.ascontiguousarray(x, np.float64).reshape(-1)
+        cdef const double[::1] th = _real_vector(theta, "parameter values")
+        cdef const double[::1] xv = _real_vector(x, "inputs")
         if th.shape[0] != self.n_params:
             raise ValueError(f"eval_params: expected {self.n_params} parameter "
                              f"values, got {th.shape[0]}")
@@ -1938,11 +2071,10 @@ cdef class Program:
     def _fd_evaluator(self, x):
         """num_grad/gradcheck protocol (fastgrad._numgrad): output 0 as a
         function of the input vector ``x``, evaluated in C."""
-        cdef _FDInputs ev = _FDInputs.__new__(_FDInputs)
+        cdef _FDInputs ev = _FDInputs.__new__(_FDInputs, _TOKEN)
         ev.x = _fd_vector(x, self.n_inputs, "inputs")
-        self.c_load_params()
-        ev.theta = np.append(np.asarray(self.vs[:self.n_params]), 0.0)
         ev.prog = self
+        ev.vs, ev.vb = _init_scratch(ev, self)
         return ev
 
     def wrt_params(self, x):
@@ -1959,7 +2091,7 @@ cdef class Program:
         >>> round(float(fastgrad.num_grad(prog.wrt_params([2.0]), np.array([3.0]))[0]), 6)
         12.0
         """
-        return _WrtParams(self, self._vector(x, "wrt_params")[0].reshape(-1))
+        return _WrtParams(_TOKEN, self, self._vector(x, "wrt_params")[0].reshape(-1))
 
     def param_values(self):
         """The parameters' current .data as a float64 array."""

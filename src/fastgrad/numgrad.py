@@ -193,7 +193,18 @@ def num_grad(f: Callable[..., Any], x: Union[npt.NDArray[np.floating[Any]], Sequ
     ValueError
         ``x`` is read-only; ``h`` is not positive and finite; unknown
         ``method``; ``f`` returns an array of more than one element; ``h`` is
-        too small to change some element of ``x``.
+        too small to change some element of ``x``; ``f`` calls ``x.resize()``
+        (numpy refuses it while the loop holds ``x``; ``x`` is restored).
+    RuntimeError
+        ``f`` reallocated or reshaped ``x`` some other way (``x`` cannot be
+        restored then).
+    KeyboardInterrupt
+        Ctrl-C, checked every 256 calls of ``f`` (every few milliseconds of
+        work for a compiled program); ``x`` is restored.
+
+    Threads: a call of ``num_grad`` on a compiled program has its own scratch
+    space; several threads may finite-difference one program at once (each
+    with its own ``x``).
 
     Notes
     -----

@@ -33,6 +33,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "lr_sweep", "LRSweepResult"]
 
 F64 = npt.NDArray[np.float64]
 _Opt = TypeVar("_Opt", bound="Optimizer")
+_MAX_STEP = 2 ** 53                  # largest step count load_state_dict accepts
+_NONNEGATIVE_STATE = ("exp_avg_sq", "max_exp_avg_sq")
 
 
 # ---------------------------------------------------------------------------
@@ -337,6 +339,11 @@ class Optimizer:
         step = state_dict["step"]
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"{name}.load_state_dict: invalid step {step!r}")
+        if step > _MAX_STEP:
+            # Adam's bias corrections use float(step + 1): beyond 2**53 it is
+            # no longer the step count, beyond ~1.8e308 every step() overflows
+            raise ValueError(f"{name}.load_state_dict: step {step} is out of "
+                             f"range (must be <= 2**53)")
         names = set(self._state_names(hyper))
         given = state_dict["state"]
         if not isinstance(given, dict) or set(given) != names:
@@ -350,6 +357,11 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state {k!r} must be "
                                  f"float64 of shape ({self._n},), got "
                                  f"{a.dtype} {a.shape}")
+            if k in _NONNEGATIVE_STATE and bool((a < 0).any()):
+                # a second moment: sqrt of a negative would give nan parameters
+                raise ValueError(f"{name}.load_state_dict: state {k!r} has "
+                                 "negative entries (it is a running mean of "
+                                 "squares)")
             state[k] = np.array(a, dtype=np.float64, order="C", copy=True)
         # everything checked: apply
         self._hyper = hyper
