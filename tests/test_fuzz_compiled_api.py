@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
-import fastgrad
-from fastgrad import Value, compile, num_grad
+import fastgrad  # noqa: E402
+from fastgrad import Value, compile, num_grad  # noqa: E402
 
 CLEAN = (TypeError, ValueError, RuntimeError, MemoryError, OverflowError, IndexError)
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,

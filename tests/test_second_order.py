@@ -366,7 +366,8 @@ def test_new_op_names_show_in_graphs():
 
 
 def test_documented_examples():
-    f = lambda x: x[0] ** 2 * x[1] + x[1] ** 3
+    def f(x):
+        return x[0] ** 2 * x[1] + x[1] ** 3
     assert hessian(f, [1.0, 2.0]).tolist() == [[4.0, 2.0], [2.0, 12.0]]
     assert jacobian(f, [1.0, 2.0]).tolist() == [4.0, 13.0]
     assert jacobian(lambda x: [x[0], x[0] * x[1]], np.array([3.0, 4.0])).shape == (2, 2)
@@ -449,7 +450,8 @@ def test_numpy_array_outputs_need_grad_outputs():
     ({"outputs": Value(1.0), "inputs": Value(2.0), "grad_outputs": "a"}, TypeError,
      r"grad_outputs\[0\]"),
     ({"outputs": Value(1.0), "inputs": Value(2.0), "create_graph": 1}, TypeError, "create_graph"),
-    ({"outputs": Value(1.0), "inputs": Value(2.0), "allow_unused": None}, TypeError, "allow_unused"),
+    ({"outputs": Value(1.0), "inputs": Value(2.0), "allow_unused": None}, TypeError,
+     "allow_unused"),
 ])
 def test_clear_errors_name_the_argument(kwargs, exc, match):
     with pytest.raises(exc, match=match):

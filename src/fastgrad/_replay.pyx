@@ -1372,6 +1372,7 @@ cdef object _real_vector(v, str what):
                         f"{arr.dtype}")
     return np.ascontiguousarray(arr, np.float64).reshape(-1)
 
+
 def _as_matrix(x, str where):
     """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
     arr = np.asarray(x)

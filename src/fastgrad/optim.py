@@ -337,8 +337,10 @@ class Optimizer:
                              f"do not match {sorted(self._hyper)}")
         hyper = self._check(**saved)
         step = state_dict["step"]
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        if (isinstance(step, bool) or not isinstance(step, numbers.Integral)
+                or int(step) < 0):
             raise ValueError(f"{name}.load_state_dict: invalid step {step!r}")
+        step = int(step)
         if step > _MAX_STEP:
             # Adam's bias corrections use float(step + 1): beyond 2**53 it is
             # no longer the step count, beyond ~1.8e308 every step() overflows
