@@ -220,6 +220,12 @@ def test_hessian_and_hvp_match_torch(prog):
     torch = pytest.importorskip("torch")
     x = prog[2]
     H = hessian(fast_fn(prog), x)
+    POW_EXPONENTS.clear()
+    run(FastOps, prog, [Value(float(v)) for v in x])
+    # torch's a ** b double backward drops a term at b == 0 (see
+    # test_third_derivative_at_exponent_zero; there the Hessian is checked
+    # against differences of the gradient instead)
+    assume(0.0 not in POW_EXPONENTS)
 
     def f(t):
         return run(TorchOps, prog, [t[i] for i in range(len(x))])
