@@ -592,7 +592,7 @@ def _parameters_of(model, where):
 
 
 def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
-             eval_fn=None, **optimizer_kwargs):
+             eval_fn=None, executor=None, progress=None, **optimizer_kwargs):
     """Train a few steps per learning rate from the same start; pick the best.
 
     The lecture's "validate the learning rate": for every rate, a fresh model
@@ -620,6 +620,17 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
         loss on held-out data (cs231n's validation); the best rate is then the
         one with the lowest ``eval_fn``.  Default: rank by the last training
         loss.
+    executor : concurrent.futures.Executor, optional
+        Run one task per rate there (a ``ProcessPoolExecutor``, Dask's
+        ``Client.get_executor()``, ...; see ``fastgrad.sweep``): the same
+        numbers as the serial run, bit for bit, when ``loss_fn`` seeds its
+        own randomness.  A rate whose run raises (other than an
+        ArithmeticError, which counts as diverged) does not stop the others:
+        ``fastgrad.distributed.SweepError`` is raised at the end, carrying
+        the other rates' ``LRSweepResult`` and each failure's traceback.
+    progress : bool, optional
+        With an executor: a tqdm bar counting finished rates (default: shown
+        when tqdm is installed).
     **optimizer_kwargs
         Passed to the optimizer (``momentum=0.9``, ``betas=...``, ...).
 
@@ -654,6 +665,10 @@ def lr_sweep(model_factory, loss_fn, lrs=None, steps=10, optimizer=SGD,
 
     if eval_fn is not None and not callable(eval_fn):
         raise TypeError(f"lr_sweep: eval_fn must be callable, got {type(eval_fn).__name__}")
+    if executor is not None:
+        from fastgrad.distributed import _lr_sweep_on
+        return _lr_sweep_on(executor, model_factory, loss_fn, lrs, steps, optimizer,
+                            eval_fn, optimizer_kwargs, progress, retries=1)
     start = None
     losses = np.full((len(lrs), steps + 1), np.nan)
     val = None if eval_fn is None else np.full(len(lrs), np.nan)
