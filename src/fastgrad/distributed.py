@@ -25,6 +25,7 @@ the recipe (``fn``, ``params``) and every worker records it again.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import numbers
@@ -35,32 +36,43 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict, deque
-from concurrent.futures import (FIRST_COMPLETED, BrokenExecutor, Executor, Future,
-                                ProcessPoolExecutor, wait)
-from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Sequence, Tuple, Union)
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
+from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from fastgrad._engine import Value
 
-__all__ = ["sweep", "SweepResult", "SweepFailure", "SweepError", "DataParallel"]
+__all__ = ["DataParallel", "SweepError", "SweepFailure", "SweepResult", "sweep"]
 
 F64 = npt.NDArray[np.float64]
-Config = Dict[str, Any]
+Config = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------
 # shipping callables to workers
 # ---------------------------------------------------------------------------
 
+def _optional(name: str) -> Any:
+    """An optional dependency's module, or None when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def _dumps(obj: object, what: str, where: str) -> bytes:
     """Pickle ``obj`` for a worker: cloudpickle if installed, else pickle."""
-    try:
-        import cloudpickle
-    except ImportError:
-        cloudpickle = None
+    cloudpickle = _optional("cloudpickle")
     try:
         if cloudpickle is not None:
             return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
@@ -79,7 +91,7 @@ def _dumps(obj: object, what: str, where: str) -> bytes:
 # the next task of the same job in that process.  Dask runs tasks in threads:
 # the lock guards the dict.  Bounded: the least recently used jobs go first.
 _CACHE_LOCK = threading.Lock()
-_CACHE: "OrderedDict[str, Dict[int, Any]]" = OrderedDict()
+_CACHE: OrderedDict[str, dict[int, Any]] = OrderedDict()
 _CACHE_JOBS = 4
 
 
@@ -166,8 +178,8 @@ class SweepResult:
         process died while they were in flight (their result is kept).
     """
 
-    def __init__(self, configs: List[Config], results: List[Any],
-                 failures: List[SweepFailure], retried: List[int]) -> None:
+    def __init__(self, configs: list[Config], results: list[Any],
+                 failures: list[SweepFailure], retried: list[int]) -> None:
         self.configs = configs
         self.results = results
         self.failures = failures
@@ -181,7 +193,7 @@ class SweepResult:
     def __len__(self) -> int:
         return len(self.configs)
 
-    def __iter__(self) -> Iterator[Tuple[Config, Any]]:
+    def __iter__(self) -> Iterator[tuple[Config, Any]]:
         return iter(zip(self.configs, self.results))
 
     def __repr__(self) -> str:
@@ -199,13 +211,14 @@ class SweepError(RuntimeError):
     failures : list of SweepFailure
     """
 
-    def __init__(self, result: Any, failures: List[SweepFailure]) -> None:
+    def __init__(self, result: Any, failures: list[SweepFailure]) -> None:
         self.result = result
         self.failures = failures
         total = (len(result.configs) if hasattr(result, "configs")
                  else len(failures) + len(getattr(result, "lrs", ())))
-        lines = [f"{len(failures)} of {total} configurations failed (tracebacks: "
-                 ".failures[i].traceback; the other results: .result):"]
+        head = (f"{len(failures)} of {total} configurations failed (tracebacks: "
+                ".failures[i].traceback; the other results: .result):")
+        lines = [head]
         for f in failures[:20]:
             lines.append(f"  [{f.index}] {f.config!r}: {f.kind}: {f.error}")
         if len(failures) > 20:
@@ -213,8 +226,8 @@ class SweepError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-def _configs(grid: Union[Mapping[str, Iterable[Any]], Iterable[Mapping[str, Any]]],
-             seeds: Optional[Iterable[int]], where: str) -> List[Config]:
+def _configs(grid: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]],
+             seeds: Iterable[int] | None, where: str) -> list[Config]:
     if isinstance(grid, Mapping):
         keys = list(grid)
         for k in keys:
@@ -259,7 +272,7 @@ def _configs(grid: Union[Mapping[str, Iterable[Any]], Iterable[Mapping[str, Any]
     return configs
 
 
-def _run_config(token: str, blob: bytes, config: Config) -> Tuple[str, Any, str]:
+def _run_config(token: str, blob: bytes, config: Config) -> tuple[str, Any, str]:
     """Worker side of a sweep task: ("ok", result, "") or ("error", msg, tb).
 
     Exceptions are returned as text: an exception object may not pickle, its
@@ -268,20 +281,20 @@ def _run_config(token: str, blob: bytes, config: Config) -> Tuple[str, Any, str]
     try:
         fn = _loads_cached(token, blob)
         return ("ok", fn(**config), "")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of train_fn is reported
         return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
-def _max_workers(executor: Executor) -> Optional[int]:
+def _max_workers(executor: Executor) -> int | None:
     n = getattr(executor, "_max_workers", None)      # Process/ThreadPoolExecutor
     return n if isinstance(n, int) and n > 0 else None
 
 
-def _fresh_pool(broken: Executor) -> Optional[Executor]:
+def _fresh_pool(broken: Executor) -> Executor | None:
     """A new ProcessPoolExecutor with a broken one's settings (else None)."""
     if not isinstance(broken, ProcessPoolExecutor):
         return None
-    kwargs: Dict[str, Any] = {
+    kwargs: dict[str, Any] = {
         "max_workers": broken._max_workers,                 # type: ignore[attr-defined]
         "mp_context": getattr(broken, "_mp_context", None),
         "initializer": getattr(broken, "_initializer", None),
@@ -292,28 +305,27 @@ def _fresh_pool(broken: Executor) -> Optional[Executor]:
     return ProcessPoolExecutor(**kwargs)
 
 
-def _progress_bar(progress: Optional[bool], total: int, desc: str) -> Any:
+def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
     if progress is False:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
+    tqdm_auto = _optional("tqdm.auto")
+    if tqdm_auto is None:
         return None
-    return tqdm(total=total, desc=desc, unit="run", leave=False)
+    return tqdm_auto.tqdm(total=total, desc=desc, unit="run")
 
 
-def _format_exc(exc: BaseException) -> Tuple[str, str]:
+def _format_exc(exc: BaseException) -> tuple[str, str]:
     return (f"{type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
-def _run_all(train_fn: Callable[..., Any], configs: List[Config],
-             executor: Optional[Executor], progress: Optional[bool],
+def _run_all(train_fn: Callable[..., Any], configs: list[Config],
+             executor: Executor | None, progress: bool | None,
              retries: int, where: str) -> SweepResult:
     n = len(configs)
-    results: List[Any] = [None] * n
-    failures: Dict[int, SweepFailure] = {}
-    retried: List[int] = []
+    results: list[Any] = [None] * n
+    failures: dict[int, SweepFailure] = {}
+    retried: list[int] = []
     bar = _progress_bar(progress, n, where)
 
     def tick() -> None:
@@ -325,7 +337,7 @@ def _run_all(train_fn: Callable[..., Any], configs: List[Config],
             for i, cfg in enumerate(configs):
                 try:
                     results[i] = train_fn(**cfg)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - reported per configuration
                     msg, tb = _format_exc(exc)
                     failures[i] = SweepFailure(i, cfg, "exception", msg, tb)
                 tick()
@@ -339,22 +351,22 @@ def _run_all(train_fn: Callable[..., Any], configs: List[Config],
                        sorted(set(retried)))
 
 
-def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: List[Config],
-            results: List[Any], failures: Dict[int, SweepFailure],
-            retried: List[int], retries: int, tick: Callable[[], None],
+def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Config],
+            results: list[Any], failures: dict[int, SweepFailure],
+            retried: list[int], retries: int, tick: Callable[[], None],
             where: str) -> None:
     token = uuid.uuid4().hex
     blob = _dumps(train_fn, "train_fn", where)
-    pending: Deque[int] = deque(range(len(configs)))
-    isolate: Deque[int] = deque()       # suspects of a crash, re-run one at a time
+    pending: deque[int] = deque(range(len(configs)))
+    isolate: deque[int] = deque()       # suspects of a crash, re-run one at a time
     crashes = [0] * len(configs)
-    inflight: Dict["Future[Tuple[str, Any, str]]", int] = {}
+    inflight: dict[Future[tuple[str, Any, str]], int] = {}
     # At most max_workers tasks in flight (when the executor says how many it
     # has): when a worker process dies, the configurations in flight are the
     # only suspects, and those never submitted are unaffected.
     window = _max_workers(executor)
-    current = executor
-    own: List[Executor] = []
+    current: Executor | None = executor
+    own: list[Executor] = []
     try:
         while pending or isolate or inflight:
             if current is not None:
@@ -378,8 +390,8 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: List[Conf
                 pending.clear()
                 break
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            broken: Optional[BaseException] = None
-            crashed: List[int] = []
+            broken: BaseException | None = None
+            crashed: list[int] = []
             for f in done:
                 i = inflight.pop(f)
                 try:
@@ -388,8 +400,8 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: List[Conf
                     broken = exc
                     crashed.append(i)
                     continue
-                except Exception as exc:     # e.g. the result did not pickle,
-                    msg, tb = _format_exc(exc)   # or Dask's KilledWorker
+                except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result,
+                    msg, tb = _format_exc(exc)  # or Dask's KilledWorker
                     failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
                     tick()
                     continue
@@ -407,8 +419,13 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: List[Conf
                     i = inflight.pop(f)
                     try:
                         status, value, tb = f.result()
-                    except BaseException:
+                    except BrokenExecutor:
                         crashed.append(i)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - reported per configuration
+                        msg, tb = _format_exc(exc)
+                        failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
+                        tick()
                         continue
                     if status == "ok":
                         results[i] = value
@@ -446,7 +463,7 @@ def _check_retries(retries: int, where: str) -> int:
     return int(retries)
 
 
-def _check_executor(executor: Optional[Executor], where: str) -> Optional[Executor]:
+def _check_executor(executor: Executor | None, where: str) -> Executor | None:
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"{where}: executor must be a concurrent.futures.Executor "
                         f"(or None to run serially), got {type(executor).__name__}")
@@ -454,9 +471,9 @@ def _check_executor(executor: Optional[Executor], where: str) -> Optional[Execut
 
 
 def sweep(train_fn: Callable[..., Any],
-          grid: Union[Mapping[str, Iterable[Any]], Iterable[Mapping[str, Any]]],
-          *, seeds: Optional[Iterable[int]] = None,
-          executor: Optional[Executor] = None, progress: Optional[bool] = None,
+          grid: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]],
+          *, seeds: Iterable[int] | None = None,
+          executor: Executor | None = None, progress: bool | None = None,
           retries: int = 1, errors: str = "raise") -> SweepResult:
     """Run ``train_fn(**config)`` for every configuration of a grid.
 
@@ -570,8 +587,8 @@ class _LRRun:
     """One rate of an lr_sweep, run by the serial ``lr_sweep`` itself."""
 
     def __init__(self, factory: _StartFrom, loss_fn: Callable[[Any], Any], steps: int,
-                 optimizer: Any, eval_fn: Optional[Callable[[Any], Any]],
-                 optimizer_kwargs: Dict[str, Any]) -> None:
+                 optimizer: Any, eval_fn: Callable[[Any], Any] | None,
+                 optimizer_kwargs: dict[str, Any]) -> None:
         self.factory = factory
         self.loss_fn = loss_fn
         self.steps = steps
@@ -579,7 +596,7 @@ class _LRRun:
         self.eval_fn = eval_fn
         self.optimizer_kwargs = optimizer_kwargs
 
-    def __call__(self, lr: float) -> Tuple[F64, Optional[float]]:
+    def __call__(self, lr: float) -> tuple[F64, float | None]:
         from fastgrad.optim import lr_sweep
         r = lr_sweep(self.factory, self.loss_fn, lrs=[lr], steps=self.steps,
                      optimizer=self.optimizer, eval_fn=self.eval_fn,
@@ -589,9 +606,9 @@ class _LRRun:
 
 
 def _lr_sweep_on(executor: Executor, model_factory: Callable[[], Any],
-                 loss_fn: Callable[[Any], Any], lrs: List[float], steps: int,
-                 optimizer: Any, eval_fn: Optional[Callable[[Any], Any]],
-                 optimizer_kwargs: Dict[str, Any], progress: Optional[bool],
+                 loss_fn: Callable[[Any], Any], lrs: list[float], steps: int,
+                 optimizer: Any, eval_fn: Callable[[Any], Any] | None,
+                 optimizer_kwargs: dict[str, Any], progress: bool | None,
                  retries: int) -> Any:
     """``lr_sweep`` with one task per rate; see ``fastgrad.optim.lr_sweep``."""
     from fastgrad import _optim
@@ -605,7 +622,7 @@ def _lr_sweep_on(executor: Executor, model_factory: Callable[[], Any],
     _optim.ValueSlots(params).get_data(start)
     run = _LRRun(_StartFrom(model_factory, start), loss_fn, steps, optimizer,
                  eval_fn, dict(optimizer_kwargs))
-    configs: List[Config] = [{"lr": lr} for lr in lrs]
+    configs: list[Config] = [{"lr": lr} for lr in lrs]
     res = _run_all(run, configs, executor, progress, retries, where)
     ok = [i for i in range(len(lrs)) if res.results[i] is not None]
     losses = np.full((len(ok), steps + 1), np.nan)
@@ -629,10 +646,10 @@ class _Miss:
 
 
 _MISS = _Miss()
-ShardOut = Union[_Miss, Tuple[float, F64, float]]
+ShardOut = Union[_Miss, tuple[float, F64, float]]
 
 
-def _build_shard(blob: bytes, arrays: Tuple[F64, ...], expected: Tuple[int, int, int]) -> Any:
+def _build_shard(blob: bytes, arrays: tuple[F64, ...], expected: tuple[int, int, int]) -> Any:
     """Record the program from its recipe, in a worker; check it is the same."""
     from fastgrad import _optim
     from fastgrad.compiled import compile as fg_compile
@@ -658,7 +675,7 @@ def _build_shard(blob: bytes, arrays: Tuple[F64, ...], expected: Tuple[int, int,
 
 
 def _shard_step(token: str, shard: int, theta: F64,
-                payload: Optional[Tuple[bytes, Tuple[F64, ...], Tuple[int, int, int]]]
+                payload: tuple[bytes, tuple[F64, ...], tuple[int, int, int]] | None
                 ) -> ShardOut:
     """Worker side of a step: the shard's summed loss and gradient at theta."""
     entry = _cache_get(token, shard)
@@ -675,7 +692,7 @@ def _shard_step(token: str, shard: int, theta: F64,
 
 
 def _dask_shard_step(token: str, shard: int, theta: F64, blob: bytes,
-                     arrays: Tuple[F64, ...], expected: Tuple[int, int, int]) -> ShardOut:
+                     arrays: tuple[F64, ...], expected: tuple[int, int, int]) -> ShardOut:
     # on Dask the recipe and the shard are already in the worker's memory
     # (scattered there once); only theta travels with the task
     return _shard_step(token, shard, theta, (blob, arrays, expected))
@@ -686,14 +703,12 @@ def _dask_client(executor: Any) -> Any:
     mod = type(executor).__module__ or ""
     if not mod.startswith("distributed"):
         return None
-    try:
-        from distributed import Client
-        from distributed.client import ClientExecutor
-    except ImportError:
+    dd = _optional("distributed")
+    if dd is None:
         return None
-    if isinstance(executor, Client):
+    if isinstance(executor, dd.Client):
         return executor
-    if isinstance(executor, ClientExecutor):
+    if isinstance(executor, dd.client.ClientExecutor):
         return executor._client
     return None
 
@@ -760,13 +775,34 @@ class DataParallel:
     (15.0, 30.0)
     """
 
-    def __init__(self, fn: Callable[[List[Value]], Any], n_inputs: int,
+    program: Any
+    n_shards: int
+    n_rows: int
+    shard_sizes: list[int]
+    last_worker_seconds: list[float]
+    _pen: Any
+    _params: list[Value]
+    _slots: Any
+    _client: Any
+    _shards: list[tuple[F64, ...]]
+    _token: str
+    _expected: tuple[int, int, int]
+    _blob: bytes
+    _blob_future: Any
+    _executor: Any
+    _grad: F64
+    _resend: bool
+    _closed: bool
+    _dask: list[tuple[str, Any]]
+
+    def __init__(self, fn: Callable[[list[Value]], Any], n_inputs: int,
                  params: Iterable[Value], inputs: Any, executor: Any,
-                 n_shards: Optional[int] = None, *,
-                 penalty: Optional[Callable[[List[Value]], Value]] = None,
-                 example: Optional[Sequence[float]] = None) -> None:
+                 n_shards: int | None = None, *,
+                 penalty: Callable[[list[Value]], Value] | None = None,
+                 example: Sequence[float] | None = None) -> None:
         from fastgrad import _optim
-        from fastgrad.compiled import compile as fg_compile, compile_graph
+        from fastgrad.compiled import compile as fg_compile
+        from fastgrad.compiled import compile_graph
         where = "DataParallel"
         if executor is None or not callable(getattr(executor, "submit", None)):
             raise TypeError(f"{where}: executor must be a concurrent.futures.Executor "
@@ -806,10 +842,10 @@ class DataParallel:
         self._blob = _dumps((fn, n_inputs, params, example), "fn and params", where)
         self._executor = executor
         self._grad = np.empty(len(params))
-        self.last_worker_seconds: List[float] = []
+        self.last_worker_seconds: list[float] = []
         self._resend = False           # benchmark knob: ship the shard every step
         self._closed = False
-        self._dask: List[Any] = []
+        self._dask: list[Any] = []
         if self._client is not None:
             workers = sorted(self._client.scheduler_info()["workers"])
             self._blob_future = self._client.scatter(self._blob, broadcast=True,
@@ -821,7 +857,7 @@ class DataParallel:
                 self._dask.append((w, fut))
 
     @staticmethod
-    def _arrays(inputs: Any, n_inputs: int, where: str) -> Tuple[F64, ...]:
+    def _arrays(inputs: Any, n_inputs: int, where: str) -> tuple[F64, ...]:
         parts = inputs if isinstance(inputs, tuple) else (inputs,)
         arrays = []
         for a in parts:
@@ -845,7 +881,7 @@ class DataParallel:
 
     # -- one step ---------------------------------------------------------
 
-    def _gather(self, theta: F64) -> List[Tuple[float, F64, float]]:
+    def _gather(self, theta: F64) -> list[tuple[float, F64, float]]:
         if self._closed:
             raise RuntimeError("DataParallel: used after close()")
         if self._client is not None:
@@ -854,14 +890,14 @@ class DataParallel:
                                         workers=[w], allow_other_workers=False,
                                         pure=False)
                     for i, (w, fut) in enumerate(self._dask)]
-            out: List[Any] = self._client.gather(futs)
+            out: list[Any] = self._client.gather(futs)
             return out
         ex = self._executor
         payloads = [(self._blob, s, self._expected) for s in self._shards]
         futures = [ex.submit(_shard_step, self._token, i, theta,
                              payloads[i] if self._resend else None)
                    for i in range(self.n_shards)]
-        results: List[Any] = [f.result() for f in futures]
+        results: list[Any] = [f.result() for f in futures]
         missed = [i for i, r in enumerate(results) if isinstance(r, _Miss)]
         # a worker without the shard: send it with the task (it keeps it)
         while missed:
@@ -872,7 +908,7 @@ class DataParallel:
             missed = [i for i in missed if isinstance(results[i], _Miss)]
         return results
 
-    def batch(self, reduce: str = "mean", param_grad: Optional[F64] = None,
+    def batch(self, reduce: str = "mean", param_grad: F64 | None = None,
               accumulate: bool = True) -> float:
         """Loss and gradient over all the data, at the parameters' current values.
 
@@ -902,6 +938,8 @@ class DataParallel:
                              f"float64 array of shape ({n},)")
         theta = np.empty(n)
         self._slots.get_data(theta)
+        old = np.empty(n)
+        self._slots.get_grad(old)        # (the penalty program overwrites .grad)
         parts = self._gather(theta)
         total = 0.0
         g = self._grad
@@ -920,8 +958,6 @@ class DataParallel:
             total = total + pen
             g += pen_grad
         if accumulate:
-            old = np.empty(n)
-            self._slots.get_grad(old)
             new = (old + g).tolist()
         else:
             new = g.tolist()
@@ -966,11 +1002,11 @@ class DataParallel:
             self._client.cancel(futs)
             try:
                 self._client.run(_forget, self._token)
-            except Exception:      # a worker that is gone has nothing to forget
+            except Exception:  # noqa: BLE001, S110 - a worker that is gone has nothing to forget
                 pass
             self._dask = []
 
-    def __enter__(self) -> "DataParallel":
+    def __enter__(self) -> DataParallel:  # noqa: PYI034 - final in spirit, 3.9 has no Self
         return self
 
     def __exit__(self, *exc: object) -> None:
