@@ -168,6 +168,7 @@ def test_sweep_worker_killed_mid_sweep():
     assert [f.config["a"] for f in res.failures] == [5]
     assert res.failures[0].kind == "worker died"
     assert "BrokenProcessPool" in res.failures[0].error
+    assert "alone" in res.failures[0].error
     assert res.results == [0, -1, -2, -3, -4, None, -6, -7]
     assert 5 in res.retried
     # the replacement pools were shut down: no stray worker processes
@@ -380,6 +381,8 @@ def test_data_parallel_bad_arguments(pool):
         dp.batch(param_grad=np.empty(2))
     with pytest.raises(ValueError, match="lr must be"):
         dp.sgd_step(float("nan"))
+    with dp._lock, pytest.raises(RuntimeError, match="already running in another thread"):
+        dp.batch()
     dp.close()
     with pytest.raises(RuntimeError, match="after close"):
         dp.batch()
@@ -390,8 +393,14 @@ def test_data_parallel_bad_arguments(pool):
 @pytest.fixture(scope="module")
 def dask_client():
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+    import dask
+    # a task whose worker dies is reported at once (KilledWorker) instead of
+    # being retried on up to 3 more workers (Dask's default): sweep's own
+    # retries then run the suspects again one at a time
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address=None)
     client = distributed.Client(cluster)
     try:
         yield client
@@ -435,3 +444,18 @@ def test_dask_data_parallel(dask_client, use_executor):
         got = [dp.sgd_step(1.0 - 0.9 * k / 50) for k in range(50)]
     rel = np.abs(np.array(got) - expected) / np.abs(expected)
     assert rel.max() <= 1e-12, rel.max()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL")
+def test_dask_worker_killed_mid_sweep(dask_client):
+    # last of the Dask tests: it costs a worker restart (by its nanny)
+    with pytest.raises(SweepError) as info:
+        sweep(_kill_self_if, {"a": list(range(6)), "kill": [2]},
+              executor=dask_client.get_executor(), progress=False)
+    err = info.value
+    assert [f.config["a"] for f in err.failures] == [2]
+    assert err.failures[0].kind == "worker died"
+    assert "KilledWorker" in err.failures[0].error
+    assert "alone" in err.failures[0].error         # the retry ran it alone
+    assert err.result.results == [0, -1, None, -3, -4, -5]
+    dask_client.wait_for_workers(2, timeout=60)

@@ -272,11 +272,14 @@ def _configs(grid: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]],
     return configs
 
 
-def _run_config(token: str, blob: bytes, config: Config) -> tuple[str, Any, str]:
+def _run_config(token: str, blob: bytes, config: Config,
+                attempt: int) -> tuple[str, Any, str]:
     """Worker side of a sweep task: ("ok", result, "") or ("error", msg, tb).
 
     Exceptions are returned as text: an exception object may not pickle, its
-    traceback never does.
+    traceback never does.  ``attempt`` only makes a retry a new task for
+    engines that name tasks by their arguments (Dask would hand back the
+    failed one).
     """
     try:
         fn = _loads_cached(token, blob)
@@ -373,11 +376,13 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Conf
                 if isolate:
                     if not inflight:
                         i = isolate.popleft()
-                        inflight[current.submit(_run_config, token, blob, configs[i])] = i
+                        inflight[current.submit(_run_config, token, blob, configs[i],
+                                                crashes[i])] = i
                 else:
                     while pending and (window is None or len(inflight) < window):
                         i = pending.popleft()
-                        inflight[current.submit(_run_config, token, blob, configs[i])] = i
+                        inflight[current.submit(_run_config, token, blob, configs[i],
+                                                crashes[i])] = i
             if not inflight:
                 # the executor is broken and cannot be replaced: report the rest
                 for i in list(isolate) + list(pending):
@@ -390,71 +395,64 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Conf
                 pending.clear()
                 break
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            broken: BaseException | None = None
-            crashed: list[int] = []
-            for f in done:
+            broken = False
+            crashed: dict[int, BaseException] = {}
+
+            def collect(f: Future[tuple[str, Any, str]]) -> None:
+                nonlocal broken
                 i = inflight.pop(f)
                 try:
                     status, value, tb = f.result()
-                except BrokenExecutor as exc:
-                    broken = exc
-                    crashed.append(i)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result,
-                    msg, tb = _format_exc(exc)  # or Dask's KilledWorker
+                except BrokenExecutor as exc:        # the process pool lost a worker
+                    broken = True
+                    crashed[i] = exc
+                    return
+                except Exception as exc:  # noqa: BLE001 - reported per configuration
+                    if type(exc).__name__ == "KilledWorker":     # Dask, same story
+                        crashed[i] = exc
+                        return
+                    msg, tb = _format_exc(exc)       # e.g. an unpicklable result
                     failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
                     tick()
-                    continue
+                    return
                 if status == "ok":
                     results[i] = value
                 else:
                     failures[i] = SweepFailure(i, configs[i], "exception", value, tb)
                 tick()
-            if broken is None:
-                continue
-            # A worker died: the pool fails every task it still holds.
-            if inflight:
+
+            for f in done:
+                collect(f)
+            if broken and inflight:
+                # a broken pool fails every task it still holds
                 wait(list(inflight))
                 for f in list(inflight):
-                    i = inflight.pop(f)
-                    try:
-                        status, value, tb = f.result()
-                    except BrokenExecutor:
-                        crashed.append(i)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - reported per configuration
-                        msg, tb = _format_exc(exc)
-                        failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
-                        tick()
-                        continue
-                    if status == "ok":
-                        results[i] = value
-                    else:
-                        failures[i] = SweepFailure(i, configs[i], "exception", value, tb)
-                    tick()
-            alone = len(crashed) == 1 and not isolate
+                    collect(f)
             for i in sorted(crashed):
                 crashes[i] += 1
                 if crashes[i] > retries:
-                    msg, tb = _format_exc(broken)
+                    msg, tb = _format_exc(crashed[i])
+                    others = ("alone" if len(crashed) == 1 else
+                              f"with {len(crashed) - 1} other run(s) in flight")
                     failures[i] = SweepFailure(
                         i, configs[i], "worker died",
-                        f"{msg} (a worker process died while this configuration "
-                        f"ran{'' if alone else ', alone'}; {crashes[i]} time(s))", tb)
+                        f"{msg} (its worker process died while it ran, {others}; "
+                        f"{crashes[i]} time(s))", tb)
                     tick()
                 else:
                     retried.append(i)
                     isolate.append(i)
-            current = _fresh_pool(current) if current is not None else None
-            if current is not None:
-                own.append(current)
+            if broken and current is not None:
+                current = _fresh_pool(current)
+                if current is not None:
+                    own.append(current)
     except BaseException:
         for f in inflight:
             f.cancel()
         raise
     finally:
         for ex in own:
-            ex.shutdown(wait=True)
+            ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_retries(retries: int, where: str) -> int:
@@ -794,6 +792,7 @@ class DataParallel:
     _resend: bool
     _closed: bool
     _dask: list[tuple[str, Any]]
+    _lock: threading.Lock
 
     def __init__(self, fn: Callable[[list[Value]], Any], n_inputs: int,
                  params: Iterable[Value], inputs: Any, executor: Any,
@@ -844,6 +843,7 @@ class DataParallel:
         self._grad = np.empty(len(params))
         self.last_worker_seconds: list[float] = []
         self._resend = False           # benchmark knob: ship the shard every step
+        self._lock = threading.Lock()
         self._closed = False
         self._dask: list[Any] = []
         if self._client is not None:
@@ -930,6 +930,16 @@ class DataParallel:
         if reduce not in ("mean", "sum"):
             raise ValueError(f"DataParallel.batch: reduce must be 'mean' or 'sum', "
                              f"got {reduce!r}")
+        # one step at a time: the shards' programs and the sum buffer are shared
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("DataParallel.batch: already running in another "
+                               "thread; a DataParallel is not re-entrant")
+        try:
+            return self._batch(reduce, param_grad, accumulate)
+        finally:
+            self._lock.release()
+
+    def _batch(self, reduce: str, param_grad: F64 | None, accumulate: bool) -> float:
         n = len(self._params)
         if param_grad is not None and (
                 not isinstance(param_grad, np.ndarray) or param_grad.dtype != np.float64
