@@ -388,6 +388,36 @@ def test_data_parallel_bad_arguments(pool):
         dp.batch()
 
 
+_GLOBAL_MODEL = MLP(2, [3, 1])
+
+
+def _per_sample_via_global(v):
+    # finds its model through a module global: a worker that imports this
+    # module by name gets a different model than the parameters it was sent
+    return _GLOBAL_MODEL(v[:2]) * v[2]
+
+
+def test_data_parallel_fn_through_module_global_is_refused(pool):
+    X = np.ones((4, 3))
+    with pytest.raises(ValueError, match="fn must reach the parameters"), DataParallel(
+            _per_sample_via_global, 3, _GLOBAL_MODEL.parameters(), X, pool) as dp:
+        dp.batch()
+
+
+def test_without_cloudpickle_lambdas_are_refused_clearly(monkeypatch):
+    import fastgrad.distributed as d
+    real = d._optional
+    monkeypatch.setattr(d, "_optional",
+                        lambda name: None if name == "cloudpickle" else real(name))
+    with ThreadPoolExecutor(1) as ex, pytest.raises(
+            TypeError, match="cannot send train_fn to the workers.*need cloudpickle"):
+        sweep(lambda a: a, {"a": [1]}, executor=ex, progress=False)
+    # module-level functions still work with the standard pickle
+    with ThreadPoolExecutor(1) as ex:
+        assert sweep(_fails_for_three, {"a": [2]}, executor=ex,
+                     progress=False).results == [4]
+
+
 # -- Dask --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -354,6 +354,31 @@ def _run_all(train_fn: Callable[..., Any], configs: list[Config],
                        sorted(set(retried)))
 
 
+def _collect(f: Future[tuple[str, Any, str]], i: int, configs: list[Config],
+             results: list[Any], failures: dict[int, SweepFailure],
+             crashed: dict[int, BaseException], tick: Callable[[], None]) -> bool:
+    """File the outcome of configuration i's task; True if the pool broke."""
+    try:
+        status, value, tb = f.result()
+    except BrokenExecutor as exc:            # the process pool lost a worker
+        crashed[i] = exc
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported per configuration
+        if type(exc).__name__ == "KilledWorker":     # Dask: its worker died
+            crashed[i] = exc
+            return False
+        msg, tb = _format_exc(exc)           # e.g. an unpicklable result
+        failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
+        tick()
+        return False
+    if status == "ok":
+        results[i] = value
+    else:
+        failures[i] = SweepFailure(i, configs[i], "exception", value, tb)
+    tick()
+    return False
+
+
 def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Config],
             results: list[Any], failures: dict[int, SweepFailure],
             retried: list[int], retries: int, tick: Callable[[], None],
@@ -395,45 +420,24 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Conf
                 pending.clear()
                 break
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            broken = False
             crashed: dict[int, BaseException] = {}
-
-            def collect(f: Future[tuple[str, Any, str]]) -> None:
-                nonlocal broken
-                i = inflight.pop(f)
-                try:
-                    status, value, tb = f.result()
-                except BrokenExecutor as exc:        # the process pool lost a worker
-                    broken = True
-                    crashed[i] = exc
-                    return
-                except Exception as exc:  # noqa: BLE001 - reported per configuration
-                    if type(exc).__name__ == "KilledWorker":     # Dask, same story
-                        crashed[i] = exc
-                        return
-                    msg, tb = _format_exc(exc)       # e.g. an unpicklable result
-                    failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
-                    tick()
-                    return
-                if status == "ok":
-                    results[i] = value
-                else:
-                    failures[i] = SweepFailure(i, configs[i], "exception", value, tb)
-                tick()
-
+            broken = False
             for f in done:
-                collect(f)
+                broken |= _collect(f, inflight.pop(f), configs, results, failures,
+                                   crashed, tick)
             if broken and inflight:
                 # a broken pool fails every task it still holds
                 wait(list(inflight))
                 for f in list(inflight):
-                    collect(f)
+                    _collect(f, inflight.pop(f), configs, results, failures,
+                             crashed, tick)
             for i in sorted(crashed):
                 crashes[i] += 1
                 if crashes[i] > retries:
                     msg, tb = _format_exc(crashed[i])
-                    others = ("alone" if len(crashed) == 1 else
-                              f"with {len(crashed) - 1} other run(s) in flight")
+                    n_others = len(crashed) - 1 + len(inflight)
+                    others = ("alone" if n_others == 0 else
+                              f"with {n_others} other run(s) in flight")
                     failures[i] = SweepFailure(
                         i, configs[i], "worker died",
                         f"{msg} (its worker process died while it ran, {others}; "
