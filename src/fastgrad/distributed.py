@@ -389,25 +389,35 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Conf
     isolate: deque[int] = deque()       # suspects of a crash, re-run one at a time
     crashes = [0] * len(configs)
     inflight: dict[Future[tuple[str, Any, str]], int] = {}
-    # At most max_workers tasks in flight (when the executor says how many it
-    # has): when a worker process dies, the configurations in flight are the
+    # At most max_workers + 1 tasks in flight (when the executor says how many
+    # it has; the one extra keeps a worker that finishes from waiting for the
+    # driver): when a worker process dies, the configurations in flight are the
     # only suspects, and those never submitted are unaffected.
-    window = _max_workers(executor)
+    nw = _max_workers(executor)
+    window = None if nw is None else nw + 1
     current: Executor | None = executor
     own: list[Executor] = []
     try:
         while pending or isolate or inflight:
+            broken = False
             if current is not None:
-                if isolate:
-                    if not inflight:
-                        i = isolate.popleft()
-                        inflight[current.submit(_run_config, token, blob, configs[i],
-                                                crashes[i])] = i
-                else:
-                    while pending and (window is None or len(inflight) < window):
-                        i = pending.popleft()
-                        inflight[current.submit(_run_config, token, blob, configs[i],
-                                                crashes[i])] = i
+                queue = isolate if isolate else pending
+                limit = 1 if isolate else window
+                while queue and (limit is None or len(inflight) < limit):
+                    i = queue[0]
+                    try:
+                        f = current.submit(_run_config, token, blob, configs[i],
+                                           crashes[i])
+                    except BrokenExecutor:           # it broke since the last wait
+                        broken = True
+                        break
+                    queue.popleft()
+                    inflight[f] = i
+            if broken and not inflight:
+                current = _fresh_pool(current) if current is not None else None
+                if current is not None:
+                    own.append(current)
+                continue
             if not inflight:
                 # the executor is broken and cannot be replaced: report the rest
                 for i in list(isolate) + list(pending):
@@ -421,7 +431,6 @@ def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Conf
                 break
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             crashed: dict[int, BaseException] = {}
-            broken = False
             for f in done:
                 broken |= _collect(f, inflight.pop(f), configs, results, failures,
                                    crashed, tick)
