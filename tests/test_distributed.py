@@ -2,9 +2,15 @@
 
 Oracles: direct serial calls of the same training function (bitwise), the
 single-process compiled program on the whole batch (loss curves to 1e-12),
-hand-derived values.  Engines: a ProcessPoolExecutor always (forkserver: no
-fork of this multi-threaded process), a Dask LocalCluster of 2 worker
-processes on 127.0.0.1 when ``distributed`` is installed.
+hand-derived values.  Engines: a ProcessPoolExecutor always, a Dask
+LocalCluster of 2 worker processes on 127.0.0.1 when ``distributed`` is
+installed.
+
+Start method: forkserver with fastgrad preloaded.  Measured here (2-worker
+pool up and 4 tasks done, machine shared): spawn 1.05-1.3 s per pool;
+forkserver with preload 0.78 s for the first pool (server start), 0.01 s for
+every later one; fork 0.02 s, but forking this process once it has threads
+(Dask's client, tqdm) is unsafe and Python 3.12+ warns about it.
 """
 import multiprocessing as mp
 import os
