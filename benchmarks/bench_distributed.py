@@ -114,27 +114,32 @@ def bench_dp(pool: ProcessPoolExecutor, n: int, blocks: int, steps: int,
         assert abs(a - b) <= 1e-12 * abs(a), (a, b)
     dp._resend = resend
     single: list[float] = []
+    single_cpu: list[float] = []
     parallel: list[float] = []
     comm: list[float] = []
+    shard_cpu: list[float] = []
     for _ in range(blocks):
         for _ in range(steps):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             prog.sgd_step((X, y), 0.01)
             single.append(time.perf_counter() - t)
+            single_cpu.append(time.thread_time() - c)
         for _ in range(steps):
             t = time.perf_counter()
             dp.sgd_step(0.01)
             dt = time.perf_counter() - t
             parallel.append(dt)
             comm.append(dt - max(dp.last_worker_seconds))
+            shard_cpu.append(max(dp.last_worker_cpu_seconds))
     theta = np.empty(len(model2.parameters()))
     task = len(pickle.dumps((_shard_step, dp._token, 0, theta, None)))
-    answer = len(pickle.dumps((0.0, theta, 0.0)))
+    answer = len(pickle.dumps((0.0, theta, 0.0, 0.0)))
     shard = len(pickle.dumps(dp._shards[0]))
     dp.close()
     s, p = statistics.median(single), statistics.median(parallel)
     return {"n": n, "single": s, "parallel": p, "speedup": s / p,
-            "comm": statistics.median(comm), "task_bytes": task,
+            "comm": statistics.median(comm), "single_cpu": statistics.median(single_cpu),
+            "shard_cpu": statistics.median(shard_cpu), "task_bytes": task,
             "answer_bytes": answer, "shard_bytes": shard}
 
 
@@ -202,12 +207,15 @@ def main() -> None:
     try:
         if args.only in (None, "dp"):
             print("\n== data-parallel SGD step, demo MLP 2-16-16-1, 2 shards ==")
+            print("(wall time per step, medians; comm = step - slower worker's compute;"
+                  " CPU: one process's step vs the busier shard's)")
             print(f"{'points':>8} {'1 process':>11} {'2 workers':>11} {'speed-up':>9} "
-                  f"{'comm/step':>10}")
+                  f"{'comm/step':>10} {'CPU 1 proc':>11} {'CPU shard':>10}")
             for n in [int(s) for s in args.sizes.split(",")]:
                 r = bench_dp(pool, n, args.blocks, args.steps)
                 print(f"{n:>8} {r['single'] * 1e3:>9.2f}ms {r['parallel'] * 1e3:>9.2f}ms "
-                      f"{r['speedup']:>8.2f}x {r['comm'] * 1e3:>8.2f}ms")
+                      f"{r['speedup']:>8.2f}x {r['comm'] * 1e3:>8.2f}ms "
+                      f"{r['single_cpu'] * 1e3:>9.2f}ms {r['shard_cpu'] * 1e3:>8.2f}ms")
             print(f"per step and shard: task {r['task_bytes']} B out, answer "
                   f"{r['answer_bytes']} B back (shard of {n} // 2 rows: "
                   f"{r['shard_bytes'] / 1e6:.1f} MB, sent once)")

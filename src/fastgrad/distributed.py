@@ -657,7 +657,7 @@ class _Miss:
 
 
 _MISS = _Miss()
-ShardOut = Union[_Miss, tuple[float, F64, float]]
+ShardOut = Union[_Miss, tuple[float, F64, float, float]]
 
 
 def _build_shard(blob: bytes, arrays: tuple[F64, ...], expected: tuple[int, int, int]) -> Any:
@@ -696,10 +696,11 @@ def _shard_step(token: str, shard: int, theta: F64,
         entry = _build_shard(*payload)
         _cache_put(token, shard, entry)
     prog, slots, arrays, grad = entry
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     slots.set_data(theta)
     loss = prog.batch(arrays, reduce="sum", param_grad=grad, accumulate=False)
-    return float(loss), grad.copy(), time.perf_counter() - t0
+    return (float(loss), grad.copy(), time.perf_counter() - t0,
+            time.thread_time() - c0)
 
 
 def _dask_shard_step(token: str, shard: int, theta: F64, blob: bytes,
@@ -767,9 +768,10 @@ class DataParallel:
         The driver's own program (with the penalty): ``predict``, evaluation.
     n_shards : int
     shard_sizes : list of int
-    last_worker_seconds : list of float
-        Per shard, the time the last step spent computing in its worker (the
-        rest of a step's wall time is communication, scheduling and the sum).
+    last_worker_seconds, last_worker_cpu_seconds : list of float
+        Per shard, the wall and CPU time the last step spent computing in its
+        worker (the rest of a step's wall time is communication, scheduling
+        and the sum).
 
     Examples
     --------
@@ -791,6 +793,7 @@ class DataParallel:
     n_rows: int
     shard_sizes: list[int]
     last_worker_seconds: list[float]
+    last_worker_cpu_seconds: list[float]
     _pen: Any
     _params: list[Value]
     _slots: Any
@@ -854,7 +857,8 @@ class DataParallel:
         self._blob = _dumps((fn, n_inputs, params, example), "fn and params", where)
         self._executor = executor
         self._grad = np.empty(len(params))
-        self.last_worker_seconds: list[float] = []
+        self.last_worker_seconds = []
+        self.last_worker_cpu_seconds = []
         self._resend = False           # benchmark knob: ship the shard every step
         self._lock = threading.Lock()
         self._closed = False
@@ -894,7 +898,7 @@ class DataParallel:
 
     # -- one step ---------------------------------------------------------
 
-    def _gather(self, theta: F64) -> list[tuple[float, F64, float]]:
+    def _gather(self, theta: F64) -> list[tuple[float, F64, float, float]]:
         if self._closed:
             raise RuntimeError("DataParallel: used after close()")
         if self._client is not None:
@@ -967,10 +971,11 @@ class DataParallel:
         total = 0.0
         g = self._grad
         g[:] = 0.0
-        for loss, grad, _ in parts:          # shard order: a fixed summation order
+        for loss, grad, _, _ in parts:       # shard order: a fixed summation order
             total += loss
             g += grad
         self.last_worker_seconds = [p[2] for p in parts]
+        self.last_worker_cpu_seconds = [p[3] for p in parts]
         if reduce == "mean":
             scale = 1.0 / self.n_rows
             total = total * scale
