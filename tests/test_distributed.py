@@ -501,3 +501,30 @@ def test_dask_worker_killed_mid_sweep(dask_client):
     assert "alone" in err.failures[0].error         # the retry ran it alone
     assert err.result.results == [0, -1, None, -3, -4, -5]
     dask_client.wait_for_workers(2, timeout=60)
+
+
+def test_dask_separate_scheduler_and_worker_processes():
+    # the cluster recipe of the README (`dask scheduler`, `dask worker`), on
+    # the loopback interface: scheduler and 2 workers are separate processes
+    pytest.importorskip("distributed")
+    from distributed import Client
+    from distributed.deploy.subprocess import SubprocessCluster
+    with SubprocessCluster(host="127.0.0.1", n_workers=2, worker_kwargs={"nthreads": 1},
+                           scheduler_kwargs={"dashboard": False}) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2, timeout=120)
+        pids = [client.run_on_scheduler(os.getpid), *client.run(os.getpid).values()]
+        assert len(set(pids)) == 3 and os.getpid() not in pids
+        train = _make_train()
+        res = sweep(train, {"lr": [0.1]}, seeds=[0, 1],
+                    executor=client.get_executor(), progress=False)
+        assert res.results == [train(0.1, 0), train(0.1, 1)]
+        X, y = _moons(200)
+        expected = _single_process_curve(X, y, 50)
+        model, per_sample, pen = _demo_recipe()
+        with DataParallel(per_sample, 3, model.parameters(), (X, y), client,
+                          penalty=pen) as dp:
+            got = [dp.sgd_step(1.0 - 0.9 * k / 50) for k in range(50)]
+    rel = np.abs(np.array(got) - expected) / np.abs(expected)
+    assert rel.max() <= 1e-12, rel.max()
+    assert _wait_gone(pids)
