@@ -36,7 +36,7 @@ import pickle
 import random
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -98,15 +98,14 @@ def capacity(pool: ProcessPoolExecutor, n: int = 3_000_000) -> float:
 
 # -- 1. data-parallel steps ------------------------------------------------------
 
-def bench_dp(pool: ProcessPoolExecutor, n: int, blocks: int, steps: int,
-             resend: bool = False, dask_client: Any = None) -> dict[str, float]:
+def bench_dp(executor: Any, n: int, blocks: int, steps: int,
+             resend: bool = False) -> dict[str, float]:
     X, y = moons(n)
     model1, f1, pen = demo_recipe()
     prog = fastgrad.compile(f1, 3, params=model1.parameters(), penalty=pen)
     model2, f2, pen = demo_recipe()
-    dp = DataParallel(f2, 3, model2.parameters(), (X, y),
-                      dask_client if dask_client is not None else pool,
-                      n_shards=2, penalty=pen)
+    dp = DataParallel(f2, 3, model2.parameters(), (X, y), executor, n_shards=2,
+                      penalty=pen)
     # warm-up: workers record the program and receive their shards; check
     for _ in range(3):
         a = prog.sgd_step((X, y), 0.05)
@@ -225,6 +224,12 @@ def main() -> None:
                   f"{r2['parallel'] * 1e3:.2f} ms/step vs 1 process "
                   f"{r2['single'] * 1e3:.2f} ms ({r2['speedup']:.2f}x), "
                   f"communication {r2['comm'] * 1e3:.2f} ms/step")
+            with ThreadPoolExecutor(2) as threads:     # the replay releases the GIL
+                for m in sorted({10000, n}):
+                    r = bench_dp(threads, m, args.blocks, args.steps)
+                    print(f"ThreadPoolExecutor(2), {m} points: {r['parallel'] * 1e3:.2f} "
+                          f"ms/step vs 1 process {r['single'] * 1e3:.2f} ms "
+                          f"({r['speedup']:.2f}x), overhead {r['comm'] * 1e3:.2f} ms/step")
             if args.dask:
                 import distributed
                 with distributed.LocalCluster(n_workers=2, threads_per_worker=1,
@@ -232,7 +237,7 @@ def main() -> None:
                                               dashboard_address=None) as cluster, \
                         distributed.Client(cluster) as client:
                     for n in (30000, 200000):
-                        r = bench_dp(pool, n, args.blocks, args.steps, dask_client=client)
+                        r = bench_dp(client, n, args.blocks, args.steps)
                         print(f"Dask LocalCluster(2), {n} points: {r['parallel'] * 1e3:.2f} "
                               f"ms/step vs 1 process {r['single'] * 1e3:.2f} ms "
                               f"({r['speedup']:.2f}x), communication "
