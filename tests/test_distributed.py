@@ -458,6 +458,10 @@ def test_dask_sweep_bitwise(dask_client):
     res = sweep(train, {"lr": lrs}, seeds=seeds, executor=dask_client.get_executor(),
                 progress=False)
     assert res.results == expected
+    # the Client itself works too
+    res = sweep(train, {"lr": lrs[:1]}, seeds=seeds, executor=dask_client,
+                progress=False)
+    assert res.results == expected[:2]
     with pytest.raises(SweepError) as info:
         sweep(_fails_for_three, {"a": [2, 3]}, executor=dask_client.get_executor(),
               progress=False)

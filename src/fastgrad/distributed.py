@@ -474,11 +474,15 @@ def _check_retries(retries: int, where: str) -> int:
     return int(retries)
 
 
-def _check_executor(executor: Executor | None, where: str) -> Executor | None:
+def _check_executor(executor: Any, where: str) -> Executor | None:
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"{where}: executor must be a concurrent.futures.Executor "
                         f"(or None to run serially), got {type(executor).__name__}")
-    return executor
+    client = _dask_client(executor)
+    if client is not None and client is executor:
+        # a Dask Client's own futures are not concurrent.futures ones
+        return client.get_executor()   # type: ignore[no-any-return]
+    return executor  # type: ignore[no-any-return]
 
 
 def sweep(train_fn: Callable[..., Any],
@@ -625,7 +629,7 @@ def _lr_sweep_on(executor: Executor, model_factory: Callable[[], Any],
     from fastgrad import _optim
     from fastgrad.optim import LRSweepResult, _parameters_of
     where = "lr_sweep"
-    _check_executor(executor, where)
+    checked = _check_executor(executor, where)
     retries = _check_retries(retries, where)
     # the first model's weights are every run's start, as in the serial sweep
     params = _parameters_of(model_factory(), where)
@@ -634,7 +638,7 @@ def _lr_sweep_on(executor: Executor, model_factory: Callable[[], Any],
     run = _LRRun(_StartFrom(model_factory, start), loss_fn, steps, optimizer,
                  eval_fn, dict(optimizer_kwargs))
     configs: list[Config] = [{"lr": lr} for lr in lrs]
-    res = _run_all(run, configs, executor, progress, retries, where)
+    res = _run_all(run, configs, checked, progress, retries, where)
     ok = [i for i in range(len(lrs)) if res.results[i] is not None]
     losses = np.full((len(ok), steps + 1), np.nan)
     val = None if eval_fn is None else np.full(len(ok), np.nan)
