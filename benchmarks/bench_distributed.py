@@ -147,7 +147,9 @@ def bench_dp(executor: Any, n: int, blocks: int, steps: int,
 def make_train(n_points: int = 1000, steps: int = 100) -> Any:
     X, y = moons(n_points, seed=1)
 
-    def train(lr: float, seed: int) -> list[float]:
+    def train(lr: float, seed: int) -> tuple[list[float], float, int]:
+        # returns the loss curve, and the CPU time and process that ran it
+        c = time.thread_time()
         random.seed(seed)
         model = MLP(2, [16, 16, 1])
 
@@ -157,7 +159,8 @@ def make_train(n_points: int = 1000, steps: int = 100) -> Any:
 
         prog = fastgrad.compile(per_sample, 3, params=model.parameters(),
                                 penalty=lambda ps: ALPHA * sum(p * p for p in ps))
-        return [prog.sgd_step((X, y), lr) for _ in range(steps)]
+        losses = [prog.sgd_step((X, y), lr) for _ in range(steps)]
+        return losses, time.thread_time() - c, os.getpid()
 
     return train
 
@@ -168,7 +171,8 @@ def bench_sweep(pool: Any, repeats: int) -> dict[str, Any]:
     seeds = [0, 1, 2, 3]
     serial_t: list[float] = []
     par_t: list[float] = []
-    first = None
+    cpu_serial: list[float] = []
+    cpu_busiest: list[float] = []
     for _ in range(repeats):
         t = time.perf_counter()
         rs = sweep(train, grid, seeds=seeds, progress=False)
@@ -176,12 +180,19 @@ def bench_sweep(pool: Any, repeats: int) -> dict[str, Any]:
         t = time.perf_counter()
         rp = sweep(train, grid, seeds=seeds, executor=pool, progress=False)
         par_t.append(time.perf_counter() - t)
-        assert rp.results == rs.results, "parallel sweep differs from serial"
-        first = rs
-    assert first is not None and len(first.results) == 64
+        assert len(rs.results) == 64
+        assert [r[0] for r in rp.results] == [r[0] for r in rs.results], \
+            "parallel sweep differs from serial"
+        cpu_serial.append(sum(r[1] for r in rs.results))
+        per_worker: dict[int, float] = {}
+        for _, cpu, pid in rp.results:
+            per_worker[pid] = per_worker.get(pid, 0.0) + cpu
+        cpu_busiest.append(max(per_worker.values()))
     s, p = statistics.median(serial_t), statistics.median(par_t)
     return {"serial": s, "parallel": p, "speedup": s / p,
-            "serial_all": serial_t, "parallel_all": par_t}
+            "serial_all": serial_t, "parallel_all": par_t,
+            "cpu_serial": statistics.median(cpu_serial),
+            "cpu_busiest": statistics.median(cpu_busiest)}
 
 
 def main() -> None:
@@ -251,6 +262,9 @@ def main() -> None:
                   f"{args.repeats}; serial {[round(x, 2) for x in r['serial_all']]}, "
                   f"parallel {[round(x, 2) for x in r['parallel_all']]}); "
                   "results bitwise equal")
+            print(f"CPU time: serial {r['cpu_serial']:.2f} s; the busier worker "
+                  f"{r['cpu_busiest']:.2f} s (so with 2 free cores: "
+                  f"{r['cpu_serial'] / r['cpu_busiest']:.2f}x)")
         print(f"\ncores two busy workers get now: {capacity(pool):.2f} (2.00 if idle)")
     finally:
         pool.shutdown(wait=True)
