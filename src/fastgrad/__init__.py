@@ -14,11 +14,21 @@ from fastgrad.compiled import compile, compile_graph
 from fastgrad.autograd import grad
 from fastgrad import data, optim
 
+
+def __getattr__(name: str) -> object:
+    # fastgrad.sweep and fastgrad.distributed load concurrent.futures on first
+    # use, so that ``import fastgrad`` stays as light as the eager engine
+    if name in ("sweep", "distributed"):
+        import fastgrad.distributed as distributed
+        return distributed.sweep if name == "sweep" else distributed
+    raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")
+
+
 __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
     "compile", "compile_graph", "grad",
-    "optim", "data",
+    "optim", "data", "sweep", "distributed",
 ]
 __version__ = "0.1.0"

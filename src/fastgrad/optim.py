@@ -21,6 +21,7 @@ lecture's "validate the step size").
 """
 import math
 import numbers
+from concurrent.futures import Executor
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union, cast
 
 import numpy as np
@@ -633,6 +634,7 @@ def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
              lrs: Optional[Iterable[float]] = None, steps: int = 10,
              optimizer: type[Optimizer] = SGD,
              eval_fn: Optional[Callable[[Any], Union[Value, float]]] = None,
+             executor: Optional[Executor] = None, progress: Optional[bool] = None,
              **optimizer_kwargs: Any) -> LRSweepResult:
     """Train a few steps per learning rate from the same start; pick the best.
 
@@ -661,6 +663,17 @@ def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
         loss on held-out data (cs231n's validation); the best rate is then the
         one with the lowest ``eval_fn``.  Default: rank by the last training
         loss.
+    executor : concurrent.futures.Executor, optional
+        Run one task per rate there (a ``ProcessPoolExecutor``, Dask's
+        ``Client.get_executor()``, ...; see ``fastgrad.sweep``): the same
+        numbers as the serial run, bit for bit, when ``loss_fn`` seeds its
+        own randomness.  A rate whose run raises (other than an
+        ArithmeticError, which counts as diverged) does not stop the others:
+        ``fastgrad.distributed.SweepError`` is raised at the end, carrying
+        the other rates' ``LRSweepResult`` and each failure's traceback.
+    progress : bool, optional
+        With an executor: a tqdm bar counting finished rates (default: shown
+        when tqdm is installed).
     **optimizer_kwargs
         Passed to the optimizer (``momentum=0.9``, ``betas=...``, ...).
 
@@ -695,6 +708,10 @@ def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
 
     if eval_fn is not None and not callable(eval_fn):
         raise TypeError(f"lr_sweep: eval_fn must be callable, got {type(eval_fn).__name__}")
+    if executor is not None:
+        from fastgrad.distributed import _lr_sweep_on
+        return _lr_sweep_on(executor, model_factory, loss_fn, lrs, steps, optimizer,
+                            eval_fn, optimizer_kwargs, progress, retries=1)
     start = None
     losses = np.full((len(lrs), steps + 1), np.nan)
     val = None if eval_fn is None else np.full(len(lrs), np.nan)
