@@ -13,7 +13,7 @@ Design, in five lines:
 """
 cimport cython
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_REFCNT
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from libc.stdlib cimport malloc, realloc, free
@@ -163,18 +163,26 @@ cdef inline Value _with_const(int op, Value a, double c):
 cdef int _check_pow(double base, double exponent, bint const_base) except -1:
     """Raise what Python's float ** raises for these operands."""
     cdef double r
+    if not (isfinite(base) and isfinite(exponent)):
+        # inf/nan operands: C99 pow (Annex F) gives what Python's float **
+        # gives (0.0 ** -inf is inf, (-inf) ** 0.5 is inf), never an error
+        return 0
     if base == 0.0 and exponent < 0.0:
         raise ZeroDivisionError(
             f"pow: 0.0 cannot be raised to a negative power ({_fmt(exponent)})")
-    if base < 0.0 and isfinite(exponent) and floor(exponent) != exponent:
+    if base < 0.0 and floor(exponent) != exponent:
+        if isinf(op_forward(OP_POWC, -base, 0.0, exponent)):
+            # Python's float ** raises OverflowError here (its complex
+            # result overflows) before anything else
+            raise OverflowError(
+                f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
         raise ValueError(
             f"pow: negative base {_fmt(base)} raised to the non-integer power "
             f"{_fmt(exponent)} is complex; fastgrad Values are real")
-    if isfinite(base) and isfinite(exponent):
-        r = op_forward(OP_POWC, base, 0.0, exponent)
-        if isinf(r):
-            raise OverflowError(
-                f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
+    r = op_forward(OP_POWC, base, 0.0, exponent)
+    if isinf(r):
+        raise OverflowError(
+            f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
     return 0
 
 
@@ -199,6 +207,42 @@ cdef int _check_unary(int op, double a) except -1:
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
     return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+cdef tuple _children_tuple(object children):
+    """Value(x, _children=...) operands as a tuple, or a clear TypeError."""
+    try:
+        return tuple(children)
+    except TypeError:
+        raise TypeError("Value(): _children must be an iterable of Values, got "
+                        f"{type(children).__name__}") from None
+
+
+cdef int _refuse_cycle(Value node, tuple kids) except -1:
+    """Raise if linking ``kids`` under ``node`` would make a cycle.
+
+    Only a Value something else refers to can be reached from its new
+    operands: a fresh ``Value(...)`` (reference count 1, held by the
+    constructor call) skips the search.  Re-running ``__init__`` on a leaf
+    already used in a graph searches the operands' graphs (rare path).
+    """
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    if Py_REFCNT(node) <= 1:
+        return 0
+    for k in kids:
+        n = topo_order(<Value>k, &order)
+        try:
+            for i in range(n):
+                if order[i] == <PyObject*>node:
+                    raise ValueError(
+                        "Value.__init__: this Value is an operand (directly or "
+                        "not) of one of the given _children; linking them "
+                        "would make a cycle")
+        finally:
+            free(order)
+            order = NULL
+    return 0
 
 
 cdef dict _OP_NAMES = {
@@ -256,17 +300,19 @@ cdef class Value:
         self.data = _to_double(data, "Value()")
         if label:
             self.label = label    # stored in the instance dict
-        if _children or _op:
+        # tuple() first: the truth value of e.g. an object ndarray is an error
+        kids = _children if type(_children) is tuple else _children_tuple(_children)
+        if kids or _op:
             if self._a != NULL:
                 raise TypeError("Value.__init__: this Value is already linked "
                                 "into a graph; build a new Value instead")
             # a hand-built node (micrograd style): keep its operands in a
             # tuple and its op label in the instance dict
-            kids = tuple(_children)
             for k in kids:
                 if not isinstance(k, Value):
                     raise TypeError("Value(): _children must be Values, got "
                                     f"{type(k).__name__}")
+            _refuse_cycle(self, kids)
             self._opcode = OP_CUSTOM
             Py_INCREF(kids)
             self._a = <PyObject*>kids
@@ -369,7 +415,20 @@ cdef class Value:
         # order (no recursion, so any depth pickles).  Nodes shared with
         # another separately pickled root are copied, not shared; leaves
         # pickled on their own (model parameters) keep their identity.
-        return (_rebuild_graph, (_graph_records(self),))
+        # Attributes (label, user data) travel as the state, which pickle and
+        # deepcopy restore after the graph exists and the root is memoised:
+        # an attribute that refers back to the Value (``v.me = v``, a
+        # parameter's ``owner`` model) then finds it instead of recursing.
+        cdef list dicts = []
+        cdef list records = _graph_records(self, dicts)
+        if dicts:
+            return (_rebuild_graph, (records,), dicts)
+        return (_rebuild_graph, (records,))
+
+    def __setstate__(self, state):
+        """Restore the attributes sent by __reduce__ ((index, dict) pairs,
+        indices into the topological order of the graph under self)."""
+        _restore_dicts(self, state)
 
     # -- operators ---------------------------------------------------------
 
@@ -505,9 +564,14 @@ cdef class Value:
         _backward_from(self)
 
 
-cdef list _graph_records(Value root):
+cdef list _graph_records(Value root, list dicts=None):
     """[(data, grad, op, flags, a, b_or_c, dict), ...] in topological order;
-    operand fields are indices into the list."""
+    operand fields are indices into the list.
+
+    With ``dicts`` given, instance dicts go there as (index, dict) pairs and
+    the records carry None: Value.__reduce__ sends them as the root's state,
+    restored once the graph exists (an attribute may refer back to a node).
+    """
     cdef PyObject** order = NULL
     cdef Py_ssize_t n = topo_order(root, &order), i
     cdef Value v
@@ -518,16 +582,21 @@ cdef list _graph_records(Value root):
             v = <Value>order[i]
             index[<size_t>order[i]] = i
             d = <object>v._dict if v._dict != NULL else None
+            if d is not None and dicts is not None:
+                if d:
+                    dicts.append((i, d))
+                d = None
+            flags = v._flags & _PICKLED_FLAGS
             if v._opcode == OP_LEAF:
-                records.append((v.data, v.grad, OP_LEAF, v._flags, None, None, d))
+                records.append((v.data, v.grad, OP_LEAF, flags, None, None, d))
             elif v._opcode == OP_CUSTOM:
                 kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
-                records.append((v.data, v.grad, OP_CUSTOM, v._flags, kids, None, d))
+                records.append((v.data, v.grad, OP_CUSTOM, flags, kids, None, d))
             elif op_is_binary(v._opcode):
-                records.append((v.data, v.grad, v._opcode, v._flags,
+                records.append((v.data, v.grad, v._opcode, flags,
                                 index[<size_t>v._a], index[<size_t>v._u.b], d))
             else:
-                records.append((v.data, v.grad, v._opcode, v._flags,
+                records.append((v.data, v.grad, v._opcode, flags,
                                 index[<size_t>v._a], v._u.c, d))
     finally:
         free(order)
@@ -535,37 +604,129 @@ cdef list _graph_records(Value root):
 
 
 def _rebuild_graph(list records):
-    """Inverse of Value.__reduce__: rebuild the nodes, return the root."""
+    """Inverse of Value.__reduce__: rebuild the nodes, return the root.
+
+    Every field of every record is checked (type and range) before a node is
+    linked: a malformed or crafted pickle raises ValueError/TypeError, it
+    never links a freed or foreign object.  An operand index must point to
+    an earlier record, so the result is always a DAG.
+    """
     cdef list nodes = []
     cdef Value v
     cdef int op
+    cdef Py_ssize_t a_i, b_i
+    cdef double c
     cdef tuple kids
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
-    for data, grad, op, flags, a, bc, d in records:
-        if not 0 <= op <= OP_CUSTOM:
-            raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
+    for rec in records:
+        op = _check_record(rec, len(nodes))
+        data, grad, _, flags, a, bc, d = rec
         v = Value.__new__(Value)
         v.data = data
         v.grad = grad
-        v._opcode = op
-        v._flags = flags
         if op == OP_CUSTOM:
-            kids = tuple([nodes[k] for k in a])
+            kids = tuple([nodes[<Py_ssize_t>k] for k in a])
+            v._opcode = op
             Py_INCREF(kids)
             v._a = <PyObject*>kids
         elif op != OP_LEAF:
-            Py_INCREF(nodes[a])
-            v._a = <PyObject*>nodes[a]
+            a_i = a
+            v._opcode = op
+            Py_INCREF(nodes[a_i])
+            v._a = <PyObject*>nodes[a_i]
             if op_is_binary(op):
-                Py_INCREF(nodes[bc])
-                v._u.b = <PyObject*>nodes[bc]
+                b_i = bc
+                Py_INCREF(nodes[b_i])
+                v._u.b = <PyObject*>nodes[b_i]
             else:
                 v._u.c = bc
+        v._flags = flags
         if d:
             PyObject_GenericGetDict(v, NULL).update(d)
         nodes.append(v)
     return nodes[len(nodes) - 1]   # (wraparound is off: no [-1])
+
+
+cdef int _restore_dicts(Value root, object state) except -1:
+    """Value.__setstate__: put each (index, dict) of ``state`` into the node
+    at that index of the topological order under root (the order
+    _graph_records numbered them in: same graph, same depth-first walk)."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    cdef list todo = []
+    if type(state) is not list:
+        raise TypeError("cannot unpickle a Value: its state must be a list of "
+                        f"(index, dict) pairs, got {type(state).__name__}")
+    n = topo_order(root, &order)
+    try:
+        for item in <list>state:
+            if not (type(item) is tuple and len(<tuple>item) == 2
+                    and _is_index((<tuple>item)[0], n)
+                    and type((<tuple>item)[1]) is dict):
+                raise ValueError("cannot unpickle a Value: malformed attribute "
+                                 f"entry {item!r:.80} (graph of {n} nodes)")
+            i = (<tuple>item)[0]
+            todo.append((<Value>order[i], (<tuple>item)[1]))
+    finally:
+        free(order)
+    for node, d in todo:
+        PyObject_GenericGetDict(node, NULL).update(d)
+    return 0
+
+
+cdef bint _is_index(object k, Py_ssize_t n):
+    # exactly int (not bool, a slice, a float...) and 0 <= k < n
+    return type(k) is int and 0 <= k < n
+
+
+cdef bint _is_real(object x):
+    return type(x) is float or type(x) is int
+
+
+cdef int _check_record(object rec, Py_ssize_t n) except -1:
+    """Validate one pickled node record; return its op code.
+
+    ``n`` is the number of nodes rebuilt so far: operand indices must be
+    below it.  Layout (see _graph_records): (data, grad, op, flags, a, b_or_c,
+    dict-or-None).
+    """
+    cdef int op
+    if type(rec) is not tuple or len(<tuple>rec) != 7:
+        raise ValueError("cannot unpickle a Value: record "
+                         f"{n} is not a 7-tuple ({rec!r:.80})")
+    data, grad, op_o, flags, a, bc, d = <tuple>rec
+    if not (_is_real(data) and _is_real(grad)):
+        raise TypeError(f"cannot unpickle a Value: record {n} has a non-number "
+                        f"data/grad ({data!r:.40}, {grad!r:.40})")
+    if type(op_o) is not int or not 0 <= op_o <= OP_CUSTOM:
+        raise ValueError(f"cannot unpickle a Value: unknown op code {op_o!r:.40} "
+                         f"in record {n}")
+    op = op_o
+    if type(flags) is not int or flags & ~_PICKLED_FLAGS:
+        raise ValueError(f"cannot unpickle a Value: bad flags {flags!r:.40} in "
+                         f"record {n}")
+    if d is not None and type(d) is not dict:
+        raise TypeError(f"cannot unpickle a Value: record {n} has a "
+                        f"{type(d).__name__} where the attribute dict goes")
+    if op == OP_LEAF:
+        ok = a is None and bc is None
+    elif op == OP_CUSTOM:
+        ok = type(a) is tuple and bc is None and all(
+            [_is_index(k, n) for k in <tuple>a])
+    elif op_is_binary(op):
+        ok = _is_index(a, n) and _is_index(bc, n)
+    else:   # one operand and a constant (0.0 for unary ops)
+        ok = _is_index(a, n) and _is_real(bc)
+    if not ok:
+        raise ValueError(f"cannot unpickle a Value: record {n} (op code {op}) "
+                         f"has malformed operands ({a!r:.60}, {bc!r:.60}); "
+                         f"operands must be indices of earlier records")
+    return op
+
+
+# flags a pickle may carry (others are runtime-only state)
+cdef int _PICKLED_FLAGS = FLAG_FLOAT_EXPONENT
 
 
 cdef int _enable_instance_dict() except -1:
