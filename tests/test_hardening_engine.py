@@ -4,7 +4,10 @@ nodes.  Each test is named after the finding it guards."""
 import copy
 import itertools
 import math
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -248,3 +251,57 @@ def test_children_object_ndarray_works():
 def test_children_not_iterable_raises():
     with pytest.raises(TypeError, match="_children must be an iterable"):
         Value(1.0, _children=5)
+
+
+# -- finding 5: freeing a deep graph when memory is exhausted -------------------
+
+_OOM_FREE = r'''
+import ctypes, resource, sys
+from fastgrad import Value
+
+v = Value(1.0)
+for _ in range(300_000):
+    v = v + 1.0                       # a chain: each node owns the previous one
+w = Value(2.0)
+for _ in range(100_000):
+    w = w * Value(1.0)                # binary nodes: two operands each
+h = Value(0.0)
+for _ in range(50_000):
+    h = Value(1.0, (h, Value(2.0)), "f")   # hand-built: operands in a tuple
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+pages = int(open("/proc/self/statm").read().split()[0])
+limit = pages * resource.getpagesize() + (32 << 20)
+resource.setrlimit(resource.RLIMIT_AS,
+                   (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+memory_error = False
+try:
+    blob = []
+    while True:
+        blob.append(bytearray(1 << 20))
+except MemoryError:
+    memory_error = True
+for size in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1 << 6, 16):
+    try:
+        while libc.malloc(size):
+            pass
+    except MemoryError:
+        pass
+exhausted = not libc.malloc(16)
+del v, w, h                           # free the graphs with no memory left
+sys.stdout.write(f"freed {memory_error} {exhausted}\n")
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="RLIMIT_AS and /proc/self/statm are Linux features")
+def test_dealloc_deep_graph_under_memory_exhaustion_no_crash():
+    # Value.__dealloc__ used to fall back to recursion when its free-list
+    # could not grow: SIGSEGV after a MemoryError.  It now needs no memory.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", _OOM_FREE], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split() == ["freed", "True", "True"]

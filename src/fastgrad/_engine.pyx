@@ -17,6 +17,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF, Py_REFCNT
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
 from libc.math cimport isfinite, isnan, floor, isinf
 
 from fastgrad._rules cimport *
@@ -59,11 +60,12 @@ DEBUG_BUILD = bool(FASTGRAD_DEBUG)
 cdef bint _grad_enabled = True   # see no_grad(); process-wide, not per thread
 cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
 
-# Iterative deallocation: operands of dying nodes wait here (owned references)
-# until the outermost Value.__dealloc__ releases them one by one.
-cdef PyObject** _grave = NULL
-cdef Py_ssize_t _grave_len = 0
-cdef Py_ssize_t _grave_cap = 0
+# Iterative deallocation: an operand that a dying node holds the last
+# reference to waits on this intrusive stack until the outermost
+# Value.__dealloc__ releases it (no C recursion).  The stack is threaded
+# through the waiting nodes themselves (see _grave_push): freeing needs no
+# memory at all, so it works when memory is exhausted.
+cdef PyObject* _grave = NULL     # top of the stack (owned reference)
 cdef bint _draining = False
 
 
@@ -209,6 +211,35 @@ cdef Value _unary(int op, Value a):
     return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
 
 
+# -- iterative deallocation (see _grave above) ---------------------------------
+#
+# A Value whose last reference is held by a dying node is not released at
+# once (its own dealloc would recurse into its operands): it goes on the
+# stack instead, linked through its ``grad`` field.  Nothing else can read
+# that field: the node's only reference is the stack's.  Its operands stay in
+# place and are handled when the drain loop releases it.
+
+cdef inline void _grave_release(PyObject* obj) noexcept:
+    """Drop one owned reference: at once, unless it is the last reference to
+    a Value, which then waits on the stack (never recursion, never malloc)."""
+    global _grave
+    if Py_REFCNT(<object>obj) == 1 and isinstance(<object>obj, Value):
+        memcpy(&(<Value>obj).grad, &_grave, sizeof(PyObject*))
+        _grave = obj
+    else:
+        Py_DECREF(<object>obj)
+
+
+cdef inline void _grave_drop_top() noexcept:
+    """Pop the top waiting Value and release it (its dealloc parks its own
+    operands on the stack)."""
+    global _grave
+    cdef PyObject* top = _grave
+    memcpy(&_grave, &(<Value>top).grad, sizeof(PyObject*))
+    (<Value>top).grad = 0.0
+    Py_DECREF(<object>top)
+
+
 cdef tuple _children_tuple(object children):
     """Value(x, _children=...) operands as a tuple, or a clear TypeError."""
     try:
@@ -319,10 +350,9 @@ cdef class Value:
             PyObject_GenericGetDict(self, NULL)['_custom_op'] = _op
 
     def __dealloc__(self):
-        global _grave, _grave_len, _grave_cap, _draining
+        global _draining
         cdef PyObject* a = self._a
         cdef PyObject* b = node_b(self)
-        cdef PyObject** grown
         cdef PyObject* item
         if self._dict != NULL:
             Py_DECREF(<object>self._dict)
@@ -333,28 +363,16 @@ cdef class Value:
             return
         if _draining:
             # an outer dealloc is draining the stack: park the operands there
-            if _grave_len + 2 > _grave_cap:
-                grown = <PyObject**>realloc(
-                    _grave, (2 * _grave_cap + 64) * sizeof(PyObject*))
-                if grown == NULL:       # out of memory: fall back to recursion
-                    Py_DECREF(<object>a)
-                    Py_XDECREF(b)
-                    return
-                _grave = grown
-                _grave_cap = 2 * _grave_cap + 64
-            _grave[_grave_len] = a
-            _grave_len += 1
+            _grave_release(a)
             if b != NULL:
-                _grave[_grave_len] = b
-                _grave_len += 1
+                _grave_release(b)
             return
         _draining = True
-        Py_DECREF(<object>a)
-        Py_XDECREF(b)
-        while _grave_len > 0:
-            _grave_len -= 1
-            item = _grave[_grave_len]
-            Py_DECREF(<object>item)
+        _grave_release(a)
+        if b != NULL:
+            _grave_release(b)
+        while _grave != NULL:
+            _grave_drop_top()
         _draining = False
 
     # -- attributes --------------------------------------------------------
