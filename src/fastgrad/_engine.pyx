@@ -23,6 +23,7 @@ from libc.math cimport isfinite, isnan, floor, isinf
 from fastgrad._rules cimport *
 
 import numbers
+import threading
 
 cdef extern from "Python.h":
     double PyLong_AsDouble(object) except? -1.0
@@ -57,13 +58,36 @@ DEBUG_BUILD = bool(FASTGRAD_DEBUG)
 # module state
 # ---------------------------------------------------------------------------
 
-cdef bint _grad_enabled = True   # see no_grad(); process-wide, not per thread
+# Grad mode is per thread (see set_grad_enabled): a C thread-local flag, read
+# only when some thread has recording off (fg_grad_off_threads > 0), so the
+# common case costs new_node one plain global load.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #define FG_THREAD_LOCAL __declspec(thread)
+    #define FG_NOINLINE __declspec(noinline)
+    #else
+    #define FG_THREAD_LOCAL __thread
+    #define FG_NOINLINE __attribute__((noinline))
+    #endif
+    static FG_THREAD_LOCAL int fg_grad_off = 0;   /* this thread: recording off */
+    static Py_ssize_t fg_grad_off_threads = 0;    /* threads with it off (GIL) */
+    /* out of line: the thread-local read is a __tls_get_addr call in a
+       shared library; keep it off the inlined fast path */
+    static FG_NOINLINE int fg_thread_recording(void) { return !fg_grad_off; }
+    static CYTHON_INLINE int fg_grad_enabled(void) {
+        return fg_grad_off_threads == 0 || fg_thread_recording();
+    }
+    """
+    int fg_grad_off
+    Py_ssize_t fg_grad_off_threads
+    bint fg_grad_enabled() noexcept nogil
 cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
 
 # Iterative deallocation: an operand that a dying node holds the last
 # reference to waits on this intrusive stack until the outermost
 # Value.__dealloc__ releases it (no C recursion).  The stack is threaded
-# through the waiting nodes themselves (see _grave_push): freeing needs no
+# through the waiting nodes themselves (see _grave_release): freeing needs no
 # memory at all, so it works when memory is exhausted.
 cdef PyObject* _grave = NULL     # top of the stack (owned reference)
 cdef bint _draining = False
@@ -76,16 +100,48 @@ def _set_sort_epoch(unsigned long long epoch):
 
 
 def is_grad_enabled():
-    """Return True when operations on Values record a graph (the default)."""
-    return _grad_enabled
+    """Return True when operations on Values record a graph in the calling
+    thread (the default in every thread)."""
+    return fg_grad_enabled()
 
 
 def set_grad_enabled(bint mode):
-    """Turn graph recording on or off; return the previous setting."""
-    global _grad_enabled
-    cdef bint old = _grad_enabled
-    _grad_enabled = mode
+    """Turn graph recording on or off for the calling thread; return the
+    previous setting of that thread.
+
+    Grad mode is thread-local, as in PyTorch: each thread starts with
+    recording on, and turning it off in one thread (``no_grad``) leaves every
+    other thread recording.
+    """
+    global fg_grad_off
+    cdef bint old = not fg_grad_off
+    if mode and not old:
+        fg_grad_off = 0
+        del _thread_mode.off        # its __dealloc__ uncounts this thread
+    elif old and not mode:
+        _thread_mode.off = _GradOffThread()
+        fg_grad_off = 1
     return old
+
+
+@cython.final
+cdef class _GradOffThread:
+    """Alive (in a threading.local) while its thread has recording off.
+
+    Counts such threads in fg_grad_off_threads; when a thread ends with
+    recording off, its thread-local storage is cleared, this object dies and
+    the count stays right.
+    """
+    def __cinit__(self):
+        global fg_grad_off_threads
+        fg_grad_off_threads += 1
+
+    def __dealloc__(self):
+        global fg_grad_off_threads
+        fg_grad_off_threads -= 1
+
+
+_thread_mode = threading.local()
 
 
 # ---------------------------------------------------------------------------
@@ -135,10 +191,18 @@ cdef double _to_double(object x, str where) except? -1.0:
 # ---------------------------------------------------------------------------
 
 cdef Value new_node(double data, int op, Value a, Value b, double c):
-    """A new Value with operands a (and b) linked, unless recording is off."""
+    """A new Value with operands a (and b) linked, unless recording is off
+    (for other compiled modules; the operators here inline _make_node)."""
+    return _make_node(data, op, a, b, c)
+
+
+cdef inline Value _make_node(double data, int op, Value a, Value b, double c):
+    # inline: gcc stopped inlining new_node into dot_add/the operators once
+    # it read the thread-local grad mode (+20 instructions per node,
+    # callgrind on the demo step)
     cdef Value out = Value.__new__(Value)
     out.data = data
-    if _grad_enabled:
+    if fg_grad_enabled():
         out._opcode = op
         Py_INCREF(a)
         out._a = <PyObject*>a
@@ -155,11 +219,11 @@ cdef str _fmt(double x):
 
 
 cdef inline Value _binary(int op, Value a, Value b):
-    return new_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return _make_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
 
 
 cdef inline Value _with_const(int op, Value a, double c):
-    return new_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
+    return _make_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
 
 
 cdef int _check_pow(double base, double exponent, bint const_base) except -1:
@@ -208,7 +272,7 @@ cdef int _check_unary(int op, double a) except -1:
 
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
-    return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+    return _make_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
 
 
 # -- iterative deallocation (see _grave above) ---------------------------------

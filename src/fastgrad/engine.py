@@ -5,6 +5,7 @@ Value``.
 """
 import contextlib
 import functools
+import threading
 
 from fastgrad._engine import (
     Value,
@@ -27,8 +28,14 @@ class no_grad(contextlib.ContextDecorator):
 
     Inside the block (or the decorated function) every operation returns a
     leaf Value holding the result: nothing links back to the operands, so
-    evaluation, plotting or metric code costs no graph memory.  The setting is
-    process-wide (not per thread) and restored on exit, also on error.
+    evaluation, plotting or metric code costs no graph memory.  The previous
+    setting is restored on exit, also on error.
+
+    Grad mode is **thread-local** (as in PyTorch): ``no_grad`` turns
+    recording off for the calling thread only; every thread starts with it
+    on, and other threads keep recording (and training) meanwhile.  Blocks
+    nest, and one ``no_grad`` instance (a decorator, say) may be entered by
+    several threads at once: each restores its own thread's setting.
 
     Examples
     --------
@@ -40,15 +47,17 @@ class no_grad(contextlib.ContextDecorator):
     (9.0, set())
     """
 
-    def __init__(self):
-        # a stack, not one slot: ContextDecorator reuses the instance, so a
-        # recursive decorated function enters it several times
-        self._saved = []
+    def __init__(self) -> None:
+        # a stack per thread, not one slot: ContextDecorator reuses the
+        # instance, so a recursive decorated function enters it several
+        # times, and threads sharing it must not restore each other's mode
+        self._local = threading.local()
 
-    def __enter__(self):
-        self._saved.append(set_grad_enabled(False))
+    def __enter__(self) -> "no_grad":
+        saved = self._local.__dict__.setdefault("saved", [])
+        saved.append(set_grad_enabled(False))
         return self
 
-    def __exit__(self, *exc):
-        set_grad_enabled(self._saved.pop())
+    def __exit__(self, *exc: object) -> bool:
+        set_grad_enabled(self._local.saved.pop())
         return False
