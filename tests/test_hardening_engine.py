@@ -305,3 +305,43 @@ def test_dealloc_deep_graph_under_memory_exhaustion_no_crash():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.split() == ["freed", "True", "True"]
+
+
+# -- finding 10: Ctrl-C during an eager backward() ------------------------------
+
+@pytest.fixture
+def alarm_raises_keyboard_interrupt():
+    # SIGALRM from an interval timer is delivered by the kernel while
+    # backward() holds the GIL, like a real Ctrl-C; its handler raises
+    # KeyboardInterrupt as Python's SIGINT handler does
+    signal = pytest.importorskip("signal")
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer on this platform")
+    old = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["pure", "with_attributes"])
+def test_backward_keyboard_interrupt_is_prompt(alarm_raises_keyboard_interrupt, labelled):
+    # was: a signal during backward() on a huge graph surfaced only after
+    # the whole pass (the sweep had reached the leaf by then).  A node with
+    # attributes sends backward() through its other loop (user _backward
+    # callables may run there).
+    x = Value(1.0)
+    v = x
+    for i in range(2_000_000):
+        v = v + 1.0
+        if labelled and i == 1_000_000:
+            v.label = "middle"
+    alarm_raises_keyboard_interrupt(0.01)
+    with pytest.raises(KeyboardInterrupt):
+        v.backward()
+        alarm_raises_keyboard_interrupt(0)
+    # interrupted before the sweep reached the far end of the chain
+    assert x.grad == 0.0
+    # the graph is intact: after zeroing the (partial) grads, backward works
+    v.grad = 0.0
+    v.backward()
+    assert (v.grad, x.grad) == (1.0, 1.0)
