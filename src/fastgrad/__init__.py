@@ -11,13 +11,14 @@ from fastgrad.engine import Value, maximum, minimum, no_grad
 from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
 from fastgrad.compiled import compile, compile_graph
+from fastgrad._tracing import TracerWarning
 from fastgrad import data, optim
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
-    "compile", "compile_graph",
+    "compile", "compile_graph", "TracerWarning",
     "optim", "data",
 ]
 __version__ = "0.1.0"

@@ -79,10 +79,20 @@ cdef extern from *:
     static CYTHON_INLINE int fg_grad_enabled(void) {
         return fg_grad_off_threads == 0 || fg_thread_recording();
     }
+    /* compile() tracing, same pattern: depth per thread, count of threads */
+    static FG_THREAD_LOCAL int fg_tracing = 0;
+    static Py_ssize_t fg_tracing_threads = 0;
+    static FG_NOINLINE int fg_thread_tracing(void) { return fg_tracing; }
+    static CYTHON_INLINE int fg_is_tracing(void) {
+        return fg_tracing_threads != 0 && fg_thread_tracing();
+    }
     """
     int fg_grad_off
     Py_ssize_t fg_grad_off_threads
     bint fg_grad_enabled() noexcept nogil
+    int fg_tracing
+    Py_ssize_t fg_tracing_threads
+    bint fg_is_tracing() noexcept nogil
 cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
 
 # Iterative deallocation: an operand that a dying node holds the last
@@ -203,6 +213,8 @@ cdef inline Value _make_node(double data, int op, Value a, Value b, double c):
     # callgrind on the demo step)
     cdef Value out = Value.__new__(Value)
     out.data = data
+    if fg_is_tracing():
+        out._flags = FLAG_TRACED
     if fg_grad_enabled():
         out._opcode = op
         Py_INCREF(a)
@@ -394,6 +406,8 @@ cdef class Value:
     def __init__(self, data, _children=(), str _op='', label=''):
         cdef tuple kids
         self.data = _to_double(data, "Value()")
+        if fg_is_tracing():
+            self._flags |= FLAG_TRACED   # made inside the traced fn
         if label:
             self.label = label    # stored in the instance dict
         # tuple() first: the truth value of e.g. an object ndarray is an error
@@ -842,6 +856,101 @@ cdef int _enable_instance_dict() except -1:
 cdef PyGetSetDef _dict_getset
 
 _enable_instance_dict()
+
+
+# ---------------------------------------------------------------------------
+# compile() tracing: TracerWarning hooks (see fastgrad/_tracing.py)
+# ---------------------------------------------------------------------------
+
+def _trace_begin(list values):
+    """Enter a trace in the calling thread; flag ``values`` (inputs and
+    parameters) as traced.  Returns the ones flagged here, for _trace_end."""
+    global fg_tracing, fg_tracing_threads
+    cdef list marked = []
+    for v in values:
+        if not ((<Value?>v)._flags & FLAG_TRACED):
+            (<Value>v)._flags |= FLAG_TRACED
+            marked.append(v)
+    if fg_tracing == 0:
+        fg_tracing_threads += 1
+    fg_tracing += 1
+    return marked
+
+
+def _trace_end(list marked):
+    """Leave the trace entered by _trace_begin; unflag what it flagged
+    (a parameter is read afresh at every replay: later traces that miss it
+    in ``params`` must see it as a baked-in leaf)."""
+    global fg_tracing, fg_tracing_threads
+    for v in marked:
+        (<Value?>v)._flags &= ~FLAG_TRACED
+    fg_tracing -= 1
+    if fg_tracing == 0:
+        fg_tracing_threads -= 1
+
+
+def _untraced_leaves(list roots, set known):
+    """Leaves under ``roots`` neither flagged by the trace nor in ``known``
+    (ids of inputs/parameters): the leaves the caller held before tracing."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    cdef Value v
+    cdef list found = []
+    cdef set seen = set()
+    for root in roots:
+        n = topo_order(<Value?>root, &order)
+        try:
+            for i in range(n):
+                v = <Value>order[i]
+                if (v._opcode == OP_LEAF and not (v._flags & FLAG_TRACED)
+                        and id(v) not in known and id(v) not in seen):
+                    seen.add(id(v))
+                    found.append(v)
+        finally:
+            free(order)
+            order = NULL
+    return found
+
+
+cdef object _warn_data_read = None
+
+cdef object _data_get(object self, void* closure):
+    global _warn_data_read
+    cdef double d = (<Value>self).data
+    if fg_tracing_threads != 0 and (<Value>self)._flags & FLAG_TRACED \
+            and fg_is_tracing():
+        if _warn_data_read is None:
+            from fastgrad._tracing import warn_data_read
+            _warn_data_read = warn_data_read
+        _warn_data_read(self, d)
+    return d
+
+
+cdef int _data_set(object self, PyObject* value, void* closure) except -1:
+    if value == NULL:
+        raise AttributeError("cannot delete a Value's data")
+    (<Value>self).data = _to_double(<object>value, "Value.data")
+    return 0
+
+
+cdef PyGetSetDef _data_getset
+
+
+cdef int _install_data_getter() except -1:
+    # ``data`` stays a C field (``cdef public double data``); only its Python
+    # descriptor is replaced, by one that also tells tracing about reads.
+    # Outside compile() the getter pays one load of a global counter.
+    _data_getset.name = "data"
+    _data_getset.get = <getter>_data_get
+    _data_getset.set = <setter>_data_set
+    _data_getset.doc = "the value (a float)"
+    _data_getset.closure = NULL
+    descr = PyDescr_NewGetSet(<PyTypeObject*>Value, &_data_getset)
+    (<dict><object>(<PyTypeObject*>Value).tp_dict)["data"] = descr
+    PyType_Modified(<PyTypeObject*>Value)
+    return 0
+
+_install_data_getter()
 
 
 cdef str _fmt_exponent(double c):

@@ -25,6 +25,7 @@ log of a negative number gives inf/nan (IEEE), where eager mode raises.
 """
 import operator
 
+from fastgrad import _tracing
 from fastgrad._engine import Value, is_grad_enabled
 
 __all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
@@ -147,7 +148,8 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
         raise ValueError(f"compile: example has {len(example)} values, expected "
                          f"n_inputs={n_inputs}")
     inputs = [Value(v) for v in example]
-    outs = fn(inputs)
+    with _tracing.tracing(inputs, params):  # TracerWarning on .data reads
+        outs = fn(inputs)
     if isinstance(outs, Value):
         outs = [outs]
     elif isinstance(outs, (list, tuple)):
@@ -157,10 +159,13 @@ def compile(fn, n_inputs, params=(), penalty=None, example=None):
                         f"got {type(outs).__name__}")
     pen = None
     if penalty is not None:
-        pen = penalty(params)
+        with _tracing.tracing(inputs, params):
+            pen = penalty(params)
         if not isinstance(pen, Value):
             raise TypeError("compile: penalty(params) must return a Value, got "
                             f"{type(pen).__name__}")
+    _tracing.warn_baked_leaves([v for v in outs + [pen] if isinstance(v, Value)],
+                               inputs, params)
     return _build(outs, inputs, params, pen)
 
 
