@@ -20,8 +20,7 @@ them):
 """
 import threading
 import warnings
-from typing import Dict, Iterator, List, Sequence
-
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from fastgrad import _engine
@@ -56,7 +55,7 @@ _names = threading.local()       # per tracing thread: id(Value) -> description
 
 
 def _describe(v: Value) -> str:
-    stack: List[Dict[int, str]] = getattr(_names, "stack", [])
+    stack: list[dict[int, str]] = getattr(_names, "stack", [])
     for names in reversed(stack):
         if id(v) in names:
             return names[id(v)]
@@ -79,7 +78,7 @@ def warn_data_read(v: Value, value: float) -> None:
 @contextmanager
 def tracing(inputs: Sequence[Value], params: Sequence[Value]) -> Iterator[None]:
     """Mark the calling thread as tracing and the given Values as traced."""
-    names: Dict[int, str] = {}
+    names: dict[int, str] = {}
     for i, v in enumerate(inputs):
         names[id(v)] = f"input {i}"
     for i, p in enumerate(params):

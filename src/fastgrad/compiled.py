@@ -22,6 +22,8 @@ number of loop iterations are frozen at trace time.  Operations that branch
 *inside* the graph (``relu``, ``maximum``, ``abs`` ...) are re-evaluated at
 every replay.  Replays do not check domain errors: a division by zero or the
 log of a negative number gives inf/nan (IEEE), where eager mode raises.
+``compile`` warns (:class:`fastgrad.TracerWarning`) when ``fn`` reads ``.data``
+of a traced Value or the graph uses a leaf you hold that is not in ``params``.
 """
 import operator
 

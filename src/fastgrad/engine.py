@@ -58,6 +58,5 @@ class no_grad(contextlib.ContextDecorator):
         saved.append(set_grad_enabled(False))
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         set_grad_enabled(self._local.saved.pop())
-        return False
