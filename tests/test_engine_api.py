@@ -391,11 +391,14 @@ def test_backward_called_from_a_user_backward_like_micrograd():
     assert results[0] == results[1] == (4.0, 2.0, 2.0, 1.0)
 
 
-def test_cycle_of_hand_built_nodes_terminates():
-    # a cyclic "graph" is a user error, but backward must not loop or crash
+def test_cycle_of_hand_built_nodes_is_refused():
+    # re-running __init__ to make a cycle is refused (issue #12, item 13);
+    # the leaf stays a leaf and backward works
     p = Value(1.0)
     q = Value(2.0, (p,), "q")
-    p.__init__(1.0, (q,), "p")
+    with pytest.raises(ValueError, match="cycle"):
+        p.__init__(1.0, (q,), "p")
+    assert p._prev == set()
     q._backward = lambda: None
     q.backward()
     assert (q.grad, p.grad) == (1.0, 0.0)

@@ -109,14 +109,16 @@ def test_model_evaluation_under_no_grad_matches_recorded_forward():
     assert all(p.grad == 0.0 for p in model.parameters())
 
 
-def test_grad_mode_is_process_wide():
-    # documented: the setting is global, not per thread
+def test_grad_mode_is_thread_local():
+    # documented: each thread has its own setting, on at thread start
+    # (issue #12, item 7; see tests/test_grad_mode_threads.py)
     seen = []
     with no_grad():
         t = threading.Thread(target=lambda: seen.append(is_grad_enabled()))
         t.start()
         t.join()
-    assert seen == [False]
+        assert not is_grad_enabled()
+    assert seen == [True]
 
 
 def test_recursive_decorated_function_restores_mode():

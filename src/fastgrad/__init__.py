@@ -12,6 +12,7 @@ from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
 from fastgrad.compiled import compile, compile_graph
 from fastgrad.autograd import grad
+from fastgrad._tracing import TracerWarning
 from fastgrad import data, optim
 
 
@@ -28,7 +29,7 @@ __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
-    "compile", "compile_graph", "grad",
+    "compile", "compile_graph", "grad", "TracerWarning",
     "optim", "data", "sweep", "distributed",
 ]
 __version__ = "0.1.0"

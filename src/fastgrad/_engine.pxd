@@ -29,6 +29,8 @@ cdef class Value:
 
 cdef enum:
     FLAG_FLOAT_EXPONENT = 1   # x ** 2.0 (not x ** 2): _op is '**2.0' as micrograd
+    FLAG_TRACED = 2           # made/used while compile() traced fn (not pickled)
+    FLAG_INITIALISED = 4      # Value.__init__ has run (or unpickled): not pickled
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1

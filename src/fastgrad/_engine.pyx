@@ -13,16 +13,19 @@ Design, in five lines:
 """
 cimport cython
 from cpython.object cimport PyObject, Py_TYPE
-from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
 from libc.math cimport isfinite, floor, isinf
 
 from fastgrad._rules cimport *
 
 import numbers
 import sys
+import threading
 
 cdef extern from "Python.h":
     double PyLong_AsDouble(object) except? -1.0
@@ -127,14 +130,48 @@ DEBUG_BUILD = bool(FASTGRAD_DEBUG)
 # module state
 # ---------------------------------------------------------------------------
 
-cdef bint _grad_enabled = True   # see no_grad(); process-wide, not per thread
+# Grad mode is per thread (see set_grad_enabled): a C thread-local flag, read
+# only when some thread has recording off (fg_grad_off_threads > 0), so the
+# common case costs new_node one plain global load.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #define FG_THREAD_LOCAL __declspec(thread)
+    #define FG_NOINLINE __declspec(noinline)
+    #else
+    #define FG_THREAD_LOCAL __thread
+    #define FG_NOINLINE __attribute__((noinline))
+    #endif
+    static FG_THREAD_LOCAL int fg_grad_off = 0;   /* this thread: recording off */
+    static Py_ssize_t fg_grad_off_threads = 0;    /* threads with it off (GIL) */
+    /* out of line: the thread-local read is a __tls_get_addr call in a
+       shared library; keep it off the inlined fast path */
+    static FG_NOINLINE int fg_thread_recording(void) { return !fg_grad_off; }
+    static CYTHON_INLINE int fg_grad_enabled(void) {
+        return fg_grad_off_threads == 0 || fg_thread_recording();
+    }
+    /* compile() tracing, same pattern: depth per thread, count of threads */
+    static FG_THREAD_LOCAL int fg_tracing = 0;
+    static Py_ssize_t fg_tracing_threads = 0;
+    static FG_NOINLINE int fg_thread_tracing(void) { return fg_tracing; }
+    static CYTHON_INLINE int fg_is_tracing(void) {
+        return fg_tracing_threads != 0 && fg_thread_tracing();
+    }
+    """
+    int fg_grad_off
+    Py_ssize_t fg_grad_off_threads
+    bint fg_grad_enabled() noexcept nogil
+    int fg_tracing
+    Py_ssize_t fg_tracing_threads
+    bint fg_is_tracing() noexcept nogil
 cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
 
-# Iterative deallocation: operands of dying nodes wait here (owned references)
-# until the outermost Value.__dealloc__ releases them one by one.
-cdef PyObject** _grave = NULL
-cdef Py_ssize_t _grave_len = 0
-cdef Py_ssize_t _grave_cap = 0
+# Iterative deallocation: an operand that a dying node holds the last
+# reference to waits on this intrusive stack until the outermost
+# Value.__dealloc__ releases it (no C recursion).  The stack is threaded
+# through the waiting nodes themselves (see _grave_release): freeing needs no
+# memory at all, so it works when memory is exhausted.
+cdef PyObject* _grave = NULL     # top of the stack (owned reference)
 cdef bint _draining = False
 
 
@@ -145,16 +182,48 @@ def _set_sort_epoch(unsigned long long epoch):
 
 
 def is_grad_enabled():
-    """Return True when operations on Values record a graph (the default)."""
-    return _grad_enabled
+    """Return True when operations on Values record a graph in the calling
+    thread (the default in every thread)."""
+    return fg_grad_enabled()
 
 
 def set_grad_enabled(bint mode):
-    """Turn graph recording on or off; return the previous setting."""
-    global _grad_enabled
-    cdef bint old = _grad_enabled
-    _grad_enabled = mode
+    """Turn graph recording on or off for the calling thread; return the
+    previous setting of that thread.
+
+    Grad mode is thread-local, as in PyTorch: each thread starts with
+    recording on, and turning it off in one thread (``no_grad``) leaves every
+    other thread recording.
+    """
+    global fg_grad_off
+    cdef bint old = not fg_grad_off
+    if mode and not old:
+        fg_grad_off = 0
+        del _thread_mode.off        # its __dealloc__ uncounts this thread
+    elif old and not mode:
+        _thread_mode.off = _GradOffThread()
+        fg_grad_off = 1
     return old
+
+
+@cython.final
+cdef class _GradOffThread:
+    """Alive (in a threading.local) while its thread has recording off.
+
+    Counts such threads in fg_grad_off_threads; when a thread ends with
+    recording off, its thread-local storage is cleared, this object dies and
+    the count stays right.
+    """
+    def __cinit__(self):
+        global fg_grad_off_threads
+        fg_grad_off_threads += 1
+
+    def __dealloc__(self):
+        global fg_grad_off_threads
+        fg_grad_off_threads -= 1
+
+
+_thread_mode = threading.local()
 
 
 # ---------------------------------------------------------------------------
@@ -204,10 +273,20 @@ cdef double _to_double(object x, str where) except? -1.0:
 # ---------------------------------------------------------------------------
 
 cdef Value new_node(double data, int op, Value a, Value b, double c):
-    """A new Value with operands a (and b) linked, unless recording is off."""
+    """A new Value with operands a (and b) linked, unless recording is off
+    (for other compiled modules; the operators here inline _make_node)."""
+    return _make_node(data, op, a, b, c)
+
+
+cdef inline Value _make_node(double data, int op, Value a, Value b, double c):
+    # inline: gcc stopped inlining new_node into dot_add/the operators once
+    # it read the thread-local grad mode (+20 instructions per node,
+    # callgrind on the demo step)
     cdef Value out = Value.__new__(Value)
     out.data = data
-    if _grad_enabled:
+    if fg_is_tracing():
+        out._flags = FLAG_TRACED
+    if fg_grad_enabled():
         out._opcode = op
         Py_INCREF(a)
         out._a = <PyObject*>a
@@ -224,28 +303,36 @@ cdef str _fmt(double x):
 
 
 cdef inline Value _binary(int op, Value a, Value b):
-    return new_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return _make_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
 
 
 cdef inline Value _with_const(int op, Value a, double c):
-    return new_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
+    return _make_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
 
 
 cdef int _check_pow(double base, double exponent, bint const_base) except -1:
     """Raise what Python's float ** raises for these operands."""
     cdef double r
+    if not (isfinite(base) and isfinite(exponent)):
+        # inf/nan operands: C99 pow (Annex F) gives what Python's float **
+        # gives (0.0 ** -inf is inf, (-inf) ** 0.5 is inf), never an error
+        return 0
     if base == 0.0 and exponent < 0.0:
         raise ZeroDivisionError(
             f"pow: 0.0 cannot be raised to a negative power ({_fmt(exponent)})")
-    if base < 0.0 and isfinite(exponent) and floor(exponent) != exponent:
+    if base < 0.0 and floor(exponent) != exponent:
+        if isinf(op_forward(OP_POWC, -base, 0.0, exponent)):
+            # Python's float ** raises OverflowError here (its complex
+            # result overflows) before anything else
+            raise OverflowError(
+                f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
         raise ValueError(
             f"pow: negative base {_fmt(base)} raised to the non-integer power "
             f"{_fmt(exponent)} is complex; fastgrad Values are real")
-    if isfinite(base) and isfinite(exponent):
-        r = op_forward(OP_POWC, base, 0.0, exponent)
-        if isinf(r):
-            raise OverflowError(
-                f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
+    r = op_forward(OP_POWC, base, 0.0, exponent)
+    if isinf(r):
+        raise OverflowError(
+            f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
     return 0
 
 
@@ -269,7 +356,78 @@ cdef int _check_unary(int op, double a) except -1:
 
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
-    return new_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+    return _make_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+# -- iterative deallocation (see _grave above) ---------------------------------
+#
+# A Value whose last reference is held by a dying node is not released at
+# once (its own dealloc would recurse into its operands): it goes on the
+# stack instead, linked through its ``grad`` field.  Nothing else can read
+# that field: the node's only reference is the stack's.  Its operands stay in
+# place and are handled when the drain loop releases it.
+
+cdef inline void _grave_release(PyObject* obj) noexcept:
+    """Drop one owned reference: at once, unless it is the last reference to
+    a Value, which then waits on the stack (never recursion, never malloc)."""
+    global _grave
+    if Py_REFCNT(<object>obj) == 1 and isinstance(<object>obj, Value):
+        memcpy(&(<Value>obj).grad, &_grave, sizeof(PyObject*))
+        _grave = obj
+    else:
+        Py_DECREF(<object>obj)
+
+
+cdef inline void _grave_drop_top() noexcept:
+    """Pop the top waiting Value and release it (its dealloc parks its own
+    operands on the stack)."""
+    global _grave
+    cdef PyObject* top = _grave
+    memcpy(&_grave, &(<Value>top).grad, sizeof(PyObject*))
+    (<Value>top).grad = 0.0
+    Py_DECREF(<object>top)
+
+
+cdef tuple _children_tuple(object children):
+    """Value(x, _children=...) operands as a tuple, or a clear TypeError."""
+    try:
+        return tuple(children)
+    except TypeError:
+        raise TypeError("Value(): _children must be an iterable of Values, got "
+                        f"{type(children).__name__}") from None
+
+
+cdef int _refuse_cycle(Value node, tuple kids) except -1:
+    """Raise if linking ``kids`` under ``node`` would make a cycle.
+
+    Only a Value something else refers to can be reached from its new
+    operands: a fresh ``Value(...)`` (reference count 1, held by the
+    constructor call) skips the search.  Re-running ``__init__`` on a leaf
+    already used in a graph searches the operands' graphs (rare path).
+    """
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    if Py_REFCNT(node) <= 1:
+        return 0
+    if _user_subclass(node) and not (node._flags & FLAG_INITIALISED):
+        # a user subclass's own __init__ holds extra references while it
+        # calls super().__init__(...): its first call is on a fresh node
+        # (searching there would make building a graph of n subclass nodes
+        # O(n**2)); only re-running __init__ can link a used node
+        return 0
+    for k in kids:
+        n = topo_order(<Value>k, &order)
+        try:
+            for i in range(n):
+                if order[i] == <PyObject*>node:
+                    raise ValueError(
+                        "Value.__init__: this Value is an operand (directly or "
+                        "not) of one of the given _children; linking them "
+                        "would make a cycle")
+        finally:
+            free(order)
+            order = NULL
+    return 0
 
 
 cdef PyObject* _tracked_type = NULL    # _TrackedValue, set at import
@@ -402,30 +560,33 @@ cdef class Value:
     def __init__(self, data, _children=(), str _op='', label=''):
         cdef tuple kids
         self.data = _to_double(data, "Value()")
+        if fg_is_tracing():
+            self._flags |= FLAG_TRACED   # made inside the traced fn
         if label:
             self.label = label    # stored in the instance dict
-        if _children or _op:
+        # tuple() first: the truth value of e.g. an object ndarray is an error
+        kids = _children if type(_children) is tuple else _children_tuple(_children)
+        if kids or _op:
             if self._a != NULL:
                 raise TypeError("Value.__init__: this Value is already linked "
                                 "into a graph; build a new Value instead")
             # a hand-built node (micrograd style): keep its operands in a
             # tuple and its op label in the instance dict
-            kids = tuple(_children)
             for k in kids:
                 if not isinstance(k, Value):
                     raise TypeError("Value(): _children must be Values, got "
                                     f"{type(k).__name__}")
+            _refuse_cycle(self, kids)
             self._opcode = OP_CUSTOM
             Py_INCREF(kids)
             self._a = <PyObject*>kids
             PyObject_GenericGetDict(self, NULL)['_custom_op'] = _op
+        self._flags |= FLAG_INITIALISED
 
     def __dealloc__(self):
-        global _grave, _grave_len, _grave_cap, _draining
+        global _draining
         cdef PyObject* a = self._a
         cdef PyObject* b = node_b(self)
-        cdef PyObject** grown
-        cdef PyObject* item
         if self._dict != NULL:
             Py_DECREF(<object>self._dict)
             self._dict = NULL
@@ -435,28 +596,16 @@ cdef class Value:
             return
         if _draining:
             # an outer dealloc is draining the stack: park the operands there
-            if _grave_len + 2 > _grave_cap:
-                grown = <PyObject**>realloc(
-                    _grave, (2 * _grave_cap + 64) * sizeof(PyObject*))
-                if grown == NULL:       # out of memory: fall back to recursion
-                    Py_DECREF(<object>a)
-                    Py_XDECREF(b)
-                    return
-                _grave = grown
-                _grave_cap = 2 * _grave_cap + 64
-            _grave[_grave_len] = a
-            _grave_len += 1
+            _grave_release(a)
             if b != NULL:
-                _grave[_grave_len] = b
-                _grave_len += 1
+                _grave_release(b)
             return
         _draining = True
-        Py_DECREF(<object>a)
-        Py_XDECREF(b)
-        while _grave_len > 0:
-            _grave_len -= 1
-            item = _grave[_grave_len]
-            Py_DECREF(<object>item)
+        _grave_release(a)
+        if b != NULL:
+            _grave_release(b)
+        while _grave != NULL:
+            _grave_drop_top()
         _draining = False
 
     # -- attributes --------------------------------------------------------
@@ -520,7 +669,20 @@ cdef class Value:
         # order (no recursion, so any depth pickles).  Nodes shared with
         # another separately pickled root are copied, not shared; leaves
         # pickled on their own (model parameters) keep their identity.
-        return (_rebuild_graph, (_graph_records(self),))
+        # Attributes (label, user data) travel as the state, which pickle and
+        # deepcopy restore after the graph exists and the root is memoised:
+        # an attribute that refers back to the Value (``v.me = v``, a
+        # parameter's ``owner`` model) then finds it instead of recursing.
+        cdef list dicts = []
+        cdef list records = _graph_records(self, dicts)
+        if dicts:
+            return (_rebuild_graph, (records,), dicts)
+        return (_rebuild_graph, (records,))
+
+    def __setstate__(self, state):
+        """Restore the attributes sent by __reduce__ ((index, dict) pairs,
+        indices into the topological order of the graph under self)."""
+        _restore_dicts(self, state)
 
     # -- operators ---------------------------------------------------------
     # On a user's subclass the derived operators (-, /, unary -, reflected
@@ -670,6 +832,13 @@ cdef class Value:
         Gradients accumulate: nothing is zeroed (call ``zero_grad()`` or set
         ``.grad = 0`` yourself), exactly as in micrograd.  Iterative, so graphs
         of any depth work.
+
+        Ctrl-C (any signal whose handler raises) is checked every 65,536
+        nodes and raises ``KeyboardInterrupt`` promptly.  Interrupted while
+        sorting the graph, no ``.grad`` has changed; interrupted during the
+        sweep, ``.grad`` values hold partial sums (some nodes' contributions
+        added, others not): zero them before the next ``backward()``.  The
+        graph itself is always intact.
         """
         _backward_from(self)
 
@@ -696,9 +865,14 @@ cdef Value _new_of_kind(object kind):
                      f"subclass of Value, got {kind!r:.60}")
 
 
-cdef list _graph_records(Value root):
+cdef list _graph_records(Value root, list dicts=None):
     """[(data, grad, op, flags, a, b_or_c, dict, kind), ...] in topological
-    order; operand fields are indices into the list, kind as _node_kind."""
+    order; operand fields are indices into the list, kind as _node_kind.
+
+    With ``dicts`` given, instance dicts go there as (index, dict) pairs and
+    the records carry None: Value.__reduce__ sends them as the root's state,
+    restored once the graph exists (an attribute may refer back to a node).
+    """
     cdef PyObject** order = NULL
     cdef Py_ssize_t n = topo_order(root, &order), i
     cdef Value v
@@ -709,17 +883,22 @@ cdef list _graph_records(Value root):
             v = <Value>order[i]
             index[<size_t>order[i]] = i
             d = <object>v._dict if v._dict != NULL else None
+            if d is not None and dicts is not None:
+                if d:
+                    dicts.append((i, d))
+                d = None
+            flags = v._flags & _PICKLED_FLAGS
             kind = _node_kind(v)
             if v._opcode == OP_LEAF:
-                records.append((v.data, v.grad, OP_LEAF, v._flags, None, None, d, kind))
+                records.append((v.data, v.grad, OP_LEAF, flags, None, None, d, kind))
             elif v._opcode == OP_CUSTOM:
                 kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
-                records.append((v.data, v.grad, OP_CUSTOM, v._flags, kids, None, d, kind))
+                records.append((v.data, v.grad, OP_CUSTOM, flags, kids, None, d, kind))
             elif op_is_binary(v._opcode):
-                records.append((v.data, v.grad, v._opcode, v._flags,
+                records.append((v.data, v.grad, v._opcode, flags,
                                 index[<size_t>v._a], index[<size_t>v._u.b], d, kind))
             else:
-                records.append((v.data, v.grad, v._opcode, v._flags,
+                records.append((v.data, v.grad, v._opcode, flags,
                                 index[<size_t>v._a], v._u.c, d, kind))
     finally:
         free(order)
@@ -727,46 +906,132 @@ cdef list _graph_records(Value root):
 
 
 def _rebuild_graph(list records):
-    """Inverse of Value.__reduce__: rebuild the nodes, return the root."""
+    """Inverse of Value.__reduce__: rebuild the nodes, return the root.
+
+    Every field of every record is checked (type and range) before a node is
+    linked: a malformed or crafted pickle raises ValueError/TypeError, it
+    never links a freed or foreign object.  An operand index must point to
+    an earlier record, so the result is always a DAG.
+    """
     cdef list nodes = []
     cdef Value v
     cdef int op
+    cdef Py_ssize_t a_i, b_i
     cdef tuple kids
     if not records:
         raise ValueError("cannot unpickle a Value from an empty record list")
     for rec in records:
-        data, grad, op, flags, a, bc, d = rec[:7]
-        if len(rec) > 7:
-            kind = rec[7]
-        else:
-            # 7 fields: pickled by fastgrad 0.1.0, with its op numbering
-            # (before the three *_GRAD ops took codes 8-10) and no node class
-            kind = 0
-            if isinstance(op, int) and 8 <= op <= 22:
-                op = op + 3
-        if not 0 <= op <= OP_CUSTOM:
-            raise ValueError(f"cannot unpickle a Value: unknown op code {op}")
-        v = _new_of_kind(kind)
+        op = _check_record(rec, len(nodes))
+        data, grad, _, flags, a, bc, d = (<tuple>rec)[:7]
+        v = _new_of_kind((<tuple>rec)[7] if len(<tuple>rec) == 8 else 0)
         v.data = data
         v.grad = grad
-        v._opcode = op
-        v._flags = flags
         if op == OP_CUSTOM:
-            kids = tuple([nodes[k] for k in a])
+            kids = tuple([nodes[<Py_ssize_t>k] for k in a])
+            v._opcode = op
             Py_INCREF(kids)
             v._a = <PyObject*>kids
         elif op != OP_LEAF:
-            Py_INCREF(nodes[a])
-            v._a = <PyObject*>nodes[a]
+            a_i = a
+            v._opcode = op
+            Py_INCREF(nodes[a_i])
+            v._a = <PyObject*>nodes[a_i]
             if op_is_binary(op):
-                Py_INCREF(nodes[bc])
-                v._u.b = <PyObject*>nodes[bc]
+                b_i = bc
+                Py_INCREF(nodes[b_i])
+                v._u.b = <PyObject*>nodes[b_i]
             else:
                 v._u.c = bc
+        v._flags = flags | FLAG_INITIALISED
         if d:
             PyObject_GenericGetDict(v, NULL).update(d)
         nodes.append(v)
     return nodes[len(nodes) - 1]   # (wraparound is off: no [-1])
+
+
+cdef int _restore_dicts(Value root, object state) except -1:
+    """Value.__setstate__: put each (index, dict) of ``state`` into the node
+    at that index of the topological order under root (the order
+    _graph_records numbered them in: same graph, same depth-first walk)."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    cdef list todo = []
+    if type(state) is not list:
+        raise TypeError("cannot unpickle a Value: its state must be a list of "
+                        f"(index, dict) pairs, got {type(state).__name__}")
+    n = topo_order(root, &order)
+    try:
+        for item in <list>state:
+            if not (type(item) is tuple and len(<tuple>item) == 2
+                    and _is_index((<tuple>item)[0], n)
+                    and type((<tuple>item)[1]) is dict):
+                raise ValueError("cannot unpickle a Value: malformed attribute "
+                                 f"entry {item!r:.80} (graph of {n} nodes)")
+            i = (<tuple>item)[0]
+            todo.append((<Value>order[i], (<tuple>item)[1]))
+    finally:
+        free(order)
+    for node, d in todo:
+        PyObject_GenericGetDict(node, NULL).update(d)
+    return 0
+
+
+cdef bint _is_index(object k, Py_ssize_t n):
+    # exactly int (not bool, a slice, a float...) and 0 <= k < n
+    return type(k) is int and 0 <= k < n
+
+
+cdef bint _is_real(object x):
+    return type(x) is float or type(x) is int
+
+
+cdef int _check_record(object rec, Py_ssize_t n) except -1:
+    """Validate one pickled node record; return its op code.
+
+    ``n`` is the number of nodes rebuilt so far: operand indices must be
+    below it.  Layout (see _graph_records): (data, grad, op, flags, a, b_or_c,
+    dict-or-None, kind); the node class ``kind`` is checked by _new_of_kind.
+    """
+    cdef int op
+    if type(rec) is not tuple or len(<tuple>rec) not in (7, 8):
+        raise ValueError("cannot unpickle a Value: record "
+                         f"{n} is not a 7- or 8-tuple ({rec!r:.80})")
+    data, grad, op_o, flags, a, bc, d = (<tuple>rec)[:7]
+    if len(<tuple>rec) == 7 and type(op_o) is int and 8 <= op_o <= 22:
+        # fastgrad 0.1.0's records: 7 fields (no node class) and its op
+        # numbering, from before the three *_GRAD ops took codes 8-10
+        op_o = op_o + 3
+    if not (_is_real(data) and _is_real(grad)):
+        raise TypeError(f"cannot unpickle a Value: record {n} has a non-number "
+                        f"data/grad ({data!r:.40}, {grad!r:.40})")
+    if type(op_o) is not int or not 0 <= op_o <= OP_CUSTOM:
+        raise ValueError(f"cannot unpickle a Value: unknown op code {op_o!r:.40} "
+                         f"in record {n}")
+    op = op_o
+    if type(flags) is not int or flags & ~_PICKLED_FLAGS:
+        raise ValueError(f"cannot unpickle a Value: bad flags {flags!r:.40} in "
+                         f"record {n}")
+    if d is not None and type(d) is not dict:
+        raise TypeError(f"cannot unpickle a Value: record {n} has a "
+                        f"{type(d).__name__} where the attribute dict goes")
+    if op == OP_LEAF:
+        ok = a is None and bc is None
+    elif op == OP_CUSTOM:
+        ok = type(a) is tuple and bc is None and all(
+            [_is_index(k, n) for k in <tuple>a])
+    elif op_is_binary(op):
+        ok = _is_index(a, n) and _is_index(bc, n)
+    else:   # one operand and a constant (0.0 for unary ops)
+        ok = _is_index(a, n) and _is_real(bc)
+    if not ok:
+        raise ValueError(f"cannot unpickle a Value: record {n} (op code {op}) "
+                         f"has malformed operands ({a!r:.60}, {bc!r:.60}); "
+                         f"operands must be indices of earlier records")
+    return op
+
+
+# flags a pickle may carry (others are runtime-only state)
+cdef int _PICKLED_FLAGS = FLAG_FLOAT_EXPONENT
 
 
 cdef int _enable_instance_dict() except -1:
@@ -901,6 +1166,101 @@ _install_value_type()
 _value_new = getattr(Value, "__new__")
 
 
+# ---------------------------------------------------------------------------
+# compile() tracing: TracerWarning hooks (see fastgrad/_tracing.py)
+# ---------------------------------------------------------------------------
+
+def _trace_begin(list values):
+    """Enter a trace in the calling thread; flag ``values`` (inputs and
+    parameters) as traced.  Returns the ones flagged here, for _trace_end."""
+    global fg_tracing, fg_tracing_threads
+    cdef list marked = []
+    for v in values:
+        if not ((<Value?>v)._flags & FLAG_TRACED):
+            (<Value>v)._flags |= FLAG_TRACED
+            marked.append(v)
+    if fg_tracing == 0:
+        fg_tracing_threads += 1
+    fg_tracing += 1
+    return marked
+
+
+def _trace_end(list marked):
+    """Leave the trace entered by _trace_begin; unflag what it flagged
+    (a parameter is read afresh at every replay: later traces that miss it
+    in ``params`` must see it as a baked-in leaf)."""
+    global fg_tracing, fg_tracing_threads
+    for v in marked:
+        (<Value?>v)._flags &= ~FLAG_TRACED
+    fg_tracing -= 1
+    if fg_tracing == 0:
+        fg_tracing_threads -= 1
+
+
+def _untraced_leaves(list roots, set known):
+    """Leaves under ``roots`` neither flagged by the trace nor in ``known``
+    (ids of inputs/parameters): the leaves the caller held before tracing."""
+    cdef PyObject** order = NULL
+    cdef Py_ssize_t n, i
+    cdef Value v
+    cdef list found = []
+    cdef set seen = set()
+    for root in roots:
+        n = topo_order(<Value?>root, &order)
+        try:
+            for i in range(n):
+                v = <Value>order[i]
+                if (v._opcode == OP_LEAF and not (v._flags & FLAG_TRACED)
+                        and id(v) not in known and id(v) not in seen):
+                    seen.add(id(v))
+                    found.append(v)
+        finally:
+            free(order)
+            order = NULL
+    return found
+
+
+cdef object _warn_data_read = None
+
+cdef object _data_get(object self, void* closure):
+    global _warn_data_read
+    cdef double d = (<Value>self).data
+    if fg_tracing_threads != 0 and (<Value>self)._flags & FLAG_TRACED \
+            and fg_is_tracing():
+        if _warn_data_read is None:
+            from fastgrad._tracing import warn_data_read
+            _warn_data_read = warn_data_read
+        _warn_data_read(self, d)
+    return d
+
+
+cdef int _data_set(object self, PyObject* value, void* closure) except -1:
+    if value == NULL:
+        raise AttributeError("cannot delete a Value's data")
+    (<Value>self).data = _to_double(<object>value, "Value.data")
+    return 0
+
+
+cdef PyGetSetDef _data_getset
+
+
+cdef int _install_data_getter() except -1:
+    # ``data`` stays a C field (``cdef public double data``); only its Python
+    # descriptor is replaced, by one that also tells tracing about reads.
+    # Outside compile() the getter pays one load of a global counter.
+    _data_getset.name = "data"
+    _data_getset.get = <getter>_data_get
+    _data_getset.set = <setter>_data_set
+    _data_getset.doc = "the value (a float)"
+    _data_getset.closure = NULL
+    descr = PyDescr_NewGetSet(<PyTypeObject*>Value, &_data_getset)
+    (<dict><object>(<PyTypeObject*>Value).tp_dict)["data"] = descr
+    PyType_Modified(<PyTypeObject*>Value)
+    return 0
+
+_install_data_getter()
+
+
 cdef str _fmt_exponent(double c):
     # micrograd writes f'**{other}': '**2' for x**2, '**-1' for x**-1
     if floor(c) == c and -1e15 < c < 1e15:
@@ -1022,6 +1382,14 @@ cdef int _apply_rule(Value n) except -1:
     return 0
 
 
+# Ctrl-C in backward(): the sort and the sweep check for signals every
+# _SIGNAL_MASK + 1 nodes (65536: a few ms of work on a 1e7 chain, see
+# test_backward_keyboard_interrupt_is_prompt; a mask test per node costs
+# nothing measurable on the demo step).
+cdef enum:
+    _SIGNAL_MASK = 0xFFFF
+
+
 cdef int _grow(void** buf, size_t* cap, size_t need, size_t item) noexcept:
     """Grow a malloc'ed buffer to hold ``need`` items (doubling); -1 if out of
     memory, in which case *buf is untouched and still owned by the caller."""
@@ -1048,7 +1416,7 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     global _epoch
     cdef unsigned int stamp
     cdef unsigned short stamp_hi
-    cdef size_t cap = 1024, scap = 1024
+    cdef size_t cap = 1024, scap = 1024, check_at = 1024
     cdef Py_ssize_t n = 0, sp = 0, j, nkids
     cdef PyObject** order = <PyObject**>malloc(cap * sizeof(PyObject*))
     cdef size_t* stack = <size_t*>malloc(scap * sizeof(size_t))
@@ -1073,11 +1441,22 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
         sp -= 1
         entry = stack[sp]
         if entry & 1:
-            if <size_t>n == cap and _grow(<void**>&order, &cap, cap + 1,
-                                          sizeof(PyObject*)) < 0:
-                free(order)
-                free(stack)
-                raise MemoryError("backward: graph too large for memory")
+            if <size_t>n == check_at:
+                # one compare per node covers both the capacity and the
+                # every-_SIGNAL_MASK+1-nodes signal check (callgrind: a
+                # separate mask test cost ~5 instructions per node)
+                if <size_t>n == cap and _grow(<void**>&order, &cap, cap + 1,
+                                              sizeof(PyObject*)) < 0:
+                    free(order)
+                    free(stack)
+                    raise MemoryError("backward: graph too large for memory")
+                if (n & _SIGNAL_MASK) == 0 and PyErr_CheckSignals() < 0:
+                    free(order)         # Ctrl-C: nothing was changed yet
+                    free(stack)
+                    return -1
+                check_at = (<size_t>n | _SIGNAL_MASK) + 1
+                if check_at > cap:
+                    check_at = cap
             order[n] = <PyObject*>(entry - 1)
             n += 1
             continue
@@ -1097,6 +1476,14 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
             free(order)
             free(stack)
             raise MemoryError("backward: graph too large for memory")
+        if ((<size_t>sp + nkids + 1) ^ <size_t>sp) > _SIGNAL_MASK and \
+                PyErr_CheckSignals() < 0:
+            # the stack deepened past a multiple of _SIGNAL_MASK + 1: the
+            # descent of a chain emits nothing for a long time (a counter
+            # per visit cost ~8 instructions per node, callgrind)
+            free(order)                 # Ctrl-C: nothing was changed yet
+            free(stack)
+            return -1
         stack[sp] = entry | 1
         sp += 1
         for j in range(nkids):
@@ -1132,6 +1519,9 @@ cdef int _backward_from(Value root) except -1:
             op = (<Value>node)._opcode
             if op != OP_LEAF:
                 _apply_pure_rule(node)
+            if (i & _SIGNAL_MASK) == 0 and PyErr_CheckSignals() < 0:
+                free(order)             # Ctrl-C: grads are partial sums
+                return -1
         free(order)
         return 0
     # user code may run mid-sweep, and could drop the last
@@ -1142,6 +1532,8 @@ cdef int _backward_from(Value root) except -1:
         root.grad = 1.0
         for i in range(n - 1, -1, -1):
             _apply_rule(<Value>order[i])
+            if (i & _SIGNAL_MASK) == 0 and PyErr_CheckSignals() < 0:
+                return -1               # Ctrl-C: grads are partial sums
     finally:
         for i in range(n):
             Py_DECREF(<object>order[i])

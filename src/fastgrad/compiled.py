@@ -22,10 +22,13 @@ number of loop iterations are frozen at trace time.  Operations that branch
 *inside* the graph (``relu``, ``maximum``, ``abs`` ...) are re-evaluated at
 every replay.  Replays do not check domain errors: a division by zero or the
 log of a negative number gives inf/nan (IEEE), where eager mode raises.
+``compile`` warns (:class:`fastgrad.TracerWarning`) when ``fn`` reads ``.data``
+of a traced Value or the graph uses a leaf you hold that is not in ``params``.
 """
 import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Sequence, Union, cast
 
+from fastgrad import _tracing
 from fastgrad._engine import Value, is_grad_enabled
 
 if TYPE_CHECKING:
@@ -175,7 +178,8 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
         raise ValueError(f"compile: example has {len(example)} values, expected "
                          f"n_inputs={n_inputs}")
     inputs = [Value(v) for v in example]
-    outs = fn(inputs)
+    with _tracing.tracing(inputs, params):  # TracerWarning on .data reads
+        outs = fn(inputs)
     if isinstance(outs, Value):
         outs = [outs]
     elif isinstance(outs, (list, tuple)):
@@ -185,11 +189,14 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
                         f"got {type(outs).__name__}")
     pen: Optional[Value] = None
     if penalty is not None:
-        pen_out = penalty(params)
+        with _tracing.tracing(inputs, params):
+            pen_out = penalty(params)
         if not isinstance(pen_out, Value):
             raise TypeError("compile: penalty(params) must return a Value, got "
                             f"{type(pen_out).__name__}")
         pen = pen_out
+    _tracing.warn_baked_leaves([v for v in outs + [pen] if isinstance(v, Value)],
+                               inputs, params)
     return _build(outs, inputs, params, pen)
 
 

@@ -4,6 +4,7 @@
 Value``.
 """
 import contextlib
+import threading
 from typing import Any, Literal
 
 from fastgrad._engine import (
@@ -27,8 +28,14 @@ class no_grad(contextlib.ContextDecorator):
 
     Inside the block (or the decorated function) every operation returns a
     leaf Value holding the result: nothing links back to the operands, so
-    evaluation, plotting or metric code costs no graph memory.  The setting is
-    process-wide (not per thread) and restored on exit, also on error.
+    evaluation, plotting or metric code costs no graph memory.  The previous
+    setting is restored on exit, also on error.
+
+    Grad mode is **thread-local** (as in PyTorch): ``no_grad`` turns
+    recording off for the calling thread only; every thread starts with it
+    on, and other threads keep recording (and training) meanwhile.  Blocks
+    nest, and one ``no_grad`` instance (a decorator, say) may be entered by
+    several threads at once: each restores its own thread's setting.
 
     Examples
     --------
@@ -41,14 +48,16 @@ class no_grad(contextlib.ContextDecorator):
     """
 
     def __init__(self) -> None:
-        # a stack, not one slot: ContextDecorator reuses the instance, so a
-        # recursive decorated function enters it several times
-        self._saved: list[bool] = []
+        # a stack per thread, not one slot: ContextDecorator reuses the
+        # instance, so a recursive decorated function enters it several
+        # times, and threads sharing it must not restore each other's mode
+        self._local = threading.local()
 
     def __enter__(self) -> "no_grad":
-        self._saved.append(set_grad_enabled(False))
+        saved: list[bool] = self._local.__dict__.setdefault("saved", [])
+        saved.append(set_grad_enabled(False))
         return self
 
     def __exit__(self, *exc: Any) -> Literal[False]:
-        set_grad_enabled(self._saved.pop())
+        set_grad_enabled(self._local.saved.pop())
         return False

@@ -31,6 +31,7 @@ Design:
 import contextlib
 import math
 import numbers
+import threading
 from typing import Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat, Union
 
 from fastgrad import nn as _nn
@@ -51,19 +52,38 @@ _NAN = math.nan
 # graph recording switch (this module's own, independent of fastgrad.engine)
 # ---------------------------------------------------------------------------
 
-_grad_enabled = True
+# Per thread, as in fastgrad.engine: each thread starts recording.  A thread
+# with recording off keeps a _RecordingOff token in its thread-local storage;
+# _off_threads counts the tokens, so that while it is 0 (the usual case) a
+# new node checks one module global, not the thread-local object.
+_mode = threading.local()
+_off_threads = 0
+
+
+class _RecordingOff:
+    def __init__(self) -> None:
+        global _off_threads
+        _off_threads += 1
+
+    def __del__(self) -> None:          # also when its thread ends with recording off
+        global _off_threads
+        _off_threads -= 1
 
 
 def is_grad_enabled() -> bool:
-    """Return True when operations on reference Values record a graph."""
-    return _grad_enabled
+    """Return True when operations on reference Values record a graph in the
+    calling thread."""
+    return getattr(_mode, "off", None) is None
 
 
 def set_grad_enabled(mode: bool) -> bool:
-    """Turn graph recording on or off; return the previous setting."""
-    global _grad_enabled
-    old = _grad_enabled
-    _grad_enabled = bool(mode)
+    """Turn graph recording on or off for the calling thread; return the
+    thread's previous setting."""
+    old = is_grad_enabled()
+    if mode and not old:
+        _mode.off = None
+    elif old and not mode:
+        _mode.off = _RecordingOff()
     return old
 
 
@@ -71,7 +91,8 @@ class no_grad(contextlib.ContextDecorator):
     """Compute with reference Values without recording a graph.
 
     Inside the block (or decorated function) every operation returns a leaf
-    Value.  Process-wide; the previous setting is restored on exit.
+    Value.  Thread-local (other threads keep recording); the previous
+    setting is restored on exit.
 
     >>> from fastgrad.reference import Value, no_grad
     >>> x = Value(3.0)
@@ -81,12 +102,16 @@ class no_grad(contextlib.ContextDecorator):
     (9.0, set())
     """
 
+    def __init__(self) -> None:
+        self._local = threading.local()     # one saved stack per thread
+
     def __enter__(self) -> "no_grad":
-        self._saved = set_grad_enabled(False)
+        self._local.__dict__.setdefault("saved", []).append(
+            set_grad_enabled(False))
         return self
 
     def __exit__(self, *exc: Any) -> Literal[False]:
-        set_grad_enabled(self._saved)
+        set_grad_enabled(self._local.saved.pop())
         return False
 
 
@@ -323,7 +348,7 @@ class Value:
         out.data = data
         out.grad = 0.0
         out.label = ""
-        if _grad_enabled:
+        if not _off_threads or is_grad_enabled():
             out._children, out._op, out._rule = children, op, rule
         else:
             out._children, out._op, out._rule = (), "", None
