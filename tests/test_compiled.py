@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 import fastgrad
 from fastgrad import Value, maximum, minimum
 from fastgrad.compiled import compile_graph, make_demo_step
+
+pytestmark = pytest.mark.compiled_only("compiled graph replay (fastgrad._replay)")
 from fastgrad.nn import MLP
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-MODULES = ["fastgrad", "fastgrad.engine", "fastgrad._engine", "fastgrad.nn",
+MODULES = ["fastgrad", "fastgrad.engine",
+           pytest.param("fastgrad._engine", marks=pytest.mark.compiled_only(
+               "doctests of the compiled module")),
+           "fastgrad.nn",
            "fastgrad.numgrad", "fastgrad.optim", "fastgrad.data", "fastgrad.viz",
            "fastgrad.reference"]
 

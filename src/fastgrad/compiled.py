@@ -25,7 +25,8 @@ log of a negative number gives inf/nan (IEEE), where eager mode raises.
 """
 import operator
 
-from fastgrad._engine import Value, is_grad_enabled
+from fastgrad._backend import require_compiled
+from fastgrad.engine import Value, is_grad_enabled
 
 __all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
 
@@ -34,12 +35,14 @@ def __getattr__(name):
     # numpy (needed by the replay module) is imported on first use, so that
     # ``import fastgrad`` stays as light as the eager engine
     if name == "Program":
+        require_compiled("fastgrad.compiled.Program")
         from fastgrad._replay import Program
         return Program
     raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
 
 
 def _build(outputs, inputs, params, penalty):
+    require_compiled("fastgrad.compile (compiled graph replay)")
     from fastgrad._replay import build
     return build(outputs, inputs, params, penalty)
 

@@ -24,8 +24,13 @@ import numbers
 
 import numpy as np
 
-from fastgrad import _optim
-from fastgrad._engine import Value
+from fastgrad._backend import COMPILED
+from fastgrad.engine import Value
+
+if COMPILED:
+    from fastgrad import _optim
+else:  # the pure-Python build: the same kernels in NumPy
+    from fastgrad import _optim_py as _optim  # type: ignore[no-redef]
 
 __all__ = ["Optimizer", "SGD", "Adam", "lr_sweep", "LRSweepResult"]
 
