@@ -16,15 +16,22 @@ optimizers on ``fastgrad._optim_py`` and the finite-difference loop on
 says so.  ``fastgrad.COMPILED`` and ``fastgrad --version`` tell which build
 runs.
 
+When the extension is missing without being asked for (a failed compile),
+importing fastgrad warns once (``FallbackWarning``, a UserWarning) -- pip
+does not show the build's own warning; setting ``FASTGRAD_NO_EXTENSIONS=1``
+states the choice and silences it.
+
 A compiled module that exists but fails to load (a broken build, a missing
 shared library) raises its ImportError: silently running a build about 50
 times slower would hide the problem.
 """
 import importlib
 import os
+import warnings
 from typing import Optional, Tuple
 
-__all__ = ["COMPILED", "REASON", "ENV_VAR", "BUILD", "require_compiled"]
+__all__ = ["COMPILED", "REASON", "ENV_VAR", "BUILD", "FallbackWarning",
+           "require_compiled"]
 
 ENV_VAR = "FASTGRAD_NO_EXTENSIONS"
 
@@ -47,7 +54,19 @@ def _probe() -> Tuple[bool, Optional[str]]:
     return True, None
 
 
+class FallbackWarning(UserWarning):
+    """fastgrad runs its pure-Python build because the extension is missing."""
+
+
 COMPILED, REASON = _probe()
+
+if not COMPILED and not _requested_pure():
+    warnings.warn(
+        f"fastgrad is running its pure-Python build: {REASON}.  Same API, about "
+        "50x slower, no fastgrad.compile.  Reinstall where a C compiler is "
+        "available for the compiled build, or set FASTGRAD_NO_EXTENSIONS=1 to "
+        "choose the pure-Python build and silence this warning.",
+        FallbackWarning, stacklevel=2)
 
 #: "compiled" or "pure-Python": the build, as ``fastgrad --version`` prints it
 BUILD = "compiled" if COMPILED else "pure-Python"
