@@ -8,7 +8,7 @@ that ``x`` is restored after a return or an exception.  Compiled programs (C
 evaluators) do not exist in this build.
 """
 import numbers
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -165,4 +165,4 @@ def evaluator_gradient(ev: Evaluator, x: np.ndarray) -> F64:
 def graph_nodes(root: Any) -> List[Any]:
     """Every node of root's graph (operands first), as a list."""
     from fastgrad.reference import _topological_order
-    return _topological_order(root)
+    return list(cast(Any, _topological_order)(root))
