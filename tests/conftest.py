@@ -7,9 +7,17 @@ internal (the C kernels, the replay, C-level type checks) is marked
 ``@pytest.mark.compiled_only("why")`` and skipped, with that reason, in the
 pure-Python build.
 """
+import os
+
 import pytest
 
 from fastgrad import _backend
+
+if not _backend.COMPILED:
+    # Running on the pure-Python build is this run's known choice: say so to
+    # the interpreters that tests start (examples, `python -m fastgrad`), so
+    # that they run the same build without printing its FallbackWarning.
+    os.environ.setdefault(_backend.ENV_VAR, "1")
 
 
 def pytest_report_header(config):
