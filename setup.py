@@ -1,16 +1,40 @@
 """Build fastgrad's compiled modules (every src/fastgrad/_*.pyx).
 
-One set of Cython directives for all modules.  FASTGRAD_CYTHON_DEBUG=1 gives a
-debug build: bounds, wraparound-free indexing and memoryview initialisation are
-checked again, and the C code is built without optimisation and with asserts.
+One set of Cython directives for all modules.  Environment switches:
+
+FASTGRAD_CYTHON_DEBUG=1
+    Debug build: bounds, wraparound-free indexing and memoryview
+    initialisation are checked again, and the C code is built without
+    optimisation and with asserts.
+FASTGRAD_NO_EXTENSIONS=1
+    Build nothing: install the pure-Python build (fastgrad.reference's
+    engine behind the same API; see fastgrad/_backend.py).
+FASTGRAD_SANITIZE=1
+    AddressSanitizer + UndefinedBehaviorSanitizer build (gcc/clang; see below).
+FASTGRAD_REQUIRE_EXTENSIONS=1
+    A failed compile is an error (wheel builds, CI).  Without it, a failed
+    compile (no C compiler, no Cython, an unsupported platform) prints a
+    warning and installs the pure-Python build.
+
+The modules are cythonized and compiled in parallel (one job per CPU).
 """
 import os
+import sys
+import time
 from pathlib import Path
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
-DEBUG = os.environ.get("FASTGRAD_CYTHON_DEBUG", "0") not in ("", "0")
+
+def _flag(name):
+    return os.environ.get(name, "").strip() not in ("", "0")
+
+
+DEBUG = _flag("FASTGRAD_CYTHON_DEBUG")
+NO_EXTENSIONS = _flag("FASTGRAD_NO_EXTENSIONS")
+REQUIRE_EXTENSIONS = _flag("FASTGRAD_REQUIRE_EXTENSIONS")
+JOBS = os.cpu_count() or 1
 
 DIRECTIVES = {
     "language_level": 3,
@@ -24,55 +48,167 @@ DIRECTIVES = {
     "binding": False,
 }
 
-if DEBUG:
-    CFLAGS = ["-O0", "-g", "-UNDEBUG"]
-else:
-    # -O3 lets gcc vectorise the replay's batch loops; no -ffast-math: the
-    # engine relies on IEEE inf/nan semantics.
-    CFLAGS = ["-O3"]
-# No fused multiply-add contraction: results must not depend on the target
-# (x86-64 with -march=native, ARM) so that fastgrad, its pure-Python reference
-# and micrograd's loops agree to the last bit.
-CFLAGS.append("-ffp-contract=off")
+# Compiler flags per compiler family (build_ext knows the compiler only once
+# it runs, so they are set in FastgradBuildExt.build_extensions).
+#
+# No fused multiply-add contraction anywhere: results must not depend on the
+# target (x86-64 with -march=native, ARM, Apple clang whose default is
+# -ffp-contract=on) so that fastgrad, its pure-Python reference and
+# micrograd's loops agree to the last bit.
+#   gcc/clang: -ffp-contract=off.
+#   MSVC: /fp:precise (the default model, named so that a global /fp:fast
+#   cannot leak in).  Under /fp:precise, MSVC 2022 (17.0+) does not contract
+#   a*b+c into an FMA unless /fp:contract is also given; MSVC 2019 and older
+#   could contract under /fp:precise when targeting FMA-capable /arch
+#   (AVX2), which the default x64 /arch:SSE2 build never does.  We pass
+#   neither /fp:contract nor /arch.
+# Optimisation: -O3 lets gcc vectorise the replay's batch loops (gcc 12,
+# demo step through the compiled replay: 57 us at -O2 -> 36 us at -O3, CPU
+# time, min of 5; the eager step is unchanged at ~4.8 ms), for 24 -> 29 s of
+# compile CPU time for the four modules.  MSVC's highest level is /O2.  No
+# -ffast-math / /fp:fast: the engine relies on IEEE inf/nan semantics.
+# -g0: Python's own CFLAGS add -g; debug info made compiling _replay.c 47%
+# slower (19.0 -> 27.8 s CPU) and its object file 8x larger (1.1 -> 8.6 MB)
+# for a release build whose wheels are stripped anyway (the debug build
+# keeps -g).
+FLAGS = {
+    "unix": {
+        "release": ["-O3", "-g0", "-ffp-contract=off"],
+        "debug": ["-O0", "-g", "-UNDEBUG", "-ffp-contract=off"],
+    },
+    "msvc": {
+        "release": ["/O2", "/fp:precise"],
+        "debug": ["/Od", "/Zi", "/UNDEBUG", "/fp:precise"],
+    },
+}
+FLAGS["mingw32"] = FLAGS["cygwin"] = FLAGS["unix"]
 
 # FASTGRAD_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build (gcc or
 # clang), for CI's memory-safety job (.ci/sanitize.sh).  Combines with either
 # mode above (-O1 replaces their -O level).  Python is not instrumented, so the
 # tests run with the sanitizer runtime preloaded:
 #   LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 ...
-SANITIZE = os.environ.get("FASTGRAD_SANITIZE", "0") not in ("", "0")
-LDFLAGS = []
-if SANITIZE:
-    _SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    CFLAGS += _SAN + ["-fno-omit-frame-pointer", "-g", "-O1"]
-    LDFLAGS += _SAN
+SANITIZE = _flag("FASTGRAD_SANITIZE")
+_SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+SANITIZE_CFLAGS = _SAN + ["-fno-omit-frame-pointer", "-g", "-O1"]
+SANITIZE_LDFLAGS = _SAN
 
 here = Path(__file__).parent
 
-# Cython skips a .pyx whose .c is newer; after switching between the debug and
-# the normal build that .c has the wrong directives, so remember the mode.
-_stamp = here / "build" / "fastgrad-build-mode"
-_mode = ("debug" if DEBUG else "release") + ("+sanitize" if SANITIZE else "")
-_mode_changed = not _stamp.exists() or _stamp.read_text() != _mode
-_stamp.parent.mkdir(exist_ok=True)
-_stamp.write_text(_mode)
-extensions = [
-    Extension(
-        f"fastgrad.{pyx.stem}",
-        [str(pyx.relative_to(here))],
-        extra_compile_args=CFLAGS,
-        extra_link_args=LDFLAGS,
-        define_macros=[("FASTGRAD_DEBUG", "1" if DEBUG else "0")],
-    )
-    for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))
-]
 
-setup(
-    ext_modules=cythonize(
+def _warn(message):
+    bar = "*" * 76
+    print(f"\n{bar}\nWARNING (fastgrad): {message}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+def _extensions():
+    """One Extension per src/fastgrad/_*.pyx, or [] for the pure-Python build.
+
+    Their sources stay .pyx here (so that the sdist carries the .pyx and no
+    generated C); build_ext cythonizes them when it runs.
+    """
+    if NO_EXTENSIONS:
+        _warn("FASTGRAD_NO_EXTENSIONS is set: installing the pure-Python build "
+              "(about 50x slower; fastgrad.COMPILED will be False).")
+        return []
+    return [
+        Extension(
+            f"fastgrad.{pyx.stem}",
+            [str(pyx.relative_to(here).as_posix())],
+            define_macros=[("FASTGRAD_DEBUG", "1" if DEBUG else "0")],
+        )
+        for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))
+    ]
+
+
+def _cythonize(extensions):
+    from Cython.Build import cythonize
+    # Cython skips a .pyx whose .c is newer; after switching between the debug
+    # and the normal build that .c has the wrong directives, so remember the mode.
+    stamp = here / "build" / "fastgrad-build-mode"
+    mode = ("debug" if DEBUG else "release") + ("+sanitize" if SANITIZE else "")
+    mode_changed = not stamp.exists() or stamp.read_text() != mode
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(mode)
+    t0 = time.perf_counter()
+    generated = cythonize(
         extensions,
         compiler_directives=DIRECTIVES,
         include_path=["src"],
+        nthreads=JOBS if JOBS > 1 else 0,
         # a debug build must not reuse optimised C files, and vice versa
-        force=_mode_changed or os.environ.get("FASTGRAD_CYTHON_FORCE", "0") != "0",
-    ),
+        force=mode_changed or _flag("FASTGRAD_CYTHON_FORCE"),
+    )
+    print(f"fastgrad: cythonize took {time.perf_counter() - t0:.1f} s", flush=True)
+    # keep setuptools' Extension objects (cythonize returns distutils ones);
+    # only their sources change, .pyx -> .c
+    by_name = {ext.name: ext for ext in generated}
+    for ext in extensions:
+        ext.sources = by_name[ext.name].sources
+
+
+class FastgradBuildExt(build_ext):
+    """build_ext with per-compiler flags, parallel jobs and a pure-Python fallback."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:          # `-j` not given: one job per CPU
+            self.parallel = JOBS
+
+    def run(self):
+        if not self.extensions:
+            return
+        try:
+            _cythonize(self.extensions)
+        except Exception as exc:  # Cython missing (no build isolation), a .pyx error
+            self._fall_back(exc)
+            return
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all: DistutilsPlatformError, ...
+            self._fall_back(exc)
+
+    def build_extensions(self):
+        family = FLAGS.get(self.compiler.compiler_type, FLAGS["unix"])
+        for ext in self.extensions:
+            ext.extra_compile_args = list(family["debug" if DEBUG else "release"])
+            if SANITIZE:
+                if self.compiler.compiler_type == "msvc":
+                    raise RuntimeError("FASTGRAD_SANITIZE=1 needs gcc or clang")
+                ext.extra_compile_args += SANITIZE_CFLAGS
+                ext.extra_link_args = list(SANITIZE_LDFLAGS)
+        t0 = time.perf_counter()
+        try:
+            super().build_extensions()
+        except Exception as exc:  # CompileError, LinkError, a missing compiler
+            self._fall_back(exc)
+            return
+        print(f"fastgrad: compiled {len(self.extensions)} modules in "
+              f"{time.perf_counter() - t0:.1f} s ({self.parallel} jobs, "
+              f"{self.compiler.compiler_type} compiler)", flush=True)
+
+    def copy_extensions_to_source(self):
+        if self.extensions:                  # nothing to copy after a fallback
+            super().copy_extensions_to_source()
+
+    def _fall_back(self, exc):
+        if REQUIRE_EXTENSIONS:
+            raise exc
+        # never install a part of the compiled build: remove what was built
+        for ext in self.extensions:
+            path = self.get_ext_fullpath(ext.name)
+            if os.path.exists(path):
+                os.remove(path)
+        self.extensions[:] = []
+        _warn(f"compiling fastgrad's extension modules failed ({type(exc).__name__}: "
+              f"{str(exc).strip()[:300]}).  Installing the pure-Python build "
+              "instead: same API, about 50x slower; fastgrad.COMPILED is False "
+              "and fastgrad.compile is unavailable.  For the compiled build, "
+              "install a C compiler (gcc, clang or MSVC) and reinstall with "
+              "`pip install --no-cache-dir --force-reinstall fastgrad`.")
+
+
+setup(
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": FastgradBuildExt},
 )

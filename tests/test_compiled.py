@@ -16,6 +16,8 @@ from fastgrad import Value, maximum, minimum
 from fastgrad.compiled import compile_graph, make_demo_step
 from fastgrad.nn import MLP
 
+pytestmark = pytest.mark.compiled_only("compiled graph replay (fastgrad._replay)")
+
 # ---------------------------------------------------------------------------
 # random expression graphs
 # ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import fastgrad
 from fastgrad import Value
 from fastgrad.numgrad import gradcheck, num_grad
 
+pytestmark = pytest.mark.compiled_only("programs come from compiled graph replay")
+
 
 def _prog():
     w, b = Value(1.5), Value(-0.5)

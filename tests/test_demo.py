@@ -183,6 +183,7 @@ def test_missing_extra_says_what_to_install(capsys, monkeypatch):
                    'pip install ".[demo]")\n')
 
 
+@pytest.mark.compiled_only("--engine compiled replays the graph in C")
 def test_compiled_engine_until_replay_lands(capsys):
     try:
         import fastgrad.compiled  # noqa: F401

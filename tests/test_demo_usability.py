@@ -121,7 +121,7 @@ def test_unknown_option_prints_the_demos_usage(tmp_path):
 def test_unknown_top_level_option_prints_the_top_usage(tmp_path):
     proc = run_cli(["--bogus"], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("usage: fastgrad [-h] COMMAND ...")
+    assert proc.stderr.startswith("usage: fastgrad [-h] [--version] COMMAND ...")
     assert proc.stderr.endswith("fastgrad: error: unrecognized arguments: --bogus\n")
 
 

@@ -29,6 +29,8 @@ from fastgrad.distributed import DataParallel, SweepError, sweep
 from fastgrad.nn import MLP
 from fastgrad.optim import SGD, Adam, lr_sweep
 
+pytestmark = pytest.mark.compiled_only("sweeps and DataParallel are tested on compiled Programs")
+
 
 def _context():
     methods = mp.get_all_start_methods()

@@ -9,11 +9,19 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-MODULES = ["fastgrad", "fastgrad.engine", "fastgrad._engine", "fastgrad.nn",
+MODULES = ["fastgrad", "fastgrad.engine",
+           pytest.param("fastgrad._engine", marks=pytest.mark.compiled_only(
+               "doctests of the compiled module")),
+           "fastgrad.nn",
            "fastgrad.numgrad", "fastgrad.optim", "fastgrad.data", "fastgrad.viz",
-           "fastgrad.reference", "fastgrad.autograd", "fastgrad.functional"]
+           "fastgrad.reference",
+           pytest.param("fastgrad.autograd", marks=pytest.mark.compiled_only(
+               "fastgrad.grad needs the compiled build")),
+           pytest.param("fastgrad.functional", marks=pytest.mark.compiled_only(
+               "fastgrad.functional needs the compiled build"))]
 
 
+@pytest.mark.compiled_only("README examples include fastgrad.grad and compile")
 def test_readme_examples():
     result = doctest.testfile(str(ROOT / "README.md"), module_relative=False,
                               optionflags=FLAGS, verbose=False)

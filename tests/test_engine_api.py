@@ -103,6 +103,8 @@ def test_data_and_grad_are_python_floats(x):
         assert type(n.data) is float and type(n.grad) is float
 
 
+@pytest.mark.compiled_only("the pure-Python Value stores what is assigned, as "
+                           "micrograd's does")
 def test_data_and_grad_assignable_and_stay_floats():
     v = Value(1.0)
     v.data = 3
@@ -391,6 +393,7 @@ def test_backward_called_from_a_user_backward_like_micrograd():
     assert results[0] == results[1] == (4.0, 2.0, 2.0, 1.0)
 
 
+@pytest.mark.compiled_only("the compiled engine refuses re-linking a used leaf")
 def test_cycle_of_hand_built_nodes_is_refused():
     # re-running __init__ to make a cycle is refused (issue #12, item 13);
     # the leaf stays a leaf and backward works

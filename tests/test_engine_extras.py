@@ -48,6 +48,8 @@ def test_pickle_and_deepcopy_a_model():
         assert clone([1.0, 2.0, 3.0]).data == m([1.0, 2.0, 3.0]).data
 
 
+@pytest.mark.compiled_only("the pure-Python Value pickles recursively (default "
+                           "pickling of nested objects)")
 def test_pickle_a_deep_chain_without_recursion():
     x = Value(1.0)
     y = x
@@ -79,6 +81,7 @@ def test_user_backward_on_an_operator_node_replaces_its_rule_like_micrograd():
     assert run(Value) == run(micrograd_engine.Value) == (11.0, 0.0)
 
 
+@pytest.mark.compiled_only("fastgrad._engine's pickle records")
 def test_unpickling_rejects_bad_records():
     from fastgrad._engine import _rebuild_graph
     with pytest.raises(ValueError, match="empty"):
@@ -87,6 +90,7 @@ def test_unpickling_rejects_bad_records():
         _rebuild_graph([(1.0, 0.0, 99, 0, None, None, None)])
 
 
+@pytest.mark.compiled_only("fastgrad._engine's visit stamps")
 def test_visit_stamps_do_not_collide_after_2_to_the_32_sorts():
     # a node whose stamp is 2**32 sorts old must not be taken as visited
     # (that would silently skip it and everything under it in backward)

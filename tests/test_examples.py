@@ -114,6 +114,7 @@ def _rosenbrock_counts(tol=1e-10, lr=1e-3):
     return counts
 
 
+@pytest.mark.compiled_only("second order needs the compiled build")
 def test_newton_vs_gradient_descent():
     out = run_example("05_newton.py")
     rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
@@ -127,6 +128,7 @@ def test_newton_vs_gradient_descent():
     assert rows["Rosenbrock"][0] > 1000 * rows["Rosenbrock"][1]
 
 
+@pytest.mark.compiled_only("second order needs the compiled build")
 def test_curvature_step_size(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bound.png"

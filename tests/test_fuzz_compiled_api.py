@@ -23,6 +23,8 @@ from hypothesis import strategies as st  # noqa: E402
 import fastgrad  # noqa: E402
 from fastgrad import Value, compile, num_grad  # noqa: E402
 
+pytestmark = pytest.mark.compiled_only("fuzzes the compiled replay's API")
+
 CLEAN = (TypeError, ValueError, RuntimeError, MemoryError, OverflowError, IndexError)
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow,

@@ -187,6 +187,7 @@ def test_grad_mode_thread_ending_with_recording_off(engine, MLP):
     assert engine.is_grad_enabled() and (x * 2)._prev != set()
 
 
+@pytest.mark.compiled_only("uses fastgrad.compile")
 def test_grad_mode_compile_while_other_thread_is_in_no_grad():
     # compile() checks the calling thread's mode only (it used to refuse to
     # trace whenever any thread was inside no_grad)

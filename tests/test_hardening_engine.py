@@ -14,9 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgrad import Value, maximum
-from fastgrad._engine import _rebuild_graph
-from fastgrad.nn import MLP
+from fastgrad import _backend
+
+if not _backend.COMPILED:
+    pytest.skip("compiled build only: the compiled engine's pickle records, "
+                "deallocation, signal checks and tracing hooks",
+                allow_module_level=True)
+
+from fastgrad import Value, maximum  # noqa: E402
+from fastgrad._engine import _rebuild_graph  # noqa: E402
+from fastgrad.nn import MLP  # noqa: E402
 
 
 def _records(v):

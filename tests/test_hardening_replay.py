@@ -18,11 +18,18 @@ import traceback
 import numpy as np
 import pytest
 
-import fastgrad
-from fastgrad import Value, _numgrad, _replay, compile, num_grad
-from fastgrad.compiled import make_demo_step
-from fastgrad.nn import MLP
-from fastgrad.optim import SGD, Adam
+from fastgrad import _backend
+
+if not _backend.COMPILED:
+    pytest.skip("compiled build only: "
+                "hardening of the compiled replay, num_grad's C loop and the optimizers' C state",
+                allow_module_level=True)
+
+import fastgrad  # noqa: E402
+from fastgrad import Value, _numgrad, _replay, compile, num_grad  # noqa: E402
+from fastgrad.compiled import make_demo_step  # noqa: E402
+from fastgrad.nn import MLP  # noqa: E402
+from fastgrad.optim import SGD, Adam  # noqa: E402
 
 
 def _demo_program(seed=1337):

@@ -19,7 +19,6 @@ import weakref
 import pytest
 
 from fastgrad import Value
-from fastgrad import _engine
 
 from _expressions import micrograd_readme_expression
 
@@ -204,6 +203,7 @@ def _subclass_expression(Base):
     return [g.data, h.data, a.grad, b.grad], [type(v) is E for v in (a, b, g, h)]
 
 
+@pytest.mark.compiled_only("the compiled Value's derived operators on subclasses")
 def test_subclass_gives_micrograds_numbers():
     ours, kinds = _subclass_expression(Value)
     theirs, their_kinds = _subclass_expression(mg.Value)
@@ -213,6 +213,7 @@ def test_subclass_gives_micrograds_numbers():
     assert make_subclass(Value)(1.0, note="n").note == "n"
 
 
+@pytest.mark.compiled_only("the compiled Value's one-node derived operators")
 def test_subclass_operators_compose_like_micrograd():
     E = make_subclass(Value)
     x = E(3.0)
@@ -250,13 +251,17 @@ def test_subclass_instances_pickle_and_deepcopy():
     assert type(t2) is Tagged and t2.tag == "w"
 
 
+@pytest.mark.compiled_only("the compiled engine's pickle records")
 def test_pickle_rejects_a_record_whose_class_is_not_a_value():
+    from fastgrad import _engine
     records = [(1.0, 0.0, 0, 0, None, None, None, dict)]
     with pytest.raises(ValueError, match="subclass of Value"):
         _engine._rebuild_graph(records)
 
 
+@pytest.mark.compiled_only("the compiled engine's pickle records")
 def test_pickles_of_the_previous_format_still_load():
+    from fastgrad import _engine
     # fastgrad 0.1.0 records: 7 fields, op codes 9 = x * c and 15 = relu
     records = [(2.0, 0.0, 0, 0, None, None, None),
                (6.0, 0.0, 9, 0, 0, 3.0, None),
@@ -412,6 +417,7 @@ def test_subclass_cycle_is_collected():
     assert ref() is None
 
 
+@pytest.mark.compiled_only("the compiled engine's untracked operator nodes")
 def test_operator_nodes_are_not_gc_tracked():
     x = Value(1.0)                 # made from Python: tracked
     y = x * 2 + 1                  # made by operators: plain, compact

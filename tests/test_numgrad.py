@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fastgrad import GradcheckError, Value, gradcheck, maximum, minimum, num_grad
-from fastgrad import _numgrad
+from fastgrad.numgrad import _numgrad     # the loops in use (C, or Python)
 from fastgrad.engine import dot_add, no_grad
 
 
@@ -447,6 +447,7 @@ def test_step_too_small_for_the_precision():
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["central", "forward"])
+@pytest.mark.compiled_only("C evaluators of compiled programs")
 def test_evaluator_path_equals_python_path(method):
     w = np.array([0.5, -2.0, 3.0, 1.25])
     prog = _numgrad._ExampleProgram(w)
@@ -459,6 +460,7 @@ def test_evaluator_path_equals_python_path(method):
     np.testing.assert_allclose(via_c, 2 * w * x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.compiled_only("C evaluators of compiled programs")
 def test_evaluator_gradcheck():
     x = np.array([1.0, -0.5, 0.25])
     assert gradcheck(_numgrad._ExampleProgram([1.0, 2.0, 3.0]), x)
@@ -466,6 +468,7 @@ def test_evaluator_gradcheck():
         gradcheck(_numgrad._ExampleProgram([1.0, 2.0, 3.0], wrong=True), x)
 
 
+@pytest.mark.compiled_only("C evaluators of compiled programs")
 def test_evaluator_bad_input():
     prog = _numgrad._ExampleProgram([1.0, 2.0])
     with pytest.raises(TypeError, match="float64"):

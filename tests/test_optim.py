@@ -712,6 +712,7 @@ def test_lr_sweep_with_adam_and_bad_arguments():
 # the low-level kernels (fastgrad._optim), used by the compiled replay
 # ---------------------------------------------------------------------------
 
+@pytest.mark.compiled_only("argument checks of the C kernels (typed memoryviews)")
 def test_array_kernels_match_the_formula_and_check_their_arguments():
     from fastgrad import _optim
     p = np.array([1.0, -2.0, 0.5])
@@ -744,6 +745,7 @@ def test_array_kernels_match_the_formula_and_check_their_arguments():
                       0.9, 0.999, 1e-8, 0.0, False, False, 0.01, 1.0)
 
 
+@pytest.mark.compiled_only("fastgrad._optim.ValueSlots holds C pointers")
 def test_value_slots_checks():
     from fastgrad import _optim
     xs = [Value(1.0), Value(2.0)]

@@ -358,6 +358,7 @@ def test_user_attributes_and_identity_hashing():
     assert v != w and len({v, w}) == 2
 
 
+@pytest.mark.compiled_only("in the pure-Python build fastgrad.engine is this engine")
 def test_no_grad_has_its_own_flag():
     x = Value(2.0)
     ex = E.Value(2.0)

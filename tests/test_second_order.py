@@ -18,6 +18,9 @@ import fastgrad
 from fastgrad import Value, grad
 from fastgrad.functional import hessian, hvp, jacobian, vhp
 
+pytestmark = pytest.mark.compiled_only(
+    "fastgrad.grad and fastgrad.functional need the compiled sweeps")
+
 # ---------------------------------------------------------------------------
 # random programs over every op, runnable on fastgrad Values and torch tensors
 # ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import fastgrad
 from fastgrad import TracerWarning, Value
 from fastgrad.nn import MLP
 
+pytestmark = pytest.mark.compiled_only("compile() tracing hooks of the compiled engine")
+
 
 def test_tracer_warning_is_public_and_a_user_warning():
     assert fastgrad.TracerWarning is TracerWarning

@@ -52,6 +52,7 @@ def test_user_script_passes_mypy_strict(mypy):
     assert out == ""
 
 
+@pytest.mark.compiled_only("the script calls fastgrad.compile")
 def test_user_script_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC)
     proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,

@@ -6,7 +6,12 @@
 >>> y.backward()
 >>> y.data, x.grad
 (15.0, 8.0)
+
+``fastgrad.COMPILED`` is True when the compiled (Cython) build runs and False
+in the pure-Python fallback (no C compiler at install time, or
+``FASTGRAD_NO_EXTENSIONS=1``); ``fastgrad --version`` says the same.
 """
+from fastgrad._backend import COMPILED
 from fastgrad.engine import Value, maximum, minimum, no_grad
 from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
@@ -31,5 +36,6 @@ __all__ = [
     "draw_dot", "to_dot",
     "compile", "compile_graph", "grad", "TracerWarning",
     "optim", "data", "sweep", "distributed",
+    "COMPILED",
 ]
 __version__ = "0.1.0"

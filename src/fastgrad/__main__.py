@@ -16,10 +16,36 @@ COMMANDS = {
 }
 
 
+def version_text() -> str:
+    """``fastgrad X.Y.Z (compiled build ...)`` or ``(pure-Python build: why)``.
+
+    Examples
+    --------
+    >>> from fastgrad.__main__ import version_text
+    >>> version_text().startswith("fastgrad ")
+    True
+    """
+    import platform
+
+    import fastgrad
+    from fastgrad import _backend
+    where = f"Python {platform.python_version()}"
+    if _backend.COMPILED:
+        from fastgrad import _engine
+        debug = " debug" if getattr(_engine, "DEBUG_BUILD", False) else ""
+        return f"fastgrad {fastgrad.__version__} (compiled{debug} build, {where})"
+    return (f"fastgrad {fastgrad.__version__} (pure-Python build, {where}: "
+            f"{_backend.REASON})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastgrad",
+        # keeps --version on one line (argparse wraps the version text otherwise)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="fastgrad: a compiled scalar autodiff engine (drop-in for micrograd).")
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the version and which build runs, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {}
     for name, (module, help_) in COMMANDS.items():

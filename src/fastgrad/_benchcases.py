@@ -59,6 +59,11 @@ def require(module_name: str, attrs: Sequence[str] = ()) -> Any:
     ``attrs`` are attribute names the workload needs; a module that exists
     but lacks one is reported as not available too (an API not landed yet).
     """
+    if module_name == "fastgrad.compiled":
+        from fastgrad import _backend
+        if not _backend.COMPILED:
+            raise NotAvailable("not available: fastgrad.compiled needs the compiled "
+                               f"build ({_backend.REASON})")
     try:
         mod = importlib.import_module(module_name)
     except ImportError as exc:

@@ -23,8 +23,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from fastgrad import _engine
-from fastgrad._engine import Value
+from fastgrad.engine import Value
+
+# the trace hooks live in the compiled engine; compile() (their only user)
+# requires the compiled build, so the pure-Python build never calls them
 
 __all__ = ["TracerWarning"]
 
@@ -88,6 +90,7 @@ def tracing(inputs: Sequence[Value], params: Sequence[Value]) -> Iterator[None]:
                 f" ({label!r})" if isinstance(label, str) and label else ""))
     stack = _names.__dict__.setdefault("stack", [])
     stack.append(names)
+    from fastgrad import _engine
     marked = _engine._trace_begin(list(inputs) + [p for p in params
                                                   if isinstance(p, Value)])
     try:
@@ -101,6 +104,7 @@ def warn_baked_leaves(outputs: Sequence[Value], inputs: Sequence[Value],
                       params: Sequence[Value]) -> None:
     """Warn about each leaf of the traced graph that is neither an input nor
     a parameter and was not made during the trace (the caller holds it)."""
+    from fastgrad import _engine
     known = {id(v) for v in inputs} | {id(p) for p in params}
     for leaf in _engine._untraced_leaves(list(outputs), known):
         label = getattr(leaf, "label", "")

@@ -18,8 +18,11 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, Union
 
-from fastgrad._engine import Value
-from fastgrad._higher import grad_sweep
+from fastgrad._backend import COMPILED, require_compiled
+from fastgrad.engine import Value
+
+if COMPILED:        # the pure-Python build has no second-order sweeps
+    from fastgrad._higher import grad_sweep
 
 __all__ = ["grad"]
 
@@ -174,6 +177,7 @@ def grad(outputs: _Outputs, inputs: Value | Sequence[Value],
             elif isinstance(s, Value) and not create_graph:
                 s = s.data
             seeds.append(s)
+    require_compiled("fastgrad.grad")
     res = grad_sweep(outs, seeds, ins, create_graph)
     out: list[Value | None] = []
     for k, r in enumerate(res):

@@ -167,11 +167,17 @@ def machine_info() -> dict[str, Any]:
     ['c_compiler', 'cpu', 'cpus']
     """
     import fastgrad
-    from fastgrad import _engine
+    from fastgrad import _backend
+    if _backend.COMPILED:
+        from fastgrad import _engine
+        extension = os.path.basename(getattr(_engine, "__file__", "?"))
+    else:
+        extension = None
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "fastgrad": getattr(fastgrad, "__version__", "?"),
-        "fastgrad_extension": os.path.basename(getattr(_engine, "__file__", "?")),
+        "fastgrad_build": _backend.BUILD,
+        "fastgrad_extension": extension,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "python_compiler": platform.python_compiler(),
         "c_compiler": _c_compiler(),
@@ -477,6 +483,9 @@ def format_header(info: dict[str, Any], mode: str, gc_modes: Sequence[str]) -> s
     return "\n".join([
         f"fastgrad {info['fastgrad']} bench ({mode} mode, gc {'+'.join(gc_modes)}) "
         f"-- {info['date_utc']}",
+        f"measured: fastgrad's {info.get('fastgrad_build', 'compiled')} build"
+        + (f" ({info['fastgrad_extension']})" if info.get("fastgrad_extension") else
+           " (no compiled extension: the figures are NOT the compiled engine's)"),
         f"machine: {info['cpu']} ({info['cpus']} logical CPUs), {info['platform']}",
         f"python:  {info['python']} ({info['python_compiler']}); "
         f"C compiler: {info['c_compiler']}; Cython {info['cython'] or 'not installed'}",

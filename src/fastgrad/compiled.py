@@ -29,7 +29,8 @@ import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Sequence, Union, cast
 
 from fastgrad import _tracing
-from fastgrad._engine import Value, is_grad_enabled
+from fastgrad._backend import require_compiled
+from fastgrad.engine import Value, is_grad_enabled
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -57,6 +58,7 @@ def __getattr__(name: str) -> Any:
     # numpy (needed by the replay module) is imported on first use, so that
     # ``import fastgrad`` stays as light as the eager engine
     if name == "Program":
+        require_compiled("fastgrad.compiled.Program")
         from fastgrad._replay import Program
         return Program
     raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
@@ -64,6 +66,7 @@ def __getattr__(name: str) -> Any:
 
 def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
            penalty: Optional[Value]) -> "Program":
+    require_compiled("fastgrad.compile (compiled graph replay)")
     from fastgrad._replay import build
     return build(outputs, inputs, params, penalty)
 
@@ -156,6 +159,7 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
     >>> val, dx.tolist(), w.grad
     (7.0, [2.0, 1.0], 3.0)
     """
+    require_compiled("fastgrad.compile (compiled graph replay)")
     if isinstance(n_inputs, bool):
         raise TypeError("compile: n_inputs must be an int, got bool")
     try:

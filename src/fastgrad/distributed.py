@@ -50,7 +50,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import numpy.typing as npt
 
-from fastgrad._engine import Value
+from fastgrad.engine import Value
 
 __all__ = ["DataParallel", "SweepError", "SweepFailure", "SweepResult", "sweep"]
 

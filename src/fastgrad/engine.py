@@ -7,15 +7,28 @@ import contextlib
 import threading
 from typing import Any, Literal
 
-from fastgrad._engine import (
-    Value,
-    dot_add,
-    is_grad_enabled,
-    maximum,
-    minimum,
-    set_grad_enabled,
-    zero_grad,
-)
+from fastgrad._backend import COMPILED
+
+if COMPILED:
+    from fastgrad._engine import (
+        Value,
+        dot_add,
+        is_grad_enabled,
+        maximum,
+        minimum,
+        set_grad_enabled,
+        zero_grad,
+    )
+else:  # the pure-Python build (see fastgrad._backend)
+    from fastgrad.reference import (  # type: ignore[assignment]
+        Value,
+        dot_add,
+        is_grad_enabled,
+        maximum,
+        minimum,
+        set_grad_enabled,
+        zero_grad,
+    )
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",

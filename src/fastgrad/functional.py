@@ -27,8 +27,11 @@ from typing import Any, Callable, Union
 import numpy as np
 import numpy.typing as npt
 
-from fastgrad._engine import Value
-from fastgrad._higher import hvp_sweep
+from fastgrad._backend import COMPILED, require_compiled
+from fastgrad.engine import Value
+
+if COMPILED:        # the pure-Python build has no second-order sweeps
+    from fastgrad._higher import hvp_sweep
 from fastgrad.autograd import grad
 
 __all__ = ["hessian", "hvp", "jacobian", "vhp"]
@@ -165,6 +168,7 @@ def hessian(func: Func, inputs: Inputs) -> Array:
     >>> hessian(lambda x: x[0] ** 2 * x[1] + x[1] ** 3, [1.0, 2.0]).tolist()
     [[4.0, 2.0], [2.0, 12.0]]
     """
+    require_compiled("fastgrad.functional.hessian")
     xs, arg = _point(inputs, "hessian")
     y = _scalar_output(func(arg), "hessian")
     n = len(xs)
@@ -214,6 +218,7 @@ def vhp(func: Func, inputs: Inputs, v: npt.ArrayLike) -> tuple[float, Array]:
 
 def _hvp(func: Func, inputs: Inputs, v: npt.ArrayLike,
          where: str) -> tuple[float, Array]:
+    require_compiled(f"fastgrad.functional.{where}")
     xs, arg = _point(inputs, where)
     vec = _vector(v, len(xs), where)
     y = _scalar_output(func(arg), where)

@@ -8,7 +8,13 @@ fix: a width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
 import random
 from typing import Any, Iterable, Sequence, Union, cast
 
-from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
+from fastgrad._backend import COMPILED
+
+if COMPILED:
+    from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
+else:
+    # the pure-Python engine is bound at the end of this module
+    Value = dot_add = _zero_grad = None  # type: ignore[assignment,misc]
 
 # what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
 _Inputs = Union[Value, Sequence[Union[Value, float]]]
@@ -140,3 +146,15 @@ class MLP(Module):
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
+
+
+if not COMPILED:
+    # The pure-Python build: fastgrad.reference's nn subclasses the classes
+    # above, so its engine is imported once they exist (either module may be
+    # imported first).
+    from fastgrad.reference import (  # noqa: E402
+        Value,
+        dot_add,
+        zero_grad as _zero_grad,
+    )
+    Neuron._Value = Value

@@ -11,8 +11,13 @@ from typing import Any, Callable, Optional, Sequence, Union, cast
 import numpy as np
 import numpy.typing as npt
 
-from fastgrad import _numgrad
-from fastgrad._engine import Value, set_grad_enabled
+from fastgrad._backend import COMPILED
+from fastgrad.engine import Value, set_grad_enabled
+
+if COMPILED:
+    from fastgrad import _numgrad
+else:  # the pure-Python build: the same loops in Python
+    from fastgrad import _numgrad_py as _numgrad  # type: ignore[no-redef]
 
 __all__ = ["num_grad", "gradcheck", "GradcheckError"]
 

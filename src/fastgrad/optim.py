@@ -27,8 +27,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union, 
 import numpy as np
 import numpy.typing as npt
 
-from fastgrad import _optim
-from fastgrad._engine import Value
+from fastgrad._backend import COMPILED
+from fastgrad.engine import Value
+
+if COMPILED:
+    from fastgrad import _optim
+else:  # the pure-Python build: the same kernels in NumPy
+    from fastgrad import _optim_py as _optim  # type: ignore[no-redef]
 
 __all__ = ["Optimizer", "SGD", "Adam", "lr_sweep", "LRSweepResult"]
 

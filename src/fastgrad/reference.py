@@ -34,8 +34,6 @@ import numbers
 import threading
 from typing import Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat, Union
 
-from fastgrad import nn as _nn
-
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
     "set_grad_enabled", "zero_grad", "dot_add",
@@ -594,7 +592,12 @@ def dot_add(w: Sequence[Value], x: Iterable[_Operand], start: Value,
     >>> dot_add([Value(2.0), Value(3.0)], [1.0, -1.0], Value(0.5)).data
     -0.5
     """
-    x = list(x)
+    w, x = list(w), list(x)
+    for wi in w:
+        if not isinstance(wi, Value):
+            raise TypeError(f"dot_add: weights must be Values, got {type(wi).__name__}")
+    if not isinstance(start, Value):
+        raise TypeError(f"dot_add: start must be a Value, got {type(start).__name__}")
     if len(x) != len(w):
         raise ValueError(f"dot_add: {len(w)} weights but {len(x)} inputs")
     for xi in x:
@@ -624,6 +627,10 @@ def zero_grad(params: Iterable[Value]) -> None:
 # ---------------------------------------------------------------------------
 # Same constructors, so random.seed(s) gives the same weights as fastgrad.nn
 # and micrograd.nn; only the engine and the forward pass differ.
+#
+# Imported here, not at the top: in the pure-Python build (fastgrad._backend)
+# fastgrad.nn itself imports this module's engine, defined above.
+from fastgrad import nn as _nn  # noqa: E402
 
 class Module(_nn.Module):
     """Base class: parameters() and zero_grad() on reference Values."""

@@ -1,0 +1,36 @@
+"""Run the suite against whichever build of fastgrad is imported.
+
+fastgrad runs compiled or, without its extension modules (or with
+``FASTGRAD_NO_EXTENSIONS=1``), on its pure-Python engine; see
+``fastgrad._backend``.  The suite runs in both builds.  A test of a compiled
+internal (the C kernels, the replay, C-level type checks) is marked
+``@pytest.mark.compiled_only("why")`` and skipped, with that reason, in the
+pure-Python build.
+"""
+import os
+
+import pytest
+
+from fastgrad import _backend
+
+if not _backend.COMPILED:
+    # Running on the pure-Python build is this run's known choice: say so to
+    # the interpreters that tests start (examples, `python -m fastgrad`), so
+    # that they run the same build without printing its FallbackWarning.
+    os.environ.setdefault(_backend.ENV_VAR, "1")
+
+
+def pytest_report_header(config):
+    where = "" if _backend.COMPILED else f" ({_backend.REASON})"
+    return f"fastgrad build: {_backend.BUILD}{where}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if _backend.COMPILED:
+        return
+    for item in items:
+        mark = item.get_closest_marker("compiled_only")
+        if mark is not None:
+            why = mark.args[0] if mark.args else "tests a compiled internal"
+            item.add_marker(pytest.mark.skip(
+                reason=f"compiled build only: {why}"))
