@@ -152,7 +152,7 @@ if not COMPILED:
     # The pure-Python build: fastgrad.reference's nn subclasses the classes
     # above, so its engine is imported once they exist (either module may be
     # imported first).
-    from fastgrad.reference import (  # noqa: E402
+    from fastgrad.reference import (  # type: ignore[assignment]  # noqa: E402
         Value,
         dot_add,
         zero_grad as _zero_grad,
