@@ -304,7 +304,8 @@ def test_constant_leaves_get_micrograds_gradients(expr, read_prev_first):
         if read_prev_first:
             _nodes(y)
         y.backward()
-        results.append(sorted((float(n.data), float(n.grad)) for n in _nodes(y)))
+        results.append([x for n in sorted((float(n.data), float(n.grad)) for n in _nodes(y))
+                        for x in n])
     assert results[0] == pytest.approx(results[1], rel=1e-15)
 
 
