@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint and type-check fastgrad: ruff (Python), cython-lint (.pyx/.pxd),
+# Lint and type-check fastgrad: ruff (Python), cython-lint (.pyx/.pxd/.pxi),
 # mypy --strict on the package and on the user script of tests/typecheck, and
 # mypy's stubtest (the .pyi stubs match the compiled modules).
 # Settings (line length 100, rule sets, mypy overrides) live in pyproject.toml.
@@ -15,7 +15,7 @@ run() {
 }
 
 run python -m ruff check src tests benchmarks examples
-run cython-lint src/fastgrad/*.pyx src/fastgrad/*.pxd
+run cython-lint src/fastgrad/*.pyx src/fastgrad/*.pxd src/fastgrad/*.pxi
 # mypy reads [tool.mypy] (files = src/fastgrad, mypy_path = src); the stubs
 # beside the compiled modules are what it checks them against
 run python -m mypy --strict

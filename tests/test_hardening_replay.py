@@ -355,7 +355,8 @@ def test_batch_keyboard_interrupt_stops_the_loop(grad):
     # stopped early: the last rows were never computed (the old loop ran to
     # the end and the interrupt surfaced afterwards)
     assert np.isnan(outputs[-1]).all()
-    assert _innermost_file(info.value).endswith("_replay.pyx")
+    # raised inside the replay's compiled loop (a file of the _replay module)
+    assert os.path.basename(_innermost_file(info.value)).startswith("_replay")
     # documented state: the parameters' .grad is untouched
     assert [p.grad for p in model.parameters()] == grads
     # and the Program is usable again

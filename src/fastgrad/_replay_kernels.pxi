@@ -1,0 +1,543 @@
+# Stage 3 of the replay compiler: the per-instruction kernels.
+# (included by _replay.pyx; see the stage list in its docstring)
+
+# ---------------------------------------------------------------------------
+# forward kernels: one instruction over n batch columns
+# ---------------------------------------------------------------------------
+# Called with a literal op code for the common ops, so that after inlining
+# op_forward folds to one arithmetic expression and the loop vectorises.
+
+cdef inline void fw_bb(int op, double* o, const double* a, const double* b,
+                       Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(op, a[j], b[j], 0.0)
+
+
+cdef inline void fw_bs(int op, double* o, const double* a, double b,
+                       Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(op, a[j], b, 0.0)
+
+
+cdef inline void fw_sb(int op, double* o, double a, const double* b,
+                       Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(op, a, b[j], 0.0)
+
+
+cdef inline void fw_b(int op, double* o, const double* a, double c,
+                      Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(op, a[j], 0.0, c)
+
+
+cdef inline void fw_fma_b(double* o, const double* acc, double s,
+                          const double* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(OP_ADD, acc[j], op_forward(OP_MUL, s, x[j], 0.0), 0.0)
+
+
+cdef inline void fw_fma_s(double* o, double acc, double s, const double* x,
+                          Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = op_forward(OP_ADD, acc, op_forward(OP_MUL, s, x[j], 0.0), 0.0)
+
+
+cdef inline void fw_dot_block(double* t, const int* ds, const int* dx,
+                              int nterms, const double* vs, const double* vb,
+                              Py_ssize_t ld, Py_ssize_t jb) noexcept nogil:
+    """Add the terms of a dot chain to the DOT_BLOCK partial results t."""
+    cdef int q
+    cdef Py_ssize_t u
+    cdef double s
+    cdef const double* x
+    for q in range(nterms):
+        s = vs[ds[q]]
+        x = vb + dx[q] * ld + jb
+        for u in range(DOT_BLOCK):
+            t[u] = op_forward(OP_ADD, t[u], op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+
+
+cdef void fw_dot(double* o, const double* acc, double sacc, bint acc_row,
+                 const int* ds, const int* dx, int nterms, const double* vs,
+                 const double* vb, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+    """OP_DOT: o = (((acc + s0*x0) + s1*x1) + ...), DOT_BLOCK columns at a time."""
+    cdef double t[DOT_BLOCK]
+    cdef Py_ssize_t jb = 0, u, m
+    cdef int q
+    cdef double s
+    cdef const double* x
+    while jb + DOT_BLOCK <= n:
+        if acc_row:
+            for u in range(DOT_BLOCK):
+                t[u] = acc[jb + u]
+        else:
+            for u in range(DOT_BLOCK):
+                t[u] = sacc
+        fw_dot_block(t, ds, dx, nterms, vs, vb, ld, jb)
+        for u in range(DOT_BLOCK):
+            o[jb + u] = t[u]
+        jb += DOT_BLOCK
+    m = n - jb
+    if m > 0:
+        for u in range(m):
+            t[u] = acc[jb + u] if acc_row else sacc
+        for q in range(nterms):
+            s = vs[ds[q]]
+            x = vb + dx[q] * ld + jb
+            for u in range(m):
+                t[u] = op_forward(OP_ADD, t[u],
+                                  op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+        for u in range(m):
+            o[jb + u] = t[u]
+
+
+cdef void forward_batched(int ninstr, const unsigned char* ops,
+                          const unsigned char* kinds, const int* outs,
+                          const int* oa, const int* ob, const int* os,
+                          const double* cs, const int* ds, const int* dx,
+                          const double* vs, double* vb,
+                          Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+    cdef int k, op, kind
+    cdef double* o
+    cdef const double* pa
+    cdef const double* pb
+    cdef double sa, sb, c
+    for k in range(ninstr):
+        op = ops[k]
+        kind = kinds[k]
+        o = vb + outs[k] * ld
+        if op == OP_DOT:
+            if kind == K_BB:
+                fw_dot(o, vb + oa[k] * ld, 0.0, True, ds + ob[k], dx + ob[k],
+                       os[k], vs, vb, ld, n)
+            else:
+                fw_dot(o, o, vs[oa[k]], False, ds + ob[k], dx + ob[k], os[k],
+                       vs, vb, ld, n)
+        elif op == OP_FMULADD:
+            if kind == K_BB:
+                fw_fma_b(o, vb + oa[k] * ld, vs[os[k]], vb + ob[k] * ld, n)
+            else:
+                fw_fma_s(o, vs[oa[k]], vs[os[k]], vb + ob[k] * ld, n)
+        elif kind == K_BB:
+            pa = vb + oa[k] * ld
+            pb = vb + ob[k] * ld
+            if op == OP_ADD:
+                fw_bb(OP_ADD, o, pa, pb, n)
+            elif op == OP_MUL:
+                fw_bb(OP_MUL, o, pa, pb, n)
+            elif op == OP_SUB:
+                fw_bb(OP_SUB, o, pa, pb, n)
+            elif op == OP_DIV:
+                fw_bb(OP_DIV, o, pa, pb, n)
+            else:
+                fw_bb(op, o, pa, pb, n)
+        elif kind == K_SB:
+            sa = vs[oa[k]]
+            pb = vb + ob[k] * ld
+            if op == OP_MUL:
+                fw_sb(OP_MUL, o, sa, pb, n)
+            elif op == OP_ADD:
+                fw_sb(OP_ADD, o, sa, pb, n)
+            elif op == OP_SUB:
+                fw_sb(OP_SUB, o, sa, pb, n)
+            else:
+                fw_sb(op, o, sa, pb, n)
+        elif kind == K_BS:
+            pa = vb + oa[k] * ld
+            sb = vs[ob[k]]
+            if op == OP_MUL:
+                fw_bs(OP_MUL, o, pa, sb, n)
+            elif op == OP_ADD:
+                fw_bs(OP_ADD, o, pa, sb, n)
+            elif op == OP_SUB:
+                fw_bs(OP_SUB, o, pa, sb, n)
+            elif op == OP_DIV:
+                fw_bs(OP_DIV, o, pa, sb, n)
+            else:
+                fw_bs(op, o, pa, sb, n)
+        else:
+            pa = vb + oa[k] * ld
+            c = cs[k]
+            if op == OP_RELU:
+                fw_b(OP_RELU, o, pa, c, n)
+            elif op == OP_ADDC:
+                fw_b(OP_ADDC, o, pa, c, n)
+            elif op == OP_MULC:
+                fw_b(OP_MULC, o, pa, c, n)
+            elif op == OP_RSUBC:
+                fw_b(OP_RSUBC, o, pa, c, n)
+            elif op == OP_DIVC:
+                fw_b(OP_DIVC, o, pa, c, n)
+            else:
+                fw_b(op, o, pa, c, n)
+
+
+cdef void forward_scalar(int ninstr, const unsigned char* ops, const int* outs,
+                         const int* oa, const int* ob, const double* cs,
+                         double* vs) noexcept nogil:
+    cdef int k, bi
+    for k in range(ninstr):
+        bi = ob[k]
+        vs[outs[k]] = op_forward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0,
+                                 cs[k])
+
+
+# ---------------------------------------------------------------------------
+# backward kernels
+# ---------------------------------------------------------------------------
+# One loop per operand: op_backward computes both operand gradients, gcc drops
+# the unused half once the op code is a constant.  ``0.0 + ga`` for a store
+# keeps eager's sign of zero (eager grads start at 0.0 and add).
+
+cdef inline void bwr_bb(int op, int which, int mode, double* gr,
+                        const double* a, const double* b, const double* o,
+                        const double* g, Py_ssize_t n) noexcept nogil:
+    """Gradient row of operand ``which`` (0: a, 1: b) of a batched binary op."""
+    cdef Py_ssize_t j
+    cdef double ga, gb
+    if mode == M_STORE:
+        for j in range(n):
+            op_backward(op, a[j], b[j], 0.0, o[j], g[j], &ga, &gb)
+            gr[j] = 0.0 + (ga if which == 0 else gb)
+    else:
+        for j in range(n):
+            op_backward(op, a[j], b[j], 0.0, o[j], g[j], &ga, &gb)
+            gr[j] += (ga if which == 0 else gb)
+
+
+cdef inline void bwr_bs(int op, int mode, double* gr, const double* a,
+                        double sb, const double* o, const double* g,
+                        Py_ssize_t n) noexcept nogil:
+    """Gradient row of the batched a of ``a op scalar``."""
+    cdef Py_ssize_t j
+    cdef double ga, gb
+    if mode == M_STORE:
+        for j in range(n):
+            op_backward(op, a[j], sb, 0.0, o[j], g[j], &ga, &gb)
+            gr[j] = 0.0 + ga
+    else:
+        for j in range(n):
+            op_backward(op, a[j], sb, 0.0, o[j], g[j], &ga, &gb)
+            gr[j] += ga
+
+
+cdef inline void bwr_sb(int op, int mode, double* gr, double sa,
+                        const double* b, const double* o, const double* g,
+                        Py_ssize_t n) noexcept nogil:
+    """Gradient row of the batched b of ``scalar op b``."""
+    cdef Py_ssize_t j
+    cdef double ga, gb
+    if mode == M_STORE:
+        for j in range(n):
+            op_backward(op, sa, b[j], 0.0, o[j], g[j], &ga, &gb)
+            gr[j] = 0.0 + gb
+    else:
+        for j in range(n):
+            op_backward(op, sa, b[j], 0.0, o[j], g[j], &ga, &gb)
+            gr[j] += gb
+
+
+cdef inline void bwr_b(int op, int mode, double* gr, const double* a, double c,
+                       const double* o, const double* g,
+                       Py_ssize_t n) noexcept nogil:
+    """Gradient row of the operand of a unary / constant op."""
+    cdef Py_ssize_t j, jb, u
+    cdef double ga, gb
+    cdef double tmp[DOT_BLOCK]
+    if mode == M_STORE:
+        # the rule writes straight into the row: gcc turns relu's "g if
+        # out > 0 else 0.0" into a select only for a store to memory (into a
+        # local it stays a branch, mispredicted on random signs)
+        for j in range(n):
+            op_backward(op, a[j], 0.0, c, o[j], g[j], &gr[j], &gb)
+            gr[j] = 0.0 + gr[j]
+    else:
+        jb = 0
+        while jb + DOT_BLOCK <= n:
+            for u in range(DOT_BLOCK):
+                op_backward(op, a[jb + u], 0.0, c, o[jb + u], g[jb + u],
+                            &tmp[u], &gb)
+            for u in range(DOT_BLOCK):
+                gr[jb + u] += tmp[u]
+            jb += DOT_BLOCK
+        for j in range(jb, n):
+            op_backward(op, a[j], 0.0, c, o[j], g[j], &ga, &gb)
+            gr[j] += ga
+
+
+# Batch-sums for a scalar operand: eight partial sums, i.e. independent add
+# chains that gcc keeps in four SSE registers.  One running sum is bound by
+# the add latency: measured on the demo step, 4 -> 8 partial sums in the fused
+# mul-add's scalar gradient took the backward pass from ~31 to ~24 us.
+cdef enum:
+    NPART = 8
+
+
+cdef inline double bws_sb(int op, double sa, const double* b, const double* o,
+                          const double* g, Py_ssize_t n) noexcept nogil:
+    """Sum over the batch of d/d(sa) of ``sa op b[j]``."""
+    cdef double part[NPART]
+    cdef double ga, gb, tot
+    cdef Py_ssize_t j = 0, u
+    for u in range(NPART):
+        part[u] = 0.0
+    while j + NPART <= n:
+        for u in range(NPART):
+            op_backward(op, sa, b[j + u], 0.0, o[j + u], g[j + u], &ga, &gb)
+            part[u] += ga
+        j += NPART
+    while j < n:
+        op_backward(op, sa, b[j], 0.0, o[j], g[j], &ga, &gb)
+        part[0] += ga
+        j += 1
+    tot = 0.0
+    for u in range(NPART):
+        tot += part[u]
+    return tot
+
+
+cdef inline double bws_bs(int op, const double* a, double sb, const double* o,
+                          const double* g, Py_ssize_t n) noexcept nogil:
+    """Sum over the batch of d/d(sb) of ``a[j] op sb``."""
+    cdef double part[NPART]
+    cdef double ga, gb, tot
+    cdef Py_ssize_t j = 0, u
+    for u in range(NPART):
+        part[u] = 0.0
+    while j + NPART <= n:
+        for u in range(NPART):
+            op_backward(op, a[j + u], sb, 0.0, o[j + u], g[j + u], &ga, &gb)
+            part[u] += gb
+        j += NPART
+    while j < n:
+        op_backward(op, a[j], sb, 0.0, o[j], g[j], &ga, &gb)
+        part[0] += gb
+        j += 1
+    tot = 0.0
+    for u in range(NPART):
+        tot += part[u]
+    return tot
+
+
+cdef inline void bwf_acc(int mode, double* gr, const double* acc, double sacc,
+                         bint acc_row, double s, const double* x,
+                         const double* o, const double* g,
+                         Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: gradient row of the batched acc (ADD's first operand)."""
+    cdef Py_ssize_t j
+    cdef double ga, gp, a
+    for j in range(n):
+        a = acc[j] if acc_row else sacc
+        op_backward(OP_ADD, a, op_forward(OP_MUL, s, x[j], 0.0), 0.0, o[j], g[j],
+                    &ga, &gp)
+        if mode == M_STORE:
+            gr[j] = 0.0 + ga
+        else:
+            gr[j] += ga
+
+
+cdef inline double bwf_acc_sum(const double* acc, double sacc, bint acc_row,
+                               double s, const double* x, const double* o,
+                               const double* g, Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: batch-sum of the gradient of a scalar acc."""
+    cdef double part[NPART]
+    cdef double ga, gp, a, tot
+    cdef Py_ssize_t j = 0, u
+    for u in range(NPART):
+        part[u] = 0.0
+    while j + NPART <= n:
+        for u in range(NPART):
+            a = acc[j + u] if acc_row else sacc
+            op_backward(OP_ADD, a, op_forward(OP_MUL, s, x[j + u], 0.0), 0.0,
+                        o[j + u], g[j + u], &ga, &gp)
+            part[u] += ga
+        j += NPART
+    while j < n:
+        a = acc[j] if acc_row else sacc
+        op_backward(OP_ADD, a, op_forward(OP_MUL, s, x[j], 0.0), 0.0, o[j], g[j],
+                    &ga, &gp)
+        part[0] += ga
+        j += 1
+    tot = 0.0
+    for u in range(NPART):
+        tot += part[u]
+    return tot
+
+
+cdef inline void bwf_x(int mode, double* gr, const double* acc, double sacc,
+                       bint acc_row, double s, const double* x,
+                       const double* o, const double* g,
+                       Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: gradient row of x (through ADD, then MUL)."""
+    cdef Py_ssize_t j
+    cdef double ga, gp, gs_, gx, a, prod
+    for j in range(n):
+        a = acc[j] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j], g[j], &ga, &gp)
+        # the product node's gradient: its one contribution added to 0.0
+        op_backward(OP_MUL, s, x[j], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        if mode == M_STORE:
+            gr[j] = 0.0 + gx
+        else:
+            gr[j] += gx
+
+
+cdef inline double bwf_s_sum(const double* acc, double sacc, bint acc_row,
+                             double s, const double* x, const double* o,
+                             const double* g, Py_ssize_t n) noexcept nogil:
+    """Fused mul-add: batch-sum of the gradient of the scalar s."""
+    cdef double part[NPART]
+    cdef double ga, gp, gs_, gx, a, prod, tot
+    cdef Py_ssize_t j = 0, u
+    for u in range(NPART):
+        part[u] = 0.0
+    while j + NPART <= n:
+        for u in range(NPART):
+            a = acc[j + u] if acc_row else sacc
+            prod = op_forward(OP_MUL, s, x[j + u], 0.0)
+            op_backward(OP_ADD, a, prod, 0.0, o[j + u], g[j + u], &ga, &gp)
+            op_backward(OP_MUL, s, x[j + u], 0.0, prod, 0.0 + gp, &gs_, &gx)
+            part[u] += gs_
+        j += NPART
+    while j < n:
+        a = acc[j] if acc_row else sacc
+        prod = op_forward(OP_MUL, s, x[j], 0.0)
+        op_backward(OP_ADD, a, prod, 0.0, o[j], g[j], &ga, &gp)
+        op_backward(OP_MUL, s, x[j], 0.0, prod, 0.0 + gp, &gs_, &gx)
+        part[0] += gs_
+        j += 1
+    tot = 0.0
+    for u in range(NPART):
+        tot += part[u]
+    return tot
+
+
+cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
+                   const double* vs, double* gs, Py_ssize_t ld, int ia, int ib,
+                   int isc, int io, Py_ssize_t n) noexcept nogil:
+    cdef const double* o = vb + io * ld
+    cdef const double* g = gb + io * ld
+    cdef bint acc_row = kind == K_BB
+    cdef const double* acc = <const double*>(vb + ia * ld) if acc_row else o
+    cdef double sacc = 0.0 if acc_row else vs[ia]
+    cdef double s = vs[isc]
+    cdef const double* x = vb + ib * ld
+    if ma != M_SKIP:
+        if acc_row:
+            if ma == M_STORE:
+                bwf_acc(M_STORE, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_acc(M_ADD, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+        else:
+            gs[ia] += bwf_acc_sum(acc, sacc, False, s, x, o, g, n)
+    if mb != M_SKIP:
+        if mb == M_STORE:
+            if acc_row:
+                bwf_x(M_STORE, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_x(M_STORE, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+        else:
+            if acc_row:
+                bwf_x(M_ADD, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+            else:
+                bwf_x(M_ADD, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+    if ms != M_SKIP:
+        if acc_row:
+            gs[isc] += bwf_s_sum(acc, sacc, True, s, x, o, g, n)
+        else:
+            gs[isc] += bwf_s_sum(acc, sacc, False, s, x, o, g, n)
+
+
+cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
+                          double* gb, const double* vs, double* gs,
+                          Py_ssize_t ld, int ia, int ib, int io, double c,
+                          Py_ssize_t n) noexcept nogil:
+    """Backward of one batched instruction (called with a literal op code)."""
+    cdef const double* o = vb + io * ld
+    cdef const double* g = gb + io * ld
+    if kind == K_BB:
+        if ma != M_SKIP:
+            bwr_bb(op, 0, ma, gb + ia * ld, vb + ia * ld, vb + ib * ld, o, g, n)
+        if mb != M_SKIP:
+            bwr_bb(op, 1, mb, gb + ib * ld, vb + ia * ld, vb + ib * ld, o, g, n)
+    elif kind == K_SB:
+        if ma != M_SKIP:
+            gs[ia] += bws_sb(op, vs[ia], vb + ib * ld, o, g, n)
+        if mb != M_SKIP:
+            bwr_sb(op, mb, gb + ib * ld, vs[ia], vb + ib * ld, o, g, n)
+    elif kind == K_BS:
+        if ma != M_SKIP:
+            bwr_bs(op, ma, gb + ia * ld, vb + ia * ld, vs[ib], o, g, n)
+        if mb != M_SKIP:
+            gs[ib] += bws_bs(op, vb + ia * ld, vs[ib], o, g, n)
+    else:
+        if ma != M_SKIP:
+            bwr_b(op, ma, gb + ia * ld, vb + ia * ld, c, o, g, n)
+
+
+cdef void backward_batched(int ninstr, const unsigned char* ops,
+                           const unsigned char* kinds, const int* outs,
+                           const int* oa, const int* ob, const int* os,
+                           const double* cs, const unsigned char* mas,
+                           const unsigned char* mbs, const unsigned char* mss,
+                           const double* vs, double* gs, double* vb,
+                           double* gb, Py_ssize_t ld,
+                           Py_ssize_t n) noexcept nogil:
+    cdef int k, op, kind, ma, mb
+    for k in range(ninstr - 1, -1, -1):
+        ma = mas[k]
+        mb = mbs[k]
+        if ma == M_SKIP and mb == M_SKIP and mss[k] == M_SKIP:
+            continue
+        op = ops[k]
+        kind = kinds[k]
+        if op == OP_FMULADD:
+            bw_fused(kind, ma, mb, mss[k], vb, gb, vs, gs, ld, oa[k], ob[k],
+                     os[k], outs[k], n)
+        elif op == OP_ADD:
+            bw_instr(OP_ADD, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_MUL:
+            bw_instr(OP_MUL, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_RELU:
+            bw_instr(OP_RELU, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_ADDC:
+            bw_instr(OP_ADDC, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_MULC:
+            bw_instr(OP_MULC, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_SUB:
+            bw_instr(OP_SUB, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        else:
+            bw_instr(op, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+
+
+cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
+                          const int* oa, const int* ob, const double* cs,
+                          const unsigned char* mas, const unsigned char* mbs,
+                          const double* vs, double* gs) noexcept nogil:
+    cdef int k, bi
+    cdef double ga, gb
+    for k in range(ninstr - 1, -1, -1):
+        if mas[k] == M_SKIP and mbs[k] == M_SKIP:
+            continue
+        bi = ob[k]
+        op_backward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
+                    vs[outs[k]], gs[outs[k]], &ga, &gb)
+        if mas[k] != M_SKIP:
+            gs[oa[k]] += ga
+        if mbs[k] != M_SKIP:
+            gs[bi] += gb

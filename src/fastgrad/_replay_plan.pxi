@@ -1,0 +1,101 @@
+# Stage 2b: backward plans (which operand gradients a replay computes).
+# (included by _replay.pyx; see the stage list in its docstring)
+
+# ---------------------------------------------------------------------------
+# backward plans
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class _Plan:
+    """Which operand gradients a backward pass computes, and how (fields in
+    _replay.pxd)."""
+
+
+cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
+    cdef int ns = p.n_scalar, nb = p.n_batched, k, s
+    cdef unsigned char[::1] dep_s = np.zeros(max(ns, 1), np.uint8)
+    cdef unsigned char[::1] dep_b = np.zeros(max(nb, 1), np.uint8)
+    cdef unsigned char[::1] live_s = np.zeros(max(ns, 1), np.uint8)
+    cdef unsigned char[::1] live_b = np.zeros(max(nb, 1), np.uint8)
+    cdef unsigned char[::1] first_b = np.ones(max(nb, 1), np.uint8)
+    cdef _Plan plan = _Plan.__new__(_Plan)
+    cdef int kind, a, b, o
+    plan.bma = np.zeros(max(p.n_binstr, 1), np.uint8)
+    plan.bmb = np.zeros(max(p.n_binstr, 1), np.uint8)
+    plan.bms = np.zeros(max(p.n_binstr, 1), np.uint8)
+    plan.sma = np.zeros(max(p.n_sinstr, 1), np.uint8)
+    plan.smb = np.zeros(max(p.n_sinstr, 1), np.uint8)
+    plan.in_ng = np.zeros(max(p.n_inputs, 1), np.uint8)
+    plan.par_ng = np.zeros(max(p.n_params, 1), np.uint8)
+    # which slots depend on what we differentiate for
+    for s in range(p.n_params):
+        dep_s[s] = 1
+    for k in range(p.n_sinstr):
+        b = p.s_b[k]
+        dep_s[p.s_out[k]] = dep_s[p.s_a[k]] | (dep_s[b] if b >= 0 else 0)
+    if want_inputs:
+        for s in range(p.n_inputs):
+            dep_b[s] = 1
+    for k in range(p.n_binstr):
+        kind = p.b_kind[k]
+        a = p.b_a[k]
+        b = p.b_b[k]
+        dep_b[p.b_out[k]] = (
+            (dep_s[a] if kind == K_SB else dep_b[a])
+            | (0 if kind == K_B else (dep_s[b] if kind == K_BS else dep_b[b]))
+            | (dep_s[p.b_s[k]] if p.b_op[k] == OP_FMULADD else 0))
+    # which slots the seeds depend on
+    if p.o_bat[0]:
+        live_b[p.o_slot[0]] = 1
+        first_b[p.o_slot[0]] = 0         # the seed is stored first
+    else:
+        live_s[p.o_slot[0]] = 1
+    if with_pen and p.pen_slot >= 0:
+        live_s[p.pen_slot] = 1
+    for k in range(p.n_binstr - 1, -1, -1):
+        o = p.b_out[k]
+        if not (live_b[o] and dep_b[o]):
+            continue
+        kind = p.b_kind[k]
+        a = p.b_a[k]
+        b = p.b_b[k]
+        if kind == K_SB:
+            live_s[a] = 1
+            if dep_s[a]:
+                plan.bma[k] = M_ADD
+        else:
+            live_b[a] = 1
+            if dep_b[a]:
+                plan.bma[k] = M_STORE if first_b[a] else M_ADD
+                first_b[a] = 0
+        if kind == K_BS:
+            live_s[b] = 1
+            if dep_s[b]:
+                plan.bmb[k] = M_ADD
+        elif kind != K_B:
+            live_b[b] = 1
+            if dep_b[b]:
+                plan.bmb[k] = M_STORE if first_b[b] else M_ADD
+                first_b[b] = 0
+        if p.b_op[k] == OP_FMULADD:
+            live_s[p.b_s[k]] = 1
+            if dep_s[p.b_s[k]]:
+                plan.bms[k] = M_ADD
+    for k in range(p.n_sinstr - 1, -1, -1):
+        o = p.s_out[k]
+        if not (live_s[o] and dep_s[o]):
+            continue
+        a = p.s_a[k]
+        b = p.s_b[k]
+        live_s[a] = 1
+        if dep_s[a]:
+            plan.sma[k] = M_ADD
+        if b >= 0:
+            live_s[b] = 1
+            if dep_s[b]:
+                plan.smb[k] = M_ADD
+    for s in range(p.n_inputs):
+        plan.in_ng[s] = live_b[s] and dep_b[s] and not first_b[s]
+    for s in range(p.n_params):
+        plan.par_ng[s] = live_s[s]
+    return plan

@@ -1,0 +1,876 @@
+# Stage 4: the Python-facing Program (and its finite-difference evaluators).
+# (included by _replay.pyx; see the stage list in its docstring)
+
+# ---------------------------------------------------------------------------
+# num_grad / gradcheck of a Program (the protocol of fastgrad._numgrad)
+# ---------------------------------------------------------------------------
+
+cdef object _fd_vector(x, Py_ssize_t n, str what):
+    if (not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 1
+            or not x.flags.c_contiguous):
+        raise TypeError(f"num_grad: a compiled Program is differentiated with "
+                        f"respect to a 1-d C-contiguous float64 array of its {what}, "
+                        f"got {type(x).__name__} {getattr(x, 'dtype', '')} "
+                        f"{getattr(x, 'shape', '')}")
+    if x.shape[0] != n:
+        raise ValueError(f"num_grad: expected {what} of shape ({n},), got {x.shape}")
+    return x
+
+
+cdef tuple _init_scratch(Evaluator ev, Program p):
+    """Private value buffers for one evaluator: finite differences of one
+    Program in several threads never share scratch space (the Program's own
+    buffers belong to its methods, guarded by the busy flag)."""
+    cdef Py_ssize_t i
+    cdef double[::1] vs = np.array(p.vs1, dtype=np.float64)   # holds the constants
+    for i in range(p.n_params):
+        vs[i] = (<Value>p._params[i]).data
+    ev.work = p.n_sinstr + p.n_binstr + p.n_inputs + 1
+    return vs, np.zeros(p.n_batched + 1, np.float64)
+
+
+@cython.final
+cdef class _FDInputs(Evaluator):
+    """Output 0 as a function of the input vector (parameters fixed)."""
+    cdef Program prog
+    cdef const double[::1] x
+    cdef double[::1] vs, vb            # private scratch (see _init_scratch)
+
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
+            raise TypeError("_FDInputs objects are made by Program._fd_evaluator")
+
+    cdef double evaluate(self) noexcept nogil:
+        return self.prog.c_eval_in(NULL, &self.x[0] if self.x.shape[0] > 0 else NULL,
+                                   &self.vs[0], &self.vb[0])
+
+    cdef int gradient(self, double[::1] out) except -1:
+        # value_and_grad's replay without storing anything in the parameters
+        cdef Program p = self.prog
+        gin = np.zeros((1, p.n_inputs), np.float64)
+        mats = p._vector(np.asarray(self.x), "gradcheck")
+        p._enter("gradcheck")
+        try:
+            p._run(mats, 1, 0, True, True, False, None,
+                   gin if p.n_inputs > 0 else None)
+        finally:
+            p._busy = False
+        np.asarray(out)[:] = gin[0]
+        return 0
+
+
+@cython.final
+cdef class _FDParams(Evaluator):
+    """Output 0 as a function of the parameter vector (input fixed)."""
+    cdef Program prog
+    cdef const double[::1] theta
+    cdef double[::1] x
+    cdef double[::1] vs, vb            # private scratch (see _init_scratch)
+
+    def __cinit__(self, token=None):
+        if token is not _TOKEN:
+            raise TypeError("_FDParams objects are made by Program.wrt_params")
+
+    cdef double evaluate(self) noexcept nogil:
+        return self.prog.c_eval_in(
+            &self.theta[0] if self.theta.shape[0] > 0 else NULL, &self.x[0],
+            &self.vs[0], &self.vb[0])
+
+    cdef int gradient(self, double[::1] out) except -1:
+        # value_and_grad's replay at parameters theta, without touching the
+        # parameters' .data/.grad (another thread may be reading them)
+        cdef Program p = self.prog
+        cdef Py_ssize_t i
+        mats = p._vector(np.asarray(self.x)[:p.n_inputs], "gradcheck")
+        p._enter("gradcheck")
+        try:
+            if p.n_params > 0:
+                p.theta_in = &self.theta[0]
+            p._run(mats, 1, 0, True, False, False, None, None)
+            for i in range(p.n_params):
+                out[i] = p.gs[i]
+        finally:
+            p.theta_in = NULL
+            p._busy = False
+        return 0
+
+
+@cython.final
+cdef class _WrtParams:
+    """``num_grad``/``gradcheck`` target: a Program's output 0 as a function of
+    its parameter vector at a fixed input (see Program.wrt_params).
+
+    ``program`` and ``x`` are read-only, and ``x`` is a private read-only
+    copy: the evaluator handed to the finite-difference loop always reads
+    exactly ``program.n_inputs`` values (a replaced ``x`` of another length
+    used to make the C loop read past its end).
+    """
+    cdef readonly Program program
+    cdef readonly object x
+
+    def __cinit__(self, token=None, Program prog=None, x=None):
+        if token is not _TOKEN or prog is None:
+            raise TypeError("_WrtParams objects are made by Program.wrt_params")
+        x = np.array(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != prog.n_inputs:
+            raise ValueError(f"wrt_params: expected {prog.n_inputs} inputs, got "
+                             f"{x.shape[0]}")
+        x.flags.writeable = False
+        self.program = prog
+        self.x = x
+
+    def __reduce__(self):
+        raise TypeError("a compiled Program (and its wrt_params view) cannot be "
+                        "pickled; compile it again")
+
+    def _fd_evaluator(self, theta):
+        cdef Program p = self.program
+        cdef _FDParams ev = _FDParams.__new__(_FDParams, _TOKEN)
+        ev.theta = _fd_vector(theta, p.n_params, "parameters")
+        ev.x = np.append(self.x, 0.0)     # never empty (a pointer to pass)
+        ev.prog = p
+        ev.vs, ev.vb = _init_scratch(ev, p)
+        return ev
+
+    def __call__(self, theta):
+        return self.program.eval_params(theta, self.x)
+
+
+# ---------------------------------------------------------------------------
+# input conversion
+# ---------------------------------------------------------------------------
+
+cdef object _real_vector(v, str what):
+    """eval_params' arguments: real numbers (a complex array used to be cast
+    with only a ComplexWarning), flattened to float64."""
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise TypeError(f"eval_params: {what} must be real numbers, got dtype "
+                        f"{arr.dtype}")
+    return np.ascontiguousarray(arr, np.float64).reshape(-1)
+
+
+def _as_matrix(x, str where):
+    """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise TypeError(f"{where}: inputs must be a real (float or int) array, "
+                        f"got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    elif arr.ndim != 2:
+        raise ValueError(f"{where}: expected a 2-D array of shape (batch, "
+                         f"n_inputs) (or 1-D columns), got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------
+# the program
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class Program:
+    """A recorded graph, replayed in C.  Built by fastgrad.compiled.compile.
+
+    Threads: the replay methods (``forward``, ``value_and_grad``, ``batch``,
+    ``predict``, ``sgd_step``, ``eval_params``) share the Program's work
+    buffers, so a Program is not re-entrant: a call while another thread is
+    inside one of them raises ``RuntimeError`` ("not re-entrant").
+    ``num_grad``/``gradcheck`` of a Program (or of ``wrt_params(x)``) give
+    every call its own scratch space: they run concurrently and correctly
+    (gradcheck's analytic part is a ``value_and_grad`` and may raise that
+    RuntimeError).
+
+    Ctrl-C: the batch loops check for signals every few milliseconds of work
+    and raise ``KeyboardInterrupt``; the parameters (``.data`` and ``.grad``)
+    are then unchanged, while ``outputs``/``input_grad``/``out`` arrays may be
+    partly written.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        if len(args) != 1 or args[0] is not _TOKEN or kwargs:
+            raise TypeError("Program objects are made by fastgrad.compile / "
+                            "fastgrad.compiled.compile_graph")
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Program objects are made by fastgrad.compile / "
+                        "fastgrad.compiled.compile_graph")
+
+    # -- introspection ---------------------------------------------------------
+
+    @property
+    def params(self):
+        """The parameter Values, in the order their gradients are reported."""
+        return self._params
+
+    @property
+    def n_instructions(self):
+        """Number of recorded operation nodes (scalar + batched tape)."""
+        return self.n_sinstr + self.n_binstr
+
+    @property
+    def has_penalty(self):
+        """True when a parameter-only penalty term was recorded."""
+        return self.pen_slot >= 0
+
+    def tape(self):
+        """The recorded tape as a dict of numpy arrays (copies), for inspection."""
+        return {
+            "scalar": {"op": np.asarray(self.s_op)[:self.n_sinstr].copy(),
+                       "out": np.asarray(self.s_out)[:self.n_sinstr].copy(),
+                       "a": np.asarray(self.s_a)[:self.n_sinstr].copy(),
+                       "b": np.asarray(self.s_b)[:self.n_sinstr].copy(),
+                       "c": np.asarray(self.s_c)[:self.n_sinstr].copy()},
+            "batched": {"op": np.asarray(self.b_op)[:self.n_binstr].copy(),
+                        "kind": np.asarray(self.b_kind)[:self.n_binstr].copy(),
+                        "out": np.asarray(self.b_out)[:self.n_binstr].copy(),
+                        "a": np.asarray(self.b_a)[:self.n_binstr].copy(),
+                        "b": np.asarray(self.b_b)[:self.n_binstr].copy(),
+                        "s": np.asarray(self.b_s)[:self.n_binstr].copy(),
+                        "c": np.asarray(self.b_c)[:self.n_binstr].copy()},
+            "constants": np.asarray(self.consts)[:self.n_const].copy(),
+        }
+
+    def __repr__(self):
+        return (f"<fastgrad compiled Program: {self.n_inputs} inputs, "
+                f"{self.n_params} params, {self.n_outputs} outputs, "
+                f"{self.n_binstr} per-sample + {self.n_sinstr} shared "
+                f"instructions{', penalty' if self.pen_slot >= 0 else ''}>")
+
+    def __reduce__(self):
+        raise TypeError("a compiled Program cannot be pickled; compile it again")
+
+    # -- C entry points ----------------------------------------------------
+
+    cdef int c_load_params(self) except -1:
+        """Read the parameters' current .data into the program."""
+        cdef Py_ssize_t i
+        cdef double d
+        cdef tuple ps = self._params
+        for i in range(self.n_params):
+            d = self.theta_in[i] if self.theta_in != NULL else (<Value>ps[i]).data
+            self.vs[i] = d
+            self.vs1[i] = d
+        return 0
+
+    cdef double c_eval(self, const double* theta, const double* x) noexcept nogil:
+        """Output 0 for one input vector ``x`` (n_inputs doubles).
+
+        ``theta`` (n_params doubles) replaces the parameter values, or NULL to
+        use those read by the last ``c_load_params``.  Uses private buffers:
+        safe to interleave with the other methods (not with another thread).
+        """
+        return self.c_eval_in(theta, x, &self.vs1[0], &self.vb1[0])
+
+    cdef double c_eval_in(self, const double* theta, const double* x, double* vs,
+                          double* vb) noexcept nogil:
+        """``c_eval`` on the caller's scratch: ``vs`` (n_scalar + 1 doubles,
+        holding the constants and, if theta is NULL, the parameters) and
+        ``vb`` (n_batched + 1 doubles)."""
+        cdef int i
+        if theta != NULL:
+            for i in range(self.n_params):
+                vs[i] = theta[i]
+        forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                       &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
+        for i in range(self.n_inputs):
+            vb[i] = x[i]
+        forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
+                        &self.b_out[0], &self.b_a[0], &self.b_b[0],
+                        &self.b_s[0], &self.b_c[0], NULL, NULL, vs, vb, 1, 1)
+        if self.o_bat[0]:
+            return vb[self.o_slot[0]]
+        return vs[self.o_slot[0]]
+
+    # -- internals -------------------------------------------------------------
+
+    cdef _Plan _plan(self, bint want_inputs, bint with_pen):
+        key = (want_inputs, with_pen)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make_plan(self, want_inputs, with_pen)
+            self._plans[key] = plan
+        return <_Plan>plan
+
+    cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1:
+        """Size the work buffers for ``cols`` columns; sets ``self.ld``.
+
+        With gradients: values and gradients of every batched slot.  Forward
+        only: the reused rows of the forward-only allocation.
+        """
+        cdef Py_ssize_t ld = (cols + 7) & ~(<Py_ssize_t>7)   # 64-byte rows
+        cdef Py_ssize_t rows = max(self.n_batched if grad else self.n_frows, 1)
+        if rows * ld > self.cap_cols:
+            self.vb = np.empty(rows * ld, np.float64)
+            self.cap_cols = rows * ld
+        if grad and rows * ld > self.cap_rows_g:
+            self.gb = np.empty(rows * ld, np.float64)
+            self.cap_rows_g = rows * ld
+        self.ld = ld
+        return 0
+
+    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept:
+        cdef Py_ssize_t per_col, ch, nch
+        if grad:
+            per_col = 16 * max(self.n_batched, 1)
+            ch = CHUNK_BYTES // per_col
+        else:
+            # forward only: a multiple of the dot block (no scalar tails but
+            # in the last chunk)
+            per_col = 8 * max(self.n_frows, 1)
+            ch = FWD_CHUNK_BYTES // per_col
+            ch = max(ch - ch % DOT_BLOCK, DOT_BLOCK)
+            return B if ch >= B else min(ch, MAX_CHUNK - MAX_CHUNK % DOT_BLOCK)
+        if ch < MIN_CHUNK:
+            ch = MIN_CHUNK
+        if ch > MAX_CHUNK:
+            ch = MAX_CHUNK
+        if ch >= B:
+            return B
+        # equal chunks rather than a full run and a small remainder
+        nch = (B + ch - 1) // ch
+        return (B + nch - 1) // nch
+
+    cdef object _sources(self, inputs, str where):
+        """Inputs as a list of 2-D float64 arrays whose columns add up.
+
+        ``inputs`` is one (B, n_inputs) array-like, or a tuple of arrays
+        ((B,) or (B, k)) whose columns are concatenated (``(X, y)``).
+        """
+        if isinstance(inputs, tuple):
+            if not inputs:
+                raise ValueError(f"{where}: empty tuple of input arrays")
+            mats = [_as_matrix(a, where) for a in inputs]
+        else:
+            mats = [_as_matrix(inputs, where)]
+        B = mats[0].shape[0]
+        cols = 0
+        for m in mats:
+            if m.shape[0] != B:
+                raise ValueError(f"{where}: input arrays have different numbers of "
+                                 f"rows: {[m.shape[0] for m in mats]}")
+            cols += m.shape[1]
+        if cols != self.n_inputs:
+            shapes = [m.shape for m in mats]
+            raise ValueError(f"{where}: expected {self.n_inputs} input columns "
+                             f"(shape (batch, {self.n_inputs})), got {cols} "
+                             f"(shape{'s' if len(mats) > 1 else ''} "
+                             f"{shapes if len(mats) > 1 else shapes[0]})")
+        if B == 0:
+            raise ValueError(f"{where}: empty batch (0 rows)")
+        return mats
+
+    cdef object _vector(self, x, str where):
+        arr = np.asarray(x)
+        if arr.ndim != 1 or arr.shape[0] != self.n_inputs:
+            raise ValueError(f"{where}: expected one input vector of length "
+                             f"{self.n_inputs}, got shape {arr.shape}"
+                             + ("; use predict()/batch() for a batch of rows"
+                                if arr.ndim == 2 else ""))
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{where}: inputs must be real numbers, got dtype "
+                            f"{arr.dtype}")
+        return [np.ascontiguousarray(arr, dtype=np.float64).reshape(1, -1)]
+
+    cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,
+                     bint grad, bint want_inputs, bint with_pen,
+                     double[:, ::1] outv, double[:, ::1] ging) except? -1.0:
+        """Forward (and backward) over B >= 1 rows; returns reduced output 0.
+
+        reduce_mode: 0 sum, 1 mean.  Parameter gradients are left in self.gs
+        (slots 0..n_params-1); input gradients go to ``ging`` (B, n_inputs)
+        when given.  ``outv`` (B, n_outputs) receives per-row outputs.
+        """
+        cdef Py_ssize_t ch = self._chunk(B, grad), j0, n, j, r, ncol, cc
+        cdef Py_ssize_t ld
+        cdef int q, nsrc = len(mats), o0, n_out = self.n_outputs
+        cdef int n_in = self.n_inputs
+        cdef double total = 0.0, seed
+        cdef double* vs
+        cdef double* gs
+        cdef double* vb
+        cdef double* gb = NULL
+        cdef double* row
+        cdef double* po = NULL
+        cdef double* pgi = NULL
+        cdef const double* src
+        cdef _Plan plan = None
+        cdef bint o_bat0 = self.o_bat[0]
+        cdef bint has_out = outv is not None, has_gin = ging is not None
+        cdef const double* srcs[64]
+        cdef Py_ssize_t src_cols[64]
+        cdef const double[:, ::1] mv
+        cdef list keep = []
+        cdef const unsigned char* bma = NULL
+        cdef const unsigned char* bmb = NULL
+        cdef const unsigned char* bms = NULL
+        cdef const unsigned char* sma = NULL
+        cdef const unsigned char* smb = NULL
+        cdef const unsigned char* in_ng = NULL
+        cdef const unsigned char* o_bat = &self.o_bat[0]
+        # forward only: the tape on reused rows (see _alloc_rows)
+        cdef const int* o_slot = &self.o_slot[0] if grad else &self.f_oslot[0]
+        cdef int t_n = self.n_binstr if grad else self.n_finstr
+        cdef const unsigned char* t_op = &self.b_op[0] if grad else &self.f_op[0]
+        cdef const unsigned char* t_kind = &self.b_kind[0] if grad else &self.f_kind[0]
+        cdef const int* t_out = &self.b_out[0] if grad else &self.f_out[0]
+        cdef const int* t_a = &self.b_a[0] if grad else &self.f_a[0]
+        cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
+        cdef const int* t_s = &self.b_s[0] if grad else &self.f_s[0]
+        cdef const double* t_c = &self.b_c[0] if grad else &self.f_c[0]
+        cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
+        cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
+        cdef bint interrupted = False
+        if nsrc > 64:
+            mats = [np.ascontiguousarray(np.hstack(mats))]
+            nsrc = 1
+        for q in range(nsrc):
+            mv = mats[q]
+            keep.append(mv)
+            src_cols[q] = mv.shape[1]
+            srcs[q] = &mv[0, 0] if mv.shape[1] > 0 else NULL
+        self._ensure(ch, grad)
+        ld = self.ld
+        if grad:
+            plan = self._plan(want_inputs, with_pen)
+            bma = &plan.bma[0]
+            bmb = &plan.bmb[0]
+            bms = &plan.bms[0]
+            sma = &plan.sma[0]
+            smb = &plan.smb[0]
+            in_ng = &plan.in_ng[0]
+            gb = &self.gb[0]
+        if has_out:
+            po = &outv[0, 0]
+        if has_gin and n_in > 0:          # (B, 0): nothing to write
+            pgi = &ging[0, 0]
+        self.c_load_params()
+        vs = &self.vs[0]
+        gs = &self.gs[0]
+        vb = &self.vb[0]
+        seed = (1.0 / B) if reduce_mode == 1 else 1.0
+        o0 = o_slot[0]
+        with nogil:
+            forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                           &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
+            if grad:
+                memset(gs, 0, self.n_scalar * sizeof(double))
+            j0 = 0
+            while j0 < B:
+                n = B - j0
+                if n > ch:
+                    n = ch
+                # scatter the input columns into rows 0..n_inputs-1
+                r = 0
+                for q in range(nsrc):
+                    ncol = src_cols[q]
+                    src = srcs[q]
+                    for cc in range(ncol):
+                        row = vb + r * ld
+                        for j in range(n):
+                            row[j] = src[(j0 + j) * ncol + cc]
+                        r += 1
+                forward_batched(t_n, t_op, t_kind, t_out, t_a, t_b, t_s, t_c,
+                                &self.d_s[0], &self.d_x[0], vs, vb, ld, n)
+                # reduce output 0 in row order (as eager's sum(losses))
+                if o_bat0:
+                    row = vb + o0 * ld
+                    for j in range(n):
+                        total += row[j]
+                else:
+                    # n additions, not n * vs[o0]: the same rounding as the
+                    # batched branch above
+                    for j in range(n):  # no-cython-lint
+                        total += vs[o0]
+                if has_out:
+                    for q in range(n_out):
+                        if o_bat[q]:
+                            row = vb + o_slot[q] * ld
+                            for j in range(n):
+                                po[(j0 + j) * n_out + q] = row[j]
+                        else:
+                            for j in range(n):
+                                po[(j0 + j) * n_out + q] = vs[o_slot[q]]
+                if grad:
+                    if o_bat0:
+                        row = gb + o0 * ld
+                        for j in range(n):
+                            row[j] = seed
+                    else:
+                        for j in range(n):  # no-cython-lint (n additions, as above)
+                            gs[o0] += seed
+                    backward_batched(self.n_binstr, &self.b_op[0],
+                                     &self.b_kind[0], &self.b_out[0],
+                                     &self.b_a[0], &self.b_b[0], &self.b_s[0],
+                                     &self.b_c[0], bma, bmb, bms, vs, gs, vb,
+                                     gb, ld, n)
+                    if pgi != NULL:
+                        for q in range(n_in):
+                            row = gb + q * ld
+                            if in_ng[q]:
+                                for j in range(n):
+                                    pgi[(j0 + j) * n_in + q] = row[j]
+                            else:
+                                for j in range(n):
+                                    pgi[(j0 + j) * n_in + q] = 0.0
+                j0 += n
+                # Ctrl-C: see SIGNAL_WORK
+                work += n * per_col_work
+                if work >= sig_work and sig_work > 0 and j0 < B:
+                    work = 0
+                    with gil:
+                        interrupted = PyErr_CheckSignals() < 0
+                    if interrupted:
+                        break
+            if grad and not interrupted:
+                if with_pen and self.pen_slot >= 0:
+                    gs[self.pen_slot] += 1.0
+                backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                                &self.s_a[0], &self.s_b[0], &self.s_c[0],
+                                sma, smb, vs, gs)
+        if interrupted:
+            return -1.0         # the KeyboardInterrupt (or handler's error) is set
+        if reduce_mode == 1:
+            total = total * (1.0 / B)
+        if with_pen and self.pen_slot >= 0:
+            total = total + vs[self.pen_slot]
+        return total
+
+    cdef int _enter(self, str where) except -1:
+        if self._busy:
+            raise RuntimeError(f"{where}: this Program is already running (in "
+                               "another thread); a Program is not re-entrant")
+        self._busy = True
+        return 0
+
+    cdef int _store_param_grads(self, bint accumulate, param_grad) except -1:
+        cdef Py_ssize_t i
+        cdef tuple ps = self._params
+        cdef double[::1] pg
+        cdef Value p
+        if param_grad is not None:
+            pg = param_grad
+        for i in range(self.n_params):
+            p = <Value>ps[i]
+            if accumulate:
+                p.grad += self.gs[i]
+            else:
+                p.grad = self.gs[i]
+            if param_grad is not None:
+                pg[i] = self.gs[i]
+        return 0
+
+    cdef object _check_param_grad(self, param_grad, str where):
+        if param_grad is None:
+            return None
+        if not isinstance(param_grad, np.ndarray) or param_grad.dtype != np.float64 \
+                or param_grad.shape != (self.n_params,) \
+                or not param_grad.flags.c_contiguous or not param_grad.flags.writeable:
+            raise ValueError(f"{where}: param_grad must be a writeable contiguous "
+                             f"float64 array of shape ({self.n_params},), got "
+                             f"{type(param_grad).__name__} "
+                             f"{getattr(param_grad, 'dtype', '')} "
+                             f"{getattr(param_grad, 'shape', '')}")
+        return param_grad
+
+    # -- public replay -------------------------------------------------------
+
+    def forward(self, x):
+        """Outputs of the program for one input vector.
+
+        Parameters
+        ----------
+        x : sequence of float, length ``n_inputs``
+
+        Returns
+        -------
+        float (one output) or ndarray of shape (n_outputs,)
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: x[0] * w, 1, params=[w]).forward([4.0])
+        8.0
+        """
+        mats = self._vector(x, "forward")
+        out = np.empty((1, self.n_outputs), np.float64)
+        self._enter("forward")
+        try:
+            self._run(mats, 1, 0, False, False, False, out, None)
+        finally:
+            self._busy = False
+        if self.n_outputs == 1:
+            return float(out[0, 0])
+        return out[0]
+
+    def __call__(self, x):
+        """``prog(x)`` is ``prog.forward(x)``."""
+        return self.forward(x)
+
+    def value_and_grad(self, x, bint accumulate=True, param_grad=None):
+        """Output 0 for one input vector and its gradient.
+
+        Parameters
+        ----------
+        x : sequence of float, length ``n_inputs``
+        accumulate : bool, default True
+            Add the parameter gradients to each parameter's ``.grad`` (as
+            ``backward()``); False sets ``.grad`` instead.
+        param_grad : ndarray of float64, shape (n_params,), optional
+            Also receives the parameter gradients (set, not added).
+
+        Returns
+        -------
+        value : float
+        input_grad : ndarray of shape (n_inputs,)
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> val, dx = prog.value_and_grad([4.0])
+        >>> val, float(dx[0]), w.grad
+        (8.0, 2.0, 4.0)
+        """
+        mats = self._vector(x, "value_and_grad")
+        pg = self._check_param_grad(param_grad, "value_and_grad")
+        gin = np.zeros((1, self.n_inputs), np.float64)
+        self._enter("value_and_grad")
+        try:
+            val = self._run(mats, 1, 0, True, True, False, None,
+                            gin if self.n_inputs > 0 else None)
+            self._store_param_grads(accumulate, pg)
+        finally:
+            self._busy = False
+        return val, gin[0]
+
+    def batch(self, inputs, reduce="mean", bint grad=True, outputs=None,
+              param_grad=None, input_grad=None, bint accumulate=True):
+        """Replay over the rows of a batch: reduced output 0, plus the penalty.
+
+        The loss is ``reduce_i out0(row_i) + penalty`` where ``reduce`` is the
+        sum (in row order) or the mean (that sum times ``1.0 / B``, as
+        micrograd's demo writes it).  With ``grad=True`` its gradient with
+        respect to every parameter is computed (the batch-sum of per-row
+        contributions) and lands in the parameters' ``.grad``.
+
+        Parameters
+        ----------
+        inputs : array_like (B, n_inputs), or tuple of arrays
+            One row per sample.  A tuple such as ``(X, y)`` of (B,) / (B, k)
+            arrays is read as their columns side by side (no copy).  Other
+            dtypes/layouts than C-contiguous float64 are converted (a copy
+            of the input only).
+        reduce : {"mean", "sum"}
+        grad : bool, default True
+        outputs : ndarray (B, n_outputs) float64, optional
+            Receives every output for every row.
+        param_grad : ndarray (n_params,) float64, optional
+            Receives the parameter gradients (set).
+        input_grad : ndarray (B, n_inputs) float64, optional
+            Receives d(loss)/d(input) for every row.
+        accumulate : bool, default True
+            Add to ``.grad`` (True, as ``backward()``) or set it (False).
+
+        Returns
+        -------
+        float
+            The loss.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> prog.batch(np.array([[1.0], [3.0]]), reduce="sum"), w.grad
+        (8.0, 4.0)
+        """
+        cdef int mode
+        if reduce == "mean":
+            mode = 1
+        elif reduce == "sum":
+            mode = 0
+        else:
+            raise ValueError(f"batch: reduce must be 'mean' or 'sum', got {reduce!r}")
+        mats = self._sources(inputs, "batch")
+        B = mats[0].shape[0]
+        outv = self._check_out(outputs, B, self.n_outputs, "outputs", "batch")
+        ging = None
+        if input_grad is not None:
+            if not grad:
+                raise ValueError("batch: input_grad given but grad=False")
+            ging = self._check_out(input_grad, B, self.n_inputs, "input_grad",
+                                   "batch")
+        pg = self._check_param_grad(param_grad, "batch")
+        if not grad and pg is not None:
+            raise ValueError("batch: param_grad given but grad=False")
+        self._enter("batch")
+        try:
+            val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging)
+            if grad:
+                self._store_param_grads(accumulate, pg)
+        finally:
+            self._busy = False
+        return val
+
+    cdef object _check_out(self, arr, Py_ssize_t B, int k, str name, str where):
+        if arr is None:
+            return None
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 \
+                or arr.shape != (B, k) or not arr.flags.c_contiguous \
+                or not arr.flags.writeable:
+            raise ValueError(f"{where}: {name} must be a writeable C-contiguous "
+                             f"float64 array of shape ({B}, {k}), got "
+                             f"{type(arr).__name__} {getattr(arr, 'dtype', '')} "
+                             f"{getattr(arr, 'shape', '')}")
+        return arr
+
+    def predict(self, inputs, out=None):
+        """Outputs for every row, forward only (no gradient buffers).
+
+        Parameters
+        ----------
+        inputs : array_like (B, n_inputs), or tuple of arrays (see ``batch``)
+        out : ndarray, optional
+            (B,) (one output) or (B, n_outputs) float64 array to fill.
+
+        Returns
+        -------
+        ndarray of shape (B,) (one output) or (B, n_outputs)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: (x[0] * w).relu(), 1, params=[w]).predict(
+        ...     np.array([[1.0], [-3.0]])).tolist()
+        [2.0, 0.0]
+        """
+        mats = self._sources(inputs, "predict")
+        B = mats[0].shape[0]
+        if out is None:
+            res = np.empty((B, self.n_outputs), np.float64)
+        else:
+            res = out
+            if (self.n_outputs == 1 and isinstance(out, np.ndarray)
+                    and out.shape == (B,) and out.dtype == np.float64
+                    and out.flags.c_contiguous):
+                res = out.reshape(B, 1)       # a view
+            self._check_out(res, B, self.n_outputs, "out", "predict")
+        self._enter("predict")
+        try:
+            self._run(mats, B, 0, False, False, False, res, None)
+        finally:
+            self._busy = False
+        if out is not None:
+            return out
+        return res[:, 0] if self.n_outputs == 1 else res
+
+    def sgd_step(self, inputs, lr, reduce="mean", outputs=None):
+        """One plain SGD step: ``batch`` then ``p.data -= lr * grad``.
+
+        Each parameter's ``.grad`` is *set* to this batch's gradient (as
+        ``zero_grad(); loss.backward()`` would leave it) before the update.
+
+        Parameters
+        ----------
+        inputs : see ``batch``
+        lr : float
+            Finite and >= 0 (as ``fastgrad.optim.SGD`` requires).
+        reduce : {"mean", "sum"}
+        outputs : ndarray (B, n_outputs) float64, optional
+
+        Returns
+        -------
+        float
+            The loss before the update.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> prog = compile(lambda x: x[0] * w, 1, params=[w])
+        >>> prog.sgd_step(np.array([[1.0]]), 0.5), w.data
+        (2.0, 1.5)
+        """
+        cdef Py_ssize_t i
+        cdef Value p
+        cdef tuple ps = self._params
+        cdef double g, step
+        if type(lr) is not float and (isinstance(lr, (bool, np.bool_))
+                                      or not isinstance(lr, numbers.Real)):
+            raise TypeError(f"sgd_step: lr must be a real number, got "
+                            f"{type(lr).__name__} {lr!r:.40}")
+        step = float(lr)
+        if not isfinite(step) or step < 0.0:
+            raise ValueError(f"sgd_step: invalid lr {lr!r} (must be finite and >= 0)")
+        loss = self.batch(inputs, reduce=reduce, grad=True, outputs=outputs,
+                          accumulate=False)
+        for i in range(self.n_params):
+            p = <Value>ps[i]
+            g = self.gs[i]
+            p.data -= step * g
+        return loss
+
+    def eval_params(self, theta, x):
+        """Output 0 for parameter values ``theta`` and one input ``x``.
+
+        Nothing is stored: neither the parameters' ``.data`` nor any
+        gradient changes.  The C twin ``Program.c_eval`` (see _replay.pxd)
+        is what finite-difference loops call.
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> compile(lambda x: x[0] * w, 1, params=[w]).eval_params([5.0], [3.0])
+        15.0
+        """
+        cdef const double[::1] th = _real_vector(theta, "parameter values")
+        cdef const double[::1] xv = _real_vector(x, "inputs")
+        if th.shape[0] != self.n_params:
+            raise ValueError(f"eval_params: expected {self.n_params} parameter "
+                             f"values, got {th.shape[0]}")
+        if xv.shape[0] != self.n_inputs:
+            raise ValueError(f"eval_params: expected {self.n_inputs} inputs, got "
+                             f"{xv.shape[0]}")
+        self._enter("eval_params")
+        try:
+            return self.c_eval(&th[0] if self.n_params else NULL,
+                               &xv[0] if self.n_inputs else NULL)
+        finally:
+            self._busy = False
+
+    def _fd_evaluator(self, x):
+        """num_grad/gradcheck protocol (fastgrad._numgrad): output 0 as a
+        function of the input vector ``x``, evaluated in C."""
+        cdef _FDInputs ev = _FDInputs.__new__(_FDInputs, _TOKEN)
+        ev.x = _fd_vector(x, self.n_inputs, "inputs")
+        ev.prog = self
+        ev.vs, ev.vb = _init_scratch(ev, self)
+        return ev
+
+    def wrt_params(self, x):
+        """Output 0 at the fixed input ``x`` as a function of the parameters.
+
+        For ``fastgrad.num_grad(prog.wrt_params(x), theta)`` and
+        ``gradcheck``: the finite-difference loop runs in C.
+
+        Examples
+        --------
+        >>> import numpy as np, fastgrad
+        >>> w = fastgrad.Value(3.0)
+        >>> prog = fastgrad.compile(lambda v: v[0] * w * w, 1, params=[w])
+        >>> round(float(fastgrad.num_grad(prog.wrt_params([2.0]), np.array([3.0]))[0]), 6)
+        12.0
+        """
+        return _WrtParams(_TOKEN, self, self._vector(x, "wrt_params")[0].reshape(-1))
+
+    def param_values(self):
+        """The parameters' current .data as a float64 array."""
+        return np.array([(<Value>p).data for p in self._params], np.float64)
