@@ -124,13 +124,16 @@ def close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)
 
 
-@pytest.fixture(params=[True, False], ids=["fused", "unfused"])
+@pytest.fixture(params=["layers", "fused", "unfused"])
 def fusion(request):
-    """Record with and without fused mul-add instructions."""
+    """Record with dense layers (the default), with fused mul-add
+    instructions but no layers, and with neither."""
     from fastgrad import _replay
-    old = _replay._set_fusion(request.param)
+    old = _replay._set_fusion(request.param != "unfused")
+    old_layers = _replay._set_layers(request.param == "layers")
     yield request.param
     _replay._set_fusion(old)
+    _replay._set_layers(old_layers)
 
 
 def penalty_of(params):
@@ -453,7 +456,8 @@ def test_demo_training_compiled_matches_eager():
 def test_whole_eager_demo_graph_replays_bit_for_bit(fusion):
     # the demo's full-batch loss, recorded from the eager graph itself: the
     # tape follows eager's topological order, so values and gradients are
-    # the same floats (fused or not)
+    # the same floats (fused or not); dense layers sum the gradients in
+    # another order (tests/test_layers.py measures by how much)
     X, y = _moons()
     random.seed(1337)
     model = MLP(2, [16, 16, 1])
@@ -470,6 +474,11 @@ def test_whole_eager_demo_graph_replays_bit_for_bit(fusion):
     model.zero_grad()
     val, dx = prog.value_and_grad(np.asarray(X).ravel())
     assert val == total.data
+    if fusion == "layers":
+        assert prog.n_layers == 3 * len(X)     # 3 per sample: 16x2, 16x16, 1x16
+        close([p.grad for p in model.parameters()], eager)
+        close(dx, [v.grad for v in flat])
+        return
     assert [p.grad for p in model.parameters()] == eager
     assert dx.tolist() == [v.grad for v in flat]
 

@@ -10,8 +10,24 @@ Python:
     y = prog.c_eval(theta, x)           # nogil; theta NULL = loaded params
 """
 
+cdef struct LayerCtx:
+    # the dense layers of a replay, as its kernels see them (_replay_layers.pxi)
+    int n                          # number of layers
+    const int* meta                # Program.l_meta
+    const int* rows
+    const int* slots
+    double* pw                     # packed weights of this replay, or NULL
+    double* pwt
+    double* lanes
+    const unsigned char* rmode     # the plan's lrm
+
+
 cdef class _Plan:
     cdef unsigned char[::1] bma, bmb, bms, sma, smb
+    cdef unsigned char[::1] lrm       # per Program.l_rows entry: the mode of
+                                      # an input row's gradient, or whether an
+                                      # output row's gradient was written
+    cdef unsigned char[::1] lw        # per layer: weight gradients wanted
     cdef unsigned char[::1] in_ng     # input i has a gradient
     cdef unsigned char[::1] par_ng    # param i has a gradient
 
@@ -37,6 +53,11 @@ cdef class Program:
     cdef const int[::1] f_out, f_a, f_b, f_s, f_oslot, d_s, d_x
     cdef const double[::1] f_c
     cdef int n_frows, n_finstr
+    # dense layers of the batched (training) tape: see _replay_layers.pxi
+    cdef int nlayers, n_recorded
+    cdef const int[::1] l_meta, l_rows, l_slots
+    cdef double[::1] l_pw, l_pwt, l_lanes
+    cdef dict _recorded               # the batched tape before the layer pass
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot
     cdef const unsigned char[::1] o_bat
@@ -60,6 +81,7 @@ cdef class Program:
                           double* vb) noexcept nogil
     # internals
     cdef _Plan _plan(self, bint want_inputs, bint with_pen)
+    cdef LayerCtx _layer_ctx(self, bint grad) noexcept nogil
     cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1
     cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept
     cdef object _sources(self, inputs, str where)

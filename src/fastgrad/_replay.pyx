@@ -129,6 +129,11 @@ cdef enum:
     OP_DOT = 101
     DOT_BLOCK = 16
 
+# A dense layer (a group of dot chains, see _replay_layers.pxi); training tape
+# only.  Operands: a = its index in the Program's layer tables.
+cdef enum:
+    OP_LAYER = 102
+
 # backward modes of one operand
 cdef enum:
     M_SKIP = 0
@@ -176,6 +181,7 @@ _OP_NAMES = {
 
 # The compiler's stages, one file each (Cython ``include``: one extension
 # module, so the kernels still inline into the loops that call them).
+include "_replay_layers.pxi"
 include "_replay_kernels.pxi"
 include "_replay_plan.pxi"
 include "_replay_passes.pxi"

@@ -102,7 +102,7 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
                           const unsigned char* kinds, const int* outs,
                           const int* oa, const int* ob, const int* os,
                           const double* cs, const int* ds, const int* dx,
-                          const double* vs, double* vb,
+                          const LayerCtx* L, const double* vs, double* vb,
                           Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind
     cdef double* o
@@ -113,7 +113,9 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
         op = ops[k]
         kind = kinds[k]
         o = vb + outs[k] * ld
-        if op == OP_DOT:
+        if op == OP_LAYER:
+            layer_forward(L, oa[k], vs, vb, ld, n)
+        elif op == OP_DOT:
             if kind == K_BB:
                 fw_dot(o, vb + oa[k] * ld, 0.0, True, ds + ob[k], dx + ob[k],
                        os[k], vs, vb, ld, n)
@@ -488,8 +490,8 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
                            const int* oa, const int* ob, const int* os,
                            const double* cs, const unsigned char* mas,
                            const unsigned char* mbs, const unsigned char* mss,
-                           const double* vs, double* gs, double* vb,
-                           double* gb, Py_ssize_t ld,
+                           const LayerCtx* L, const double* vs, double* gs,
+                           double* vb, double* gb, Py_ssize_t ld,
                            Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind, ma, mb
     for k in range(ninstr - 1, -1, -1):
@@ -499,7 +501,9 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
             continue
         op = ops[k]
         kind = kinds[k]
-        if op == OP_FMULADD:
+        if op == OP_LAYER:
+            layer_backward(L, oa[k], mss[k] != M_SKIP, mb != M_SKIP, vb, gb, ld, n)
+        elif op == OP_FMULADD:
             bw_fused(kind, ma, mb, mss[k], vb, gb, vs, gs, ld, oa[k], ob[k],
                      os[k], outs[k], n)
         elif op == OP_ADD:

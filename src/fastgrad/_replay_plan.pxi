@@ -27,6 +27,8 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     plan.smb = np.zeros(max(p.n_sinstr, 1), np.uint8)
     plan.in_ng = np.zeros(max(p.n_inputs, 1), np.uint8)
     plan.par_ng = np.zeros(max(p.n_params, 1), np.uint8)
+    plan.lrm = np.zeros(max(p.l_rows.shape[0], 1), np.uint8)
+    plan.lw = np.zeros(max(p.nlayers, 1), np.uint8)
     # which slots depend on what we differentiate for
     for s in range(p.n_params):
         dep_s[s] = 1
@@ -37,6 +39,9 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         for s in range(p.n_inputs):
             dep_b[s] = 1
     for k in range(p.n_binstr):
+        if p.b_op[k] == OP_LAYER:
+            _layer_dep(p, p.b_a[k], dep_s, dep_b)
+            continue
         kind = p.b_kind[k]
         a = p.b_a[k]
         b = p.b_b[k]
@@ -53,6 +58,9 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     if with_pen and p.pen_slot >= 0:
         live_s[p.pen_slot] = 1
     for k in range(p.n_binstr - 1, -1, -1):
+        if p.b_op[k] == OP_LAYER:
+            _layer_plan(p, plan, k, dep_s, dep_b, live_s, live_b, first_b)
+            continue
         o = p.b_out[k]
         if not (live_b[o] and dep_b[o]):
             continue
@@ -99,3 +107,55 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     for s in range(p.n_params):
         plan.par_ng[s] = live_s[s]
     return plan
+
+
+cdef void _layer_dep(Program p, int li, unsigned char[::1] dep_s,
+                     unsigned char[::1] dep_b):
+    """Forward dependency of a layer's outputs: on any input row, weight or
+    bias that depends on what is differentiated."""
+    cdef const int* m = &p.l_meta[li * LM_SIZE]
+    cdef int H = m[LM_H], K = m[LM_K], t
+    cdef unsigned char d = 0
+    for t in range(K):
+        d |= dep_b[p.l_rows[m[LM_X] + t]]
+    for t in range(H * K + H):
+        d |= dep_s[p.l_slots[m[LM_W] + t]]
+    for t in range(H):
+        dep_b[p.l_rows[m[LM_O] + t]] = d
+
+
+cdef void _layer_plan(Program p, _Plan plan, int k, unsigned char[::1] dep_s,
+                      unsigned char[::1] dep_b, unsigned char[::1] live_s,
+                      unsigned char[::1] live_b, unsigned char[::1] first_b):
+    """Backward plan of the layer instruction k: bma = run it, bmb = input row
+    gradients wanted (plan.lrm: each one's store/add mode), bms = weight and
+    bias gradients wanted; plan.lrm of an output row: its gradient was
+    written by a consumer (else the layer reads it as 0)."""
+    cdef int li = p.b_a[k]
+    cdef const int* m = &p.l_meta[li * LM_SIZE]
+    cdef int H = m[LM_H], K = m[LM_K], t, row
+    cdef bint live = False, want_w = False
+    for t in range(H):
+        row = p.l_rows[m[LM_O] + t]
+        if live_b[row] and dep_b[row]:
+            live = True
+    if not live:
+        return
+    plan.bma[k] = M_ADD
+    for t in range(H):
+        row = p.l_rows[m[LM_O] + t]
+        plan.lrm[m[LM_O] + t] = 1 if (live_b[row] and not first_b[row]) else 0
+    for t in range(K):
+        row = p.l_rows[m[LM_X] + t]
+        live_b[row] = 1
+        if dep_b[row]:
+            plan.lrm[m[LM_X] + t] = M_STORE if first_b[row] else M_ADD
+            first_b[row] = 0
+            plan.bmb[k] = M_ADD
+    for t in range(H * K + H):
+        row = p.l_slots[m[LM_W] + t]
+        live_s[row] = 1
+        want_w = want_w or dep_s[row]
+    if want_w:
+        plan.bms[k] = M_ADD
+        plan.lw[li] = 1

@@ -206,7 +206,13 @@ cdef class Program:
     @property
     def n_instructions(self):
         """Number of recorded operation nodes (scalar + batched tape)."""
-        return self.n_sinstr + self.n_binstr
+        return self.n_sinstr + self.n_recorded
+
+    @property
+    def n_layers(self):
+        """Number of dense layers found in the graph (each replaces a group of
+        dot chains in the training replay; see ``fastgrad.compile``)."""
+        return self.nlayers
 
     @property
     def has_penalty(self):
@@ -221,21 +227,16 @@ cdef class Program:
                        "a": np.asarray(self.s_a)[:self.n_sinstr].copy(),
                        "b": np.asarray(self.s_b)[:self.n_sinstr].copy(),
                        "c": np.asarray(self.s_c)[:self.n_sinstr].copy()},
-            "batched": {"op": np.asarray(self.b_op)[:self.n_binstr].copy(),
-                        "kind": np.asarray(self.b_kind)[:self.n_binstr].copy(),
-                        "out": np.asarray(self.b_out)[:self.n_binstr].copy(),
-                        "a": np.asarray(self.b_a)[:self.n_binstr].copy(),
-                        "b": np.asarray(self.b_b)[:self.n_binstr].copy(),
-                        "s": np.asarray(self.b_s)[:self.n_binstr].copy(),
-                        "c": np.asarray(self.b_c)[:self.n_binstr].copy()},
+            "batched": {key: arr.copy() for key, arr in self._recorded.items()},
             "constants": np.asarray(self.consts)[:self.n_const].copy(),
         }
 
     def __repr__(self):
         return (f"<fastgrad compiled Program: {self.n_inputs} inputs, "
                 f"{self.n_params} params, {self.n_outputs} outputs, "
-                f"{self.n_binstr} per-sample + {self.n_sinstr} shared "
-                f"instructions{', penalty' if self.pen_slot >= 0 else ''}>")
+                f"{self.n_recorded} per-sample + {self.n_sinstr} shared "
+                f"instructions{', penalty' if self.pen_slot >= 0 else ''}"
+                f"{f', {self.nlayers} dense layers' if self.nlayers else ''}>")
 
     def __reduce__(self):
         raise TypeError("a compiled Program cannot be pickled; compile it again")
@@ -275,14 +276,28 @@ cdef class Program:
                        &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
         for i in range(self.n_inputs):
             vb[i] = x[i]
+        cdef LayerCtx L = self._layer_ctx(False)
+        L.pw = NULL                       # unpacked: caller's scratch only
         forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
                         &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                        &self.b_s[0], &self.b_c[0], NULL, NULL, vs, vb, 1, 1)
+                        &self.b_s[0], &self.b_c[0], NULL, NULL, &L, vs, vb, 1, 1)
         if self.o_bat[0]:
             return vb[self.o_slot[0]]
         return vs[self.o_slot[0]]
 
     # -- internals -------------------------------------------------------------
+
+    cdef LayerCtx _layer_ctx(self, bint grad) noexcept nogil:
+        cdef LayerCtx L
+        L.n = self.nlayers
+        L.meta = &self.l_meta[0]
+        L.rows = &self.l_rows[0]
+        L.slots = &self.l_slots[0]
+        L.pw = &self.l_pw[0]
+        L.pwt = &self.l_pwt[0]
+        L.lanes = &self.l_lanes[0]
+        L.rmode = NULL
+        return L
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
         key = (want_inputs, with_pen)
@@ -421,6 +436,7 @@ cdef class Program:
         cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
         cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
         cdef bint interrupted = False
+        cdef LayerCtx L = self._layer_ctx(grad)
         if nsrc > 64:
             mats = [np.ascontiguousarray(np.hstack(mats))]
             nsrc = 1
@@ -440,6 +456,7 @@ cdef class Program:
             smb = &plan.smb[0]
             in_ng = &plan.in_ng[0]
             gb = &self.gb[0]
+            L.rmode = &plan.lrm[0]
         if has_out:
             po = &outv[0, 0]
         if has_gin and n_in > 0:          # (B, 0): nothing to write
@@ -455,6 +472,7 @@ cdef class Program:
                            &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
             if grad:
                 memset(gs, 0, self.n_scalar * sizeof(double))
+                layers_pack(&L, vs, True)   # (forward only: no layers)
             j0 = 0
             while j0 < B:
                 n = B - j0
@@ -471,7 +489,7 @@ cdef class Program:
                             row[j] = src[(j0 + j) * ncol + cc]
                         r += 1
                 forward_batched(t_n, t_op, t_kind, t_out, t_a, t_b, t_s, t_c,
-                                &self.d_s[0], &self.d_x[0], vs, vb, ld, n)
+                                &self.d_s[0], &self.d_x[0], &L, vs, vb, ld, n)
                 # reduce output 0 in row order (as eager's sum(losses))
                 if o_bat0:
                     row = vb + o0 * ld
@@ -502,8 +520,8 @@ cdef class Program:
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],
                                      &self.b_a[0], &self.b_b[0], &self.b_s[0],
-                                     &self.b_c[0], bma, bmb, bms, vs, gs, vb,
-                                     gb, ld, n)
+                                     &self.b_c[0], bma, bmb, bms, &L, vs, gs,
+                                     vb, gb, ld, n)
                     if pgi != NULL:
                         for q in range(n_in):
                             row = gb + q * ld
@@ -523,6 +541,7 @@ cdef class Program:
                     if interrupted:
                         break
             if grad and not interrupted:
+                layers_reduce(&L, &plan.lw[0], gs)
                 if with_pen and self.pen_slot >= 0:
                     gs[self.pen_slot] += 1.0
                 backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],

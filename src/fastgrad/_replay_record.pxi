@@ -196,6 +196,38 @@ def build(outputs, inputs, params, penalty=None):
     prog.s_a = np.array(s_a + [0], np.int32)
     prog.s_b = np.array(s_b + [0], np.int32)
     prog.s_c = np.array(s_c + [0.0], np.float64)
+    o_slot = []
+    o_bat = []
+    for r in outs:
+        sa = slot[<size_t><PyObject*>r]
+        o_bat.append(1 if sa[0] else 0)
+        o_slot.append(sa[1] if sa[0] else fix(sa[1]))
+    _forward_tape(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c, o_slot, o_bat)
+    prog._recorded = {
+        "op": np.array(b_op, np.uint8), "kind": np.array(b_kind, np.uint8),
+        "out": np.array(b_out, np.int32), "a": np.array(b_a, np.int32),
+        "b": np.array(b_b, np.int32), "s": np.array(b_s, np.int32),
+        "c": np.array(b_c, np.float64)}
+    prog.n_recorded = nb_ops
+    prog.nlayers = 0
+    new_row = None
+    if LAYERS and FUSE:
+        new_row = _find_layers(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c,
+                               n_in, {o_slot[q] for q in range(len(o_slot))
+                                      if o_bat[q]})
+    if new_row is not None:
+        nb_ops = len(b_op)
+        prog.n_binstr = nb_ops
+        prog.n_batched = n_in + sum(
+            1 if b_op[k] != OP_LAYER else prog.l_meta[b_a[k] * LM_SIZE + LM_H]
+            for k in range(nb_ops))
+        o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
+                  for q in range(len(o_slot))]
+    else:
+        prog.l_meta = np.zeros(1, np.int32)
+        prog.l_rows = np.zeros(1, np.int32)
+        prog.l_slots = np.zeros(1, np.int32)
+        prog.l_pw = prog.l_pwt = prog.l_lanes = np.zeros(1, np.float64)
     prog.b_op = np.array(b_op + [0], np.uint8)
     prog.b_kind = np.array(b_kind + [0], np.uint8)
     prog.b_out = np.array(b_out + [0], np.int32)
@@ -203,15 +235,8 @@ def build(outputs, inputs, params, penalty=None):
     prog.b_b = np.array(b_b + [0], np.int32)
     prog.b_s = np.array(b_s + [0], np.int32)
     prog.b_c = np.array(b_c + [0.0], np.float64)
-    o_slot = []
-    o_bat = []
-    for r in outs:
-        sa = slot[<size_t><PyObject*>r]
-        o_bat.append(1 if sa[0] else 0)
-        o_slot.append(sa[1] if sa[0] else fix(sa[1]))
     prog.o_slot = np.array(o_slot, np.int32)
     prog.o_bat = np.array(o_bat, np.uint8)
-    _forward_tape(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c, o_slot, o_bat)
     prog.pen_slot = -1
     if penalty is not None:
         sa = slot[<size_t><PyObject*>penalty]
