@@ -41,6 +41,7 @@ cdef class Program:
     cdef const unsigned char[::1] s_op
     cdef const int[::1] s_out, s_a, s_b
     cdef const double[::1] s_c
+    cdef const int[::1] sd           # terms of OP_SDOT chains: count, (a, b)...
     # batched tape (runs once per batch column): op, operand kinds, out, a, b, c
     cdef const unsigned char[::1] b_op, b_kind
     cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add
@@ -54,10 +55,11 @@ cdef class Program:
     cdef const double[::1] f_c
     cdef int n_frows, n_finstr
     # dense layers of the batched (training) tape: see _replay_layers.pxi
-    cdef int nlayers, n_recorded
+    cdef int nlayers, n_recorded, n_srecorded
     cdef const int[::1] l_meta, l_rows, l_slots
     cdef double[::1] l_pw, l_pwt, l_lanes
     cdef dict _recorded               # the batched tape before the layer pass
+    cdef dict _srecorded              # the scalar tape before _scalar_dots
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot
     cdef const unsigned char[::1] o_bat

@@ -134,6 +134,11 @@ cdef enum:
 cdef enum:
     OP_LAYER = 102
 
+# A chain ((acc + a0*b0) + a1*b1) + ... of the scalar tape (an L2 penalty),
+# see _scalar_dots.  Operands: a = acc, b = offset of the terms in sd.
+cdef enum:
+    OP_SDOT = 103
+
 # backward modes of one operand
 cdef enum:
     M_SKIP = 0

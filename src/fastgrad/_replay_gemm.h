@@ -50,8 +50,8 @@
 #define FG_NAME(f) f##_avx2
 #define FG_TARGET __attribute__((target("avx2")))
 #define FG_NR 8
-#define FG_WI 2
-#define FG_WK 2
+#define FG_WI 4
+#define FG_WK 1
 #define FG_VW 4
 #include "_replay_gemm_body.h"
 #undef FG_NAME
@@ -63,7 +63,7 @@
 
 #define FG_NAME(f) f##_avx512
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
-#define FG_NR 16
+#define FG_NR 32
 #define FG_WI 4
 #define FG_WK 4
 #define FG_VW 8

@@ -17,13 +17,63 @@
  * a * b + c stays two roundings, as in the eager engine.
  *
  * Data layout (the replay's): a batched value is a row of doubles, column j
- * = sample j; row r starts at base + r * ld.  Row sets are arrays of row
- * indices.
+ * = sample j; row r starts at base + r * ld, ld a multiple of 8 (the
+ * columns from n up to ld are padding: the row kernels may compute and
+ * store whole vectors there, nothing reads them as results).  Row sets are
+ * arrays of row indices.
  */
 
 #ifdef FG_VW
 /* FG_VW doubles; aligned(8): loads and stores through it may be unaligned */
 typedef double FG_NAME(fg_vec) __attribute__((vector_size(FG_VW * 8), aligned(8)));
+typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
+#define FG_V FG_NAME(fg_vec)
+#define FG_VI FG_NAME(fg_veci)
+
+/* One register tile of fg_gemm_rows: FG_MR rows x nv vectors of columns
+ * from j0 (nv is a literal at each call: the loops unroll, the tile stays in
+ * registers). */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
+        int nv, int i0, int M, int K, const double *p, const double *init,
+        const unsigned char *mode, int relu, const double *in,
+        const int *in_rows, double *out, const int *out_rows, ptrdiff_t ld,
+        ptrdiff_t j0)
+{
+    FG_V acc[FG_MR][FG_NR / FG_VW];
+    int r, k, u;
+    for (r = 0; r < FG_MR; r++) {
+        int m = (i0 + r < M) ? (mode ? mode[i0 + r] : FG_STORE) : FG_SKIP;
+        if (m == FG_ADD) {
+            const FG_V *o = (const FG_V *)(out + out_rows[i0 + r] * ld + j0);
+            for (u = 0; u < nv; u++) acc[r][u] = o[u];
+        } else {
+            double s = (init && m != FG_SKIP) ? init[i0 + r] : 0.0;
+            for (u = 0; u < nv; u++) acc[r][u] = (FG_V){0} + s;
+        }
+    }
+    for (k = 0; k < K; k++) {
+        const FG_V *x = (const FG_V *)(in + in_rows[k] * ld + j0);
+        const double *pk = p + k * FG_MR;
+        for (r = 0; r < FG_MR; r++) {
+            double s = pk[r];
+            for (u = 0; u < nv; u++) acc[r][u] += s * x[u];
+        }
+    }
+    for (r = 0; r < FG_MR && i0 + r < M; r++) {
+        FG_V *o;
+        if (mode && mode[i0 + r] == FG_SKIP) continue;
+        o = (FG_V *)(out + out_rows[i0 + r] * ld + j0);
+        if (relu) {
+            for (u = 0; u < nv; u++) {
+                /* 0.0 if v < 0 else v: clear the bits where v < 0 */
+                FG_VI neg = acc[r][u] < 0.0;
+                o[u] = (FG_V)((FG_VI)acc[r][u] & ~neg);
+            }
+        } else {
+            for (u = 0; u < nv; u++) o[u] = acc[r][u];
+        }
+    }
+}
 #endif
 
 /* out[r][j] (r < M, j < n) = init_r + sum_{k<K} P[r][k] * in[k][j], summed
@@ -39,88 +89,84 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
         const double *in, const int *in_rows,
         double *out, const int *out_rows, ptrdiff_t ld, ptrdiff_t n)
 {
-    ptrdiff_t j0 = 0;
-    int i0, r, k, u;
-    for (; j0 < n; j0 += FG_NR) {
-        int w = (n - j0 >= FG_NR) ? FG_NR : (int)(n - j0);
-        for (i0 = 0; i0 < M; i0 += FG_MR) {
-            const double *p = P + (ptrdiff_t)i0 * K;
-            double acc[FG_MR][FG_NR];
-            int any = 0;
-            for (r = 0; r < FG_MR; r++) {
-                int m = (i0 + r < M) ? (mode ? mode[i0 + r] : FG_STORE) : FG_SKIP;
-                any |= m != FG_SKIP;
-                if (m == FG_ADD && w == FG_NR) {
-                    const double *o = out + out_rows[i0 + r] * ld + j0;
-                    for (u = 0; u < FG_NR; u++) acc[r][u] = o[u];
-                } else if (m == FG_ADD) {
-                    const double *o = out + out_rows[i0 + r] * ld + j0;
-                    for (u = 0; u < w; u++) acc[r][u] = o[u];
-                    for (; u < FG_NR; u++) acc[r][u] = 0.0;
-                } else {
-                    double s = (init && m != FG_SKIP) ? init[i0 + r] : 0.0;
-                    for (u = 0; u < FG_NR; u++) acc[r][u] = s;
-                }
-            }
-            if (!any) continue;
-            if (w == FG_NR) {
+    int i0;
 #ifdef FG_VW
-                /* the same loop on explicit vectors: FG_MR x FG_NR / FG_VW
-                 * accumulators stay in registers */
-                FG_NAME(fg_vec) va[FG_MR][FG_NR / FG_VW];
-                for (r = 0; r < FG_MR; r++)
-                    for (u = 0; u < FG_NR / FG_VW; u++)
-                        memcpy(&va[r][u], &acc[r][u * FG_VW], sizeof va[r][u]);
-                for (k = 0; k < K; k++) {
-                    const FG_NAME(fg_vec) *x =
-                        (const FG_NAME(fg_vec) *)(in + in_rows[k] * ld + j0);
-                    const double *pk = p + k * FG_MR;
-                    for (r = 0; r < FG_MR; r++) {
-                        double s = pk[r];
-                        for (u = 0; u < FG_NR / FG_VW; u++) va[r][u] += s * x[u];
-                    }
-                }
-                for (r = 0; r < FG_MR; r++)
-                    for (u = 0; u < FG_NR / FG_VW; u++)
-                        memcpy(&acc[r][u * FG_VW], &va[r][u], sizeof va[r][u]);
+    /* whole vectors up to n rounded up (within the padding of ld) */
+    ptrdiff_t nv = (n + FG_VW - 1) / FG_VW * FG_VW, j0;
+    for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
+        for (i0 = 0; i0 < M; i0 += FG_MR)
+            FG_NAME(fg_rows_tile)(FG_NR / FG_VW, i0, M, K, P + (ptrdiff_t)i0 * K,
+                                  init, mode, relu, in, in_rows, out, out_rows,
+                                  ld, j0);
+    for (; j0 < nv; j0 += FG_VW)
+        for (i0 = 0; i0 < M; i0 += FG_MR)
+            FG_NAME(fg_rows_tile)(1, i0, M, K, P + (ptrdiff_t)i0 * K, init, mode,
+                                  relu, in, in_rows, out, out_rows, ld, j0);
 #else
-                for (k = 0; k < K; k++) {
-                    const double *x = in + in_rows[k] * ld + j0;
-                    const double *pk = p + k * FG_MR;
-                    for (r = 0; r < FG_MR; r++) {
-                        double s = pk[r];
-                        for (u = 0; u < FG_NR; u++) acc[r][u] += s * x[u];
-                    }
-                }
-#endif
-            } else {
-                for (k = 0; k < K; k++) {
-                    const double *x = in + in_rows[k] * ld + j0;
-                    const double *pk = p + k * FG_MR;
-                    for (r = 0; r < FG_MR; r++) {
-                        double s = pk[r];
-                        for (u = 0; u < w; u++) acc[r][u] += s * x[u];
-                    }
-                }
-            }
-            for (r = 0; r < FG_MR && i0 + r < M; r++) {
-                double *o;
-                if (mode && mode[i0 + r] == FG_SKIP) continue;
-                o = out + out_rows[i0 + r] * ld + j0;
-                if (relu) {
-                    for (u = 0; u < w; u++) o[u] = acc[r][u] < 0.0 ? 0.0 : acc[r][u];
-                } else {
-                    for (u = 0; u < w; u++) o[u] = acc[r][u];
-                }
-            }
+    ptrdiff_t j;
+    int r, k;
+    for (i0 = 0; i0 < M; i0++) {
+        const double *p = P + (ptrdiff_t)(i0 / FG_MR) * K * FG_MR + i0 % FG_MR;
+        int m = mode ? mode[i0] : FG_STORE;
+        double *o;
+        if (m == FG_SKIP) continue;
+        o = out + out_rows[i0] * ld;
+        for (j = 0; j < n; j++) {
+            double acc = (m == FG_ADD) ? o[j] : (init ? init[i0] : 0.0);
+            for (k = 0; k < K; k++) acc += p[k * FG_MR] * in[in_rows[k] * ld + j];
+            o[j] = (relu && acc < 0.0) ? 0.0 : acc;
         }
     }
+    (void)r;
+#endif
 }
+
+#ifdef FG_VW
+/* One register tile of fg_gemm_lanes: wi x wk (row, column) pairs, each with
+ * FG_LANES partial sums (FG_LANES / FG_VW vectors), over the nb columns (a
+ * multiple of FG_LANES); wi, wk are literals at each call. */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_tile)(
+        int wi, int wk, int i0, int k0, int K, const double *g,
+        const int *g_rows, const double *x, const int *x_rows, ptrdiff_t ld,
+        ptrdiff_t nb, double *lanes)
+{
+    FG_V acc[FG_WI][FG_WK][FG_LANES / FG_VW];
+    const double *gp[FG_WI];
+    const double *xp[FG_WK];
+    ptrdiff_t j;
+    int a, b, u;
+    for (a = 0; a < wi; a++) gp[a] = g + g_rows[i0 + a] * ld;
+    for (b = 0; b < wk; b++) xp[b] = x + x_rows[k0 + b] * ld;
+    for (a = 0; a < wi; a++)
+        for (b = 0; b < wk; b++)
+            memcpy(acc[a][b], lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES,
+                   sizeof acc[a][b]);
+    for (j = 0; j < nb; j += FG_LANES) {
+        FG_V gv[FG_WI][FG_LANES / FG_VW];
+        FG_V xv[FG_WK][FG_LANES / FG_VW];
+        for (a = 0; a < wi; a++)
+            for (u = 0; u < FG_LANES / FG_VW; u++)
+                gv[a][u] = ((const FG_V *)(gp[a] + j))[u];
+        for (b = 0; b < wk; b++)
+            for (u = 0; u < FG_LANES / FG_VW; u++)
+                xv[b][u] = ((const FG_V *)(xp[b] + j))[u];
+        for (a = 0; a < wi; a++)
+            for (b = 0; b < wk; b++)
+                for (u = 0; u < FG_LANES / FG_VW; u++)
+                    acc[a][b][u] += gv[a][u] * xv[b][u];
+    }
+    for (a = 0; a < wi; a++)
+        for (b = 0; b < wk; b++)
+            memcpy(lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES, acc[a][b],
+                   sizeof acc[a][b]);
+}
+#endif
 
 /* Batch reductions of a layer's backward, added to fixed partial sums:
  * lanes[(i * K + k) * FG_LANES + j % FG_LANES] += g[i][j] * x[k][j] and
- * blanes[i * FG_LANES + j % FG_LANES] += g[i][j] (blanes may be NULL).
- * g rows: g_rows (M of them), x rows: x_rows (K).  n: columns. */
+ * blanes[i * FG_LANES + j % FG_LANES] += g[i][j] (blanes may be NULL), each
+ * partial sum in column order.  g rows: g_rows (M of them), x rows: x_rows
+ * (K).  n: columns (exactly: no padding enters a sum). */
 static FG_TARGET void FG_NAME(fg_gemm_lanes)(
         int M, int K, const double *g, const int *g_rows,
         const double *x, const int *x_rows, ptrdiff_t ld, ptrdiff_t n,
@@ -128,71 +174,41 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
 {
     ptrdiff_t nb = n - n % FG_LANES, j;
     int i0, k0, a, b, u;
-    for (i0 = 0; i0 < M; i0 += FG_WI) {
-        int mi = (M - i0 < FG_WI) ? M - i0 : FG_WI;
-        for (k0 = 0; k0 < K; k0 += FG_WK) {
-            int mk = (K - k0 < FG_WK) ? K - k0 : FG_WK;
-            if (mi == FG_WI && mk == FG_WK) {
-                double acc[FG_WI][FG_WK][FG_LANES];
-                const double *gp[FG_WI];
-                const double *xp[FG_WK];
-                for (a = 0; a < FG_WI; a++) gp[a] = g + g_rows[i0 + a] * ld;
-                for (b = 0; b < FG_WK; b++) xp[b] = x + x_rows[k0 + b] * ld;
-                for (a = 0; a < FG_WI; a++)
-                    for (b = 0; b < FG_WK; b++)
-                        for (u = 0; u < FG_LANES; u++)
-                            acc[a][b][u] = lanes[((ptrdiff_t)(i0 + a) * K + k0 + b)
-                                                 * FG_LANES + u];
 #ifdef FG_VW
-                {
-                    FG_NAME(fg_vec) va[FG_WI][FG_WK][FG_LANES / FG_VW];
-                    memcpy(va, acc, sizeof va);
-                    for (j = 0; j < nb; j += FG_LANES) {
-                        FG_NAME(fg_vec) gv[FG_WI][FG_LANES / FG_VW];
-                        FG_NAME(fg_vec) xv[FG_WK][FG_LANES / FG_VW];
-                        for (a = 0; a < FG_WI; a++)
-                            for (u = 0; u < FG_LANES / FG_VW; u++)
-                                gv[a][u] = ((const FG_NAME(fg_vec) *)(gp[a] + j))[u];
-                        for (b = 0; b < FG_WK; b++)
-                            for (u = 0; u < FG_LANES / FG_VW; u++)
-                                xv[b][u] = ((const FG_NAME(fg_vec) *)(xp[b] + j))[u];
-                        for (a = 0; a < FG_WI; a++)
-                            for (b = 0; b < FG_WK; b++)
-                                for (u = 0; u < FG_LANES / FG_VW; u++)
-                                    va[a][b][u] += gv[a][u] * xv[b][u];
-                    }
-                    memcpy(acc, va, sizeof va);
-                }
-#else
-                for (j = 0; j < nb; j += FG_LANES)
-                    for (a = 0; a < FG_WI; a++)
-                        for (b = 0; b < FG_WK; b++)
-                            for (u = 0; u < FG_LANES; u++)
-                                acc[a][b][u] += gp[a][j + u] * xp[b][j + u];
-#endif
-                for (a = 0; a < FG_WI; a++)
-                    for (b = 0; b < FG_WK; b++) {
-                        for (j = nb; j < n; j++)
-                            acc[a][b][j - nb] += gp[a][j] * xp[b][j];
-                        for (u = 0; u < FG_LANES; u++)
-                            lanes[((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES + u]
-                                = acc[a][b][u];
-                    }
-            } else {
-                for (a = 0; a < mi; a++)
-                    for (b = 0; b < mk; b++) {
-                        const double *gr = g + g_rows[i0 + a] * ld;
-                        const double *xr = x + x_rows[k0 + b] * ld;
-                        double *l = lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES;
-                        for (j = 0; j < nb; j += FG_LANES)
-                            for (u = 0; u < FG_LANES; u++)
-                                l[u] += gr[j + u] * xr[j + u];
-                        for (j = nb; j < n; j++)
-                            l[j - nb] += gr[j] * xr[j];
-                    }
-            }
-        }
+    int mi = M - M % FG_WI, mk = K - K % FG_WK;
+    for (i0 = 0; i0 < mi; i0 += FG_WI) {
+        for (k0 = 0; k0 < mk; k0 += FG_WK)
+            FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, g, g_rows, x, x_rows,
+                                   ld, nb, lanes);
+        for (k0 = mk; k0 < K; k0++)
+            FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, g, g_rows, x, x_rows, ld,
+                                   nb, lanes);
     }
+    for (i0 = mi; i0 < M; i0++)
+        for (k0 = 0; k0 < K; k0++)
+            FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, g, g_rows, x, x_rows, ld, nb,
+                                   lanes);
+#else
+    for (i0 = 0; i0 < M; i0++)
+        for (k0 = 0; k0 < K; k0++) {
+            const double *gr = g + g_rows[i0] * ld;
+            const double *xr = x + x_rows[k0] * ld;
+            double *l = lanes + ((ptrdiff_t)i0 * K + k0) * FG_LANES;
+            for (j = 0; j < nb; j += FG_LANES)
+                for (u = 0; u < FG_LANES; u++)
+                    l[u] += gr[j + u] * xr[j + u];
+        }
+#endif
+    /* the last n % FG_LANES columns, into lanes 0.. */
+    if (nb < n)
+        for (a = 0; a < M; a++)
+            for (b = 0; b < K; b++) {
+                const double *gr = g + g_rows[a] * ld;
+                const double *xr = x + x_rows[b] * ld;
+                double *l = lanes + ((ptrdiff_t)a * K + b) * FG_LANES;
+                for (j = nb; j < n; j++)
+                    l[j - nb] += gr[j] * xr[j];
+            }
     if (blanes) {
         for (a = 0; a < M; a++) {
             const double *gr = g + g_rows[a] * ld;
@@ -225,3 +241,8 @@ static FG_TARGET void FG_NAME(fg_grad_in)(
         }
     }
 }
+
+#ifdef FG_VW
+#undef FG_V
+#undef FG_VI
+#endif

@@ -183,10 +183,21 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
 
 cdef void forward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                          const int* oa, const int* ob, const double* cs,
-                         double* vs) noexcept nogil:
-    cdef int k, bi
+                         const int* sd, double* vs) noexcept nogil:
+    cdef int k, bi, q
+    cdef const int* t
+    cdef double acc
     for k in range(ninstr):
         bi = ob[k]
+        if ops[k] == OP_SDOT:
+            # a scalar dot chain (see _scalar_dots): its links in order
+            t = sd + bi
+            acc = vs[oa[k]]
+            for q in range(t[0]):
+                acc = op_forward(OP_ADD, acc, op_forward(
+                    OP_MUL, vs[t[1 + 2 * q]], vs[t[2 + 2 * q]], 0.0), 0.0)
+            vs[outs[k]] = acc
+            continue
         vs[outs[k]] = op_forward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0,
                                  cs[k])
 
@@ -531,14 +542,32 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
 
 cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                           const int* oa, const int* ob, const double* cs,
-                          const unsigned char* mas, const unsigned char* mbs,
-                          const double* vs, double* gs) noexcept nogil:
-    cdef int k, bi
-    cdef double ga, gb
+                          const int* sd, const unsigned char* mas,
+                          const unsigned char* mbs, const double* vs,
+                          double* gs) noexcept nogil:
+    cdef int k, bi, q, ia, ib
+    cdef double ga, gb, g, gp
+    cdef const int* t
     for k in range(ninstr - 1, -1, -1):
         if mas[k] == M_SKIP and mbs[k] == M_SKIP:
             continue
         bi = ob[k]
+        if ops[k] == OP_SDOT:
+            # every link passes the chain's gradient on unchanged (an add);
+            # each product's gradient is that one contribution added to 0.0
+            g = gs[outs[k]]
+            if mas[k] != M_SKIP:
+                gs[oa[k]] += g
+            if mbs[k] != M_SKIP:
+                t = sd + bi
+                gp = 0.0 + g
+                for q in range(t[0] - 1, -1, -1):
+                    ia = t[1 + 2 * q]
+                    ib = t[2 + 2 * q]
+                    op_backward(OP_MUL, vs[ia], vs[ib], 0.0, 0.0, gp, &ga, &gb)
+                    gs[ia] += ga
+                    gs[ib] += gb
+            continue
         op_backward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
                     vs[outs[k]], gs[outs[k]], &ga, &gb)
         if mas[k] != M_SKIP:

@@ -190,3 +190,94 @@ cdef list _rows_read(int op, int kind, int a, int b, object s, list dx):
     elif kind == K_BB or kind == K_SB:
         rows.append(b)
     return rows
+
+
+# ---------------------------------------------------------------------------
+# scalar dot chains
+# ---------------------------------------------------------------------------
+
+cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
+                      set external, list sd) except -1:
+    """Merge chains ((acc + a0*b0) + a1*b1) + ... of the scalar tape into one
+    OP_SDOT each (an L2 penalty ``sum(p * p for p in params)`` is one).
+
+    Each product and running sum must be read only by the next link (not by
+    the batched tape, an output or the penalty: ``external``).  The OP_SDOT
+    instruction: a = the first running sum's other operand (acc), b = offset
+    of its terms in ``sd`` (laid out as count, a0, b0, a1, b1, ...).  Forward
+    is the chain's own additions in order (the same floats); backward adds
+    b_i * g and a_i * g to the terms' gradients, g being the chain's
+    gradient, which every link passes on unchanged (an add's rule), so no
+    running sum needs its own gradient.  Edits the lists in place.
+    """
+    cdef int n = len(s_op), k, m, c, x
+    cdef dict uses = {}, prod_at = {}, link_at = {}
+    cdef list chains = [], chain_of = [-1] * n
+    if n == 0:
+        return 0
+    for k in range(n):
+        uses[s_a[k]] = uses.get(s_a[k], 0) + 1
+        if s_b[k] >= 0:
+            uses[s_b[k]] = uses.get(s_b[k], 0) + 1
+        if s_op[k] == OP_MUL:
+            prod_at[s_out[k]] = k
+
+    def single(int slot):
+        return uses.get(slot, 0) == 1 and slot not in external
+
+    for k in range(n):
+        if s_op[k] != OP_ADD:
+            continue
+        # which operand is a product read only here (a + b == b + a)
+        acc = -1
+        for x, other in ((s_b[k], s_a[k]), (s_a[k], s_b[k])):
+            m = prod_at.get(x, -1)
+            if m >= 0 and m < k and single(x) and chain_of[m] == -1:
+                acc = other
+                break
+        if acc < 0:
+            continue
+        c = link_at.get(acc, -1)
+        if c >= 0 and single(acc):
+            link_at.pop(acc)               # the running sum continues
+        else:
+            c = len(chains)
+            chains.append([acc, []])
+        chains[c][1].append(m)
+        chain_of[m] = c
+        chain_of[k] = c
+        link_at[s_out[k]] = c
+    # chains of at least two terms become one instruction at their last link
+    last = {}
+    for out, c in link_at.items():
+        if len(chains[c][1]) > 1:
+            last[c] = out
+    if not last:
+        return 0
+    keep_op, keep_out, keep_a, keep_b, keep_c = [], [], [], [], []
+    for k in range(n):
+        c = chain_of[k]
+        if c >= 0 and c in last:
+            if s_op[k] != OP_ADD or s_out[k] != last[c]:
+                continue                   # a product or an inner link
+            keep_op.append(OP_SDOT)
+            keep_out.append(s_out[k])
+            keep_a.append(chains[c][0])
+            keep_b.append(len(sd))
+            keep_c.append(0.0)
+            sd.append(len(chains[c][1]))
+            for m in chains[c][1]:
+                sd.append(s_a[m])
+                sd.append(s_b[m])
+            continue
+        keep_op.append(s_op[k])
+        keep_out.append(s_out[k])
+        keep_a.append(s_a[k])
+        keep_b.append(s_b[k])
+        keep_c.append(s_c[k])
+    s_op[:] = keep_op
+    s_out[:] = keep_out
+    s_a[:] = keep_a
+    s_b[:] = keep_b
+    s_c[:] = keep_c
+    return 0

@@ -34,6 +34,9 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         dep_s[s] = 1
     for k in range(p.n_sinstr):
         b = p.s_b[k]
+        if p.s_op[k] == OP_SDOT:
+            dep_s[p.s_out[k]] = dep_s[p.s_a[k]] | _sdot_terms(p, b, dep_s, None)
+            continue
         dep_s[p.s_out[k]] = dep_s[p.s_a[k]] | (dep_s[b] if b >= 0 else 0)
     if want_inputs:
         for s in range(p.n_inputs):
@@ -98,7 +101,10 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         live_s[a] = 1
         if dep_s[a]:
             plan.sma[k] = M_ADD
-        if b >= 0:
+        if p.s_op[k] == OP_SDOT:
+            if _sdot_terms(p, b, dep_s, live_s):
+                plan.smb[k] = M_ADD
+        elif b >= 0:
             live_s[b] = 1
             if dep_s[b]:
                 plan.smb[k] = M_ADD
@@ -159,3 +165,17 @@ cdef void _layer_plan(Program p, _Plan plan, int k, unsigned char[::1] dep_s,
     if want_w:
         plan.bms[k] = M_ADD
         plan.lw[li] = 1
+
+
+cdef unsigned char _sdot_terms(Program p, int off, unsigned char[::1] dep_s,
+                               unsigned char[::1] live_s):
+    """Whether any operand of the OP_SDOT terms at ``off`` depends on what is
+    differentiated; marks them live when ``live_s`` is given."""
+    cdef int q, t
+    cdef unsigned char d = 0
+    for q in range(2 * p.sd[off]):
+        t = p.sd[off + 1 + q]
+        d |= dep_s[t]
+        if live_s is not None:
+            live_s[t] = 1
+    return d

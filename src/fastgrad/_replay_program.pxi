@@ -206,7 +206,7 @@ cdef class Program:
     @property
     def n_instructions(self):
         """Number of recorded operation nodes (scalar + batched tape)."""
-        return self.n_sinstr + self.n_recorded
+        return self.n_srecorded + self.n_recorded
 
     @property
     def n_layers(self):
@@ -222,11 +222,7 @@ cdef class Program:
     def tape(self):
         """The recorded tape as a dict of numpy arrays (copies), for inspection."""
         return {
-            "scalar": {"op": np.asarray(self.s_op)[:self.n_sinstr].copy(),
-                       "out": np.asarray(self.s_out)[:self.n_sinstr].copy(),
-                       "a": np.asarray(self.s_a)[:self.n_sinstr].copy(),
-                       "b": np.asarray(self.s_b)[:self.n_sinstr].copy(),
-                       "c": np.asarray(self.s_c)[:self.n_sinstr].copy()},
+            "scalar": {key: arr.copy() for key, arr in self._srecorded.items()},
             "batched": {key: arr.copy() for key, arr in self._recorded.items()},
             "constants": np.asarray(self.consts)[:self.n_const].copy(),
         }
@@ -234,7 +230,7 @@ cdef class Program:
     def __repr__(self):
         return (f"<fastgrad compiled Program: {self.n_inputs} inputs, "
                 f"{self.n_params} params, {self.n_outputs} outputs, "
-                f"{self.n_recorded} per-sample + {self.n_sinstr} shared "
+                f"{self.n_recorded} per-sample + {self.n_srecorded} shared "
                 f"instructions{', penalty' if self.pen_slot >= 0 else ''}"
                 f"{f', {self.nlayers} dense layers' if self.nlayers else ''}>")
 
@@ -273,7 +269,7 @@ cdef class Program:
             for i in range(self.n_params):
                 vs[i] = theta[i]
         forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                       &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
+                       &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0], vs)
         for i in range(self.n_inputs):
             vb[i] = x[i]
         cdef LayerCtx L = self._layer_ctx(False)
@@ -315,11 +311,13 @@ cdef class Program:
         """
         cdef Py_ssize_t ld = (cols + 7) & ~(<Py_ssize_t>7)   # 64-byte rows
         cdef Py_ssize_t rows = max(self.n_batched if grad else self.n_frows, 1)
+        # zeros, not empty: the layer kernels compute whole vectors into the
+        # padding columns (n up to ld), which must hold finite numbers
         if rows * ld > self.cap_cols:
-            self.vb = np.empty(rows * ld, np.float64)
+            self.vb = np.zeros(rows * ld, np.float64)
             self.cap_cols = rows * ld
         if grad and rows * ld > self.cap_rows_g:
-            self.gb = np.empty(rows * ld, np.float64)
+            self.gb = np.zeros(rows * ld, np.float64)
             self.cap_rows_g = rows * ld
         self.ld = ld
         return 0
@@ -469,7 +467,7 @@ cdef class Program:
         o0 = o_slot[0]
         with nogil:
             forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                           &self.s_a[0], &self.s_b[0], &self.s_c[0], vs)
+                           &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0], vs)
             if grad:
                 memset(gs, 0, self.n_scalar * sizeof(double))
                 layers_pack(&L, vs, True)   # (forward only: no layers)
@@ -546,7 +544,7 @@ cdef class Program:
                     gs[self.pen_slot] += 1.0
                 backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
                                 &self.s_a[0], &self.s_b[0], &self.s_c[0],
-                                sma, smb, vs, gs)
+                                &self.sd[0], sma, smb, vs, gs)
         if interrupted:
             return -1.0         # the KeyboardInterrupt (or handler's error) is set
         if reduce_mode == 1:

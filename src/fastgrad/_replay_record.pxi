@@ -191,11 +191,6 @@ def build(outputs, inputs, params, penalty=None):
     prog.n_binstr = nb_ops
     prog._params = tuple(pars)
     prog.consts = np.array(consts + [0.0], np.float64)
-    prog.s_op = np.array(s_op + [0], np.uint8)
-    prog.s_out = np.array(s_out + [0], np.int32)
-    prog.s_a = np.array(s_a + [0], np.int32)
-    prog.s_b = np.array(s_b + [0], np.int32)
-    prog.s_c = np.array(s_c + [0.0], np.float64)
     o_slot = []
     o_bat = []
     for r in outs:
@@ -209,6 +204,9 @@ def build(outputs, inputs, params, penalty=None):
         "b": np.array(b_b, np.int32), "s": np.array(b_s, np.int32),
         "c": np.array(b_c, np.float64)}
     prog.n_recorded = nb_ops
+    prog.n_srecorded = ns_ops
+    recorded_kind, recorded_a, recorded_b, recorded_s = list(b_kind), list(b_a), list(b_b), list(b_s)
+    sd = []
     prog.nlayers = 0
     new_row = None
     if LAYERS and FUSE:
@@ -244,6 +242,32 @@ def build(outputs, inputs, params, penalty=None):
             raise ValueError("compile: the penalty depends on an input; it must "
                              "be a function of the parameters (and constants) only")
         prog.pen_slot = fix(sa[1])
+    # scalar reads from outside the scalar tape: the batched tape (before
+    # the layer pass, which reads the same slots), scalar outputs, penalty
+    external = {prog.pen_slot}
+    for k in range(len(recorded_kind)):
+        if recorded_kind[k] == K_SB:
+            external.add(recorded_a[k])
+        elif recorded_kind[k] == K_BS:
+            external.add(recorded_b[k])
+        if recorded_s[k] >= 0:
+            external.add(recorded_s[k])
+    for q in range(len(o_slot)):
+        if not o_bat[q]:
+            external.add(o_slot[q])
+    prog._srecorded = {
+        "op": np.array(s_op, np.uint8), "out": np.array(s_out, np.int32),
+        "a": np.array(s_a, np.int32), "b": np.array(s_b, np.int32),
+        "c": np.array(s_c, np.float64)}
+    if FUSE:
+        _scalar_dots(s_op, s_out, s_a, s_b, s_c, external, sd)
+    prog.n_sinstr = len(s_op)
+    prog.s_op = np.array(s_op + [0], np.uint8)
+    prog.s_out = np.array(s_out + [0], np.int32)
+    prog.s_a = np.array(s_a + [0], np.int32)
+    prog.s_b = np.array(s_b + [0], np.int32)
+    prog.s_c = np.array(s_c + [0.0], np.float64)
+    prog.sd = np.array(sd + [0], np.int32)
     prog.vs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.gs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.vs1 = np.zeros(prog.n_scalar + 1, np.float64)
