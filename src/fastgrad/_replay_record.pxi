@@ -205,7 +205,8 @@ def build(outputs, inputs, params, penalty=None):
         "c": np.array(b_c, np.float64)}
     prog.n_recorded = nb_ops
     prog.n_srecorded = ns_ops
-    recorded_kind, recorded_a, recorded_b, recorded_s = list(b_kind), list(b_a), list(b_b), list(b_s)
+    recorded_kind, recorded_a = list(b_kind), list(b_a)
+    recorded_b, recorded_s = list(b_b), list(b_s)
     sd = []
     prog.nlayers = 0
     new_row = None
