@@ -20,6 +20,7 @@ cdef struct LayerCtx:
     double* pwt
     double* lanes
     const unsigned char* rmode     # the plan's lrm
+    int fresh                      # 1 in the first column chunk of a replay
 
 
 cdef class _Plan:
@@ -92,6 +93,10 @@ cdef class Program:
                      bint grad, bint want_inputs, bint with_pen,
                      double[:, ::1] outv, double[:, ::1] ging) except? -1.0
     cdef int _enter(self, str where) except -1
-    cdef int _store_param_grads(self, bint accumulate, param_grad) except -1
+    cdef int _store_param_grads(self, bint accumulate, param_grad,
+                                double lr=*, bint update=*) except -1
+    cdef double _batch(self, inputs, reduce, bint grad, outputs, param_grad,
+                       input_grad, bint accumulate, double lr,
+                       bint update) except? -1.0
     cdef object _check_param_grad(self, param_grad, str where)
     cdef object _check_out(self, arr, Py_ssize_t B, int k, str name, str where)

@@ -20,6 +20,7 @@
 #define FG_ADD 2
 #define FG_MR 4       /* rows of a packed weight panel (every ISA) */
 #define FG_LANES 8    /* partial sums of a batch reduction (every ISA) */
+#define FG_JB 512     /* columns per block of the weight-gradient kernel */
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FG_X86_DISPATCH 1
@@ -82,7 +83,7 @@ typedef void (*fg_gemm_rows_t)(int, int, const double *, const double *,
                                ptrdiff_t);
 typedef void (*fg_gemm_lanes_t)(int, int, const double *, const int *,
                                 const double *, const int *, ptrdiff_t,
-                                ptrdiff_t, double *, double *);
+                                ptrdiff_t, double *, double *, int);
 typedef void (*fg_grad_in_t)(int, const unsigned char *, int, const double *,
                              double *, const int *, ptrdiff_t, ptrdiff_t);
 

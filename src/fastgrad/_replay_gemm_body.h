@@ -128,7 +128,7 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_tile)(
         int wi, int wk, int i0, int k0, int K, const double *g,
         const int *g_rows, const double *x, const int *x_rows, ptrdiff_t ld,
-        ptrdiff_t nb, double *lanes)
+        ptrdiff_t nb, double *lanes, int fresh)
 {
     FG_V acc[FG_WI][FG_WK][FG_LANES / FG_VW];
     const double *gp[FG_WI];
@@ -138,9 +138,14 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_til
     for (a = 0; a < wi; a++) gp[a] = g + g_rows[i0 + a] * ld;
     for (b = 0; b < wk; b++) xp[b] = x + x_rows[k0 + b] * ld;
     for (a = 0; a < wi; a++)
-        for (b = 0; b < wk; b++)
-            memcpy(acc[a][b], lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES,
-                   sizeof acc[a][b]);
+        for (b = 0; b < wk; b++) {
+            if (fresh)
+                for (u = 0; u < FG_LANES / FG_VW; u++) acc[a][b][u] = (FG_V){0};
+            else
+                memcpy(acc[a][b],
+                       lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES,
+                       sizeof acc[a][b]);
+        }
     for (j = 0; j < nb; j += FG_LANES) {
         FG_V gv[FG_WI][FG_LANES / FG_VW];
         FG_V xv[FG_WK][FG_LANES / FG_VW];
@@ -166,29 +171,51 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_til
  * lanes[(i * K + k) * FG_LANES + j % FG_LANES] += g[i][j] * x[k][j] and
  * blanes[i * FG_LANES + j % FG_LANES] += g[i][j] (blanes may be NULL), each
  * partial sum in column order.  g rows: g_rows (M of them), x rows: x_rows
- * (K).  n: columns (exactly: no padding enters a sum). */
+ * (K).  n: columns; the vector build zeroes the rows' padding up to the
+ * next multiple of FG_LANES (so g and x are written to, there only).
+ * fresh: the partial sums start at 0.0 (the first column chunk of a
+ * replay) instead of their current values. */
 static FG_TARGET void FG_NAME(fg_gemm_lanes)(
         int M, int K, const double *g, const int *g_rows,
         const double *x, const int *x_rows, ptrdiff_t ld, ptrdiff_t n,
-        double *lanes, double *blanes)
+        double *lanes, double *blanes, int fresh)
 {
     ptrdiff_t nb = n - n % FG_LANES, j;
     int i0, k0, a, b, u;
+    if (fresh && blanes) memset(blanes, 0, sizeof(double) * FG_LANES * M);
 #ifdef FG_VW
-    int mi = M - M % FG_WI, mk = K - K % FG_WK;
-    for (i0 = 0; i0 < mi; i0 += FG_WI) {
-        for (k0 = 0; k0 < mk; k0 += FG_WK)
-            FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, g, g_rows, x, x_rows,
-                                   ld, nb, lanes);
-        for (k0 = mk; k0 < K; k0++)
-            FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, g, g_rows, x, x_rows, ld,
-                                   nb, lanes);
+    if (nb < n) {
+        /* the last partial group of FG_LANES columns: zero the padding of
+         * every row read, then it is whole (0.0 * 0.0 adds +0.0 to a partial
+         * sum: the sums are unchanged) */
+        ptrdiff_t n8 = nb + FG_LANES;
+        for (a = 0; a < M; a++)
+            for (j = n; j < n8; j++) ((double *)g)[g_rows[a] * ld + j] = 0.0;
+        for (b = 0; b < K; b++)
+            for (j = n; j < n8; j++) ((double *)x)[x_rows[b] * ld + j] = 0.0;
+        nb = n = n8;
     }
-    for (i0 = mi; i0 < M; i0++)
-        for (k0 = 0; k0 < K; k0++)
-            FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, g, g_rows, x, x_rows, ld, nb,
-                                   lanes);
+    /* column blocks of FG_JB: a tile's rows stay in L1 across the tiles */
+    int mi = M - M % FG_WI, mk = K - K % FG_WK;
+    ptrdiff_t jb, nj;
+    for (jb = 0; jb < nb; jb += FG_JB) {
+        const double *gb = g + jb, *xb = x + jb;
+        nj = (nb - jb < FG_JB) ? nb - jb : FG_JB;
+        for (i0 = 0; i0 < mi; i0 += FG_WI) {
+            for (k0 = 0; k0 < mk; k0 += FG_WK)
+                FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, gb, g_rows, xb,
+                                       x_rows, ld, nj, lanes, fresh && jb == 0);
+            for (k0 = mk; k0 < K; k0++)
+                FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, gb, g_rows, xb, x_rows,
+                                       ld, nj, lanes, fresh && jb == 0);
+        }
+        for (i0 = mi; i0 < M; i0++)
+            for (k0 = 0; k0 < K; k0++)
+                FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, gb, g_rows, xb, x_rows, ld,
+                                       nj, lanes, fresh && jb == 0);
+    }
 #else
+    if (fresh) memset(lanes, 0, sizeof(double) * FG_LANES * M * K);
     for (i0 = 0; i0 < M; i0++)
         for (k0 = 0; k0 < K; k0++) {
             const double *gr = g + g_rows[i0] * ld;

@@ -28,7 +28,7 @@ cdef extern from "_replay_gemm.h" nogil:
                       Py_ssize_t ld, Py_ssize_t n)
     void fg_gemm_lanes(int M, int K, const double* g, const int* g_rows,
                        const double* x, const int* x_rows, Py_ssize_t ld,
-                       Py_ssize_t n, double* lanes, double* blanes)
+                       Py_ssize_t n, double* lanes, double* blanes, int fresh)
     void fg_grad_in(int M, const unsigned char* has, int relu, const double* v,
                     double* g, const int* rows, Py_ssize_t ld, Py_ssize_t n)
     int fg_isa_select(int level)
@@ -263,7 +263,7 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
 
 cdef void layers_pack(LayerCtx* L, const double* vs, bint grad) noexcept nogil:
     """Gather this replay's weights and biases into the packed panels (and
-    zero the gradient lanes)."""
+    (the gradient lanes start afresh in the first column chunk)."""
     cdef int li, H, K, i, k, r
     cdef const int* m
     cdef const int* w
@@ -293,7 +293,6 @@ cdef void layers_pack(LayerCtx* L, const double* vs, bint grad) noexcept nogil:
                         p[k * H + i * FG_MR + r] = (vs[w[i * K + k + r]]
                                                     if k + r < K else 0.0)
                 k += FG_MR
-            memset(L.lanes + m[LM_LN], 0, (H * K + H) * FG_LANES * sizeof(double))
 
 
 cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
@@ -329,7 +328,8 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
     cdef double* ln = L.lanes + m[LM_LN]
     fg_grad_in(H, L.rmode + m[LM_O], m[LM_ACT], vb, gb, orow, ld, n)
     if want_w:
-        fg_gemm_lanes(H, K, gb, orow, vb, xr, ld, n, ln, ln + H * K * FG_LANES)
+        fg_gemm_lanes(H, K, gb, orow, vb, xr, ld, n, ln, ln + H * K * FG_LANES,
+                      L.fresh)
     if want_x:
         fg_gemm_rows(K, H, L.pwt + m[LM_PWT], NULL, L.rmode + m[LM_X], 0, gb,
                      orow, gb, xr, ld, n)
@@ -338,10 +338,10 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
 cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
                         double* gs) noexcept nogil:
     """Add each layer's weight and bias lanes to the scalar gradients."""
-    cdef int li, H, K, q, u
+    cdef int li, H, K, q
     cdef const int* m
     cdef const double* ln
-    cdef double tot
+    cdef const double* t
     for li in range(L.n):
         if not run[li]:
             continue
@@ -350,7 +350,7 @@ cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
         K = m[LM_K]
         ln = L.lanes + m[LM_LN]
         for q in range(H * K + H):
-            tot = 0.0
-            for u in range(FG_LANES):
-                tot += ln[q * FG_LANES + u]
-            gs[L.slots[m[LM_W] + q]] += tot
+            # always this order (FG_LANES == 8): a shallow tree
+            t = ln + q * FG_LANES
+            gs[L.slots[m[LM_W] + q]] += (((t[0] + t[4]) + (t[2] + t[6]))
+                                         + ((t[1] + t[5]) + (t[3] + t[7])))

@@ -230,6 +230,7 @@ cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
             continue
         # which operand is a product read only here (a + b == b + a)
         acc = -1
+        m = -1
         for x, other in ((s_b[k], s_a[k]), (s_a[k], s_b[k])):
             m = prod_at.get(x, -1)
             if m >= 0 and m < k and single(x) and chain_of[m] == -1:

@@ -293,6 +293,7 @@ cdef class Program:
         L.pwt = &self.l_pwt[0]
         L.lanes = &self.l_lanes[0]
         L.rmode = NULL
+        L.fresh = 1
         return L
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
@@ -515,6 +516,7 @@ cdef class Program:
                     else:
                         for j in range(n):  # no-cython-lint (n additions, as above)
                             gs[o0] += seed
+                    L.fresh = j0 == 0
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],
                                      &self.b_a[0], &self.b_b[0], &self.b_s[0],
@@ -560,21 +562,27 @@ cdef class Program:
         self._busy = True
         return 0
 
-    cdef int _store_param_grads(self, bint accumulate, param_grad) except -1:
+    cdef int _store_param_grads(self, bint accumulate, param_grad,
+                                double lr=0.0, bint update=False) except -1:
+        """Parameter gradients to ``.grad`` (and ``param_grad``); with
+        ``update`` also the SGD step ``p.data -= lr * grad`` (one pass)."""
         cdef Py_ssize_t i
         cdef tuple ps = self._params
         cdef double[::1] pg
+        cdef const double* gs = &self.gs[0]
         cdef Value p
         if param_grad is not None:
             pg = param_grad
         for i in range(self.n_params):
             p = <Value>ps[i]
             if accumulate:
-                p.grad += self.gs[i]
+                p.grad += gs[i]
             else:
-                p.grad = self.gs[i]
+                p.grad = gs[i]
+            if update:
+                p.data -= lr * gs[i]
             if param_grad is not None:
-                pg[i] = self.gs[i]
+                pg[i] = gs[i]
         return 0
 
     cdef object _check_param_grad(self, param_grad, str where):
@@ -705,6 +713,12 @@ cdef class Program:
         >>> prog.batch(np.array([[1.0], [3.0]]), reduce="sum"), w.grad
         (8.0, 4.0)
         """
+        return self._batch(inputs, reduce, grad, outputs, param_grad, input_grad,
+                           accumulate, 0.0, False)
+
+    cdef double _batch(self, inputs, reduce, bint grad, outputs, param_grad,
+                       input_grad, bint accumulate, double lr,
+                       bint update) except? -1.0:
         cdef int mode
         if reduce == "mean":
             mode = 1
@@ -728,7 +742,7 @@ cdef class Program:
         try:
             val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging)
             if grad:
-                self._store_param_grads(accumulate, pg)
+                self._store_param_grads(accumulate, pg, lr, update)
         finally:
             self._busy = False
         return val
@@ -815,10 +829,7 @@ cdef class Program:
         >>> prog.sgd_step(np.array([[1.0]]), 0.5), w.data
         (2.0, 1.5)
         """
-        cdef Py_ssize_t i
-        cdef Value p
-        cdef tuple ps = self._params
-        cdef double g, step
+        cdef double step
         if type(lr) is not float and (isinstance(lr, (bool, np.bool_))
                                       or not isinstance(lr, numbers.Real)):
             raise TypeError(f"sgd_step: lr must be a real number, got "
@@ -826,13 +837,8 @@ cdef class Program:
         step = float(lr)
         if not isfinite(step) or step < 0.0:
             raise ValueError(f"sgd_step: invalid lr {lr!r} (must be finite and >= 0)")
-        loss = self.batch(inputs, reduce=reduce, grad=True, outputs=outputs,
-                          accumulate=False)
-        for i in range(self.n_params):
-            p = <Value>ps[i]
-            g = self.gs[i]
-            p.data -= step * g
-        return loss
+        return self._batch(inputs, reduce, True, outputs, None, None, False,
+                           step, True)
 
     def eval_params(self, theta, x):
         """Output 0 for parameter values ``theta`` and one input ``x``.
