@@ -989,17 +989,20 @@ def notes(cells: Sequence[CellResult], skips: bool = True) -> List[str]:
     """One line per failed side, per skipped one (each reason once; not with
     ``skips=False``), and per side that used more than one core."""
     out: List[str] = []
-    seen = set()
+    skipped: Dict[Tuple[str, Optional[str]], List[str]] = {}
     for c in cells:
         for r in [c.fastgrad] + c.peers:
-            if r.status == "skipped" and (not skips or (r.label, r.reason) in seen):
-                continue            # the same reason in every cell: said once
-            if r.status != "ok":
-                seen.add((r.label, r.reason))
+            if r.status == "skipped":
+                skipped.setdefault((r.label, r.reason), []).append(f"H={c.H} N={c.N}")
+            elif r.status != "ok":
                 out.append(f"{r.status}: H={c.H} N={c.N} {r.label}: {r.reason}")
             elif r.cpu_per_wall is not None and r.cpu_per_wall > 1.25:
                 out.append(f"warning: H={c.H} N={c.N} {r.label} used "
                            f"{r.cpu_per_wall:.2f} s of CPU per second: more than one core")
+    if skips:
+        for (label, reason), where in skipped.items():
+            cells_text = "every cell" if len(where) == len(cells) > 1 else ", ".join(where)
+            out.append(f"skipped: {label} ({cells_text}): {reason}")
     return out
 
 
