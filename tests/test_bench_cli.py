@@ -46,7 +46,7 @@ def test_smoke_report_has_every_workload_with_numbers(tmp_path, capsys):
         if r["baseline"] is not None:
             assert _is_num(r["speedup"]) and r["speedup"] > 0
             assert _is_num(r["max_rel_diff"])
-            assert _is_num(r["baseline_s"] if r["kind"] == "time" else r["baseline_bytes"])
+            assert _is_num(r["baseline_bytes"] if r["kind"] == "memory" else r["baseline_s"])
     # the core workloads ran for real against micrograd (a test extra)
     ok = {(r["workload"], r["baseline"]) for r in doc["rows"] if r["status"] == "ok"}
     for name in ("train_step", "backward", "build", "memory", "deep_chain"):

@@ -165,7 +165,7 @@ class Case:
     unit: str                      # what one timed call is: "step", "backward", ...
     make: Callable[[str, Dict[str, Any]], Runner]
     plan: Callable[[str], List[Pair]]
-    kind: str = "time"             # "time" or "memory"
+    kind: str = "time"             # "time", "memory" or "grid" (fastgrad._benchgrid)
     targets: Dict[Optional[str], Tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     rtol: float = 1e-9
     atol: float = 1e-12
@@ -1159,6 +1159,17 @@ def _plan_replay(mode: str) -> List[Pair]:
             Pair("eager", p, rounds=fg, fg_rounds=fg)]
 
 
+def make_grid(impl: str, params: Dict[str, Any]) -> Runner:
+    """One side of one H x N grid cell (fastgrad._benchgrid; issue 13)."""
+    from fastgrad import _benchgrid
+    return _benchgrid.make_runner(impl, params)
+
+
+def _plan_grid(mode: str) -> List[Pair]:
+    from fastgrad import _benchgrid
+    return _benchgrid.plan(mode)
+
+
 def _gradcheck_ok(res: Any) -> Optional[str]:
     return None if res else "gradcheck reported a mismatch on the demo loss"
 
@@ -1206,6 +1217,11 @@ CASES = [
          targets={"torch_nn": (1.0, ">= 1x"), "micrograd": (2000.0, ">= 2000x")}),
     Case("replay_record", "replay", "recording the demo step for replay "
          "(one-off)", "record", make_replay_record, _plan_replay_record),
+    # kind "grid": the CLI runs all the peers of a cell together
+    # (fastgrad._benchgrid.run_cell: checked, then timed interleaved)
+    Case("grid", "grid", "H x N grid: full-batch MLP(2, [H, H, 1]) step, compiled "
+         "replay vs NumPy/PyTorch/JAX (ratio = fastgrad / best peer)", "step",
+         make_grid, _plan_grid, kind="grid", rtol=1e-9, atol=1e-12),
 ]
 
 AREAS = sorted({c.area for c in CASES})
@@ -1221,6 +1237,11 @@ BASELINE_LABELS = {
     "python_loop": "Python loop",
     "numpy": "numpy in-place",
     "eager": "fastgrad eager",
+    "numpy_mlp": "NumPy fwd/bwd 1-thread",
+    "torch_eager": "torch eager 1-thread",
+    "torch_compile": "torch.compile 1-thread",
+    "jax_jit": "jax.jit 1-thread",
+    "hips_autograd": "HIPS autograd",
 }
 
 

@@ -9,8 +9,17 @@ speed-up.  Timings are the median of several rounds after the warm-up.
 Baselines that are not installed give a skipped row with the reason.
 
 Modes: ``--quick`` (default, under two minutes on a 2-core machine),
-``--full`` (larger sizes, 10^7-node backward), ``--smoke`` (tiny sizes, for
-the test suite: checks everything, times nothing meaningful).
+``--full`` (larger sizes, 10^7-node backward, the full H x N grid),
+``--smoke`` (tiny sizes, for the test suite: checks everything, times nothing
+meaningful).
+
+The ``grid`` workload (:mod:`fastgrad._benchgrid`, issue 13) compares fastgrad
+with several peers at once: per cell (H, N) every peer is checked against
+fastgrad, then all of them are timed interleaved; it gives one row per (cell,
+peer) and, after the table, the H x N ratio table (fastgrad / best peer),
+GFLOP/s and the demo cell's FLOP-bound ratio.  ``--quick`` runs H in {16, 64}
+x N in {100, 1000}, ``--full`` the whole 4 x 3 grid.  With ``--plot``, its
+heatmap goes to ``PATH-grid.png`` (or to PATH when only the grid ran).
 
 Exit status: 0 all rows ok or skipped, 1 a FAILURE row, 2 bad arguments or an
 output file that cannot be written.
@@ -62,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="default sizes: the demo's 100 points, graphs up to "
                            "10^6 nodes; under two minutes")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="larger sizes and more rounds (10^7-node backward)")
+                      help="larger sizes and more rounds (10^7-node backward, the "
+                           "full H x N grid)")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help="tiny sizes: checks every workload in seconds "
                            "(timings meaningless)")
@@ -185,7 +195,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
     }
-    for dist in ("Cython", "numpy", "micrograd", "torch"):
+    for dist in ("Cython", "numpy", "micrograd", "torch", "jax"):
         info[dist.lower()] = _version(dist)
     return info
 
@@ -265,8 +275,16 @@ class _Side:
         self.runner = None
 
 
-def _run_case(case: bc.Case, mode: str, gc_mode: str, progress: "_Progress") -> list[Row]:
-    """Rows of one case in one gc mode (progress is called per row)."""
+def _run_case(case: bc.Case, mode: str, gc_mode: str, progress: "_Progress",
+              grid_cells: Optional[list[Any]] = None) -> list[Row]:
+    """Rows of one case in one gc mode (progress is called per row).
+
+    A ``grid`` case appends its :class:`fastgrad._benchgrid.CellResult` s to
+    ``grid_cells``.
+    """
+    if case.kind == "grid":
+        return _run_grid_case(case, mode, progress,
+                              grid_cells if grid_cells is not None else [])
     rows: list[Row] = []
     gc_off = gc_mode == "off"
     fastgrad: dict[Any, _Side] = {}          # params key -> _Side, shared by pairs of equal size
@@ -285,6 +303,61 @@ def _run_case(case: bc.Case, mode: str, gc_mode: str, progress: "_Progress") -> 
         fastgrad.clear()
         gc.collect()
     return rows
+
+
+def _run_grid_case(case: bc.Case, mode: str, progress: "_Progress",
+                   cells: list[Any]) -> list[Row]:
+    """The H x N grid: per cell, every peer checked against fastgrad, then all
+    of them timed interleaved (fastgrad._benchgrid.run_cell); one row per
+    (cell, peer), the peer as the baseline."""
+    from fastgrad import _benchgrid as grid
+    _, _, _, round_s = grid.mode_grid(mode)
+    skips = grid.mode_skips(mode)
+    groups: dict[Any, list[bc.Pair]] = {}
+    for pair in case.plan(mode):
+        groups.setdefault(pair.key, []).append(pair)
+    rows: list[Row] = []
+    with grid.single_core():
+        for pairs in groups.values():
+            first = pairs[0]
+            row0 = _row(case, first, "on")
+            progress.start(row0)
+            with bc.isolated_gc(unfreeze=False):
+                cell = grid.run_cell(int(first.params["H"]), int(first.params["N"]),
+                                     [cast(str, p.baseline) for p in pairs],
+                                     rounds=first.rounds, round_s=round_s, skip=skips)
+            cells.append(cell)
+            for i, pair in enumerate(pairs):
+                row = row0 if i == 0 else _row(case, pair, "on")
+                if i:
+                    progress.start(row)
+                _fill_grid_row(row, cell, cast(str, pair.baseline))
+                rows.append(row)
+                progress.done(row)
+    return rows
+
+
+def _fill_grid_row(row: Row, cell: Any, peer: str) -> None:
+    """One (cell, peer) row of the grid from the cell's result."""
+    fg = cell.fastgrad
+    side = next(r for r in cell.peers if r.name == peer)
+    best = cell.best
+    row["grid"] = {"H": cell.H, "N": cell.N, "flops": cell.flops,
+                   "ratio_to_best": cell.ratio, "best_peer": best.name if best else None,
+                   "fastgrad_gflops": cell.gflops(fg)}
+    if fg.status != "ok":
+        row.update(status=fg.status, reason=fg.reason)
+    elif side.status != "ok":
+        row.update(status=side.status, reason=side.reason)
+    elif cell.failures:
+        row.update(status="skipped",
+                   reason="not timed: another side of this cell is a FAILURE")
+    else:
+        row.update(status="ok", fastgrad_s=fg.s, baseline_s=side.s,
+                   fastgrad_min_s=min(fg.times), baseline_min_s=min(side.times),
+                   fastgrad_rounds=len(fg.times), rounds=len(side.times),
+                   max_rel_diff=max(side.loss_rel_diff or 0.0, side.param_rel_diff or 0.0),
+                   speedup=side.s / fg.s if fg.s else None)
 
 
 def _run_row(row: Row, case: bc.Case, pair: bc.Pair, fastgrad: dict[Any, "_Side"],
@@ -401,11 +474,12 @@ def _run_pair(row: Row, case: bc.Case, pair: bc.Pair, fg: "_Side", mode: str,
 def _fmt_time(s: Optional[float]) -> str:
     if s is None:
         return ""
-    if s >= 1:
+    # thresholds just below each unit: 999.6 us prints as 1 ms, not 1e+03 us
+    if s >= 0.9995:
         return f"{s:.2f} s"
-    if s >= 1e-3:
+    if s >= 0.9995e-3:
         return f"{s * 1e3:.3g} ms"
-    if s >= 1e-6:
+    if s >= 0.9995e-6:
         return f"{s * 1e6:.3g} us"
     return f"{s * 1e9:.3g} ns"
 
@@ -491,7 +565,7 @@ def format_header(info: dict[str, Any], mode: str, gc_modes: Sequence[str]) -> s
         f"C compiler: {info['c_compiler']}; Cython {info['cython'] or 'not installed'}",
         f"baselines: micrograd {info['micrograd'] or 'not installed'}, "
         f"torch {info['torch'] + ' (1 thread)' if info['torch'] else 'not installed'}, "
-        f"numpy {info['numpy']}",
+        f"jax {info.get('jax') or 'not installed'}, numpy {info['numpy']}",
         "times are per call (one step, one backward, one build...); speed-up = "
         "baseline / fastgrad; memory rows compare bytes; ns/node and bytes/node "
         "are fastgrad's",
@@ -502,7 +576,8 @@ def write_plot(rows: Sequence[Row], path: str, title: str) -> None:
     """Horizontal log-scale bar chart of the speed-ups of the ok rows."""
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    ok = [r for r in rows if r["status"] == "ok" and r["speedup"]]
+    # (the grid's rows have their own chart: fastgrad._benchgrid.write_heatmap)
+    ok = [r for r in rows if r["status"] == "ok" and r["speedup"] and r["kind"] != "grid"]
     fig = Figure(figsize=(9, 1.2 + 0.35 * max(len(ok), 1)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -614,22 +689,29 @@ def run(args: argparse.Namespace) -> int:
     print(header, file=sys.stderr, flush=True)
     progress = _Progress(total, sys.stderr)
     rows = []
+    grid_cells: list[Any] = []
     try:
         for case in cases:
             for g in (gc_modes if case.kind == "time" else ["on"]):
-                rows.extend(_run_case(case, mode, g, progress))
+                rows.extend(_run_case(case, mode, g, progress, grid_cells))
     finally:
         gc.unfreeze()
     failures = sum(r["status"] == "FAILURE" for r in rows)
     print(header)
     print()
     print(format_table(rows))
+    if grid_cells:
+        from fastgrad import _benchgrid
+        print("\nH x N grid (the `grid` rows; fastgrad._benchgrid, "
+              "benchmarks/bench_grid.py):\n")
+        print(_benchgrid.format_report(grid_cells, skip_notes=False))
     code = 1 if failures else 0
     if failures:
         print(f"\n{failures} FAILURE row(s): fastgrad's result did not match", flush=True)
     if args.json:
         doc = {"fastgrad_bench": 1, "mode": mode, "gc": gc_modes, "machine": info,
-               "failures": failures, "rows": rows}
+               "failures": failures, "rows": rows,
+               "grid": [c.as_dict() for c in grid_cells]}
         try:
             with open(args.json, "w") as f:
                 json.dump(doc, f, indent=1, default=str)
@@ -637,11 +719,25 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"cannot write JSON to {args.json}: {exc.strerror or exc}")
     if args.plot:
-        try:
-            write_plot(rows, args.plot, header.splitlines()[0])
-        except (OSError, ValueError) as exc:
-            return _fail(f"cannot write the plot to {args.plot}: "
-                         f"{getattr(exc, 'strerror', None) or exc}")
+        # the grid's heatmap replaces the bar chart when only the grid ran,
+        # else it goes beside it (PATH-grid.png)
+        only_grid = bool(grid_cells) and all(r["kind"] == "grid" for r in rows)
+        plots = [] if only_grid else [("bars", args.plot)]
+        if grid_cells:
+            stem, ext = os.path.splitext(args.plot)
+            plots.append(("grid", args.plot if only_grid else f"{stem}-grid{ext or '.png'}"))
+        for what, path in plots:
+            try:
+                if what == "bars":
+                    write_plot(rows, path, header.splitlines()[0])
+                else:
+                    from fastgrad import _benchgrid
+                    _benchgrid.write_heatmap(grid_cells, path, header.splitlines()[0]
+                                             + "\nfastgrad compiled / best peer, per step")
+                    print(f"grid heatmap written to {path}")
+            except (OSError, ValueError) as exc:
+                return _fail(f"cannot write the plot to {path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}")
     return code
 
 

@@ -1,0 +1,40 @@
+"""The H x N grid of issue 13: fastgrad compiled against NumPy, PyTorch and JAX.
+
+Run from a checkout with the compiled build in place::
+
+    PYTHONPATH=src python benchmarks/bench_grid.py [--H 16,32,64,128] [--N 100,1000,10000]
+        [--rounds 7] [--plot grid.png] [--json grid.json] [--peak-gflops 126]
+
+One cell (H, N) is a full-batch training step of ``fastgrad.nn.MLP(2, [H, H, 1])``
+(``random.seed(1337)`` weights) on N two-moons points, float64, one thread per
+side: ``fastgrad.compiled.make_demo_step`` against hand-written NumPy, PyTorch
+eager and ``torch.compile`` (when torch is installed), ``jax.jit`` (when jax
+is installed) and HIPS autograd (when installed).  Every peer's first step is
+checked against fastgrad's (loss to 1e-10, parameters to 1e-9 relative) before
+any timing: a mismatch is a FAILURE and exit status 1.  Prints each side's
+time per step, the ratio fastgrad / best peer per cell (the issue's table),
+GFLOP/s (FLOPs counted from the recorded program) and the demo cell's
+FLOP-bound ratio.  ``fastgrad bench --full`` runs the same grid (``--only grid``).
+
+The definitions (workload, FLOP count, timing, thread pinning) are in the
+docstring of ``src/fastgrad/_benchgrid.py``.  This script sets
+``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to 1 and adds
+``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` to
+``XLA_FLAGS`` before NumPy, jax or torch are imported, and binds the process
+to one CPU while the grid runs.
+"""
+import os
+import sys
+
+# before anything imports numpy (fastgrad does), jax or torch
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "--xla_cpu_multi_thread_eigen" not in _flags:
+    os.environ["XLA_FLAGS"] = (
+        _flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+
+from fastgrad import _benchgrid  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(_benchgrid.main())
