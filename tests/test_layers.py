@@ -7,8 +7,8 @@ another order than the per-instruction replay and eager mode.  Oracles:
 * eager mode (the Values' own ``backward()``) and the same graph recorded with
   layers switched off (``_replay._set_layers(False)``: the per-instruction
   replay, itself checked bit for bit against eager in test_compiled.py);
-* the layer kernels of every instruction set this CPU runs, against each
-  other (bit for bit).
+* the layer kernels of every instruction set this CPU runs (and the plain C
+  build that MSVC compiles), against each other, bit for bit.
 
 By how much the reordered sums differ: forward values (losses, outputs) are
 the same floats as eager, always.  Gradients are compared with
@@ -204,7 +204,8 @@ def test_demo_step_matches_eager_training():
 
 def test_kernels_of_every_isa_agree_bit_for_bit():
     isas = _replay._supported_isas()
-    assert "baseline" in isas
+    # portable: the plain C build (MSVC's), compiled on every platform
+    assert "portable" in isas
     random.seed(6)
     model = MLP(3, [13, 9, 2])            # tails: 13, 9 rows are not multiples of 4
     params = model.parameters()
@@ -213,17 +214,25 @@ def test_kernels_of_every_isa_agree_bit_for_bit():
     X = rng.normal(size=(1003, 3))        # column tails too
     results = {}
     old = _replay._isa()
+    # also over many column chunks (the weight-gradient lanes carried over)
+    old_chunk = _replay._set_chunk_bytes(16 * 40 * 96)
     try:
         for isa in isas:
             _replay._set_isa(isa)
             results[isa] = _replay_batch(prog, X, "sum")
+            results[isa + " chunked"] = _replay_batch(
+                _compile(lambda x: model(x), 3, params), X, "sum")
     finally:
         _replay._set_isa(old)
-    base = results["baseline"]
+        _replay._set_chunk_bytes(old_chunk)
     for isa, res in results.items():
+        base = results["portable chunked" if "chunked" in isa else "portable"]
         assert res[0] == base[0], isa
         for a, b in zip(res[1:], base[1:]):
             np.testing.assert_array_equal(a, b, err_msg=isa)
+    # chunking changes the order of the weight-gradient sums, not the values
+    # beyond rounding
+    close(results["portable chunked"][1], results["portable"][1])
 
 
 def test_set_isa_rejects_unknown_names():

@@ -2,12 +2,12 @@
  * the run-time choice between them (see _replay_layers.pxi for how layers
  * are found and _replay_gemm_body.h for the kernels).
  *
- * x86-64 with gcc or clang: the body is compiled three times, for the
- * baseline (SSE2), AVX2 and AVX-512F, and fg_isa_select() picks the widest
- * one the CPU supports (__builtin_cpu_supports), unless told otherwise.
- * Elsewhere (aarch64, whose baseline NEON is what it gets; MSVC) only the
- * baseline build exists.  The three builds give bit-identical results: see
- * the body's header.
+ * The body is compiled once as plain C ("portable", the only build with
+ * MSVC) and, with gcc or clang, once with vector types of two doubles
+ * ("baseline": SSE2 on x86-64, NEON on aarch64); on x86-64 also for AVX2 and
+ * AVX-512F.  fg_isa_select(-1), run at import, picks the widest one the CPU
+ * supports (__builtin_cpu_supports).  All builds give bit-identical
+ * results: see the body's header.
  */
 #ifndef FASTGRAD_REPLAY_GEMM_H
 #define FASTGRAD_REPLAY_GEMM_H
@@ -30,15 +30,29 @@
 #define FG_VECTORS 1
 #endif
 
-/* baseline build (SSE2 on x86-64, NEON on aarch64: 2 doubles a register) */
+/* portable build: plain C loops (the only one with MSVC), compiled
+ * everywhere so that tests check it gives the same floats as the others */
+#define FG_NAME(f) f##_plain
+#define FG_TARGET
+#define FG_NR 4
+#define FG_WI 1
+#define FG_WK 2
+#include "_replay_gemm_body.h"
+#undef FG_NAME
+#undef FG_TARGET
+#undef FG_NR
+#undef FG_WI
+#undef FG_WK
+
+#ifdef FG_VECTORS
+/* baseline build, vector types of 2 doubles (SSE2 on x86-64, NEON on
+ * aarch64) */
 #define FG_NAME(f) f##_base
 #define FG_TARGET
 #define FG_NR 4
 #define FG_WI 1
 #define FG_WK 2
-#ifdef FG_VECTORS
 #define FG_VW 2
-#endif
 #include "_replay_gemm_body.h"
 #undef FG_NAME
 #undef FG_TARGET
@@ -46,6 +60,7 @@
 #undef FG_WI
 #undef FG_WK
 #undef FG_VW
+#endif
 
 #ifdef FG_X86_DISPATCH
 #define FG_NAME(f) f##_avx2
@@ -87,48 +102,61 @@ typedef void (*fg_gemm_lanes_t)(int, int, const double *, const int *,
 typedef void (*fg_grad_in_t)(int, const unsigned char *, int, const double *,
                              double *, const int *, ptrdiff_t, ptrdiff_t);
 
-static fg_gemm_rows_t fg_gemm_rows = fg_gemm_rows_base;
-static fg_gemm_lanes_t fg_gemm_lanes = fg_gemm_lanes_base;
-static fg_grad_in_t fg_grad_in = fg_grad_in_base;
+/* the builds, by level: 0 portable, 1 baseline vectors, 2 AVX2, 3 AVX-512
+ * (NULL: not compiled in) */
+#define FG_N_ISA 4
+static const struct {
+    fg_gemm_rows_t rows;
+    fg_gemm_lanes_t lanes;
+    fg_grad_in_t grad_in;
+} fg_isa_table[FG_N_ISA] = {
+    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain},
+#ifdef FG_VECTORS
+    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base},
+#else
+    {NULL, NULL, NULL},
+#endif
+#ifdef FG_X86_DISPATCH
+    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2},
+    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512},
+#else
+    {NULL, NULL, NULL},
+    {NULL, NULL, NULL},
+#endif
+};
+
+static fg_gemm_rows_t fg_gemm_rows = fg_gemm_rows_plain;
+static fg_gemm_lanes_t fg_gemm_lanes = fg_gemm_lanes_plain;
+static fg_grad_in_t fg_grad_in = fg_grad_in_plain;
 static int fg_isa_current = 0;
 
-/* ISA levels: 0 baseline, 1 AVX2, 2 AVX-512 */
+/* whether this build has ISA ``level`` and the CPU runs it */
 static int fg_isa_supported(int level)
 {
-    if (level == 0) return 1;
+    if (level < 0 || level >= FG_N_ISA || fg_isa_table[level].rows == NULL) return 0;
 #ifdef FG_X86_DISPATCH
     __builtin_cpu_init();
-    if (level == 1) return __builtin_cpu_supports("avx2") != 0;
-    if (level == 2)
+    if (level == 2) return __builtin_cpu_supports("avx2") != 0;
+    if (level == 3)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
             && __builtin_cpu_supports("avx512dq");
 #endif
-    return 0;
+    return 1;
 }
 
 /* Use the kernels of ISA ``level`` (-1: the best supported); returns the
- * level now in use, or -1 (nothing changed) if the CPU lacks it. */
+ * level now in use, or -1 (nothing changed) if it is not supported.  Not
+ * meant to be called while a replay runs (tests do it in between). */
 static int fg_isa_select(int level)
 {
     if (level < 0) {
-        level = 2;
+        level = FG_N_ISA - 1;
         while (level > 0 && !fg_isa_supported(level)) level--;
     }
-    if (level > 2 || !fg_isa_supported(level)) return -1;
-    fg_gemm_rows = fg_gemm_rows_base;
-    fg_gemm_lanes = fg_gemm_lanes_base;
-    fg_grad_in = fg_grad_in_base;
-#ifdef FG_X86_DISPATCH
-    if (level == 1) {
-        fg_gemm_rows = fg_gemm_rows_avx2;
-        fg_gemm_lanes = fg_gemm_lanes_avx2;
-        fg_grad_in = fg_grad_in_avx2;
-    } else if (level == 2) {
-        fg_gemm_rows = fg_gemm_rows_avx512;
-        fg_gemm_lanes = fg_gemm_lanes_avx512;
-        fg_grad_in = fg_grad_in_avx512;
-    }
-#endif
+    if (!fg_isa_supported(level)) return -1;
+    fg_gemm_rows = fg_isa_table[level].rows;
+    fg_gemm_lanes = fg_isa_table[level].lanes;
+    fg_grad_in = fg_isa_table[level].grad_in;
     fg_isa_current = level;
     return level;
 }

@@ -37,7 +37,7 @@ cdef extern from "_replay_gemm.h" nogil:
 
 fg_isa_select(-1)
 
-_ISA_NAMES = ("baseline", "avx2", "avx512")
+_ISA_NAMES = ("portable", "baseline", "avx2", "avx512")
 
 
 def _isa():
@@ -51,8 +51,8 @@ def _supported_isas():
 
 
 def _set_isa(name):
-    """Testing hook: run the layer kernels with ISA ``name`` ("baseline",
-    "avx2", "avx512" or "best"); returns the previous name."""
+    """Testing hook: run the layer kernels with ISA ``name`` ("portable",
+    "baseline", "avx2", "avx512" or "best"); returns the previous name."""
     old = _isa()
     if name == "best":
         fg_isa_select(-1)
