@@ -44,6 +44,11 @@ Design summary
   Forward-only replays (forward, predict, batch(grad=False)) use a second
   tape where chains of those (a neuron's dot product) are one OP_DOT whose
   running sum stays in registers, and where rows are reused once dead.
+* Dense layers (``_replay_layers.pxi``): in the training tape, groups of dot
+  chains over the same rows (a micrograd Layer) become one OP_LAYER whose
+  forward and backward are register-tiled matrix kernels (forward: the same
+  floats; backward: reordered sums).  A chain of products summed on the
+  scalar tape (an L2 penalty) becomes one OP_SDOT.
 * Large batches are processed in column chunks sized to stay in cache; a
   program is not re-entrant (a busy flag turns concurrent use into an error).
 * Division by zero, log of a negative number, overflow ... produce IEEE

@@ -220,7 +220,11 @@ cdef class Program:
         return self.pen_slot >= 0
 
     def tape(self):
-        """The recorded tape as a dict of numpy arrays (copies), for inspection."""
+        """The recorded tape as a dict of numpy arrays (copies), for inspection.
+
+        One entry per recorded operation (fused multiply-adds already
+        merged), before the layer and scalar-chain passes: what the graph
+        computes, not how the replay schedules it (see ``n_layers``)."""
         return {
             "scalar": {key: arr.copy() for key, arr in self._srecorded.items()},
             "batched": {key: arr.copy() for key, arr in self._recorded.items()},
