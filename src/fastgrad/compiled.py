@@ -263,7 +263,8 @@ def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
         if outs is None:
             outs = buf[B] = np.empty((B, 2), np.float64)
         loss = prog.sgd_step((X, y), lr, outputs=outs)
-        acc = float(np.mean((y > 0) == (outs[:, 1] > 0)))
+        # count / B: the mean of the booleans, as np.mean gives it, ~2 us faster
+        acc = np.count_nonzero((y > 0) == (outs[:, 1] > 0)) / B
         return loss, acc
 
     step.program = prog  # type: ignore[attr-defined]  # a function attribute
