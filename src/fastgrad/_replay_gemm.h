@@ -18,7 +18,7 @@
 #define FG_SKIP 0
 #define FG_STORE 1
 #define FG_ADD 2
-#define FG_MR 4       /* rows of a packed weight panel (every ISA) */
+#define FG_MR 8       /* rows of a packed weight panel (every ISA) */
 #define FG_LANES 8    /* partial sums of a batch reduction (every ISA) */
 #define FG_JB 512     /* columns per block of the weight-gradient kernel */
 
@@ -34,6 +34,7 @@
  * everywhere so that tests check it gives the same floats as the others */
 #define FG_NAME(f) f##_plain
 #define FG_TARGET
+#define FG_TR 4
 #define FG_NR 4
 #define FG_WI 1
 #define FG_WK 2
@@ -41,6 +42,7 @@
 #undef FG_NAME
 #undef FG_TARGET
 #undef FG_NR
+#undef FG_TR
 #undef FG_WI
 #undef FG_WK
 
@@ -49,6 +51,7 @@
  * aarch64) */
 #define FG_NAME(f) f##_base
 #define FG_TARGET
+#define FG_TR 4
 #define FG_NR 4
 #define FG_WI 1
 #define FG_WK 2
@@ -57,6 +60,7 @@
 #undef FG_NAME
 #undef FG_TARGET
 #undef FG_NR
+#undef FG_TR
 #undef FG_WI
 #undef FG_WK
 #undef FG_VW
@@ -65,6 +69,7 @@
 #ifdef FG_X86_DISPATCH
 #define FG_NAME(f) f##_avx2
 #define FG_TARGET __attribute__((target("avx2")))
+#define FG_TR 4
 #define FG_NR 8
 #define FG_WI 4
 #define FG_WK 1
@@ -73,13 +78,15 @@
 #undef FG_NAME
 #undef FG_TARGET
 #undef FG_NR
+#undef FG_TR
 #undef FG_WI
 #undef FG_WK
 #undef FG_VW
 
 #define FG_NAME(f) f##_avx512
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
-#define FG_NR 32
+#define FG_TR 8
+#define FG_NR 16
 #define FG_WI 4
 #define FG_WK 4
 #define FG_VW 8
@@ -87,6 +94,7 @@
 #undef FG_NAME
 #undef FG_TARGET
 #undef FG_NR
+#undef FG_TR
 #undef FG_WI
 #undef FG_WK
 #undef FG_VW

@@ -3,7 +3,8 @@
  *
  *   FG_NAME(f)   the function name with the ISA's suffix (f##_avx512 ...)
  *   FG_TARGET    the ISA attribute (__attribute__((target("avx2"))) or empty)
- *   FG_NR        batch columns of a forward register tile
+ *   FG_TR, FG_NR rows x batch columns of a forward register tile (FG_TR
+ *                divides FG_MR, the rows of a packed weight panel)
  *   FG_WI, FG_WK rows x columns of a weight-gradient register tile
  *   FG_VW        (gcc/clang) doubles per vector register: the register tiles
  *                are written with vector types (GNU C vector extensions);
@@ -30,18 +31,19 @@ typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
 #define FG_V FG_NAME(fg_vec)
 #define FG_VI FG_NAME(fg_veci)
 
-/* One register tile of fg_gemm_rows: FG_MR rows x nv vectors of columns
- * from j0 (nv is a literal at each call: the loops unroll, the tile stays in
- * registers). */
+/* One register tile of fg_gemm_rows: FG_TR rows from i0 x nv vectors of
+ * columns from j0 (nv is a literal at each call: the loops unroll, the tile
+ * stays in registers); p: the tile's first weight, weight (k, r) at
+ * p[k * FG_MR + r]. */
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
         int nv, int i0, int M, int K, const double *p, const double *init,
         const unsigned char *mode, int relu, const double *in,
         const int *in_rows, double *out, const int *out_rows, ptrdiff_t ld,
         ptrdiff_t j0)
 {
-    FG_V acc[FG_MR][FG_NR / FG_VW];
+    FG_V acc[FG_TR][FG_NR / FG_VW];
     int r, k, u;
-    for (r = 0; r < FG_MR; r++) {
+    for (r = 0; r < FG_TR; r++) {
         int m = (i0 + r < M) ? (mode ? mode[i0 + r] : FG_STORE) : FG_SKIP;
         if (m == FG_ADD) {
             const FG_V *o = (const FG_V *)(out + out_rows[i0 + r] * ld + j0);
@@ -54,12 +56,12 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile
     for (k = 0; k < K; k++) {
         const FG_V *x = (const FG_V *)(in + in_rows[k] * ld + j0);
         const double *pk = p + k * FG_MR;
-        for (r = 0; r < FG_MR; r++) {
+        for (r = 0; r < FG_TR; r++) {
             double s = pk[r];
             for (u = 0; u < nv; u++) acc[r][u] += s * x[u];
         }
     }
-    for (r = 0; r < FG_MR && i0 + r < M; r++) {
+    for (r = 0; r < FG_TR && i0 + r < M; r++) {
         FG_V *o;
         if (mode && mode[i0 + r] == FG_SKIP) continue;
         o = (FG_V *)(out + out_rows[i0 + r] * ld + j0);
@@ -93,15 +95,16 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 #ifdef FG_VW
     /* whole vectors up to n rounded up (within the padding of ld) */
     ptrdiff_t nv = (n + FG_VW - 1) / FG_VW * FG_VW, j0;
+#define FG_PANEL(i0) (P + (ptrdiff_t)((i0) / FG_MR) * K * FG_MR + (i0) % FG_MR)
     for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
-        for (i0 = 0; i0 < M; i0 += FG_MR)
-            FG_NAME(fg_rows_tile)(FG_NR / FG_VW, i0, M, K, P + (ptrdiff_t)i0 * K,
-                                  init, mode, relu, in, in_rows, out, out_rows,
-                                  ld, j0);
-    for (; j0 < nv; j0 += FG_VW)
-        for (i0 = 0; i0 < M; i0 += FG_MR)
-            FG_NAME(fg_rows_tile)(1, i0, M, K, P + (ptrdiff_t)i0 * K, init, mode,
+        for (i0 = 0; i0 < M; i0 += FG_TR)
+            FG_NAME(fg_rows_tile)(FG_NR / FG_VW, i0, M, K, FG_PANEL(i0), init, mode,
                                   relu, in, in_rows, out, out_rows, ld, j0);
+    for (; j0 < nv; j0 += FG_VW)
+        for (i0 = 0; i0 < M; i0 += FG_TR)
+            FG_NAME(fg_rows_tile)(1, i0, M, K, FG_PANEL(i0), init, mode, relu, in,
+                                  in_rows, out, out_rows, ld, j0);
+#undef FG_PANEL
 #else
     ptrdiff_t j;
     int r, k;
