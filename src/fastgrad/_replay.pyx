@@ -81,6 +81,8 @@ cdef object _TOKEN = object()
 # small call (the demo step: ~7e4 operations) never pays for the GIL.
 cdef extern from "Python.h":
     int PyErr_CheckSignals() noexcept
+    # a borrowed reference, no refcounting (for loops over the parameters)
+    PyObject* PyTuple_GET_ITEM(object, Py_ssize_t) noexcept
 cdef Py_ssize_t SIGNAL_WORK = 1 << 22
 
 

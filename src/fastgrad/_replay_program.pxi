@@ -248,10 +248,14 @@ cdef class Program:
         cdef Py_ssize_t i
         cdef double d
         cdef tuple ps = self._params
+        cdef double* vs = &self.vs[0]
+        cdef double* vs1 = &self.vs1[0]
         for i in range(self.n_params):
-            d = self.theta_in[i] if self.theta_in != NULL else (<Value>ps[i]).data
-            self.vs[i] = d
-            self.vs1[i] = d
+            # a borrowed reference: _params is our own tuple of Values
+            d = (self.theta_in[i] if self.theta_in != NULL
+                 else (<Value>PyTuple_GET_ITEM(ps, i)).data)
+            vs[i] = d
+            vs1[i] = d
         return 0
 
     cdef double c_eval(self, const double* theta, const double* x) noexcept nogil:
@@ -574,17 +578,17 @@ cdef class Program:
         cdef tuple ps = self._params
         cdef double[::1] pg
         cdef const double* gs = &self.gs[0]
-        cdef Value p
+        cdef PyObject* p
         if param_grad is not None:
             pg = param_grad
         for i in range(self.n_params):
-            p = <Value>ps[i]
+            p = PyTuple_GET_ITEM(ps, i)    # borrowed, as in c_load_params
             if accumulate:
-                p.grad += gs[i]
+                (<Value>p).grad += gs[i]
             else:
-                p.grad = gs[i]
+                (<Value>p).grad = gs[i]
             if update:
-                p.data -= lr * gs[i]
+                (<Value>p).data -= lr * gs[i]
             if param_grad is not None:
                 pg[i] = gs[i]
         return 0
