@@ -362,3 +362,22 @@ def test_random_layered_graphs_match_eager(spec, data):
     assert v == out.data or (math.isnan(v) and math.isnan(out.data))
     close(dx, [t.grad for t in xs])
     close([p.grad for p in params], eg)
+
+
+def test_recording_leaves_the_garbage_collector_as_it_was():
+    # recording pauses the cyclic collector (see compiled._build) and must
+    # restore it, enabled or not, also when recording fails
+    import gc
+    w = Value(1.0)
+    assert gc.isenabled()
+    fastgrad.compile(lambda x: x[0] * w, 1, params=[w])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        fastgrad.compile(lambda x: x[0] * w, 1, params=[w])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError):
+        fastgrad.compile(lambda x: x[0] * w, 1, params=[w, w])
+    assert gc.isenabled()
