@@ -38,13 +38,7 @@
 #define FG_NR 4
 #define FG_WI 1
 #define FG_WK 2
-#include "_replay_gemm_body.h"
-#undef FG_NAME
-#undef FG_TARGET
-#undef FG_NR
-#undef FG_TR
-#undef FG_WI
-#undef FG_WK
+#include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
 #ifdef FG_VECTORS
 /* baseline build, vector types of 2 doubles (SSE2 on x86-64, NEON on
@@ -56,14 +50,7 @@
 #define FG_WI 1
 #define FG_WK 2
 #define FG_VW 2
-#include "_replay_gemm_body.h"
-#undef FG_NAME
-#undef FG_TARGET
-#undef FG_NR
-#undef FG_TR
-#undef FG_WI
-#undef FG_WK
-#undef FG_VW
+#include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
 #ifdef FG_X86_DISPATCH
@@ -74,14 +61,7 @@
 #define FG_WI 4
 #define FG_WK 1
 #define FG_VW 4
-#include "_replay_gemm_body.h"
-#undef FG_NAME
-#undef FG_TARGET
-#undef FG_NR
-#undef FG_TR
-#undef FG_WI
-#undef FG_WK
-#undef FG_VW
+#include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
 #define FG_NAME(f) f##_avx512
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
@@ -90,14 +70,7 @@
 #define FG_WI 4
 #define FG_WK 4
 #define FG_VW 8
-#include "_replay_gemm_body.h"
-#undef FG_NAME
-#undef FG_TARGET
-#undef FG_NR
-#undef FG_TR
-#undef FG_WI
-#undef FG_WK
-#undef FG_VW
+#include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
 typedef void (*fg_gemm_rows_t)(int, int, const double *, const double *,

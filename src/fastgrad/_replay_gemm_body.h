@@ -10,7 +10,8 @@
  *                are written with vector types (GNU C vector extensions);
  *                undefined (MSVC): plain loops, left to the auto-vectoriser
  *
- * No include guard: included once per ISA.  Every kernel computes each
+ * No include guard: included once per ISA; it undefines these parameters
+ * at its end.  Every kernel computes each
  * output element with the same operations in the same order whatever the
  * ISA and tile sizes are (tiles only decide which elements are computed
  * together; reductions over the batch use FG_LANES fixed partial sums), so
@@ -276,3 +277,11 @@ static FG_TARGET void FG_NAME(fg_grad_in)(
 #undef FG_V
 #undef FG_VI
 #endif
+/* this build's parameters, ready for the next one */
+#undef FG_NAME
+#undef FG_TARGET
+#undef FG_TR
+#undef FG_NR
+#undef FG_WI
+#undef FG_WK
+#undef FG_VW
