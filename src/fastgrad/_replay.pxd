@@ -23,6 +23,14 @@ cdef struct LayerCtx:
     int fresh                      # 1 in the first column chunk of a replay
 
 
+cdef struct Sources:
+    # the input columns of a batched replay, side by side: n C-contiguous
+    # (B, cols[q]) float64 blocks (at most 64; Program._run joins more)
+    int n
+    const double* ptr[64]
+    Py_ssize_t cols[64]
+
+
 cdef class _Plan:
     cdef unsigned char[::1] bma, bmb, bms, sma, smb
     cdef unsigned char[::1] lrm       # per Program.l_rows entry: the mode of
@@ -92,6 +100,9 @@ cdef class Program:
     cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,
                      bint grad, bint want_inputs, bint with_pen,
                      double[:, ::1] outv, double[:, ::1] ging) except? -1.0
+    cdef double _run_src(self, const Sources* S, Py_ssize_t B, int reduce_mode,
+                         bint grad, bint want_inputs, bint with_pen,
+                         double[:, ::1] outv, double[:, ::1] ging) except? -1.0
     cdef int _enter(self, str where) except -1
     cdef int _store_param_grads(self, bint accumulate, param_grad,
                                 double lr=*, bint update=*) except -1

@@ -82,6 +82,7 @@ typedef void (*fg_gemm_lanes_t)(int, int, const double *, const int *,
                                 ptrdiff_t, double *, double *, int);
 typedef void (*fg_grad_in_t)(int, const unsigned char *, int, const double *,
                              double *, const int *, ptrdiff_t, ptrdiff_t);
+typedef void (*fg_lanes_add_t)(int, const double *, const int *, double *);
 
 /* the builds, by level: 0 portable, 1 baseline vectors, 2 AVX2, 3 AVX-512
  * (NULL: not compiled in) */
@@ -90,25 +91,28 @@ static const struct {
     fg_gemm_rows_t rows;
     fg_gemm_lanes_t lanes;
     fg_grad_in_t grad_in;
+    fg_lanes_add_t lanes_add;
 } fg_isa_table[FG_N_ISA] = {
-    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain},
+    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain, fg_lanes_add_plain},
 #ifdef FG_VECTORS
-    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base},
+    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base, fg_lanes_add_base},
 #else
-    {NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 #endif
 #ifdef FG_X86_DISPATCH
-    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2},
-    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512},
+    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2, fg_lanes_add_avx2},
+    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512,
+     fg_lanes_add_avx512},
 #else
-    {NULL, NULL, NULL},
-    {NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 #endif
 };
 
 static fg_gemm_rows_t fg_gemm_rows = fg_gemm_rows_plain;
 static fg_gemm_lanes_t fg_gemm_lanes = fg_gemm_lanes_plain;
 static fg_grad_in_t fg_grad_in = fg_grad_in_plain;
+static fg_lanes_add_t fg_lanes_add = fg_lanes_add_plain;
 static int fg_isa_current = 0;
 
 /* whether this build has ISA ``level`` and the CPU runs it */
@@ -138,6 +142,7 @@ static int fg_isa_select(int level)
     fg_gemm_rows = fg_isa_table[level].rows;
     fg_gemm_lanes = fg_isa_table[level].lanes;
     fg_grad_in = fg_isa_table[level].grad_in;
+    fg_lanes_add = fg_isa_table[level].lanes_add;
     fg_isa_current = level;
     return level;
 }

@@ -32,19 +32,19 @@ typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
 #define FG_V FG_NAME(fg_vec)
 #define FG_VI FG_NAME(fg_veci)
 
-/* One register tile of fg_gemm_rows: FG_TR rows from i0 x nv vectors of
- * columns from j0 (nv is a literal at each call: the loops unroll, the tile
- * stays in registers); p: the tile's first weight, weight (k, r) at
+/* One register tile of fg_gemm_rows: tr <= FG_TR rows from i0 x nv vectors
+ * of columns from j0 (tr and nv are literals at each call: the loops unroll,
+ * the tile stays in registers); p: the tile's first weight, weight (k, r) at
  * p[k * FG_MR + r]. */
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
-        int nv, int i0, int M, int K, const double *p, const double *init,
+        int tr, int nv, int i0, int M, int K, const double *p, const double *init,
         const unsigned char *mode, int relu, const double *in,
         const int *in_rows, double *out, const int *out_rows, ptrdiff_t ld,
         ptrdiff_t j0)
 {
     FG_V acc[FG_TR][FG_NR / FG_VW];
     int r, k, u;
-    for (r = 0; r < FG_TR; r++) {
+    for (r = 0; r < tr; r++) {
         int m = (i0 + r < M) ? (mode ? mode[i0 + r] : FG_STORE) : FG_SKIP;
         if (m == FG_ADD) {
             const FG_V *o = (const FG_V *)(out + out_rows[i0 + r] * ld + j0);
@@ -57,12 +57,12 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile
     for (k = 0; k < K; k++) {
         const FG_V *x = (const FG_V *)(in + in_rows[k] * ld + j0);
         const double *pk = p + k * FG_MR;
-        for (r = 0; r < FG_TR; r++) {
+        for (r = 0; r < tr; r++) {
             double s = pk[r];
             for (u = 0; u < nv; u++) acc[r][u] += s * x[u];
         }
     }
-    for (r = 0; r < FG_TR && i0 + r < M; r++) {
+    for (r = 0; r < tr && i0 + r < M; r++) {
         FG_V *o;
         if (mode && mode[i0 + r] == FG_SKIP) continue;
         o = (FG_V *)(out + out_rows[i0 + r] * ld + j0);
@@ -96,15 +96,24 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 #ifdef FG_VW
     /* whole vectors up to n rounded up (within the padding of ld) */
     ptrdiff_t nv = (n + FG_VW - 1) / FG_VW * FG_VW, j0;
+    /* rows in tiles of FG_TR, then the last M % FG_TR in tiles of 4, 2, 1
+     * (a layer with one output does not pay for FG_TR) */
+    int mt = M - M % FG_TR;
 #define FG_PANEL(i0) (P + (ptrdiff_t)((i0) / FG_MR) * K * FG_MR + (i0) % FG_MR)
+#define FG_TILE(tr, nvec) FG_NAME(fg_rows_tile)(tr, nvec, i0, M, K, FG_PANEL(i0), \
+        init, mode, relu, in, in_rows, out, out_rows, ld, j0)
+#define FG_ROWS(nvec) do { \
+        for (i0 = 0; i0 < mt; i0 += FG_TR) FG_TILE(FG_TR, nvec); \
+        if (FG_TR > 4 && M - i0 >= 4) { FG_TILE(4, nvec); i0 += 4; } \
+        if (FG_TR > 2 && M - i0 >= 2) { FG_TILE(2, nvec); i0 += 2; } \
+        if (M - i0 >= 1) FG_TILE(1, nvec); \
+    } while (0)
     for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
-        for (i0 = 0; i0 < M; i0 += FG_TR)
-            FG_NAME(fg_rows_tile)(FG_NR / FG_VW, i0, M, K, FG_PANEL(i0), init, mode,
-                                  relu, in, in_rows, out, out_rows, ld, j0);
+        FG_ROWS(FG_NR / FG_VW);
     for (; j0 < nv; j0 += FG_VW)
-        for (i0 = 0; i0 < M; i0 += FG_TR)
-            FG_NAME(fg_rows_tile)(1, i0, M, K, FG_PANEL(i0), init, mode, relu, in,
-                                  in_rows, out, out_rows, ld, j0);
+        FG_ROWS(1);
+#undef FG_ROWS
+#undef FG_TILE
 #undef FG_PANEL
 #else
     ptrdiff_t j;
@@ -244,14 +253,88 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
         for (a = 0; a < M; a++) {
             const double *gr = g + g_rows[a] * ld;
             double *l = blanes + (ptrdiff_t)a * FG_LANES;
+#ifdef FG_VW
+            /* the same sums, in registers (l may alias nothing, but the
+             * compiler cannot know) */
+            FG_V s[FG_LANES / FG_VW];
+            memcpy(s, l, sizeof s);
+            for (j = 0; j < nb; j += FG_LANES)
+                for (u = 0; u < FG_LANES / FG_VW; u++)
+                    s[u] += ((const FG_V *)(gr + j))[u];
+            memcpy(l, s, sizeof s);
+#else
             for (j = 0; j < nb; j += FG_LANES)
                 for (u = 0; u < FG_LANES; u++)
                     l[u] += gr[j + u];
+#endif
             for (j = nb; j < n; j++)
                 l[j - nb] += gr[j];
         }
     }
 }
+
+/* gs[slots[q]] += the sum of the FG_LANES partial sums at lanes + q *
+ * FG_LANES, for q < nq, always in this order (a shallow tree):
+ * ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)).  The vector builds sum
+ * a block of 8 q's at once: rows of partial sums are added half to half and
+ * regrouped with shuffles (a transposing reduction) to the same tree. */
+#if defined(FG_VW) && defined(__clang__)
+#define FG_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#elif defined(FG_VW)
+#define FG_SHUF(a, b, ...) __builtin_shuffle(a, b, (FG_VI){__VA_ARGS__})
+#endif
+static FG_TARGET void FG_NAME(fg_lanes_add)(
+        int nq, const double *lanes, const int *slots, double *gs)
+{
+    int q = 0, i;
+#if defined(FG_VW) && (FG_VW == 8 || FG_VW == 4 || FG_VW == 2)
+    const FG_V *v;
+    FG_V out[8 / FG_VW];
+    double o[8];
+    for (; q + 8 <= nq; q += 8) {
+        v = (const FG_V *)(lanes + (ptrdiff_t)q * FG_LANES);
+#if FG_VW == 8
+        /* v[i]: row i, t0..t7 */
+        FG_V a[4], b[2];
+        for (i = 0; i < 4; i++)   /* (t0+t4, t1+t5, t2+t6, t3+t7) of rows 2i, 2i+1 */
+            a[i] = FG_SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
+                 + FG_SHUF(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+        for (i = 0; i < 2; i++)   /* (s0, s1) of rows 4i .. 4i+3 */
+            b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13)
+                 + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+        out[0] = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)
+               + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
+#elif FG_VW == 4
+        /* v[2i], v[2i+1]: row i, t0..t3 and t4..t7 */
+        FG_V a[8], b[4];
+        for (i = 0; i < 8; i++) a[i] = v[2 * i] + v[2 * i + 1];
+        for (i = 0; i < 4; i++)   /* (s0, s1) of rows 2i, 2i+1 */
+            b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5)
+                 + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7);
+        for (i = 0; i < 2; i++)
+            out[i] = FG_SHUF(b[2 * i], b[2 * i + 1], 0, 2, 4, 6)
+                   + FG_SHUF(b[2 * i], b[2 * i + 1], 1, 3, 5, 7);
+#else
+        /* v[4i .. 4i+3]: row i, (t0, t1) (t2, t3) (t4, t5) (t6, t7) */
+        FG_V c[8];
+        for (i = 0; i < 8; i++)
+            c[i] = (v[4 * i] + v[4 * i + 2]) + (v[4 * i + 1] + v[4 * i + 3]);
+        for (i = 0; i < 4; i++)
+            out[i] = FG_SHUF(c[2 * i], c[2 * i + 1], 0, 2) + FG_SHUF(c[2 * i], c[2 * i + 1], 1, 3);
+#endif
+        memcpy(o, out, sizeof o);
+        for (i = 0; i < 8; i++) gs[slots[q + i]] += o[i];
+    }
+#endif
+    for (; q < nq; q++) {
+        const double *t = lanes + (ptrdiff_t)q * FG_LANES;
+        gs[slots[q]] += ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
+    }
+    (void)i;
+}
+#ifdef FG_SHUF
+#undef FG_SHUF
+#endif
 
 /* The gradient rows entering a layer's backward, in place: rows whose
  * gradient nothing wrote (has[i] == 0) become 0.0; through a fused relu,

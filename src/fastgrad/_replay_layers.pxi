@@ -31,6 +31,7 @@ cdef extern from "_replay_gemm.h" nogil:
                        Py_ssize_t n, double* lanes, double* blanes, int fresh)
     void fg_grad_in(int M, const unsigned char* has, int relu, const double* v,
                     double* g, const int* rows, Py_ssize_t ld, Py_ssize_t n)
+    void fg_lanes_add(int nq, const double* lanes, const int* slots, double* gs)
     int fg_isa_select(int level)
     int fg_isa_get()
     int fg_isa_supported(int level)
@@ -338,19 +339,11 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
 cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
                         double* gs) noexcept nogil:
     """Add each layer's weight and bias lanes to the scalar gradients."""
-    cdef int li, H, K, q
+    cdef int li
     cdef const int* m
-    cdef const double* ln
-    cdef const double* t
     for li in range(L.n):
-        if not run[li]:
-            continue
-        m = L.meta + li * LM_SIZE
-        H = m[LM_H]
-        K = m[LM_K]
-        ln = L.lanes + m[LM_LN]
-        for q in range(H * K + H):
-            # always this order (FG_LANES == 8): a shallow tree
-            t = ln + q * FG_LANES
-            gs[L.slots[m[LM_W] + q]] += (((t[0] + t[4]) + (t[2] + t[6]))
-                                         + ((t[1] + t[5]) + (t[3] + t[7])))
+        if run[li]:
+            m = L.meta + li * LM_SIZE
+            # the weight lanes then the bias lanes, as the slots W then B
+            fg_lanes_add(m[LM_H] * m[LM_K] + m[LM_H], L.lanes + m[LM_LN],
+                         L.slots + m[LM_W], gs)

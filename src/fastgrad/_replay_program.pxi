@@ -150,6 +150,19 @@ cdef object _real_vector(v, str what):
     return np.ascontiguousarray(arr, np.float64).reshape(-1)
 
 
+cdef double _learning_rate(lr, str where) except -1.0:
+    """lr as a double: a real number, finite and >= 0 (as optim.SGD)."""
+    cdef double step
+    if type(lr) is not float and (isinstance(lr, (bool, np.bool_))
+                                  or not isinstance(lr, numbers.Real)):
+        raise TypeError(f"{where}: lr must be a real number, got "
+                        f"{type(lr).__name__} {lr!r:.40}")
+    step = float(lr)
+    if not isfinite(step) or step < 0.0:
+        raise ValueError(f"{where}: invalid lr {lr!r} (must be finite and >= 0)")
+    return step
+
+
 def _as_matrix(x, str where):
     """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
     arr = np.asarray(x)
@@ -407,13 +420,33 @@ cdef class Program:
                      double[:, ::1] outv, double[:, ::1] ging) except? -1.0:
         """Forward (and backward) over B >= 1 rows; returns reduced output 0.
 
-        reduce_mode: 0 sum, 1 mean.  Parameter gradients are left in self.gs
-        (slots 0..n_params-1); input gradients go to ``ging`` (B, n_inputs)
-        when given.  ``outv`` (B, n_outputs) receives per-row outputs.
+        ``mats``: the inputs from ``_sources``.  reduce_mode: 0 sum, 1 mean.
+        Parameter gradients are left in self.gs (slots 0..n_params-1); input
+        gradients go to ``ging`` (B, n_inputs) when given.  ``outv`` (B,
+        n_outputs) receives per-row outputs.
         """
+        cdef Sources S
+        cdef const double[:, ::1] mv
+        cdef list keep = []
+        cdef int q
+        if len(mats) > 64:
+            mats = [np.ascontiguousarray(np.hstack(mats))]
+        S.n = len(mats)
+        for q in range(S.n):
+            mv = mats[q]
+            keep.append(mv)
+            S.cols[q] = mv.shape[1]
+            S.ptr[q] = &mv[0, 0] if mv.shape[1] > 0 else NULL
+        return self._run_src(&S, B, reduce_mode, grad, want_inputs, with_pen,
+                             outv, ging)
+
+    cdef double _run_src(self, const Sources* S, Py_ssize_t B, int reduce_mode,
+                         bint grad, bint want_inputs, bint with_pen,
+                         double[:, ::1] outv, double[:, ::1] ging) except? -1.0:
+        """``_run`` on input columns the caller holds (see ``Sources``)."""
         cdef Py_ssize_t ch = self._chunk(B, grad), j0, n, j, r, ncol, cc
         cdef Py_ssize_t ld
-        cdef int q, nsrc = len(mats), o0, n_out = self.n_outputs
+        cdef int q, nsrc = S.n, o0, n_out = self.n_outputs
         cdef int n_in = self.n_inputs
         cdef double total = 0.0, seed
         cdef double* vs
@@ -427,10 +460,6 @@ cdef class Program:
         cdef _Plan plan = None
         cdef bint o_bat0 = self.o_bat[0]
         cdef bint has_out = outv is not None, has_gin = ging is not None
-        cdef const double* srcs[64]
-        cdef Py_ssize_t src_cols[64]
-        cdef const double[:, ::1] mv
-        cdef list keep = []
         cdef const unsigned char* bma = NULL
         cdef const unsigned char* bmb = NULL
         cdef const unsigned char* bms = NULL
@@ -452,14 +481,6 @@ cdef class Program:
         cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
         cdef bint interrupted = False
         cdef LayerCtx L = self._layer_ctx(grad)
-        if nsrc > 64:
-            mats = [np.ascontiguousarray(np.hstack(mats))]
-            nsrc = 1
-        for q in range(nsrc):
-            mv = mats[q]
-            keep.append(mv)
-            src_cols[q] = mv.shape[1]
-            srcs[q] = &mv[0, 0] if mv.shape[1] > 0 else NULL
         self._ensure(ch, grad)
         ld = self.ld
         if grad:
@@ -496,8 +517,8 @@ cdef class Program:
                 # scatter the input columns into rows 0..n_inputs-1
                 r = 0
                 for q in range(nsrc):
-                    ncol = src_cols[q]
-                    src = srcs[q]
+                    ncol = S.cols[q]
+                    src = S.ptr[q]
                     for cc in range(ncol):
                         row = vb + r * ld
                         for j in range(n):
@@ -845,16 +866,8 @@ cdef class Program:
         >>> prog.sgd_step(np.array([[1.0]]), 0.5), w.data
         (2.0, 1.5)
         """
-        cdef double step
-        if type(lr) is not float and (isinstance(lr, (bool, np.bool_))
-                                      or not isinstance(lr, numbers.Real)):
-            raise TypeError(f"sgd_step: lr must be a real number, got "
-                            f"{type(lr).__name__} {lr!r:.40}")
-        step = float(lr)
-        if not isfinite(step) or step < 0.0:
-            raise ValueError(f"sgd_step: invalid lr {lr!r} (must be finite and >= 0)")
         return self._batch(inputs, reduce, True, outputs, None, None, False,
-                           step, True)
+                           _learning_rate(lr, "sgd_step"), True)
 
     def eval_params(self, theta, x):
         """Output 0 for parameter values ``theta`` and one input ``x``.
@@ -913,3 +926,75 @@ cdef class Program:
     def param_values(self):
         """The parameters' current .data as a float64 array."""
         return np.array([(<Value>p).data for p in self._params], np.float64)
+
+
+# ---------------------------------------------------------------------------
+# the demo's training step (fastgrad.compiled.make_demo_step)
+# ---------------------------------------------------------------------------
+
+cdef object _F64 = np.dtype(np.float64)
+
+
+@cython.final
+cdef class _DemoStep:
+    """``step(X, y, lr) -> (loss, accuracy)`` of ``make_demo_step``.
+
+    ``sgd_step((X, y), lr)`` on a program with inputs ``[x0, x1, y]`` and
+    outputs ``[loss, score]``, plus the accuracy: the fraction of rows where
+    ``(y > 0) == (score > 0)`` (before the update).  One C call: at the
+    demo's size the Python around a replay (argument checks, a NumPy
+    expression for the accuracy) cost as much as the replay itself.
+    """
+    cdef readonly Program program
+    cdef object _outs                 # (B, n_outputs) scratch of the last B
+    cdef double[:, ::1] _outv
+
+    def __cinit__(self, Program program not None):
+        if program.n_inputs != 3 or program.n_outputs != 2:
+            raise ValueError("the demo step needs a program with 3 inputs "
+                             "(x0, x1, y) and 2 outputs (loss, score), got "
+                             f"{program.n_inputs} and {program.n_outputs}")
+        self.program = program
+
+    def __reduce__(self):
+        raise TypeError("a demo step cannot be pickled; make it again")
+
+    def __call__(self, X, y, lr):
+        cdef Program p = self.program
+        cdef Sources S
+        cdef const double[:, ::1] xv
+        cdef const double[::1] yv
+        cdef double step = _learning_rate(lr, "demo step"), loss
+        cdef Py_ssize_t B, j, hits = 0
+        X = np.asarray(X)
+        y = np.asarray(y)
+        if X.ndim != 2 or X.shape[1] != 2 or y.shape != (X.shape[0],):
+            raise ValueError("demo step: expected X of shape (B, 2) and y of "
+                             f"shape (B,), got {X.shape} and {y.shape}")
+        B = X.shape[0]
+        if B == 0:
+            raise ValueError("demo step: empty batch (0 rows)")
+        if not (X.dtype is _F64 and X.flags.c_contiguous):
+            X = _as_matrix(X, "demo step")
+        if not (y.dtype is _F64 and y.flags.c_contiguous):
+            y = _as_matrix(y, "demo step").reshape(-1)
+        xv = X
+        yv = y
+        S.n = 2
+        S.ptr[0] = &xv[0, 0]
+        S.cols[0] = 2
+        S.ptr[1] = &yv[0]
+        S.cols[1] = 1
+        p._enter("demo step")
+        try:
+            if self._outs is None or self._outv.shape[0] != B:
+                self._outs = np.empty((B, 2), np.float64)
+                self._outv = self._outs
+            loss = p._run_src(&S, B, 1, True, False, True, self._outv, None)
+            p._store_param_grads(False, None, step, True)
+            # the accuracy, as np.mean((y > 0) == (score > 0)) gives it
+            for j in range(B):
+                hits += (yv[j] > 0.0) == (self._outv[j, 1] > 0.0)
+        finally:
+            p._busy = False
+        return loss, hits / <double>B
