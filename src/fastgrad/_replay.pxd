@@ -19,8 +19,10 @@ cdef struct LayerCtx:
     double* pw                     # packed weights of this replay, or NULL
     double* pwt
     double* lanes
+    double* sums                   # the weight gradients' final sums
     const unsigned char* rmode     # the plan's lrm
     int fresh                      # 1 in the first column chunk of a replay
+    int last                       # 1 in the last one
 
 
 cdef struct Sources:
@@ -66,7 +68,7 @@ cdef class Program:
     # dense layers of the batched (training) tape: see _replay_layers.pxi
     cdef int nlayers, n_recorded, n_srecorded
     cdef const int[::1] l_meta, l_rows, l_slots
-    cdef double[::1] l_pw, l_pwt, l_lanes
+    cdef double[::1] l_pw, l_pwt, l_lanes, l_sums
     cdef dict _recorded               # the batched tape before the layer pass
     cdef dict _srecorded              # the scalar tape before _scalar_dots
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
@@ -86,6 +88,7 @@ cdef class Program:
     cdef object __weakref__
 
     cdef int c_load_params(self) except -1
+    cdef int _load_params(self) except -1
     cdef double c_eval(self, const double* theta, const double* x) noexcept nogil
     # c_eval on caller-owned scratch (thread-safe; see _init_scratch)
     cdef double c_eval_in(self, const double* theta, const double* x, double* vs,

@@ -58,7 +58,7 @@ cimport cython
 from cpython.object cimport PyObject
 from libc.math cimport isfinite
 from libc.stdlib cimport free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, topo_order, node_b, node_c

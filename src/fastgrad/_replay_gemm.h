@@ -22,6 +22,13 @@
 #define FG_LANES 8    /* partial sums of a batch reduction (every ISA) */
 #define FG_JB 512     /* columns per block of the weight-gradient kernel */
 
+/* The sum of FG_LANES partial sums, always in this order (a shallow tree,
+ * the same in every build) */
+static inline double fg_tree(const double *t)
+{
+    return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
+}
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FG_X86_DISPATCH 1
 #endif
@@ -79,10 +86,9 @@ typedef void (*fg_gemm_rows_t)(int, int, const double *, const double *,
                                ptrdiff_t);
 typedef void (*fg_gemm_lanes_t)(int, int, const double *, const int *,
                                 const double *, const int *, ptrdiff_t,
-                                ptrdiff_t, double *, double *, int);
+                                ptrdiff_t, double *, double *, int, double *);
 typedef void (*fg_grad_in_t)(int, const unsigned char *, int, const double *,
                              double *, const int *, ptrdiff_t, ptrdiff_t);
-typedef void (*fg_lanes_add_t)(int, const double *, const int *, double *);
 
 /* the builds, by level: 0 portable, 1 baseline vectors, 2 AVX2, 3 AVX-512
  * (NULL: not compiled in) */
@@ -91,28 +97,25 @@ static const struct {
     fg_gemm_rows_t rows;
     fg_gemm_lanes_t lanes;
     fg_grad_in_t grad_in;
-    fg_lanes_add_t lanes_add;
 } fg_isa_table[FG_N_ISA] = {
-    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain, fg_lanes_add_plain},
+    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain},
 #ifdef FG_VECTORS
-    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base, fg_lanes_add_base},
+    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base},
 #else
-    {NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL},
 #endif
 #ifdef FG_X86_DISPATCH
-    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2, fg_lanes_add_avx2},
-    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512,
-     fg_lanes_add_avx512},
+    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2},
+    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512},
 #else
-    {NULL, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL},
+    {NULL, NULL, NULL},
 #endif
 };
 
 static fg_gemm_rows_t fg_gemm_rows = fg_gemm_rows_plain;
 static fg_gemm_lanes_t fg_gemm_lanes = fg_gemm_lanes_plain;
 static fg_grad_in_t fg_grad_in = fg_grad_in_plain;
-static fg_lanes_add_t fg_lanes_add = fg_lanes_add_plain;
 static int fg_isa_current = 0;
 
 /* whether this build has ISA ``level`` and the CPU runs it */
@@ -142,7 +145,6 @@ static int fg_isa_select(int level)
     fg_gemm_rows = fg_isa_table[level].rows;
     fg_gemm_lanes = fg_isa_table[level].lanes;
     fg_grad_in = fg_isa_table[level].grad_in;
-    fg_lanes_add = fg_isa_table[level].lanes_add;
     fg_isa_current = level;
     return level;
 }

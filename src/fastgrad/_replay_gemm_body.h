@@ -135,13 +135,64 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 }
 
 #ifdef FG_VW
+#if defined(__clang__)
+#define FG_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define FG_SHUF(a, b, ...) __builtin_shuffle(a, b, (FG_VI){__VA_ARGS__})
+#endif
+/* o[i] = fg_tree of row i's FG_LANES partial sums, for 8 rows: row i is
+ * v[i * FG_LANES / FG_VW ...].  A transposing reduction: rows are added
+ * half to half and regrouped by shuffles, which is the same tree for each
+ * row (fewer instructions than 8 trees one by one). */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_sum8)(
+        const FG_V *v, double *o)
+{
+    FG_V out[8 / FG_VW];
+    int i;
+#if FG_VW == 8
+    /* v[i]: row i, t0..t7 */
+    FG_V a[4], b[2];
+    for (i = 0; i < 4; i++)   /* (t0+t4, t1+t5, t2+t6, t3+t7) of rows 2i, 2i+1 */
+        a[i] = FG_SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
+             + FG_SHUF(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+    for (i = 0; i < 2; i++)   /* (s0, s1) of rows 4i .. 4i+3 */
+        b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13)
+             + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+    out[0] = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)
+           + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
+#elif FG_VW == 4
+    /* v[2i], v[2i+1]: row i, t0..t3 and t4..t7 */
+    FG_V a[8], b[4];
+    for (i = 0; i < 8; i++) a[i] = v[2 * i] + v[2 * i + 1];
+    for (i = 0; i < 4; i++)   /* (s0, s1) of rows 2i, 2i+1 */
+        b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5)
+             + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7);
+    for (i = 0; i < 2; i++)
+        out[i] = FG_SHUF(b[2 * i], b[2 * i + 1], 0, 2, 4, 6)
+               + FG_SHUF(b[2 * i], b[2 * i + 1], 1, 3, 5, 7);
+#elif FG_VW == 2
+    /* v[4i .. 4i+3]: row i, (t0, t1) (t2, t3) (t4, t5) (t6, t7) */
+    FG_V c[8];
+    for (i = 0; i < 8; i++)
+        c[i] = (v[4 * i] + v[4 * i + 2]) + (v[4 * i + 1] + v[4 * i + 3]);
+    for (i = 0; i < 4; i++)
+        out[i] = FG_SHUF(c[2 * i], c[2 * i + 1], 0, 2) + FG_SHUF(c[2 * i], c[2 * i + 1], 1, 3);
+#else
+#error "FG_VW must be 2, 4 or 8"
+#endif
+    memcpy(o, out, sizeof out);
+}
+#undef FG_SHUF
+#endif
+
+#ifdef FG_VW
 /* One register tile of fg_gemm_lanes: wi x wk (row, column) pairs, each with
  * FG_LANES partial sums (FG_LANES / FG_VW vectors), over the nb columns (a
  * multiple of FG_LANES); wi, wk are literals at each call. */
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_tile)(
         int wi, int wk, int i0, int k0, int K, const double *g,
         const int *g_rows, const double *x, const int *x_rows, ptrdiff_t ld,
-        ptrdiff_t nb, double *lanes, int fresh)
+        ptrdiff_t nb, double *lanes, int fresh, double *sums)
 {
     FG_V acc[FG_WI][FG_WK][FG_LANES / FG_VW];
     const double *gp[FG_WI];
@@ -173,6 +224,23 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_til
                 for (u = 0; u < FG_LANES / FG_VW; u++)
                     acc[a][b][u] += gv[a][u] * xv[b][u];
     }
+    if (sums) {
+        /* the last columns: the pairs' sums, not their partial sums */
+        FG_V rows[FG_WI * FG_WK][FG_LANES / FG_VW];
+        double o[FG_WI * FG_WK + 8];
+        int np = wi * wk, q = 0;
+        for (a = 0; a < wi; a++)
+            for (b = 0; b < wk; b++) memcpy(rows[a * wk + b], acc[a][b], sizeof acc[a][b]);
+        for (; q + 8 <= np; q += 8) FG_NAME(fg_sum8)(rows[q], o + q);
+        for (; q < np; q++) {
+            double t[FG_LANES];
+            memcpy(t, rows[q], sizeof t);
+            o[q] = fg_tree(t);
+        }
+        for (a = 0; a < wi; a++)
+            for (b = 0; b < wk; b++) sums[(ptrdiff_t)(i0 + a) * K + k0 + b] = o[a * wk + b];
+        return;
+    }
     for (a = 0; a < wi; a++)
         for (b = 0; b < wk; b++)
             memcpy(lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES, acc[a][b],
@@ -187,11 +255,14 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_til
  * (K).  n: columns; the vector build zeroes the rows' padding up to the
  * next multiple of FG_LANES (so g and x are written to, there only).
  * fresh: the partial sums start at 0.0 (the first column chunk of a
- * replay) instead of their current values. */
+ * replay) instead of their current values.  sums (the last column chunk of
+ * a replay) or NULL: the final sums, fg_tree of each pair's partial sums,
+ * go to sums[i * K + k] (and blanes' to sums[M * K + i]) instead of the
+ * partial sums (which are left stale). */
 static FG_TARGET void FG_NAME(fg_gemm_lanes)(
         int M, int K, const double *g, const int *g_rows,
         const double *x, const int *x_rows, ptrdiff_t ld, ptrdiff_t n,
-        double *lanes, double *blanes, int fresh)
+        double *lanes, double *blanes, int fresh, double *sums)
 {
     ptrdiff_t nb = n - n % FG_LANES, j;
     int i0, k0, a, b, u;
@@ -213,19 +284,20 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
     ptrdiff_t jb, nj;
     for (jb = 0; jb < nb; jb += FG_JB) {
         const double *gb = g + jb, *xb = x + jb;
+        double *sb = (jb + FG_JB >= nb) ? sums : NULL;   /* the last block */
         nj = (nb - jb < FG_JB) ? nb - jb : FG_JB;
         for (i0 = 0; i0 < mi; i0 += FG_WI) {
             for (k0 = 0; k0 < mk; k0 += FG_WK)
                 FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, gb, g_rows, xb,
-                                       x_rows, ld, nj, lanes, fresh && jb == 0);
+                                       x_rows, ld, nj, lanes, fresh && jb == 0, sb);
             for (k0 = mk; k0 < K; k0++)
                 FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, gb, g_rows, xb, x_rows,
-                                       ld, nj, lanes, fresh && jb == 0);
+                                       ld, nj, lanes, fresh && jb == 0, sb);
         }
         for (i0 = mi; i0 < M; i0++)
             for (k0 = 0; k0 < K; k0++)
                 FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, gb, g_rows, xb, x_rows, ld,
-                                       nj, lanes, fresh && jb == 0);
+                                       nj, lanes, fresh && jb == 0, sb);
     }
 #else
     if (fresh) memset(lanes, 0, sizeof(double) * FG_LANES * M * K);
@@ -261,7 +333,13 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
             for (j = 0; j < nb; j += FG_LANES)
                 for (u = 0; u < FG_LANES / FG_VW; u++)
                     s[u] += ((const FG_V *)(gr + j))[u];
-            memcpy(l, s, sizeof s);
+            if (sums) {
+                double t[FG_LANES];
+                memcpy(t, s, sizeof t);
+                sums[(ptrdiff_t)M * K + a] = fg_tree(t);
+            } else {
+                memcpy(l, s, sizeof s);
+            }
 #else
             for (j = 0; j < nb; j += FG_LANES)
                 for (u = 0; u < FG_LANES; u++)
@@ -271,70 +349,15 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
                 l[j - nb] += gr[j];
         }
     }
-}
-
-/* gs[slots[q]] += the sum of the FG_LANES partial sums at lanes + q *
- * FG_LANES, for q < nq, always in this order (a shallow tree):
- * ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)).  The vector builds sum
- * a block of 8 q's at once: rows of partial sums are added half to half and
- * regrouped with shuffles (a transposing reduction) to the same tree. */
-#if defined(FG_VW) && defined(__clang__)
-#define FG_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#elif defined(FG_VW)
-#define FG_SHUF(a, b, ...) __builtin_shuffle(a, b, (FG_VI){__VA_ARGS__})
-#endif
-static FG_TARGET void FG_NAME(fg_lanes_add)(
-        int nq, const double *lanes, const int *slots, double *gs)
-{
-    int q = 0, i;
-#if defined(FG_VW) && (FG_VW == 8 || FG_VW == 4 || FG_VW == 2)
-    const FG_V *v;
-    FG_V out[8 / FG_VW];
-    double o[8];
-    for (; q + 8 <= nq; q += 8) {
-        v = (const FG_V *)(lanes + (ptrdiff_t)q * FG_LANES);
-#if FG_VW == 8
-        /* v[i]: row i, t0..t7 */
-        FG_V a[4], b[2];
-        for (i = 0; i < 4; i++)   /* (t0+t4, t1+t5, t2+t6, t3+t7) of rows 2i, 2i+1 */
-            a[i] = FG_SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
-                 + FG_SHUF(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
-        for (i = 0; i < 2; i++)   /* (s0, s1) of rows 4i .. 4i+3 */
-            b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13)
-                 + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
-        out[0] = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)
-               + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
-#elif FG_VW == 4
-        /* v[2i], v[2i+1]: row i, t0..t3 and t4..t7 */
-        FG_V a[8], b[4];
-        for (i = 0; i < 8; i++) a[i] = v[2 * i] + v[2 * i + 1];
-        for (i = 0; i < 4; i++)   /* (s0, s1) of rows 2i, 2i+1 */
-            b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5)
-                 + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7);
-        for (i = 0; i < 2; i++)
-            out[i] = FG_SHUF(b[2 * i], b[2 * i + 1], 0, 2, 4, 6)
-                   + FG_SHUF(b[2 * i], b[2 * i + 1], 1, 3, 5, 7);
-#else
-        /* v[4i .. 4i+3]: row i, (t0, t1) (t2, t3) (t4, t5) (t6, t7) */
-        FG_V c[8];
-        for (i = 0; i < 8; i++)
-            c[i] = (v[4 * i] + v[4 * i + 2]) + (v[4 * i + 1] + v[4 * i + 3]);
-        for (i = 0; i < 4; i++)
-            out[i] = FG_SHUF(c[2 * i], c[2 * i + 1], 0, 2) + FG_SHUF(c[2 * i], c[2 * i + 1], 1, 3);
-#endif
-        memcpy(o, out, sizeof o);
-        for (i = 0; i < 8; i++) gs[slots[q + i]] += o[i];
+#ifndef FG_VW
+    if (sums) {
+        for (a = 0; a < M * K; a++) sums[a] = fg_tree(lanes + (ptrdiff_t)a * FG_LANES);
+        if (blanes)
+            for (a = 0; a < M; a++)
+                sums[(ptrdiff_t)M * K + a] = fg_tree(blanes + (ptrdiff_t)a * FG_LANES);
     }
 #endif
-    for (; q < nq; q++) {
-        const double *t = lanes + (ptrdiff_t)q * FG_LANES;
-        gs[slots[q]] += ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
-    }
-    (void)i;
 }
-#ifdef FG_SHUF
-#undef FG_SHUF
-#endif
 
 /* The gradient rows entering a layer's backward, in place: rows whose
  * gradient nothing wrote (has[i] == 0) become 0.0; through a fused relu,

@@ -565,8 +565,12 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                     ia = t[1 + 2 * q]
                     ib = t[2 + 2 * q]
                     op_backward(OP_MUL, vs[ia], vs[ib], 0.0, 0.0, gp, &ga, &gb)
-                    gs[ia] += ga
-                    gs[ib] += gb
+                    if ia == ib:
+                        # p * p (a penalty): both adds in registers, in order
+                        gs[ia] = (gs[ia] + ga) + gb
+                    else:
+                        gs[ia] += ga
+                        gs[ib] += gb
             continue
         op_backward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
                     vs[outs[k]], gs[outs[k]], &ga, &gb)

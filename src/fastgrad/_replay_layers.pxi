@@ -28,10 +28,10 @@ cdef extern from "_replay_gemm.h" nogil:
                       Py_ssize_t ld, Py_ssize_t n)
     void fg_gemm_lanes(int M, int K, const double* g, const int* g_rows,
                        const double* x, const int* x_rows, Py_ssize_t ld,
-                       Py_ssize_t n, double* lanes, double* blanes, int fresh)
+                       Py_ssize_t n, double* lanes, double* blanes, int fresh,
+                       double* sums)
     void fg_grad_in(int M, const unsigned char* has, int relu, const double* v,
                     double* g, const int* rows, Py_ssize_t ld, Py_ssize_t n)
-    void fg_lanes_add(int nq, const double* lanes, const int* slots, double* gs)
     int fg_isa_select(int level)
     int fg_isa_get()
     int fg_isa_supported(int level)
@@ -88,6 +88,7 @@ cdef enum:
     LM_PW = 7     # offset of the packed W panel (then H biases) in l_pw
     LM_PWT = 8    # offset of the packed W^T panel in l_pwt
     LM_LN = 9     # offset of the weight (H*K) then bias (H) lanes in l_lanes
+                  # (l_sums: the same at LM_LN / FG_LANES, one sum each)
     LM_SIZE = 10
 
 
@@ -257,6 +258,7 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
     prog.l_pwt = np.zeros(pwt_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
+    prog.l_sums = np.zeros(ln_size // FG_LANES + 1, np.float64)
     return new_row
 
 
@@ -330,7 +332,7 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
     fg_grad_in(H, L.rmode + m[LM_O], m[LM_ACT], vb, gb, orow, ld, n)
     if want_w:
         fg_gemm_lanes(H, K, gb, orow, vb, xr, ld, n, ln, ln + H * K * FG_LANES,
-                      L.fresh)
+                      L.fresh, L.sums + m[LM_LN] // FG_LANES if L.last else NULL)
     if want_x:
         fg_gemm_rows(K, H, L.pwt + m[LM_PWT], NULL, L.rmode + m[LM_X], 0, gb,
                      orow, gb, xr, ld, n)
@@ -338,12 +340,17 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
 
 cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
                         double* gs) noexcept nogil:
-    """Add each layer's weight and bias lanes to the scalar gradients."""
-    cdef int li
+    """Add each layer's weight and bias gradients (the sums its backward
+    left in the last column chunk) to the scalar gradients."""
+    cdef int li, q
     cdef const int* m
+    cdef const int* w
+    cdef const double* sm
     for li in range(L.n):
         if run[li]:
             m = L.meta + li * LM_SIZE
-            # the weight lanes then the bias lanes, as the slots W then B
-            fg_lanes_add(m[LM_H] * m[LM_K] + m[LM_H], L.lanes + m[LM_LN],
-                         L.slots + m[LM_W], gs)
+            # the weights then the biases, as the slots W then B
+            w = L.slots + m[LM_W]
+            sm = L.sums + m[LM_LN] // FG_LANES
+            for q in range(m[LM_H] * m[LM_K] + m[LM_H]):
+                gs[w[q]] += sm[q]

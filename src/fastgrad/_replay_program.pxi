@@ -257,18 +257,25 @@ cdef class Program:
     # -- C entry points ----------------------------------------------------
 
     cdef int c_load_params(self) except -1:
-        """Read the parameters' current .data into the program."""
+        """Read the parameters' current .data into the program (for the
+        replays and for ``c_eval``)."""
+        self._load_params()
+        if self.n_params > 0:
+            memcpy(&self.vs1[0], &self.vs[0], self.n_params * sizeof(double))
+        return 0
+
+    cdef int _load_params(self) except -1:
+        """``c_load_params`` for a replay: into its own buffer only."""
         cdef Py_ssize_t i
-        cdef double d
         cdef tuple ps = self._params
         cdef double* vs = &self.vs[0]
-        cdef double* vs1 = &self.vs1[0]
+        if self.theta_in != NULL:
+            for i in range(self.n_params):
+                vs[i] = self.theta_in[i]
+            return 0
         for i in range(self.n_params):
             # a borrowed reference: _params is our own tuple of Values
-            d = (self.theta_in[i] if self.theta_in != NULL
-                 else (<Value>PyTuple_GET_ITEM(ps, i)).data)
-            vs[i] = d
-            vs1[i] = d
+            vs[i] = (<Value>PyTuple_GET_ITEM(ps, i)).data
         return 0
 
     cdef double c_eval(self, const double* theta, const double* x) noexcept nogil:
@@ -313,8 +320,10 @@ cdef class Program:
         L.pw = &self.l_pw[0]
         L.pwt = &self.l_pwt[0]
         L.lanes = &self.l_lanes[0]
+        L.sums = &self.l_sums[0]
         L.rmode = NULL
         L.fresh = 1
+        L.last = 1
         return L
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
@@ -497,7 +506,7 @@ cdef class Program:
             po = &outv[0, 0]
         if has_gin and n_in > 0:          # (B, 0): nothing to write
             pgi = &ging[0, 0]
-        self.c_load_params()
+        self._load_params()
         vs = &self.vs[0]
         gs = &self.gs[0]
         vb = &self.vb[0]
@@ -554,6 +563,7 @@ cdef class Program:
                         for j in range(n):  # no-cython-lint (n additions, as above)
                             gs[o0] += seed
                     L.fresh = j0 == 0
+                    L.last = j0 + n >= B
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],
                                      &self.b_a[0], &self.b_b[0], &self.b_s[0],
@@ -610,16 +620,25 @@ cdef class Program:
         cdef PyObject* p
         if param_grad is not None:
             pg = param_grad
-        for i in range(self.n_params):
-            p = PyTuple_GET_ITEM(ps, i)    # borrowed, as in c_load_params
-            if accumulate:
-                (<Value>p).grad += gs[i]
-            else:
-                (<Value>p).grad = gs[i]
-            if update:
-                (<Value>p).data -= lr * gs[i]
-            if param_grad is not None:
+        if param_grad is not None:
+            for i in range(self.n_params):
                 pg[i] = gs[i]
+        # borrowed references, as in _load_params; one loop per case
+        if update and not accumulate:          # sgd_step
+            for i in range(self.n_params):
+                p = PyTuple_GET_ITEM(ps, i)
+                (<Value>p).grad = gs[i]
+                (<Value>p).data -= lr * gs[i]
+            return 0
+        if update:
+            for i in range(self.n_params):
+                (<Value>PyTuple_GET_ITEM(ps, i)).data -= lr * gs[i]
+        if accumulate:
+            for i in range(self.n_params):
+                (<Value>PyTuple_GET_ITEM(ps, i)).grad += gs[i]
+        else:
+            for i in range(self.n_params):
+                (<Value>PyTuple_GET_ITEM(ps, i)).grad = gs[i]
         return 0
 
     cdef object _check_param_grad(self, param_grad, str where):
