@@ -453,6 +453,106 @@ def test_demo_training_compiled_matches_eager():
     assert cl[-1] < 0.05                   # and it did learn
 
 
+def _demo_pair(seed=5):
+    random.seed(seed)
+    model = MLP(2, [6, 5, 1])
+    return model, make_demo_step(model, alpha=1e-3)
+
+
+def _demo_data(B=23):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(B, 2))
+    y = np.where(rng.random(B) < 0.5, -1.0, 1.0)
+    return X, y
+
+
+def test_demo_step_accuracy_against_the_scores():
+    # oracle: the scores from predict() (the same program, forward only)
+    # before the step, and NumPy's mean of the sign agreements
+    model, step = _demo_pair()
+    X, y = _demo_data()
+    X[3] = 0.0                                # a score exactly at the bias
+    scores = step.program.predict((X, y))[:, 1]
+    expected = float(np.mean((y > 0) == (scores > 0)))
+    loss, acc = step(X, y, 0.1)
+    assert acc == expected
+    assert 0.0 < acc < 1.0                    # both outcomes occur
+    assert isinstance(loss, float) and isinstance(acc, float)
+
+
+@pytest.mark.parametrize("variant", ["float32", "fortran", "lists", "y column",
+                                     "X strided", "big-endian", "int labels"])
+def test_demo_step_converts_other_inputs_like_float64_arrays(variant):
+    X, y = _demo_data()
+    if variant == "float32":
+        X, y = X.astype(np.float32), y.astype(np.float32)
+    Xc, yc = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    if variant == "fortran":
+        X = np.asfortranarray(X)
+    elif variant == "lists":
+        X, y = X.tolist(), y.tolist()
+    elif variant == "y column":
+        y = np.column_stack([X, y])[:, 2]     # not contiguous
+    elif variant == "X strided":
+        X = np.repeat(X, 2, axis=0)[::2]
+    elif variant == "big-endian":
+        X, y = X.astype(">f8"), y.astype(">f8")
+    elif variant == "int labels":
+        y = y.astype(np.int64)
+    m1, s1 = _demo_pair()
+    m2, s2 = _demo_pair()
+    r1 = s1(Xc, yc, 0.25)
+    r2 = s2(X, y, 0.25)
+    assert r2 == r1
+    assert [p.data for p in m2.parameters()] == [p.data for p in m1.parameters()]
+    assert [p.grad for p in m2.parameters()] == [p.grad for p in m1.parameters()]
+
+
+@pytest.mark.parametrize("X, y, exc, match", [
+    (np.zeros((4, 3)), np.zeros(4), ValueError, "X of shape"),
+    (np.zeros((4, 2)), np.zeros(5), ValueError, "X of shape"),
+    (np.zeros((4, 2)), np.zeros((4, 1)), ValueError, "X of shape"),
+    (np.zeros(8), np.zeros(4), ValueError, "X of shape"),
+    (np.zeros((0, 2)), np.zeros(0), ValueError, "empty batch"),
+    (np.zeros((4, 2), complex), np.zeros(4), TypeError, "real"),
+    (np.zeros((4, 2)), np.array(["a"] * 4), TypeError, "real"),
+])
+def test_demo_step_rejects_bad_arrays(X, y, exc, match):
+    model, step = _demo_pair()
+    before = [p.data for p in model.parameters()]
+    with pytest.raises(exc, match=match):
+        step(X, y, 0.1)
+    assert [p.data for p in model.parameters()] == before
+
+
+@pytest.mark.parametrize("lr, exc", [(-0.1, ValueError), (float("nan"), ValueError),
+                                     (float("inf"), ValueError), ("0.1", TypeError),
+                                     (None, TypeError), (True, TypeError)])
+def test_demo_step_rejects_bad_learning_rates(lr, exc):
+    model, step = _demo_pair()
+    X, y = _demo_data()
+    with pytest.raises(exc, match="lr"):
+        step(X, y, lr)
+
+
+def test_demo_step_object_guards():
+    from fastgrad._replay import _DemoStep
+    model, step = _demo_pair()
+    with pytest.raises(TypeError, match="pickled"):
+        import pickle
+        pickle.dumps(step)
+    w = Value(1.0)
+    with pytest.raises(ValueError, match="3 inputs"):
+        _DemoStep(fastgrad.compile(lambda x: [x[0] * w], 1, params=[w]))
+    with pytest.raises(TypeError):
+        _DemoStep(None)
+    with pytest.raises(TypeError):
+        _DemoStep.__new__(_DemoStep)
+    # the program is read-only and shared with the step
+    with pytest.raises(AttributeError):
+        step.program = None
+
+
 def test_whole_eager_demo_graph_replays_bit_for_bit(fusion):
     # the demo's full-batch loss, recorded from the eager graph itself: the
     # tape follows eager's topological order, so values and gradients are

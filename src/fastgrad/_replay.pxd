@@ -82,7 +82,7 @@ cdef class Program:
     cdef double[::1] vs1, vb1         # private buffers of c_eval
     cdef double[::1] vb, gb           # batched values / gradients (n_batched x ld)
     cdef Py_ssize_t ld, cap_cols, cap_rows_g
-    cdef dict _plans
+    cdef list _plans
     cdef bint _busy
     cdef const double* theta_in       # parameter values for c_load_params, or NULL
     cdef object __weakref__

@@ -59,12 +59,14 @@ from cpython.object cimport PyObject
 from libc.math cimport isfinite
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release
 
 from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, topo_order, node_b, node_c
 from fastgrad._numgrad cimport Evaluator
 
 import numbers
+import sys
 
 import numpy as np
 

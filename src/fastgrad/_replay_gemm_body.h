@@ -134,53 +134,30 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 #endif
 }
 
-#ifdef FG_VW
+#if defined(FG_VW) && FG_VW == 8
 #if defined(__clang__)
 #define FG_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define FG_SHUF(a, b, ...) __builtin_shuffle(a, b, (FG_VI){__VA_ARGS__})
 #endif
-/* o[i] = fg_tree of row i's FG_LANES partial sums, for 8 rows: row i is
- * v[i * FG_LANES / FG_VW ...].  A transposing reduction: rows are added
- * half to half and regrouped by shuffles, which is the same tree for each
- * row (fewer instructions than 8 trees one by one). */
+/* o[i] = fg_tree(v[i]) for 8 rows of partial sums v[0..7] (one vector
+ * each: FG_VW == FG_LANES).  A transposing reduction: rows are added half
+ * to half and regrouped by shuffles, the same tree for each row in 14
+ * shuffles and 7 adds instead of 8 x 7 scalar adds. */
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_sum8)(
         const FG_V *v, double *o)
 {
-    FG_V out[8 / FG_VW];
+    FG_V a[4], b[2], out;
     int i;
-#if FG_VW == 8
-    /* v[i]: row i, t0..t7 */
-    FG_V a[4], b[2];
     for (i = 0; i < 4; i++)   /* (t0+t4, t1+t5, t2+t6, t3+t7) of rows 2i, 2i+1 */
         a[i] = FG_SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
              + FG_SHUF(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
     for (i = 0; i < 2; i++)   /* (s0, s1) of rows 4i .. 4i+3 */
         b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13)
              + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
-    out[0] = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)
-           + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
-#elif FG_VW == 4
-    /* v[2i], v[2i+1]: row i, t0..t3 and t4..t7 */
-    FG_V a[8], b[4];
-    for (i = 0; i < 8; i++) a[i] = v[2 * i] + v[2 * i + 1];
-    for (i = 0; i < 4; i++)   /* (s0, s1) of rows 2i, 2i+1 */
-        b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5)
-             + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7);
-    for (i = 0; i < 2; i++)
-        out[i] = FG_SHUF(b[2 * i], b[2 * i + 1], 0, 2, 4, 6)
-               + FG_SHUF(b[2 * i], b[2 * i + 1], 1, 3, 5, 7);
-#elif FG_VW == 2
-    /* v[4i .. 4i+3]: row i, (t0, t1) (t2, t3) (t4, t5) (t6, t7) */
-    FG_V c[8];
-    for (i = 0; i < 8; i++)
-        c[i] = (v[4 * i] + v[4 * i + 2]) + (v[4 * i + 1] + v[4 * i + 3]);
-    for (i = 0; i < 4; i++)
-        out[i] = FG_SHUF(c[2 * i], c[2 * i + 1], 0, 2) + FG_SHUF(c[2 * i], c[2 * i + 1], 1, 3);
-#else
-#error "FG_VW must be 2, 4 or 8"
-#endif
-    memcpy(o, out, sizeof out);
+    out = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)   /* s0 + s1 of rows 0..7 */
+        + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
+    memcpy(o, &out, sizeof out);
 }
 #undef FG_SHUF
 #endif
@@ -231,7 +208,9 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_til
         int np = wi * wk, q = 0;
         for (a = 0; a < wi; a++)
             for (b = 0; b < wk; b++) memcpy(rows[a * wk + b], acc[a][b], sizeof acc[a][b]);
+#if FG_VW == 8
         for (; q + 8 <= np; q += 8) FG_NAME(fg_sum8)(rows[q], o + q);
+#endif
         for (; q < np; q++) {
             double t[FG_LANES];
             memcpy(t, rows[q], sizeof t);

@@ -327,8 +327,8 @@ cdef class Program:
         return L
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
-        key = (want_inputs, with_pen)
-        plan = self._plans.get(key)
+        cdef int key = 2 * want_inputs + with_pen
+        plan = self._plans[key]
         if plan is None:
             plan = make_plan(self, want_inputs, with_pen)
             self._plans[key] = plan
@@ -951,7 +951,7 @@ cdef class Program:
 # the demo's training step (fastgrad.compiled.make_demo_step)
 # ---------------------------------------------------------------------------
 
-cdef object _F64 = np.dtype(np.float64)
+cdef bint _LITTLE = sys.byteorder == "little"
 
 
 @cython.final
@@ -979,30 +979,52 @@ cdef class _DemoStep:
         raise TypeError("a demo step cannot be pickled; make it again")
 
     def __call__(self, X, y, lr):
-        cdef Program p = self.program
         cdef Sources S
+        cdef Py_buffer bx, by
+        cdef double step = _learning_rate(lr, "demo step")
+        # the usual call, C-contiguous float64 X (B, 2) and y (B,): their
+        # buffers are all the checks (as NumPy gives them: format "d")
+        if (type(X) is np.ndarray and type(y) is np.ndarray
+                and _try_buffer(X, &bx)):
+            try:
+                if _try_buffer(y, &by):
+                    try:
+                        if (bx.ndim == 2 and by.ndim == 1 and bx.shape[1] == 2
+                                and by.shape[0] == bx.shape[0] and bx.shape[0] > 0
+                                and _is_f64(bx.format) and _is_f64(by.format)):
+                            return self._step(<const double*>bx.buf,
+                                              <const double*>by.buf, bx.shape[0], step)
+                    finally:
+                        PyBuffer_Release(&by)
+            finally:
+                PyBuffer_Release(&bx)
+        return self._checked(X, y, step)
+
+    cdef object _checked(self, X, y, double step):
+        """Any other input: converted (or a clear error), then ``_step``."""
         cdef const double[:, ::1] xv
         cdef const double[::1] yv
-        cdef double step = _learning_rate(lr, "demo step"), loss
-        cdef Py_ssize_t B, j, hits = 0
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2 or X.shape[1] != 2 or y.shape != (X.shape[0],):
             raise ValueError("demo step: expected X of shape (B, 2) and y of "
                              f"shape (B,), got {X.shape} and {y.shape}")
-        B = X.shape[0]
-        if B == 0:
+        if X.shape[0] == 0:
             raise ValueError("demo step: empty batch (0 rows)")
-        if not (X.dtype is _F64 and X.flags.c_contiguous):
-            X = _as_matrix(X, "demo step")
-        if not (y.dtype is _F64 and y.flags.c_contiguous):
-            y = _as_matrix(y, "demo step").reshape(-1)
-        xv = X
-        yv = y
+        xv = _as_matrix(X, "demo step")
+        yv = _as_matrix(y, "demo step").reshape(-1)
+        return self._step(&xv[0, 0], &yv[0], xv.shape[0], step)
+
+    cdef object _step(self, const double* X, const double* y, Py_ssize_t B,
+                      double step):
+        cdef Program p = self.program
+        cdef Sources S
+        cdef double loss
+        cdef Py_ssize_t j, hits = 0
         S.n = 2
-        S.ptr[0] = &xv[0, 0]
+        S.ptr[0] = X
         S.cols[0] = 2
-        S.ptr[1] = &yv[0]
+        S.ptr[1] = y
         S.cols[1] = 1
         p._enter("demo step")
         try:
@@ -1013,7 +1035,30 @@ cdef class _DemoStep:
             p._store_param_grads(False, None, step, True)
             # the accuracy, as np.mean((y > 0) == (score > 0)) gives it
             for j in range(B):
-                hits += (yv[j] > 0.0) == (self._outv[j, 1] > 0.0)
+                hits += (y[j] > 0.0) == (self._outv[j, 1] > 0.0)
         finally:
             p._busy = False
         return loss, hits / <double>B
+
+
+cdef extern from "Python.h":
+    int _get_buffer "PyObject_GetBuffer" (object obj, Py_buffer* view,
+                                          int flags) noexcept
+    void PyErr_Clear() noexcept
+
+
+cdef inline bint _try_buffer(obj, Py_buffer* view) noexcept:
+    """A C-contiguous buffer with its format, or False (no error set)."""
+    if _get_buffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0:
+        return True
+    PyErr_Clear()
+    return False
+
+
+cdef inline bint _is_f64(const char* fmt) noexcept:
+    """A buffer format of native float64 ("d", "=d", "@d", or "<d" here)."""
+    if fmt == NULL:
+        return False
+    if fmt[0] == b"@" or fmt[0] == b"=" or (fmt[0] == b"<" and _LITTLE):
+        fmt += 1
+    return fmt[0] == b"d" and fmt[1] == 0

@@ -279,7 +279,7 @@ def build(outputs, inputs, params, penalty=None):
     prog.ld = 0
     prog.cap_cols = 0
     prog.cap_rows_g = 0
-    prog._plans = {}
+    prog._plans = [None] * 4      # by 2 * want_inputs + with_pen
     prog._busy = False
     prog.theta_in = NULL
     prog.c_load_params()
