@@ -236,6 +236,36 @@ def test_lecture_gate_example_compiled():
     assert (z.grad, w.grad) == (0.0, 2.0)
 
 
+@pytest.mark.parametrize("order", ["consecutive", "reversed", "interleaved", "p*q"])
+def test_penalty_gradients_hand_derived(order):
+    # d/dp of alpha * sum(p * p) is (0 + alpha*p) + alpha*p = 2 * (alpha*p)
+    # exactly (doubling is exact), whichever order the terms come in: the
+    # consecutive slots take the replay's gather-free backward, the others
+    # the general one
+    alpha = 0.37
+    rng = np.random.default_rng(12)
+    ps = [Value(float(v)) for v in rng.normal(size=11)]
+    terms = {"consecutive": ps, "reversed": ps[::-1],
+             "interleaved": ps[::2] + ps[1::2], "p*q": ps}[order]
+
+    def pen(_):
+        if order == "p*q":          # not squares: p0*p1 + p1*p2 + ...
+            return alpha * sum(a * b for a, b in zip(terms, terms[1:]))
+        return alpha * sum(p * p for p in terms)
+
+    prog = fastgrad.compile(lambda x: [x[0] * ps[0]], 1, params=ps, penalty=pen)
+    pg = np.empty(len(ps))
+    prog.batch(np.array([[0.0]]), param_grad=pg)
+    if order == "p*q":
+        v = [p.data for p in ps]
+        expected = [(alpha * v[1] if i == 0 else
+                     alpha * v[i - 1] + alpha * v[i + 1] if i < len(v) - 1 else
+                     alpha * v[i - 1]) for i in range(len(v))]
+        np.testing.assert_allclose(pg, expected, rtol=1e-15, atol=0)
+    else:
+        assert pg.tolist() == [2 * (alpha * p.data) for p in ps]
+
+
 def test_batch_with_penalty_hand_derived():
     # loss = mean_i (w*x_i - y_i)^2 + 0.5*w^2 ; dL/dw = mean 2(w x - y) x + w
     w = Value(2.0)

@@ -144,7 +144,8 @@ cdef enum:
     OP_LAYER = 102
 
 # A chain ((acc + a0*b0) + a1*b1) + ... of the scalar tape (an L2 penalty),
-# see _scalar_dots.  Operands: a = acc, b = offset of the terms in sd.
+# see _scalar_dots.  Operands: a = acc, b = offset of the terms in sd, c =
+# 1.0 if the terms are the squares of consecutive slots.
 cdef enum:
     OP_SDOT = 103
 

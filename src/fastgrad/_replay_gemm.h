@@ -21,6 +21,7 @@
 #define FG_MR 8       /* rows of a packed weight panel (every ISA) */
 #define FG_LANES 8    /* partial sums of a batch reduction (every ISA) */
 #define FG_JB 512     /* columns per block of the weight-gradient kernel */
+#define FG_XBLOCK 24576  /* bytes of x rows per block of that kernel (L1) */
 
 /* The sum of FG_LANES partial sums, always in this order (a shallow tree,
  * the same in every build) */

@@ -258,25 +258,36 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
             for (j = n; j < n8; j++) ((double *)x)[x_rows[b] * ld + j] = 0.0;
         nb = n = n8;
     }
-    /* column blocks of FG_JB: a tile's rows stay in L1 across the tiles */
-    int mi = M - M % FG_WI, mk = K - K % FG_WK;
+    /* column blocks of FG_JB, and blocks of x rows that fit FG_XBLOCK
+     * bytes: a tile's g rows stay in L1 across the x rows of the block, the
+     * block's x rows across the tiles of g rows (measured, MLP(2, [128, 128,
+     * 1]) at N = 100: 77 -> 90 GFLOP/s).  Blocks of fewer than 8 rows (long
+     * columns) re-read the g rows too often: then one block. */
+    int mi = M - M % FG_WI;
     ptrdiff_t jb, nj;
     for (jb = 0; jb < nb; jb += FG_JB) {
         const double *gb = g + jb, *xb = x + jb;
         double *sb = (jb + FG_JB >= nb) ? sums : NULL;   /* the last block */
+        int f = fresh && jb == 0, kb0, kb1, mk;
         nj = (nb - jb < FG_JB) ? nb - jb : FG_JB;
-        for (i0 = 0; i0 < mi; i0 += FG_WI) {
-            for (k0 = 0; k0 < mk; k0 += FG_WK)
-                FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, gb, g_rows, xb,
-                                       x_rows, ld, nj, lanes, fresh && jb == 0, sb);
-            for (k0 = mk; k0 < K; k0++)
-                FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, gb, g_rows, xb, x_rows,
-                                       ld, nj, lanes, fresh && jb == 0, sb);
+        int kbs = (int)(FG_XBLOCK / (nj * (ptrdiff_t)sizeof(double)));
+        kbs = kbs < 8 ? K : kbs - kbs % FG_WK;
+        for (kb0 = 0; kb0 < K; kb0 = kb1) {
+            kb1 = (K - kb0 > kbs) ? kb0 + kbs : K;
+            mk = kb1 - (kb1 - kb0) % FG_WK;
+            for (i0 = 0; i0 < mi; i0 += FG_WI) {
+                for (k0 = kb0; k0 < mk; k0 += FG_WK)
+                    FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, gb, g_rows, xb,
+                                           x_rows, ld, nj, lanes, f, sb);
+                for (k0 = mk; k0 < kb1; k0++)
+                    FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, gb, g_rows, xb,
+                                           x_rows, ld, nj, lanes, f, sb);
+            }
+            for (i0 = mi; i0 < M; i0++)
+                for (k0 = kb0; k0 < kb1; k0++)
+                    FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, gb, g_rows, xb, x_rows,
+                                           ld, nj, lanes, f, sb);
         }
-        for (i0 = mi; i0 < M; i0++)
-            for (k0 = 0; k0 < K; k0++)
-                FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, gb, g_rows, xb, x_rows, ld,
-                                       nj, lanes, fresh && jb == 0, sb);
     }
 #else
     if (fresh) memset(lanes, 0, sizeof(double) * FG_LANES * M * K);

@@ -561,6 +561,14 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
             if mbs[k] != M_SKIP:
                 t = sd + bi
                 gp = 0.0 + g
+                if cs[k] == 1.0:
+                    # squares of slots t[1], t[1] + 1, ...: each slot's own
+                    # two adds, as below, in a loop without gathers
+                    ia = t[1]
+                    for q in range(t[0]):
+                        ga = vs[ia + q] * gp
+                        gs[ia + q] = (gs[ia + q] + ga) + ga
+                    continue
                 for q in range(t[0] - 1, -1, -1):
                     ia = t[1 + 2 * q]
                     ib = t[2 + 2 * q]

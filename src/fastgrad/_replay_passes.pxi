@@ -204,7 +204,8 @@ cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
     Each product and running sum must be read only by the next link (not by
     the batched tape, an output or the penalty: ``external``).  The OP_SDOT
     instruction: a = the first running sum's other operand (acc), b = offset
-    of its terms in ``sd`` (laid out as count, a0, b0, a1, b1, ...).  Forward
+    of its terms in ``sd`` (laid out as count, a0, b0, a1, b1, ...), c = 1.0
+    when term q is slot a0 + q squared (else 0.0).  Forward
     is the chain's own additions in order (the same floats); backward adds
     b_i * g and a_i * g to the terms' gradients, g being the chain's
     gradient, which every link passes on unchanged (an add's rule), so no
@@ -265,9 +266,14 @@ cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
             keep_out.append(s_out[k])
             keep_a.append(chains[c][0])
             keep_b.append(len(sd))
-            keep_c.append(0.0)
-            sd.append(len(chains[c][1]))
-            for m in chains[c][1]:
+            terms = chains[c][1]
+            first = s_a[terms[0]]
+            # c = 1.0: the terms are the squares of consecutive slots (an L2
+            # penalty over the parameters): a backward without gathers
+            keep_c.append(1.0 if all(s_a[m] == s_b[m] == first + x
+                                     for x, m in enumerate(terms)) else 0.0)
+            sd.append(len(terms))
+            for m in terms:
                 sd.append(s_a[m])
                 sd.append(s_b[m])
             continue
