@@ -17,7 +17,6 @@ cdef struct LayerCtx:
     const int* rows
     const int* slots
     double* pw                     # packed weights of this replay, or NULL
-    double* pwt
     double* lanes
     double* sums                   # the weight gradients' final sums
     const unsigned char* rmode     # the plan's lrm
@@ -68,7 +67,7 @@ cdef class Program:
     # dense layers of the batched (training) tape: see _replay_layers.pxi
     cdef int nlayers, n_recorded, n_srecorded
     cdef const int[::1] l_meta, l_rows, l_slots
-    cdef double[::1] l_pw, l_pwt, l_lanes, l_sums
+    cdef double[::1] l_pw, l_lanes, l_sums
     cdef dict _recorded               # the batched tape before the layer pass
     cdef dict _srecorded              # the scalar tape before _scalar_dots
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)

@@ -81,7 +81,7 @@ static inline double fg_tree(const double *t)
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
-typedef void (*fg_gemm_rows_t)(int, int, const double *, const double *,
+typedef void (*fg_gemm_rows_t)(int, int, const double *, int, const double *,
                                const unsigned char *, int, const double *,
                                const int *, double *, const int *, ptrdiff_t,
                                ptrdiff_t);

@@ -33,11 +33,12 @@ typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
 #define FG_VI FG_NAME(fg_veci)
 
 /* One register tile of fg_gemm_rows: tr <= FG_TR rows from i0 x nv vectors
- * of columns from j0 (tr and nv are literals at each call: the loops unroll,
- * the tile stays in registers); p: the tile's first weight, weight (k, r) at
- * p[k * FG_MR + r]. */
+ * of columns from j0 (tr, nv and tp are literals at each call: the loops
+ * unroll, the tile stays in registers); p: the tile's first weight, weight
+ * (k, r) at p[k * FG_MR + r] (tp == 0) or, reading a panel of the transpose
+ * (tp == 1), at p[(k / FG_MR) * M * FG_MR + k % FG_MR + r * FG_MR]. */
 static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
-        int tr, int nv, int i0, int M, int K, const double *p, const double *init,
+        int tp, int tr, int nv, int i0, int M, int K, const double *p, const double *init,
         const unsigned char *mode, int relu, const double *in,
         const int *in_rows, double *out, const int *out_rows, ptrdiff_t ld,
         ptrdiff_t j0)
@@ -56,9 +57,10 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile
     }
     for (k = 0; k < K; k++) {
         const FG_V *x = (const FG_V *)(in + in_rows[k] * ld + j0);
-        const double *pk = p + k * FG_MR;
+        const double *pk = tp ? p + (ptrdiff_t)(k / FG_MR) * M * FG_MR + k % FG_MR
+                              : p + k * FG_MR;
         for (r = 0; r < tr; r++) {
-            double s = pk[r];
+            double s = tp ? pk[r * FG_MR] : pk[r];
             for (u = 0; u < nv; u++) acc[r][u] += s * x[u];
         }
     }
@@ -79,15 +81,18 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile
 }
 #endif
 
-/* out[r][j] (r < M, j < n) = init_r + sum_{k<K} P[r][k] * in[k][j], summed
+/* out[r][j] (r < M, j < n) = init_r + sum_{k<K} W[r][k] * in[k][j], summed
  * in k order, then relu'd when relu != 0 (0.0 if v < 0 else v).
  *
- * P is packed in panels of FG_MR rows: P[(r / FG_MR) * K * FG_MR + k * FG_MR
- * + r % FG_MR], rows past M zero.  init_r: mode[r] == FG_ADD: the row's
- * current value; FG_STORE: init[r] (or 0.0 when init is NULL); FG_SKIP: the
- * row is not written.  mode NULL: every row FG_STORE. */
+ * trans == 0: W is P packed in panels of FG_MR rows: W[r][k] = P[(r / FG_MR)
+ * * K * FG_MR + k * FG_MR + r % FG_MR] (rows past M zero).  trans == 1: W is
+ * the transpose of such a packing of a (K, M) matrix A (a layer's backward
+ * reads its forward panels): W[r][k] = A[k][r] = P[(k / FG_MR) * M * FG_MR +
+ * r * FG_MR + k % FG_MR].  init_r: mode[r] == FG_ADD: the row's current
+ * value; FG_STORE: init[r] (or 0.0 when init is NULL); FG_SKIP: the row is
+ * not written.  mode NULL: every row FG_STORE. */
 static FG_TARGET void FG_NAME(fg_gemm_rows)(
-        int M, int K, const double *P, const double *init,
+        int M, int K, const double *P, int trans, const double *init,
         const unsigned char *mode, int relu,
         const double *in, const int *in_rows,
         double *out, const int *out_rows, ptrdiff_t ld, ptrdiff_t n)
@@ -99,19 +104,27 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
     /* rows in tiles of FG_TR, then the last M % FG_TR in tiles of 4, 2, 1
      * (a layer with one output does not pay for FG_TR) */
     int mt = M - M % FG_TR;
-#define FG_PANEL(i0) (P + (ptrdiff_t)((i0) / FG_MR) * K * FG_MR + (i0) % FG_MR)
-#define FG_TILE(tr, nvec) FG_NAME(fg_rows_tile)(tr, nvec, i0, M, K, FG_PANEL(i0), \
-        init, mode, relu, in, in_rows, out, out_rows, ld, j0)
-#define FG_ROWS(nvec) do { \
-        for (i0 = 0; i0 < mt; i0 += FG_TR) FG_TILE(FG_TR, nvec); \
-        if (FG_TR > 4 && M - i0 >= 4) { FG_TILE(4, nvec); i0 += 4; } \
-        if (FG_TR > 2 && M - i0 >= 2) { FG_TILE(2, nvec); i0 += 2; } \
-        if (M - i0 >= 1) FG_TILE(1, nvec); \
+#define FG_PANEL(tp, i0) ((tp) ? P + (ptrdiff_t)(i0) * FG_MR \
+        : P + (ptrdiff_t)((i0) / FG_MR) * K * FG_MR + (i0) % FG_MR)
+#define FG_TILE(tp, tr, nvec) FG_NAME(fg_rows_tile)(tp, tr, nvec, i0, M, K, \
+        FG_PANEL(tp, i0), init, mode, relu, in, in_rows, out, out_rows, ld, j0)
+#define FG_ROWS(tp, nvec) do { \
+        for (i0 = 0; i0 < mt; i0 += FG_TR) FG_TILE(tp, FG_TR, nvec); \
+        if (FG_TR > 4 && M - i0 >= 4) { FG_TILE(tp, 4, nvec); i0 += 4; } \
+        if (FG_TR > 2 && M - i0 >= 2) { FG_TILE(tp, 2, nvec); i0 += 2; } \
+        if (M - i0 >= 1) FG_TILE(tp, 1, nvec); \
     } while (0)
-    for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
-        FG_ROWS(FG_NR / FG_VW);
-    for (; j0 < nv; j0 += FG_VW)
-        FG_ROWS(1);
+    if (trans) {
+        for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
+            FG_ROWS(1, FG_NR / FG_VW);
+        for (; j0 < nv; j0 += FG_VW)
+            FG_ROWS(1, 1);
+    } else {
+        for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
+            FG_ROWS(0, FG_NR / FG_VW);
+        for (; j0 < nv; j0 += FG_VW)
+            FG_ROWS(0, 1);
+    }
 #undef FG_ROWS
 #undef FG_TILE
 #undef FG_PANEL
@@ -126,7 +139,12 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
         o = out + out_rows[i0] * ld;
         for (j = 0; j < n; j++) {
             double acc = (m == FG_ADD) ? o[j] : (init ? init[i0] : 0.0);
-            for (k = 0; k < K; k++) acc += p[k * FG_MR] * in[in_rows[k] * ld + j];
+            for (k = 0; k < K; k++) {
+                double w = trans ? P[(ptrdiff_t)(k / FG_MR) * M * FG_MR + i0 * FG_MR
+                                     + k % FG_MR]
+                                 : p[k * FG_MR];
+                acc += w * in[in_rows[k] * ld + j];
+            }
             o[j] = (relu && acc < 0.0) ? 0.0 : acc;
         }
     }

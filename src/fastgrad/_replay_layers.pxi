@@ -13,16 +13,17 @@
 # matrix kernel (each output summed in the chain's order: the same floats as
 # the chain), backward one pass: the incoming gradient rows (masked by the
 # relu), the weight and bias gradients as batch sums (FG_LANES partial sums
-# per weight, kept across the column chunks and added to the scalar
-# gradients once at the end), and the gradient rows of X (W^T @ dZ, summed
-# over the layer's outputs in order).  Those sums are in a different order
+# per weight, kept across the column chunks, summed in the last one and
+# added to the scalar gradients once at the end), and the gradient rows of X
+# (W^T @ dZ, summed over the layer's outputs in order, W^T read from the
+# forward's packed panels).  Those sums are in a different order
 # than the per-instruction backward's, so gradients differ from it (and from
 # eager mode) by rounding; tests/test_layers.py bounds the difference.
 # Forward-only replays (predict) keep the OP_DOT tape: bit-identical to eager.
 
 cdef extern from "_replay_gemm.h" nogil:
     int FG_SKIP, FG_STORE, FG_ADD, FG_MR, FG_LANES
-    void fg_gemm_rows(int M, int K, const double* P, const double* init,
+    void fg_gemm_rows(int M, int K, const double* P, int trans, const double* init,
                       const unsigned char* mode, int relu, const double* inp,
                       const int* in_rows, double* out, const int* out_rows,
                       Py_ssize_t ld, Py_ssize_t n)
@@ -85,11 +86,11 @@ cdef enum:
     LM_O = 4      # offset of the H output rows in l_rows
     LM_W = 5      # offset of the H*K weight slots in l_slots (row-major)
     LM_B = 6      # offset of the H bias slots in l_slots
-    LM_PW = 7     # offset of the packed W panel (then H biases) in l_pw
-    LM_PWT = 8    # offset of the packed W^T panel in l_pwt
-    LM_LN = 9     # offset of the weight (H*K) then bias (H) lanes in l_lanes
+    LM_PW = 7     # offset of the packed W panel (then H biases) in l_pw; the
+                  # backward reads W^T from it too (fg_gemm_rows' trans)
+    LM_LN = 8     # offset of the weight (H*K) then bias (H) lanes in l_lanes
                   # (l_sums: the same at LM_LN / FG_LANES, one sum each)
-    LM_SIZE = 10
+    LM_SIZE = 9
 
 
 cdef inline int _round_mr(int m) noexcept nogil:
@@ -211,7 +212,7 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
             nxt += 1
     ops, kinds, outs, oas, obs, oss, ocs = [], [], [], [], [], [], []
     meta, lrows, lslots = [], [], []
-    pw_size = pwt_size = ln_size = 0
+    pw_size = ln_size = 0
     for it in order:
         if it >= 0:
             k = it
@@ -235,14 +236,13 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
         oss.append(-1)
         ocs.append(0.0)
         meta += [H, K, l_acts[nl], len(lrows), len(lrows) + K, len(lslots),
-                 len(lslots) + H * K, pw_size, pwt_size, ln_size]
+                 len(lslots) + H * K, pw_size, ln_size]
         lrows += [new_row[row] for row in chains[g[0]][2]]
         lrows += [new_row[row] for row in l_outs[nl]]
         for c in g:
             lslots += chains[c][1]
         lslots += [chains[c][0] for c in g]
         pw_size += _round_mr(H) * K + H
-        pwt_size += _round_mr(K) * H
         ln_size += (H * K + H) * FG_LANES
     b_op[:] = ops
     b_kind[:] = kinds
@@ -256,7 +256,6 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
     prog.l_rows = np.array(lrows, np.int32)
     prog.l_slots = np.array(lslots, np.int32)
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
-    prog.l_pwt = np.zeros(pwt_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
     prog.l_sums = np.zeros(ln_size // FG_LANES + 1, np.float64)
     return new_row
@@ -264,9 +263,8 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
 
 # -- stage 3: running layers --------------------------------------------------
 
-cdef void layers_pack(LayerCtx* L, const double* vs, bint grad) noexcept nogil:
-    """Gather this replay's weights and biases into the packed panels (and
-    (the gradient lanes start afresh in the first column chunk)."""
+cdef void layers_pack(LayerCtx* L, const double* vs) noexcept nogil:
+    """Gather this replay's weights and biases into the packed panels."""
     cdef int li, H, K, i, k, r
     cdef const int* m
     cdef const int* w
@@ -287,15 +285,6 @@ cdef void layers_pack(LayerCtx* L, const double* vs, bint grad) noexcept nogil:
         p += _round_mr(H) * K
         for i in range(H):
             p[i] = vs[L.slots[m[LM_B] + i]]
-        if grad:
-            p = L.pwt + m[LM_PWT]
-            k = 0
-            while k < K:
-                for i in range(H):
-                    for r in range(FG_MR):
-                        p[k * H + i * FG_MR + r] = (vs[w[i * K + k + r]]
-                                                    if k + r < K else 0.0)
-                k += FG_MR
 
 
 cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
@@ -308,7 +297,7 @@ cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
     cdef Py_ssize_t j
     cdef double z
     if L.pw != NULL:
-        fg_gemm_rows(H, K, L.pw + m[LM_PW], L.pw + m[LM_PW] + _round_mr(H) * K,
+        fg_gemm_rows(H, K, L.pw + m[LM_PW], 0, L.pw + m[LM_PW] + _round_mr(H) * K,
                      NULL, act, vb, xr, vb, orow, ld, n)
         return
     # unpacked (c_eval on caller scratch): the chain's operations, in order
@@ -334,7 +323,7 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
         fg_gemm_lanes(H, K, gb, orow, vb, xr, ld, n, ln, ln + H * K * FG_LANES,
                       L.fresh, L.sums + m[LM_LN] // FG_LANES if L.last else NULL)
     if want_x:
-        fg_gemm_rows(K, H, L.pwt + m[LM_PWT], NULL, L.rmode + m[LM_X], 0, gb,
+        fg_gemm_rows(K, H, L.pw + m[LM_PW], 1, NULL, L.rmode + m[LM_X], 0, gb,
                      orow, gb, xr, ld, n)
 
 

@@ -318,7 +318,6 @@ cdef class Program:
         L.rows = &self.l_rows[0]
         L.slots = &self.l_slots[0]
         L.pw = &self.l_pw[0]
-        L.pwt = &self.l_pwt[0]
         L.lanes = &self.l_lanes[0]
         L.sums = &self.l_sums[0]
         L.rmode = NULL
@@ -517,7 +516,7 @@ cdef class Program:
                            &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0], vs)
             if grad:
                 memset(gs, 0, self.n_scalar * sizeof(double))
-                layers_pack(&L, vs, True)   # (forward only: no layers)
+                layers_pack(&L, vs)   # (forward only: no layers)
             j0 = 0
             while j0 < B:
                 n = B - j0

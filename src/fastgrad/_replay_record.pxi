@@ -226,7 +226,7 @@ def build(outputs, inputs, params, penalty=None):
         prog.l_meta = np.zeros(1, np.int32)
         prog.l_rows = np.zeros(1, np.int32)
         prog.l_slots = np.zeros(1, np.int32)
-        prog.l_pw = prog.l_pwt = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
+        prog.l_pw = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
     prog.b_op = np.array(b_op + [0], np.uint8)
     prog.b_kind = np.array(b_kind + [0], np.uint8)
     prog.b_out = np.array(b_out + [0], np.int32)
