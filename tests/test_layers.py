@@ -235,6 +235,41 @@ def test_kernels_of_every_isa_agree_bit_for_bit():
     close(results["portable chunked"][1], results["portable"][1])
 
 
+@pytest.mark.parametrize("width, B", [(43, 100), (7, 5), (1, 3)])
+def test_blocked_weight_gradients_agree_across_isas(width, B):
+    # 43 x 43 weights over 100 columns: the weight-gradient kernel blocks its
+    # x rows (28, then 15: a tail of whole and single-column tiles) and a
+    # forward of 43 rows ends in row tiles of 2 and 1; 7 rows: 4 + 2 + 1
+    random.seed(width)
+    model = MLP(2, [width, width, 1])
+    params = model.parameters()
+
+    def fn(x):
+        return model(x)
+
+    X = np.random.default_rng(width).normal(size=(B, 2))
+    prog = _compile(fn, 2, params)
+    assert prog.n_layers == (3 if width > 1 else 1)   # a 1 x 1 chain is no layer
+    results = {}
+    old = _replay._isa()
+    try:
+        for isa in _replay._supported_isas():
+            _replay._set_isa(isa)
+            results[isa] = _replay_batch(prog, X, "sum")
+    finally:
+        _replay._set_isa(old)
+    base = results["portable"]
+    for isa, res in results.items():
+        assert res[0] == base[0], isa
+        for a, b in zip(res[1:], base[1:]):
+            np.testing.assert_array_equal(a, b, err_msg=isa)
+    # and the per-instruction replay (layers off), to rounding
+    off = _replay_batch(_compile(fn, 2, params, layers=False), X, "sum")
+    assert base[0] == off[0]
+    for a, b in zip(base[1:], off[1:]):
+        close(a, b)
+
+
 def test_set_isa_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown ISA"):
         _replay._set_isa("avx9000")
