@@ -12,8 +12,9 @@ The compiler's stages, one file each (included below, in this order)
 3. ``_replay_kernels.pxi`` -- the per-instruction loops over batch columns,
    and ``_replay_layers.pxi`` with ``_replay_gemm.h`` -- the layer kernels
    (register-tiled, one build per x86-64 ISA, chosen at import).
-4. ``_replay_program.pxi`` -- the Python-facing ``Program`` and the
-   finite-difference evaluators.
+4. ``_replay_program.pxi`` -- the Python-facing ``Program``, the
+   finite-difference evaluators and ``_DemoStep`` (``make_demo_step``'s
+   step in one C call).
 
 Design summary
 --------------
