@@ -310,6 +310,32 @@ def test_batch_two_threads_not_reentrant_or_correct():
     assert all(v == single for r in results for v in r)
 
 
+def test_demo_step_two_threads_not_reentrant_or_correct():
+    # the demo step's scratch (outputs) is guarded by its Program's busy flag:
+    # a concurrent call raises, it never mixes two calls' numbers.  lr = 0:
+    # every successful call sees the same parameters and returns the same
+    random.seed(1337)
+    step = make_demo_step(MLP(2, [16, 16, 1]))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 2))
+    y = np.where(rng.random(5000) < 0.5, -1.0, 1.0)
+    single = step(X, y, 0.0)
+
+    def work(i):
+        out = []
+        for _ in range(30):
+            try:
+                out.append(step(X, y, 0.0))
+            except RuntimeError as e:
+                assert "not re-entrant" in str(e)
+        return out
+
+    results, errors = _run_threads(work)
+    assert not errors, errors
+    assert all(v == single for r in results for v in r)
+    assert sum(len(r) for r in results) > 0
+
+
 # ---------------------------------------------------------------------------
 # 10. Ctrl-C inside compiled loops
 # ---------------------------------------------------------------------------

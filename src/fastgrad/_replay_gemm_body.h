@@ -369,20 +369,34 @@ static FG_TARGET void FG_NAME(fg_gemm_lanes)(
 
 /* The gradient rows entering a layer's backward, in place: rows whose
  * gradient nothing wrote (has[i] == 0) become 0.0; through a fused relu,
- * g = g if out > 0 else 0.0 (out: the relu's output row). */
+ * g = g if out > 0 else 0.0 (out: the relu's output row; a NaN out gives
+ * 0.0).  The vector builds do whole vectors, into the rows' padding. */
 static FG_TARGET void FG_NAME(fg_grad_in)(
         int M, const unsigned char *has, int relu,
         const double *v, double *g, const int *rows, ptrdiff_t ld, ptrdiff_t n)
 {
     int i;
     ptrdiff_t j;
+#ifdef FG_VW
+    ptrdiff_t nv = (n + FG_VW - 1) / FG_VW;
+#endif
     for (i = 0; i < M; i++) {
         double *gr = g + rows[i] * ld;
         const double *o = v + rows[i] * ld;
         if (!has[i]) {
             for (j = 0; j < n; j++) gr[j] = 0.0;
         } else if (relu) {
+#ifdef FG_VW
+            FG_V *gv = (FG_V *)gr;
+            const FG_V *ov = (const FG_V *)o;
+            for (j = 0; j < nv; j++) {
+                /* clear the bits where !(out > 0) */
+                FG_VI keep = ov[j] > 0.0;
+                gv[j] = (FG_V)((FG_VI)gv[j] & keep);
+            }
+#else
             for (j = 0; j < n; j++) gr[j] = o[j] > 0.0 ? gr[j] : 0.0;
+#endif
         }
     }
 }
