@@ -624,7 +624,10 @@ cdef class Program:
                 pg[i] = gs[i]
         # borrowed references, as in _load_params; one loop per case
         if update and not accumulate:          # sgd_step
-            for i in range(self.n_params):
+            # last parameter first: the next replay reads .data from the
+            # first on, so what this loop touched last is what it finds
+            # still in cache
+            for i in range(self.n_params - 1, -1, -1):
                 p = PyTuple_GET_ITEM(ps, i)
                 (<Value>p).grad = gs[i]
                 (<Value>p).data -= lr * gs[i]
