@@ -197,6 +197,9 @@ def test_compiled_engine_until_replay_lands(capsys):
                           "--reference-steps", "0")
         assert rc == 0
         assert final_loss(out) == pytest.approx(0.742901, abs=1e-6)
+        # microseconds per step, printed as such (not "0.01 ms")
+        assert re.search(r"3 steps in [\d.]+ s, [\d.]+ (us|ms) per step \(compiled\)",
+                         out)
 
 
 def test_reference_engine_same_numbers(capsys):
