@@ -44,7 +44,14 @@ def test_smoke_report_has_every_workload_with_numbers(tmp_path, capsys):
             assert _is_num(r["fastgrad_s"]) and r["fastgrad_s"] > 0
             assert r["fastgrad_rounds"] >= 3
         if r["baseline"] is not None:
-            assert _is_num(r["speedup"]) and r["speedup"] > 0
+            if r["speedup"] is None:
+                # a ratio net of shared work (num_grad: both sides minus the
+                # calls to f) at smoke sizes can fall under timer noise; the
+                # report says so instead of printing a negative ratio
+                assert _is_num(r.get("shared_s")), r
+                assert "below timer noise" in r["reason"], r
+            else:
+                assert _is_num(r["speedup"]) and r["speedup"] > 0
             assert _is_num(r["max_rel_diff"])
             assert _is_num(r["baseline_bytes"] if r["kind"] == "memory" else r["baseline_s"])
     # the core workloads ran for real against micrograd (a test extra)
