@@ -291,16 +291,16 @@ def test_gradcheck_program_two_threads_correct_or_not_reentrant():
     assert any(True in r for r in results)
 
 
-def test_batch_two_threads_not_reentrant_or_correct():
-    prog, _model = _demo_program()
-    X = np.random.default_rng(0).normal(size=(20000, 3))
-    single = prog.batch(X, grad=False)
+def _correct_or_not_reentrant(call, repeats):
+    """Run call() repeatedly from two threads: every call returns what a
+    lone call returns, or raises "not re-entrant"; returns how many ran."""
+    single = call()
 
     def work(i):
         out = []
-        for _ in range(20):
+        for _ in range(repeats):
             try:
-                out.append(prog.batch(X, grad=False))
+                out.append(call())
             except RuntimeError as e:
                 assert "not re-entrant" in str(e)
         return out
@@ -308,6 +308,13 @@ def test_batch_two_threads_not_reentrant_or_correct():
     results, errors = _run_threads(work)
     assert not errors, errors
     assert all(v == single for r in results for v in r)
+    return sum(len(r) for r in results)
+
+
+def test_batch_two_threads_not_reentrant_or_correct():
+    prog, _model = _demo_program()
+    X = np.random.default_rng(0).normal(size=(20000, 3))
+    _correct_or_not_reentrant(lambda: prog.batch(X, grad=False), 20)
 
 
 def test_demo_step_two_threads_not_reentrant_or_correct():
@@ -319,21 +326,7 @@ def test_demo_step_two_threads_not_reentrant_or_correct():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(5000, 2))
     y = np.where(rng.random(5000) < 0.5, -1.0, 1.0)
-    single = step(X, y, 0.0)
-
-    def work(i):
-        out = []
-        for _ in range(30):
-            try:
-                out.append(step(X, y, 0.0))
-            except RuntimeError as e:
-                assert "not re-entrant" in str(e)
-        return out
-
-    results, errors = _run_threads(work)
-    assert not errors, errors
-    assert all(v == single for r in results for v in r)
-    assert sum(len(r) for r in results) > 0
+    assert _correct_or_not_reentrant(lambda: step(X, y, 0.0), 30) > 0
 
 
 # ---------------------------------------------------------------------------
