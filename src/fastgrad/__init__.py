@@ -18,6 +18,7 @@ from fastgrad.viz import draw_dot, to_dot
 from fastgrad.compiled import compile, compile_graph
 from fastgrad.autograd import grad
 from fastgrad._tracing import TracerWarning
+from fastgrad._summary import PerformanceWarning
 from fastgrad import data, optim
 
 
@@ -34,7 +35,7 @@ __all__ = [
     "Value", "maximum", "minimum", "no_grad",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
-    "compile", "compile_graph", "grad", "TracerWarning",
+    "compile", "compile_graph", "grad", "TracerWarning", "PerformanceWarning",
     "optim", "data", "sweep", "distributed",
     "COMPILED",
 ]

@@ -16,6 +16,9 @@ cdef struct LayerCtx:
     const int* meta                # Program.l_meta
     const int* rows
     const int* slots
+    const double* init             # Program.l_init (start constants)
+    const int* ep                  # Program.l_ep / l_epc: epilogue ops
+    const double* epc
     double* pw                     # packed weights of this replay, or NULL
     double* lanes
     double* sums                   # the weight gradients' final sums
@@ -66,10 +69,13 @@ cdef class Program:
     cdef int n_frows, n_finstr
     # dense layers of the batched (training) tape: see _replay_layers.pxi
     cdef int nlayers, n_recorded, n_srecorded
-    cdef const int[::1] l_meta, l_rows, l_slots
+    cdef const int[::1] l_meta, l_rows, l_slots, l_ep
+    cdef const double[::1] l_init, l_epc
     cdef double[::1] l_pw, l_lanes, l_sums
     cdef dict _recorded               # the batched tape before the layer pass
     cdef dict _srecorded              # the scalar tape before _scalar_dots
+    cdef dict _found                  # what the layer pass found (summary)
+    cdef bint _recognised             # the layer pass ran (LAYERS and FUSE)
     # outputs: slot index and whether it is a batched row (1) or a scalar (0)
     cdef const int[::1] o_slot
     cdef const unsigned char[::1] o_bat

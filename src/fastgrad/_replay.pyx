@@ -11,7 +11,8 @@ The compiler's stages, one file each (included below, in this order)
    ``_replay_plan.pxi`` -- backward plans (which gradients a replay needs).
 3. ``_replay_kernels.pxi`` -- the per-instruction loops over batch columns,
    and ``_replay_layers.pxi`` with ``_replay_gemm.h`` -- the layer kernels
-   (register-tiled, one build per x86-64 ISA, chosen at import).
+   (register-tiled, one build per x86-64 ISA, chosen at import) --, and
+   ``_replay_epilogue.pxi`` -- a layer's activation ops after its kernel.
 4. ``_replay_program.pxi`` -- the Python-facing ``Program``, the
    finite-difference evaluators and ``_DemoStep`` (``make_demo_step``'s
    step in one C call).
@@ -46,9 +47,12 @@ Design summary
   tape where chains of those (a neuron's dot product) are one OP_DOT whose
   running sum stays in registers, and where rows are reused once dead.
 * Dense layers (``_replay_layers.pxi``): in the training tape, groups of dot
-  chains over the same rows (a micrograd Layer) become one OP_LAYER whose
-  forward and backward are register-tiled matrix kernels (forward: the same
-  floats; backward: reordered sums).  A chain of products summed on the
+  chains over the same rows (a Layer of neurons, however its sums are
+  written: bias first, last or absent, ``sum()``'s 0, a loop) become one
+  OP_LAYER whose forward and backward are register-tiled matrix kernels
+  (forward: the same floats; backward: reordered sums), with the activation
+  ops that follow (relu, tanh, a hand-written sigmoid ...) in its epilogue.
+  ``Program.summary()`` says what was found.  A chain of products summed on the
   scalar tape (an L2 penalty) becomes one OP_SDOT.
 * Large batches are processed in column chunks sized to stay in cache; a
   program is not re-entrant (a busy flag turns concurrent use into an error).
@@ -57,7 +61,7 @@ Design summary
 """
 cimport cython
 from cpython.object cimport PyObject
-from libc.math cimport isfinite
+from libc.math cimport copysign, isfinite
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release
@@ -198,6 +202,7 @@ _OP_NAMES = {
 # The compiler's stages, one file each (Cython ``include``: one extension
 # module, so the kernels still inline into the loops that call them).
 include "_replay_layers.pxi"
+include "_replay_epilogue.pxi"
 include "_replay_kernels.pxi"
 include "_replay_plan.pxi"
 include "_replay_passes.pxi"

@@ -52,7 +52,9 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile
             for (u = 0; u < nv; u++) acc[r][u] = o[u];
         } else {
             double s = (init && m != FG_SKIP) ? init[i0 + r] : 0.0;
-            for (u = 0; u < nv; u++) acc[r][u] = (FG_V){0} + s;
+            /* -0.0 + s == s for every s: a start of -0.0 stays -0.0 (a
+             * layer whose sums start at their first product) */
+            for (u = 0; u < nv; u++) acc[r][u] = -(FG_V){0} + s;
         }
     }
     for (k = 0; k < K; k++) {

@@ -120,14 +120,24 @@ cdef void _layer_dep(Program p, int li, unsigned char[::1] dep_s,
     """Forward dependency of a layer's outputs: on any input row, weight or
     bias that depends on what is differentiated."""
     cdef const int* m = &p.l_meta[li * LM_SIZE]
-    cdef int H = m[LM_H], K = m[LM_K], t
+    cdef int H = m[LM_H], K = m[LM_K], t, sl
     cdef unsigned char d = 0
     for t in range(K):
         d |= dep_b[p.l_rows[m[LM_X] + t]]
-    for t in range(H * K + H):
-        d |= dep_s[p.l_slots[m[LM_W] + t]]
+    for t in range(_layer_nslots(m)):
+        sl = p.l_slots[m[LM_W] + t]
+        if sl >= 0:
+            d |= dep_s[sl]
     for t in range(H):
         dep_b[p.l_rows[m[LM_O] + t]] = d
+        if m[LM_Z] >= 0:
+            dep_b[p.l_rows[m[LM_Z] + t]] = d
+
+
+cdef inline int _layer_nslots(const int* m) noexcept:
+    """Scalar slots of a layer in l_slots from LM_W on: its weights, start
+    slots and post-add slots (-1 entries: none)."""
+    return m[LM_H] * m[LM_K] + m[LM_H] * (2 if m[LM_BL] >= 0 else 1)
 
 
 cdef void _layer_plan(Program p, _Plan plan, int k, unsigned char[::1] dep_s,
@@ -158,10 +168,11 @@ cdef void _layer_plan(Program p, _Plan plan, int k, unsigned char[::1] dep_s,
             plan.lrm[m[LM_X] + t] = M_STORE if first_b[row] else M_ADD
             first_b[row] = 0
             plan.bmb[k] = M_ADD
-    for t in range(H * K + H):
+    for t in range(_layer_nslots(m)):
         row = p.l_slots[m[LM_W] + t]
-        live_s[row] = 1
-        want_w = want_w or dep_s[row]
+        if row >= 0:
+            live_s[row] = 1
+            want_w = want_w or dep_s[row]
     if want_w:
         plan.bms[k] = M_ADD
         plan.lw[li] = 1

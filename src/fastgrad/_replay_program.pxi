@@ -244,6 +244,88 @@ cdef class Program:
             "constants": np.asarray(self.consts)[:self.n_const].copy(),
         }
 
+    def summary(self):
+        """What recording found: dense layers, and what runs per instruction.
+
+        Returns
+        -------
+        fastgrad.compiled.ProgramSummary
+            The layers (shape, how each neuron's sum starts and where its bias
+            is added, the activation ops in the layer's epilogue), the
+            per-sample instructions run one at a time, and the share of the
+            per-sample FLOPs on each path.  ``str()`` of it is a short table.
+
+        Examples
+        --------
+        >>> import random; random.seed(0)
+        >>> import fastgrad
+        >>> from fastgrad.nn import MLP
+        >>> model = MLP(2, [8, 1])
+        >>> prog = fastgrad.compile(lambda x: model(x), 2, params=model.parameters())
+        >>> s = prog.summary()
+        >>> [layer.describe() for layer in s.layers]
+        ['2 -> 8, sum starts at bias, bias first, relu', '8 -> 1, sum starts at bias, bias first, no activation']
+        >>> s.layer_share
+        1.0
+        """
+        from fastgrad._summary import LayerSummary, ProgramSummary
+        cdef int li, i, H, K, nep, sl, k, op
+        cdef const int* m
+        cdef int n_par = self.n_params, n_const = self.n_const
+        layers = []
+        layer_flops = 0
+        for li in range(self.nlayers):
+            m = &self.l_meta[li * LM_SIZE]
+            H = m[LM_H]
+            K = m[LM_K]
+            nep = m[LM_NEP]
+            starts = set()
+            biases = set()
+            n_post = 0
+            for i in range(H):
+                sl = self.l_slots[m[LM_B] + i]
+                first = sl >= 0 and not (n_par <= sl < n_par + n_const)
+                if first:
+                    starts.add("bias")
+                else:
+                    c = (self.l_init[m[LM_INIT] + i] if sl < 0
+                         else self.consts[sl - n_par])
+                    starts.add(("first product" if copysign(1.0, c) < 0 else "0")
+                               if c == 0.0 else "constant")
+                last = m[LM_BL] >= 0 and self.l_slots[m[LM_BL] + i] >= 0
+                n_post += last
+                biases.add("first and last" if first and last else
+                           "first" if first else "last" if last else "none")
+            act = []
+            for i in range(nep):
+                op = self.l_ep[m[LM_EP] + i]
+                name = _OP_NAMES.get(op, f"op {op}")
+                if op_has_const(op):
+                    name += f" {self.l_epc[m[LM_EP] + i]:g}"
+                act.append(name)
+            flops = 2 * H * K + n_post + H * nep
+            layer_flops += flops
+            layers.append(LayerSummary(
+                K, H, starts.pop() if len(starts) == 1 else "mixed",
+                biases.pop() if len(biases) == 1 else "mixed", tuple(act), flops))
+        counts = {}
+        other = products = 0
+        for k in range(self.n_binstr):
+            op = self.b_op[k]
+            if op == OP_LAYER:
+                continue
+            if op == OP_FMULADD or (op == OP_MUL and (self.b_kind[k] == K_SB
+                                                     or self.b_kind[k] == K_BS)):
+                products += 1
+            other += 2 if op == OP_FMULADD else 1
+            name = "fmuladd" if op == OP_FMULADD else _OP_NAMES.get(op, f"op {op}")
+            counts[name] = counts.get(name, 0) + 1
+        per = tuple(sorted(counts.items(), key=lambda t: (-t[1], t[0])))
+        f = self._found
+        return ProgramSummary(tuple(layers), per, self.n_srecorded, layer_flops,
+                              other, products, f["chains"], f["in_layers"],
+                              f["repeating"], bool(self._recognised))
+
     def __repr__(self):
         return (f"<fastgrad compiled Program: {self.n_inputs} inputs, "
                 f"{self.n_params} params, {self.n_outputs} outputs, "
@@ -317,6 +399,9 @@ cdef class Program:
         L.meta = &self.l_meta[0]
         L.rows = &self.l_rows[0]
         L.slots = &self.l_slots[0]
+        L.init = &self.l_init[0]
+        L.ep = &self.l_ep[0]
+        L.epc = &self.l_epc[0]
         L.pw = &self.l_pw[0]
         L.lanes = &self.l_lanes[0]
         L.sums = &self.l_sums[0]

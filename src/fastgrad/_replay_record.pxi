@@ -209,24 +209,26 @@ def build(outputs, inputs, params, penalty=None):
     recorded_b, recorded_s = list(b_b), list(b_s)
     sd = []
     prog.nlayers = 0
-    new_row = None
+    found = None
+    prog._found = {"chains": 0, "in_layers": 0, "repeating": 0}
+    prog._recognised = LAYERS and FUSE
     if LAYERS and FUSE:
-        new_row = _find_layers(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c,
-                               n_in, {o_slot[q] for q in range(len(o_slot))
-                                      if o_bat[q]})
-    if new_row is not None:
+        found = _find_layers(prog, b_op, b_kind, b_out, b_a, b_b, b_s, b_c,
+                             n_in, {o_slot[q] for q in range(len(o_slot))
+                                    if o_bat[q]})
+    if found is not None:
+        new_row, prog.n_batched = found
         nb_ops = len(b_op)
         prog.n_binstr = nb_ops
-        prog.n_batched = n_in + sum(
-            1 if b_op[k] != OP_LAYER else prog.l_meta[b_a[k] * LM_SIZE + LM_H]
-            for k in range(nb_ops))
         o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
                   for q in range(len(o_slot))]
     else:
         prog.l_meta = np.zeros(1, np.int32)
         prog.l_rows = np.zeros(1, np.int32)
         prog.l_slots = np.zeros(1, np.int32)
+        prog.l_ep = np.zeros(1, np.int32)
         prog.l_pw = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
+        prog.l_init = prog.l_epc = np.zeros(1, np.float64)
     prog.b_op = np.array(b_op + [0], np.uint8)
     prog.b_kind = np.array(b_kind + [0], np.uint8)
     prog.b_out = np.array(b_out + [0], np.int32)

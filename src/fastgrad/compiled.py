@@ -27,10 +27,12 @@ of a traced Value or the graph uses a leaf you hold that is not in ``params``.
 """
 import gc
 import operator
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Sequence, Union, cast
 
 from fastgrad import _tracing
 from fastgrad._backend import require_compiled
+from fastgrad._summary import LayerSummary, PerformanceWarning, ProgramSummary
 from fastgrad.engine import Value, is_grad_enabled
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 
     from fastgrad._replay import Program
 
-__all__ = ["compile", "compile_graph", "Program", "make_demo_step"]
+__all__ = ["compile", "compile_graph", "Program", "make_demo_step", "ProgramSummary",
+           "LayerSummary", "PerformanceWarning"]
 
 
 class _Model(Protocol):
@@ -76,10 +79,15 @@ def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return build(outputs, inputs, params, penalty)
+        prog = build(outputs, inputs, params, penalty)
     finally:
         if enabled:
             gc.enable()
+    text = prog.summary().warning()
+    if text is not None:
+        # stacklevel 3: the user's call of compile / compile_graph
+        warnings.warn(text, PerformanceWarning, stacklevel=3)
+    return prog
 
 
 def compile_graph(outputs: Union[Value, Iterable[Value]], inputs: Iterable[Value] = (),
