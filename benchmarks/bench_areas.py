@@ -8,7 +8,7 @@ more detailed benchmark modules sit beside this one.
 """
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 _PARAMS = [pytest.param(case.name, *p.values, id=f"{case.name}-{p.id}")
            for case in bc.CASES if case.area != "core"

@@ -3,7 +3,7 @@ as the graph grows: 10^5, 10^6 and 10^7 nodes (the 10^7 graph takes ~1.5 GB
 and a few seconds per round; FASTGRAD_BENCH_MODE=smoke shrinks it all)."""
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 # the scaling series always goes to 10^7 here (the CLI's quick mode stops at 10^6)
 _SCALING_MODE = "smoke" if bc.bench_mode() == "smoke" else "full"

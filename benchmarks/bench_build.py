@@ -4,7 +4,7 @@ Target: at most 3x the time of Python floats (speed-up >= 0.33x).
 """
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("build"))

@@ -5,7 +5,7 @@ fastgrad.reference and PyTorch run deeper.
 """
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("deep_chain"))

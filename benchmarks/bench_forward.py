@@ -2,7 +2,7 @@
 with bench_backward it shows where a training step's time goes."""
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("forward"))

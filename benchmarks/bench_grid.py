@@ -34,7 +34,7 @@ if "--xla_cpu_multi_thread_eigen" not in _flags:
     os.environ["XLA_FLAGS"] = (
         _flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
 
-from fastgrad import _benchgrid  # noqa: E402
+from fastgrad.bench import grid as _benchgrid  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(_benchgrid.main())

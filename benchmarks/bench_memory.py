@@ -2,7 +2,7 @@
 micrograd's.  Not a timing: the figures are in the ratio summary."""
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("memory"))

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from fastgrad import Value, gradcheck, num_grad
-from fastgrad._benchcases import lecture_num_grad  # the lecture's nditer loop
+from fastgrad.bench.workloads import lecture_num_grad  # the lecture's nditer loop
 from fastgrad.nn import MLP
 
 N = 100_000

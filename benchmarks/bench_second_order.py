@@ -28,7 +28,7 @@ import numpy as np
 
 import fastgrad
 from fastgrad import Value, grad
-from fastgrad._benchcases import demo_loss, demo_weights, engine, moons
+from fastgrad.bench.workloads import demo_loss, demo_weights, engine, moons
 from fastgrad._higher import hvp_sweep
 from fastgrad.engine import dot_add
 

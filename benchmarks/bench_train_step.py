@@ -7,7 +7,7 @@ vectorized torch.nn (float64, one thread).
 """
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode",

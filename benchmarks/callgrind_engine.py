@@ -13,7 +13,7 @@ wall-clock times on a shared machine are not::
 """
 import sys
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 mode, n = sys.argv[1], int(sys.argv[2])
 if mode == "step":

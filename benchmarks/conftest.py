@@ -23,7 +23,7 @@ import gc
 
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 try:
     MODE = bc.bench_mode()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 from fastgrad.__main__ import main
 
 

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from fastgrad import _benchcases as bc
-from fastgrad import _benchgrid as grid
+from fastgrad.bench import workloads as bc
+from fastgrad.bench import grid
 from fastgrad.__main__ import main as cli_main
 
 compiled = pytest.mark.compiled_only("the grid times fastgrad.compiled's replay")

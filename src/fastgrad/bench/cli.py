@@ -37,7 +37,7 @@ import sysconfig
 import time
 from typing import IO, Any, Optional, Sequence, cast
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 Row = dict[str, Any]     # one result row (also one JSON record)
 
@@ -310,7 +310,7 @@ def _run_grid_case(case: bc.Case, mode: str, progress: "_Progress",
     """The H x N grid: per cell, every peer checked against fastgrad, then all
     of them timed interleaved (fastgrad._benchgrid.run_cell); one row per
     (cell, peer), the peer as the baseline."""
-    from fastgrad import _benchgrid as grid
+    from fastgrad.bench import grid
     _, _, _, round_s = grid.mode_grid(mode)
     skips = grid.mode_skips(mode)
     groups: dict[Any, list[bc.Pair]] = {}
@@ -701,7 +701,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(rows))
     if grid_cells:
-        from fastgrad import _benchgrid
+        from fastgrad.bench import grid as _benchgrid
         print("\nH x N grid (the `grid` rows; fastgrad._benchgrid, "
               "benchmarks/bench_grid.py):\n")
         print(_benchgrid.format_report(grid_cells, skip_notes=False))
@@ -731,7 +731,7 @@ def run(args: argparse.Namespace) -> int:
                 if what == "bars":
                     write_plot(rows, path, header.splitlines()[0])
                 else:
-                    from fastgrad import _benchgrid
+                    from fastgrad.bench import grid as _benchgrid
                     _benchgrid.write_heatmap(grid_cells, path, header.splitlines()[0]
                                              + "\nfastgrad compiled / best peer, per step")
                     print(f"grid heatmap written to {path}")

@@ -94,7 +94,7 @@ import time
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple)
 
-from fastgrad import _benchcases as bc
+from fastgrad.bench import workloads as bc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1182,7 +1182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      f"(choose from {', '.join(PEERS)})")
     if args.rounds < 1 or args.round_ms < 0 or args.peak_gflops <= 0:
         parser.error("--rounds must be >= 1, --round-ms >= 0, --peak-gflops > 0")
-    from fastgrad.bench import _unwritable, machine_info
+    from fastgrad.bench.cli import _unwritable, machine_info
     for path, what in ((args.json, "JSON"), (args.plot, "the plot")):
         if path:
             why = _unwritable(path, what)

@@ -1161,12 +1161,12 @@ def _plan_replay(mode: str) -> List[Pair]:
 
 def make_grid(impl: str, params: Dict[str, Any]) -> Runner:
     """One side of one H x N grid cell (fastgrad._benchgrid; issue 13)."""
-    from fastgrad import _benchgrid
+    from fastgrad.bench import grid as _benchgrid
     return _benchgrid.make_runner(impl, params)
 
 
 def _plan_grid(mode: str) -> List[Pair]:
-    from fastgrad import _benchgrid
+    from fastgrad.bench import grid as _benchgrid
     return _benchgrid.plan(mode)
 
 
