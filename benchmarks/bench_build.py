@@ -4,9 +4,9 @@ Target: at most 3x the time of Python floats (speed-up >= 0.33x).
 """
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("build"))
+@pytest.mark.parametrize("impl, pair, gc_mode", cases.pytest_params("build"))
 def test_build(workload, impl, pair, gc_mode):
     workload("build", impl, pair, gc_mode)

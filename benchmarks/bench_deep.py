@@ -5,9 +5,9 @@ fastgrad.reference and PyTorch run deeper.
 """
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("deep_chain"))
+@pytest.mark.parametrize("impl, pair, gc_mode", cases.pytest_params("deep_chain"))
 def test_deep_chain(workload, impl, pair, gc_mode):
     workload("deep_chain", impl, pair, gc_mode)

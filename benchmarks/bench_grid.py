@@ -17,7 +17,7 @@ GFLOP/s (FLOPs counted from the recorded program) and the demo cell's
 FLOP-bound ratio.  ``fastgrad bench --full`` runs the same grid (``--only grid``).
 
 The definitions (workload, FLOP count, timing, thread pinning) are in the
-docstring of ``src/fastgrad/_benchgrid.py``.  This script sets
+docstring of ``src/fastgrad/bench/grid.py``.  This script sets
 ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to 1 and adds
 ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` to
 ``XLA_FLAGS`` before NumPy, jax or torch are imported, and binds the process
@@ -34,7 +34,7 @@ if "--xla_cpu_multi_thread_eigen" not in _flags:
     os.environ["XLA_FLAGS"] = (
         _flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
 
-from fastgrad.bench import grid as _benchgrid  # noqa: E402
+from fastgrad.bench import grid_report  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(_benchgrid.main())
+    sys.exit(grid_report.main())

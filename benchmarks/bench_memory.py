@@ -2,9 +2,9 @@
 micrograd's.  Not a timing: the figures are in the ratio summary."""
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases
 
 
-@pytest.mark.parametrize("impl, pair, gc_mode", bc.pytest_params("memory"))
+@pytest.mark.parametrize("impl, pair, gc_mode", cases.pytest_params("memory"))
 def test_memory(memory, impl, pair, gc_mode):
     assert memory("memory", impl, pair) > 0

@@ -7,10 +7,10 @@ vectorized torch.nn (float64, one thread).
 """
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases
 
 
 @pytest.mark.parametrize("impl, pair, gc_mode",
-                         bc.pytest_params("train_step", ("on", "off")))
+                         cases.pytest_params("train_step", ("on", "off")))
 def test_train_step(workload, impl, pair, gc_mode):
     workload("train_step", impl, pair, gc_mode)

@@ -13,15 +13,15 @@ wall-clock times on a shared machine are not::
 """
 import sys
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import workloads
 
 mode, n = sys.argv[1], int(sys.argv[2])
 if mode == "step":
-    r = bc.make_train_step("fastgrad", {"points": 100})
+    r = workloads.make_train_step("fastgrad", {"points": 100})
     for _ in range(n):
         r.fn()
 elif mode in ("backward", "build"):
-    r = bc.make_backward("fastgrad", {"points": 100})
+    r = workloads.make_backward("fastgrad", {"points": 100})
     for _ in range(n):
         r.setup()
         if mode == "backward":

@@ -1,8 +1,9 @@
 """pytest-benchmark harness for fastgrad's workloads (``pytest benchmarks/``).
 
-The workloads themselves live in :mod:`fastgrad._benchcases`, shared with the
-``fastgrad bench`` command.  Each ``bench_*.py`` module parametrizes one
-workload over fastgrad and its baselines; the ``workload`` fixture below:
+The workloads themselves live in :mod:`fastgrad.bench.workloads` (listed in
+:mod:`fastgrad.bench.cases`), shared with the ``fastgrad bench`` command.  Each
+``bench_*.py`` module parametrizes one workload over fastgrad and its
+baselines; the ``workload`` fixture below:
 
 * builds that side's runner (a missing baseline skips with the reason),
 * runs it once and checks the result against fastgrad's on the same inputs
@@ -23,10 +24,10 @@ import gc
 
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases, harness
 
 try:
-    MODE = bc.bench_mode()
+    MODE = cases.bench_mode()
 except ValueError as exc:
     raise pytest.UsageError(str(exc)) from None
 
@@ -56,9 +57,9 @@ def _fastgrad_result(case, pair):
         runner = case.make("fastgrad", pair.params)
         try:
             if case.kind == "memory":
-                _FG_RESULTS[key] = bc.measure_memory(runner)[1]
+                _FG_RESULTS[key] = harness.measure_memory(runner)[1]
             else:
-                _FG_RESULTS[key] = bc.run_once(runner)
+                _FG_RESULTS[key] = harness.run_once(runner)
         finally:
             if runner.close is not None:
                 runner.close()
@@ -68,7 +69,7 @@ def _fastgrad_result(case, pair):
 def _make(case, impl, pair):
     try:
         return case.make(impl, pair.params)
-    except bc.NotAvailable as exc:
+    except harness.NotAvailable as exc:
         pytest.skip(str(exc))
 
 
@@ -82,11 +83,11 @@ def _check(case, impl, pair, result):
         return
     try:
         expected = _fastgrad_result(case, pair)
-    except bc.NotAvailable as exc:
+    except harness.NotAvailable as exc:
         pytest.skip(f"cannot check against fastgrad: {exc}")
     try:
-        bc.compare(expected, result, case.rtol, case.atol)
-    except bc.Mismatch as exc:
+        harness.compare(expected, result, case.rtol, case.atol)
+    except harness.Mismatch as exc:
         pytest.fail(f"fastgrad's result differs from {impl}'s: {exc}")
 
 
@@ -95,13 +96,13 @@ def workload(benchmark):
     """Check and time one side of a workload: ``workload(name, impl, pair, gc)``."""
 
     def run(case_name, impl, pair, gc_mode="on"):
-        case = bc.get_case(case_name)
+        case = cases.get_case(case_name)
         runner = _make(case, impl, pair)
         rounds = pair.fg_rounds if impl == "fastgrad" else pair.rounds
         key = (case.name, pair.label, gc_mode)
         try:
-            with bc.isolated_gc():
-                result = bc.run_once(runner)
+            with harness.isolated_gc():
+                result = harness.run_once(runner)
                 _check(case, impl, pair, result)
                 benchmark.group = f"{case.name} {pair.label} gc={gc_mode}".replace("  ", " ")
                 benchmark.extra_info["nodes"] = runner.nodes
@@ -132,10 +133,10 @@ def memory():
     """Measure one side's graph memory: ``memory(name, impl, pair)`` -> bytes."""
 
     def run(case_name, impl, pair):
-        case = bc.get_case(case_name)
+        case = cases.get_case(case_name)
         runner = _make(case, impl, pair)
-        with bc.isolated_gc():
-            nbytes, result = bc.measure_memory(runner)
+        with harness.isolated_gc():
+            nbytes, result = harness.measure_memory(runner)
         _check(case, impl, pair, result)
         key = (case.name, pair.label, "-")
         _RESULTS.setdefault(key, {})[impl] = nbytes
@@ -149,7 +150,7 @@ def _summary_lines():
     lines = []
     missed = []
     for (name, label, g), sides in _RESULTS.items():
-        case = bc.get_case(name)
+        case = cases.get_case(name)
         fg = sides.get("fastgrad")
         nodes = _NODES.get((name, label, g))
         what = f"{name} {label}".strip() + (f" (gc {g})" if g != "-" else "")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fastgrad.bench import workloads as bc
+from fastgrad.bench import cases, harness, workloads
 from fastgrad.__main__ import main
 
 
@@ -27,7 +27,7 @@ def _is_num(x):
 def test_smoke_report_has_every_workload_with_numbers(tmp_path, capsys):
     code, doc = _bench(tmp_path)
     assert code == 0
-    assert {r["workload"] for r in doc["rows"]} == {c.name for c in bc.CASES}
+    assert {r["workload"] for r in doc["rows"]} == {c.name for c in cases.CASES}
     assert doc["failures"] == 0
     assert doc["machine"]["cpus"] >= 1 and doc["machine"]["python"]
     assert doc["mode"] == "smoke" and doc["gc"] == ["on"]
@@ -79,7 +79,7 @@ def test_missing_baseline_is_a_skipped_row(tmp_path, monkeypatch):
 
 def _perturb_results(monkeypatch, case_name, delta):
     """Make fastgrad's side of a workload return slightly wrong numbers."""
-    case = bc.get_case(case_name)
+    case = cases.get_case(case_name)
     make = case.make
 
     def perturbed(impl, params):
@@ -88,7 +88,7 @@ def _perturb_results(monkeypatch, case_name, delta):
             inner = runner.result
 
             def result(out):
-                flat = bc._flatten(inner(out), [])
+                flat = harness._flatten(inner(out), [])
                 flat[-1] += delta * max(abs(flat[-1]), 1.0)
                 return flat
             runner.result = result
@@ -122,7 +122,7 @@ def test_difference_within_tolerance_passes(tmp_path, monkeypatch):
 
 def test_perturbed_engine_fails_the_training_step(tmp_path, monkeypatch):
     # an engine whose Value() stores its input off by one part in 10^8
-    real = bc.engine
+    real = workloads.engine
 
     def engine(name):
         eng = real(name)
@@ -131,7 +131,7 @@ def test_perturbed_engine_fails_the_training_step(tmp_path, monkeypatch):
             eng.Value = lambda x: V(x * (1 + 1e-8))
         return eng
 
-    monkeypatch.setattr(bc, "engine", engine)
+    monkeypatch.setattr(workloads, "engine", engine)
     monkeypatch.setitem(sys.modules, "torch", None)       # keep the test quick
     code, doc = _bench(tmp_path, "--only", "train_step")
     assert code == 1
@@ -141,7 +141,7 @@ def test_perturbed_engine_fails_the_training_step(tmp_path, monkeypatch):
 
 
 def test_fastgrad_raising_is_a_failure(tmp_path, monkeypatch):
-    case = bc.get_case("deep_chain")
+    case = cases.get_case("deep_chain")
     make = case.make
 
     def broken(impl, params):
@@ -186,13 +186,13 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastgrad", "bench", "--list"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert [line.split()[0] for line in out.stdout.splitlines()] == [c.name for c in bc.CASES]
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [c.name for c in cases.CASES]
 
 
 def test_area_names_select_their_workloads(capsys):
     assert main(["bench", "--list", "--only", "optim"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == [c.name for c in bc.CASES if c.area == "optim"]
+    assert names == [c.name for c in cases.CASES if c.area == "optim"]
 
 
 @pytest.mark.parametrize("flag", ["--json", "--plot"])
@@ -221,17 +221,17 @@ def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
 
 
 def test_compare_tolerance_and_structure():
-    assert bc.compare([1.0, [2.0, 3.0]], (1.0, 2.0, 3.0)) == 0.0
-    assert bc.compare([1.0 + 1e-12], [1.0]) == pytest.approx(1e-12, rel=1e-3)
-    with pytest.raises(bc.Mismatch, match="item 1 of 2"):
-        bc.compare([1.0, 2.0 + 1e-6], [1.0, 2.0])
-    with pytest.raises(bc.Mismatch, match="3 numbers"):
-        bc.compare([1.0, 2.0, 3.0], [1.0, 2.0])
-    assert bc.compare([float("nan"), float("inf")], [float("nan"), float("inf")]) == 0.0
-    with pytest.raises(bc.Mismatch):
-        bc.compare([float("nan")], [1.0])
-    with pytest.raises(bc.Mismatch):
-        bc.compare([float("inf")], [-float("inf")])
+    assert harness.compare([1.0, [2.0, 3.0]], (1.0, 2.0, 3.0)) == 0.0
+    assert harness.compare([1.0 + 1e-12], [1.0]) == pytest.approx(1e-12, rel=1e-3)
+    with pytest.raises(harness.Mismatch, match="item 1 of 2"):
+        harness.compare([1.0, 2.0 + 1e-6], [1.0, 2.0])
+    with pytest.raises(harness.Mismatch, match="3 numbers"):
+        harness.compare([1.0, 2.0, 3.0], [1.0, 2.0])
+    assert harness.compare([float("nan"), float("inf")], [float("nan"), float("inf")]) == 0.0
+    with pytest.raises(harness.Mismatch):
+        harness.compare([float("nan")], [1.0])
+    with pytest.raises(harness.Mismatch):
+        harness.compare([float("inf")], [-float("inf")])
 
 
 @pytest.mark.parametrize("impl", ["fastgrad", "micrograd"])
@@ -240,10 +240,10 @@ def test_demo_node_count_matches_the_graph(impl):
     # interior nodes actually reachable in each engine's graph
     if impl == "micrograd":
         pytest.importorskip("micrograd")
-    eng = bc.engine(impl)
-    X, y = bc.moons(4)
-    model = eng.model(bc.demo_weights())
-    loss = bc.demo_loss(eng, model, X, y)
+    eng = workloads.engine(impl)
+    X, y = workloads.moons(4)
+    model = eng.model(workloads.demo_weights())
+    loss = workloads.demo_loss(eng, model, X, y)
     seen, stack = {id(loss)}, [loss]
     interior = 0
     while stack:
@@ -254,15 +254,15 @@ def test_demo_node_count_matches_the_graph(impl):
             if id(c) not in seen:
                 seen.add(id(c))
                 stack.append(c)
-    assert interior == bc.demo_nodes(4)
+    assert interior == workloads.demo_nodes(4)
 
 
 def test_shared_work_is_subtracted_before_the_ratio(tmp_path, monkeypatch):
     # num_grad's figure is net of the calls to f; exercise that path on the
     # build workload with a "shared" part that costs something measurable
-    case = bc.get_case("build")
+    case = cases.get_case("build")
     monkeypatch.setattr(case, "shared",
-                        lambda params: bc.Runner(lambda: sum(range(2000))))
+                        lambda params: harness.Runner(lambda: sum(range(2000))))
     code, doc = _bench(tmp_path, "--only", "build")
     assert code == 0
     row = next(r for r in doc["rows"] if r["baseline"] == "micrograd")

@@ -1,4 +1,4 @@
-"""The H x N benchmark grid (fastgrad._benchgrid, benchmarks/bench_grid.py).
+"""The H x N benchmark grid (fastgrad.bench.grid, benchmarks/bench_grid.py).
 
 Nothing here asserts a timing: tiny cells (H=4, N=8) with 1 ms rounds check
 the structure of the report, the correctness gate and the FLOP count.
@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from fastgrad.bench import workloads as bc
-from fastgrad.bench import grid
+from fastgrad.bench import harness
+from fastgrad.bench import grid, grid_peers, grid_report
 from fastgrad.__main__ import main as cli_main
 
 compiled = pytest.mark.compiled_only("the grid times fastgrad.compiled's replay")
@@ -71,7 +71,7 @@ def test_flop_count_of_a_compiled_program():
 
 @compiled
 def test_flop_count_of_the_demo_step_grows_linearly_in_n():
-    side = grid.FastgradSide(4, 8)
+    side = grid_peers.FastgradSide(4, 8)
     f1, f2 = grid.count_flops(side.program, 1), grid.count_flops(side.program, 2)
     assert grid.count_flops(side.program, 8) == f1 + 7 * (f2 - f1)
     n_params = 4 * 3 + 4 * 5 + 5
@@ -83,8 +83,8 @@ def test_flop_count_of_the_demo_step_grows_linearly_in_n():
 # ---------------------------------------------------------------------------
 
 def test_moons_is_seeded_and_labelled():
-    X, y = grid.moons(11)
-    X2, y2 = grid.moons(11)
+    X, y = grid_peers.moons(11)
+    X2, y2 = grid_peers.moons(11)
     assert X.shape == (11, 2) and y.shape == (11,)
     assert np.array_equal(X, X2) and np.array_equal(y, y2)
     assert sorted(set(y.tolist())) == [-1.0, 1.0] and (y > 0).sum() == 6
@@ -93,12 +93,12 @@ def test_moons_is_seeded_and_labelled():
 def test_flatten_unflatten_round_trip_in_micrograd_order():
     sizes = (2, 3, 1)
     flat = np.arange(3 * 3 + 4, dtype=np.float64)
-    layers = grid.unflatten(flat, sizes)
+    layers = grid_peers.unflatten(flat, sizes)
     # neuron 0 of layer 0: weights 0, 1 then bias 2
     assert layers[0][0][0].tolist() == [0.0, 1.0] and layers[0][1][0] == 2.0
-    assert np.array_equal(grid.flatten(layers), flat)
+    assert np.array_equal(grid_peers.flatten(layers), flat)
     with pytest.raises(ValueError):
-        grid.unflatten(flat[:-1], sizes)
+        grid_peers.unflatten(flat[:-1], sizes)
 
 
 @compiled
@@ -117,7 +117,7 @@ def test_numpy_peer_matches_and_is_timed():
 def test_optional_peer_matches(peer, monkeypatch):
     module = {"torch_eager": "torch", "jax_jit": "jax", "hips_autograd": "autograd"}[peer]
     pytest.importorskip(module)
-    monkeypatch.setenv("XLA_FLAGS", grid.XLA_SINGLE_THREAD)
+    monkeypatch.setenv("XLA_FLAGS", grid_peers.XLA_SINGLE_THREAD)
     cell = grid.run_cell(4, 8, [peer], **TINY)
     (r,) = cell.peers
     assert r.status == "ok", r.reason
@@ -137,7 +137,7 @@ def test_missing_peer_is_skipped(monkeypatch):
 # the correctness gate
 # ---------------------------------------------------------------------------
 
-class _Perturbed(grid.Side):
+class _Perturbed(grid_peers.Side):
     """A peer that gets the loss or the parameters slightly wrong."""
 
     def __init__(self, inner, loss=0.0, param=0.0):
@@ -155,8 +155,8 @@ class _Perturbed(grid.Side):
 
 
 def _perturb(monkeypatch, **delta):
-    real = grid.PEER_FACTORIES["numpy_mlp"]
-    monkeypatch.setitem(grid.PEER_FACTORIES, "numpy_mlp",
+    real = grid_peers.PEER_FACTORIES["numpy_mlp"]
+    monkeypatch.setitem(grid_peers.PEER_FACTORIES, "numpy_mlp",
                         lambda prob: _Perturbed(real(prob), **delta))
 
 
@@ -184,7 +184,7 @@ def test_difference_within_tolerance_passes(monkeypatch):
 @compiled
 def test_script_exits_non_zero_on_a_wrong_peer(monkeypatch, capsys):
     _perturb(monkeypatch, loss=1e-6)
-    code = grid.main(["--H", "4", "--N", "8", "--rounds", "1", "--round-ms", "0",
+    code = grid_report.main(["--H", "4", "--N", "8", "--rounds", "1", "--round-ms", "0",
                       "--peers", "numpy_mlp"])
     assert code == 1
     out = capsys.readouterr().out
@@ -207,7 +207,7 @@ def test_bench_exits_non_zero_on_a_wrong_peer(monkeypatch, tmp_path):
 def test_compile_failure_is_a_skip_with_the_reason(monkeypatch):
     def broken(prob):
         raise RuntimeError("inductor: no C++ compiler")
-    monkeypatch.setitem(grid.PEER_FACTORIES, "torch_compile", broken)
+    monkeypatch.setitem(grid_peers.PEER_FACTORIES, "torch_compile", broken)
     cell = grid.run_cell(4, 8, ["numpy_mlp", "torch_compile"], **TINY)
     r = cell.peers[1]
     assert r.status == "skipped"
@@ -220,7 +220,7 @@ def test_compile_failure_is_a_skip_with_the_reason(monkeypatch):
 def test_a_peer_that_raises_is_a_failure(monkeypatch):
     def broken(prob):
         raise ValueError("shapes")
-    monkeypatch.setitem(grid.PEER_FACTORIES, "numpy_mlp", broken)
+    monkeypatch.setitem(grid_peers.PEER_FACTORIES, "numpy_mlp", broken)
     cell = grid.run_cell(4, 8, ["numpy_mlp"], **TINY)
     assert cell.peers[0].status == "FAILURE"
     assert "raised ValueError: shapes" in cell.peers[0].reason
@@ -235,7 +235,7 @@ def test_script_smoke_run_writes_report_json_and_heatmap(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     before = _affinity()
     js, png = tmp_path / "g.json", tmp_path / "g.png"
-    code = grid.main(["--H", "4,6", "--N", "8", "--rounds", "2", "--round-ms", "1",
+    code = grid_report.main(["--H", "4,6", "--N", "8", "--rounds", "2", "--round-ms", "1",
                       "--peers", "numpy_mlp", "--json", str(js), "--plot", str(png),
                       "--peak-gflops", "50"])
     assert code == 0
@@ -259,7 +259,7 @@ def test_script_smoke_run_writes_report_json_and_heatmap(tmp_path, capsys):
                                   ["--rounds", "0"]])
 def test_script_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as exc:
-        grid.main(args)
+        grid_report.main(args)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
 
@@ -268,7 +268,7 @@ def test_bench_lists_the_grid(capsys):
     assert cli_main(["bench", "--list", "--only", "grid"]) == 0
     assert "grid" in capsys.readouterr().out
     pairs = grid.plan("smoke")
-    assert {p.baseline for p in pairs} == set(grid.PEERS)
+    assert {p.baseline for p in pairs} == set(grid_peers.PEERS)
     assert {(p.params["H"], p.params["N"]) for p in grid.plan("full")} == {
         (h, n) for h in grid.DEFAULT_H for n in grid.DEFAULT_N}
 
@@ -284,7 +284,7 @@ def test_bench_smoke_grid_rows_and_heatmap(tmp_path, capsys):
     assert _affinity() == before
     doc = json.loads(js.read_text())
     rows = {r["baseline"]: r for r in doc["rows"]}
-    assert set(rows) == set(grid.PEERS)
+    assert set(rows) == set(grid_peers.PEERS)
     r = rows["numpy_mlp"]
     assert r["status"] == "ok" and r["workload"] == "grid" and r["variant"] == "H=4 N=8"
     assert r["speedup"] > 0 and r["fastgrad_s"] > 0 and r["max_rel_diff"] < 1e-9
@@ -311,7 +311,7 @@ def _cell(H, N, fg_s, peer_s, status="ok"):
 def test_ratio_table_uses_the_issue_layout():
     cells = [_cell(16, 100, 1.0, 2.0), _cell(16, 1000, 4.8, 1.0),
              _cell(32, 100, 1.0, 1.0, status="FAILURE"), _cell(32, 1000, 1.0, 0.05)]
-    text = grid.ratio_table(cells)
+    text = grid_report.ratio_table(cells)
     assert text.splitlines() == [
         "| H \\ N | 100 | 1,000 |",
         "|---|---|---|",
@@ -323,7 +323,7 @@ def test_ratio_table_uses_the_issue_layout():
 def test_demo_line_reports_the_flop_bound_ratio():
     c = _cell(16, 100, 2e-5, 1e-5)
     c.flops = 126_000
-    line = grid.demo_line([c], 126.0)
+    line = grid_report.demo_line([c], 126.0)
     assert "126,000 FLOPs" in line and "1 us" in line
     assert "20.0x the FLOP-bound time" in line and "single-core AVX-512" in line
 
@@ -333,15 +333,15 @@ def test_heatmap_with_missing_cells(tmp_path):
     cells = [_cell(16, 100, 1.0, 2.0), _cell(16, 1000, 1.0, 1.0, status="FAILURE"),
              _cell(64, 100, 9.0, 1.0)]
     path = tmp_path / "h.png"
-    grid.write_heatmap(cells, str(path), "test")
+    grid_report.write_heatmap(cells, str(path), "test")
     assert path.stat().st_size > 0
 
 
 def test_check_close_names_the_first_bad_item():
     assert grid.check_close("p", [1.0, 2.0], [1.0, 2.0], 1e-9, 1e-12) == 0.0
-    with pytest.raises(bc.Mismatch, match="p item 1 of 3"):
+    with pytest.raises(harness.Mismatch, match="p item 1 of 3"):
         grid.check_close("p", [1.0, 2.0, 3.0], [1.0, 2.1, 3.0], 1e-9, 1e-12)
-    with pytest.raises(bc.Mismatch, match="item 0"):
+    with pytest.raises(harness.Mismatch, match="item 0"):
         grid.check_close("p", [float("nan")], [1.0], 1e-9, 1e-12)
-    with pytest.raises(bc.Mismatch, match="2 numbers, the peer 1"):
+    with pytest.raises(harness.Mismatch, match="2 numbers, the peer 1"):
         grid.check_close("p", [1.0, 2.0], [1.0], 1e-9, 1e-12)

@@ -1,0 +1,339 @@
+"""The benchmark harness: what a workload is, and how its sides are checked and timed.
+
+* A :class:`Case` is one workload (``train_step``, ``backward``, ...).  Its
+  ``plan(mode)`` lists :class:`Pair` s: a baseline implementation and the sizes
+  at which fastgrad and that baseline run on identical inputs.  Pairs with the
+  same sizes share one fastgrad measurement.
+* ``case.make(impl, params)`` returns a :class:`Runner` for one implementation
+  (``"fastgrad"`` or a baseline name): ``fn()`` is what is timed, ``setup()``
+  (optional) runs untimed before each call, ``result(out)`` turns the first
+  call's return value into plain numbers that are compared (:func:`compare`)
+  with the other side's before any time is reported.
+* Anything optional is imported with :func:`require`, which raises
+  :class:`NotAvailable` naming what is missing: the row is skipped with that
+  reason.
+
+The workloads themselves are in :mod:`fastgrad.bench.workloads` (and the grid's
+in :mod:`fastgrad.bench.grid`); the list the front ends run is
+:data:`fastgrad.bench.cases.CASES`.
+"""
+import contextlib
+import dataclasses
+import gc
+import importlib
+import math
+import statistics
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "require", "compare",
+    "run_once", "time_runner", "time_pair", "measure_memory", "isolated_gc",
+    "describe_error",
+]
+
+class NotAvailable(Exception):
+    """An optional engine or module is missing: the row is skipped."""
+
+
+class Mismatch(Exception):
+    """fastgrad's result differs from its baseline's."""
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------
+
+def require(module_name: str, attrs: Sequence[str] = ()) -> Any:
+    """Import ``module_name`` or raise NotAvailable naming it.
+
+    ``attrs`` are attribute names the workload needs; a module that exists
+    but lacks one is reported as not available too (an API not landed yet).
+    """
+    if module_name == "fastgrad.compiled":
+        from fastgrad import _backend
+        if not _backend.COMPILED:
+            raise NotAvailable("not available: fastgrad.compiled needs the compiled "
+                               f"build ({_backend.REASON})")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or module_name
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise NotAvailable(f"not available: {module_name} not installed") from None
+        raise NotAvailable(f"not available: {module_name} needs {missing}, "
+                           "which is not installed") from None
+    for attr in attrs:
+        if not hasattr(mod, attr):
+            raise NotAvailable(f"not available: {module_name} has no {attr}")
+    return mod
+
+
+def _flatten(x: Any, out: List[float]) -> List[float]:
+    if isinstance(x, (list, tuple)):
+        for item in x:
+            _flatten(item, out)
+    elif hasattr(x, "tolist") and not isinstance(x, (int, float)):
+        _flatten(x.tolist(), out)       # numpy array/scalar, torch tensor
+    else:
+        out.append(float(x))
+    return out
+
+
+def compare(fast: Any, base: Any, rtol: float = 1e-9, atol: float = 1e-12) -> float:
+    """Compare two nested results; return the largest relative difference.
+
+    (Each difference is taken relative to ``max(|f|, |b|, atol/rtol)``.)
+
+    Raises :class:`Mismatch` when the structures differ in size or when an
+    element fails ``|f - b| <= atol + rtol * |b|`` (NaN equals NaN, an
+    infinity only itself).
+    """
+    f = _flatten(fast, [])
+    b = _flatten(base, [])
+    if len(f) != len(b):
+        raise Mismatch(f"fastgrad returned {len(f)} numbers, the baseline {len(b)}")
+    worst = 0.0
+    scale = atol / rtol if rtol > 0 else 1e-300
+    for i, (x, y) in enumerate(zip(f, b)):
+        if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                raise Mismatch(f"item {i}: fastgrad {x!r}, baseline {y!r}")
+            continue
+        diff = abs(x - y)
+        if diff > atol + rtol * abs(y):
+            raise Mismatch(f"item {i} of {len(f)}: fastgrad {x!r}, baseline {y!r} "
+                           f"(relative difference {diff / max(abs(y), 1e-300):.3g}, "
+                           f"tolerance {rtol:g})")
+        if diff:
+            # relative to the larger magnitude, floored at the scale where
+            # atol takes over (near zero a relative figure means nothing)
+            worst = max(worst, diff / max(abs(x), abs(y), scale))
+    return worst
+
+
+@dataclasses.dataclass
+class Runner:
+    """One implementation's side of a workload, ready to be timed.
+
+    ``fn()`` is the timed call; ``setup()`` (optional) runs untimed before each
+    call; ``result(out)`` maps the first call's return value to plain numbers
+    for the correctness check; ``nodes`` is the graph operations (or array
+    elements, parameters...) one call processes, for per-node figures;
+    ``close()`` (optional) releases what the runner holds.
+    """
+    fn: Callable[[], Any]
+    setup: Optional[Callable[[], None]] = None
+    result: Callable[[Any], Any] = lambda out: out
+    nodes: Optional[int] = None
+    close: Optional[Callable[[], None]] = None
+
+
+@dataclasses.dataclass
+class Pair:
+    """One table row: fastgrad against ``baseline`` at sizes ``params``.
+
+    ``baseline`` None is a fastgrad-only row (a reported figure with no
+    peer).  ``rounds``/``fg_rounds`` are the timed repeats of each side.
+    """
+    baseline: Optional[str]
+    params: Dict[str, Any]
+    label: str = ""
+    rounds: int = 3
+    fg_rounds: int = 7
+
+    @property
+    def key(self) -> Tuple[Any, ...]:
+        return tuple(sorted(self.params.items()))
+
+
+@dataclasses.dataclass
+class Case:
+    """A workload: how to build each side, and which pairs to run per mode."""
+    name: str
+    area: str
+    title: str
+    unit: str                      # what one timed call is: "step", "backward", ...
+    make: Callable[[str, Dict[str, Any]], Runner]
+    plan: Callable[[str], List[Pair]]
+    kind: str = "time"             # "time", "memory" or "grid" (fastgrad._benchgrid)
+    targets: Dict[Optional[str], Tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    # for rows without a baseline: result -> error message or None
+    self_check: Optional[Callable[[Any], Optional[str]]] = None
+    # work both sides do that is not the subject (num_grad: the calls to f):
+    # params -> Runner; the CLI subtracts its time from both before the ratio
+    shared: Optional[Callable[[Dict[str, Any]], Runner]] = None
+
+
+# ---------------------------------------------------------------------------
+# timing and memory
+# ---------------------------------------------------------------------------
+
+def run_once(runner: Runner) -> Any:
+    """The warm-up call: run setup and fn once, return the comparable result."""
+    if runner.setup is not None:
+        runner.setup()
+    out = runner.fn()
+    res = runner.result(out)
+    del out
+    return res
+
+
+def time_runner(runner: Runner, rounds: int, gc_off: bool = False,
+                warmup: bool = False) -> Tuple[float, List[float]]:
+    """Median (seconds) of ``rounds`` timed calls, plus all the timings.
+
+    Each round runs ``setup()`` untimed, then ``fn()`` timed; whatever fn
+    returns is dropped after the clock stops.  With ``gc_off`` the cyclic
+    collector is disabled during the rounds (and a full collection follows).
+    """
+    if warmup:
+        run_once(runner)
+    times = []
+    clock = time.perf_counter
+    was_enabled = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        for _ in range(rounds):
+            if runner.setup is not None:
+                runner.setup()
+            t0 = clock()
+            out = runner.fn()
+            t1 = clock()
+            del out
+            times.append(t1 - t0)
+    finally:
+        if gc_off and was_enabled:
+            gc.enable()
+            gc.collect()
+    return statistics.median(times), times
+
+
+@contextlib.contextmanager
+def isolated_gc(unfreeze: bool = True) -> Iterator[None]:
+    """Run a block as if the process held only what the block creates.
+
+    Collects, then freezes (``gc.freeze``) every object alive so far --
+    imported modules (PyTorch brings hundreds of thousands), earlier rows'
+    leftovers -- so that the cyclic collector's passes inside the block walk
+    only the block's own objects; on exit, collects the block's garbage.
+    Without it, a micrograd row timed after ``import torch`` pays for torch's
+    objects on each full collection, and the figures would depend on the
+    order the rows run in.  With ``unfreeze=False`` the frozen objects stay
+    frozen (cheap for a sequence of blocks: each collection then skips
+    them); the caller runs ``gc.unfreeze()`` at the end.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if unfreeze:
+            gc.unfreeze()
+        gc.collect()
+
+
+def _call(runner: Runner) -> float:
+    """One timed round (seconds): setup untimed, fn timed, its return dropped."""
+    if runner.setup is not None:
+        runner.setup()
+    clock = time.perf_counter
+    t0 = clock()
+    out = runner.fn()
+    t1 = clock()
+    del out                     # freeing what fn returned: untimed
+    return t1 - t0
+
+
+def _warm_up(runner: Runner, seconds: float) -> None:
+    """Untimed calls for at least ``seconds`` (at least one call).
+
+    One call is not enough for a quick workload: after the other side's
+    block, fastgrad's demo step takes 5-8 calls to settle back (10 ms, then
+    down to 5.3 ms on this machine: allocator and cache state), so the first
+    rounds of each block would be slow for reasons no user loop sees.
+    """
+    end = time.perf_counter() + seconds
+    _call(runner)
+    while time.perf_counter() < end:
+        _call(runner)
+
+
+def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
+              gc_off: bool = False, blocks: int = 3,
+              warm_s: float = 0.1) -> Tuple[List[float], List[float]]:
+    """Time two runners in alternating blocks of rounds; return both time lists.
+
+    On a shared machine the load changes from one second to the next; taking
+    fastgrad's rounds in blocks between the baseline's puts both under the
+    same conditions, so their ratio holds even when absolute times drift.
+    The baseline's first block follows its check call directly; every other
+    block starts with an untimed ``gc.collect()`` (collector on: garbage the
+    other side left is not collected on this side's clock) and untimed calls
+    of its own for ``warm_s`` seconds (at least one), so that each timed
+    round runs as in a loop of many -- caches and allocator warm, and the
+    previous round's garbage pending for the collector, which then runs as
+    it does for users.
+    """
+    fast_times: List[float] = []
+    base_times: List[float] = []
+    blocks = max(1, min(blocks, fast_rounds, base_rounds))
+    was_enabled = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        for k in range(blocks):
+            for runner, rounds, times in ((base, base_rounds, base_times),
+                                          (fast, fast_rounds, fast_times)):
+                share = (k + 1) * rounds // blocks - k * rounds // blocks
+                if share == 0:
+                    continue
+                if not (runner is base and k == 0):
+                    if not gc_off:
+                        gc.collect()
+                    _warm_up(runner, warm_s)
+                for _ in range(share):
+                    times.append(_call(runner))
+    finally:
+        if gc_off and was_enabled:
+            gc.enable()
+            gc.collect()
+    return fast_times, base_times
+
+
+def measure_memory(runner: Runner) -> Tuple[int, Any]:
+    """Bytes held (tracemalloc) by what ``fn()`` returns, and its result.
+
+    The collector is off during the measurement so that unrelated garbage
+    freed meanwhile does not shrink the figure.
+    """
+    import tracemalloc
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    started = tracemalloc.is_tracing()
+    if not started:
+        tracemalloc.start()
+    try:
+        if runner.setup is not None:
+            runner.setup()
+        before = tracemalloc.get_traced_memory()[0]
+        out = runner.fn()
+        after = tracemalloc.get_traced_memory()[0]
+        res = runner.result(out)
+        del out
+    finally:
+        if not started:
+            tracemalloc.stop()
+        if was_enabled:
+            gc.enable()
+    return after - before, res
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception, on one line of at most 160 characters."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return text if len(text) < 160 else text[:157] + "..."
