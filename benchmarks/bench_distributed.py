@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 import fastgrad
-from fastgrad.distributed import DataParallel, _shard_step, sweep
+from fastgrad.distributed import DataParallel, sweep
+from fastgrad.distributed.data_parallel import _shard_step
 from fastgrad.nn import MLP
 
 ALPHA = 1e-4

@@ -203,10 +203,12 @@ def test_sweep_worker_killed_without_retries():
 def test_docstring_examples():
     import doctest
 
-    import fastgrad.distributed as module
+    import fastgrad.distributed.data_parallel
+    import fastgrad.distributed.sweeps
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for t in doctest.DocTestFinder(exclude_empty=True).find(module):
-        runner.run(t)
+    for module in (fastgrad.distributed.sweeps, fastgrad.distributed.data_parallel):
+        for t in doctest.DocTestFinder(exclude_empty=True).find(module):
+            runner.run(t)
     assert runner.tries >= 6 and runner.failures == 0
 
 
@@ -420,7 +422,7 @@ def test_data_parallel_fn_through_module_global_is_refused(pool):
 
 
 def test_without_cloudpickle_lambdas_are_refused_clearly(monkeypatch):
-    import fastgrad.distributed as d
+    import fastgrad._tasks as d
     real = d._optional
     monkeypatch.setattr(d, "_optional",
                         lambda name: None if name == "cloudpickle" else real(name))

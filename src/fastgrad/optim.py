@@ -714,7 +714,6 @@ def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
     if eval_fn is not None and not callable(eval_fn):
         raise TypeError(f"lr_sweep: eval_fn must be callable, got {type(eval_fn).__name__}")
     if executor is not None:
-        from fastgrad.distributed import _lr_sweep_on
         return _lr_sweep_on(executor, model_factory, loss_fn, lrs, steps, optimizer,
                             eval_fn, optimizer_kwargs, progress, retries=1)
     start = None
@@ -768,3 +767,78 @@ def lr_sweep(model_factory: Callable[[], Any], loss_fn: Callable[[Any], Value],
                                 f"number, got {type(v).__name__}")
             val[r] = v
     return LRSweepResult(lrs, losses, val)
+
+
+# ---------------------------------------------------------------------------
+# lr_sweep on an executor: one task per rate (fastgrad._tasks runs them)
+# ---------------------------------------------------------------------------
+
+class _StartFrom:
+    """A model factory whose models start from given weights."""
+
+    def __init__(self, factory: Callable[[], Any], start: F64) -> None:
+        self.factory = factory
+        self.start = start
+
+    def __call__(self) -> Any:
+        model = self.factory()
+        params = _parameters_of(model, "lr_sweep")
+        if len(params) != len(self.start):
+            raise ValueError(f"lr_sweep: model_factory returned {len(params)} "
+                             f"parameters, but {len(self.start)} the first time")
+        _optim.ValueSlots(params).set_data(self.start)
+        return model
+
+
+class _LRRun:
+    """One rate of an lr_sweep, run by the serial ``lr_sweep`` itself."""
+
+    def __init__(self, factory: _StartFrom, loss_fn: Callable[[Any], Any], steps: int,
+                 optimizer: Any, eval_fn: Optional[Callable[[Any], Any]],
+                 optimizer_kwargs: dict[str, Any]) -> None:
+        self.factory = factory
+        self.loss_fn = loss_fn
+        self.steps = steps
+        self.optimizer = optimizer
+        self.eval_fn = eval_fn
+        self.optimizer_kwargs = optimizer_kwargs
+
+    def __call__(self, lr: float) -> tuple[F64, Optional[float]]:
+        r = lr_sweep(self.factory, self.loss_fn, lrs=[lr], steps=self.steps,
+                     optimizer=self.optimizer, eval_fn=self.eval_fn,
+                     **self.optimizer_kwargs)
+        val = None if r.val_losses is None else float(r.val_losses[0])
+        return r.losses[0], val
+
+
+def _lr_sweep_on(executor: Executor, model_factory: Callable[[], Any],
+                 loss_fn: Callable[[Any], Any], lrs: list[float], steps: int,
+                 optimizer: Any, eval_fn: Optional[Callable[[Any], Any]],
+                 optimizer_kwargs: dict[str, Any], progress: Optional[bool],
+                 retries: int) -> LRSweepResult:
+    """``lr_sweep`` with one task per rate, on ``executor``."""
+    # the task machinery under fastgrad.distributed.sweep, which imports
+    # nothing of the library (optim sits below fastgrad.distributed)
+    from fastgrad import _tasks
+    where = "lr_sweep"
+    checked = _tasks.check_executor(executor, where)
+    retries = _tasks.check_retries(retries, where)
+    # the first model's weights are every run's start, as in the serial sweep
+    params = _parameters_of(model_factory(), where)
+    start = np.empty(len(params))
+    _optim.ValueSlots(params).get_data(start)
+    run = _LRRun(_StartFrom(model_factory, start), loss_fn, steps, optimizer,
+                 eval_fn, dict(optimizer_kwargs))
+    configs: list[dict[str, Any]] = [{"lr": lr} for lr in lrs]
+    res = _tasks.run_all(run, configs, checked, progress, retries, where)
+    ok = [i for i in range(len(lrs)) if res.results[i] is not None]
+    losses = np.full((len(ok), steps + 1), np.nan)
+    val = None if eval_fn is None else np.full(len(ok), np.nan)
+    for row, i in enumerate(ok):
+        losses[row] = res.results[i][0]
+        if val is not None:
+            val[row] = res.results[i][1]
+    out = LRSweepResult([lrs[i] for i in ok], losses.reshape(len(ok), steps + 1), val)
+    if res.failures:
+        raise _tasks.SweepError(out, res.failures)
+    return out
