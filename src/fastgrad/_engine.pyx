@@ -1170,10 +1170,20 @@ _value_new = getattr(Value, "__new__")
 # compile() tracing: TracerWarning hooks (see fastgrad/_tracing.py)
 # ---------------------------------------------------------------------------
 
-def _trace_begin(list values):
+# set by the first _trace_begin (fastgrad._tracing.warn_data_read)
+cdef object _warn_data_read = None
+
+
+def _trace_begin(list values, object on_data_read=None):
     """Enter a trace in the calling thread; flag ``values`` (inputs and
-    parameters) as traced.  Returns the ones flagged here, for _trace_end."""
-    global fg_tracing, fg_tracing_threads
+    parameters) as traced.  Returns the ones flagged here, for _trace_end.
+
+    ``on_data_read(value, data)`` is called when a traced Value's ``.data`` is
+    read (fastgrad._tracing.warn_data_read): passed in, so that the engine
+    does not import the module above it."""
+    global fg_tracing, fg_tracing_threads, _warn_data_read
+    if on_data_read is not None:
+        _warn_data_read = on_data_read
     cdef list marked = []
     for v in values:
         if not ((<Value?>v)._flags & FLAG_TRACED):
@@ -1220,16 +1230,10 @@ def _untraced_leaves(list roots, set known):
     return found
 
 
-cdef object _warn_data_read = None
-
 cdef object _data_get(object self, void* closure):
-    global _warn_data_read
     cdef double d = (<Value>self).data
     if fg_tracing_threads != 0 and (<Value>self)._flags & FLAG_TRACED \
-            and fg_is_tracing():
-        if _warn_data_read is None:
-            from fastgrad._tracing import warn_data_read
-            _warn_data_read = warn_data_read
+            and fg_is_tracing() and _warn_data_read is not None:
         _warn_data_read(self, d)
     return d
 

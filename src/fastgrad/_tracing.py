@@ -92,7 +92,8 @@ def tracing(inputs: Sequence[Value], params: Sequence[Value]) -> Iterator[None]:
     stack.append(names)
     from fastgrad import _engine
     marked = _engine._trace_begin(list(inputs) + [p for p in params
-                                                  if isinstance(p, Value)])
+                                                  if isinstance(p, Value)],
+                                  warn_data_read)
     try:
         yield
     finally:

@@ -13,7 +13,10 @@ from fastgrad._backend import COMPILED
 if COMPILED:
     from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
 else:
-    # the pure-Python engine is bound at the end of this module
+    # The pure-Python build: fastgrad.reference binds its engine here
+    # (_use_engine) when it is imported, which fastgrad.engine does before
+    # this module can be imported (the package's __init__ imports it first).
+    # nn does not import reference: reference's own nn subclasses these classes.
     Value = dot_add = _zero_grad = None  # type: ignore[assignment,misc]
 
 # what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
@@ -148,13 +151,10 @@ class MLP(Module):
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
 
 
-if not COMPILED:
-    # The pure-Python build: fastgrad.reference's nn subclasses the classes
-    # above, so its engine is imported once they exist (either module may be
-    # imported first).
-    from fastgrad.reference import (  # type: ignore[assignment]  # noqa: E402
-        Value,
-        dot_add,
-        zero_grad as _zero_grad,
-    )
-    Neuron._Value = Value
+
+def _use_engine(value: type, dot_add_fn: Any, zero_grad_fn: Any) -> None:
+    """Build on another engine's Value (the pure-Python build: called by
+    fastgrad.reference with its own)."""
+    global Value, dot_add, _zero_grad
+    Value, dot_add, _zero_grad = value, dot_add_fn, zero_grad_fn  # type: ignore[misc,assignment]
+    Neuron._Value = value

@@ -628,9 +628,15 @@ def zero_grad(params: Iterable[Value]) -> None:
 # Same constructors, so random.seed(s) gives the same weights as fastgrad.nn
 # and micrograd.nn; only the engine and the forward pass differ.
 #
-# Imported here, not at the top: in the pure-Python build (fastgrad._backend)
-# fastgrad.nn itself imports this module's engine, defined above.
+# One direction: this module imports fastgrad.nn, never the reverse.  In the
+# pure-Python build (fastgrad._backend) fastgrad.nn's own classes build on
+# this module's engine, defined above: it is bound into them here.
 from fastgrad import nn as _nn  # noqa: E402
+from fastgrad._backend import COMPILED as _COMPILED  # noqa: E402
+
+if not _COMPILED:
+    _nn._use_engine(Value, dot_add, zero_grad)
+
 
 class Module(_nn.Module):
     """Base class: parameters() and zero_grad() on reference Values."""
