@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint and type-check fastgrad: ruff (Python), cython-lint (.pyx/.pxd/.pxi),
+# Lint and type-check fastgrad: ruff (Python), the import-graph check
+# (.ci/check_imports.py), cython-lint (.pyx/.pxd/.pxi),
 # mypy --strict on the package and on the user script of tests/typecheck, and
 # mypy's stubtest (the .pyi stubs match the compiled modules).
 # Settings (line length 100, rule sets, mypy overrides) live in pyproject.toml.
@@ -15,6 +16,9 @@ run() {
 }
 
 run python -m ruff check src tests benchmarks examples
+# the import graph: no cycle inside fastgrad, the library never imports the
+# bench (ARCHITECTURE.md); standard library only
+run python .ci/check_imports.py
 run cython-lint src/fastgrad/*.pyx src/fastgrad/*.pxd src/fastgrad/*.pxi
 # mypy reads [tool.mypy] (files = src/fastgrad, mypy_path = src); the stubs
 # beside the compiled modules are what it checks them against
