@@ -13,11 +13,14 @@ import fastgrad
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The paths the README, the docs, the examples and the docstrings show, by
-# module.  A name moved to another module must stay importable from here.
+# module.  A name moved to another module must stay importable from here; a
+# name added to a public module's __all__ is added here too (the test below
+# says which).
 DOCUMENTED = {
     "fastgrad": ["Value", "maximum", "minimum", "no_grad", "num_grad", "gradcheck",
                  "GradcheckError", "draw_dot", "to_dot", "compile", "compile_graph",
-                 "grad", "TracerWarning", "optim", "data", "sweep", "distributed",
+                 "grad", "TracerWarning", "PerformanceWarning", "optim", "data", "sweep",
+                 "distributed",
                  "COMPILED", "__version__"],
     "fastgrad.engine": ["Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
                         "set_grad_enabled", "zero_grad", "dot_add"],
@@ -26,7 +29,8 @@ DOCUMENTED = {
     "fastgrad.numgrad": ["num_grad", "gradcheck", "GradcheckError"],
     "fastgrad.data": ["iterate_minibatches", "sample_batch", "MiniBatches"],
     "fastgrad.viz": ["draw_dot", "to_dot", "DEFAULT_MAX_NODES"],
-    "fastgrad.compiled": ["compile", "compile_graph", "make_demo_step", "Program"],
+    "fastgrad.compiled": ["compile", "compile_graph", "make_demo_step", "Program",
+                          "ProgramSummary", "LayerSummary", "PerformanceWarning"],
     "fastgrad.autograd": ["grad"],
     "fastgrad.functional": ["hvp", "vhp", "hessian", "jacobian"],
     "fastgrad.reference": ["Value", "MLP", "Neuron", "Layer", "Module", "maximum",
