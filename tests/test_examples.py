@@ -30,7 +30,7 @@ def run_example(name, *args, timeout=120):
 def test_every_example_is_tested():
     tested = {"01_numerical_gradient.py", "02_backprop_gate.py",
               "03_gradient_descent.py", "04_minibatch_sgd.py",
-              "05_newton.py", "06_curvature_step_size.py"}
+              "05_newton.py", "06_curvature_step_size.py", "07_export_to_torch.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -149,3 +149,26 @@ def test_curvature_step_size(tmp_path):
     lam_np = float(re.search(r"largest eigenvalue of H by numpy: (\S+)", out).group(1))
     assert lam == pytest.approx(lam_np, rel=1e-3)
     assert "The bound is local" in out
+
+
+@pytest.mark.compiled_only("export reads a compiled Program")
+def test_export_to_torch():
+    for module in ("torch", "onnx", "onnxruntime", "sklearn"):
+        pytest.importorskip(module)
+    out = run_example("07_export_to_torch.py", timeout=600)
+    assert "exported: Linear(2->16), Linear(16->16), Linear(16->1)\n" in out
+    steps = re.findall(r"step (\d+): fastgrad (\S+)  torch (\S+)", out)
+    assert [int(k) for k, _, _ in steps] == [30, 31, 32, 33, 34]
+    for _, f, t in steps:                  # printed to 15 decimals
+        assert abs(float(f) - float(t)) <= 2e-15
+    rel = float(re.search(r"5 steps: max relative loss difference (\S+)", out).group(1))
+    assert rel <= 1e-12
+    w = float(re.search(r"weights after the steps: max \|fastgrad - torch\| (\S+)", out).group(1))
+    assert w <= 1e-12
+    assert "load_torch_state: max |Value.data - torch| = 0.0\n" in out
+    m = re.search(r"DDP \(2 processes, gloo\) vs fastgrad \(1 process\), 20 steps: "
+                  r"losses (\S+) -> (\S+), max relative difference (\S+)", out)
+    assert float(m.group(2)) < float(m.group(1))       # it trained
+    assert float(m.group(3)) <= 1e-12
+    m = re.search(r"onnxruntime: max \|score - fastgrad's\| (\S+), accuracy (\S+)", out)
+    assert float(m.group(1)) <= 1e-12 and float(m.group(2)) >= 0.9

@@ -1,11 +1,16 @@
 """Type stubs for the compiled fastgrad._replay module."""
+import os
+from collections.abc import Mapping
 from typing import Any, Literal, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+import torch
 
 from fastgrad._engine import Value
 from fastgrad._summary import ProgramSummary
+from fastgrad._export_torch import ExportedProgram
 
 _ArrayLike = npt.ArrayLike
 _Inputs = Union[_ArrayLike, tuple[_ArrayLike, ...]]
@@ -28,6 +33,12 @@ class Program:
     def n_layers(self) -> int: ...
     def tape(self) -> dict[str, Any]: ...
     def summary(self) -> ProgramSummary: ...
+    def graph(self) -> dict[str, Any]: ...
+    def to_torch(self, dtype: Optional[torch.dtype] = ...) -> ExportedProgram: ...
+    def to_onnx(self, path: Optional[Union[str, os.PathLike[str]]] = ...,
+                dtype: Optional[str] = ..., opset: Optional[int] = ...) -> onnx.ModelProto: ...
+    def load_torch_state(
+        self, module: Union[torch.nn.Module, Mapping[str, torch.Tensor]]) -> None: ...
     def __call__(self, x: _ArrayLike) -> Union[float, npt.NDArray[np.float64]]: ...
     def forward(self, x: _ArrayLike) -> Union[float, npt.NDArray[np.float64]]: ...
     def value_and_grad(

@@ -15,7 +15,8 @@ The compiler's stages, one file each (included below, in this order)
    ``_replay_epilogue.pxi`` -- a layer's activation ops after its kernel.
 4. ``_replay_program.pxi`` -- the Python-facing ``Program``, the
    finite-difference evaluators and ``_DemoStep`` (``make_demo_step``'s
-   step in one C call).
+   step in one C call); ``_replay_describe.pxi`` -- ``Program.graph()``, the
+   recorded program as plain data (what ``fastgrad.export`` reads).
 
 Design summary
 --------------
@@ -196,6 +197,7 @@ _OP_NAMES = {
     OP_RSUBC: "rsubc", OP_DIVC: "divc", OP_RDIVC: "rdivc", OP_POWC: "powc",
     OP_RPOWC: "rpowc", OP_RELU: "relu", OP_TANH: "tanh", OP_EXP: "exp",
     OP_LOG: "log", OP_SIGMOID: "sigmoid", OP_ABS: "abs", OP_SQRT: "sqrt",
+    OP_RELU_GRAD: "relu_grad", OP_SIGN_GRAD: "sign_grad", OP_TIE_GRAD: "tie_grad",
 }
 
 
@@ -207,4 +209,5 @@ include "_replay_kernels.pxi"
 include "_replay_plan.pxi"
 include "_replay_passes.pxi"
 include "_replay_record.pxi"
+include "_replay_describe.pxi"
 include "_replay_program.pxi"

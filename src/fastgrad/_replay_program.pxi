@@ -326,6 +326,55 @@ cdef class Program:
                               other, products, f["chains"], f["in_layers"],
                               f["repeating"], bool(self._recognised))
 
+    def graph(self):
+        """The recorded program as plain Python data (read-only, a new copy).
+
+        What the replay runs, in order: the scalar instructions (run once
+        per replay), then the per-sample (batched) instructions, dense
+        layers as one ``"layer"`` instruction each.  ``fastgrad.export``
+        builds its torch Module and ONNX model from this; the format is
+        documented there (``fastgrad.export`` module docstring).
+
+        Returns
+        -------
+        dict
+            Keys ``n_inputs``, ``n_outputs``, ``n_params``, ``params`` (the
+            parameter Values), ``constants``, ``scalar``, ``batched``,
+            ``layers``, ``outputs``, ``penalty``.  Operands are pairs
+            ``(kind, index)``: ``("input", i)``, ``("param", i)``,
+            ``("const", k)``, ``("scalar", slot)``, ``("row", row)``.
+
+        Examples
+        --------
+        >>> from fastgrad import Value, compile
+        >>> w = Value(2.0)
+        >>> g = compile(lambda x: (x[0] * w).relu(), 1, params=[w]).graph()
+        >>> [(i["op"], i["args"]) for i in g["batched"]]
+        [('mul', [('input', 0), ('param', 0)]), ('relu', [('row', 1)])]
+        >>> g["outputs"]
+        [('row', 2)]
+        """
+        return _program_graph(self)
+
+    def to_torch(self, dtype=None):
+        """This program as a ``torch.nn.Module``; see
+        :func:`fastgrad.export.to_torch` (needs ``fastgrad[export]``)."""
+        from fastgrad.export import to_torch
+        return to_torch(self, dtype=dtype)
+
+    def to_onnx(self, path=None, dtype=None, opset=None):
+        """This program as an ONNX model; see :func:`fastgrad.export.to_onnx`
+        (needs ``fastgrad[export]``)."""
+        from fastgrad.export import to_onnx
+        return to_onnx(self, path, dtype=dtype, opset=opset)
+
+    def load_torch_state(self, module):
+        """Copy trained weights from an exported module (or its
+        ``state_dict()``) into this program's parameter Values; see
+        :func:`fastgrad.export.load_torch_state`."""
+        from fastgrad.export import load_torch_state
+        load_torch_state(self, module)
+
     def __repr__(self):
         return (f"<fastgrad compiled Program: {self.n_inputs} inputs, "
                 f"{self.n_params} params, {self.n_outputs} outputs, "
