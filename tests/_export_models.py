@@ -108,3 +108,46 @@ def digits(seed=0, hidden=32, nonlin="relu"):
     prog = fastgrad.compile(per_sample, 74, params=model.parameters(),
                             penalty=lambda ps: 1e-4 * sum(p * p for p in ps))
     return prog, (X, Y)
+
+
+# -- the other ways users write a neuron (issue 20's model-code styles)
+
+NEURON_STYLES = {
+    "sum(...) + b": lambda w, x, b: sum(wi * xi for wi, xi in zip(w, x)) + b,
+    "b + sum(...)": lambda w, x, b: b + sum(wi * xi for wi, xi in zip(w, x)),
+    "sum(...), no bias": lambda w, x, b: sum(wi * xi for wi, xi in zip(w, x)),
+    "sum((x*w ...), b)": lambda w, x, b: sum((xi * wi for wi, xi in zip(w, x)), b),
+}
+ACTIVATION_STYLES = {
+    "relu": lambda z: z.relu(),
+    "tanh": lambda z: z.tanh(),
+    "sigmoid": lambda z: z.sigmoid(),
+    "1/(1+exp(-z))": lambda z: 1 / (1 + (-z).exp()),
+}
+
+
+def styled(neuron, activation, sizes=(2, 8, 8, 1), seed=0, n=40):
+    """An MLP written with the given neuron sum and hidden activation,
+    per-sample squared error; returns (program, (X, y))."""
+    random.seed(seed)
+    Ws = [[[Value(random.uniform(-1, 1)) for _ in range(sizes[i])]
+           for _ in range(sizes[i + 1])] for i in range(len(sizes) - 1)]
+    bs = [[Value(random.uniform(-0.5, 0.5)) for _ in range(sizes[i + 1])]
+          for i in range(len(sizes) - 1)]
+    dot, act = NEURON_STYLES[neuron], ACTIVATION_STYLES[activation]
+    uses_bias = neuron != "sum(...), no bias"
+    params = [p for W, b in zip(Ws, bs) for row, bi in zip(W, b)
+              for p in row + ([bi] if uses_bias else [])]
+
+    def per_sample(v):
+        h = v[:sizes[0]]
+        for li, (W, b) in enumerate(zip(Ws, bs)):
+            z = [dot(row, h, bi) for row, bi in zip(W, b)]
+            h = z if li == len(Ws) - 1 else [act(zi) for zi in z]
+        return [(h[0] - v[sizes[0]]) ** 2, h[0]]
+
+    prog = fastgrad.compile(per_sample, sizes[0] + 1, params=params)
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, (n, sizes[0]))
+    y = np.sin(X[:, 0]) * np.cos(X[:, 1])
+    return prog, (X, y)

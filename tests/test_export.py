@@ -699,3 +699,37 @@ def test_layer_bias_terms_that_are_not_one_parameter():
     sess = ort.InferenceSession(build_model(plan, theta.tolist()).SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     _close(sess.run(["Y"], {"X": X})[0], want, 1e-13, "computed bias (ONNX)")
+
+
+# ---------------------------------------------------------------------------
+# the ways users write a neuron and its activation (what the recorder finds)
+# ---------------------------------------------------------------------------
+
+from _export_models import ACTIVATION_STYLES, NEURON_STYLES, styled  # noqa: E402
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_STYLES))
+@pytest.mark.parametrize("neuron", sorted(NEURON_STYLES))
+def test_model_code_styles(neuron, activation):
+    prog, inputs = styled(neuron, activation)
+    net = prog.to_torch()
+    B = len(inputs[0])
+    ts = _tensors(inputs)
+    want = prog.predict(inputs)
+    got = net(*ts).detach().numpy()
+    for q in range(prog.n_outputs):
+        _close(got[:, q], want[:, q], 1e-12, f"output {q}")
+    pg = np.zeros(prog.n_params)
+    prog.batch(inputs, param_grad=pg, accumulate=False)
+    net.loss(*ts).backward()
+    _close(net.gradient_vector().numpy(), pg, 1e-10, "gradients")
+    # the layers the recorder found are Linear modules
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in net.modules())
+    assert n_linear == prog.n_layers
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(prog.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    Y = sess.run(["Y"], {"X": np.column_stack([inputs[0], inputs[1]])})[0]
+    for q in range(prog.n_outputs):
+        _close(Y[:, q], want[:, q], 1e-12, f"ONNX output {q}")
+    assert B == len(Y)
