@@ -22,7 +22,8 @@ Design summary
 --------------
 * Recording (``build``) sorts the graph (``topo_order``, iterative) and turns
   every node into one instruction of a flat tape: op code (uint8), operand
-  slots (int32, -1 for none), baked constant (double).  Leaves become slots:
+  slots (int32, -1 for none), baked constant (double).  Recording and the
+  passes are linear in the graph and keep no Python object per node.  Leaves become slots:
   *inputs* (new values every replay), *parameters* (the user's Values, whose
   ``.data`` is read at the start of each replay and whose ``.grad`` receives
   the gradient) and *constants* (every other leaf, baked at record time).

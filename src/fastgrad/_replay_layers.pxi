@@ -162,47 +162,45 @@ cdef inline int _term_s(int op, int kind, int a, int b, int s) noexcept:
     return a if kind == K_SB else b
 
 
-cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
-                         list b_a, list b_b, list b_s, list b_c, int n_in,
-                         set o_rows):
-    """Rewrite the (fused) batched tape with OP_LAYER instructions.
+cdef inline unsigned long long _bits(double v) noexcept:
+    """The bits of a double (constants compare by bits: -0.0 != 0.0)."""
+    cdef unsigned long long u
+    memcpy(&u, &v, sizeof(double))
+    return u
 
-    Edits the lists in place and sets the Program's layer tables; returns a
-    tuple (dict old row -> new row, number of batched rows) -- rows are
-    renumbered, a layer's stored pre-activations get rows of their own --
-    or None when the tape has no layer (nothing changed).  Linear in the tape's size: typed arrays per
-    instruction, Python objects only per chain and per layer.
+
+cdef object _find_layers(Program prog, const unsigned char[::1] op,
+                         const unsigned char[::1] kind, const int[::1] a,
+                         const int[::1] b, const int[::1] s, const double[::1] c,
+                         int n_in, const unsigned char[::1] is_out):
+    """The training tape with OP_LAYER instructions.
+
+    Reads the fused tape (instruction k writes row n_in + k) and sets the
+    Program's layer tables; returns ((op, kind, out, a, b, s, c) arrays of
+    the new tape, old row -> new row as an int32 array, number of batched
+    rows) -- rows are renumbered, a layer's stored pre-activations get rows
+    of their own -- or None when the tape has no layer.  Linear in the
+    tape: typed arrays per instruction, Python objects per chain and layer.
     """
-    cdef int n = len(b_op), nr = n_in + len(b_op)
+    cdef Py_ssize_t n = op.shape[0]
+    cdef int nr = n_in + <int>n
     prog._found = {"chains": 0, "in_layers": 0, "repeating": 0}
     if n == 0:
         return None
-    cdef const unsigned char[::1] op = np.array(b_op, np.uint8)
-    cdef const unsigned char[::1] kind = np.array(b_kind, np.uint8)
-    cdef const int[::1] a = np.array(b_a, np.int32)
-    cdef const int[::1] b = np.array(b_b, np.int32)
-    cdef const int[::1] s = np.array(b_s, np.int32)
-    cdef const double[::1] c = np.array(b_c, np.float64)
-    cdef int[::1] uses = np.zeros(nr, np.int32)
-    cdef int[::1] reader = np.full(nr, -1, np.int32)
-    cdef unsigned char[::1] is_out = np.zeros(nr, np.uint8)
+    cdef int[::1] uses = np.zeros(nr + 1, np.int32)
+    cdef int[::1] reader = np.full(nr + 1, -1, np.int32)
     # chains: the chain whose current last instruction is k, each
     # instruction's predecessor in its chain; per chain (at most n of them):
-    # first and last instruction, term count, start slot (-1: constant)
-    cdef int[::1] chain_at = np.full(n, -1, np.int32)
-    cdef int[::1] prev = np.full(n, -1, np.int32)
-    cdef int[::1] ch_end = np.empty(n, np.int32)
-    cdef int[::1] ch_K = np.empty(n, np.int32)
-    cdef int[::1] ch_slot = np.empty(n, np.int32)
-    cdef double[::1] ch_init = np.empty(n, np.float64)
-    # after the chains: post-add slot, last absorbed instruction, epilogue
-    cdef int[::1] ch_post, ch_last, ch_nep, ch_ep0
-    cdef int[::1] seen = np.full(nr, -1, np.int32)
-    cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i
+    # last instruction, term count, start slot (-1: constant), start value
+    cdef int[::1] chain_at = np.full(n + 1, -1, np.int32)
+    cdef int[::1] prev = np.full(n + 1, -1, np.int32)
+    cdef int[::1] ch_end = np.empty(n + 1, np.int32)
+    cdef int[::1] ch_K = np.empty(n + 1, np.int32)
+    cdef int[::1] ch_slot = np.empty(n + 1, np.int32)
+    cdef double[::1] ch_init = np.empty(n + 1, np.float64)
+    cdef int[::1] seen = np.full(nr + 1, -1, np.int32)
+    cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i, o, kd, H, K
     cdef unsigned long long h
-    cdef int o, kd
-    for row in o_rows:
-        is_out[row] = 1
     for k in range(n):
         if kind[k] != K_SB:
             uses[a[k]] += 1
@@ -247,10 +245,8 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
     if nch == 0:
         return None
     # -- each chain's post add and epilogue ops
-    ch_post = np.full(nch, -1, np.int32)
-    ch_last = np.empty(nch, np.int32)
-    ch_nep = np.zeros(nch, np.int32)
-    ch_ep0 = np.empty(nch, np.int32)
+    cdef int[::1] ch_post = np.full(nch, -1, np.int32)
+    cdef int[::1] ch_nep = np.zeros(nch, np.int32)
     cdef int[::1] ep_instr = np.empty(nch * MAX_EPILOGUE + 1, np.int32)
     for ch in range(nch):
         k = ch_end[ch]
@@ -263,7 +259,6 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
             elif op[m] == OP_ADD and kind[m] == K_SB:
                 ch_post[ch] = a[m]
                 k = m
-        ch_ep0[ch] = ch * MAX_EPILOGUE
         nep = 0
         row = n_in + k
         while nep < MAX_EPILOGUE and uses[row] == 1 and not is_out[row]:
@@ -272,15 +267,14 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
                 break
             ep_instr[ch * MAX_EPILOGUE + nep] = m
             nep += 1
-            k = m
-            row = n_in + k
+            row = n_in + m
         ch_nep[ch] = nep
-        ch_last[ch] = k
     # -- layers: chains over the same rows, each row once (grouped by a hash
     # of the row sequence, then compared)
-    cdef int[::1] xs_of = np.empty(n, np.int32)     # each chain's rows, in order
+    xs_of_ = np.empty(n + 1, np.int32)               # each chain's rows, in order
+    wslot_ = np.empty(n + 1, np.int32)               # and its weights' slots
+    cdef int[::1] xs_of = xs_of_, wslot = wslot_
     cdef int[::1] xs_off = np.empty(nch + 1, np.int32)
-    cdef int[::1] wslot = np.empty(n, np.int32)     # and its weights' slots
     cdef dict groups = {}
     cdef list members
     cdef bint same
@@ -331,42 +325,48 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
         return None
     layers.sort(key=lambda g: g[0])
     prog._found["in_layers"] = sum(len(g) for g in layers)
+    cdef int nl_total = len(layers), nl
     # -- per layer: the epilogue every chain shares (the longest common
-    # prefix of op codes and constant bits); the absorbed instructions
-    absorbed = bytearray(n)
-    anchor = {}                       # first instruction of a layer -> layer
-    l_nep = []
-    l_z = []                          # per layer: stores its pre-activations
-    l_outs = []                       # per layer: the (old) rows it produces
-    for nl in range(len(layers)):
+    # prefix of op codes and constant bits); the absorbed instructions; the
+    # rows the layer produces (per chain: its last absorbed instruction's)
+    cdef unsigned char[::1] absorbed = np.zeros(n + 1, np.uint8)
+    cdef int[::1] anchor = np.full(n + 1, -1, np.int32)  # first instruction -> layer
+    cdef int[::1] l_nep = np.empty(nl_total, np.int32)
+    cdef unsigned char[::1] l_z = np.zeros(nl_total, np.uint8)
+    cdef int[::1] l_out0 = np.empty(nl_total + 1, np.int32)  # offsets in l_outs
+    l_outs_ = np.empty(prog._found["in_layers"] + 1, np.int32)
+    cdef int[::1] l_outs = l_outs_
+    cdef int first, nout = 0
+    for nl in range(nl_total):
         g = layers[nl]
-        nep = MAX_EPILOGUE
         g0 = g[0]
+        nep = MAX_EPILOGUE
         for ch in g:
             nep = min(nep, ch_nep[ch])
         for ch in g:
             for q in range(nep):
-                k = ep_instr[ch_ep0[ch] + q]
-                kk = ep_instr[ch_ep0[g0] + q]
+                k = ep_instr[ch * MAX_EPILOGUE + q]
+                kk = ep_instr[g0 * MAX_EPILOGUE + q]
                 if op[k] != op[kk] or _bits(c[k]) != _bits(c[kk]):
                     nep = q
                     break
-        l_nep.append(nep)
-        l_z.append(nep >= 2 or (nep == 1 and _needs_operand(op[ep_instr[ch_ep0[g0]]])))
-        outs = []
-        first = n
+        l_nep[nl] = nep
+        l_z[nl] = nep >= 2 or (nep == 1 and _needs_operand(op[ep_instr[g0 * MAX_EPILOGUE]]))
+        l_out0[nl] = nout
+        first = <int>n
         for ch in g:
             # the last instruction kept in the layer: epilogue op nep - 1,
             # else the post add, else the chain's end
             if nep > 0:
-                k = ep_instr[ch_ep0[ch] + nep - 1]
+                k = ep_instr[ch * MAX_EPILOGUE + nep - 1]
             elif ch_post[ch] >= 0:
                 k = reader[n_in + ch_end[ch]]
             else:
                 k = ch_end[ch]
-            outs.append(n_in + k)
+            l_outs[nout] = n_in + k
+            nout += 1
             for q in range(nep):
-                absorbed[ep_instr[ch_ep0[ch] + q]] = 1
+                absorbed[ep_instr[ch * MAX_EPILOGUE + q]] = 1
             if ch_post[ch] >= 0:
                 absorbed[reader[n_in + ch_end[ch]]] = 1
             k = ch_end[ch]
@@ -375,138 +375,190 @@ cdef object _find_layers(Program prog, list b_op, list b_kind, list b_out,
                 if k < first:
                     first = k
                 k = prev[k]
-        l_outs.append(outs)
         anchor[first] = nl
-    # -- schedule: original order, an item waits until the rows it reads exist
-    ready = bytearray(nr)
+    l_out0[nl_total] = nout
+    # -- schedule: original order, an item waits until the rows it reads
+    # exist.  Items: instruction k, or layer nl as n + nl; a waiting item is
+    # on its row's FIFO list (wait_head / wait_tail / wait_next)
+    cdef Py_ssize_t n_items = n + nl_total
+    cdef unsigned char[::1] ready = np.zeros(nr + 1, np.uint8)
+    cdef int[::1] pos = np.zeros(n_items, np.int32)
+    cdef int[::1] wait_head = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] wait_tail = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] wait_next = np.full(n_items, -1, np.int32)
+    cdef int[::1] stack = np.empty(n_items, np.int32)
+    cdef int[::1] order = np.empty(n_items, np.int32)
+    cdef int sp, it, nreads, no = 0, w, rr
     for row in range(n_in):
         ready[row] = 1
-    order = []                        # items: k >= 0 instruction, -1-li layer
-    waiting = {}
-    pos = {}
     for k in range(n):
-        if k in anchor:
-            item = -1 - anchor[k]
+        if anchor[k] >= 0:
+            it = <int>n + anchor[k]
         elif absorbed[k]:
             continue
         else:
-            item = k
-        stack = [item]
-        while stack:
-            it = stack.pop()
-            if it >= 0:
-                reads = _rows_read(b_op[it], b_kind[it], b_a[it], b_b[it], None, None)
+            it = k
+        stack[0] = it
+        sp = 1
+        while sp > 0:
+            sp -= 1
+            it = stack[sp]
+            if it < n:
+                nreads = (kind[it] != K_SB) + (kind[it] == K_BB or kind[it] == K_SB)
             else:
-                g0 = layers[-1 - it][0]
-                reads = list(xs_of[xs_off[g0]:xs_off[g0 + 1]])
-            t = pos.get(it, 0)
-            while t < len(reads) and ready[reads[t]]:
+                g0 = layers[it - n][0]
+                nreads = ch_K[g0]
+            t = pos[it]
+            while t < nreads:
+                if it < n:
+                    rr = a[it] if (t == 0 and kind[it] != K_SB) else b[it]
+                else:
+                    rr = xs_of[xs_off[g0] + t]
+                if not ready[rr]:
+                    break
                 t += 1
-            if t < len(reads):
+            if t < nreads:
                 pos[it] = t
-                waiting.setdefault(reads[t], []).append(it)
+                wait_next[it] = -1
+                if wait_head[rr] < 0:
+                    wait_head[rr] = it
+                else:
+                    wait_next[wait_tail[rr]] = it
+                wait_tail[rr] = it
                 continue
-            order.append(it)
-            for row in ([n_in + it] if it >= 0 else l_outs[-1 - it]):
-                ready[row] = 1
-                stack.extend(waiting.pop(row, ()))
-    if waiting:                       # cannot happen for a valid tape
-        return None
+            order[no] = it
+            no += 1
+            if it < n:
+                q = n_in + it
+                ready[q] = 1
+                w = wait_head[q]
+                wait_head[q] = -1
+                while w >= 0:
+                    stack[sp] = w
+                    sp += 1
+                    w = wait_next[w]
+            else:
+                for i in range(l_out0[it - n], l_out0[it - n + 1]):
+                    q = l_outs[i]
+                    ready[q] = 1
+                    w = wait_head[q]
+                    wait_head[q] = -1
+                    while w >= 0:
+                        stack[sp] = w
+                        sp += 1
+                        w = wait_next[w]
+    for row in range(nr):
+        if wait_head[row] >= 0:       # cannot happen for a valid tape
+            return None
     # -- renumber rows and write the new tape; a layer's stored
     # pre-activation rows (if any) follow its output rows
-    new_row = {}
+    new_row_ = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] new_row = new_row_
+    cdef int[::1] zbase = np.full(nl_total, -1, np.int32)
+    cdef int nxt = n_in
     for row in range(n_in):
         new_row[row] = row
-    nxt = n_in
-    zbase = {}
-    for it in order:
-        for row in ([n_in + it] if it >= 0 else l_outs[-1 - it]):
-            new_row[row] = nxt
+    for i in range(no):
+        it = order[i]
+        if it < n:
+            new_row[n_in + it] = nxt
             nxt += 1
-        if it < 0 and l_z[-1 - it]:
-            zbase[-1 - it] = nxt
-            nxt += len(layers[-1 - it])
-    ops, kinds, outs_, oas, obs, oss, ocs = [], [], [], [], [], [], []
-    meta, lrows, lslots, linit, lep, lepc = [], [], [], [], [], []
-    pw_size = ln_size = 0
-    for it in order:
-        if it >= 0:
+        else:
+            nl = it - <int>n
+            for q in range(l_out0[nl], l_out0[nl + 1]):
+                new_row[l_outs[q]] = nxt
+                nxt += 1
+            if l_z[nl]:
+                zbase[nl] = nxt
+                nxt += l_out0[nl + 1] - l_out0[nl]
+    t_op_ = np.empty(no, np.uint8)
+    t_kind_ = np.empty(no, np.uint8)
+    t_out_ = np.empty(no, np.int32)
+    t_a_ = np.empty(no, np.int32)
+    t_b_ = np.empty(no, np.int32)
+    t_s_ = np.empty(no, np.int32)
+    t_c_ = np.empty(no, np.float64)
+    cdef unsigned char[::1] t_op = t_op_, t_kind = t_kind_
+    cdef int[::1] t_out = t_out_, t_a = t_a_, t_b = t_b_, t_s = t_s_
+    cdef double[::1] t_c = t_c_
+    meta, linit, lep, lepc = [], [], [], []
+    rows_parts, slot_parts = [], []
+    cdef int n_lrows = 0, n_lslots = 0, pw_size = 0, ln_size = 0, x_off, z_off
+    cdef int w_off, b_off, bl_off, init_off, ep_off, act
+    cdef bint has_post
+    for i in range(no):
+        it = order[i]
+        if it < n:
             k = it
-            ops.append(b_op[k])
-            kinds.append(b_kind[k])
-            outs_.append(new_row[n_in + k])
-            oas.append(b_a[k] if b_kind[k] == K_SB else new_row[b_a[k]])
-            obs.append(new_row[b_b[k]] if b_kind[k] in (K_BB, K_SB) else b_b[k])
-            oss.append(b_s[k])
-            ocs.append(b_c[k])
+            kd = kind[k]
+            t_op[i] = op[k]
+            t_kind[i] = kd
+            t_out[i] = new_row[n_in + k]
+            t_a[i] = a[k] if kd == K_SB else new_row[a[k]]
+            t_b[i] = new_row[b[k]] if (kd == K_BB or kd == K_SB) else b[k]
+            t_s[i] = s[k]
+            t_c[i] = c[k]
             continue
-        nl = -1 - it
+        nl = it - <int>n
         g = layers[nl]
         g0 = g[0]
         H = len(g)
         K = ch_K[g0]
         nep = l_nep[nl]
-        has_post = any(ch_post[ch] >= 0 for ch in g)
-        act = 1 if (nep == 1 and op[ep_instr[ch_ep0[g0]]] == OP_RELU) else 0
-        ops.append(OP_LAYER)
-        kinds.append(K_B)
-        outs_.append(new_row[l_outs[nl][0]])
-        oas.append(len(meta) // LM_SIZE)
-        obs.append(-1)
-        oss.append(-1)
-        ocs.append(0.0)
-        x_off = len(lrows)
-        lrows += [new_row[xs_of[t]] for t in range(xs_off[g0], xs_off[g0 + 1])]
-        lrows += [new_row[row] for row in l_outs[nl]]
-        z_off = -1
-        if nl in zbase:
-            z_off = len(lrows)
-            lrows += list(range(zbase[nl], zbase[nl] + H))
-        w_off = len(lslots)
+        has_post = False
         for ch in g:
-            lslots += list(wslot[xs_off[ch]:xs_off[ch + 1]])
-        b_off = len(lslots)
-        lslots += [ch_slot[ch] for ch in g]
+            if ch_post[ch] >= 0:
+                has_post = True
+        act = 1 if (nep == 1 and op[ep_instr[g0 * MAX_EPILOGUE]] == OP_RELU) else 0
+        t_op[i] = OP_LAYER
+        t_kind[i] = K_B
+        t_out[i] = new_row[l_outs[l_out0[nl]]]
+        t_a[i] = len(meta) // LM_SIZE
+        t_b[i] = -1
+        t_s[i] = -1
+        t_c[i] = 0.0
+        x_off = n_lrows
+        rows_parts.append(new_row_[xs_of_[xs_off[g0]:xs_off[g0 + 1]]])
+        rows_parts.append(new_row_[l_outs_[l_out0[nl]:l_out0[nl + 1]]])
+        n_lrows += K + H
+        z_off = -1
+        if l_z[nl]:
+            z_off = n_lrows
+            rows_parts.append(np.arange(zbase[nl], zbase[nl] + H, dtype=np.int32))
+            n_lrows += H
+        w_off = n_lslots
+        for ch in g:
+            slot_parts.append(wslot_[xs_off[ch]:xs_off[ch + 1]])
+        b_off = w_off + H * K
+        slot_parts.append(np.array([ch_slot[ch] for ch in g], np.int32))
+        n_lslots += H * K + H
         bl_off = -1
         if has_post:
-            bl_off = len(lslots)
-            lslots += [ch_post[ch] for ch in g]
+            bl_off = n_lslots
+            slot_parts.append(np.array([ch_post[ch] for ch in g], np.int32))
+            n_lslots += H
         init_off = len(linit)
         linit += [ch_init[ch] for ch in g]
         ep_off = len(lep)
         for q in range(nep):
-            k = ep_instr[ch_ep0[g0] + q]
+            k = ep_instr[g0 * MAX_EPILOGUE + q]
             lep.append(op[k])
             lepc.append(c[k])
         meta += [H, K, act, x_off, x_off + K, w_off, b_off, pw_size, ln_size,
                  bl_off, z_off, ep_off, nep, init_off]
         pw_size += _round_mr(H) * K + H * (2 if has_post else 1)
         ln_size += (H * K + H) * FG_LANES
-    b_op[:] = ops
-    b_kind[:] = kinds
-    b_out[:] = outs_
-    b_a[:] = oas
-    b_b[:] = obs
-    b_s[:] = oss
-    b_c[:] = ocs
     prog.nlayers = len(meta) // LM_SIZE
     prog.l_meta = np.array(meta, np.int32)
-    prog.l_rows = np.array(lrows, np.int32)
-    prog.l_slots = np.array(lslots, np.int32)
+    prog.l_rows = np.concatenate(rows_parts).astype(np.int32)
+    prog.l_slots = np.concatenate(slot_parts).astype(np.int32)
     prog.l_init = np.array(linit + [0.0], np.float64)
     prog.l_ep = np.array(lep + [0], np.int32)
     prog.l_epc = np.array(lepc + [0.0], np.float64)
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
     prog.l_sums = np.zeros(ln_size // FG_LANES + 1, np.float64)
-    return new_row, nxt
-
-
-cdef inline unsigned long long _bits(double v) noexcept:
-    """The bits of a double (constants compare by bits: -0.0 != 0.0)."""
-    cdef unsigned long long u
-    memcpy(&u, &v, sizeof(double))
-    return u
+    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_), new_row_, nxt
 
 
 # -- stage 3: running layers --------------------------------------------------

@@ -1,88 +1,105 @@
 # Stage 2: analysis passes over the recorded tape.
 # (included by _replay.pyx; see the stage list in its docstring)
+#
+# Every pass works on typed arrays, one entry per instruction or row, and is
+# linear in the tape (no Python object per instruction).  In the batched
+# tape instruction k writes row n_inputs + k until _find_layers renumbers.
 
 # ---------------------------------------------------------------------------
 # fusion and forward-only dot chains
 # ---------------------------------------------------------------------------
 
-cdef int _fuse(list b_op, list b_kind, list b_out, list b_a, list b_b,
-               list b_s, list b_c, int n_in, set o_rows, dict slot) except -1:
-    """Fuse ``acc + s*x`` pairs into OP_FMULADD and renumber batched rows.
+cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
+                 int[::1] b, int[::1] s, double[::1] c, int n_in,
+                 const unsigned char[::1] is_out):
+    """Fuse ``acc + s*x`` pairs into OP_FMULADD and drop the products.
 
-    Edits the batched tape lists in place; returns the new instruction count.
-    ``slot`` (node -> (batched, index)) is updated for the renumbered rows.
+    Edits the arrays in place (the kept instructions first, renumbered);
+    returns (new instruction count, old row -> new row as an int32 array,
+    -1 for a dropped product's row).
     """
-    cdef int n = len(b_op), k, m, row, kind
-    cdef list uses = [0] * (n_in + n)
-    cdef dict prod_at = {}
-    cdef set removed = set()
+    cdef Py_ssize_t n = op.shape[0], k, m, i
+    cdef int[::1] uses = np.zeros(n_in + n + 1, np.int32)
+    cdef unsigned char[::1] removed = np.zeros(n + 1, np.uint8)
+    cdef int[::1] new_row = np.full(n_in + n + 1, -1, np.int32)
+    cdef int kd, row, which, acc, sc, x, nrem = 0
+    cdef bint acc_bat
     for k in range(n):
-        kind = b_kind[k]
-        if kind != K_SB:
-            uses[b_a[k]] += 1
-        if kind == K_BB or kind == K_SB:
-            uses[b_b[k]] += 1
-        if b_op[k] == OP_MUL and (kind == K_SB or kind == K_BS):
-            prod_at[b_out[k]] = k
+        kd = kind[k]
+        if kd != K_SB:
+            uses[a[k]] += 1
+        if kd == K_BB or kd == K_SB:
+            uses[b[k]] += 1
     for k in range(n):
-        if b_op[k] != OP_ADD or b_kind[k] == K_B:
+        kd = kind[k]
+        if op[k] != OP_ADD or kd == K_B:
             continue
-        kind = b_kind[k]
         # the product may be either operand of the sum (a + b == b + a)
-        for which in (1, 0):
-            if which == 1 and kind == K_BS or which == 0 and kind == K_SB:
+        for which in range(1, -1, -1):
+            if which == 1 and kd == K_BS or which == 0 and kd == K_SB:
                 continue                  # that operand is a scalar
-            row = b_b[k] if which == 1 else b_a[k]
-            m = prod_at.get(row, -1)
-            if m < 0 or uses[row] != 1 or row in o_rows or m in removed:
+            row = b[k] if which == 1 else a[k]
+            m = row - n_in
+            if (m < 0 or op[m] != OP_MUL or not (kind[m] == K_SB or kind[m] == K_BS)
+                    or uses[row] != 1 or is_out[row] or removed[m]):
                 continue
-            if which == 1:
-                acc = b_a[k]
-                acc_bat = kind == K_BB
+            acc = a[k] if which == 1 else b[k]
+            acc_bat = kd == K_BB
+            if kind[m] == K_SB:
+                sc, x = a[m], b[m]
             else:
-                acc = b_b[k]
-                acc_bat = kind == K_BB
-            if b_kind[m] == K_SB:
-                sc, x = b_a[m], b_b[m]
-            else:
-                sc, x = b_b[m], b_a[m]
-            b_op[k] = OP_FMULADD
-            b_kind[k] = K_BB if acc_bat else K_SB
-            b_a[k] = acc
-            b_b[k] = x
-            b_s[k] = sc
-            b_c[k] = 0.0
-            removed.add(m)
+                sc, x = b[m], a[m]
+            op[k] = OP_FMULADD
+            kind[k] = K_BB if acc_bat else K_SB
+            a[k] = acc
+            b[k] = x
+            s[k] = sc
+            c[k] = 0.0
+            removed[m] = 1
+            nrem += 1
             break
-    if not removed:
-        return n
+    for row in range(n_in):
+        new_row[row] = row
+    if nrem == 0:
+        for k in range(n):
+            new_row[n_in + k] = n_in + <int>k
+        return n, np.asarray(new_row)
     # drop the fused products and renumber the remaining result rows
-    cdef dict new_row = {}
-    keep = [k for k in range(n) if k not in removed]
-    for i, k in enumerate(keep):
-        new_row[b_out[k]] = n_in + i
-
-    def ren(int r):
-        return r if r < n_in else new_row[r]
-
-    for lst in (b_op, b_kind, b_out, b_a, b_b, b_s, b_c):
-        lst[:] = [lst[k] for k in keep]
-    for i in range(len(keep)):
-        kind = b_kind[i]
-        b_out[i] = n_in + i
-        if kind != K_SB:
-            b_a[i] = ren(b_a[i])
-        if kind == K_BB or kind == K_SB:
-            b_b[i] = ren(b_b[i])
-    for key, sa in list(slot.items()):
-        if sa[0] and sa[1] >= n_in and sa[1] in new_row:
-            slot[key] = (True, new_row[sa[1]])
-    return len(keep)
+    i = 0
+    for k in range(n):
+        if not removed[k]:
+            new_row[n_in + k] = n_in + <int>i
+            i += 1
+    i = 0
+    for k in range(n):
+        if removed[k]:
+            continue
+        kd = kind[k]
+        op[i] = op[k]
+        kind[i] = kd
+        a[i] = new_row[a[k]] if kd != K_SB else a[k]
+        b[i] = new_row[b[k]] if (kd == K_BB or kd == K_SB) else b[k]
+        s[i] = s[k]
+        c[i] = c[k]
+        i += 1
+    return i, np.asarray(new_row)
 
 
-cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
-                       list b_a, list b_b, list b_s, list b_c, list o_slot,
-                       list o_bat) except -1:
+cdef inline int _nreads(int op, int kind, int ns) noexcept:
+    """Number of batched rows a (forward-tape) instruction reads."""
+    cdef int r = 0 if kind == K_SB else 1
+    if op == OP_DOT:
+        return r + ns
+    if kind == K_BB or kind == K_SB:
+        r += 1
+    return r
+
+
+cdef int _forward_tape(Program prog, const unsigned char[::1] op,
+                       const unsigned char[::1] kind, const int[::1] a,
+                       const int[::1] b, const int[::1] s, const double[::1] c,
+                       list o_slot, list o_bat,
+                       const unsigned char[::1] is_out) except -1:
     """The forward-only tape: dot chains merged, rows reused once dead.
 
     1. A fused mul-add whose batched acc is the result of another fused
@@ -92,112 +109,151 @@ cdef int _forward_tape(Program prog, list b_op, list b_kind, list b_out,
        its own operands' rows, which are released after it, so no loop reads
        and writes the same row); output rows are never freed.
     """
-    cdef int n = len(b_out), n_in = prog.n_inputs, k, m, r, nrows
-    cdef set keep = {o_slot[q] for q in range(len(o_slot)) if o_bat[q]}
-    cdef dict uses = {}, fma_at = {}, last = {}, phys = {}
-    cdef list chain = [None] * n, gone = [False] * n
-    cdef list f_op = [], f_kind = [], f_out = [], f_a = [], f_b = [], f_s = []
-    cdef list f_c = [], d_s = [], d_x = [], free_rows = [], rows_of = []
+    cdef Py_ssize_t n = op.shape[0], k, m, i, t, nf = 0, nd = 0
+    cdef int n_in = prog.n_inputs, nr = n_in + <int>n, row, r, nrows, top = 0
+    cdef int[::1] uses = np.zeros(nr + 1, np.int32)
+    cdef int[::1] prev = np.full(n + 1, -1, np.int32)
+    cdef int[::1] clen = np.ones(n + 1, np.int32)
+    cdef unsigned char[::1] gone = np.zeros(n + 1, np.uint8)
+    cdef int kd, L, h, j, nread, q
     # -- 1. chains
     for k in range(n):
-        for rr in _rows_read(b_op[k], b_kind[k], b_a[k], b_b[k], None, None):
-            uses[rr] = uses.get(rr, 0) + 1
+        kd = kind[k]
+        if kd != K_SB:
+            uses[a[k]] += 1
+        if kd == K_BB or kd == K_SB:
+            uses[b[k]] += 1
     for k in range(n):
-        if b_op[k] != OP_FMULADD:
+        if op[k] != OP_FMULADD or kind[k] != K_BB:
             continue
-        m = fma_at.get(b_a[k], -1) if b_kind[k] == K_BB else -1
-        if (m >= 0 and uses.get(b_a[k], 0) == 1 and b_a[k] not in keep
+        m = a[k] - n_in
+        if (m >= 0 and op[m] == OP_FMULADD and uses[a[k]] == 1 and not is_out[a[k]]
                 and not gone[m]):
-            chain[k] = (chain[m][0], chain[m][1], chain[m][2] + [(b_s[k], b_b[k])])
-            gone[m] = True
-        else:
-            chain[k] = (b_a[k], b_kind[k], [(b_s[k], b_b[k])])
-        fma_at[b_out[k]] = k
+            prev[k] = <int>m
+            clen[k] = clen[m] + 1
+            gone[m] = 1
+    f_op_ = np.empty(n + 1, np.uint8)
+    f_kind_ = np.empty(n + 1, np.uint8)
+    f_out_ = np.empty(n + 1, np.int32)
+    f_a_ = np.empty(n + 1, np.int32)
+    f_b_ = np.empty(n + 1, np.int32)
+    f_s_ = np.empty(n + 1, np.int32)
+    f_c_ = np.empty(n + 1, np.float64)
+    d_s_ = np.empty(n + 1, np.int32)
+    d_x_ = np.empty(n + 1, np.int32)
+    cdef unsigned char[::1] f_op = f_op_, f_kind = f_kind_
+    cdef int[::1] f_out = f_out_, f_a = f_a_, f_b = f_b_, f_s = f_s_
+    cdef int[::1] d_s = d_s_, d_x = d_x_
+    cdef double[::1] f_c = f_c_
     for k in range(n):
         if gone[k]:
             continue
-        if b_op[k] == OP_FMULADD and len(chain[k][2]) > 1:
-            f_op.append(OP_DOT)
-            f_kind.append(chain[k][1])
-            f_a.append(chain[k][0])
-            f_b.append(len(d_s))
-            f_s.append(len(chain[k][2]))
-            for sc, x in chain[k][2]:
-                d_s.append(sc)
-                d_x.append(x)
+        if op[k] == OP_FMULADD and clen[k] > 1:
+            L = clen[k]
+            h = <int>k
+            for t in range(L - 1, -1, -1):     # terms last to first
+                d_s[nd + t] = s[h]
+                d_x[nd + t] = b[h]
+                if t > 0:
+                    h = prev[h]
+            f_op[nf] = OP_DOT
+            f_kind[nf] = kind[h]
+            f_a[nf] = a[h]
+            f_b[nf] = <int>nd
+            f_s[nf] = L
+            nd += L
         else:
-            f_op.append(b_op[k])
-            f_kind.append(b_kind[k])
-            f_a.append(b_a[k])
-            f_b.append(b_b[k])
-            f_s.append(b_s[k])
-        f_out.append(b_out[k])
-        f_c.append(b_c[k])
+            f_op[nf] = op[k]
+            f_kind[nf] = kind[k]
+            f_a[nf] = a[k]
+            f_b[nf] = b[k]
+            f_s[nf] = s[k]
+        f_out[nf] = n_in + <int>k
+        f_c[nf] = c[k]
+        nf += 1
     # -- 2. rows
-    n = len(f_op)
-    for k in range(n):
-        rows_of.append(_rows_read(f_op[k], f_kind[k], f_a[k], f_b[k], f_s[k], d_x))
-        for rr in rows_of[k]:
-            last[rr] = k
-    for r in range(n_in):
-        phys[r] = r
+    cdef int[::1] last = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] phys = np.empty(nr + 1, np.int32)
+    cdef int[::1] freed = np.empty(nr + 1, np.int32)    # a stack of free rows
+    cdef int[::1] stamp = np.full(nr + 1, -1, np.int32)
+    for i in range(nf):
+        nread = _nreads(f_op[i], f_kind[i], f_s[i])
+        for q in range(nread):
+            last[_fread(f_op[i], f_kind[i], f_a[i], f_b[i], &d_x[0], q)] = <int>i
+    for row in range(n_in):
+        phys[row] = row
     nrows = n_in
-    for k in range(n):
-        if free_rows:
-            r = free_rows.pop()
+    for i in range(nf):
+        if top > 0:
+            top -= 1
+            r = freed[top]
         else:
             r = nrows
             nrows += 1
-        reads = rows_of[k]
-        if f_op[k] == OP_DOT:
-            for i in range(f_s[k]):
-                d_x[f_b[k] + i] = phys[d_x[f_b[k] + i]]
-        else:
-            if f_kind[k] == K_BB or f_kind[k] == K_SB:
-                f_b[k] = phys[f_b[k]]
-        if f_kind[k] != K_SB:
-            f_a[k] = phys[f_a[k]]
-        phys[f_out[k]] = r
-        for rr in set(reads):
-            if last[rr] == k and rr not in keep:
-                free_rows.append(phys[rr])
-        if f_out[k] not in last and f_out[k] not in keep:
-            free_rows.append(r)            # a result nothing reads
-        f_out[k] = r
-    prog.n_finstr = n
-    prog.f_op = np.array(f_op + [0], np.uint8)
-    prog.f_kind = np.array(f_kind + [0], np.uint8)
-    prog.f_out = np.array(f_out + [0], np.int32)
-    prog.f_a = np.array(f_a + [0], np.int32)
-    prog.f_b = np.array(f_b + [0], np.int32)
-    prog.f_s = np.array(f_s + [0], np.int32)
-    prog.f_c = np.array(f_c + [0.0], np.float64)
-    prog.d_s = np.array(d_s + [0], np.int32)
-    prog.d_x = np.array(d_x + [0], np.int32)
+        # release the rows whose last reader this is (each once), then remap
+        nread = _nreads(f_op[i], f_kind[i], f_s[i])
+        for q in range(nread):
+            row = _fread(f_op[i], f_kind[i], f_a[i], f_b[i], &d_x[0], q)
+            if last[row] == i and not is_out[row] and stamp[row] != i:
+                stamp[row] = <int>i
+                freed[top] = phys[row]
+                top += 1
+        if f_op[i] == OP_DOT:
+            for t in range(f_b[i], f_b[i] + f_s[i]):
+                d_x[t] = phys[d_x[t]]
+        elif f_kind[i] == K_BB or f_kind[i] == K_SB:
+            f_b[i] = phys[f_b[i]]
+        if f_kind[i] != K_SB:
+            f_a[i] = phys[f_a[i]]
+        row = f_out[i]
+        phys[row] = r
+        if last[row] < 0 and not is_out[row]:
+            freed[top] = r                 # a result nothing reads
+            top += 1
+        f_out[i] = r
+    prog.n_finstr = <int>nf
+    f_op[nf] = 0
+    f_kind[nf] = 0
+    f_out[nf] = 0
+    f_a[nf] = 0
+    f_b[nf] = 0
+    f_s[nf] = 0
+    f_c[nf] = 0.0
+    d_s[nd] = 0
+    d_x[nd] = 0
+    prog.f_op = f_op_[:nf + 1]
+    prog.f_kind = f_kind_[:nf + 1]
+    prog.f_out = f_out_[:nf + 1]
+    prog.f_a = f_a_[:nf + 1]
+    prog.f_b = f_b_[:nf + 1]
+    prog.f_s = f_s_[:nf + 1]
+    prog.f_c = f_c_[:nf + 1]
+    prog.d_s = d_s_[:nd + 1]
+    prog.d_x = d_x_[:nd + 1]
     prog.f_oslot = np.array([phys[o_slot[q]] if o_bat[q] else o_slot[q]
                              for q in range(len(o_slot))], np.int32)
     prog.n_frows = nrows
     return 0
 
 
-cdef list _rows_read(int op, int kind, int a, int b, object s, list dx):
-    """Batched rows an instruction reads."""
-    cdef list rows = []
+cdef inline int _fread(int op, int kind, int a, int b, const int* dx,
+                       int q) noexcept:
+    """The q-th batched row a forward-tape instruction reads (see _nreads)."""
     if kind != K_SB:
-        rows.append(a)
+        if q == 0:
+            return a
+        q -= 1
     if op == OP_DOT:
-        rows.extend(dx[b:b + <int>s])
-    elif kind == K_BB or kind == K_SB:
-        rows.append(b)
-    return rows
+        return dx[b + q]
+    return b
 
 
 # ---------------------------------------------------------------------------
 # scalar dot chains
 # ---------------------------------------------------------------------------
 
-cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
-                      set external, list sd) except -1:
+cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
+                        const unsigned char[::1] external):
     """Merge chains ((acc + a0*b0) + a1*b1) + ... of the scalar tape into one
     OP_SDOT each (an L2 penalty ``sum(p * p for p in params)`` is one).
 
@@ -209,82 +265,117 @@ cdef int _scalar_dots(list s_op, list s_out, list s_a, list s_b, list s_c,
     is the chain's own additions in order (the same floats); backward adds
     b_i * g and a_i * g to the terms' gradients, g being the chain's
     gradient, which every link passes on unchanged (an add's rule), so no
-    running sum needs its own gradient.  Edits the lists in place.
+    running sum needs its own gradient.  Returns the new tape (op, out, a,
+    b, c) and sd as arrays.
     """
-    cdef int n = len(s_op), k, m, c, x
-    cdef dict uses = {}, prod_at = {}, link_at = {}
-    cdef list chains = [], chain_of = [-1] * n
+    cdef const unsigned char[::1] op = s_op_
+    cdef const int[::1] a = s_a_, b = s_b_
+    cdef const double[::1] c = s_c_
+    cdef Py_ssize_t n = op.shape[0], k, i
+    cdef int j, m, x, other, acc, ch, nch = 0, jl, q, first, nsd = 0
+    out = np.arange(base, base + n, dtype=np.int32)
     if n == 0:
-        return 0
+        return s_op_, out, s_a_, s_b_, s_c_, np.zeros(0, np.int32)
+    cdef int ns = base + <int>n
+    cdef int[::1] uses = np.zeros(ns + 1, np.int32)
+    cdef int[::1] chain_of = np.full(n + 1, -1, np.int32)
+    cdef int[::1] link_chain = np.full(n + 1, -1, np.int32)
+    cdef int[::1] ch_acc = np.empty(n + 1, np.int32)
+    cdef int[::1] ch_first = np.empty(n + 1, np.int32)    # first term (product)
+    cdef int[::1] ch_lastterm = np.empty(n + 1, np.int32)
+    cdef int[::1] ch_nterms = np.zeros(n + 1, np.int32)
+    cdef int[::1] ch_end = np.full(n + 1, -1, np.int32)   # its last link
+    cdef int[::1] term_next = np.full(n + 1, -1, np.int32)
     for k in range(n):
-        uses[s_a[k]] = uses.get(s_a[k], 0) + 1
-        if s_b[k] >= 0:
-            uses[s_b[k]] = uses.get(s_b[k], 0) + 1
-        if s_op[k] == OP_MUL:
-            prod_at[s_out[k]] = k
-
-    def single(int slot):
-        return uses.get(slot, 0) == 1 and slot not in external
-
+        uses[a[k]] += 1
+        if b[k] >= 0:
+            uses[b[k]] += 1
     for k in range(n):
-        if s_op[k] != OP_ADD:
+        if op[k] != OP_ADD:
             continue
         # which operand is a product read only here (a + b == b + a)
         acc = -1
         m = -1
-        for x, other in ((s_b[k], s_a[k]), (s_a[k], s_b[k])):
-            m = prod_at.get(x, -1)
-            if m >= 0 and m < k and single(x) and chain_of[m] == -1:
+        for q in range(2):
+            x = b[k] if q == 0 else a[k]
+            other = a[k] if q == 0 else b[k]
+            j = x - base
+            if (0 <= j < k and op[j] == OP_MUL and uses[x] == 1 and not external[x]
+                    and chain_of[j] == -1):
+                m = j
                 acc = other
                 break
-        if acc < 0:
+        if m < 0:
             continue
-        c = link_at.get(acc, -1)
-        if c >= 0 and single(acc):
-            link_at.pop(acc)               # the running sum continues
+        jl = acc - base
+        ch = link_chain[jl] if jl >= 0 else -1
+        if ch >= 0 and uses[acc] == 1 and not external[acc]:
+            link_chain[jl] = -1                # the running sum continues
+            term_next[ch_lastterm[ch]] = m
         else:
-            c = len(chains)
-            chains.append([acc, []])
-        chains[c][1].append(m)
-        chain_of[m] = c
-        chain_of[k] = c
-        link_at[s_out[k]] = c
+            ch = nch
+            nch += 1
+            ch_acc[ch] = acc
+            ch_first[ch] = m
+        ch_lastterm[ch] = m
+        ch_nterms[ch] += 1
+        chain_of[m] = ch
+        chain_of[k] = ch
+        link_chain[k] = ch
+    if nch == 0:
+        return s_op_, out, s_a_, s_b_, s_c_, np.zeros(0, np.int32)
     # chains of at least two terms become one instruction at their last link
-    last = {}
-    for out, c in link_at.items():
-        if len(chains[c][1]) > 1:
-            last[c] = out
-    if not last:
-        return 0
-    keep_op, keep_out, keep_a, keep_b, keep_c = [], [], [], [], []
+    cdef bint any_chain = False
     for k in range(n):
-        c = chain_of[k]
-        if c >= 0 and c in last:
-            if s_op[k] != OP_ADD or s_out[k] != last[c]:
+        ch = link_chain[k]
+        if ch >= 0 and ch_nterms[ch] > 1:
+            ch_end[ch] = <int>k
+            any_chain = True
+    if not any_chain:
+        return s_op_, out, s_a_, s_b_, s_c_, np.zeros(0, np.int32)
+    n_op_ = np.empty(n, np.uint8)
+    n_out_ = np.empty(n, np.int32)
+    n_a_ = np.empty(n, np.int32)
+    n_b_ = np.empty(n, np.int32)
+    n_c_ = np.empty(n, np.float64)
+    sd_ = np.empty(2 * n + 1, np.int32)
+    cdef unsigned char[::1] n_op = n_op_
+    cdef int[::1] n_out = n_out_, n_a = n_a_, n_b = n_b_, sd = sd_
+    cdef double[::1] n_c = n_c_
+    cdef bint squares
+    i = 0
+    for k in range(n):
+        ch = chain_of[k]
+        if ch >= 0 and ch_nterms[ch] > 1:
+            if op[k] != OP_ADD or ch_end[ch] != k:
                 continue                   # a product or an inner link
-            keep_op.append(OP_SDOT)
-            keep_out.append(s_out[k])
-            keep_a.append(chains[c][0])
-            keep_b.append(len(sd))
-            terms = chains[c][1]
-            first = s_a[terms[0]]
+            n_op[i] = OP_SDOT
+            n_out[i] = base + <int>k
+            n_a[i] = ch_acc[ch]
+            n_b[i] = nsd
             # c = 1.0: the terms are the squares of consecutive slots (an L2
             # penalty over the parameters): a backward without gathers
-            keep_c.append(1.0 if all(s_a[m] == s_b[m] == first + x
-                                     for x, m in enumerate(terms)) else 0.0)
-            sd.append(len(terms))
-            for m in terms:
-                sd.append(s_a[m])
-                sd.append(s_b[m])
+            sd[nsd] = ch_nterms[ch]
+            nsd += 1
+            m = ch_first[ch]
+            first = a[m]
+            squares = True
+            q = 0
+            while m >= 0:
+                sd[nsd] = a[m]
+                sd[nsd + 1] = b[m]
+                nsd += 2
+                if not (a[m] == b[m] == first + q):
+                    squares = False
+                q += 1
+                m = term_next[m]
+            n_c[i] = 1.0 if squares else 0.0
+            i += 1
             continue
-        keep_op.append(s_op[k])
-        keep_out.append(s_out[k])
-        keep_a.append(s_a[k])
-        keep_b.append(s_b[k])
-        keep_c.append(s_c[k])
-    s_op[:] = keep_op
-    s_out[:] = keep_out
-    s_a[:] = keep_a
-    s_b[:] = keep_b
-    s_c[:] = keep_c
-    return 0
+        n_op[i] = op[k]
+        n_out[i] = base + <int>k
+        n_a[i] = a[k]
+        n_b[i] = b[k]
+        n_c[i] = c[k]
+        i += 1
+    return n_op_[:i], n_out_[:i], n_a_[:i], n_b_[:i], n_c_[:i], sd_[:nsd]

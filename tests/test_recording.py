@@ -1,0 +1,127 @@
+"""Recording (``_replay_record.pxi``): the node table, the tapes, the passes.
+
+The recorder keeps no Python object per node: a hash table keyed by the
+node's address gives each node its slot, tapes are C arrays.  These tests
+go through the corners of that bookkeeping -- outputs that are leaves or
+parameter-only results, roots already recorded with an earlier root,
+shared constants, inputs the graph does not use, big graphs (the table
+grows) -- against eager mode, bit for bit.
+"""
+import random
+
+import numpy as np
+import pytest
+
+import fastgrad
+from fastgrad import Value
+
+pytestmark = pytest.mark.compiled_only("the compiled recorder")
+
+if fastgrad.COMPILED:
+    from fastgrad import _replay
+
+
+def bits(a):
+    return np.asarray(a, np.float64).tobytes()
+
+
+def test_outputs_that_are_leaves_params_or_parameter_only_results():
+    w = Value(1.5)
+
+    def fn(x):
+        c = Value(-0.0)                   # a constant leaf, output directly
+        return [x[0] * w + x[1], x[1], w, w * w + 1.0, c, (x[0] * w).tanh()]
+
+    prog = fastgrad.compile(fn, 2, params=[w])
+    X = np.array([[0.5, -2.0], [-0.0, 3.0], [1e300, -1e-300]])
+    out = prog.predict(X)
+    outs_b = np.empty_like(out)
+    prog.batch(X, outputs=outs_b)
+    expect = np.array([[v.data for v in fn([Value(a), Value(b)])] for a, b in X])
+    assert bits(out) == bits(expect)
+    assert bits(outs_b) == bits(expect)
+    assert [prog.forward(r).tolist() for r in X] == expect.tolist()
+
+
+def test_a_root_recorded_with_an_earlier_root_and_shared_constants():
+    random.seed(2)
+    from fastgrad.nn import MLP
+    model = MLP(2, [5, 1])
+
+    def fn(x):
+        k = Value(0.25)                   # one constant, read by all three
+        score = model(x[:2])
+        loss = (1 + -x[2] * score).relu() * k + k
+        return [loss, score, score * k]      # score: inside loss's graph
+
+    prog = fastgrad.compile(fn, 3, params=model.parameters())
+    X = np.random.default_rng(0).normal(size=(7, 3))
+    out = np.empty((7, 3))
+    prog.batch(X, outputs=out)
+    expect = [[v.data for v in fn([Value(t) for t in r])] for r in X]
+    assert bits(out) == bits(expect)
+    assert prog.tape()["constants"].tolist().count(0.25) == 1
+
+
+def test_unused_inputs_with_allow_unused():
+    w = Value(2.0)
+    x = [Value(1.0) for _ in range(3)]
+    with pytest.raises(ValueError, match=r"input\(s\) \[1\] are not in the graph"):
+        _replay.build([x[0] * w + x[2]], x, [w])
+    prog = _replay.build([x[0] * w + x[2]], x, [w], allow_unused=True)
+    gin = np.empty((2, 3))
+    prog.batch(np.array([[1.0, 5.0, 2.0], [3.0, -1.0, 0.5]]), reduce="sum",
+               input_grad=gin)
+    assert gin.tolist() == [[2.0, 0.0, 1.0], [2.0, 0.0, 1.0]]
+    assert w.grad == 4.0
+
+
+def test_duplicate_and_conflicting_leaves_are_refused():
+    a, b = Value(1.0), Value(2.0)
+    with pytest.raises(ValueError, match="input 1 is the same Value as input 0"):
+        _replay.build([a * b], [a, a], [b])
+    with pytest.raises(ValueError, match="parameter 0 is also input 0"):
+        _replay.build([a * b], [a], [a])
+    with pytest.raises(ValueError, match="parameter 1 is the same Value as parameter 0"):
+        _replay.build([a * b], [a], [b, b])
+    with pytest.raises(ValueError, match=r"parameter\(s\) \[1\]"):
+        _replay.build([a * b], [a], [b, Value(3.0)])
+    with pytest.raises(ValueError, match="penalty depends on an input"):
+        _replay.build([a * b], [a], [b], penalty=a * 2)
+
+
+def test_big_graph_with_many_constants():
+    # thousands of distinct constant leaves and shared subexpressions: the
+    # node table grows several times while recording
+    rnd = random.Random(3)
+    ws = [Value(rnd.uniform(-1, 1)) for _ in range(50)]
+    numbers = [rnd.uniform(-1, 1) for _ in range(3000)]
+
+    def fn(x):
+        acc = x[0]
+        for i, cst in enumerate(Value(t) for t in numbers):
+            acc = (acc * cst + ws[i % 50] * x[1]).tanh() if i % 7 == 0 else acc + cst
+        return [acc, acc * acc]
+
+    prog = fastgrad.compile(fn, 2, params=ws)
+    X = np.random.default_rng(3).normal(size=(5, 2))
+    out = np.empty((5, 2))
+    pg = np.empty(50)
+    prog.batch(X, outputs=out, param_grad=pg, reduce="sum")
+    for p in ws:
+        p.grad = 0.0
+    rows = [[Value(t) for t in r] for r in X]
+    eo = [fn(r) for r in rows]
+    sum(o[0] for o in eo).backward()
+    assert bits(out) == bits([[v.data for v in o] for o in eo])
+    np.testing.assert_allclose(pg, [p.grad for p in ws], rtol=1e-12, atol=1e-300)
+    assert len(prog.tape()["constants"]) == 3000
+
+
+def test_build_stages_hook():
+    w = Value(1.0)
+    fastgrad.compile(lambda x: x[0] * w, 1, params=[w])
+    stages = _replay._build_stages()
+    assert [s[0] for s in stages] == ["record", "fixups", "fuse", "forward_tape",
+                                      "layers", "scalar_dots", "finish"]
+    assert all(wall >= 0 and cpu >= 0 for _, wall, cpu in stages)
