@@ -44,8 +44,7 @@ if "--xla_cpu_multi_thread_eigen" not in _flags:
 import numpy as np  # noqa: E402
 
 from fastgrad import Value  # noqa: E402
-from fastgrad import _benchcases as bc  # noqa: E402
-from fastgrad import _benchgrid as bg  # noqa: E402
+from fastgrad.bench import grid, grid_peers, grid_report, harness  # noqa: E402
 
 LR = 0.05
 ALPHA = 1e-4
@@ -221,8 +220,8 @@ STYLE_BY_NAME = {s.name: s for s in STYLES}
 def dataset(style: Style, N: int) -> Tuple[np.ndarray, np.ndarray]:
     """Inputs X (N, nin) and targets: (N,) labels -1/+1 or (N, 10) one-hot."""
     if style.data == "moons":
-        return bg.moons(N)
-    sk = bc.require("sklearn.datasets")
+        return grid_peers.moons(N)
+    sk = harness.require("sklearn.datasets")
     d = sk.load_digits()
     X = np.ascontiguousarray(d.data[:N] / 16.0, dtype=np.float64)
     Y = np.zeros((X.shape[0], 10))
@@ -382,7 +381,7 @@ class JaxSide:
     name = "jax.jit"
 
     def __init__(self, style: Style, X: np.ndarray, Y: np.ndarray, layers: Any) -> None:
-        jax = bg._jax()
+        jax = grid_peers._jax()
         jnp = jax.numpy
         self.p = [(jnp.asarray(W), None if b is None else jnp.asarray(b)) for W, b in layers]
         acts, loss_kind = style.acts, style.loss
@@ -433,7 +432,7 @@ class TorchSide:
     name = "torch eager"
 
     def __init__(self, style: Style, X: np.ndarray, Y: np.ndarray, layers: Any) -> None:
-        torch = bg._torch()
+        torch = grid_peers._torch()
         self.torch = torch
         self.p = [(torch.tensor(W, requires_grad=True),
                    None if b is None else torch.tensor(b, requires_grad=True))
@@ -553,13 +552,13 @@ def run_row(style: Style, N: int, peers: Sequence[str], rounds: int,
         try:
             side = PEERS[name](style, fg.X, fg.Y, fg.initial)
             p_loss = side.step()
-            bg.check_close("loss", f_loss, p_loss, LOSS_RTOL, 0.0)
-            bg.check_close("parameters after the update", f_flat, side.flat(),
+            grid.check_close("loss", f_loss, p_loss, LOSS_RTOL, 0.0)
+            grid.check_close("parameters after the update", f_flat, side.flat(),
                            PARAM_RTOL, PARAM_ATOL)
-        except bc.NotAvailable as exc:
+        except harness.NotAvailable as exc:
             r.status, r.reason = "skipped", str(exc)
             continue
-        except bc.Mismatch as exc:
+        except harness.Mismatch as exc:
             r.status, r.reason = "FAILURE", f"differs from fastgrad: {exc}"
             continue
         sides.append((side, r))
@@ -630,13 +629,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     peers = [p for p in args.peers.split(",") if p]
     rows: List[RowResult] = []
-    with bg.single_core() as how:
-        print(f"# model code styles; {how}; commit {bg.source_commit()}", flush=True)
+    with grid.single_core() as how:
+        print(f"# model code styles; {how}; commit {grid_report.source_commit()}", flush=True)
         for name in args.rows.split(","):
             style = STYLE_BY_NAME[name]
             Ns = [int(n) for n in args.N.split(",")] if args.N else style.Ns
             for N in Ns:
-                with bc.isolated_gc():
+                with harness.isolated_gc():
                     r = run_row(style, N, peers, args.rounds)
                 rows.append(r)
                 print(report([r]).splitlines()[-1], flush=True)

@@ -263,8 +263,10 @@ cdef class Program:
         >>> model = MLP(2, [8, 1])
         >>> prog = fastgrad.compile(lambda x: model(x), 2, params=model.parameters())
         >>> s = prog.summary()
-        >>> [layer.describe() for layer in s.layers]
-        ['2 -> 8, sum starts at bias, bias first, relu', '8 -> 1, sum starts at bias, bias first, no activation']
+        >>> for layer in s.layers:
+        ...     print(layer.describe())
+        2 -> 8, sum starts at bias, bias first, relu
+        8 -> 1, sum starts at bias, bias first, no activation
         >>> s.layer_share
         1.0
         """
@@ -314,8 +316,8 @@ cdef class Program:
             op = self.b_op[k]
             if op == OP_LAYER:
                 continue
-            if op == OP_FMULADD or (op == OP_MUL and (self.b_kind[k] == K_SB
-                                                     or self.b_kind[k] == K_BS)):
+            if op == OP_FMULADD or (op == OP_MUL and (
+                    self.b_kind[k] == K_SB or self.b_kind[k] == K_BS)):
                 products += 1
             other += 2 if op == OP_FMULADD else 1
             name = "fmuladd" if op == OP_FMULADD else _OP_NAMES.get(op, f"op {op}")
