@@ -136,6 +136,17 @@ def _plan_grid(mode: str) -> List[Pair]:
     return grid.plan(mode)
 
 
+def make_styles(impl: str, params: Dict[str, Any]) -> Runner:
+    """One side of a model-code-styles row (:mod:`fastgrad.bench.styles`; issue 20)."""
+    from fastgrad.bench import styles   # imported when the workload runs
+    return styles.make_runner(impl, params)
+
+
+def _plan_styles(mode: str) -> List[Pair]:
+    from fastgrad.bench import styles
+    return styles.plan(mode)
+
+
 def _gradcheck_ok(res: Any) -> Optional[str]:
     return None if res else "gradcheck reported a mismatch on the demo loss"
 
@@ -183,6 +194,9 @@ CASES = [
          targets={"torch_nn": (1.0, ">= 1x"), "micrograd": (2000.0, ">= 2000x")}),
     Case("replay_record", "replay", "recording the demo step for replay "
          "(one-off)", "record", make_replay_record, _plan_replay_record),
+    Case("styles", "replay", "model code styles: 2-64-64-1 / digits written as users "
+         "write them (bias forms, tanh, sigmoid, softmax CE), compiled, vs array peers",
+         "step", make_styles, _plan_styles, rtol=1e-9, atol=1e-12, single_core=True),
     # kind "grid": the CLI runs all the peers of a cell together
     # (fastgrad.bench.grid.run_cell: checked, then timed interleaved)
     Case("grid", "grid", "H x N grid: full-batch MLP(2, [H, H, 1]) step, compiled "

@@ -165,6 +165,9 @@ class Case:
     # work both sides do that is not the subject (num_grad: the calls to f):
     # params -> Runner; the CLI subtracts its time from both before the ratio
     shared: Optional[Callable[[Dict[str, Any]], Runner]] = None
+    # run the case's pairs bound to one CPU with BLAS on one thread (array
+    # peers that would otherwise use every core: fastgrad.bench.grid.single_core)
+    single_core: bool = False
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Running ``fastgrad bench``'s workloads into rows: each side checked against
 the other on its first call, then both timed interleaved (the grid's cells:
 every peer of a cell at once, :func:`fastgrad.bench.grid.run_cell`)."""
+import contextlib
 import gc
 import statistics
 import time
@@ -93,23 +94,34 @@ def run_case(case: h.Case, mode: str, gc_mode: str, progress: Progress,
         return _run_grid_case(case, mode, progress,
                               grid_cells if grid_cells is not None else [])
     rows: list[Row] = []
-    gc_off = gc_mode == "off"
     fastgrad: dict[Any, _Side] = {}          # params key -> _Side, shared by pairs of equal size
     pairs = case.plan(mode)
+    one_cpu: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if case.single_core:
+        from fastgrad.bench import grid
+        one_cpu = grid.single_core()
     try:
-        for pair in pairs:
-            row = _row(case, pair, gc_mode)
-            progress.start(row)
-            with h.isolated_gc(unfreeze=False):
-                _run_row(row, case, pair, fastgrad, mode, gc_off)
-            rows.append(row)
-            progress.done(row)
+        with one_cpu:
+            _run_pairs(case, pairs, rows, fastgrad, mode, gc_mode, progress)
     finally:
         for side in fastgrad.values():
             side.close()
         fastgrad.clear()
         gc.collect()
     return rows
+
+
+def _run_pairs(case: h.Case, pairs: list[h.Pair], rows: list[Row],
+               fastgrad: dict[Any, "_Side"], mode: str, gc_mode: str,
+               progress: Progress) -> None:
+    gc_off = gc_mode == "off"
+    for pair in pairs:
+        row = _row(case, pair, gc_mode)
+        progress.start(row)
+        with h.isolated_gc(unfreeze=False):
+            _run_row(row, case, pair, fastgrad, mode, gc_off)
+        rows.append(row)
+        progress.done(row)
 
 
 def _run_grid_case(case: h.Case, mode: str, progress: Progress,
