@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastgrad
 from fastgrad import Value
@@ -540,3 +542,85 @@ def test_performance_warning_is_exported():
     assert issubclass(fastgrad.PerformanceWarning, UserWarning)
     assert math.isclose(fastgrad.compiled.ProgramSummary(
         (), (), 0, 0, 0, 0, 0, 0, 0).layer_share, 0.0)
+
+
+# ---------------------------------------------------------------------------
+# random layered graphs: forms and activation chains mixed per neuron
+# ---------------------------------------------------------------------------
+
+FORM_LIST = list(FORMS)
+CHAIN_OPS = [
+    ("relu", lambda z: z.relu()), ("tanh", lambda z: z.tanh()),
+    ("sigmoid", lambda z: z.sigmoid()), ("mulc", lambda z: z * -0.5),
+    ("addc", lambda z: z + 0.25), ("exp_half", lambda z: (z * 0.5).exp()),
+    ("rsub", lambda z: 1 - z), ("abs", lambda z: abs(z)),
+]
+
+
+@st.composite
+def mixed_net(draw):
+    n_in = draw(st.integers(1, 4))
+    widths = draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))
+    # per layer: one form and chain for most neurons, another for some
+    layers = []
+    for h in widths:
+        forms = [draw(st.sampled_from(FORM_LIST)) for _ in range(h)]
+        chain = draw(st.lists(st.integers(0, len(CHAIN_OPS) - 1), max_size=3))
+        odd = draw(st.lists(st.booleans(), min_size=h, max_size=h))
+        layers.append((forms, chain, odd))
+    extra_out = draw(st.booleans())        # a pre-activation also an output
+    return n_in, widths, layers, extra_out
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(spec=mixed_net(), data=st.data())
+def test_random_mixed_forms_match_eager(spec, data):
+    n_in, widths, layer_specs, extra_out = spec
+    rnd = random.Random(sum(widths) * 31 + n_in)
+    weights = []
+    k = n_in
+    for h in widths:
+        weights.append([([Value(rnd.choice([-0.0, 0.0, rnd.uniform(-1, 1)]))
+                          for _ in range(k)], Value(rnd.choice([-0.0, 0.5, -0.25])))
+                        for _ in range(h)])
+        k = h
+    params = [p for (forms, _, _), layer in zip(layer_specs, weights)
+              for form, (w, b) in zip(forms, layer)
+              for p in w + ([b] if FORMS[form][2] else [])]
+
+    def fn(x):
+        h = list(x)
+        extra = []
+        for (forms, chain, odd), layer in zip(layer_specs, weights):
+            out = []
+            for i, (w, b) in enumerate(layer):
+                z = forms[i](w, b, h)
+                if extra_out and i == 0:
+                    extra.append(z)
+                ops = chain[:-1] if odd[i] and chain else chain
+                for c in ops:
+                    z = CHAIN_OPS[c][1](z)
+                out.append(z)
+            h = out
+        y = h[0]
+        for v in h[1:]:
+            y = y + v
+        return [y] + extra
+
+    prog = fastgrad.compile(fn, n_in, params=params)
+    # every layer of the net is found, whatever its neurons' forms (a lone
+    # product, one neuron over one value, is not a layer)
+    fan_in = [n_in] + widths[:-1]
+    assert prog.n_layers == sum(1 for h, k in zip(widths, fan_in) if h > 1 or k > 1)
+    B = data.draw(st.integers(1, 20))
+    X = np.array([[data.draw(st.sampled_from([0.0, -0.0, 1.0, -2.0, 0.5]))
+                   for _ in range(n_in)] for _ in range(B)])
+    e_out, e_loss, e_pg, e_gin = eager_batch(fn, params, X)
+    outs, loss, pg, gin = replay_batch(prog, X)
+    assert outs.tobytes() == e_out.tobytes()
+    assert np.float64(loss).tobytes() == np.float64(e_loss).tobytes()
+    close(pg, e_pg)
+    close(gin, e_gin)
+    # forward only (the OP_DOT tape) too
+    assert prog.predict(X).reshape(B, -1).tobytes() == e_out.tobytes()
