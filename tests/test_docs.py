@@ -36,7 +36,8 @@ def test_docstring_examples(name):
     tests = finder.find(module, name)
     if name == "fastgrad._engine":
         # doctest does not look inside compiled classes: collect by hand
-        for obj in (module.Value, module.maximum, module.minimum):
+        for obj in (module.Value, module.maximum, module.minimum, module.sum,
+                    module.logsumexp, module.softmax):
             tests += finder.find(obj, f"{name}.{obj.__name__}", module=False,
                                  globs={})
     runner = doctest.DocTestRunner(optionflags=FLAGS)

@@ -12,7 +12,8 @@ in the pure-Python fallback (no C compiler at install time, or
 ``FASTGRAD_NO_EXTENSIONS=1``); ``fastgrad --version`` says the same.
 """
 from fastgrad._backend import COMPILED
-from fastgrad.engine import Value, maximum, minimum, no_grad
+from fastgrad.engine import (Value, cross_entropy, log_softmax, logsumexp, maximum,
+                             minimum, no_grad, softmax, sum)
 from fastgrad.numgrad import GradcheckError, gradcheck, num_grad
 from fastgrad.viz import draw_dot, to_dot
 from fastgrad.compiled import compile, compile_graph
@@ -33,6 +34,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad",
+    "sum", "logsumexp", "softmax", "log_softmax", "cross_entropy",
     "num_grad", "gradcheck", "GradcheckError",
     "draw_dot", "to_dot",
     "compile", "compile_graph", "grad", "TracerWarning", "PerformanceWarning",

@@ -16,6 +16,7 @@ from cpython.object cimport PyObject, Py_TYPE
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
@@ -122,6 +123,18 @@ cdef extern from *:
     int fastgrad_install_new(object value, object tracked) except -1
     int fastgrad_install_meta(object value, object meta) except -1
     int fastgrad_meta_set(object type, object name, object value, int delete) except -1
+
+# Speed trick (as in _replay.pyx and _higher.pyx): the _rules.pxd functions
+# are always inlined.  Once op_forward had the issue-20 ops, gcc's size
+# limits made it a call in the operators (+0.8% instructions per demo
+# training step, callgrind, benchmarks/callgrind_engine.py step).
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #undef CYTHON_INLINE
+    #define CYTHON_INLINE __inline__ __attribute__((always_inline, unused))
+    #endif
+    """
 
 #: True in a FASTGRAD_CYTHON_DEBUG=1 build (bounds/initialisation checks on)
 DEBUG_BUILD = bool(FASTGRAD_DEBUG)
@@ -349,6 +362,9 @@ cdef int _check_unary(int op, double a) except -1:
     if op == OP_SQRT and a < 0.0:
         raise ValueError(f"sqrt: math domain error, sqrt({_fmt(a)}) of a "
                          "negative number")
+    if op == OP_LOG1P and a <= -1.0:
+        raise ValueError(f"log1p: math domain error, log1p({_fmt(a)}) is "
+                         "undefined for x <= -1")
     if op == OP_EXP and isfinite(a) and isinf(op_forward(OP_EXP, a, 0.0, 0.0)):
         raise OverflowError(f"exp: exp({_fmt(a)}) overflows a double")
     return 0
@@ -357,6 +373,13 @@ cdef int _check_unary(int op, double a) except -1:
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
     return _make_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+cdef Value _unary_rare(int op, Value a):
+    # _unary for the ops added after micrograd's (log1p, softplus): more
+    # call sites of _unary made gcc stop inlining it into relu() and friends
+    # (+0.13M instructions per demo backward, callgrind)
+    return _unary(op, a)
 
 
 # -- iterative deallocation (see _grave above) ---------------------------------
@@ -515,6 +538,8 @@ cdef dict _OP_NAMES = {
     OP_RELU: 'ReLU', OP_TANH: 'tanh', OP_EXP: 'exp', OP_LOG: 'log',
     OP_SIGMOID: 'sigmoid', OP_ABS: 'abs', OP_SQRT: 'sqrt',
     OP_RELU_GRAD: 'relu_grad', OP_SIGN_GRAD: 'sign_grad', OP_TIE_GRAD: 'tie_grad',
+    OP_LOG1P: 'log1p', OP_SOFTPLUS: 'softplus', OP_SOFTMAX: 'softmax',
+    OP_SUM: 'sum', OP_LOGSUMEXP: 'logsumexp',
 }
 
 
@@ -641,7 +666,7 @@ cdef class Value:
         cdef int op = self._opcode
         if op == OP_LEAF:
             return set()
-        if op == OP_CUSTOM:
+        if op_has_tuple(op):
             return set(<tuple>self._a)
         if op_has_const(op) and op != OP_POWC:
             _materialize_const(self)
@@ -823,6 +848,38 @@ cdef class Value:
         """Square root; raises ValueError for x < 0."""
         return _unary(OP_SQRT, self)
 
+    def log1p(self):
+        """log(1 + x), accurate for tiny x; raises ValueError for x <= -1.
+
+        Examples
+        --------
+        >>> from fastgrad import Value
+        >>> x = Value(1e-20)
+        >>> y = x.log1p(); y.backward()
+        >>> y.data, x.grad
+        (1e-20, 1.0)
+        """
+        return _unary_rare(OP_LOG1P, self)
+
+    def softplus(self):
+        """log(1 + e**x), computed without overflow for any x.
+
+        Evaluated as ``max(x, 0) + log1p(exp(-|x|))``; the gradient is
+        ``sigmoid(x)``.  For large x the value is x itself, for very negative
+        x it is e**x to full precision.
+
+        Examples
+        --------
+        >>> from fastgrad import Value
+        >>> x = Value(0.0)
+        >>> y = x.softplus(); y.backward()
+        >>> round(y.data, 12), x.grad
+        (0.69314718056, 0.5)
+        >>> Value(1000.0).softplus().data
+        1000.0
+        """
+        return _unary_rare(OP_SOFTPLUS, self)
+
     # -- reverse mode --------------------------------------------------------
 
     def backward(self):
@@ -891,9 +948,9 @@ cdef list _graph_records(Value root, list dicts=None):
             kind = _node_kind(v)
             if v._opcode == OP_LEAF:
                 records.append((v.data, v.grad, OP_LEAF, flags, None, None, d, kind))
-            elif v._opcode == OP_CUSTOM:
+            elif op_has_tuple(v._opcode):
                 kids = tuple([index[<size_t><PyObject*>k] for k in <tuple>v._a])
-                records.append((v.data, v.grad, OP_CUSTOM, flags, kids, None, d, kind))
+                records.append((v.data, v.grad, v._opcode, flags, kids, None, d, kind))
             elif op_is_binary(v._opcode):
                 records.append((v.data, v.grad, v._opcode, flags,
                                 index[<size_t>v._a], index[<size_t>v._u.b], d, kind))
@@ -926,7 +983,7 @@ def _rebuild_graph(list records):
         v = _new_of_kind((<tuple>rec)[7] if len(<tuple>rec) == 8 else 0)
         v.data = data
         v.grad = grad
-        if op == OP_CUSTOM:
+        if op_has_tuple(op):
             kids = tuple([nodes[<Py_ssize_t>k] for k in a])
             v._opcode = op
             Py_INCREF(kids)
@@ -1004,7 +1061,7 @@ cdef int _check_record(object rec, Py_ssize_t n) except -1:
     if not (_is_real(data) and _is_real(grad)):
         raise TypeError(f"cannot unpickle a Value: record {n} has a non-number "
                         f"data/grad ({data!r:.40}, {grad!r:.40})")
-    if type(op_o) is not int or not 0 <= op_o <= OP_CUSTOM:
+    if type(op_o) is not int or not 0 <= op_o < N_OPS:
         raise ValueError(f"cannot unpickle a Value: unknown op code {op_o!r:.40} "
                          f"in record {n}")
     op = op_o
@@ -1016,9 +1073,12 @@ cdef int _check_record(object rec, Py_ssize_t n) except -1:
                         f"{type(d).__name__} where the attribute dict goes")
     if op == OP_LEAF:
         ok = a is None and bc is None
-    elif op == OP_CUSTOM:
-        ok = type(a) is tuple and bc is None and all(
-            [_is_index(k, n) for k in <tuple>a])
+    elif op_has_tuple(op):
+        # an n-ary node needs an operand (its rules read x_0); a hand-built
+        # node may have none (Value(x, (), 'op'))
+        ok = (type(a) is tuple and bc is None
+              and (len(<tuple>a) > 0 or op == OP_CUSTOM)
+              and all([_is_index(k, n) for k in <tuple>a]))
     elif op_is_binary(op):
         ok = _is_index(a, n) and _is_index(bc, n)
     else:   # one operand and a constant (0.0 for unary ops)
@@ -1265,6 +1325,18 @@ cdef int _install_data_getter() except -1:
 _install_data_getter()
 
 
+def _check_op_table():
+    # backward() finds the n-ary ops by ``op >= OP_SUM`` (one compare): they
+    # must stay the last op codes
+    for op in range(256):
+        if bool(op_is_nary(op)) != (OP_SUM <= op < N_OPS):
+            raise ImportError(f"fastgrad._engine: op code {op} breaks the rule "
+                              "that the n-ary ops are the last op codes")
+
+
+_check_op_table()
+
+
 cdef str _fmt_exponent(double c):
     # micrograd writes f'**{other}': '**2' for x**2, '**-1' for x**-1
     if floor(c) == c and -1e15 < c < 1e15:
@@ -1304,6 +1376,189 @@ def minimum(a, b):
     cdef Value va = _as_value(a, "minimum()")
     cdef Value vb = _as_value(b, "minimum()")
     return _binary(OP_MIN, va, vb)
+
+
+# ---------------------------------------------------------------------------
+# n-ary functions: one node over a sequence of Values
+# ---------------------------------------------------------------------------
+# The operands go in a tuple in the node's ``_a`` (as a hand-built node's);
+# the floating-point order of each op is defined once, in _rules.pxd.
+
+cdef tuple _nary_operands(object values, str where):
+    """``values`` as a non-empty tuple of Values (numbers become constant
+    leaves), or a clear TypeError/ValueError."""
+    cdef list items
+    cdef Py_ssize_t i
+    cdef double c
+    cdef Value leaf
+    if isinstance(values, Value):
+        raise TypeError(f"{where} expects a sequence of Values, got a single "
+                        "Value (wrap it in a list)")
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{where} expects a sequence of Values or numbers, got "
+                        f"{type(values).__name__}") from None
+    if not items:
+        raise ValueError(f"{where} of an empty sequence: it needs at least one "
+                         "Value")
+    for i in range(len(items)):
+        x = items[i]
+        if isinstance(x, Value):
+            continue
+        if not _as_number(x, &c):
+            raise TypeError(f"{where}: item {i} must be a Value or a real "
+                            f"number, got {type(x).__name__} ({x!r:.60})")
+        leaf = _leaf(c)
+        if fg_is_tracing():
+            leaf._flags |= FLAG_TRACED    # a constant made inside the trace
+        items[i] = leaf
+    return tuple(items)
+
+
+cdef double _nary_forward(int op, tuple xs) noexcept:
+    """The value of an n-ary node: the fold of _rules.pxd over ``xs``."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(xs)
+    cdef double x0 = (<Value>PyTuple_GET_ITEM(xs, 0)).data, acc, m
+    if op == OP_SUM:
+        acc = x0 + 0.0
+        for i in range(1, n):
+            acc = acc + (<Value>PyTuple_GET_ITEM(xs, i)).data
+        return acc
+    m = x0                                            # OP_LOGSUMEXP
+    for i in range(1, n):
+        m = lse_max(m, (<Value>PyTuple_GET_ITEM(xs, i)).data)
+    if not isfinite(m):
+        return lse_finish(m, 0.0)
+    acc = lse_term(x0, m)
+    for i in range(1, n):
+        acc = acc + lse_term((<Value>PyTuple_GET_ITEM(xs, i)).data, m)
+    return lse_finish(m, acc)
+
+
+cdef void _nary_backward(PyObject* node) noexcept:
+    """backward() of an n-ary node: each operand's contribution, in order."""
+    cdef PyObject* xs = (<Value>node)._a
+    cdef PyObject* x
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(<tuple>xs)
+    cdef int op = (<Value>node)._opcode
+    cdef double out = (<Value>node).data, g = (<Value>node).grad
+    for i in range(n):
+        x = PyTuple_GET_ITEM(<tuple>xs, i)
+        (<Value>x).grad = (<Value>x).grad + nary_backward(op, (<Value>x).data, out, g)
+
+
+cdef Value _nary(int op, tuple xs):
+    cdef Value out = _alloc_plain()
+    out.data = _nary_forward(op, xs)
+    if fg_is_tracing():
+        out._flags = FLAG_TRACED
+    if fg_grad_enabled():
+        out._opcode = op
+        Py_INCREF(xs)
+        out._a = <PyObject*>xs
+    return out
+
+
+def sum(values):
+    """The sum of a sequence of Values, as one graph node.
+
+    ``fastgrad.sum([a, b, c])`` gives exactly the floats of Python's
+    ``sum([a, b, c])`` (``((0 + a) + b) + c``) but is one node instead of one
+    per ``+``: backward passes the gradient to every operand, and a compiled
+    program runs it as one instruction.  Numbers in the sequence are
+    constants.
+
+    Parameters
+    ----------
+    values : iterable of Value or real numbers
+        At least one item.
+
+    Returns
+    -------
+    Value
+
+    Raises
+    ------
+    ValueError
+        An empty sequence.
+    TypeError
+        An item that is neither a Value nor a real number.
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> from fastgrad import Value
+    >>> xs = [Value(1.0), Value(2.0), Value(3.5)]
+    >>> s = fastgrad.sum(xs); s.backward()
+    >>> s.data, [x.grad for x in xs]
+    (6.5, [1.0, 1.0, 1.0])
+    """
+    return _nary(OP_SUM, _nary_operands(values, "sum()"))
+
+
+def logsumexp(values):
+    """log(e**x_0 + e**x_1 + ...) of a sequence of Values, as one graph node.
+
+    Computed stably as ``m + log(sum(exp(x_i - m)))`` with ``m`` the largest
+    item (summed in order), so large items do not overflow; all ``-inf``
+    gives ``-inf``, any ``+inf`` gives ``+inf``, any nan gives nan (as
+    ``torch.logsumexp``).  The gradient with respect to ``x_i`` is
+    ``softmax(x)_i``.  Numbers in the sequence are constants.
+
+    Parameters
+    ----------
+    values : iterable of Value or real numbers
+        At least one item.
+
+    Returns
+    -------
+    Value
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> from fastgrad import Value
+    >>> xs = [Value(1000.0), Value(1000.0)]
+    >>> y = fastgrad.logsumexp(xs); y.backward()
+    >>> round(y.data - 1000.0, 12), [round(x.grad, 12) for x in xs]
+    (0.69314718056, [0.5, 0.5])
+    """
+    return _nary(OP_LOGSUMEXP, _nary_operands(values, "logsumexp()"))
+
+
+def softmax(values):
+    """softmax of a sequence of Values: a list of Values ``e**x_i / sum_j e**x_j``.
+
+    Built as one :func:`logsumexp` node ``L`` and, per item, one node
+    ``exp(x_i - L)``: stable for any input (nothing overflows), and each
+    output is one instruction in a compiled program.  Each output's relative
+    error is about ``|L| * 2**-53`` (the rounding of ``L``, which ``exp``
+    turns into a relative error) plus an ulp or two -- so ``softmax([1, 1])``
+    is 0.49999999999999994, not 0.5 -- and ``+inf`` items give nan outputs.
+
+    Parameters
+    ----------
+    values : iterable of Value or real numbers
+        At least one item.
+
+    Returns
+    -------
+    list of Value
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> from fastgrad import Value
+    >>> p = fastgrad.softmax([Value(0.0), Value(0.0), Value(0.0), Value(0.0)])
+    >>> [q.data for q in p]
+    [0.25, 0.25, 0.25, 0.25]
+    >>> [round(q.data, 12) for q in fastgrad.softmax([Value(2.0), Value(1.0)])]
+    [0.73105857863, 0.26894142137]
+    """
+    cdef tuple xs = _nary_operands(values, "softmax()")
+    cdef Value lse = _nary(OP_LOGSUMEXP, xs)
+    return [_binary(OP_SOFTMAX, <Value>x, lse) for x in xs]
 
 
 def dot_add(list w, x, Value start not None, bint relu=False):
@@ -1365,6 +1620,8 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
         (<Value>pa).grad = (<Value>pa).grad + ga
         (<Value>pb).grad = (<Value>pb).grad + gb
+    elif op >= OP_SUM:        # the n-ary ops: the last codes (never OP_CUSTOM here)
+        _nary_backward(node)
     else:
         op_backward(op, (<Value>pa).data, 0.0, (<Value>node)._u.c,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
@@ -1428,6 +1685,7 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     cdef PyObject* v
     cdef PyObject* kid
     cdef PyObject* kids[2]
+    cdef bint in_tuple
     if order == NULL or stack == NULL:
         free(order)
         free(stack)
@@ -1469,8 +1727,9 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
             continue
         (<Value>v)._mark = stamp
         (<Value>v)._mark_hi = stamp_hi
-        if (<Value>v)._opcode == OP_CUSTOM:
-            nkids = len(<tuple>(<Value>v)._a)
+        in_tuple = op_has_tuple((<Value>v)._opcode)
+        if in_tuple:
+            nkids = PyTuple_GET_SIZE(<tuple>(<Value>v)._a)
         else:
             kids[0] = (<Value>v)._a
             kids[1] = node_b(<Value>v)
@@ -1491,8 +1750,8 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
         stack[sp] = entry | 1
         sp += 1
         for j in range(nkids):
-            if (<Value>v)._opcode == OP_CUSTOM:
-                kid = <PyObject*>(<tuple>(<Value>v)._a)[j]
+            if in_tuple:
+                kid = PyTuple_GET_ITEM(<tuple>(<Value>v)._a, j)
             else:
                 kid = kids[j]
             if (<Value>kid)._mark != stamp or (<Value>kid)._mark_hi != stamp_hi:

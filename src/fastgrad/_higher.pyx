@@ -18,6 +18,7 @@ Design, in five lines:
 """
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, calloc, free
 from libc.math cimport log
 
@@ -96,9 +97,21 @@ cdef int _diff_rule(_Adjoints s, Value n, Value g) except -1:
     cdef int op = n._opcode
     cdef PyObject* pa = n._a
     cdef PyObject* pb = node_b(n)
-    cdef Value a = <Value>pa
+    cdef Value a
     cdef Value b = <Value>pb if pb != NULL else None
     cdef double c = node_c(n)
+    cdef Value t
+    cdef Py_ssize_t i
+    if op_is_nary(op):
+        # operand order, as nary_backward; pa is the operand tuple
+        for i in range(PyTuple_GET_SIZE(<tuple>pa)):
+            x = PyTuple_GET_ITEM(<tuple>pa, i)
+            if op == OP_SUM:
+                s.add(x, g)
+            else:                       # OP_LOGSUMEXP: e**(x - out) * g
+                s.add(x, _bin(OP_MUL, _bin(OP_SOFTMAX, <Value>x, n), g))
+        return 0
+    a = <Value>pa
     if op == OP_ADD:
         s.add(pa, g)
         s.add(pb, g)
@@ -161,6 +174,14 @@ cdef int _diff_rule(_Adjoints s, Value n, Value g) except -1:
         s.add(pa, _bin(OP_DIV, g, _con(OP_MULC, n, 2.0)))   # g / (2 * out)
     elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
         s.add(pa, _bin(op, g, b))           # linear in a; d/db = 0: nothing to b
+    elif op == OP_LOG1P:
+        s.add(pa, _bin(OP_DIV, g, _con(OP_ADDC, a, 1.0)))   # g / (1 + a)
+    elif op == OP_SOFTPLUS:                                 # sigmoid(a) * g
+        s.add(pa, _bin(OP_MUL, _con(OP_SIGMOID, a, 0.0), g))
+    elif op == OP_SOFTMAX:                  # out * g, and -(out * g) to b
+        t = _bin(OP_MUL, n, g)
+        s.add(pa, t)
+        s.add(pb, _neg(t))
     else:
         raise AssertionError(f"grad: no differentiable rule for op code {op}")
     return 0
@@ -314,7 +335,17 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
     operands' grad slots (borrowed pointers, no reference counting)."""
     cdef PyObject* pa = (<Value>node)._a
     cdef PyObject* pb = node_b(<Value>node)
-    cdef double ga, gb
+    cdef PyObject* x
+    cdef double ga, gb, out, g
+    cdef Py_ssize_t i
+    cdef int op = (<Value>node)._opcode
+    if op_is_nary(op):
+        out = (<Value>node).data
+        g = (<Value>node).grad
+        for i in range(PyTuple_GET_SIZE(<tuple>pa)):
+            x = PyTuple_GET_ITEM(<tuple>pa, i)
+            (<Value>x).grad = (<Value>x).grad + nary_backward(op, (<Value>x).data, out, g)
+        return
     if pb != NULL:
         op_backward((<Value>node)._opcode, (<Value>pa).data, (<Value>pb).data, 0.0,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
@@ -363,10 +394,13 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
     cdef double* PB         # d out / d b
     cdef double* G          # adjoint
     cdef double* DG         # tangent of the adjoint
-    cdef double gb, haa, hab, hbb, g, dg, ta, tb
+    cdef double gb, haa, hab, hbb, g, dg, ta, tb, p, out, tout
     cdef unsigned long long st
     cdef PyObject* node
     cdef PyObject* pb
+    cdef PyObject* xs
+    cdef PyObject* xk
+    cdef Py_ssize_t q, ik
     cdef Value x
     cdef int op
     cdef bint numbered = False
@@ -410,6 +444,17 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
             op = (<Value>node)._opcode
             if op == OP_LEAF:
                 continue
+            if op_is_nary(op):
+                # T = sum_k d(out)/d(x_k) T_k (operands numbered in their slots)
+                xs = (<Value>node)._a
+                out = (<Value>node).data
+                tout = 0.0
+                for q in range(PyTuple_GET_SIZE(<tuple>xs)):
+                    xk = PyTuple_GET_ITEM(<tuple>xs, q)
+                    tout += nary_partial(op, (<Value>xk).data, out) * \
+                        T[<Py_ssize_t>(<Value>xk).grad]
+                T[i] = tout
+                continue
             pb = node_b(<Value>node)
             ia = <Py_ssize_t>(<Value>(<Value>node)._a).grad
             if pb != NULL:
@@ -431,6 +476,19 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
                 continue
             g = G[i]
             dg = DG[i]
+            if op_is_nary(op):
+                # operand k: G += p_k g, DG += p_k dg + g (H T)_k, with
+                # (H T)_k from the node's own tangent (nary_hess_t)
+                xs = (<Value>node)._a
+                out = (<Value>node).data
+                for q in range(PyTuple_GET_SIZE(<tuple>xs)):
+                    xk = PyTuple_GET_ITEM(<tuple>xs, q)
+                    ik = <Py_ssize_t>(<Value>xk).grad
+                    p = nary_partial(op, (<Value>xk).data, out)
+                    G[ik] += p * g
+                    DG[ik] += p * dg + g * nary_hess_t(op, (<Value>xk).data, out,
+                                                       T[ik], T[i])
+                continue
             pb = node_b(<Value>node)
             ia = <Py_ssize_t>(<Value>(<Value>node)._a).grad
             ta = T[ia]

@@ -37,6 +37,7 @@ cdef struct Sources:
 
 cdef class _Plan:
     cdef unsigned char[::1] bma, bmb, bms, sma, smb
+    cdef unsigned char[::1] bmn       # per b_nx entry: the mode of that operand
     cdef unsigned char[::1] lrm       # per Program.l_rows entry: the mode of
                                       # an input row's gradient, or whether an
                                       # output row's gradient was written
@@ -59,6 +60,9 @@ cdef class Program:
     cdef const unsigned char[::1] b_op, b_kind
     cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add
     cdef const double[::1] b_c
+    # operands of the n-ary instructions (K_N): of the training tape, the
+    # forward-only tape (rows renamed), and the scalar tape (count, slots...)
+    cdef const int[::1] b_nx, f_nx, s_nx
     # forward-only copy of the batched operand rows, with rows reused once
     # dead (linear-scan allocation): a much smaller working set for predict
     # and with chains of fused mul-adds merged into one OP_DOT each (the

@@ -58,6 +58,10 @@ Design summary
   scalar tape (an L2 penalty) becomes one OP_SDOT.
 * Large batches are processed in column chunks sized to stay in cache; a
   program is not re-entrant (a busy flag turns concurrent use into an error).
+* n-ary nodes (``fastgrad.sum``, ``logsumexp``) are one instruction each
+  whose operands (batched rows and scalar slots, any number) are listed in a
+  side array (b_nx / f_nx / s_nx); kernels fold over them in blocks of
+  columns, in the order _rules.pxd defines.
 * Division by zero, log of a negative number, overflow ... produce IEEE
   inf/nan as in C; the eager engine's domain errors are not re-checked.
 """
@@ -124,6 +128,10 @@ cdef enum:
     K_BS = 1      # a batched, b scalar
     K_SB = 2      # a scalar,  b batched
     K_B = 3       # unary or constant op on a batched a
+    # an n-ary op (OP_SUM, OP_LOGSUMEXP) with at least one batched operand:
+    # b = offset of its operand run (count, operand...) in b_nx (f_nx), an
+    # operand a batched row r >= 0 or a scalar slot s as -1 - s
+    K_N = 4
 
 # A fused pair of _rules ops, recorded when a product ``s * x`` (s scalar, x
 # batched) is used only by a sum ``acc + (s * x)``: out = acc + s*x, rounded
@@ -199,6 +207,8 @@ _OP_NAMES = {
     OP_RPOWC: "rpowc", OP_RELU: "relu", OP_TANH: "tanh", OP_EXP: "exp",
     OP_LOG: "log", OP_SIGMOID: "sigmoid", OP_ABS: "abs", OP_SQRT: "sqrt",
     OP_RELU_GRAD: "relu_grad", OP_SIGN_GRAD: "sign_grad", OP_TIE_GRAD: "tie_grad",
+    OP_LOG1P: "log1p", OP_SOFTPLUS: "softplus", OP_SOFTMAX: "softmax",
+    OP_SUM: "sum", OP_LOGSUMEXP: "logsumexp",
 }
 
 

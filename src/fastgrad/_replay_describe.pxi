@@ -15,6 +15,8 @@ _TAPE_OP_NAMES = {OP_FMULADD: "fmuladd", OP_SDOT: "dot", OP_LAYER: "layer"}
 
 #: number of op codes with derivative rules (tests check that each has a name)
 _N_PURE_OPS = N_PURE_OPS
+#: op codes end here; the issue-20 ops (log1p ... logsumexp) follow OP_CUSTOM
+_N_OPS = N_OPS
 
 
 cdef str _op_name(int op):
@@ -92,6 +94,13 @@ cdef dict _program_graph(Program p):
         layers.append(_layer_dict(p, li))
     for k in range(p.n_sinstr):
         op = p.s_op[k]
+        if op_is_nary(op):
+            # an n-ary op (sum, logsumexp): its operands in order
+            t = &p.s_nx[p.s_a[k]]
+            scalar.append({"op": _op_name(op), "out": _sref(p, p.s_out[k]),
+                           "args": [_sref(p, t[1 + q]) for q in range(t[0])],
+                           "const": None})
+            continue
         if op == OP_SDOT:
             # ((acc + a0*b0) + a1*b1) + ..., in this order
             t = &p.sd[p.s_b[k]]
@@ -115,6 +124,15 @@ cdef dict _program_graph(Program p):
             batched.append({"op": "layer", "layer": p.b_a[k],
                             "out": list(lay["outputs"]),
                             "args": list(lay["inputs"]), "const": None})
+            continue
+        if kind == K_N:
+            # an n-ary op: its operands in order (rows, or scalar slots as
+            # -1 - slot in b_nx)
+            t = &p.b_nx[p.b_b[k]]
+            args = [_bref(p, t[1 + q]) if t[1 + q] >= 0 else _sref(p, -1 - t[1 + q])
+                    for q in range(t[0])]
+            batched.append({"op": _op_name(op), "out": _bref(p, p.b_out[k]),
+                            "args": args, "const": None})
             continue
         a = _sref(p, p.b_a[k]) if kind == K_SB else _bref(p, p.b_a[k])
         if op == OP_FMULADD:

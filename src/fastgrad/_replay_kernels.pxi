@@ -98,12 +98,88 @@ cdef void fw_dot(double* o, const double* acc, double sacc, bint acc_row,
             o[jb + u] = t[u]
 
 
+# -- n-ary instructions (K_N) ----------------------------------------------
+# The fold of _rules.pxd over the operands, DOT_BLOCK columns at a time (the
+# running values stay in registers/L1); an operand is a row r >= 0 or the
+# scalar slot -1 - r, broadcast.
+
+cdef inline void nx_load(double* t, int r, const double* vs, const double* vb,
+                         Py_ssize_t ld, Py_ssize_t jb, Py_ssize_t w) noexcept nogil:
+    cdef Py_ssize_t u
+    cdef const double* x
+    cdef double sx
+    if r >= 0:
+        x = vb + r * ld + jb
+        for u in range(w):
+            t[u] = x[u]
+    else:
+        sx = vs[-1 - r]
+        for u in range(w):
+            t[u] = sx
+
+
+cdef inline void fw_nary_block(int op, double* o, const int* refs, int cnt,
+                               const double* vs, const double* vb, Py_ssize_t ld,
+                               Py_ssize_t jb, Py_ssize_t w) noexcept nogil:
+    """Columns jb..jb+w-1 (w <= DOT_BLOCK) of an n-ary op (a literal)."""
+    cdef double t[DOT_BLOCK]
+    cdef double m[DOT_BLOCK]
+    cdef double x[DOT_BLOCK]
+    cdef double x0[DOT_BLOCK]
+    cdef Py_ssize_t u
+    cdef int q
+    if op == OP_SUM:
+        nx_load(x, refs[0], vs, vb, ld, jb, w)
+        for u in range(w):
+            t[u] = x[u] + 0.0
+        for q in range(1, cnt):
+            nx_load(x, refs[q], vs, vb, ld, jb, w)
+            for u in range(w):
+                t[u] = t[u] + x[u]
+        for u in range(w):
+            o[jb + u] = t[u]
+        return
+    # OP_LOGSUMEXP: the max, then the sum of exponentials
+    nx_load(x0, refs[0], vs, vb, ld, jb, w)
+    for u in range(w):
+        m[u] = x0[u]
+    for q in range(1, cnt):
+        nx_load(x, refs[q], vs, vb, ld, jb, w)
+        for u in range(w):
+            m[u] = lse_max(m[u], x[u])
+    for u in range(w):
+        t[u] = lse_term(x0[u], m[u])
+    for q in range(1, cnt):
+        nx_load(x, refs[q], vs, vb, ld, jb, w)
+        for u in range(w):
+            t[u] = t[u] + lse_term(x[u], m[u])
+    for u in range(w):
+        o[jb + u] = lse_finish(m[u], t[u])
+
+
+cdef void fw_nary(int op, double* o, const int* refs, int cnt, const double* vs,
+                  const double* vb, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t jb = 0
+    if op == OP_SUM:
+        while jb + DOT_BLOCK <= n:
+            fw_nary_block(OP_SUM, o, refs, cnt, vs, vb, ld, jb, DOT_BLOCK)
+            jb += DOT_BLOCK
+        if jb < n:
+            fw_nary_block(OP_SUM, o, refs, cnt, vs, vb, ld, jb, n - jb)
+    else:
+        while jb + DOT_BLOCK <= n:
+            fw_nary_block(OP_LOGSUMEXP, o, refs, cnt, vs, vb, ld, jb, DOT_BLOCK)
+            jb += DOT_BLOCK
+        if jb < n:
+            fw_nary_block(OP_LOGSUMEXP, o, refs, cnt, vs, vb, ld, jb, n - jb)
+
+
 cdef void forward_batched(int ninstr, const unsigned char* ops,
                           const unsigned char* kinds, const int* outs,
                           const int* oa, const int* ob, const int* os,
                           const double* cs, const int* ds, const int* dx,
-                          const LayerCtx* L, const double* vs, double* vb,
-                          Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+                          const int* nx, const LayerCtx* L, const double* vs,
+                          double* vb, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind
     cdef double* o
     cdef const double* pa
@@ -113,7 +189,10 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
         op = ops[k]
         kind = kinds[k]
         o = vb + outs[k] * ld
-        if op == OP_LAYER:
+        if kind == K_N:
+            # the operand run at ob[k]: (count, operands...)
+            fw_nary(op, o, nx + ob[k] + 1, nx[ob[k]], vs, vb, ld, n)
+        elif op == OP_LAYER:
             layer_forward(L, oa[k], vs, vb, ld, n)
         elif op == OP_DOT:
             if kind == K_BB:
@@ -138,6 +217,8 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
                 fw_bb(OP_SUB, o, pa, pb, n)
             elif op == OP_DIV:
                 fw_bb(OP_DIV, o, pa, pb, n)
+            elif op == OP_SOFTMAX:
+                fw_bb(OP_SOFTMAX, o, pa, pb, n)
             else:
                 fw_bb(op, o, pa, pb, n)
         elif kind == K_SB:
@@ -177,18 +258,44 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
                 fw_b(OP_RSUBC, o, pa, c, n)
             elif op == OP_DIVC:
                 fw_b(OP_DIVC, o, pa, c, n)
+            elif op == OP_SOFTPLUS:
+                fw_b(OP_SOFTPLUS, o, pa, c, n)
             else:
                 fw_b(op, o, pa, c, n)
 
 
+cdef inline double nary_scalar(int op, const int* slots, int cnt,
+                               const double* vs) noexcept nogil:
+    """An n-ary op over scalar slots: the fold of _rules.pxd."""
+    cdef int q
+    cdef double acc = vs[slots[0]], m
+    if op == OP_SUM:
+        acc = acc + 0.0
+        for q in range(1, cnt):
+            acc = acc + vs[slots[q]]
+        return acc
+    m = acc
+    for q in range(1, cnt):
+        m = lse_max(m, vs[slots[q]])
+    acc = lse_term(vs[slots[0]], m)
+    for q in range(1, cnt):
+        acc = acc + lse_term(vs[slots[q]], m)
+    return lse_finish(m, acc)
+
+
 cdef void forward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                          const int* oa, const int* ob, const double* cs,
-                         const int* sd, double* vs) noexcept nogil:
+                         const int* sd, const int* snx, double* vs) noexcept nogil:
     cdef int k, bi, q
     cdef const int* t
     cdef double acc
     for k in range(ninstr):
         bi = ob[k]
+        if op_is_nary(ops[k]):
+            # (count, slots...) at oa[k] in snx: scalar slot s is ref -1 - s
+            t = snx + oa[k]
+            vs[outs[k]] = nary_scalar(ops[k], t + 1, t[0], vs)
+            continue
         if ops[k] == OP_SDOT:
             # a scalar dot chain (see _scalar_dots): its links in order
             t = sd + bi
@@ -496,11 +603,58 @@ cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
             bwr_b(op, ma, gb + ia * ld, vb + ia * ld, c, o, g, n)
 
 
+cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs,
+                             int cnt, const double* vb, double* gb,
+                             const double* vs, double* gs, Py_ssize_t ld,
+                             const double* o, const double* g,
+                             Py_ssize_t n) noexcept nogil:
+    """Backward of an n-ary op (a literal): operand by operand, in order,
+    nary_backward's contribution stored/added to its row, or batch-summed
+    into its scalar slot."""
+    cdef int q, r, mode
+    cdef Py_ssize_t j, u
+    cdef const double* x
+    cdef double* gr
+    cdef double part[NPART]
+    cdef double sx, tot
+    for q in range(cnt):
+        mode = modes[q]
+        if mode == M_SKIP:
+            continue
+        r = refs[q]
+        if r >= 0:
+            x = vb + r * ld
+            gr = gb + r * ld
+            if mode == M_STORE:
+                for j in range(n):
+                    gr[j] = 0.0 + nary_backward(op, x[j], o[j], g[j])
+            else:
+                for j in range(n):
+                    gr[j] += nary_backward(op, x[j], o[j], g[j])
+            continue
+        sx = vs[-1 - r]
+        for u in range(NPART):
+            part[u] = 0.0
+        j = 0
+        while j + NPART <= n:
+            for u in range(NPART):
+                part[u] += nary_backward(op, sx, o[j + u], g[j + u])
+            j += NPART
+        while j < n:
+            part[0] += nary_backward(op, sx, o[j], g[j])
+            j += 1
+        tot = 0.0
+        for u in range(NPART):
+            tot += part[u]
+        gs[-1 - r] += tot
+
+
 cdef void backward_batched(int ninstr, const unsigned char* ops,
                            const unsigned char* kinds, const int* outs,
                            const int* oa, const int* ob, const int* os,
-                           const double* cs, const unsigned char* mas,
-                           const unsigned char* mbs, const unsigned char* mss,
+                           const double* cs, const int* nx,
+                           const unsigned char* mas, const unsigned char* mbs,
+                           const unsigned char* mss, const unsigned char* mns,
                            const LayerCtx* L, const double* vs, double* gs,
                            double* vb, double* gb, Py_ssize_t ld,
                            Py_ssize_t n) noexcept nogil:
@@ -512,7 +666,15 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
             continue
         op = ops[k]
         kind = kinds[k]
-        if op == OP_LAYER:
+        if kind == K_N:
+            if op == OP_SUM:
+                bw_nary_ops(OP_SUM, mns + ob[k] + 1, nx + ob[k] + 1, nx[ob[k]], vb, gb, vs,
+                            gs, ld, vb + outs[k] * ld, gb + outs[k] * ld, n)
+            else:
+                bw_nary_ops(OP_LOGSUMEXP, mns + ob[k] + 1, nx + ob[k] + 1, nx[ob[k]], vb,
+                            gb,
+                            vs, gs, ld, vb + outs[k] * ld, gb + outs[k] * ld, n)
+        elif op == OP_LAYER:
             layer_backward(L, oa[k], mss[k] != M_SKIP, mb != M_SKIP, vb, gb, ld, n)
         elif op == OP_FMULADD:
             bw_fused(kind, ma, mb, mss[k], vb, gb, vs, gs, ld, oa[k], ob[k],
@@ -535,6 +697,12 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
         elif op == OP_SUB:
             bw_instr(OP_SUB, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
+        elif op == OP_SOFTMAX:
+            bw_instr(OP_SOFTMAX, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_SOFTPLUS:
+            bw_instr(OP_SOFTPLUS, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
         else:
             bw_instr(op, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
@@ -542,7 +710,7 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
 
 cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                           const int* oa, const int* ob, const double* cs,
-                          const int* sd, const unsigned char* mas,
+                          const int* sd, const int* snx, const unsigned char* mas,
                           const unsigned char* mbs, const double* vs,
                           double* gs) noexcept nogil:
     cdef int k, bi, q, ia, ib
@@ -552,6 +720,15 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
         if mas[k] == M_SKIP and mbs[k] == M_SKIP:
             continue
         bi = ob[k]
+        if op_is_nary(ops[k]):
+            # every operand, in order (a slot nobody reads gets a harmless
+            # contribution: gs is zeroed at every replay)
+            t = snx + oa[k]
+            g = gs[outs[k]]
+            for q in range(t[0]):
+                ia = t[1 + q]
+                gs[ia] += nary_backward(ops[k], vs[ia], vs[outs[k]], g)
+            continue
         if ops[k] == OP_SDOT:
             # every link passes the chain's gradient on unchanged (an add);
             # each product's gradient is that one contribution added to 0.0

@@ -172,15 +172,17 @@ cdef inline unsigned long long _bits(double v) noexcept:
 cdef object _find_layers(Program prog, const unsigned char[::1] op,
                          const unsigned char[::1] kind, const int[::1] a,
                          const int[::1] b, const int[::1] s, const double[::1] c,
-                         int n_in, const unsigned char[::1] is_out):
+                         int n_in, const unsigned char[::1] is_out,
+                         const int[::1] nx):
     """The training tape with OP_LAYER instructions.
 
     Reads the fused tape (instruction k writes row n_in + k) and sets the
-    Program's layer tables; returns ((op, kind, out, a, b, s, c) arrays of
-    the new tape, old row -> new row as an int32 array, number of batched
-    rows) -- rows are renumbered, a layer's stored pre-activations get rows
-    of their own -- or None when the tape has no layer.  Linear in the
-    tape: typed arrays per instruction, Python objects per chain and layer.
+    Program's layer tables; returns ((op, kind, out, a, b, s, c, nx) arrays
+    of the new tape, old row -> new row as an int32 array, number of batched
+    rows) -- rows are renumbered (also in the n-ary operand runs ``nx``), a
+    layer's stored pre-activations get rows of their own -- or None when
+    the tape has no layer.  Linear in the tape: typed arrays per
+    instruction, Python objects per chain and layer.
     """
     cdef Py_ssize_t n = op.shape[0]
     cdef int nr = n_in + <int>n
@@ -202,6 +204,12 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i, o, kd, H, K
     cdef unsigned long long h
     for k in range(n):
+        if kind[k] == K_N:
+            for t in range(b[k] + 1, b[k] + 1 + nx[b[k]]):
+                if nx[t] >= 0:
+                    uses[nx[t]] += 1
+                    reader[nx[t]] = k
+            continue
         if kind[k] != K_SB:
             uses[a[k]] += 1
             reader[a[k]] = k
@@ -403,14 +411,21 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         while sp > 0:
             sp -= 1
             it = stack[sp]
-            if it < n:
+            if it < n and kind[it] == K_N:
+                nreads = nx[b[it]]            # (scalar operands are always ready)
+            elif it < n:
                 nreads = (kind[it] != K_SB) + (kind[it] == K_BB or kind[it] == K_SB)
             else:
                 g0 = layers[it - n][0]
                 nreads = ch_K[g0]
             t = pos[it]
             while t < nreads:
-                if it < n:
+                if it < n and kind[it] == K_N:
+                    rr = nx[b[it] + 1 + t]
+                    if rr < 0:
+                        t += 1
+                        continue
+                elif it < n:
                     rr = a[it] if (t == 0 and kind[it] != K_SB) else b[it]
                 else:
                     rr = xs_of[xs_off[g0] + t]
@@ -494,7 +509,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             t_op[i] = op[k]
             t_kind[i] = kd
             t_out[i] = new_row[n_in + k]
-            t_a[i] = a[k] if kd == K_SB else new_row[a[k]]
+            t_a[i] = a[k] if (kd == K_SB or kd == K_N) else new_row[a[k]]
             t_b[i] = new_row[b[k]] if (kd == K_BB or kd == K_SB) else b[k]
             t_s[i] = s[k]
             t_c[i] = c[k]
@@ -558,7 +573,9 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
     prog.l_sums = np.zeros(ln_size // FG_LANES + 1, np.float64)
-    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_), new_row_, nxt
+    t_nx_ = np.array(nx, np.int32)
+    _nx_remap(t_nx_, new_row)
+    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_, t_nx_), new_row_, nxt
 
 
 # -- stage 3: running layers --------------------------------------------------

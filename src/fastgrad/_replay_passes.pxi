@@ -4,6 +4,8 @@
 # Every pass works on typed arrays, one entry per instruction or row, and is
 # linear in the tape (no Python object per instruction).  In the batched
 # tape instruction k writes row n_inputs + k until _find_layers renumbers.
+# An n-ary instruction (kind K_N) has b = the offset of its operand run in
+# ``nx``: (count, operand...), an operand a row r >= 0 or a scalar -1 - slot.
 
 # ---------------------------------------------------------------------------
 # fusion and forward-only dot chains
@@ -11,12 +13,13 @@
 
 cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
                  int[::1] b, int[::1] s, double[::1] c, int n_in,
-                 const unsigned char[::1] is_out):
+                 const unsigned char[::1] is_out, int[::1] nx):
     """Fuse ``acc + s*x`` pairs into OP_FMULADD and drop the products.
 
-    Edits the arrays in place (the kept instructions first, renumbered);
-    returns (new instruction count, old row -> new row as an int32 array,
-    -1 for a dropped product's row).
+    Edits the arrays in place (the kept instructions first, renumbered, and
+    the rows in the n-ary operand lists ``nx``); returns (new instruction
+    count, old row -> new row as an int32 array, -1 for a dropped product's
+    row).
     """
     cdef Py_ssize_t n = op.shape[0], k, m, i
     cdef int[::1] uses = np.zeros(n_in + n + 1, np.int32)
@@ -26,13 +29,18 @@ cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
     cdef bint acc_bat
     for k in range(n):
         kd = kind[k]
+        if kd == K_N:
+            for i in range(b[k] + 1, b[k] + 1 + nx[b[k]]):
+                if nx[i] >= 0:
+                    uses[nx[i]] += 1
+            continue
         if kd != K_SB:
             uses[a[k]] += 1
         if kd == K_BB or kd == K_SB:
             uses[b[k]] += 1
     for k in range(n):
         kd = kind[k]
-        if op[k] != OP_ADD or kd == K_B:
+        if op[k] != OP_ADD or kd == K_B or kd == K_N:
             continue
         # the product may be either operand of the sum (a + b == b + a)
         for which in range(1, -1, -1):
@@ -77,12 +85,24 @@ cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
         kd = kind[k]
         op[i] = op[k]
         kind[i] = kd
-        a[i] = new_row[a[k]] if kd != K_SB else a[k]
+        a[i] = new_row[a[k]] if (kd != K_SB and kd != K_N) else a[k]
         b[i] = new_row[b[k]] if (kd == K_BB or kd == K_SB) else b[k]
         s[i] = s[k]
         c[i] = c[k]
         i += 1
+    _nx_remap(nx, new_row)
     return i, np.asarray(new_row)
+
+
+cdef int _nx_remap(int[::1] nx, const int[::1] new_row) except -1:
+    """Rows of the n-ary operand runs in ``nx``, renamed by ``new_row``."""
+    cdef Py_ssize_t pos = 0, q
+    while pos < nx.shape[0]:
+        for q in range(pos + 1, pos + 1 + nx[pos]):
+            if nx[q] >= 0:
+                nx[q] = new_row[nx[q]]
+        pos += nx[pos] + 1
+    return 0
 
 
 cdef inline int _nreads(int op, int kind, int ns) noexcept:
@@ -99,7 +119,7 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
                        const unsigned char[::1] kind, const int[::1] a,
                        const int[::1] b, const int[::1] s, const double[::1] c,
                        list o_slot, list o_bat,
-                       const unsigned char[::1] is_out) except -1:
+                       const unsigned char[::1] is_out, const int[::1] nx) except -1:
     """The forward-only tape: dot chains merged, rows reused once dead.
 
     1. A fused mul-add whose batched acc is the result of another fused
@@ -119,6 +139,11 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     # -- 1. chains
     for k in range(n):
         kd = kind[k]
+        if kd == K_N:
+            for t in range(b[k] + 1, b[k] + 1 + nx[b[k]]):
+                if nx[t] >= 0:
+                    uses[nx[t]] += 1
+            continue
         if kd != K_SB:
             uses[a[k]] += 1
         if kd == K_BB or kd == K_SB:
@@ -176,7 +201,15 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     cdef int[::1] phys = np.empty(nr + 1, np.int32)
     cdef int[::1] freed = np.empty(nr + 1, np.int32)    # a stack of free rows
     cdef int[::1] stamp = np.full(nr + 1, -1, np.int32)
+    # the n-ary operand runs, rows renamed as they are allocated (same offsets)
+    f_nx_ = np.array(nx, np.int32)
+    cdef int[::1] f_nx = f_nx_
     for i in range(nf):
+        if f_kind[i] == K_N:
+            for t in range(f_b[i] + 1, f_b[i] + 1 + nx[f_b[i]]):
+                if nx[t] >= 0:
+                    last[nx[t]] = <int>i
+            continue
         nread = _nreads(f_op[i], f_kind[i], f_s[i])
         for q in range(nread):
             last[_fread(f_op[i], f_kind[i], f_a[i], f_b[i], &d_x[0], q)] = <int>i
@@ -191,19 +224,31 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
             r = nrows
             nrows += 1
         # release the rows whose last reader this is (each once), then remap
-        nread = _nreads(f_op[i], f_kind[i], f_s[i])
+        if f_kind[i] == K_N:
+            for t in range(f_b[i] + 1, f_b[i] + 1 + nx[f_b[i]]):
+                row = nx[t]
+                if row < 0:
+                    continue
+                if last[row] == i and not is_out[row] and stamp[row] != i:
+                    stamp[row] = <int>i
+                    freed[top] = phys[row]
+                    top += 1
+                f_nx[t] = phys[row]
+        nread = 0 if f_kind[i] == K_N else _nreads(f_op[i], f_kind[i], f_s[i])
         for q in range(nread):
             row = _fread(f_op[i], f_kind[i], f_a[i], f_b[i], &d_x[0], q)
             if last[row] == i and not is_out[row] and stamp[row] != i:
                 stamp[row] = <int>i
                 freed[top] = phys[row]
                 top += 1
-        if f_op[i] == OP_DOT:
+        if f_kind[i] == K_N:
+            pass
+        elif f_op[i] == OP_DOT:
             for t in range(f_b[i], f_b[i] + f_s[i]):
                 d_x[t] = phys[d_x[t]]
         elif f_kind[i] == K_BB or f_kind[i] == K_SB:
             f_b[i] = phys[f_b[i]]
-        if f_kind[i] != K_SB:
+        if f_kind[i] != K_SB and f_kind[i] != K_N:
             f_a[i] = phys[f_a[i]]
         row = f_out[i]
         phys[row] = r
@@ -230,6 +275,7 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     prog.f_c = f_c_[:nf + 1]
     prog.d_s = d_s_[:nd + 1]
     prog.d_x = d_x_[:nd + 1]
+    prog.f_nx = _padded(f_nx_, 0)
     prog.f_oslot = np.array([phys[o_slot[q]] if o_bat[q] else o_slot[q]
                              for q in range(len(o_slot))], np.int32)
     prog.n_frows = nrows
@@ -253,7 +299,7 @@ cdef inline int _fread(int op, int kind, int a, int b, const int* dx,
 # ---------------------------------------------------------------------------
 
 cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
-                        const unsigned char[::1] external):
+                        const unsigned char[::1] external, const int[::1] snx):
     """Merge chains ((acc + a0*b0) + a1*b1) + ... of the scalar tape into one
     OP_SDOT each (an L2 penalty ``sum(p * p for p in params)`` is one).
 
@@ -266,7 +312,8 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
     b_i * g and a_i * g to the terms' gradients, g being the chain's
     gradient, which every link passes on unchanged (an add's rule), so no
     running sum needs its own gradient.  Returns the new tape (op, out, a,
-    b, c) and sd as arrays.
+    b, c) and sd as arrays.  (An n-ary instruction's a is the offset of its
+    (count, slots...) run in ``snx``: its slots count as uses.)
     """
     cdef const unsigned char[::1] op = s_op_
     cdef const int[::1] a = s_a_, b = s_b_
@@ -287,6 +334,10 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
     cdef int[::1] ch_end = np.full(n + 1, -1, np.int32)   # its last link
     cdef int[::1] term_next = np.full(n + 1, -1, np.int32)
     for k in range(n):
+        if op_is_nary(op[k]):
+            for q in range(a[k] + 1, a[k] + 1 + snx[a[k]]):
+                uses[snx[q]] += 1
+            continue
         uses[a[k]] += 1
         if b[k] >= 0:
             uses[b[k]] += 1

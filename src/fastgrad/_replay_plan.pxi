@@ -19,7 +19,8 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     cdef unsigned char[::1] live_b = np.zeros(max(nb, 1), np.uint8)
     cdef unsigned char[::1] first_b = np.ones(max(nb, 1), np.uint8)
     cdef _Plan plan = _Plan.__new__(_Plan)
-    cdef int kind, a, b, o
+    cdef int kind, a, b, o, q, r
+    cdef unsigned char d
     plan.bma = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.bmb = np.zeros(max(p.n_binstr, 1), np.uint8)
     plan.bms = np.zeros(max(p.n_binstr, 1), np.uint8)
@@ -29,11 +30,15 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     plan.par_ng = np.zeros(max(p.n_params, 1), np.uint8)
     plan.lrm = np.zeros(max(p.l_rows.shape[0], 1), np.uint8)
     plan.lw = np.zeros(max(p.nlayers, 1), np.uint8)
+    plan.bmn = np.zeros(max(p.b_nx.shape[0], 1), np.uint8)
     # which slots depend on what we differentiate for
     for s in range(p.n_params):
         dep_s[s] = 1
     for k in range(p.n_sinstr):
         b = p.s_b[k]
+        if op_is_nary(p.s_op[k]):
+            dep_s[p.s_out[k]] = _snary_terms(p, p.s_a[k], dep_s, None)
+            continue
         if p.s_op[k] == OP_SDOT:
             dep_s[p.s_out[k]] = dep_s[p.s_a[k]] | _sdot_terms(p, b, dep_s, None)
             continue
@@ -48,6 +53,13 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         kind = p.b_kind[k]
         a = p.b_a[k]
         b = p.b_b[k]
+        if kind == K_N:
+            d = 0
+            for q in range(b + 1, b + 1 + p.b_nx[b]):
+                r = p.b_nx[q]
+                d |= dep_b[r] if r >= 0 else dep_s[-1 - r]
+            dep_b[p.b_out[k]] = d
+            continue
         dep_b[p.b_out[k]] = (
             (dep_s[a] if kind == K_SB else dep_b[a])
             | (0 if kind == K_B else (dep_s[b] if kind == K_BS else dep_b[b]))
@@ -70,6 +82,22 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         kind = p.b_kind[k]
         a = p.b_a[k]
         b = p.b_b[k]
+        if kind == K_N:
+            # operand order: an operand listed twice gets a store, then an add
+            for q in range(b + 1, b + 1 + p.b_nx[b]):
+                r = p.b_nx[q]
+                if r >= 0:
+                    live_b[r] = 1
+                    if dep_b[r]:
+                        plan.bmn[q] = M_STORE if first_b[r] else M_ADD
+                        first_b[r] = 0
+                        plan.bma[k] = M_ADD       # (run it)
+                else:
+                    live_s[-1 - r] = 1
+                    if dep_s[-1 - r]:
+                        plan.bmn[q] = M_ADD
+                        plan.bma[k] = M_ADD
+            continue
         if kind == K_SB:
             live_s[a] = 1
             if dep_s[a]:
@@ -98,6 +126,10 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
             continue
         a = p.s_a[k]
         b = p.s_b[k]
+        if op_is_nary(p.s_op[k]):
+            if _snary_terms(p, a, dep_s, live_s):
+                plan.sma[k] = M_ADD
+            continue
         live_s[a] = 1
         if dep_s[a]:
             plan.sma[k] = M_ADD
@@ -176,6 +208,21 @@ cdef void _layer_plan(Program p, _Plan plan, int k, unsigned char[::1] dep_s,
     if want_w:
         plan.bms[k] = M_ADD
         plan.lw[li] = 1
+
+
+cdef unsigned char _snary_terms(Program p, int off, unsigned char[::1] dep_s,
+                                unsigned char[::1] live_s):
+    """Whether any operand of the scalar n-ary instruction whose (count,
+    slots...) are at ``off`` in s_nx depends on what is differentiated;
+    marks them live when ``live_s`` is given."""
+    cdef int q, t
+    cdef unsigned char d = 0
+    for q in range(p.s_nx[off]):
+        t = p.s_nx[off + 1 + q]
+        d |= dep_s[t]
+        if live_s is not None:
+            live_s[t] = 1
+    return d
 
 
 cdef unsigned char _sdot_terms(Program p, int off, unsigned char[::1] dep_s,

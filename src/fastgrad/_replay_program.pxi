@@ -237,7 +237,11 @@ cdef class Program:
 
         One entry per recorded operation (fused multiply-adds already
         merged), before the layer and scalar-chain passes: what the graph
-        computes, not how the replay schedules it (see ``n_layers``)."""
+        computes, not how the replay schedules it (see ``n_layers``).
+        An n-ary operation (``fastgrad.sum``, ``logsumexp``) lists its
+        operands in ``"nary"`` as a run (count, operand...) at offset ``b``
+        (batched tape, kind 4: an operand is a batched row >= 0 or a scalar
+        slot ``s`` written ``-1 - s``) or ``a`` (scalar tape: slots)."""
         return {
             "scalar": {key: arr.copy() for key, arr in self._srecorded.items()},
             "batched": {key: arr.copy() for key, arr in self._recorded.items()},
@@ -430,14 +434,16 @@ cdef class Program:
             for i in range(self.n_params):
                 vs[i] = theta[i]
         forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                       &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0], vs)
+                       &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
+                       &self.s_nx[0], vs)
         for i in range(self.n_inputs):
             vb[i] = x[i]
         cdef LayerCtx L = self._layer_ctx(False)
         L.pw = NULL                       # unpacked: caller's scratch only
         forward_batched(self.n_binstr, &self.b_op[0], &self.b_kind[0],
                         &self.b_out[0], &self.b_a[0], &self.b_b[0],
-                        &self.b_s[0], &self.b_c[0], NULL, NULL, &L, vs, vb, 1, 1)
+                        &self.b_s[0], &self.b_c[0], NULL, NULL, &self.b_nx[0], &L,
+                        vs, vb, 1, 1)
         if self.o_bat[0]:
             return vb[self.o_slot[0]]
         return vs[self.o_slot[0]]
@@ -621,6 +627,8 @@ cdef class Program:
         cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
         cdef const int* t_s = &self.b_s[0] if grad else &self.f_s[0]
         cdef const double* t_c = &self.b_c[0] if grad else &self.f_c[0]
+        cdef const int* t_nx = &self.b_nx[0] if grad else &self.f_nx[0]
+        cdef const unsigned char* bmn = NULL
         cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
         cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
         cdef bint interrupted = False
@@ -634,6 +642,7 @@ cdef class Program:
             bms = &plan.bms[0]
             sma = &plan.sma[0]
             smb = &plan.smb[0]
+            bmn = &plan.bmn[0]
             in_ng = &plan.in_ng[0]
             gb = &self.gb[0]
             L.rmode = &plan.lrm[0]
@@ -649,7 +658,8 @@ cdef class Program:
         o0 = o_slot[0]
         with nogil:
             forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                           &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0], vs)
+                           &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
+                           &self.s_nx[0], vs)
             if grad:
                 memset(gs, 0, self.n_scalar * sizeof(double))
                 layers_pack(&L, vs)   # (forward only: no layers)
@@ -669,7 +679,7 @@ cdef class Program:
                             row[j] = src[(j0 + j) * ncol + cc]
                         r += 1
                 forward_batched(t_n, t_op, t_kind, t_out, t_a, t_b, t_s, t_c,
-                                &self.d_s[0], &self.d_x[0], &L, vs, vb, ld, n)
+                                &self.d_s[0], &self.d_x[0], t_nx, &L, vs, vb, ld, n)
                 # reduce output 0 in row order (as eager's sum(losses))
                 if o_bat0:
                     row = vb + o0 * ld
@@ -702,8 +712,8 @@ cdef class Program:
                     backward_batched(self.n_binstr, &self.b_op[0],
                                      &self.b_kind[0], &self.b_out[0],
                                      &self.b_a[0], &self.b_b[0], &self.b_s[0],
-                                     &self.b_c[0], bma, bmb, bms, &L, vs, gs,
-                                     vb, gb, ld, n)
+                                     &self.b_c[0], &self.b_nx[0], bma, bmb, bms,
+                                     bmn, &L, vs, gs, vb, gb, ld, n)
                     if pgi != NULL:
                         for q in range(n_in):
                             row = gb + q * ld
@@ -728,7 +738,7 @@ cdef class Program:
                     gs[self.pen_slot] += 1.0
                 backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
                                 &self.s_a[0], &self.s_b[0], &self.s_c[0],
-                                &self.sd[0], sma, smb, vs, gs)
+                                &self.sd[0], &self.s_nx[0], sma, smb, vs, gs)
         if interrupted:
             return -1.0         # the KeyboardInterrupt (or handler's error) is set
         if reduce_mode == 1:

@@ -180,6 +180,29 @@ cdef void tape_free(Tape* t) noexcept:
     t.n = t.cap = 0
 
 
+# operand lists of the n-ary instructions (K_N): (count, operand, ...) runs;
+# while recording an operand is its slot code, resolved by _assemble to a
+# batched row r >= 0 or a scalar slot s as -1 - s (the scalar tape's: s)
+cdef struct IBuf:
+    Py_ssize_t n, cap
+    int* p
+
+
+cdef int ibuf_push(IBuf* t, int x) except -1:
+    cdef Py_ssize_t cap
+    cdef void* p
+    if t.n == t.cap:
+        cap = 2 * t.cap if t.cap > 0 else 256
+        p = PyMem_RawRealloc(t.p, cap * sizeof(int))
+        if p == NULL:
+            raise MemoryError("compile: graph too large for memory (operand lists)")
+        t.p = <int*>p
+        t.cap = cap
+    t.p[t.n] = x
+    t.n += 1
+    return 0
+
+
 cdef object _u8(const unsigned char* p, Py_ssize_t n):
     arr = np.empty(n, np.uint8)
     cdef unsigned char[::1] v = arr
@@ -263,6 +286,10 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
     cdef PyObject* pb
     cdef PtrMap pm
     cdef Tape bt, st
+    cdef IBuf bnx, snx                 # n-ary operand lists (batched, scalar)
+    cdef IBuf* nxb
+    cdef Py_ssize_t q, cnt
+    cdef tuple xs
     cdef double* cbuf = NULL           # constants
     cdef Py_ssize_t n_const = 0, ccap = 0
     cdef unsigned char[::1] in_used, par_used
@@ -287,6 +314,8 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
     par_used = np.zeros(n_par + 1, np.uint8)
     memset(&bt, 0, sizeof(Tape))
     memset(&st, 0, sizeof(Tape))
+    memset(&bnx, 0, sizeof(IBuf))
+    memset(&snx, 0, sizeof(IBuf))
     pm_init(&pm, n_in + n_par)
     try:
         # inputs are batched rows 0..n_in-1, parameters scalar slots
@@ -354,6 +383,42 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
                             f"compile: the {v._op!r} node {_describe(v)} has a "
                             "user _backward replacing its derivative rule; a "
                             "compiled program would ignore it, so it is refused")
+                    if op_is_nary(op):
+                        # one instruction; its operands in a (count, codes...) run
+                        xs = <tuple>v._a
+                        cnt = len(xs)
+                        bat_a = False
+                        for q in range(cnt):
+                            pm_get(&pm, <size_t>PyTuple_GET_ITEM(xs, q), &code)
+                            bat_a = bat_a or (code & 3) == S_ROW
+                        nxb = &bnx if bat_a else &snx
+                        ca = <int>nxb.n
+                        ibuf_push(nxb, <int>cnt)
+                        for q in range(cnt):
+                            pm_get(&pm, <size_t>PyTuple_GET_ITEM(xs, q), &code)
+                            ibuf_push(nxb, code)
+                        if bat_a:
+                            if bt.n == bt.cap:
+                                tape_reserve(&bt, bt.n + 1)
+                            k = bt.n
+                            bt.op[k] = op
+                            bt.kind[k] = K_N
+                            bt.a[k] = -1
+                            bt.b[k] = ca           # the run's offset
+                            bt.c[k] = 0.0
+                            bt.n += 1
+                            pm_put(&pm, key, <int>(n_in + k) * 4 + S_ROW)
+                        else:
+                            if st.n == st.cap:
+                                tape_reserve(&st, st.n + 1)
+                            k = st.n
+                            st.op[k] = op
+                            st.a[k] = ca           # the run's offset
+                            st.b[k] = -1
+                            st.c[k] = 0.0
+                            st.n += 1
+                            pm_put(&pm, key, <int>k * 4 + S_RESULT)
+                        continue
                     pm_get(&pm, <size_t>v._a, &ca)        # operands come first
                     pb = _operand_b(v)
                     cb = -1
@@ -414,24 +479,56 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
                                  "be a function of the parameters (and constants) only")
             pen_code = code
         pm_free(&pm)
-        prog = _assemble(&bt, &st, &cbuf, n_const, n_in, pars, o_code, pen_code)
+        prog = _assemble(&bt, &st, &cbuf, n_const, n_in, pars, o_code, pen_code,
+                         _nx_array(&bnx), _nx_array(&snx))
     finally:
         pm_free(&pm)
         tape_free(&bt)
         tape_free(&st)
         PyMem_RawFree(cbuf)
+        PyMem_RawFree(bnx.p)
+        PyMem_RawFree(snx.p)
     _stage("finish")
     return prog
 
 
+cdef object _nx_array(IBuf* t):
+    arr = _i32(t.p, t.n)
+    PyMem_RawFree(t.p)
+    t.p = NULL
+    t.n = t.cap = 0
+    return arr
+
+
+cdef int _resolve_nx(int[::1] nx, int base, bint scalar) except -1:
+    """Slot codes of the (count, codes...) runs -> a row r >= 0 or -1 - slot
+    (``scalar``: the slot itself)."""
+    cdef Py_ssize_t pos = 0, q, cnt
+    cdef int code, slot
+    while pos < nx.shape[0]:
+        cnt = nx[pos]
+        for q in range(pos + 1, pos + 1 + cnt):
+            code = nx[q]
+            if (code & 3) == S_ROW:
+                nx[q] = code >> 2
+                continue
+            slot = code >> 2 if (code & 3) == S_PARAM else base + (code >> 2)
+            nx[q] = slot if scalar else -1 - slot
+        pos += cnt + 1
+    return 0
+
+
 cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
-                       int n_in, list pars, list o_code, int pen_code):
+                       int n_in, list pars, list o_code, int pen_code, b_nx, s_nx):
     """The Program from the recorded tapes: fix-ups, then the passes.  Frees
-    the tapes and ``cbuf[0]`` (the constants) once copied into arrays."""
+    the tapes and ``cbuf[0]`` (the constants) once copied into arrays.
+    ``b_nx``/``s_nx``: the n-ary operand lists, as slot codes."""
     cdef int n_par = len(pars), base = n_par + <int>n_const
     cdef Py_ssize_t k, nb = bt.n, ns = st.n
     cdef int x, q
     cdef Program prog = Program.__new__(Program, _TOKEN)
+    _resolve_nx(b_nx, base, False)
+    _resolve_nx(s_nx, base, True)
     # scalar instruction results go after parameters and constants
     for k in range(ns):
         x = st.a[k]
@@ -478,7 +575,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         if o_bat[q]:
             is_out[o_slot[q]] = 1
     if FUSE:
-        nb, new_row = _fuse(b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out)
+        nb, new_row = _fuse(b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out, b_nx)
         b_op, b_kind, b_a, b_b, b_s, b_c = (b_op[:nb].copy(), b_kind[:nb].copy(),
                                             b_a[:nb].copy(), b_b[:nb].copy(),
                                             b_s[:nb].copy(), b_c[:nb].copy())
@@ -498,11 +595,11 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.n_binstr = <int>nb
     prog._params = tuple(pars)
     prog.consts = _padded(consts, 0.0)
-    _forward_tape(prog, b_op, b_kind, b_a, b_b, b_s, b_c, o_slot, o_bat, is_out)
+    _forward_tape(prog, b_op, b_kind, b_a, b_b, b_s, b_c, o_slot, o_bat, is_out, b_nx)
     _stage("forward_tape")
     prog._recorded = {
         "op": b_op, "kind": b_kind, "out": np.arange(n_in, n_in + nb, dtype=np.int32),
-        "a": b_a, "b": b_b, "s": b_s, "c": b_c}
+        "a": b_a, "b": b_b, "s": b_s, "c": b_c, "nary": b_nx.copy()}
     prog.n_recorded = <int>nb
     prog.n_srecorded = <int>ns
     prog.nlayers = 0
@@ -510,9 +607,10 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog._recognised = LAYERS and FUSE
     found = None
     if LAYERS and FUSE:
-        found = _find_layers(prog, b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out)
+        found = _find_layers(prog, b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out, b_nx)
+    t_nx = b_nx
     if found is not None:
-        (t_op, t_kind, t_out, t_a, t_b, t_s, t_c), new_row, prog.n_batched = found
+        (t_op, t_kind, t_out, t_a, t_b, t_s, t_c, t_nx), new_row, prog.n_batched = found
         prog.n_binstr = len(t_op)
         o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
                   for q in range(len(o_slot))]
@@ -533,6 +631,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.b_b = _padded(t_b, 0)
     prog.b_s = _padded(t_s, 0)
     prog.b_c = _padded(t_c, 0.0)
+    prog.b_nx = _padded(t_nx, 0)
     prog.o_slot = np.array(o_slot, np.int32)
     prog.o_bat = np.array(o_bat, np.uint8)
     # scalar reads from outside the scalar tape: the batched tape (before
@@ -542,11 +641,17 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     cdef const int[::1] av = b_a, bv = b_b, sv = b_s
     if prog.pen_slot >= 0:
         external[prog.pen_slot] = 1
+    cdef const int[::1] nxv = b_nx
     for k in range(nb):
         if kv[k] == K_SB:
             external[av[k]] = 1
         elif kv[k] == K_BS:
             external[bv[k]] = 1
+        elif kv[k] == K_N:
+            for q in range(bv[k] + 1, bv[k] + 1 + nxv[bv[k]]):
+                if nxv[q] < 0:
+                    external[-1 - nxv[q]] = 1
+            continue
         if sv[k] >= 0:
             external[sv[k]] = 1
     for q in range(len(o_slot)):
@@ -554,10 +659,10 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
             external[o_slot[q]] = 1
     prog._srecorded = {
         "op": s_op, "out": np.arange(base, base + ns, dtype=np.int32),
-        "a": s_a, "b": s_b, "c": s_c}
+        "a": s_a, "b": s_b, "c": s_c, "nary": s_nx.copy()}
     if FUSE:
         s_op, s_out, s_a, s_b, s_c, sd = _scalar_dots(s_op, s_a, s_b, s_c, base,
-                                                      external)
+                                                      external, s_nx)
     else:
         s_out = prog._srecorded["out"]
         sd = np.zeros(0, np.int32)
@@ -569,6 +674,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.s_b = _padded(s_b, 0)
     prog.s_c = _padded(s_c, 0.0)
     prog.sd = _padded(sd, 0)
+    prog.s_nx = _padded(s_nx, 0)
     prog.vs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.gs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.vs1 = np.zeros(prog.n_scalar + 1, np.float64)

@@ -20,7 +20,7 @@ The three *_GRAD ops are what it builds at kinks: a gradient masked by a
 comparison (relu, abs, max/min), re-evaluated at every compiled replay, whose
 own derivative with respect to the compared value is 0 (PyTorch's convention).
 """
-from libc.math cimport exp, log, tanh, sqrt, fabs, pow
+from libc.math cimport exp, log, log1p, tanh, sqrt, fabs, pow, isfinite
 
 cdef enum:
     OP_LEAF = 0
@@ -56,18 +56,62 @@ cdef enum:
     OP_SIGMOID = 22
     OP_ABS = 23
     OP_SQRT = 24
-    N_PURE_OPS = 25   # ops below this have rules here; the rest are eager-only
+    N_PURE_OPS = 25   # (the ops above; the layer pass takes epilogues from them)
     # a node built by hand, Value(x, (a, b), 'op'), whose backward is the
     # user's own ``_backward`` callable (micrograd's extension mechanism)
     OP_CUSTOM = 25
+    # added after the others, so that earlier codes (and pickles) keep theirs
+    OP_LOG1P = 26
+    OP_SOFTPLUS = 27  # log(1 + e**a), stably
+    OP_SOFTMAX = 28   # binary: e**(a - b), softmax's output: a = x_i, b = logsumexp(x)
+    # n-ary: operands x_0..x_{n-1} (n >= 1) in a tuple, as OP_CUSTOM; rules
+    # below.  They stay the last codes (backward() tests op >= OP_SUM).
+    OP_SUM = 29       # (((0 + x_0) + x_1) + x_2) + ..., as Python's sum()
+    OP_LOGSUMEXP = 30  # m + log(e**(x_0 - m) + e**(x_1 - m) + ...), m = max x_i
+    N_OPS = 31        # op codes are below this
+
+
+# What each op code's node holds besides its first operand, one byte per op
+# (a table, not ranges: the binary ops are no longer one range since
+# OP_SOFTMAX).  OPK_TUPLE: operands in a tuple in ``_a`` (n-ary ops and
+# OP_CUSTOM).  A lookup costs what the old range check did: see the commit.
+cdef enum:
+    OPK_BINARY = 1
+    OPK_CONST = 2
+    OPK_NARY = 4
+    OPK_TUPLE = 8
+
+cdef extern from *:
+    """
+    static const unsigned char fg_op_kind[256] = {
+        0,              /* OP_LEAF */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1,   /* OP_ADD .. OP_TIE_GRAD: binary */
+        2, 2, 2, 2, 2, 2, 2,            /* OP_ADDC .. OP_RPOWC: a constant */
+        0, 0, 0, 0, 0, 0, 0,            /* OP_RELU .. OP_SQRT: unary */
+        8,              /* OP_CUSTOM: a tuple of operands */
+        0, 0,           /* OP_LOG1P, OP_SOFTPLUS */
+        1,              /* OP_SOFTMAX */
+        4 | 8, 4 | 8,   /* OP_SUM, OP_LOGSUMEXP */
+    };
+    """
+    const unsigned char fg_op_kind[256]
 
 
 cdef inline bint op_is_binary(int op) noexcept nogil:
-    return OP_ADD <= op <= OP_TIE_GRAD
+    return fg_op_kind[<unsigned char>op] & OPK_BINARY
 
 
 cdef inline bint op_has_const(int op) noexcept nogil:
-    return OP_ADDC <= op <= OP_RPOWC
+    return fg_op_kind[<unsigned char>op] & OPK_CONST
+
+
+cdef inline bint op_is_nary(int op) noexcept nogil:
+    return fg_op_kind[<unsigned char>op] & OPK_NARY
+
+
+cdef inline bint op_has_tuple(int op) noexcept nogil:
+    """Operands in a tuple (``Value._a``): the n-ary ops and OP_CUSTOM."""
+    return fg_op_kind[<unsigned char>op] & OPK_TUPLE
 
 
 cdef inline double stable_sigmoid(double a) noexcept nogil:
@@ -78,6 +122,13 @@ cdef inline double stable_sigmoid(double a) noexcept nogil:
         return 1.0 / (1.0 + exp(-a))
     e = exp(a)
     return e / (1.0 + e)
+
+
+cdef inline double fg_softplus(double a) noexcept nogil:
+    # log(1 + e**a) = max(a, 0) + log1p(e**-|a|): exp never overflows, and
+    # for a << 0 the result is e**a to full precision (log(1 + tiny) would
+    # round 1 + tiny to 1).  nan stays nan (both terms are nan).
+    return (a if a > 0 else 0.0) + log1p(exp(-fabs(a)))
 
 
 cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
@@ -97,7 +148,8 @@ cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
 
 
 cdef inline double op_forward(int op, double a, double b, double c) noexcept nogil:
-    """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM)."""
+    """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM or an n-ary
+    op: see the n-ary section below)."""
     if op == OP_ADD:
         return a + b
     elif op == OP_SUB:
@@ -148,6 +200,15 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
         return sqrt(a)
     elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
         return mask_grad(op, a, b)
+    elif op == OP_LOG1P:
+        return log1p(a)
+    elif op == OP_SOFTPLUS:
+        return fg_softplus(a)
+    elif op == OP_SOFTMAX:
+        # b = logsumexp(x) >= a, so this never overflows; its error relative
+        # to the exact softmax is about |b| * 2**-53 plus an ulp or two (the
+        # rounding of b, amplified by exp)
+        return exp(a - b)
     return a  # OP_LEAF: the value itself
 
 
@@ -242,6 +303,13 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
         # linear in the gradient a, piecewise constant in b: d/db = 0
         ga[0] = mask_grad(op, g, b)
+    elif op == OP_LOG1P:
+        ga[0] = g / (1.0 + a)
+    elif op == OP_SOFTPLUS:
+        ga[0] = stable_sigmoid(a) * g     # d/da log(1 + e**a) = sigmoid(a)
+    elif op == OP_SOFTMAX:
+        ga[0] = out * g
+        gb[0] = -(out * g)
 
 
 cdef inline void op_second(int op, double a, double b, double c, double out,
@@ -288,3 +356,75 @@ cdef inline void op_second(int op, double a, double b, double c, double out,
         haa[0] = out * (1.0 - out) * (1.0 - 2.0 * out)
     elif op == OP_SQRT:
         haa[0] = -0.25 / (out * out * out)
+    elif op == OP_LOG1P:
+        haa[0] = -1.0 / ((1.0 + a) * (1.0 + a))
+    elif op == OP_SOFTPLUS:                  # sigmoid'(a)
+        haa[0] = stable_sigmoid(a) * (1.0 - stable_sigmoid(a))
+    elif op == OP_SOFTMAX:                   # out = e**(a - b)
+        haa[0] = out
+        hab[0] = -out
+        hbb[0] = out
+
+
+# ---------------------------------------------------------------------------
+# n-ary ops: the one definition of their floating-point order
+# ---------------------------------------------------------------------------
+# An n-ary node's value is a left fold over its operands x_0..x_{n-1} in
+# order, written here as steps that the eager engine runs over a tuple and the
+# replay runs over batch columns (each column the same steps): so every
+# engine gives the same floats.
+#
+#   OP_SUM        s = x_0 + 0.0; s = s + x_i for i = 1..n-1 (Python's sum():
+#                 its start 0 turns a -0.0 first item into +0.0, as here)
+#   OP_LOGSUMEXP  m = x_0; m = lse_max(m, x_i) for i = 1..n-1   (nan sticks)
+#                 then, if m is finite: t = e**(x_0 - m); t = t + e**(x_i - m)
+#                 for i = 1..n-1; value m + log(t); else (nan, +-inf) m
+#
+# Gradients (``nary_backward``): operand i gets d(out)/d(x_i) * g, in
+# operand order i = 0..n-1 (an operand listed twice gets both, in order).
+# logsumexp's is e**(x_i - out) * g, which is OP_SOFTMAX's value times g: the
+# differentiable rule (_higher.pyx) builds exactly that.
+
+cdef inline double lse_max(double m, double x) noexcept nogil:
+    """One step of logsumexp's max: x if x > m or x is nan, else m."""
+    return x if (x > m or x != x) else m
+
+
+cdef inline double lse_term(double x, double m) noexcept nogil:
+    return exp(x - m)
+
+
+cdef inline double lse_finish(double m, double t) noexcept nogil:
+    """logsumexp from its max m and the sum t of e**(x_i - m).
+
+    All -inf (m = -inf) gives -inf, any +inf gives +inf, any nan nan
+    (as torch.logsumexp); then t is not used (it is nan there).
+    """
+    return m + log(t) if isfinite(m) else m
+
+
+cdef inline double nary_backward(int op, double x, double out,
+                                 double g) noexcept nogil:
+    """Gradient contribution of one operand x of an n-ary node (value out,
+    gradient g)."""
+    if op == OP_LOGSUMEXP:
+        return op_forward(OP_SOFTMAX, x, out, 0.0) * g
+    return g                                     # OP_SUM
+
+
+cdef inline double nary_partial(int op, double x, double out) noexcept nogil:
+    """d(out)/d(x) for one operand x (the forward tangent's weights)."""
+    if op == OP_LOGSUMEXP:
+        return op_forward(OP_SOFTMAX, x, out, 0.0)
+    return 1.0
+
+
+cdef inline double nary_hess_t(int op, double x, double out, double tx,
+                               double tout) noexcept nogil:
+    """Row x of the node's Hessian times the operands' tangents T:
+    sum_j d2(out)/dx dx_j T_j, given T_x = tx and the node's own tangent
+    tout = sum_j d(out)/dx_j T_j.  logsumexp: p (T_x - tout) with
+    p = e**(x - out) (its Hessian is diag(p) - p p^T); a sum is linear: 0."""
+    if op == OP_LOGSUMEXP:
+        return op_forward(OP_SOFTMAX, x, out, 0.0) * (tx - tout)
+    return 0.0

@@ -4,8 +4,9 @@
 Value``.
 """
 import contextlib
+import operator
 import threading
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Sequence, Union, cast
 
 from fastgrad._backend import COMPILED
 
@@ -14,9 +15,12 @@ if COMPILED:
         Value,
         dot_add,
         is_grad_enabled,
+        logsumexp,
         maximum,
         minimum,
         set_grad_enabled,
+        softmax,
+        sum,
         zero_grad,
     )
 else:  # the pure-Python build (see fastgrad._backend)
@@ -24,16 +28,98 @@ else:  # the pure-Python build (see fastgrad._backend)
         Value,
         dot_add,
         is_grad_enabled,
+        logsumexp,
         maximum,
         minimum,
         set_grad_enabled,
+        softmax,
+        sum,
         zero_grad,
     )
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
     "set_grad_enabled", "zero_grad", "dot_add",
+    "sum", "logsumexp", "softmax", "log_softmax", "cross_entropy",
 ]
+
+_Operand = Union[Value, float]
+
+
+def log_softmax(values: Iterable[_Operand]) -> list[Value]:
+    """log(softmax(x)) of a sequence of Values: ``x_i - logsumexp(x)``.
+
+    One :func:`logsumexp` node and one subtraction per item; stable for any
+    input.
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> from fastgrad import Value
+    >>> [round(v.data, 6) for v in fastgrad.log_softmax([Value(0.0), Value(0.0)])]
+    [-0.693147, -0.693147]
+    """
+    xs = list(values)
+    lse = logsumexp(xs)
+    return [x - lse for x in xs]
+
+
+def cross_entropy(logits: Iterable[_Operand],
+                  target: Union[int, Sequence[_Operand]]) -> Value:
+    """Softmax cross-entropy of one sample: ``-log(softmax(logits)[target])``.
+
+    Parameters
+    ----------
+    logits : iterable of Value (or numbers)
+        The unnormalised scores of the classes (at least one).
+    target : int or sequence of Value/numbers
+        The class index (``0 <= target < len(logits)``), computed as
+        ``logsumexp(logits) - logits[target]``; or class probabilities (a
+        one-hot vector, soft labels), of the same length as ``logits``,
+        computed as ``-sum(target_i * (logits_i - logsumexp(logits)))``, as
+        ``torch.nn.functional.cross_entropy`` does with probabilities.  In a
+        compiled program the index is fixed when tracing; pass the labels as
+        one-hot input Values for labels that change from row to row.
+
+    Returns
+    -------
+    Value
+        The loss; average it over the samples yourself (``fastgrad.sum(losses)
+        * (1 / n)``).
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> from fastgrad import Value
+    >>> logits = [Value(2.0), Value(0.5), Value(-1.0)]
+    >>> loss = fastgrad.cross_entropy(logits, 0); loss.backward()
+    >>> round(loss.data, 6), [round(z.grad, 6) for z in logits]
+    (0.241311, [-0.214403, 0.17529, 0.039113])
+    >>> y = [0.0, 1.0, 0.0]                     # the same as target 1
+    >>> round(fastgrad.cross_entropy(logits, y).data, 6)
+    1.741311
+    """
+    xs = list(logits)
+    lse = logsumexp(xs)
+    if isinstance(target, (str, bytes)) or not hasattr(target, "__len__"):
+        if isinstance(target, bool):
+            raise TypeError("cross_entropy: target must be a class index (int) or "
+                            "a sequence of probabilities, got bool")
+        try:
+            k = operator.index(target)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError("cross_entropy: target must be a class index (int) or "
+                            "a sequence of probabilities, got "
+                            f"{type(target).__name__}") from None
+        if not 0 <= k < len(xs):
+            raise IndexError(f"cross_entropy: target {k} out of range for "
+                             f"{len(xs)} classes")
+        return lse - xs[k]
+    ts = list(cast(Sequence[_Operand], target))
+    if len(ts) != len(xs):
+        raise ValueError(f"cross_entropy: {len(xs)} logits but {len(ts)} target "
+                         "probabilities")
+    return -sum([t * (x - lse) for t, x in zip(ts, xs)])
 
 
 class no_grad(contextlib.ContextDecorator):

@@ -28,15 +28,19 @@ Design:
 >>> a.grad, b.grad
 (2.0, 8.0)
 """
+import builtins
 import contextlib
 import math
+import operator
 import numbers
 import threading
-from typing import Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat, Union
+from typing import (Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat,
+                    Union, cast)
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
     "set_grad_enabled", "zero_grad", "dot_add",
+    "sum", "logsumexp", "softmax", "log_softmax", "cross_entropy",
     "Module", "Neuron", "Layer", "MLP",
 ]
 
@@ -171,6 +175,38 @@ def _ieee_log(x: float) -> float:
     return -_INF if x == 0 else _NAN
 
 
+def _ieee_exp(x: float) -> float:
+    """e**x as C's exp(): inf where Python raises OverflowError."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return _INF
+
+
+def _softplus(a: float) -> float:
+    # log(1 + e^a) as max(a, 0) + log1p(e^-|a|): exp never overflows, and
+    # a very negative a keeps full precision (1 + tiny would round to 1)
+    return (a if a > 0 else 0.0) + math.log1p(math.exp(-abs(a)))
+
+
+def _lse_max(m: float, x: float) -> float:
+    return x if (x > m or x != x) else m          # nan sticks
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    """m + log(sum(e^(x - m))), m the largest x, summed in order; a non-finite
+    m (nan, +-inf) is the result itself (fastgrad's one float order)."""
+    m = xs[0]
+    for x in xs[1:]:
+        m = _lse_max(m, x)
+    if not math.isfinite(m):
+        return m
+    t = math.exp(xs[0] - m)
+    for x in xs[1:]:
+        t = t + math.exp(x - m)
+    return m + math.log(t)
+
+
 def _sigmoid(a: float) -> float:
     # 1/(1+e^-a) overflows e^-a for very negative a; the second branch
     # rewrites it as e^a/(1+e^a), so exp only ever sees a non-positive number
@@ -215,6 +251,17 @@ def _d_min(a: float, b: float, out: float, g: float) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+def _d_sum(*args: float) -> tuple[float, ...]:
+    # args: the operands' values, then out and g: every operand gets g
+    return (args[-1],) * (len(args) - 2)
+
+
+def _d_logsumexp(*args: float) -> tuple[float, ...]:
+    # d/dx_i = e^(x_i - out): softmax(x)_i
+    out, g = args[-2], args[-1]
+    return tuple(_ieee_exp(x - out) * g for x in args[:-2])
+
+
 def _d_abs(a: float, out: float, g: float) -> tuple[float]:
     if a > 0:
         return (g,)
@@ -241,6 +288,12 @@ _RULES: dict[Optional[str], Callable[..., tuple[float, ...]]] = {
     "sigmoid": lambda a, out, g: (out * (1.0 - out) * g,),
     "abs": _d_abs,
     "sqrt": lambda a, out, g: (_ieee_div(g, 2.0 * out),),
+    "log1p": lambda a, out, g: (_ieee_div(g, 1.0 + a),),
+    "softplus": lambda a, out, g: (_sigmoid(a) * g,),
+    # softmax's output e^(a - b): a = x_i, b = logsumexp(x)
+    "softmax": lambda a, b, out, g: (out * g, -(out * g)),
+    "sum": _d_sum,
+    "logsumexp": _d_logsumexp,
 }
 
 
@@ -497,6 +550,18 @@ class Value:
                              "negative number")
         return self._unary(math.sqrt(x), "sqrt")
 
+    def log1p(self) -> "Value":
+        """log(1 + x); ValueError for x <= -1."""
+        x = self.data
+        if x <= -1:
+            raise ValueError(f"log1p: math domain error, log1p({x!r}) is "
+                             "undefined for x <= -1")
+        return self._unary(math.log1p(x), "log1p")
+
+    def softplus(self) -> "Value":
+        """log(1 + e**x), without overflow for any x."""
+        return self._unary(_softplus(self.data), "softplus")
+
     # -- reverse mode ------------------------------------------------------------
 
     def _backward(self) -> None:  # type: ignore[no-redef]  # assignable (see above)
@@ -604,8 +669,117 @@ def dot_add(w: Sequence[Value], x: Iterable[_Operand], start: Value,
         if not isinstance(xi, Value) and _number(xi) is None:
             raise TypeError("dot_add: inputs must be Values or real numbers, "
                             f"got {type(xi).__name__}")
-    act = sum((wi * xi for wi, xi in zip(w, x)), start)
+    act = builtins.sum((wi * xi for wi, xi in zip(w, x)), start)
     return act.relu() if relu else act
+
+
+def _operands(values: Iterable[_Operand], where: str) -> tuple[Value, ...]:
+    """values as a non-empty tuple of Values (numbers become leaves)."""
+    if isinstance(values, Value):
+        raise TypeError(f"{where} expects a sequence of Values, got a single "
+                        "Value (wrap it in a list)")
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{where} expects a sequence of Values or numbers, got "
+                        f"{type(values).__name__}") from None
+    if not items:
+        raise ValueError(f"{where} of an empty sequence: it needs at least one "
+                         "Value")
+    out = []
+    for i, x in enumerate(items):
+        if not isinstance(x, Value):
+            c = _number(x)
+            if c is None:
+                raise TypeError(f"{where}: item {i} must be a Value or a real "
+                                f"number, got {type(x).__name__} ({repr(x)[:60]})")
+            x = Value(c)
+        out.append(x)
+    return tuple(out)
+
+
+def sum(values: Iterable[_Operand]) -> Value:   # noqa: A001 (fastgrad.sum)
+    """((0 + x_0) + x_1) + ... as one node: Python's sum, one node.
+
+    >>> from fastgrad.reference import Value, sum
+    >>> sum([Value(1.0), Value(2.0), 0.5]).data
+    3.5
+    """
+    xs = _operands(values, "sum()")
+    total = xs[0].data + 0.0
+    for x in xs[1:]:
+        total = total + x.data
+    return Value._node(total, xs, "sum", "sum")
+
+
+def logsumexp(values: Iterable[_Operand]) -> Value:
+    """log(sum(e^x_i)) as one node, computed as m + log(sum(e^(x_i - m))).
+
+    >>> from fastgrad.reference import Value, logsumexp
+    >>> round(logsumexp([Value(0.0), Value(0.0)]).data, 6)
+    0.693147
+    """
+    xs = _operands(values, "logsumexp()")
+    return Value._node(_logsumexp([x.data for x in xs]), xs, "logsumexp",
+                       "logsumexp")
+
+
+def softmax(values: Iterable[_Operand]) -> list[Value]:
+    """[e^(x_i - logsumexp(x))]: one logsumexp node, one node per output.
+
+    >>> from fastgrad.reference import Value, softmax
+    >>> [round(p.data, 12) for p in softmax([Value(1.0), Value(1.0)])]
+    [0.5, 0.5]
+    """
+    xs = _operands(values, "softmax()")
+    lse = Value._node(_logsumexp([x.data for x in xs]), xs, "logsumexp",
+                      "logsumexp")
+    return [Value._node(_ieee_exp(x.data - lse.data), (x, lse), "softmax", "softmax")
+            for x in xs]
+
+
+def log_softmax(values: Iterable[_Operand]) -> list[Value]:
+    """[x_i - logsumexp(x)].
+
+    >>> from fastgrad.reference import Value, log_softmax
+    >>> [round(v.data, 6) for v in log_softmax([Value(0.0), Value(0.0)])]
+    [-0.693147, -0.693147]
+    """
+    xs = list(values)
+    lse = logsumexp(xs)
+    return [x - lse for x in xs]
+
+
+def cross_entropy(logits: Iterable[_Operand],
+                  target: Union[int, Sequence[_Operand]]) -> Value:
+    """-log(softmax(logits)[target]); ``target`` a class index or a sequence
+    of class probabilities (see ``fastgrad.cross_entropy``).
+
+    >>> from fastgrad.reference import Value, cross_entropy
+    >>> round(cross_entropy([Value(0.0), Value(0.0)], 1).data, 6)
+    0.693147
+    """
+    xs = list(logits)
+    lse = logsumexp(xs)
+    if isinstance(target, (str, bytes)) or not hasattr(target, "__len__"):
+        if isinstance(target, bool):
+            raise TypeError("cross_entropy: target must be a class index (int) or "
+                            "a sequence of probabilities, got bool")
+        try:
+            k = operator.index(target)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError("cross_entropy: target must be a class index (int) or "
+                            "a sequence of probabilities, got "
+                            f"{type(target).__name__}") from None
+        if not 0 <= k < len(xs):
+            raise IndexError(f"cross_entropy: target {k} out of range for "
+                             f"{len(xs)} classes")
+        return lse - xs[k]
+    ts = list(cast(Sequence[_Operand], target))
+    if len(ts) != len(xs):
+        raise ValueError(f"cross_entropy: {len(xs)} logits but {len(ts)} target "
+                         "probabilities")
+    return -sum([t * (x - lse) for t, x in zip(ts, xs)])
 
 
 def zero_grad(params: Iterable[Value]) -> None:
@@ -661,7 +835,7 @@ class Neuron(Module, _nn.Neuron):
         x = list(x)
         if len(x) != len(self.w):
             raise ValueError(f"Neuron: {len(self.w)} weights but {len(x)} inputs")
-        act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+        act = builtins.sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
         return act.relu() if self.nonlin else act
 
 
