@@ -257,6 +257,21 @@ def test_with_dense_layers_and_cross_entropy():
     assert np.allclose(pg, [p.grad for p in model.parameters()], rtol=1e-10, atol=1e-13)
 
 
+def test_irregular_workload_small():
+    from fastgrad.bench import irregular as bi
+    prog, _ = bi.compile_program(60, "primitives")
+    X = bi.rows(9)
+    out = np.empty((9, prog.n_outputs))
+    G = np.empty_like(X)
+    prog.batch(X, reduce="sum", outputs=out, input_grad=G)
+    for r in range(9):
+        xs = [Value(v) for v in X[r]]
+        y = bi.build_values(xs, 60, "primitives")
+        y.backward()
+        assert struct.pack("<d", y.data) == struct.pack("<d", out[r, 0])
+        assert np.array_equal(bits(G[r]), bits([x.grad for x in xs]))
+
+
 def test_compiles_the_differentiable_rules():
     # grad(create_graph=True) through logsumexp builds softmax nodes: the
     # gradient graph compiles and replays to eager's floats

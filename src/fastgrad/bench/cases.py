@@ -9,6 +9,7 @@ default; ``full``: larger sizes, more rounds).
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fastgrad.bench.harness import Case, Pair, Runner
+from fastgrad.bench.irregular import make_irregular
 from fastgrad.bench.workloads import (
     make_backward, make_backward_scaling, make_build, make_deep_chain, make_forward,
     make_gradcheck, make_memory, make_num_grad, make_optim, make_replay_record,
@@ -125,6 +126,25 @@ def _plan_replay(mode: str) -> List[Pair]:
             Pair("eager", p, rounds=fg, fg_rounds=fg)]
 
 
+def _plan_irregular(mode: str, per_row: bool = False) -> List[Pair]:
+    # Rogozhnikov's graph (fastgrad.bench.irregular): 1k ops (1,850 nodes)
+    # and, in full mode, 10k ops; per row on fewer rows (one call per row)
+    sizes = {"smoke": [40], "quick": [1000], "full": [1000, 10000]}[mode]
+    n = {"smoke": 16, "quick": 300 if per_row else 3000,
+         "full": 500 if per_row else 10000}[mode]
+    fg, slow = _rounds(mode, 3, 3)
+    out = []
+    for ops in sizes:
+        p = {"ops": ops, "rows": n, "per_row": per_row}
+        out += [Pair("c_tape", p, label=f"{ops} ops", rounds=slow, fg_rounds=fg),
+                Pair("numba_tape", p, label=f"{ops} ops", rounds=slow, fg_rounds=fg)]
+    return out
+
+
+def _plan_irregular_row(mode: str) -> List[Pair]:
+    return _plan_irregular(mode, per_row=True)
+
+
 def make_grid(impl: str, params: Dict[str, Any]) -> Runner:
     """One side of one H x N grid cell (:mod:`fastgrad.bench.grid`; issue 13)."""
     from fastgrad.bench import grid   # imported when the grid runs
@@ -197,6 +217,13 @@ CASES = [
     Case("styles", "replay", "model code styles: 2-64-64-1 / digits written as users "
          "write them (bias forms, tanh, sigmoid, softmax CE), compiled, vs array peers",
          "step", make_styles, _plan_styles, rtol=1e-9, atol=1e-12, single_core=True),
+    Case("irregular", "replay", "irregular scalar graph (softplus, 4-term sums, "
+         "products, 4-way softmax; forward + backward of 100 inputs per row): "
+         "compiled, one batch call", "rows", make_irregular, _plan_irregular,
+         targets={"c_tape": (2.0, "<= 0.5x C tape")}),
+    Case("irregular_per_row", "replay", "the irregular graph, value_and_grad one "
+         "row at a time", "rows", make_irregular, _plan_irregular_row,
+         targets={"c_tape": (1 / 1.5, "<= 1.5x C tape")}),
     # kind "grid": the CLI runs all the peers of a cell together
     # (fastgrad.bench.grid.run_cell: checked, then timed interleaved)
     Case("grid", "grid", "H x N grid: full-batch MLP(2, [H, H, 1]) step, compiled "
@@ -222,6 +249,8 @@ BASELINE_LABELS = {
     "torch_compile": "torch.compile 1-thread",
     "jax_jit": "jax.jit 1-thread",
     "hips_autograd": "HIPS autograd",
+    "c_tape": "C tape (cc -O2, one row at a time)",
+    "numba_tape": "numba tape",
 }
 
 
