@@ -268,7 +268,7 @@ def numba_tape() -> Any:
     try:
         import numba
     except ImportError:
-        raise NotAvailable("numba is not installed") from None
+        raise NotAvailable("not available: numba is not installed") from None
 
     @numba.njit(cache=False, fastmath=False)
     def tape_rows(t: Any, n_in: int, n_nodes: int, X: Any, out: Any,
