@@ -25,13 +25,11 @@ import math
 from typing import Any, Callable, Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fastgrad._export_plan import LayerPlan, Plan, Ref
 
 __all__ = ["ExportedProgram", "build_module"]
-
-Tensor = torch.Tensor
 
 
 # ---------------------------------------------------------------------------

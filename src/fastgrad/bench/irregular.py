@@ -270,7 +270,6 @@ def numba_tape() -> Any:
     except ImportError:
         raise NotAvailable("not available: numba is not installed") from None
 
-    @numba.njit(cache=False, fastmath=False)
     def tape_rows(t: Any, n_in: int, n_nodes: int, X: Any, out: Any,
                   G: Any) -> None:  # pragma: no cover - jitted
         v = np.empty(n_nodes)
@@ -331,8 +330,11 @@ def numba_tape() -> Any:
             for i in range(n_in):
                 G[j, i] = g[i]
 
-    _NUMBA["fn"] = tape_rows
-    return tape_rows
+    # compiled by a call, not as a decorator: numba ships no types (mypy
+    # --strict refuses an untyped decorator)
+    jitted: Any = numba.njit(cache=False, fastmath=False)(tape_rows)
+    _NUMBA["fn"] = jitted
+    return jitted
 
 
 # ---------------------------------------------------------------------------
