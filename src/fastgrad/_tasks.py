@@ -19,6 +19,7 @@ import numbers
 import pickle
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections import OrderedDict, deque
@@ -29,6 +30,7 @@ from concurrent.futures import (
     Executor,
     Future,
     ProcessPoolExecutor,
+    ThreadPoolExecutor,
     wait,
 )
 from typing import Any, Callable
@@ -43,6 +45,7 @@ def _public(cls: type) -> type:
     """Name a class by its public module (tracebacks, reprs, pickles)."""
     cls.__module__ = "fastgrad.distributed"
     return cls
+
 
 # ---------------------------------------------------------------------------
 # shipping callables to workers
@@ -216,20 +219,44 @@ class SweepError(RuntimeError):
 
 
 
-def _run_config(token: str, blob: bytes, config: Config,
-                attempt: int) -> tuple[str, Any, str]:
+def _run_config(token: str, blob: bytes, config: Config, attempt: int,
+                ship: bool) -> tuple[str, Any, str]:
     """Worker side of a sweep task: ("ok", result, "") or ("error", msg, tb).
 
     Exceptions are returned as text: an exception object may not pickle, its
-    traceback never does.  ``attempt`` only makes a retry a new task for
-    engines that name tasks by their arguments (Dask would hand back the
-    failed one).
+    traceback never does.  Any exception of ``train_fn`` is its
+    configuration's failure -- ``SystemExit`` (``sys.exit()``, argparse's
+    ``parser.error``) and other BaseExceptions too -- except
+    KeyboardInterrupt, which interrupts the sweep.  With ``ship`` (a worker
+    in another process) the result is pickled here, so that a result that
+    does not pickle, or will not unpickle on the driver, is reported with its
+    own error by the driver instead of breaking the executor.  ``attempt``
+    only makes a retry a new task for engines that name tasks by their
+    arguments (Dask would hand back the failed one).
     """
     try:
         fn = _loads_cached(token, blob)
-        return ("ok", fn(**config), "")
-    except Exception as exc:  # noqa: BLE001 - any failure of train_fn is reported
+        result = fn(**config)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of train_fn is reported
         return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    if not ship:
+        return ("ok", result, "")
+    try:
+        return ("ok", _dumps_result(result), "")
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported per configuration
+        return ("error", f"the result of train_fn cannot be pickled to go back to the "
+                f"driver: {type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _dumps_result(obj: object) -> bytes:
+    cloudpickle = _optional("cloudpickle")
+    if cloudpickle is not None:
+        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _max_workers(executor: Executor) -> int | None:
@@ -253,7 +280,7 @@ def _fresh_pool(broken: Executor) -> Executor | None:
 
 
 def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:
-    if progress is False:
+    if progress is not None and not progress:       # False, numpy.False_
         return None
     tqdm_auto = _optional("tqdm.auto")
     if tqdm_auto is None:
@@ -267,8 +294,10 @@ def _format_exc(exc: BaseException) -> tuple[str, str]:
 
 
 def run_all(train_fn: Callable[..., Any], configs: list[Config],
-             executor: Executor | None, progress: bool | None,
-             retries: int, where: str) -> SweepResult:
+            executor: Executor | None, progress: bool | None,
+            retries: int, where: str, timeout: float | None = None) -> SweepResult:
+    """Run ``train_fn(**config)`` for each configuration; never raises for a
+    configuration's failure (they are in the result's ``failures``)."""
     n = len(configs)
     results: list[Any] = [None] * n
     failures: dict[int, SweepFailure] = {}
@@ -284,13 +313,15 @@ def run_all(train_fn: Callable[..., Any], configs: list[Config],
             for i, cfg in enumerate(configs):
                 try:
                     results[i] = train_fn(**cfg)
-                except Exception as exc:  # noqa: BLE001 - reported per configuration
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - reported per configuration
                     msg, tb = _format_exc(exc)
                     failures[i] = SweepFailure(i, cfg, "exception", msg, tb)
                 tick()
         else:
-            _run_on(executor, train_fn, configs, results, failures, retried,
-                    retries, tick, where)
+            _Window(executor, train_fn, configs, results, failures, retried,
+                    retries, timeout, tick, where).run()
     finally:
         if bar is not None:
             bar.close()
@@ -298,118 +329,251 @@ def run_all(train_fn: Callable[..., Any], configs: list[Config],
                        sorted(set(retried)))
 
 
-def _collect(f: Future[tuple[str, Any, str]], i: int, configs: list[Config],
-             results: list[Any], failures: dict[int, SweepFailure],
-             crashed: dict[int, BaseException], tick: Callable[[], None]) -> bool:
-    """File the outcome of configuration i's task; True if the pool broke."""
-    try:
-        status, value, tb = f.result()
-    except BrokenExecutor as exc:            # the process pool lost a worker
-        crashed[i] = exc
-        return True
-    except Exception as exc:  # noqa: BLE001 - reported per configuration
-        if type(exc).__name__ == "KilledWorker":     # Dask: its worker died
-            crashed[i] = exc
-            return False
-        msg, tb = _format_exc(exc)           # e.g. an unpicklable result
-        failures[i] = SweepFailure(i, configs[i], "exception", msg, tb)
-        tick()
+def _kill_workers(executor: Executor) -> bool:
+    """SIGKILL the worker processes of a ProcessPoolExecutor (it breaks: the
+    tasks it holds fail with BrokenProcessPool).  False for other executors."""
+    if not isinstance(executor, ProcessPoolExecutor):
         return False
-    if status == "ok":
-        results[i] = value
-    else:
-        failures[i] = SweepFailure(i, configs[i], "exception", value, tb)
-    tick()
-    return False
+    procs = getattr(executor, "_processes", None) or {}
+    for p in list(procs.values()):
+        try:
+            p.kill()
+        except (OSError, ValueError, AttributeError):   # already gone or closed
+            pass
+    return True
 
 
-def _run_on(executor: Executor, train_fn: Callable[..., Any], configs: list[Config],
-            results: list[Any], failures: dict[int, SweepFailure],
-            retried: list[int], retries: int, tick: Callable[[], None],
-            where: str) -> None:
-    token = uuid.uuid4().hex
-    blob = _dumps(train_fn, "train_fn", where)
-    pending: deque[int] = deque(range(len(configs)))
-    isolate: deque[int] = deque()       # suspects of a crash, re-run one at a time
-    crashes = [0] * len(configs)
-    inflight: dict[Future[tuple[str, Any, str]], int] = {}
-    # At most max_workers + 1 tasks in flight (when the executor says how many
-    # it has; the one extra keeps a worker that finishes from waiting for the
-    # driver): when a worker process dies, the configurations in flight are the
-    # only suspects, and those never submitted are unaffected.
-    nw = _max_workers(executor)
-    window = None if nw is None else nw + 1
-    current: Executor | None = executor
-    own: list[Executor] = []
-    try:
-        while pending or isolate or inflight:
-            broken = False
-            if current is not None:
-                queue = isolate if isolate else pending
-                limit = 1 if isolate else window
-                while queue and (limit is None or len(inflight) < limit):
-                    i = queue[0]
-                    try:
-                        f = current.submit(_run_config, token, blob, configs[i],
-                                           crashes[i])
-                    except BrokenExecutor:           # it broke since the last wait
-                        broken = True
-                        break
-                    queue.popleft()
-                    inflight[f] = i
-            if broken and not inflight:
-                current = _fresh_pool(current) if current is not None else None
-                if current is not None:
-                    own.append(current)
-                continue
-            if not inflight:
-                # the executor is broken and cannot be replaced: report the rest
-                for i in list(isolate) + list(pending):
-                    if i not in failures:
-                        failures[i] = SweepFailure(
-                            i, configs[i], "not run", "the executor broke before "
-                            "this configuration could run", "")
-                        tick()
-                isolate.clear()
-                pending.clear()
-                break
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            crashed: dict[int, BaseException] = {}
-            for f in done:
-                broken |= _collect(f, inflight.pop(f), configs, results, failures,
-                                   crashed, tick)
-            if broken and inflight:
-                # a broken pool fails every task it still holds
-                wait(list(inflight))
-                for f in list(inflight):
-                    _collect(f, inflight.pop(f), configs, results, failures,
-                             crashed, tick)
-            for i in sorted(crashed):
-                crashes[i] += 1
-                if crashes[i] > retries:
-                    msg, tb = _format_exc(crashed[i])
-                    n_others = len(crashed) - 1 + len(inflight)
-                    others = ("alone" if n_others == 0 else
-                              f"with {n_others} other run(s) in flight")
-                    failures[i] = SweepFailure(
-                        i, configs[i], "worker died",
-                        f"{msg} (its worker process died while it ran, {others}; "
-                        f"{crashes[i]} time(s))", tb)
-                    tick()
-                else:
-                    retried.append(i)
-                    isolate.append(i)
-            if broken and current is not None:
-                current = _fresh_pool(current)
-                if current is not None:
-                    own.append(current)
-    except BaseException:
-        for f in inflight:
+# How often the driver looks at the tasks in flight while a timeout is set
+# (their deadlines; whether a thread-pool task has started), and at most how
+# long it blocks otherwise: a SIGINT the OS delivers to another thread (Dask's,
+# tqdm's) only raises KeyboardInterrupt once the main thread runs Python again.
+_POLL_S = 0.05
+_WAKE_S = 0.25
+
+
+class _Window:
+    """One sweep on an executor: a bounded window of tasks in flight.
+
+    At most ``max_workers + 1`` tasks are in flight (when the executor says
+    how many workers it has; the one extra keeps a worker that finishes from
+    waiting for the driver), ``max_workers`` while a timeout is set (so a
+    task starts when it is submitted).  When a worker process dies, the
+    configurations in flight are the only suspects, and those never
+    submitted are unaffected: the suspects run again one at a time on a new
+    pool (``retries`` times each).  Pools the sweep makes itself are its own:
+    killed on an interrupt or an error, shut down at the end.
+    """
+
+    def __init__(self, executor: Executor, train_fn: Callable[..., Any],
+                 configs: list[Config], results: list[Any],
+                 failures: dict[int, SweepFailure], retried: list[int], retries: int,
+                 timeout: float | None, tick: Callable[[], None], where: str) -> None:
+        self.configs = configs
+        self.results = results
+        self.failures = failures
+        self.retried = retried
+        self.retries = retries
+        self.timeout = timeout
+        self.tick = tick
+        self.token = uuid.uuid4().hex
+        self.blob = _dumps(train_fn, "train_fn", where)
+        self.pending: deque[int] = deque(range(len(configs)))
+        self.isolate: deque[int] = deque()     # suspects of a crash, one at a time
+        self.crashes = [0] * len(configs)
+        self.inflight: dict[Future[tuple[str, Any, str]], int] = {}
+        self.since: dict[Future[tuple[str, Any, str]], float] = {}   # started (monotonic)
+        self.stuck: list[Future[tuple[str, Any, str]]] = []   # timed-out threads
+        self.current: Executor | None = executor
+        self.own: list[Executor] = []
+        client = _dask_client(executor)
+        nw = (sum(client.nthreads().values()) if client is not None
+              else _max_workers(executor))
+        self.nw = nw if nw else None
+        # a thread pool runs tasks in this process: results need no pickling,
+        # and a task's start is seen (Future.running()); elsewhere a timeout
+        # counts from the submission
+        self.threads = isinstance(executor, ThreadPoolExecutor)
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while self.pending or self.isolate or self.inflight:
+                broken = self._submit()
+                if broken and not self.inflight:
+                    self._replace_pool()
+                    continue
+                if not self.inflight:
+                    self._not_run()
+                    break
+                wait_s = _WAKE_S if self.timeout is None else _POLL_S
+                done, _ = wait(list(self.inflight), timeout=wait_s,
+                               return_when=FIRST_COMPLETED)
+                crashed: dict[int, BaseException] = {}
+                for f in done:
+                    broken |= self._collect(f, crashed)
+                if broken and self.inflight:
+                    # a broken pool fails every task it still holds
+                    wait(list(self.inflight))
+                    for f in list(self.inflight):
+                        self._collect(f, crashed)
+                self._file_crashes(crashed)
+                if self.timeout is not None and self._expire():
+                    broken = True
+                if broken:
+                    self._replace_pool()
+        except BaseException:
+            # Ctrl-C, or an error of the sweep itself: return at once.  Tasks
+            # not started are cancelled; the sweep's own pools are killed; a
+            # task already running on the executor you passed runs on there
+            # (its result is dropped) -- the executor itself stays usable.
+            for f in self.inflight:
+                f.cancel()
+            for ex in self.own:
+                _kill_workers(ex)
+                ex.shutdown(wait=False, cancel_futures=True)
+            self.own.clear()
+            raise
+        finally:
+            for ex in self.own:            # all their tasks are done
+                ex.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self) -> bool:
+        """Fill the window; True if the executor turned out to be broken."""
+        if self.current is None:
+            return False
+        queue = self.isolate if self.isolate else self.pending
+        if self.isolate:
+            limit: int | None = 1
+        elif self.nw is None:
+            limit = None
+        else:
+            # threads held by timed-out tasks do not take new ones
+            held = sum(not f.done() for f in self.stuck)
+            limit = max(1, self.nw - held) if self.timeout is not None else self.nw + 1
+        now = time.monotonic()
+        while queue and (limit is None or len(self.inflight) < limit):
+            i = queue[0]
+            try:
+                f = self.current.submit(_run_config, self.token, self.blob,
+                                        self.configs[i], self.crashes[i], not self.threads)
+            except BrokenExecutor:           # it broke since the last wait
+                return True
+            queue.popleft()
+            self.inflight[f] = i
+            if not self.threads:
+                self.since[f] = now
+        return False
+
+    def _replace_pool(self) -> None:
+        current = self.current
+        self.current = _fresh_pool(current) if current is not None else None
+        if self.current is not None:
+            self.own.append(self.current)
+        if current is not None and current in self.own:
+            self.own.remove(current)
+            current.shutdown(wait=False, cancel_futures=True)
+
+    def _not_run(self) -> None:
+        """The executor is broken and cannot be replaced: report the rest."""
+        for i in list(self.isolate) + list(self.pending):
+            if i not in self.failures:
+                self.failures[i] = SweepFailure(
+                    i, self.configs[i], "not run", "the executor broke before "
+                    "this configuration could run", "")
+                self.tick()
+        self.isolate.clear()
+        self.pending.clear()
+
+    # -- outcomes ---------------------------------------------------------
+
+    def _collect(self, f: Future[tuple[str, Any, str]],
+                 crashed: dict[int, BaseException]) -> bool:
+        """File the outcome of a finished task; True if the pool broke."""
+        i = self.inflight.pop(f)
+        self.since.pop(f, None)
+        try:
+            status, value, tb = f.result()
+        except BrokenExecutor as exc:            # the process pool lost a worker
+            crashed[i] = exc
+            return True
+        except Exception as exc:  # noqa: BLE001 - reported per configuration
+            if type(exc).__name__ == "KilledWorker":     # Dask: its worker died
+                crashed[i] = exc
+                return False
+            msg, tb = _format_exc(exc)           # e.g. a config that does not pickle
+            self._fail(i, "exception", msg, tb)
+            return False
+        if status != "ok":
+            self._fail(i, "exception", value, tb)
+        elif self.threads:
+            self.results[i] = value
+            self.tick()
+        else:
+            try:
+                self.results[i] = pickle.loads(value)
+            except Exception as exc:  # noqa: BLE001 - reported per configuration
+                msg, tb = _format_exc(exc)
+                self._fail(i, "exception", "its result was computed but cannot be "
+                           f"unpickled on the driver: {msg}", tb)
+                return False
+            self.tick()
+        return False
+
+    def _fail(self, i: int, kind: str, error: str, tb: str) -> None:
+        self.failures[i] = SweepFailure(i, self.configs[i], kind, error, tb)
+        self.tick()
+
+    def _file_crashes(self, crashed: dict[int, BaseException]) -> None:
+        for i in sorted(crashed):
+            self.crashes[i] += 1
+            if self.crashes[i] > self.retries:
+                msg, tb = _format_exc(crashed[i])
+                n_others = len(crashed) - 1 + len(self.inflight)
+                others = ("alone" if n_others == 0 else
+                          f"with {n_others} other run(s) in flight")
+                self._fail(i, "worker died",
+                           f"{msg} (its worker process died while it ran, {others}; "
+                           f"{self.crashes[i]} time(s))", tb)
+            else:
+                self.retried.append(i)
+                self.isolate.append(i)
+
+    def _expire(self) -> bool:
+        """Fail the tasks past the timeout; True if that broke the pool (its
+        worker processes were killed: the other tasks in flight run again)."""
+        assert self.timeout is not None
+        now = time.monotonic()
+        if self.threads:
+            for f in self.inflight:
+                if f not in self.since and f.running():
+                    self.since[f] = now
+        late = [f for f, t0 in self.since.items() if now - t0 > self.timeout]
+        if not late:
+            return False
+        killed = self.current is not None and _kill_workers(self.current)
+        how = ("its worker process was killed" if killed else
+               "a thread cannot be stopped: it runs on in the executor"
+               if self.threads else
+               "cancelled; a task already running on this executor runs on")
+        for f in late:
+            i = self.inflight.pop(f)
+            del self.since[f]
             f.cancel()
-        raise
-    finally:
-        for ex in own:
-            ex.shutdown(wait=True, cancel_futures=True)
+            if self.threads:
+                self.stuck.append(f)
+            self._fail(i, "timed out",
+                       f"TimeoutError: still running after timeout={self.timeout:g} s "
+                       f"({how})", "")
+        if not killed:
+            return False
+        # the pool is broken: its other tasks are innocent, run them again
+        for f, i in sorted(self.inflight.items(), key=lambda kv: -kv[1]):
+            f.cancel()
+            self.pending.appendleft(i)
+        self.inflight.clear()
+        self.since.clear()
+        return True
 
 
 def check_retries(retries: int, where: str) -> int:

@@ -205,6 +205,12 @@ class DataParallel:
         self._client = _dask_client(executor)
         nw = (len(self._client.scheduler_info()["workers"]) if self._client is not None
               else _max_workers(executor))
+        if self._client is not None and nw == 0:
+            # the shards are placed on the workers present now, one each
+            raise RuntimeError(
+                f"{where}: the Dask cluster has no worker yet (a cluster starts its "
+                "workers in the background); wait for them before creating the "
+                "DataParallel, e.g. client.wait_for_workers(2)")
         if n_shards is None:
             if nw is None:
                 raise ValueError(f"{where}: pass n_shards (this executor does not "

@@ -66,12 +66,28 @@ def _configs(grid: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]],
     return configs
 
 
+def _check_timeout(timeout: Any, executor: Executor | None, where: str) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"{where}: timeout must be a number of seconds (or None), got "
+                        f"{type(timeout).__name__} {timeout!r}")
+    seconds = float(timeout)
+    if not seconds > 0:                       # also NaN
+        raise ValueError(f"{where}: timeout must be > 0 seconds, got {timeout!r}")
+    if executor is None:
+        raise ValueError(f"{where}: timeout needs an executor (a configuration that "
+                         "runs serially in this process cannot be stopped); pass e.g. "
+                         "executor=ProcessPoolExecutor(n)")
+    return seconds
+
 
 def sweep(train_fn: Callable[..., Any],
           grid: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]],
           *, seeds: Iterable[int] | None = None,
           executor: Executor | None = None, progress: bool | None = None,
-          retries: int = 1, errors: str = "raise") -> SweepResult:
+          retries: int = 1, errors: str = "raise",
+          timeout: float | None = None) -> SweepResult:
     """Run ``train_fn(**config)`` for every configuration of a grid.
 
     One task per configuration on ``executor`` (any
@@ -115,6 +131,22 @@ def sweep(train_fn: Callable[..., Any],
         What to do when configurations fail: raise :class:`SweepError`
         (carrying the results of the others in ``.result``) after every
         configuration has run, or return the result with ``.failures`` set.
+    timeout : float, optional
+        Seconds a configuration may run (needs an ``executor``).  One that
+        runs longer is reported as failed ("timed out") and the sweep goes on
+        with the others.  Its worker is stopped where the executor allows it:
+        on a ``ProcessPoolExecutor`` its worker process is killed -- which
+        breaks that pool (``concurrent.futures`` cannot lose one worker), so
+        the configurations in flight beside it run again on a new pool with
+        the same settings, and an executor you passed is left broken, as
+        after a crash.  A thread cannot be stopped: on a
+        ``ThreadPoolExecutor`` the timed-out call runs on in its thread (the
+        sweep does not wait for it, and gives its thread no new task).  On
+        Dask the task is cancelled, but a task already running keeps its
+        worker thread until it returns.  The time counts from the start of
+        the configuration in a thread pool, from its submission elsewhere
+        (while a timeout is set, at most one configuration per worker is in
+        flight, so a configuration starts when it is submitted).
 
     Returns
     -------
@@ -124,6 +156,22 @@ def sweep(train_fn: Callable[..., Any],
     ------
     SweepError
         Some configurations failed (with ``errors="raise"``).
+    KeyboardInterrupt
+        Ctrl-C during the sweep: it returns at once (the results so far are
+        lost).  Configurations not started are cancelled; the worker
+        processes of the pools the sweep made itself (after a crash or a
+        timeout) are killed; on an executor you passed, a configuration
+        already running runs to its end (its result is dropped) and the
+        executor stays usable.
+
+    Notes
+    -----
+    Any exception ``train_fn`` raises is its configuration's failure, with
+    the traceback from the worker: ``SystemExit`` too (``sys.exit()``,
+    argparse's ``parser.error`` in a script's entry point), any
+    ``BaseException`` except ``KeyboardInterrupt``, which stops the sweep.
+    So is a result that cannot be pickled in the worker or unpickled on the
+    driver (e.g. an instance of a class the driver cannot import).
 
     Examples
     --------
@@ -150,8 +198,9 @@ def sweep(train_fn: Callable[..., Any],
     if errors not in ("raise", "keep"):
         raise ValueError(f"{where}: errors must be 'raise' or 'keep', got {errors!r}")
     configs = _configs(grid, seeds, where)
-    res = run_all(train_fn, configs, check_executor(executor, where), progress,
-                   check_retries(retries, where), where)
+    checked = check_executor(executor, where)
+    res = run_all(train_fn, configs, checked, progress, check_retries(retries, where),
+                  where, _check_timeout(timeout, checked, where))
     if res.failures and errors == "raise":
         raise SweepError(res, res.failures)
     return res
