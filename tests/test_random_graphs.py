@@ -9,7 +9,7 @@ either side.  Values and the gradients of every node must agree.
 import math
 from functools import reduce
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import fastgrad.engine as E
@@ -134,6 +134,13 @@ def test_compiled_engine_matches_reference(program):
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(programs(leaf=EXTREME_LEAF))
+# pinned: ** at infinite operands, which the engines once disagreed on and a
+# random run found only sometimes (issue 26 item 10)
+@example(([-math.inf], [("**c", 0, 0, 0.5)], False))
+@example(([-math.inf], [("**c", 0, 0, -0.5)], False))
+@example(([-math.inf], [("**c", 0, 0, 1.5)], True))
+@example(([-math.inf, 2.0], [("c**", 0, 0, -1.0), ("*", 2, 1, 0.0)], True))
+@example(([math.nan, -math.inf], [("**c", 1, 0, 0.5), ("max", 2, 0, 0.0)], True))
 def test_compiled_engine_matches_reference_on_extreme_values(program):
     # overflow to inf, nan propagation, subnormals: the engine may not raise
     # or crash where the reference computes IEEE values, and vice versa

@@ -324,7 +324,9 @@ cdef inline Value _with_const(int op, Value a, double c):
 
 
 cdef int _check_pow(double base, double exponent, bint const_base) except -1:
-    """Raise what Python's float ** raises for these operands."""
+    """Raise what Python's float ** raises for these operands (the rule is
+    stated once, in fastgrad.reference's _check_pow, which does the same steps
+    for the pure-Python engine)."""
     cdef double r
     if not (isfinite(base) and isfinite(exponent)):
         # inf/nan operands: C99 pow (Annex F) gives what Python's float **

@@ -16,6 +16,7 @@ Design, in five lines:
     differentiated again (any order) and compile like any graph.  Kinks use
     the *_GRAD mask ops, whose derivative at the compared value is 0.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
@@ -35,6 +36,16 @@ cdef extern from *:
     #define CYTHON_INLINE __inline__ __attribute__((always_inline, unused))
     #endif
     """
+
+
+# Ctrl-C in the sweeps (issue 26 item 5): a signal check every
+# _SIGNAL_MASK + 1 nodes, as in backward() (_engine.pyx), and every
+# _SIGNAL_MASK_VALUES + 1 nodes where each node allocates Values
+# (create_graph=True, ~0.2 us per node).  On an interrupt the finally blocks
+# restore every grad slot.  Latency: benchmarks/bench_interrupt.py.
+cdef enum:
+    _SIGNAL_MASK = 0xFFFF
+    _SIGNAL_MASK_VALUES = 0x0FFF
 
 
 # ---------------------------------------------------------------------------
@@ -260,6 +271,8 @@ def grad_sweep(list outputs, list seeds, list inputs, bint create_graph):
                 n += 1
                 if _is_custom(<Value>v):
                     custom = True
+                if (n & _SIGNAL_MASK) == 0:
+                    PyErr_CheckSignals()
         if custom and create_graph:
             for i in range(n):
                 if _is_custom(<Value>nodes[i]):
@@ -278,6 +291,8 @@ def grad_sweep(list outputs, list seeds, list inputs, bint create_graph):
             for i in range(n - 1, -1, -1):
                 if (<Value>nodes[i])._opcode != OP_LEAF:
                     _apply_pure_rule(nodes[i])
+                if (i & _SIGNAL_MASK) == 0:
+                    PyErr_CheckSignals()
         else:
             slots_hold_values = True
             s = _Adjoints.__new__(_Adjoints)
@@ -290,6 +305,8 @@ def grad_sweep(list outputs, list seeds, list inputs, bint create_graph):
                 v = nodes[i]
                 if _slot(v)[0] != NULL and (<Value>v)._opcode != OP_LEAF:
                     _diff_rule(s, <Value>v, <Value>_slot(v)[0])
+                if (i & _SIGNAL_MASK_VALUES) == 0:
+                    PyErr_CheckSignals()
             for k in range(nin):
                 if member[k]:
                     # in the graph but no path carried a gradient: a zero leaf
@@ -432,14 +449,17 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
                     "_backward callable; it cannot be differentiated twice")
         for i in range(n):          # number the nodes in their grad slots
             saved[i] = (<Value>order[i]).grad
+        numbered = True             # (the finally restores from saved)
+        for i in range(n):
             (<Value>order[i]).grad = <double>i
-        numbered = True
         for k in range(nin):
             x = <Value>inputs[k]
             if _stamp(x) == st:
                 T[<Py_ssize_t>x.grad] += v[k]   # an input listed twice: both
         # forward: tangents, and the local partials for the reverse sweep
         for i in range(n):
+            if (i & _SIGNAL_MASK) == 0:
+                PyErr_CheckSignals()
             node = order[i]
             op = (<Value>node)._opcode
             if op == OP_LEAF:
@@ -470,6 +490,8 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
         # reverse: adjoints and their tangents
         G[n - 1] = 1.0
         for i in range(n - 1, -1, -1):
+            if (i & _SIGNAL_MASK) == 0:
+                PyErr_CheckSignals()
             node = order[i]
             op = (<Value>node)._opcode
             if op == OP_LEAF:

@@ -177,6 +177,30 @@ def _as_matrix(x, str where):
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
+def _unshare(list mats, tuple outs, str where):
+    """The input matrices, with a copy of any that may share memory with an
+    array the replay writes (``outs``; None entries skipped).
+
+    As NumPy's ufuncs do: the result is as if the input had been read in
+    full before any output was written (``predict(X[:-1], out=X[1:])``
+    otherwise reads rows it has already overwritten, chunk by chunk).
+    ``np.may_share_memory`` compares the arrays' bounds only (O(1)); a false
+    positive costs a copy of that input, never a wrong result.  Two written
+    arrays that overlap each other are refused: no order of writes is right.
+    """
+    cdef list written = [o for o in outs if o is not None]
+    cdef Py_ssize_t i, j
+    for i in range(len(written)):
+        for j in range(i + 1, len(written)):
+            if np.may_share_memory(written[i], written[j]):
+                raise ValueError(f"{where}: the output arrays overlap in memory "
+                                 "(each needs its own array)")
+    if not written:
+        return mats
+    return [m.copy() if any(np.may_share_memory(m, o) for o in written) else m
+            for m in mats]
+
+
 # ---------------------------------------------------------------------------
 # the program
 # ---------------------------------------------------------------------------
@@ -942,6 +966,7 @@ cdef class Program:
         pg = self._check_param_grad(param_grad, "batch")
         if not grad and pg is not None:
             raise ValueError("batch: param_grad given but grad=False")
+        mats = _unshare(mats, (outv, ging, pg), "batch")
         self._enter("batch")
         try:
             val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging)
@@ -970,7 +995,9 @@ cdef class Program:
         ----------
         inputs : array_like (B, n_inputs), or tuple of arrays (see ``batch``)
         out : ndarray, optional
-            (B,) (one output) or (B, n_outputs) float64 array to fill.
+            (B,) (one output) or (B, n_outputs) float64 array to fill.  It
+            may overlap ``inputs`` (``predict(X[:-1], out=X[1:])``): the
+            inputs are then copied first, as NumPy's ufuncs do.
 
         Returns
         -------
@@ -996,6 +1023,7 @@ cdef class Program:
                     and out.flags.c_contiguous):
                 res = out.reshape(B, 1)       # a view
             self._check_out(res, B, self.n_outputs, "out", "predict")
+            mats = _unshare(mats, (res,), "predict")
         self._enter("predict")
         try:
             self._run(mats, B, 0, False, False, False, res, None)

@@ -65,7 +65,10 @@ def _seed(x: object, k: int) -> _Seed:
 
 
 def _flag(x: object, name: str) -> bool:
-    if isinstance(x, bool) or type(x).__name__ == "bool_":
+    # a bool or a NumPy bool, whose type is named "bool" in NumPy 2 and
+    # "bool_" before (checked by name: this module does not import NumPy)
+    t = type(x)
+    if t is bool or (t.__module__ == "numpy" and t.__name__ in ("bool", "bool_")):
         return bool(x)
     raise TypeError(f"grad: {name} must be a bool, got {type(x).__name__}")
 

@@ -307,19 +307,30 @@ def _check_div(num: float, den: float) -> None:
 
 
 def _check_pow(base: float, exponent: float) -> None:
+    """Raise what Python's float ** raises for these operands.
+
+    The one rule of both engines (the compiled one is ``_check_pow`` in
+    _engine.pyx, step for step the same): an infinite or nan operand never
+    raises (C99 pow gives Python's result: ``(-inf) ** 0.5`` is inf,
+    ``0.0 ** -inf`` is inf); else 0 to a negative power is a
+    ZeroDivisionError; a negative base to a non-integer power is complex in
+    Python -- an OverflowError when its magnitude overflows, as Python
+    raises, else a ValueError (Values are real); a result that overflows is
+    an OverflowError.
+    """
+    if not (math.isfinite(base) and math.isfinite(exponent)):
+        return
     if base == 0 and exponent < 0:
         raise ZeroDivisionError(
             f"pow: 0.0 cannot be raised to a negative power ({exponent!r})")
-    if base < 0 and math.isfinite(exponent) and not exponent.is_integer():
+    if base < 0 and not exponent.is_integer():
+        if math.isinf(_ieee_pow(-base, exponent)):
+            raise OverflowError(f"pow: {base!r} ** {exponent!r} overflows a double")
         raise ValueError(
             f"pow: negative base {base!r} raised to the non-integer power "
             f"{exponent!r} is complex; Values are real")
-    if math.isfinite(base) and math.isfinite(exponent):
-        try:
-            math.pow(base, exponent)
-        except OverflowError:
-            raise OverflowError(
-                f"pow: {base!r} ** {exponent!r} overflows a double") from None
+    if math.isinf(_ieee_pow(base, exponent)):
+        raise OverflowError(f"pow: {base!r} ** {exponent!r} overflows a double")
 
 
 def _exponent_label(c: float, written_as_float: bool) -> str:
