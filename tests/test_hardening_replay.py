@@ -7,13 +7,9 @@ eager engine (backward), finite differences in plain numpy and hand-derived
 values; nothing compares the code under test against itself.
 """
 import copy
-import os
 import pickle
 import random
-import signal
-import sys
 import threading
-import traceback
 import warnings
 
 import numpy as np
@@ -31,6 +27,7 @@ from fastgrad import Value, _numgrad, _replay, compile, num_grad  # noqa: E402
 from fastgrad.compiled import make_demo_step  # noqa: E402
 from fastgrad.nn import MLP  # noqa: E402
 from fastgrad.optim import SGD, Adam  # noqa: E402
+from _interrupt import interrupt_inside, needs_timer_signal  # noqa: E402
 
 
 def _demo_program(seed=1337):
@@ -333,115 +330,57 @@ def test_demo_step_two_threads_not_reentrant_or_correct():
 # 10. Ctrl-C inside compiled loops
 # ---------------------------------------------------------------------------
 
-def _interrupt_when(ready, timeout=30.0):
-    """Send SIGINT to this process as soon as ready() is true (from a thread)."""
-    done = threading.Event()
-
-    def run():
-        while not done.is_set() and not ready():
-            done.wait(0.0005)
-        if not done.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return done, t
+# Ctrl-C by an OS timer signal that lands whatever the process does; the tests
+# assert where the interrupt surfaced (inside the compiled module) and the
+# state after it, never a latency: that is benchmarks/bench_interrupt.py
+# (issue 26: the earlier thread-and-poll versions failed under load).
 
 
-def _innermost_file(exc):
-    return traceback.extract_tb(exc.__traceback__)[-1].filename
+def _params_unchanged(model):
+    before = [(p.data, p.grad) for p in model.parameters()]
+
+    def check():
+        assert [(p.data, p.grad) for p in model.parameters()] == before
+    return check
 
 
-pytestmark_signal = pytest.mark.skipif(
-    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
-    reason="needs SIGINT delivered to the main thread")
-
-
-@pytestmark_signal
+@needs_timer_signal
 @pytest.mark.parametrize("grad", [True, False])
 def test_batch_keyboard_interrupt_stops_the_loop(grad):
     prog, model = _demo_program()
     B = 1_000_000
     X = np.random.default_rng(1).normal(size=(B, 3))
     outputs = np.full((B, 2), np.nan)
-    grads = [p.grad for p in model.parameters()]
-    done, t = _interrupt_when(lambda: not np.isnan(outputs[0, 0]))
-    try:
-        with pytest.raises(KeyboardInterrupt) as info:
-            prog.batch(X, grad=grad, outputs=outputs)
-    finally:
-        done.set()
-        t.join()
-    # stopped early: the last rows were never computed (the old loop ran to
-    # the end and the interrupt surfaced afterwards)
-    assert np.isnan(outputs[-1]).all()
-    # raised inside the replay's compiled loop (a file of the _replay module)
-    assert os.path.basename(_innermost_file(info.value)).startswith("_replay")
-    # documented state: the parameters' .grad is untouched
-    assert [p.grad for p in model.parameters()] == grads
+    # raised inside the replay's compiled loop (a file of the _replay module),
+    # not after it ran to its end; the parameters' .grad untouched each time
+    interrupt_inside(lambda: prog.batch(X, grad=grad, outputs=outputs), "_replay",
+                     check=_params_unchanged(model))
     # and the Program is usable again
     assert np.isfinite(prog.batch(X[:10], grad=grad))
 
 
-@pytestmark_signal
+@needs_timer_signal
 def test_predict_keyboard_interrupt_stops_the_loop():
-    prog, _ = _demo_program()
+    prog, model = _demo_program()
     B = 2_000_000
     X = np.random.default_rng(2).normal(size=(B, 3))
     out = np.full((B, 2), np.nan)
-    done, t = _interrupt_when(lambda: not np.isnan(out[0, 0]))
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            prog.predict(X, out=out)
-    finally:
-        done.set()
-        t.join()
-    assert np.isnan(out[-1]).all()
+    interrupt_inside(lambda: prog.predict(X, out=out), "_replay",
+                     check=_params_unchanged(model))
+    assert np.isfinite(prog.predict(X[:10])).all()
 
 
-@pytestmark_signal
+@needs_timer_signal
 def test_sgd_step_keyboard_interrupt_leaves_params_unchanged():
     prog, model = _demo_program()
     B = 1_000_000
     X = np.random.default_rng(3).normal(size=(B, 3))
     outputs = np.full((B, 2), np.nan)
-    before = [(p.data, p.grad) for p in model.parameters()]
-    done, t = _interrupt_when(lambda: not np.isnan(outputs[0, 0]))
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            prog.sgd_step(X, 0.1, outputs=outputs)
-    finally:
-        done.set()
-        t.join()
-    assert np.isnan(outputs[-1]).all()
-    assert [(p.data, p.grad) for p in model.parameters()] == before
+    interrupt_inside(lambda: prog.sgd_step(X, 0.1, outputs=outputs), "_replay",
+                     check=_params_unchanged(model))
 
 
-class _CtrlCAfter:
-    """Deliver a KeyboardInterrupt asynchronously after ``delay`` seconds, as a
-    terminal's Ctrl-C does: an OS timer signal (SIGALRM) whose handler is
-    Python's SIGINT handler.  (A thread calling os.kill would need the GIL,
-    which a loop calling a C function never gives up.)"""
-
-    def __init__(self, delay):
-        self.delay = delay
-
-    def __enter__(self):
-        self.old = signal.signal(signal.SIGALRM, signal.default_int_handler)
-        signal.setitimer(signal.ITIMER_REAL, self.delay)
-        return self
-
-    def __exit__(self, *exc):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.old)
-        return False
-
-
-needs_alarm = pytest.mark.skipif(not hasattr(signal, "setitimer"),
-                                 reason="needs signal.setitimer")
-
-
-@pytestmark_signal
-@needs_alarm
+@needs_timer_signal
 def test_num_grad_program_keyboard_interrupt_restores_x():
     # a compiled evaluator: the loop runs without the GIL and must check;
     # uninterrupted, this call does 8e8 multiply-adds (about a second)
@@ -449,24 +388,23 @@ def test_num_grad_program_keyboard_interrupt_restores_x():
     prog = _numgrad._ExampleProgram(np.ones(n))
     x = np.linspace(-1.0, 1.0, n)
     original = x.copy()
-    with pytest.raises(KeyboardInterrupt) as info, _CtrlCAfter(0.05):
-        num_grad(prog, x)
+
+    def check():
+        assert x.tobytes() == original.tobytes()
     # raised inside the C loop, not after it returned to numgrad.py
-    assert _innermost_file(info.value).endswith("_numgrad.pyx")
-    assert np.array_equal(x, original)
+    interrupt_inside(lambda: num_grad(prog, x), "_numgrad", check=check)
 
 
-@pytestmark_signal
-@needs_alarm
+@needs_timer_signal
 def test_num_grad_c_callable_keyboard_interrupt_restores_x():
     # f is a C callable: no bytecode runs, so the loop itself must check;
     # uninterrupted, this call takes about half a second
     import operator
     x = np.zeros(3_000_000)
-    with pytest.raises(KeyboardInterrupt) as info, _CtrlCAfter(0.05):
-        num_grad(operator.itemgetter(0), x)
-    assert _innermost_file(info.value).endswith("_numgrad.pyx")
-    assert not x.any()
+
+    def check():
+        assert not x.any()
+    interrupt_inside(lambda: num_grad(operator.itemgetter(0), x), "_numgrad", check=check)
 
 
 def test_signal_checks_do_not_change_results():

@@ -1,0 +1,83 @@
+"""Ctrl-C in the middle of a compiled loop, for tests that must pass on a busy
+machine and under the sanitizer build (issue 26).
+
+A terminal's Ctrl-C is a SIGINT the kernel delivers whatever the process is
+doing; here a one-shot timer (``setitimer``, SIGALRM, with Python's SIGINT
+handler) plays it, so that it also lands while a loop holds the GIL (a thread
+calling ``os.kill`` would wait for the GIL).  Whether it lands inside the loop
+or in the Python code around it depends on the machine's speed, so
+:func:`interrupt_inside` tries a few times and reports the attempt that was
+interrupted inside the compiled module (seen from the traceback): no timing
+bound is asserted, only where the interrupt surfaced and the state after it.
+Latencies are measured in ``benchmarks/bench_interrupt.py``.
+"""
+import os
+import signal
+import sys
+import threading
+import traceback
+
+import pytest
+
+needs_timer_signal = pytest.mark.skipif(
+    sys.platform == "win32" or not hasattr(signal, "setitimer")
+    or threading.current_thread() is not threading.main_thread(),
+    reason="needs setitimer and signals delivered to the main thread")
+
+
+class CtrlCAfter:
+    """Deliver a KeyboardInterrupt asynchronously after ``delay`` seconds, as a
+    terminal's Ctrl-C does: an OS timer signal (SIGALRM) whose handler is
+    Python's SIGINT handler."""
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGALRM, signal.default_int_handler)
+        signal.setitimer(signal.ITIMER_REAL, self.delay)
+        return self
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
+def innermost_file(exc):
+    return traceback.extract_tb(exc.__traceback__)[-1].filename
+
+
+def interrupt_inside(call, module, check=None, delay=0.02, attempts=8):
+    """Run ``call()`` with a Ctrl-C ``delay`` s after its start, until one
+    attempt raises KeyboardInterrupt from inside ``module`` (a source file
+    name prefix such as ``"_higher"``); return that exception.
+
+    ``check()`` (optional) runs after every attempt, interrupted anywhere or
+    not: the state must be consistent each time.  An attempt that finishes
+    before the timer fires halves the delay for the next one; one interrupted
+    before the loop (in the Python code around it, on a slow machine)
+    doubles it.  Fails when no attempt was interrupted inside ``module``: the loop
+    does not answer Ctrl-C (it ran to its end, the interrupt surfacing after
+    it), or the call is too short to be interrupted at all.
+    """
+    seen = []
+    for _ in range(attempts):
+        exc = None
+        try:
+            with CtrlCAfter(delay):
+                call()
+        except KeyboardInterrupt as e:
+            exc = e
+        if check is not None:
+            check()
+        if exc is None:
+            seen.append("finished before the interrupt")
+            delay /= 2
+            continue
+        where = innermost_file(exc)
+        if os.path.basename(where).startswith(module):
+            return exc
+        seen.append(f"interrupted in {os.path.basename(where)}")
+        delay *= 2
+    pytest.fail(f"no Ctrl-C surfaced inside {module} in {attempts} attempts: {seen}")
