@@ -194,7 +194,7 @@ CASES = [
     Case("num_grad", "numgrad", "num_grad (forward differences) of a trivial f "
          "over 1e5 elements; speed-up net of the calls to f", "call", make_num_grad,
          _plan_num_grad, targets={"nditer": (10.0, ">= 10x (net)")}, rtol=1e-12,
-         atol=0.0, shared=shared_num_grad_calls),
+         atol=0.0, shared=shared_num_grad_calls, shared_what="the calls to f"),
     Case("gradcheck", "numgrad", "gradcheck of the demo MLP loss "
          "(all 337 parameters)", "call", make_gradcheck, _plan_gradcheck,
          self_check=_gradcheck_ok),

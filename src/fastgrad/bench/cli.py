@@ -34,7 +34,8 @@ from typing import Any, Optional, Sequence
 from fastgrad.bench.cases import AREAS, CASES
 from fastgrad.bench.harness import Case
 from fastgrad.bench.report import (
-    Progress, unwritable, format_header, format_table, machine_info, write_plot,
+    Progress, format_footer, format_header, format_table, load_average, machine_info,
+    unwritable, write_plot,
 )
 from fastgrad.bench.runner import run_case
 
@@ -179,8 +180,11 @@ def run(args: argparse.Namespace) -> int:
     code = 1 if failures else 0
     if failures:
         print(f"\n{failures} FAILURE row(s): fastgrad's result did not match", flush=True)
+    load_end = load_average()
+    print("\n" + format_footer(load_end), flush=True)
     if args.json:
-        doc = {"fastgrad_bench": 1, "mode": mode, "gc": gc_modes, "machine": info,
+        doc = {"fastgrad_bench": 2, "mode": mode, "gc": gc_modes, "machine": info,
+               "load_average_end": load_end,
                "failures": failures, "rows": rows,
                "grid": [c.as_dict() for c in grid_cells]}
         try:

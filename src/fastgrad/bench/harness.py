@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "require", "compare",
     "run_once", "time_runner", "time_pair", "measure_memory", "isolated_gc",
-    "describe_error",
+    "describe_error", "Times", "net_of_shared",
 ]
 
 class NotAvailable(Exception):
@@ -168,6 +168,35 @@ class Case:
     # run the case's pairs bound to one CPU with BLAS on one thread (array
     # peers that would otherwise use every core: fastgrad.bench.grid.single_core)
     single_core: bool = False
+    shared_what: str = "shared work"   # what ``shared`` times, for the report
+
+
+@dataclasses.dataclass
+class Times:
+    """The timed rounds of one side: wall clock (``time.perf_counter``) and
+    process CPU time (``time.process_time``), seconds per round.
+
+    Verdicts are taken on CPU time: on a shared machine, other processes
+    lengthen a round's wall time (this process waits for a core) far more
+    than its CPU time.
+    """
+    wall: List[float] = dataclasses.field(default_factory=list)
+    cpu: List[float] = dataclasses.field(default_factory=list)
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    def __len__(self) -> int:
+        return len(self.wall)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu)
 
 
 # ---------------------------------------------------------------------------
@@ -185,34 +214,27 @@ def run_once(runner: Runner) -> Any:
 
 
 def time_runner(runner: Runner, rounds: int, gc_off: bool = False,
-                warmup: bool = False) -> Tuple[float, List[float]]:
-    """Median (seconds) of ``rounds`` timed calls, plus all the timings.
+                warmup: bool = False) -> Times:
+    """``rounds`` timed calls (wall and CPU time of each).
 
     Each round runs ``setup()`` untimed, then ``fn()`` timed; whatever fn
-    returns is dropped after the clock stops.  With ``gc_off`` the cyclic
+    returns is dropped after the clocks stop.  With ``gc_off`` the cyclic
     collector is disabled during the rounds (and a full collection follows).
     """
     if warmup:
         run_once(runner)
-    times = []
-    clock = time.perf_counter
+    times = Times()
     was_enabled = gc.isenabled()
     if gc_off:
         gc.disable()
     try:
         for _ in range(rounds):
-            if runner.setup is not None:
-                runner.setup()
-            t0 = clock()
-            out = runner.fn()
-            t1 = clock()
-            del out
-            times.append(t1 - t0)
+            times.add(*_call(runner))
     finally:
         if gc_off and was_enabled:
             gc.enable()
             gc.collect()
-    return statistics.median(times), times
+    return times
 
 
 @contextlib.contextmanager
@@ -239,16 +261,17 @@ def isolated_gc(unfreeze: bool = True) -> Iterator[None]:
         gc.collect()
 
 
-def _call(runner: Runner) -> float:
-    """One timed round (seconds): setup untimed, fn timed, its return dropped."""
+def _call(runner: Runner) -> Tuple[float, float]:
+    """One timed round, (wall, CPU) seconds: setup untimed, fn timed, its
+    return dropped."""
     if runner.setup is not None:
         runner.setup()
-    clock = time.perf_counter
-    t0 = clock()
+    wall, cpu = time.perf_counter, time.process_time
+    t0, c0 = wall(), cpu()
     out = runner.fn()
-    t1 = clock()
+    c1, t1 = cpu(), wall()
     del out                     # freeing what fn returned: untimed
-    return t1 - t0
+    return t1 - t0, c1 - c0
 
 
 def _warm_up(runner: Runner, seconds: float) -> None:
@@ -267,8 +290,8 @@ def _warm_up(runner: Runner, seconds: float) -> None:
 
 def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
               gc_off: bool = False, blocks: int = 3,
-              warm_s: float = 0.1) -> Tuple[List[float], List[float]]:
-    """Time two runners in alternating blocks of rounds; return both time lists.
+              warm_s: float = 0.1) -> Tuple[Times, Times]:
+    """Time two runners in alternating blocks of rounds; return both sides' Times.
 
     On a shared machine the load changes from one second to the next; taking
     fastgrad's rounds in blocks between the baseline's puts both under the
@@ -281,8 +304,7 @@ def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
     previous round's garbage pending for the collector, which then runs as
     it does for users.
     """
-    fast_times: List[float] = []
-    base_times: List[float] = []
+    fast_times, base_times = Times(), Times()
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
     was_enabled = gc.isenabled()
     if gc_off:
@@ -299,7 +321,7 @@ def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
                         gc.collect()
                     _warm_up(runner, warm_s)
                 for _ in range(share):
-                    times.append(_call(runner))
+                    times.add(*_call(runner))
     finally:
         if gc_off and was_enabled:
             gc.enable()
@@ -340,3 +362,23 @@ def describe_error(exc: BaseException) -> str:
     """``"Type: message"`` of an exception, on one line of at most 160 characters."""
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return text if len(text) < 160 else text[:157] + "..."
+
+
+def _mad(xs: List[float]) -> float:
+    m = statistics.median(xs)
+    return statistics.median(abs(x - m) for x in xs)
+
+
+def net_of_shared(total: Times, shared: Times) -> Optional[float]:
+    """CPU seconds of ``total`` net of the ``shared`` work both sides do, or
+    None when the difference is below what the rounds can resolve.
+
+    Resolvable means above three median absolute deviations of either side's
+    rounds and above 1% of the total: a difference inside the rounds'
+    scatter (or a negative one) is timer noise, not a figure.
+    """
+    net = total.median_cpu - shared.median_cpu
+    noise = 3.0 * max(_mad(total.cpu), _mad(shared.cpu))
+    if net <= max(noise, 0.01 * total.median_cpu, 0.0):
+        return None
+    return net

@@ -11,7 +11,8 @@ from fastgrad.bench.cases import get_case
 
 Row = dict[str, Any]     # one result row (also one JSON record)
 
-__all__ = ["Row", "machine_info", "format_table", "format_header", "write_plot"]
+__all__ = ["Row", "machine_info", "load_average", "format_table", "format_header",
+           "format_footer", "write_plot"]
 
 
 def unwritable(path: str, what: str) -> Optional[str]:
@@ -63,6 +64,14 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
+def load_average() -> Optional[list[float]]:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """A dict describing the machine, the interpreter and the builds timed.
 
@@ -98,6 +107,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
+        "load_average": load_average(),
     }
     for dist in ("Cython", "numpy", "micrograd", "torch", "jax"):
         info[dist.lower()] = _version(dist)
@@ -142,23 +152,36 @@ def _label(row: Row) -> str:
     return f"{row['workload']} {row['variant']}".strip()
 
 
+def _cpu_or_wall(row: Row, prefix: str) -> Optional[float]:
+    cpu = row.get(f"{prefix}_cpu_s")
+    return cpu if cpu is not None else row.get(f"{prefix}_s")
+
+
 def _cells(row: Row) -> list[str]:
     if row["kind"] == "memory":
         base, fast = _fmt_bytes(row["baseline_bytes"]), _fmt_bytes(row["fastgrad_bytes"])
     else:
-        base, fast = _fmt_time(row["baseline_s"]), _fmt_time(row["fastgrad_s"])
+        # CPU time; the grid's rows are wall clock on one pinned core
+        base = _fmt_time(_cpu_or_wall(row, "baseline")) or "-"
+        fast = _fmt_time(_cpu_or_wall(row, "fastgrad"))
     target = row["target"] or ""
     if row["target_met"] is not None:
         target += " ok" if row["target_met"] else " MISSED"
-    ns = "" if row["ns_per_node"] is None else f"{row['ns_per_node']:.3g}"
-    bpn = "" if row["bytes_per_node"] is None else f"{row['bytes_per_node']:.3g}"
+    if row.get("below_resolution"):
+        speedup = wall = ns = BELOW
+    else:
+        speedup = _fmt_ratio(row["speedup"]) or "-"
+        wall = _fmt_ratio(row.get("speedup_wall")) or "-"
+        ns = "-" if row["ns_per_node"] is None else f"{row['ns_per_node']:.3g}"
+    bpn = "-" if row["bytes_per_node"] is None else f"{row['bytes_per_node']:.3g}"
     return [_label(row), row["baseline_label"], row["gc"], base, fast,
-            _fmt_ratio(row["speedup"]), target, ns, bpn]
+            speedup, wall, target or "-", ns, bpn]
 
 
-_HEAD = ["workload", "baseline", "gc", "baseline time", "fastgrad time",
-         "speed-up", "target", "ns/node", "bytes/node"]
-_RIGHT = {3, 4, 5, 7, 8}
+BELOW = "below timer resolution"
+_HEAD = ["workload", "baseline", "gc", "baseline cpu", "fastgrad cpu",
+         "speed-up", "(wall)", "target", "ns/node", "bytes/node"]
+_RIGHT = {3, 4, 5, 6, 8, 9}
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -168,11 +191,15 @@ def format_table(rows: Sequence[Row]) -> str:
     for row in rows:
         cells = _cells(row)
         if row["status"] in ("skipped", "FAILURE"):
-            cells[3:] = [row["status"]] + [""] * 5
+            cells[3:] = [row["status"]] + [""] * (len(_HEAD) - 4)
             note = (f"{row['status']}: {_label(row)}"
                     + (f" vs {row['baseline_label']}" if row["baseline"] else "")
                     + f": {row['reason']}")
             if note not in notes:         # (the gc=off repeat of a skip)
+                notes.append(note)
+        elif row.get("below_resolution"):
+            note = f"{_label(row)} vs {row['baseline_label']}: {row['reason']}"
+            if note not in notes:
                 notes.append(note)
         body.append(cells)
     widths = [max(len(r[i]) for r in [_HEAD] + body) for i in range(len(_HEAD))]
@@ -203,10 +230,23 @@ def format_header(info: dict[str, Any], mode: str, gc_modes: Sequence[str]) -> s
         f"baselines: micrograd {info['micrograd'] or 'not installed'}, "
         f"torch {info['torch'] + ' (1 thread)' if info['torch'] else 'not installed'}, "
         f"jax {info.get('jax') or 'not installed'}, numpy {info['numpy']}",
-        "times are per call (one step, one backward, one build...); speed-up = "
-        "baseline / fastgrad; memory rows compare bytes; ns/node and bytes/node "
+        f"load average (1, 5, 15 min) at the start: {_fmt_load(info.get('load_average'))}",
+        "times are process CPU time (time.process_time) per call (one step, one "
+        "backward, one build...), median over the rounds; speed-up = baseline / "
+        "fastgrad in CPU time, which the targets are checked on (other processes "
+        "on the machine lengthen wall time, not CPU time); (wall) = the same ratio "
+        "in wall-clock time; memory rows compare bytes; ns/node and bytes/node "
         "are fastgrad's",
     ])
+
+
+def _fmt_load(load: Optional[Sequence[float]]) -> str:
+    return "unknown" if not load else " ".join(f"{x:.2f}" for x in load)
+
+
+def format_footer(load_end: Optional[Sequence[float]]) -> str:
+    """The last line: the load average when the run ended."""
+    return f"load average (1, 5, 15 min) at the end: {_fmt_load(load_end)}"
 
 
 def write_plot(rows: Sequence[Row], path: str, title: str) -> None:
@@ -263,10 +303,13 @@ class Progress:
             if row["kind"] == "memory":
                 msg = f"{_fmt_bytes(row['baseline_bytes'])} vs {_fmt_bytes(row['fastgrad_bytes'])}"
             elif row["baseline"]:
-                msg = f"{_fmt_time(row['baseline_s'])} vs {_fmt_time(row['fastgrad_s'])}"
+                msg = (f"{_fmt_time(_cpu_or_wall(row, 'baseline'))} vs "
+                       f"{_fmt_time(_cpu_or_wall(row, 'fastgrad'))}")
             else:
-                msg = _fmt_time(row["fastgrad_s"])
-            if row["speedup"] is not None:
+                msg = _fmt_time(_cpu_or_wall(row, "fastgrad"))
+            if row.get("below_resolution"):
+                msg += f" ({BELOW})"
+            elif row["speedup"] is not None:
                 msg += f" ({_fmt_ratio(row['speedup'])})"
         else:
             msg = f"{row['status']}: {row['reason']}"

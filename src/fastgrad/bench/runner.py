@@ -3,9 +3,8 @@ the other on its first call, then both timed interleaved (the grid's cells:
 every peer of a cell at once, :func:`fastgrad.bench.grid.run_cell`)."""
 import contextlib
 import gc
-import statistics
 import time
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Optional, cast
 
 from fastgrad.bench import harness as h
 from fastgrad.bench.cases import BASELINE_LABELS
@@ -32,14 +31,19 @@ def _row(case: h.Case, pair: h.Pair, gc_mode: str) -> Row:
         "status": None,
         "reason": None,
         "nodes": None,
-        "baseline_s": None,
+        "baseline_s": None,              # wall clock, median over the rounds
         "fastgrad_s": None,
+        "baseline_cpu_s": None,          # process CPU time, median
+        "fastgrad_cpu_s": None,
         "baseline_min_s": None,
         "fastgrad_min_s": None,
         "baseline_bytes": None,
         "fastgrad_bytes": None,
-        "speedup": None,
+        "speedup": None,                 # CPU time: baseline / fastgrad (verdicts)
+        "speedup_wall": None,            # wall clock: baseline / fastgrad
+        "below_resolution": False,       # net of shared work: too small to time
         "shared_s": None,
+        "shared_cpu_s": None,
         "ns_per_node": None,
         "baseline_ns_per_node": None,
         "bytes_per_node": None,
@@ -200,15 +204,14 @@ def _run_row(row: Row, case: h.Case, pair: h.Pair, fastgrad: dict[Any, "_Side"],
         _run_pair(row, case, pair, fg, mode, gc_off)
 
 
-def _set_times(row: Row, prefix: str, times: Sequence[float], nodes: Optional[int],
-               rounds: int) -> None:
-    t = statistics.median(times)
-    row[f"{prefix}_s"] = t
-    row[f"{prefix}_min_s"] = min(times)
-    row["fastgrad_rounds" if prefix == "fastgrad" else "rounds"] = rounds
+def _set_times(row: Row, prefix: str, times: h.Times, nodes: Optional[int]) -> None:
+    row[f"{prefix}_s"] = times.median_wall
+    row[f"{prefix}_cpu_s"] = times.median_cpu
+    row[f"{prefix}_min_s"] = min(times.wall)
+    row["fastgrad_rounds" if prefix == "fastgrad" else "rounds"] = len(times)
     if nodes:
         row["ns_per_node" if prefix == "fastgrad" else "baseline_ns_per_node"] = \
-            t / nodes * 1e9
+            times.median_cpu / nodes * 1e9
 
 
 def _fill_fastgrad(row: Row, case: h.Case, pair: h.Pair, fg: "_Side",
@@ -221,8 +224,7 @@ def _fill_fastgrad(row: Row, case: h.Case, pair: h.Pair, fg: "_Side",
         if nodes:
             row["bytes_per_node"] = fg.nbytes / nodes
     else:
-        _, times = h.time_runner(fg.runner, pair.fg_rounds, gc_off)
-        _set_times(row, "fastgrad", times, nodes, pair.fg_rounds)
+        _set_times(row, "fastgrad", h.time_runner(fg.runner, pair.fg_rounds, gc_off), nodes)
 
 
 def _run_pair(row: Row, case: h.Case, pair: h.Pair, fg: "_Side", mode: str,
@@ -257,27 +259,41 @@ def _run_pair(row: Row, case: h.Case, pair: h.Pair, fg: "_Side", mode: str,
             # a slow baseline (a second a call) alternates twice, not three times
             # (smoke mode checks, its times mean nothing: one warm-up call)
             ft, bt = h.time_pair(fg.runner, base.runner, pair.fg_rounds, pair.rounds,
-                                  gc_off, blocks=2 if base.first_s > 0.1 else 3,
-                                  warm_s=0.0 if mode == "smoke" else 0.1)
-            _set_times(row, "fastgrad", ft, nodes, pair.fg_rounds)
-            _set_times(row, "baseline", bt, nodes, pair.rounds)
-            num, den = row["baseline_s"], row["fastgrad_s"]
+                                 gc_off, blocks=2 if base.first_s > 0.1 else 3,
+                                 warm_s=0.0 if mode == "smoke" else 0.1)
+            _set_times(row, "fastgrad", ft, nodes)
+            _set_times(row, "baseline", bt, nodes)
+            num, den = row["baseline_cpu_s"], row["fastgrad_cpu_s"]
+            num_w, den_w = row["baseline_s"], row["fastgrad_s"]
             if case.shared is not None:
                 # the ratio of what differs: both times minus the shared work
-                shared, _ = h.time_runner(case.shared(pair.params), pair.fg_rounds,
-                                           gc_off, warmup=True)
-                row["shared_s"] = shared
-                num, den = num - shared, den - shared
+                st = h.time_runner(case.shared(pair.params), pair.fg_rounds, gc_off,
+                                   warmup=True)
+                row["shared_s"], row["shared_cpu_s"] = st.median_wall, st.median_cpu
+                net_f, net_b = h.net_of_shared(ft, st), h.net_of_shared(bt, st)
+                num_w -= st.median_wall
+                den_w -= st.median_wall
                 if nodes:
-                    row["ns_per_node"] = den / nodes * 1e9
-                    row["baseline_ns_per_node"] = num / nodes * 1e9
+                    row["ns_per_node"] = None if net_f is None else net_f / nodes * 1e9
+                    row["baseline_ns_per_node"] = \
+                        None if net_b is None else net_b / nodes * 1e9
+                if net_f is None or net_b is None:
+                    row["below_resolution"] = True
+                    num = den = None
+                else:
+                    num, den = net_b, net_f
     finally:
         base.close()
         del base
         gc.collect()
-    row["speedup"] = num / den if den and den > 0 else None
-    if row["speedup"] is None and case.kind == "time":
-        row["reason"] = "fastgrad's time net of the shared work is below timer noise"
+    row["speedup"] = num / den if num is not None and den and den > 0 else None
+    if case.kind == "time":
+        row["speedup_wall"] = (num_w / den_w if row["speedup"] is not None and den_w > 0
+                               and num_w > 0 else None)
+    if row["below_resolution"]:
+        row["reason"] = (f"fastgrad's time net of the shared work ({case.shared_what}) is "
+                         "below timer resolution at this size: for a figure, run "
+                         f"`fastgrad bench --full --only {case.name}` (larger sizes)")
     target = case.targets.get(pair.baseline)
     if target is not None and not gc_off:     # targets are stated with gc on
         row["target"] = target[1]
