@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -456,9 +457,11 @@ def dask_client():
     # being retried on up to 3 more workers (Dask's default): sweep's own
     # retries then run the suspects again one at a time
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        # free ports, no dashboards: runs beside anything holding 8786/8787
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
                                            processes=True, host="127.0.0.1",
-                                           dashboard_address=None)
+                                           scheduler_port=0, dashboard_address=None,
+                                           worker_dashboard_address=None)
     client = distributed.Client(cluster)
     try:
         yield client
@@ -523,29 +526,60 @@ def test_dask_worker_killed_mid_sweep(dask_client):
     dask_client.wait_for_workers(2, timeout=60)
 
 
+def _start(args, log):
+    # this interpreter, not a `dask` on PATH: the suite also runs from a venv
+    # that is not activated (venv/bin/python -m pytest)
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+
+
 @_skip_under_asan
-def test_dask_separate_scheduler_and_worker_processes():
-    # the cluster recipe of the README (`dask scheduler`, `dask worker`), on
-    # the loopback interface: scheduler and 2 workers are separate processes
+def test_dask_separate_scheduler_and_worker_processes(tmp_path):
+    # the cluster recipe of the README (`dask scheduler`, `dask worker`): a
+    # scheduler and 2 workers as separate processes on the loopback
+    # interface, on free ports (port 0) and without dashboards, so that the
+    # suite runs beside anything else holding Dask's default ports
     pytest.importorskip("distributed")
     from distributed import Client
-    from distributed.deploy.subprocess import SubprocessCluster
-    with SubprocessCluster(host="127.0.0.1", n_workers=2, worker_kwargs={"nthreads": 1},
-                           scheduler_kwargs={"dashboard": False}) as cluster, \
-            Client(cluster) as client:
-        client.wait_for_workers(2, timeout=120)
-        pids = [client.run_on_scheduler(os.getpid), *client.run(os.getpid).values()]
-        assert len(set(pids)) == 3 and os.getpid() not in pids
-        train = _make_train()
-        res = sweep(train, {"lr": [0.1]}, seeds=[0, 1],
-                    executor=client.get_executor(), progress=False)
-        assert res.results == [train(0.1, 0), train(0.1, 1)]
-        X, y = _moons(200)
-        expected = _single_process_curve(X, y, 50)
-        model, per_sample, pen = _demo_recipe()
-        with DataParallel(per_sample, 3, model.parameters(), (X, y), client,
-                          penalty=pen) as dp:
-            got = [dp.sgd_step(1.0 - 0.9 * k / 50) for k in range(50)]
+    sched = tmp_path / "scheduler.json"
+    procs = []
+    with open(tmp_path / "dask.log", "w") as log:
+        try:
+            procs.append(_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(sched)], log))
+            deadline = time.monotonic() + 120
+            while not sched.exists() and time.monotonic() < deadline:
+                assert procs[0].poll() is None, (tmp_path / "dask.log").read_text()
+                time.sleep(0.05)
+            for _ in range(2):
+                procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file",
+                                     str(sched), "--host", "127.0.0.1", "--nthreads", "1",
+                                     "--no-dashboard", "--nanny-port", "0",
+                                     "--worker-port", "0"], log))
+            with Client(scheduler_file=str(sched)) as client:
+                client.wait_for_workers(2, timeout=120)
+                pids = [client.run_on_scheduler(os.getpid), *client.run(os.getpid).values()]
+                assert len(set(pids)) == 3 and os.getpid() not in pids
+                train = _make_train()
+                res = sweep(train, {"lr": [0.1]}, seeds=[0, 1],
+                            executor=client.get_executor(), progress=False)
+                assert res.results == [train(0.1, 0), train(0.1, 1)]
+                X, y = _moons(200)
+                expected = _single_process_curve(X, y, 50)
+                model, per_sample, pen = _demo_recipe()
+                with DataParallel(per_sample, 3, model.parameters(), (X, y), client,
+                                  penalty=pen) as dp:
+                    got = [dp.sgd_step(1.0 - 0.9 * k / 50) for k in range(50)]
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
     rel = np.abs(np.array(got) - expected) / np.abs(expected)
     assert rel.max() <= 1e-12, rel.max()
     assert _wait_gone(pids)
