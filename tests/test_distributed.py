@@ -447,6 +447,14 @@ _skip_under_asan = pytest.mark.skipif(
     _UNDER_ASAN, reason="Dask's nannies kill workers under AddressSanitizer")
 
 
+# A Dask cluster that binds no fixed port: the scheduler on port 0, its HTTP
+# server (health, metrics) on a free port -- with dashboard_address=None it
+# still takes Dask's default 8787, and a warning (an error here) follows when
+# that is in use -- and no dashboard.
+DASK_QUIET = {"host": "127.0.0.1", "scheduler_port": 0, "dashboard_address": ":0",
+              "worker_dashboard_address": None, "scheduler_kwargs": {"dashboard": False}}
+
+
 @pytest.fixture(scope="module")
 def dask_client():
     if _UNDER_ASAN:
@@ -458,10 +466,9 @@ def dask_client():
     # retries then run the suspects again one at a time
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         # free ports, no dashboards: runs beside anything holding 8786/8787
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                           processes=True, host="127.0.0.1",
-                                           scheduler_port=0, dashboard_address=None,
-                                           worker_dashboard_address=None)
+        # (dashboard_address=None would still serve /health on 8787)
+        cluster = distributed.LocalCluster(**DASK_QUIET, n_workers=2, threads_per_worker=1,
+                                           processes=True)
     client = distributed.Client(cluster)
     try:
         yield client
@@ -546,7 +553,8 @@ def test_dask_separate_scheduler_and_worker_processes(tmp_path):
     with open(tmp_path / "dask.log", "w") as log:
         try:
             procs.append(_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                 "--port", "0", "--no-dashboard",
+                                 "--port", "0", "--no-dashboard", "--dashboard-address",
+                                 ":0",
                                  "--scheduler-file", str(sched)], log))
             deadline = time.monotonic() + 120
             while not sched.exists() and time.monotonic() < deadline:

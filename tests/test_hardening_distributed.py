@@ -318,8 +318,8 @@ def test_issue26_item8_data_parallel_on_a_dask_cluster_without_workers():
     from fastgrad.distributed import DataParallel
     w = Value(1.0)
     X = np.arange(6.0).reshape(6, 1)
-    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1",
-                                  scheduler_port=0, dashboard_address=None) as cluster, \
+    from test_distributed import DASK_QUIET
+    with distributed.LocalCluster(**DASK_QUIET, n_workers=0, processes=True) as cluster, \
             distributed.Client(cluster) as client:
         for n_shards in (None, 2):
             with pytest.raises(RuntimeError, match="has no worker yet.*wait_for_workers"):
