@@ -31,7 +31,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from fastgrad.bench.cases import AREAS, CASES
+from fastgrad.bench import cases
 from fastgrad.bench.harness import Case
 from fastgrad.bench.report import (
     Progress, format_footer, format_header, format_table, load_average, machine_info,
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="tiny sizes: checks every workload in seconds "
                            "(timings meaningless)")
     parser.set_defaults(mode="quick")
-    names = ", ".join([c.name for c in CASES] + AREAS)
+    names = ", ".join([c.name for c in cases.CASES] + cases.AREAS)
     parser.add_argument("--only", metavar="NAME[,NAME]",
                         help=f"run only these workloads or areas ({names})")
     parser.add_argument("--gc", choices=["on", "off"], default="on",
@@ -96,16 +96,16 @@ def _fail(msg: str, code: int = 2) -> int:
 def _select(only: Optional[str]) -> tuple[list[Case], Optional[str]]:
     """The cases named in ``only`` (names or areas), or an error message."""
     if not only:
-        return list(CASES), None
+        return list(cases.CASES), None
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     if not wanted:
         return [], "--only needs at least one workload name"
-    known = {c.name for c in CASES}
+    known = {c.name for c in cases.CASES}
     for w in wanted:
-        if w not in known and w not in AREAS:
-            choices = ", ".join([c.name for c in CASES] + AREAS)
+        if w not in known and w not in cases.AREAS:
+            choices = ", ".join([c.name for c in cases.CASES] + cases.AREAS)
             return [], f"unknown workload {w!r} in --only (choose from: {choices})"
-    return [c for c in CASES if c.name in wanted or c.area in wanted], None
+    return [c for c in cases.CASES if c.name in wanted or c.area in wanted], None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,11 +133,11 @@ def run(args: argparse.Namespace) -> int:
     adam_step            [optim] Adam step over 10,000 Value parameters
     0
     """
-    cases, err = _select(args.only)
+    selected, err = _select(args.only)
     if err:
         return _fail(err)
     if args.list:
-        for c in cases:
+        for c in selected:
             print(f"{c.name:20s} [{c.area}] {c.title}")
         return 0
     for path, what in ((args.json, "JSON"), (args.plot, "the plot")):
@@ -157,13 +157,13 @@ def run(args: argparse.Namespace) -> int:
     info = machine_info()
     header = format_header(info, mode, gc_modes)
     total: int = sum(len(c.plan(mode)) * (len(gc_modes) if c.kind == "time" else 1)
-                for c in cases)
+                for c in selected)
     print(header, file=sys.stderr, flush=True)
     progress = Progress(total, sys.stderr)
     rows = []
     grid_cells: list[Any] = []
     try:
-        for case in cases:
+        for case in selected:
             for g in (gc_modes if case.kind == "time" else ["on"]):
                 rows.extend(run_case(case, mode, g, progress, grid_cells))
     finally:
