@@ -81,6 +81,12 @@ def _interrupt(call, delay):
         signal.signal(signal.SIGALRM, old)
 
 
+def _show(row):
+    print(f"  {row['name']}: median {_fmt_ms(row['median'])} ms, max {_fmt_ms(row['max'])} ms,"
+          f" {row['inside']}", flush=True)
+    return row
+
+
 def _measure(name, call, reps, rng, module=None):
     t0, c0 = time.perf_counter(), time.process_time()
     call()
@@ -92,10 +98,10 @@ def _measure(name, call, reps, rng, module=None):
         wheres.append(where)
     after = sum(w.startswith("after") for w in wheres)
     places = sorted({w for w in wheres if not w.startswith("after")})
-    return {"name": name, "wall": wall, "cpu": cpu, "median": statistics.median(lats),
+    return _show({"name": name, "wall": wall, "cpu": cpu, "median": statistics.median(lats),
             "max": max(lats),
             "inside": f"{reps - after}/{reps} inside the call ({', '.join(places) or '-'})",
-            "other": ["after the call returned"] * bool(after), "target": TARGET_S}
+            "other": ["after the call returned"] * bool(after), "target": TARGET_S})
 
 
 # -- the workloads ---------------------------------------------------------------
@@ -152,10 +158,15 @@ def _second_order_rows(n_steps, reps, rng):
 # -- the sweep -----------------------------------------------------------------------
 
 def _sweep_task(a, mark):
+    runs = pathlib.Path(mark + ".runs")
     if a == 0:
-        os.kill(os.getpid(), signal.SIGKILL)          # a crashed worker
+        # a crashed worker, once config 1 runs beside it (so that 1 is a
+        # suspect, run again alone on the sweep's own pool)
+        deadline = time.monotonic() + 60
+        while not runs.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGKILL)
     if a == 1:
-        runs = pathlib.Path(mark + ".runs")
         with open(runs, "a") as f:
             f.write("x")
         if runs.read_text() == "x":
@@ -193,10 +204,10 @@ def _sweep_row(reps):
                 except KeyboardInterrupt:
                     lats.append(time.perf_counter() - sent[0])
                 t.join()
-    return {"name": "sweep: a crashed worker, then a hung task on the sweep's own pool",
+    return _show({"name": "sweep: a crashed worker, then a hung task on the sweep's own pool",
             "wall": float("nan"), "cpu": float("nan"), "median": statistics.median(lats),
             "max": max(lats), "inside": f"{len(lats)}/{reps} returned", "other": [],
-            "target": SWEEP_TARGET_S}
+            "target": SWEEP_TARGET_S})
 
 
 # -- report ---------------------------------------------------------------------------

@@ -200,6 +200,9 @@ def test_issue26_item2_ctrl_c_after_a_crash_kills_the_sweeps_own_workers(tmp_pat
 
     def train(a):
         if a == 0:
+            # crash once config 1 runs beside it: 1 is then a suspect, run
+            # again alone on a pool the sweep makes
+            _eventually(runs.exists, timeout=60)
             os.kill(os.getpid(), signal.SIGKILL)
         if a == 1:
             with open(runs, "a") as f:
