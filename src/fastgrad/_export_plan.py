@@ -121,8 +121,10 @@ class Plan:
             if w is None or any(i in owner for i in w):
                 continue
             b = None if lay.bias is None else _params_of(lay.bias)
-            if b is not None and any(i in owner or i in w for i in b):
-                b = None
+            if b is not None:
+                in_w = set(w)
+                if any(i in owner or i in in_w for i in b):
+                    b = None
             lay.module = n_mod
             lay.owns_weight = True
             lay.owns_bias = b is not None
