@@ -754,3 +754,111 @@ def test_model_code_styles(neuron, activation):
     for q in range(prog.n_outputs):
         _close(Y[:, q], want[:, q], 1e-12, f"ONNX output {q}")
     assert B == len(Y)
+
+
+# ---------------------------------------------------------------------------
+# log1p, softplus, sum, logsumexp, softmax (irregular's primitives)
+# ---------------------------------------------------------------------------
+
+def _nary_program():
+    from fastgrad.engine import cross_entropy, log_softmax, logsumexp, softmax
+    from fastgrad.engine import sum as fsum
+    w = [Value(0.3), Value(-1.2), Value(2.0)]
+
+    def fn(x):
+        a, b, c = x
+        z = [a * w[0], b + w[1], c * a, w[2] * w[0]]       # rows and a scalar
+        p = softmax(z)
+        outs = [fsum(z), logsumexp(z), fsum(p), logsumexp([w[0], w[1], w[2]]),
+                (a * 1e-9).log1p(), abs(b).log1p(), (c * 3.0).softplus(),
+                w[1].softplus() * a, cross_entropy(z, 1), fsum(log_softmax(z[:3]))]
+        return [outs[0] + outs[1]] + outs
+
+    return fastgrad.compile(fn, 3, params=w)
+
+
+def test_nary_and_smooth_primitives_export():
+    prog = _nary_program()
+    ops = {i["op"] for i in prog.graph()["batched"] + prog.graph()["scalar"]}
+    assert {"sum", "logsumexp", "softmax", "log1p", "softplus"} <= ops
+    rng = np.random.default_rng(9)
+    X = np.vstack([rng.normal(size=(40, 3)) * 4,
+                   [[0.0, 0.0, 0.0], [1e-12, -1e-300, 300.0], [-250.0, 5e-324, -300.0]]])
+    want = prog.predict(X)
+    net = prog.to_torch()
+    Xt = torch.from_numpy(X).requires_grad_(True)
+    got = net(Xt)
+    for q in range(prog.n_outputs):
+        _close(got[:, q].detach().numpy(), want[:, q], 1e-12, f"output {q}")
+    pg = np.zeros(prog.n_params)
+    gin = np.zeros_like(X)
+    prog.batch(X, reduce="sum", param_grad=pg, input_grad=gin, accumulate=False)
+    net.loss(Xt, reduce="sum").backward()
+    _close(net.gradient_vector().numpy(), pg, 1e-10, "parameter gradients")
+    _close(Xt.grad.numpy(), gin, 1e-10, "input gradients")
+    ort = pytest.importorskip("onnxruntime")
+    for opset in (17, 18):
+        sess = ort.InferenceSession(prog.to_onnx(opset=opset).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        Y = sess.run(["Y"], {"X": X})[0]
+        for q in range(prog.n_outputs):
+            _close(Y[:, q], want[:, q], 1e-12, f"ONNX opset {opset} output {q}")
+
+
+@pytest.mark.parametrize("x", [0.0, -0.0, 1e-300, 1e-17, -1e-17, 1e-9, 0.5, -0.5, 3.0,
+                               1e300, -1.0, math.inf])
+def test_onnx_log1p_is_accurate(x):
+    # ONNX has no Log1p: the writer's log(u) * x / (u - 1) form, checked
+    # against math.log1p (correctly rounded to within an ulp in glibc)
+    ort = pytest.importorskip("onnxruntime")
+    prog = fastgrad.compile(lambda v: [v[0].log1p(), v[0].softplus()], 1)
+    sess = ort.InferenceSession(prog.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    y = sess.run(["Y"], {"X": np.array([[x]])})[0][0]
+    want = prog.predict(np.array([[x]]))[0]
+    for got, ref in zip(y, want):
+        if math.isinf(ref) or ref == 0.0:
+            assert got == ref
+        else:
+            assert abs(got - ref) <= 4 * EPS * abs(ref), (x, got, ref)
+
+
+def test_softplus_gradient_at_the_kink_of_its_formula():
+    # max(a, 0) + log1p(e**-|a|) has kinks at 0 in both terms; the gradient
+    # there is sigmoid(0) = 0.5 (fastgrad's rule), not 1 or 0
+    prog = fastgrad.compile(lambda v: v[0].softplus(), 1)
+    fg, tg = _grads(prog, [0.0])
+    assert fg.tolist() == tg.tolist() == [0.5]
+
+
+from test_compiled_nary import build  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.tuples(st.sampled_from(("softplus", "log1p", "sum", "lse", "softmax",
+                                           "mul", "add", "ce", "lsm")),
+                          st.lists(st.integers(0, 50), min_size=1, max_size=5)),
+                min_size=1, max_size=14),
+       st.integers(0, 2**32 - 1))
+def test_random_nary_graphs(steps, seed):
+    # test_compiled_nary's random graphs of the new primitives, exported
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(8, 3)) * 2
+    ps = [Value(v) for v in rng.normal(size=2)]
+    prog = fastgrad.compile(lambda v: build(fastgrad, v, ps, steps), 3, params=ps)
+    want = prog.predict(X)
+    net = prog.to_torch()
+    Xt = torch.from_numpy(X).requires_grad_(True)
+    out = net(Xt)[:, 0]
+    _close(out.detach().numpy(), want, 1e-12, "forward")
+    pg = np.zeros(prog.n_params)
+    gin = np.zeros_like(X)
+    prog.batch(X, reduce="sum", param_grad=pg, input_grad=gin, accumulate=False)
+    out.sum().backward()
+    _close(net.gradient_vector().numpy(), pg, 1e-10, "parameter gradients")
+    _close(Xt.grad.numpy(), gin, 1e-10, "input gradients")
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(prog.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    _close(sess.run(["Y"], {"X": X})[0][:, 0], want, 1e-12, "ONNX forward")

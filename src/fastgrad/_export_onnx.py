@@ -36,14 +36,18 @@ _SIMPLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqrt": ("Sqrt", ("a",)),
 }
 
+_NARY = ("sum", "logsumexp")
+
 #: the ops an ONNX model can compute (tests check the rules table's)
 OPS = frozenset(_SIMPLE) | {"relu_grad", "sign_grad", "tie_grad", "fmuladd", "dot",
-                            "layer"}
+                            "layer", "log1p", "softplus", "softmax"} | set(_NARY)
 
 
 class _Builder:
-    def __init__(self, plan: Plan, values: list[float], elem: int) -> None:
+    def __init__(self, plan: Plan, values: list[float], elem: int, opset: int) -> None:
         self.plan = plan
+        self.opset = opset
+        self.batch_shape: Optional[str] = None
         self.elem = elem
         self.np_dtype = np.float64 if elem == TensorProto.DOUBLE else np.float32
         self.nodes: list[onnx.NodeProto] = []
@@ -53,7 +57,9 @@ class _Builder:
         self.layer_done: set[str] = set()
         self.has_theta = False
         self.columns: dict[Ref, tuple[str, int]] = {}   # layer output -> (matrix, column)
-        self.scalars: set[str] = set()      # names of 0-d values (see arith)
+        # values onnxruntime can fold to constants: the initializers and what
+        # is computed from them alone (every parameter and scalar; see arith)
+        self.folds: set[str] = set()
         self.negated: dict[str, str] = {}
         self._initial_tensors(values)
 
@@ -67,16 +73,18 @@ class _Builder:
              **attrs: Any) -> str:
         out = out or self.fresh(hint)
         self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        if inputs and all(name in self.folds for name in inputs):
+            self.folds.add(out)
         return out
 
     def init(self, name: str, array: "np.ndarray[Any, Any]") -> str:
         if name not in self.inits:
             self.inits[name] = numpy_helper.from_array(array, name)
+            self.folds.add(name)
         return name
 
     def const(self, value: float) -> str:
         key = float(value).hex().replace("-", "m").replace(".", "_").replace("+", "p")
-        self.scalars.add(f"c_{key}")
         return self.init(f"c_{key}", np.array(value, dtype=self.np_dtype))
 
     def ints(self, values: list[int], scalar: bool = False) -> str:
@@ -113,7 +121,6 @@ class _Builder:
             src, idx = f"layers.{own[1]}.0.bias", own[2]
         name = self.node("Gather", [src, self.ints([idx], scalar=True)], f"p{i}", axis=0)
         self.names[ref] = name
-        self.scalars.add(name)
         return name
 
     def flat_of(self, name: str) -> str:
@@ -145,12 +152,12 @@ class _Builder:
         hint = f"{'s' if out[0] == 'scalar' else 'r'}{out[1]}"
         if op == "dot":
             name = self.dot(ins, hint)
+        elif op in _NARY:
+            name = self.nary(op, ins["args"], hint)
         else:
             name = self.elementwise(op, [self.ref(r) for r in ins["args"]],
                                     ins["const"], hint)
         self.names[out] = name
-        if out[0] == "scalar":
-            self.scalars.add(name)
 
     def elementwise(self, op: str, args: list[str], c: Optional[float], hint: str) -> str:
         if op in _SIMPLE:
@@ -163,6 +170,17 @@ class _Builder:
         if op == "fmuladd":
             prod = self.arith("Mul", args[1], args[2], hint + "_prod")
             return self.arith("Add", args[0], prod, hint)
+        if op == "log1p":
+            return self.log1p(args[0], hint)
+        if op == "softplus":
+            # max(a, 0) + log1p(e**-|a|), as fastgrad computes it
+            a = args[0]
+            e = self.node("Exp", [self.node("Neg", [self.node("Abs", [a], hint + "_abs")],
+                                            hint + "_nabs")], hint + "_e")
+            return self.arith("Add", self.node("Relu", [a], hint + "_pos"),
+                              self.log1p(e, hint + "_l"), hint)
+        if op == "softmax":            # e**(a - b)
+            return self.node("Exp", [self.arith("Sub", args[0], args[1], hint + "_d")], hint)
         zero = self.const(0.0)
         a, b = args
         pos = self.node("Greater", [b, zero], hint + "_pos")
@@ -180,6 +198,51 @@ class _Builder:
             return self.node("Where", [pos, a, other], hint)
         raise NotImplementedError(f"export: no ONNX mapping for op {op!r}")
 
+    def log1p(self, x: str, hint: str) -> str:
+        """log(1 + x) to a few ulps: ONNX has no Log1p, and Log(1 + x) loses
+        x's digits below 1's last bit (all of them for |x| < 1e-16).  With u =
+        1 + x rounded, log(u) * x / (u - 1) corrects for that rounding
+        (Goldberg, "What every computer scientist should know about
+        floating-point arithmetic", 1991, thm. 4); x itself where u == 1, and
+        +inf where u is +inf (the quotient would be inf/inf)."""
+        one = self.const(1.0)
+        u = self.arith("Add", x, one, hint + "_u")
+        ratio = self.arith("Div", self.arith("Mul", self.node("Log", [u], hint + "_log"), x,
+                                             hint + "_num"),
+                           self.arith("Sub", u, one, hint + "_den"), hint + "_q")
+        at_one = self.node("Equal", [u, one], hint + "_one")
+        at_inf = self.node("IsInf", [u], hint + "_inf", detect_negative=0)
+        return self.node("Where", [at_one, x, self.node("Where", [at_inf, u, ratio],
+                                                          hint + "_w")], hint)
+
+    def nary(self, op: str, refs: list[Ref], hint: str) -> str:
+        """fastgrad.sum (in order, from 0.0 + x_0 as Python's sum()) and
+        logsumexp (ReduceLogSumExp over the operands side by side)."""
+        names = [self.ref(r) for r in refs]
+        if op == "sum":
+            total = self.arith("Add", names[0], self.const(0.0), hint + "_0")
+            for name in names[1:]:
+                total = self.arith("Add", total, name, hint + "_s")
+            return total
+        rows = any(r[0] in ("input", "row") for r in refs)
+        axis = 1 if rows else 0
+        cols = []
+        for r, name in zip(refs, names):
+            if rows and r[0] not in ("input", "row"):
+                name = self.node("Expand", [name, self.batch()], hint + "_b")
+            cols.append(self.node("Unsqueeze", [name, self.ints([axis])], hint + "_u"))
+        stacked = self.node("Concat", cols, hint + "_x", axis=axis)
+        if self.opset >= 18:           # axes became an input
+            return self.node("ReduceLogSumExp", [stacked, self.ints([axis])], hint,
+                             keepdims=0)
+        return self.node("ReduceLogSumExp", [stacked], hint, axes=[axis], keepdims=0)
+
+    def batch(self) -> str:
+        """The batch size as a 1-element shape (for Expand)."""
+        if self.batch_shape is None:
+            self.batch_shape = self.node("Shape", ["X"], "batch", start=0, end=1)
+        return self.batch_shape
+
     def arith(self, kind: str, x: str, y: str, hint: str) -> str:
         """``x kind y`` for Add/Sub/Mul/Div, safe from onnxruntime's
         NoopElimination.
@@ -187,15 +250,15 @@ class _Builder:
         onnxruntime (1.32, default optimizations) deletes ``x + c``, ``x - c``,
         ``x * c`` and ``x / c`` when ``c`` is a constant whose value *as a
         float32* is 0 or 1 -- also for doubles such as 1 + 1e-10 or 1e-200,
-        and for any 0-d value it can fold to a constant (every parameter and
-        scalar result here).  So where a scalar takes part, the operation is
+        and for any value it can fold to a constant (every parameter and
+        scalar result here: ``folds``).  So where such a value takes part, the
+        operation is
         written in an equal form it leaves alone: ``Sum(x, y)`` for ``x + y``
         and ``Sum(x, -y)`` for ``x - y`` (a two-term Sum is one rounded
         addition), ``(-x) * (-y)`` and ``(-x) / (-y)`` (negation is exact, and
         a negated constant near 1 is near -1).  Two rows need none of this.
         """
-        xs, ys = x in self.scalars, y in self.scalars
-        if not (xs or ys):
+        if not (x in self.folds or y in self.folds):
             return self.node(kind, [x, y], hint)
         if kind == "Add":
             return self.node("Sum", [x, y], hint)
@@ -206,8 +269,6 @@ class _Builder:
     def neg(self, name: str) -> str:
         if name not in self.negated:
             self.negated[name] = self.node("Neg", [name], name + "_neg")
-            if name in self.scalars:
-                self.scalars.add(self.negated[name])
         return self.negated[name]
 
     def vector(self, refs: list[Ref], hint: str) -> str:
@@ -233,7 +294,6 @@ class _Builder:
         b = self.vector([t[1] for t in ins["terms"]], hint + "_b")
         prod = self.node("Mul", [a, b], hint + "_prod")
         total = self.node("ReduceSum", [prod, self.ints([0])], hint + "_sum", keepdims=0)
-        self.scalars.add(total)
         return self.arith("Add", self.sref(ins["args"][0]), total, hint)
 
     def bias_vector(self, lay: LayerPlan, hint: str) -> str:
@@ -246,7 +306,6 @@ class _Builder:
             total = names[0] if names else self.const(0.0)
             for name in names[1:]:
                 total = self.arith("Add", total, name, hint + "_t")
-                self.scalars.add(total)
             cols.append(self.node("Unsqueeze", [total, self.ints([0])], hint + "_u"))
         return self.node("Concat", cols, hint, axis=0)
 
@@ -300,19 +359,16 @@ def build_model(plan: Plan, values: list[float], dtype: str = "float64",
     if opset < MIN_OPSET:
         raise ValueError(f"to_onnx: opset must be >= {MIN_OPSET}, got {opset}")
     elem = {"float64": TensorProto.DOUBLE, "float32": TensorProto.FLOAT}[dtype]
-    b = _Builder(plan, values, elem)
+    b = _Builder(plan, values, elem, opset)
     for ins in plan.fwd_scalar:
         b.instr(ins)
     for ins in plan.batched:
         b.instr(ins)
-    batch = None
     cols = []
     for ref in plan.outputs:
         name = b.ref(ref)
         if ref[0] not in ("input", "row"):
-            if batch is None:
-                batch = b.node("Shape", ["X"], "batch", start=0, end=1)
-            name = b.node("Expand", [name, batch], "out")
+            name = b.node("Expand", [name, b.batch()], "out")
         cols.append(b.node("Unsqueeze", [name, b.ints([1])], "out"))
     b.node("Concat", cols, "", out="Y", axis=1)
     outputs = [helper.make_tensor_value_info("Y", elem, ["batch", plan.n_outputs])]

@@ -110,6 +110,20 @@ def minimum(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
+def nary_sum(*xs: Tensor) -> Tensor:
+    """fastgrad.sum: ``((0.0 + x_0) + x_1) + ...`` in order (CPU), rows and
+    0-d scalars mixed."""
+    cols = torch.broadcast_tensors(xs[0] + 0.0, *xs[1:])  # type: ignore[no-untyped-call]
+    return torch.cumsum(torch.stack(cols, -1), -1)[..., -1]
+
+
+def nary_logsumexp(*xs: Tensor) -> Tensor:
+    """fastgrad.logsumexp over operands side by side (rows and 0-d scalars);
+    its gradient is softmax times g, as fastgrad's."""
+    cols = torch.broadcast_tensors(*xs)  # type: ignore[no-untyped-call]
+    return torch.logsumexp(torch.stack(cols, -1), -1)
+
+
 def ordered_sum(t: Tensor, start: Optional[Tensor] = None) -> Tensor:
     """``((start + t[0]) + t[1]) + ...`` in this order on the CPU (torch's
     cumulative sum runs in order there; ``t.sum()`` does not): the floats of
@@ -159,6 +173,13 @@ _TEMPLATES: dict[str, str] = {
     "abs": "absolute({a})",
     "sqrt": "torch.sqrt({a})",
     "fmuladd": "{a} + {b} * {x}",      # acc + s * x: two roundings, as eager
+    "log1p": "torch.log1p({a})",
+    # max(a, 0) + log1p(e**-|a|) with sigmoid(a) as its gradient; not
+    # F.softplus, which returns a itself above its threshold (20: 2e-9 off)
+    "softplus": "torch.logaddexp({a}, {zero})",
+    "softmax": "torch.exp({a} - {b})",  # e**(a - b), b = logsumexp of a's row
+    "sum": "nary_sum({args})",
+    "logsumexp": "nary_logsumexp({args})",
 }
 
 #: the ops an exported module can compute (tests check the rules table's)
@@ -186,11 +207,11 @@ class Elementwise(nn.Module):
         self.ops = [(op, c) for op, c in ops]
         src = ["def _chain(z):"]
         for op, c in self.ops:
-            if op not in _TEMPLATES or op in ("fmuladd",) or "{b}" in _TEMPLATES[op]:
+            if op not in _TEMPLATES or any(f in _TEMPLATES[op] for f in ("{b}", "{args}")):
                 raise ValueError(f"export: {op!r} cannot be a layer activation")
             expr = _TEMPLATES[op].format(a="z", c=_lit(c) if c is not None else "",
-                                         ct=f"torch.tensor({_lit(c or 0.0)}, "
-                                            "dtype=z.dtype, device=z.device)")
+                                         ct=f"torch.full_like(z, {_lit(c or 0.0)})",
+                                         zero="torch.zeros_like(z)")
             src.append(f"    z = {expr}")
         src.append("    return z")
         self._source = "\n".join(src) + "\n"
@@ -219,7 +240,8 @@ def _compiled(source: str, name: str) -> Callable[..., Any]:
         namespace: dict[str, Any] = {
             "torch": torch, "F": torch.nn.functional, "inf": math.inf, "nan": math.nan,
             "maximum": maximum, "minimum": minimum, "absolute": absolute,
-            "ordered_sum": ordered_sum,
+            "ordered_sum": ordered_sum, "nary_sum": nary_sum,
+            "nary_logsumexp": nary_logsumexp,
         }
         exec(compile(source, filename, "exec"), namespace)
         fn = namespace[name]
@@ -310,9 +332,11 @@ class _Writer:
         names = [self.ref(r) for r in args]
         fields = {"a": names[0], "b": names[1] if len(names) > 1 else "",
                   "x": names[2] if len(names) > 2 else "",
-                  "c": _lit(c) if c is not None else ""}
+                  "c": _lit(c) if c is not None else "", "args": ", ".join(names)}
         if op == "rdivc":
             fields["ct"] = self.const_tensor(c if c is not None else 0.0)
+        if op == "softplus":
+            fields["zero"] = self.const_tensor(0.0)
         return _TEMPLATES[op].format(**fields)
 
     def dot(self, ins: dict[str, Any]) -> str:
