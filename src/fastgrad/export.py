@@ -46,6 +46,11 @@ tie_grad       ``where(b > 0, a, ...)``         Greater, Equal, Mul, Where
 fmuladd        ``acc + s * x``                  Mul, Add
 dot (scalar)   ordered cumulative sum           Gather, Mul, ReduceSum, Add
 layer          ``nn.Linear`` + activation       Gemm (transB=1) + activation
+log1p          ``torch.log1p``                  Log, Mul, Div, Where (no Log1p)
+softplus       ``torch.logaddexp(a, 0)``        Relu, Abs, Exp + log1p's nodes
+softmax        ``torch.exp(a - b)``             Sub, Exp
+sum (n-ary)    ordered cumulative sum           Add (Sum) in order
+logsumexp      ``torch.logsumexp``              ReduceLogSumExp
 =============  ===============================  ==============================
 
 Gradient conventions at kinks are fastgrad's: relu'(0) = 0, abs'(0) = 0,
@@ -65,7 +70,9 @@ operand is ``("input", i)``, ``("param", i)``, ``("const", k)``,
 ``("scalar", slot)`` or ``("row", row)``.  An instruction is
 ``{"op", "out", "args", "const"}``; ``"fmuladd"`` has args
 ``[acc, s, x]`` (``acc + s*x``), ``"dot"`` has ``"terms"`` (pairs whose
-products are added to ``args[0]`` in order), ``"layer"`` has ``"layer"`` (an
+products are added to ``args[0]`` in order), ``"sum"`` and ``"logsumexp"``
+have any number of args (``"softmax"`` is ``exp(args[0] - args[1])``,
+``args[1]`` the logsumexp of its row), ``"layer"`` has ``"layer"`` (an
 index in ``layers``) and a list ``"out"``.  A layer is ``{"inputs",
 "outputs", "weights", "start", "end", "epilogue"}``: row h computes
 ``((start[h] + w[h][0]*x[0]) + w[h][1]*x[1]) + ... + end[h]`` then the
