@@ -589,33 +589,12 @@ def test_export_extra_is_declared():
     assert names == {"torch", "onnx", "onnxruntime"}
 
 
-# issue 20's ops, which export does not map yet: exporting them raises
-# NotImplementedError naming the op (test below); remove a name once mapped
-NOT_EXPORTED_YET = {"log1p", "softplus", "softmax", "sum", "logsumexp"}
-
-
 def test_every_op_maps_to_torch_and_onnx():
     from fastgrad import _export_torch, _replay
     names = set(_replay._OP_NAMES.values()) | set(_replay._TAPE_OP_NAMES.values())
-    assert names - NOT_EXPORTED_YET <= _export_torch.OPS
-    assert not NOT_EXPORTED_YET & _export_torch.OPS, "mapped now: update NOT_EXPORTED_YET"
+    assert names <= _export_torch.OPS
     onnx_mod = pytest.importorskip("fastgrad._export_onnx", exc_type=ImportError)
-    assert names - NOT_EXPORTED_YET <= onnx_mod.OPS
-
-
-@pytest.mark.parametrize("fn, op", [
-    (lambda x: x[0].log1p() + x[1], "log1p"),
-    (lambda x: x[0].softplus() + x[1], "softplus"),
-    (lambda x: fastgrad.sum(x), "sum"),
-    (lambda x: fastgrad.logsumexp(x), "logsumexp"),
-    (lambda x: fastgrad.softmax(x)[0] * x[1], "logsumexp"),
-])
-def test_ops_not_exported_yet_raise_clearly(fn, op):
-    prog = fastgrad.compile(fn, 2)
-    assert op in {i["op"] for i in prog.graph()["batched"]}
-    from fastgrad.export import to_torch
-    with pytest.raises(NotImplementedError, match=f"no torch mapping for op '{op}'"):
-        to_torch(prog)
+    assert names <= onnx_mod.OPS
 
 
 def test_docstring_examples():
