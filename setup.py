@@ -18,13 +18,27 @@ FASTGRAD_REQUIRE_EXTENSIONS=1
 
 The modules are cythonized and compiled in parallel (one job per CPU).
 """
+import hashlib
+import json
 import os
+import re
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
+import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# pyproject.toml's license fields (PEP 639) need setuptools 77; older ones fail
+# deep inside setup() with a message about the metadata, so say it here.  A
+# fresh venv has an old setuptools (3.9-3.11) or none (3.12+):
+#   python -m pip install "setuptools>=77" "Cython>=3,<4"
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"fastgrad's setup.py needs setuptools >= 77 (this is {setuptools.__version__}): "
+             'python -m pip install "setuptools>=77" "Cython>=3,<4"')
 
 
 def _flag(name):
@@ -109,7 +123,7 @@ def _extensions():
     """
     if NO_EXTENSIONS:
         _warn("FASTGRAD_NO_EXTENSIONS is set: installing the pure-Python build "
-              "(about 50x slower; fastgrad.COMPILED will be False).")
+              "(much slower; fastgrad.COMPILED will be False).")
         return []
     return [
         Extension(
@@ -121,12 +135,66 @@ def _extensions():
     ]
 
 
+def _module_files(pyx):
+    """The files of src/fastgrad a compiled module is built from: its .pyx, the
+    .pxd/.pxi it cimports or includes (Cython's dependency tree) and the C
+    headers they name (``cdef extern from "x.h"``, ``#include "x.h"``)."""
+    from Cython.Build.Dependencies import create_dependency_tree
+    pkg = (here / "src" / "fastgrad").resolve()
+    files = {Path(p).resolve() for p in create_dependency_tree(None, quiet=True)
+             .all_dependencies(str(pyx))}
+    files = {p for p in files if p.parent == pkg}
+    todo = list(files)
+    while todo:
+        text = todo.pop().read_text(errors="replace")
+        for name in re.findall(r'"([\w.]+\.h)"', text):
+            header = pkg / name
+            if header.exists() and header not in files:
+                files.add(header)
+                todo.append(header)
+    return sorted(files)
+
+
+# Build stamp (development checkouts only): for every module built in place
+# (`build_ext --inplace`, `pip install -e .`), the size, mtime and SHA-256 of
+# each file it was built from, in src/fastgrad/.build-stamp.json (git-ignored).
+# `import fastgrad` compares them with the files on disk and warns
+# (fastgrad._backend.StaleBuildWarning) when a module is older than its sources,
+# instead of silently running the old code.
+STAMP = here / "src" / "fastgrad" / ".build-stamp.json"
+_STAMP_LOCK = threading.Lock()
+
+
+def _file_record(path):
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()]
+
+
+def _write_stamp(ext, so_path, mode):
+    pkg = STAMP.parent
+    entry = {"so": Path(so_path).name, "mode": mode,
+             "files": {str(p.relative_to(pkg)): _file_record(p) for p in ext.fastgrad_files}}
+    with _STAMP_LOCK:
+        try:
+            stamp = json.loads(STAMP.read_text())
+        except (OSError, ValueError):
+            stamp = {}
+        stamp[ext.name.rsplit(".", 1)[-1]] = entry
+        tmp = STAMP.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True))
+        os.replace(tmp, STAMP)
+
+
+def _build_mode():
+    return ("debug" if DEBUG else "release") + ("+sanitize" if SANITIZE else "")
+
+
 def _cythonize(extensions):
     from Cython.Build import cythonize
     # Cython skips a .pyx whose .c is newer; after switching between the debug
     # and the normal build that .c has the wrong directives, so remember the mode.
     stamp = here / "build" / "fastgrad-build-mode"
-    mode = ("debug" if DEBUG else "release") + ("+sanitize" if SANITIZE else "")
+    mode = _build_mode()
     mode_changed = not stamp.exists() or stamp.read_text() != mode
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(mode)
@@ -144,7 +212,12 @@ def _cythonize(extensions):
     # only their sources change, .pyx -> .c
     by_name = {ext.name: ext for ext in generated}
     for ext in extensions:
+        pyx = here / ext.sources[0]
         ext.sources = by_name[ext.name].sources
+        # a module is recompiled when any file it is built from changes: Cython
+        # regenerates the .c for .pyx/.pxd/.pxi edits, ``depends`` covers headers
+        ext.fastgrad_files = _module_files(pyx)
+        ext.depends = [str(p) for p in ext.fastgrad_files]
 
 
 class FastgradBuildExt(build_ext):
@@ -158,6 +231,9 @@ class FastgradBuildExt(build_ext):
     def run(self):
         if not self.extensions:
             return
+        # in place: `setup.py build_ext --inplace` or `pip install -e .` (a
+        # development checkout); setuptools clears self.inplace while building
+        self._fastgrad_inplace = bool(self.inplace or getattr(self, "editable_mode", False))
         try:
             _cythonize(self.extensions)
         except Exception as exc:  # Cython missing (no build isolation), a .pyx error
@@ -167,6 +243,34 @@ class FastgradBuildExt(build_ext):
             super().run()
         except Exception as exc:  # no compiler at all: DistutilsPlatformError, ...
             self._fall_back(exc)
+
+    def _inplace_file(self, ext):
+        build_py = self.get_finalized_command("build_py")
+        return self._get_inplace_equivalent(build_py, ext)[0]
+
+    def build_extension(self, ext):
+        # An editable install (`pip install -e .`) builds into a fresh temporary
+        # directory every time, so distutils would recompile every module after
+        # a one-line edit (69 s to 8 min here).  A module whose in-place copy is
+        # newer than everything it is built from is reused instead.
+        target = self.get_ext_fullpath(ext.name)
+        inplace = self._inplace_file(ext) if self._fastgrad_inplace else None
+        if inplace and not self.force and os.path.exists(inplace) \
+                and os.path.abspath(inplace) != os.path.abspath(target):
+            newest = max(os.path.getmtime(f) for f in list(ext.sources) + list(ext.depends))
+            if os.path.getmtime(inplace) >= newest:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(inplace, target)
+                print(f"fastgrad: {ext.name} is up to date (not recompiled)", flush=True)
+                self._fastgrad_reused.append(ext.name)
+                return
+        super().build_extension(ext)
+
+    def copy_extensions_to_source(self):
+        if self.extensions:                  # nothing to copy after a fallback
+            super().copy_extensions_to_source()
+            for ext in self.extensions:
+                _write_stamp(ext, self._inplace_file(ext), _build_mode())
 
     def build_extensions(self):
         family = FLAGS.get(self.compiler.compiler_type, FLAGS["unix"])
@@ -178,21 +282,28 @@ class FastgradBuildExt(build_ext):
                 ext.extra_compile_args += SANITIZE_CFLAGS
                 ext.extra_link_args = list(SANITIZE_LDFLAGS)
         t0 = time.perf_counter()
+        self._fastgrad_reused = []
         try:
             super().build_extensions()
         except Exception as exc:  # CompileError, LinkError, a missing compiler
             self._fall_back(exc)
             return
-        print(f"fastgrad: compiled {len(self.extensions)} modules in "
+        n = len(self.extensions) - len(self._fastgrad_reused)
+        print(f"fastgrad: compiled {n} of {len(self.extensions)} modules in "
               f"{time.perf_counter() - t0:.1f} s ({self.parallel} jobs, "
               f"{self.compiler.compiler_type} compiler)", flush=True)
 
-    def copy_extensions_to_source(self):
-        if self.extensions:                  # nothing to copy after a fallback
-            super().copy_extensions_to_source()
-
     def _fall_back(self, exc):
         if REQUIRE_EXTENSIONS:
+            raise exc
+        if getattr(self, "_fastgrad_failed", False):
+            raise exc                        # reported already (build_extensions)
+        if getattr(self, "_fastgrad_inplace", False):
+            # a development build that fails must fail: falling back would
+            # exit 0 and leave the old modules in place
+            self._fastgrad_failed = True
+            _warn(f"building fastgrad's extension modules failed: {type(exc).__name__}: "
+                  f"{str(exc).strip()[:500]}")
             raise exc
         # never install a part of the compiled build: remove what was built
         for ext in self.extensions:
@@ -202,10 +313,11 @@ class FastgradBuildExt(build_ext):
         self.extensions[:] = []
         _warn(f"compiling fastgrad's extension modules failed ({type(exc).__name__}: "
               f"{str(exc).strip()[:300]}).  Installing the pure-Python build "
-              "instead: same API, about 50x slower; fastgrad.COMPILED is False "
+              "instead: same API, much slower; fastgrad.COMPILED is False "
               "and fastgrad.compile is unavailable.  For the compiled build, "
-              "install a C compiler (gcc, clang or MSVC) and reinstall with "
-              "`pip install --no-cache-dir --force-reinstall fastgrad`.")
+              "fix the cause above (no C compiler: install gcc, clang or MSVC; "
+              "no Cython: install \"Cython>=3,<4\" or keep pip's build isolation) "
+              "and reinstall with `pip install --no-cache-dir --force-reinstall fastgrad`.")
 
 
 setup(

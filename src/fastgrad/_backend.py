@@ -25,13 +25,16 @@ A compiled module that exists but fails to load (a broken build, a missing
 shared library) raises its ImportError: silently running a build about 50
 times slower would hide the problem.
 """
+import hashlib
 import importlib
+import json
 import os
 import warnings
-from typing import Optional, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["COMPILED", "REASON", "ENV_VAR", "BUILD", "FallbackWarning",
-           "require_compiled"]
+           "StaleBuildWarning", "require_compiled", "stale_modules"]
 
 ENV_VAR = "FASTGRAD_NO_EXTENSIONS"
 
@@ -62,8 +65,8 @@ COMPILED, REASON = _probe()
 
 if not COMPILED and not _requested_pure():
     warnings.warn(
-        f"fastgrad is running its pure-Python build: {REASON}.  Same API, about "
-        "50x slower, no fastgrad.compile.  Reinstall where a C compiler is "
+        f"fastgrad is running its pure-Python build: {REASON}.  Same API, much "
+        "slower, no fastgrad.compile.  Reinstall where a C compiler is "
         "available for the compiled build, or set FASTGRAD_NO_EXTENSIONS=1 to "
         "choose the pure-Python build and silence this warning.",
         FallbackWarning, stacklevel=2)
@@ -80,3 +83,56 @@ def require_compiled(feature: str) -> None:
             f"the pure-Python fallback ({REASON}).  Reinstall fastgrad where a C "
             f"compiler is available (or from a binary wheel) and unset {ENV_VAR}; "
             "fastgrad.COMPILED tells which build runs.")
+
+
+class StaleBuildWarning(UserWarning):
+    """A compiled module of a development checkout is older than its sources."""
+
+
+def stale_modules(package_dir: Optional[str] = None) -> Dict[str, List[str]]:
+    """The compiled modules of a development checkout built from other sources.
+
+    A build in place (``python setup.py build_ext --inplace`` or ``pip install
+    -e .``) records, in ``.build-stamp.json`` beside the modules, every file
+    each module was built from (size, mtime, SHA-256).  This compares them
+    with the files on disk: ``{module: [changed files]}`` for every module
+    whose sources changed since it was built (empty when all are current, and
+    for an installed wheel, which has no stamp).  Files whose size and mtime
+    are unchanged are not read.
+    """
+    pkg = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    try:
+        stamp = json.loads((pkg / ".build-stamp.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    stale: Dict[str, List[str]] = {}
+    for module, entry in sorted(stamp.items()):
+        try:
+            files = entry["files"]
+        except (TypeError, KeyError):
+            continue
+        for name, (size, mtime_ns, digest) in sorted(files.items()):
+            path = pkg / name
+            try:
+                st = path.stat()
+                if st.st_size == size and st.st_mtime_ns == mtime_ns:
+                    continue
+                if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                    continue
+            except OSError:
+                pass                    # a source file removed: stale as well
+            stale.setdefault(module, []).append(name)
+    return stale
+
+
+if COMPILED:
+    _STALE = stale_modules()
+    if _STALE:
+        warnings.warn(
+            "fastgrad's compiled modules are older than their sources in this "
+            "development checkout: "
+            + "; ".join(f"{m} ({', '.join(files[:3])}{' ...' if len(files) > 3 else ''} "
+                        "changed)" for m, files in _STALE.items())
+            + ".  Rebuild them (only these are recompiled): "
+            "`python setup.py build_ext --inplace` or `pip install -e .`",
+            StaleBuildWarning, stacklevel=2)
