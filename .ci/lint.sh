@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Lint and type-check fastgrad: ruff (Python), the import-graph check
-# (.ci/check_imports.py), cython-lint (.pyx/.pxd/.pxi),
-# mypy --strict on the package and on the user script of tests/typecheck, and
-# mypy's stubtest (the .pyi stubs match the compiled modules).
+# (.ci/check_imports.py), cython-lint (.pyx/.pxd/.pxi), mypy --strict on the
+# package and on the user script of tests/typecheck, pyright strict
+# (basedpyright) on that script, and mypy's stubtest (the .pyi stubs match the
+# compiled modules).
 # Settings (line length 100, rule sets, mypy overrides) live in pyproject.toml.
 # Works in a fresh venv after `pip install ".[test]"` (the test extra brings
-# ruff, cython-lint and mypy); run from anywhere.
+# ruff, cython-lint, mypy and basedpyright); run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ run() {
     "$@" || status=1
 }
 
-run python -m ruff check src tests benchmarks examples
+run python -m ruff check src tests benchmarks examples docs
 # the import graph: no cycle inside fastgrad, the library never imports the
 # bench (ARCHITECTURE.md); standard library only
 run python .ci/check_imports.py
@@ -24,6 +25,10 @@ run cython-lint src/fastgrad/*.pyx src/fastgrad/*.pxd src/fastgrad/*.pxi
 # beside the compiled modules are what it checks them against
 run python -m mypy --strict
 run env MYPYPATH=src python -m mypy --strict tests/typecheck/user_script.py
+# pyright's strict mode on the same script ([tool.basedpyright] in pyproject.toml):
+# basedpyright is pyright with its JavaScript bundled (the npm registry that
+# PyPI's `pyright` downloads from is not needed)
+run basedpyright
 # the hand-written stubs against the compiled modules (needs them importable:
 # an installed fastgrad or an in-place build with PYTHONPATH=src)
 compiled="fastgrad._engine fastgrad._higher fastgrad._numgrad fastgrad._optim fastgrad._replay"

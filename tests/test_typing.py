@@ -1,6 +1,7 @@
-"""fastgrad type-checks for its users: ``mypy --strict`` on a realistic script.
+"""fastgrad type-checks for its users: ``mypy --strict`` and pyright's strict
+mode on a realistic script.
 
-The script (tests/typecheck/user_script.py) must pass ``mypy --strict`` and run;
+The script (tests/typecheck/user_script.py) must pass both and run;
 misspelt or undeclared attributes on a Value must be mypy errors, while the
 documented micrograd attributes (``label``, ``_prev``, ``_op``, ``_backward``)
 stay typed.  Skipped when mypy is not installed.
@@ -44,6 +45,22 @@ def mypy(tmp_path_factory):
                 os.environ["MYPYPATH"] = old
         return out + err, status
     return run
+
+
+def test_user_script_passes_pyright_strict():
+    """pyright's strict mode (basedpyright: pyright with its JavaScript bundled)
+    on the same script, with [tool.basedpyright] from pyproject.toml."""
+    import shutil
+    exe = shutil.which("basedpyright")
+    if exe is None:
+        pytest.skip("basedpyright is not installed (the test extra brings it)")
+    env = dict(os.environ)
+    if os.path.basename(SRC) in ("site-packages", "dist-packages"):
+        env.pop("PYTHONPATH", None)       # an installed fastgrad is found as is
+    proc = subprocess.run([exe, "--project", os.path.join(ROOT, "pyproject.toml"), SCRIPT],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 errors" in proc.stdout
 
 
 def test_user_script_passes_mypy_strict(mypy):

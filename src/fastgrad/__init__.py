@@ -11,6 +11,8 @@
 in the pure-Python fallback (no C compiler at install time, or
 ``FASTGRAD_NO_EXTENSIONS=1``); ``fastgrad --version`` says the same.
 """
+from typing import TYPE_CHECKING
+
 from fastgrad._backend import COMPILED
 from fastgrad.engine import (Value, cross_entropy, log_softmax, logsumexp, maximum,
                              minimum, no_grad, softmax, sum)
@@ -21,6 +23,11 @@ from fastgrad.autograd import grad
 from fastgrad._tracing import TracerWarning
 from fastgrad._summary import PerformanceWarning
 from fastgrad import data, optim
+
+if TYPE_CHECKING:
+    # imported on first use at run time (below); type checkers see them now
+    from fastgrad import distributed as distributed
+    from fastgrad.distributed import sweep as sweep
 
 
 def __getattr__(name: str) -> object:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Literal, Union, overload
 
 from fastgrad._backend import COMPILED, require_compiled
 from fastgrad.engine import Value
@@ -73,6 +73,18 @@ def _flag(x: object, name: str) -> bool:
     raise TypeError(f"grad: {name} must be a bool, got {type(x).__name__}")
 
 
+@overload
+def grad(outputs: _Outputs, inputs: Value | Sequence[Value], grad_outputs: Any = None,
+         create_graph: bool = False, allow_unused: Literal[False] = False
+         ) -> tuple[Value, ...]: ...
+@overload
+def grad(outputs: _Outputs, inputs: Value | Sequence[Value], grad_outputs: Any = None,
+         create_graph: bool = False, *, allow_unused: bool) -> tuple[Value | None, ...]: ...
+@overload
+def grad(outputs: _Outputs, inputs: Value | Sequence[Value], grad_outputs: Any,
+         create_graph: bool, allow_unused: bool) -> tuple[Value | None, ...]: ...
+
+
 def grad(outputs: _Outputs, inputs: Value | Sequence[Value],
          grad_outputs: Any = None, create_graph: bool = False,
          allow_unused: bool = False) -> tuple[Value | None, ...]:
@@ -105,8 +117,10 @@ def grad(outputs: _Outputs, inputs: Value | Sequence[Value],
 
     Returns
     -------
-    tuple of Value (or None for unused inputs)
-        One per input, in order.
+    tuple of Value
+        One per input, in order.  With ``allow_unused=True`` an input that the
+        outputs do not depend on gets None (and the tuple is typed
+        ``tuple[Value | None, ...]``; otherwise ``tuple[Value, ...]``).
 
     Raises
     ------

@@ -6,11 +6,13 @@ Value``.
 import contextlib
 import operator
 import threading
-from typing import Any, Iterable, Literal, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, Union, cast
 
 from fastgrad._backend import COMPILED
 
-if COMPILED:
+# Type checkers see the compiled engine (its .pyi stub) whatever the build: the
+# pure-Python Value has the same interface.
+if TYPE_CHECKING or COMPILED:
     from fastgrad._engine import (
         Value,
         dot_add,
@@ -24,7 +26,7 @@ if COMPILED:
         zero_grad,
     )
 else:  # the pure-Python build (see fastgrad._backend)
-    from fastgrad.reference import (  # type: ignore[assignment]
+    from fastgrad.reference import (
         Value,
         dot_add,
         is_grad_enabled,

@@ -6,18 +6,20 @@ order, biases 0), so ``random.seed(s)`` gives the same model in both.  One
 fix: a width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
 """
 import random
-from typing import Any, Iterable, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union, cast
 
 from fastgrad._backend import COMPILED
 
-if COMPILED:
+# Type checkers see the compiled engine (its .pyi stub) whatever the build: the
+# pure-Python Value has the same interface.
+if TYPE_CHECKING or COMPILED:
     from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
 else:
     # The pure-Python build: fastgrad.reference binds its engine here
     # (_use_engine) when it is imported, which fastgrad.engine does before
     # this module can be imported (the package's __init__ imports it first).
     # nn does not import reference: reference's own nn subclasses these classes.
-    Value = dot_add = _zero_grad = None  # type: ignore[assignment,misc]
+    Value = dot_add = _zero_grad = None
 
 # what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
 _Inputs = Union[Value, Sequence[Union[Value, float]]]
@@ -59,7 +61,7 @@ class Neuron(Module):
     """
 
     # the engine a Neuron builds on; fastgrad.reference swaps in its own
-    _Value: type = Value
+    _Value: "type[Any]" = Value
 
     def __init__(self, nin: int, nonlin: bool = True) -> None:
         if isinstance(nin, bool) or not isinstance(nin, int) or nin < 1:
@@ -149,7 +151,6 @@ class MLP(Module):
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
-
 
 
 def _use_engine(value: type, dot_add_fn: Any, zero_grad_fn: Any) -> None:

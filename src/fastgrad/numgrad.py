@@ -6,7 +6,7 @@
 """
 import math
 import numbers
-from typing import Any, Callable, Optional, Sequence, Union, cast
+from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar, Union, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,15 @@ else:  # the pure-Python build: the same loops in Python
 __all__ = ["num_grad", "gradcheck", "GradcheckError"]
 
 _F64 = npt.NDArray[np.float64]
+
+# num_grad calls f with the very x it was given: typing f's argument as x's
+# type lets a checker infer a lambda's parameter (``lambda x: x[0] ** 2``)
+_X = TypeVar("_X", bound=Union[npt.NDArray[Any], Sequence[Any]])
+
+
+class _OfValues(Protocol):
+    # a function of any number of Values (gradcheck calls f(*inputs))
+    def __call__(self, *inputs: Value) -> Any: ...
 
 _METHODS = ("central", "forward")
 _MAX_ROWS = 10      # rows of the mismatch table in a GradcheckError
@@ -156,7 +165,7 @@ def _evaluator(f: object, x: object, where: str) -> Optional[_numgrad.Evaluator]
 # num_grad
 # ---------------------------------------------------------------------------
 
-def num_grad(f: Callable[..., Any], x: Union[npt.NDArray[np.floating[Any]], Sequence[Any]],
+def num_grad(f: Callable[[_X], object], x: _X,
              h: float = 1e-5, method: str = "central") -> _F64:
     """Numerical gradient of a scalar function by finite differences.
 
@@ -316,8 +325,34 @@ def _compare(analytic: _F64, numeric: _F64, values: _F64, labels: list[str],
     return mismatch, rel, "\n".join(lines)
 
 
-def gradcheck(f: Callable[..., Any],
-              inputs: Union[Sequence[Any], Value, npt.NDArray[np.floating[Any]]],
+_GradcheckInputs = Union[Sequence[Any], Value, npt.NDArray[np.floating[Any]]]
+
+
+# Overloads by the arity of f, so that a type checker infers the parameters of
+# a lambda (``gradcheck(lambda x, y: x * y, [a, b])``) as Values.
+@overload
+def gradcheck(f: _OfValues, inputs: _GradcheckInputs, eps: float = ...,
+              atol: float = ..., rtol: float = ..., raise_exception: bool = ...) -> bool: ...
+@overload
+def gradcheck(f: Callable[[Value], Any], inputs: _GradcheckInputs, eps: float = ...,
+              atol: float = ..., rtol: float = ..., raise_exception: bool = ...) -> bool: ...
+@overload
+def gradcheck(f: Callable[[Value, Value], Any], inputs: _GradcheckInputs, eps: float = ...,
+              atol: float = ..., rtol: float = ..., raise_exception: bool = ...) -> bool: ...
+@overload
+def gradcheck(f: Callable[[Value, Value, Value], Any], inputs: _GradcheckInputs,
+              eps: float = ..., atol: float = ..., rtol: float = ...,
+              raise_exception: bool = ...) -> bool: ...
+@overload
+def gradcheck(f: Callable[[Value, Value, Value, Value], Any], inputs: _GradcheckInputs,
+              eps: float = ..., atol: float = ..., rtol: float = ...,
+              raise_exception: bool = ...) -> bool: ...
+@overload
+def gradcheck(f: Callable[..., Any], inputs: _GradcheckInputs, eps: float = ...,
+              atol: float = ..., rtol: float = ..., raise_exception: bool = ...) -> bool: ...
+
+
+def gradcheck(f: Callable[..., Any], inputs: _GradcheckInputs,
               eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, raise_exception: bool = True) -> bool:
     """Check backward() against central finite differences.
