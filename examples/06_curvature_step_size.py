@@ -23,7 +23,7 @@ shows the loss blowing up just above 2 / lambda_max:
 Finally, the MLP's Hessian (337 x 337) is checked against central
 differences of its gradient (on 48 random columns, to keep it quick).
 
-Run: python examples/06_curvature_step_size.py [--plot docs/step_size_bound.png]
+Run: python examples/06_curvature_step_size.py [--plot step_size_bound.png]
 """
 import argparse
 import random

@@ -843,7 +843,7 @@ cdef class Value:
         return _unary(OP_SIGMOID, self)
 
     def abs(self):
-        """|x|; the gradient at 0 is 0 (as torch.abs)."""
+        """The absolute value ``|x|``; the gradient at 0 is 0 (as torch.abs)."""
         return _unary(OP_ABS, self)
 
     def sqrt(self):

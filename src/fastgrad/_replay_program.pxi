@@ -222,6 +222,16 @@ cdef class Program:
     and raise ``KeyboardInterrupt``; the parameters (``.data`` and ``.grad``)
     are then unchanged, while ``outputs``/``input_grad``/``out`` arrays may be
     partly written.
+
+    Attributes
+    ----------
+    n_inputs : int
+        Number of inputs (columns of a batch) the program reads per sample.
+    n_outputs : int
+        Number of outputs per sample; output 0 is the one ``value_and_grad``,
+        ``batch`` and ``sgd_step`` differentiate and reduce.
+    n_params : int
+        Number of parameters (``len(program.params)``).
     """
 
     def __cinit__(self, *args, **kwargs):

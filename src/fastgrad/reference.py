@@ -361,6 +361,15 @@ class Value:
     label : str, optional
         A name for graph drawings.
 
+    Attributes
+    ----------
+    data : float
+        The value.
+    grad : float
+        d(output)/d(this Value) after ``output.backward()``; 0.0 before.
+    label : str
+        The name given for graph drawings.
+
     Examples
     --------
     >>> from fastgrad.reference import Value
@@ -550,7 +559,7 @@ class Value:
         return self._unary(_sigmoid(self.data), "sigmoid")
 
     def abs(self) -> "Value":
-        """|x|; gradient 0 at 0."""
+        """The absolute value ``|x|``; gradient 0 at 0."""
         return self._unary(abs(self.data), "abs")
 
     def sqrt(self) -> "Value":
