@@ -81,6 +81,7 @@ nb_execution_show_tb = True              # ... and its traceback is in the log
 nb_execution_timeout = 600
 nb_execution_in_temp = True              # cells run in a scratch directory
 nb_merge_streams = True
+nb_render_markdown_format = "myst"       # Markdown outputs (the benchmark tables) as MyST
 nb_output_stderr = "show"
 
 # -- autodoc -----------------------------------------------------------------

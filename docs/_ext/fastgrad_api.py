@@ -94,18 +94,23 @@ def _stub_signatures(module: str) -> dict[str, tuple[str, str | None]]:
 def _process_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
                        signature: str | None, return_annotation: str | None
                        ) -> tuple[str | None, str | None] | None:
-    module = getattr(obj, "__module__", None) or ""
-    qual = getattr(obj, "__qualname__", None)
     if isinstance(obj, property):
         return None
+    module = getattr(obj, "__module__", None) or ""
+    qual = getattr(obj, "__qualname__", None)
+    owner = getattr(obj, "__objclass__", None)   # a method of a compiled class
+    if owner is not None:
+        module = owner.__module__
+        qual = f"{owner.__qualname__}.{getattr(obj, '__name__', '')}"
     if not module.startswith("fastgrad._") or not qual:
         return None
     table = _stub_signatures(module)
-    if what == "class":
+    if what in ("class", "exception"):
         entry = table.get(qual + ".__init__") or table.get(qual + ".__new__")
         if entry:
             return entry[0], None
-        return None
+        # made by a factory (Program by fastgrad.compile): no constructor to show
+        return "", None
     entry = table.get(qual)
     if entry:
         return entry
