@@ -94,7 +94,7 @@ def _stub_signatures(module: str) -> dict[str, tuple[str, str | None]]:
 def _process_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
                        signature: str | None, return_annotation: str | None
                        ) -> tuple[str | None, str | None] | None:
-    if isinstance(obj, property):
+    if isinstance(obj, property) or what in ("property", "attribute", "data"):
         return None
     module = getattr(obj, "__module__", None) or ""
     qual = getattr(obj, "__qualname__", None)
@@ -105,6 +105,8 @@ def _process_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any
     if not module.startswith("fastgrad._") or not qual:
         return None
     table = _stub_signatures(module)
+    if not table:
+        return None                      # a private pure-Python module: no stub
     if what in ("class", "exception"):
         entry = table.get(qual + ".__init__") or table.get(qual + ".__new__")
         if entry:
