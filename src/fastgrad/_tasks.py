@@ -33,7 +33,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 __all__ = ["SweepError", "SweepFailure", "SweepResult", "run_all", "check_executor",
            "check_retries"]
@@ -41,7 +41,10 @@ __all__ = ["SweepError", "SweepFailure", "SweepResult", "run_all", "check_execut
 Config = dict[str, Any]
 
 
-def _public(cls: type) -> type:
+_C = TypeVar("_C", bound=type)
+
+
+def _public(cls: _C) -> _C:
     """Name a class by its public module (tracebacks, reprs, pickles)."""
     cls.__module__ = "fastgrad.distributed"
     return cls

@@ -156,6 +156,8 @@ class MLP(Module):
 def _use_engine(value: type, dot_add_fn: Any, zero_grad_fn: Any) -> None:
     """Build on another engine's Value (the pure-Python build: called by
     fastgrad.reference with its own)."""
-    global Value, dot_add, _zero_grad
-    Value, dot_add, _zero_grad = value, dot_add_fn, zero_grad_fn  # type: ignore[misc,assignment]
+    # through globals(): an assignment here would make type checkers widen
+    # Value to whatever this function receives (pyright: list[Unknown] for
+    # model.parameters())
+    globals().update(Value=value, dot_add=dot_add_fn, _zero_grad=zero_grad_fn)
     Neuron._Value = value
