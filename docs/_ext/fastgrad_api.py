@@ -150,6 +150,15 @@ def _missing_reference(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
             return None
     if target in ("Value", "Program"):
         target = {"Value": "fastgrad.engine.Value", "Program": "fastgrad.compiled.Program"}[target]
+    elif "." not in target:
+        # a bare name from a string annotation ("ExportedProgram"): the one
+        # documented fastgrad object of that name
+        domain = env.get_domain("py")
+        found = [n for n, e in domain.objects.items()
+                 if not e.aliased and n.startswith("fastgrad.") and n.rsplit(".", 1)[-1] == target]
+        if len(found) != 1:
+            return None
+        target = found[0]
     obj = _resolve_object(target)
     if obj is None:
         return None

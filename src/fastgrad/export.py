@@ -26,32 +26,32 @@ own implementations (within an ulp or two of fastgrad's).
 
 Op mapping (fastgrad op: torch; ONNX, default opset 17)
 -------------------------------------------------------
-=============  ===============================  ==============================
-op             torch                            ONNX
-=============  ===============================  ==============================
-add sub mul    ``a + b``, ``a - b``, ``a * b``  Add, Sub, Mul
-div            ``a / b``                        Div
-pow            ``torch.pow(a, b)``              Pow
-max / min      autograd Function (see below)    Max / Min
-addc mulc      ``a + c``, ``a * c``             Add, Mul (c an initializer)
-rsubc divc     ``c - a``, ``a / c``             Sub, Div
-rdivc          ``torch.div(c, a)``              Div
-powc rpowc     ``torch.pow(a, c)``, ``(c, a)``  Pow
-relu tanh exp  ``torch.relu`` ...               Relu, Tanh, Exp
-log sigmoid    ``torch.log``, ``torch.sigmoid`` Log, Sigmoid
-abs sqrt       ``torch.abs``, ``torch.sqrt``    Abs, Sqrt
-relu_grad      ``where(b > 0, a, 0)``           Greater, Where
-sign_grad      ``where(b > 0, a, ...)``         Greater, Less, Neg, Where
-tie_grad       ``where(b > 0, a, ...)``         Greater, Equal, Mul, Where
-fmuladd        ``acc + s * x``                  Mul, Add
-dot (scalar)   ordered cumulative sum           Gather, Mul, ReduceSum, Add
-layer          ``nn.Linear`` + activation       Gemm (transB=1) + activation
-log1p          ``torch.log1p``                  Log, Mul, Div, Where (no Log1p)
-softplus       ``torch.logaddexp(a, 0)``        Relu, Abs, Exp + log1p's nodes
-softmax        ``torch.exp(a - b)``             Sub, Exp
-sum (n-ary)    ordered cumulative sum           Add (Sum) in order
-logsumexp      ``torch.logsumexp``              ReduceLogSumExp
-=============  ===============================  ==============================
+=============  ================================  ===============================
+op             torch                             ONNX
+=============  ================================  ===============================
+add sub mul    ``a + b``, ``a - b``, ``a * b``   Add, Sub, Mul
+div            ``a / b``                         Div
+pow            ``torch.pow(a, b)``               Pow
+max / min      autograd Function (see below)     Max / Min
+addc mulc      ``a + c``, ``a * c``              Add, Mul (c an initializer)
+rsubc divc     ``c - a``, ``a / c``              Sub, Div
+rdivc          ``torch.div(c, a)``               Div
+powc rpowc     ``torch.pow(a, c)``, ``(c, a)``   Pow
+relu tanh exp  ``torch.relu`` ...                Relu, Tanh, Exp
+log sigmoid    ``torch.log``, ``torch.sigmoid``  Log, Sigmoid
+abs sqrt       ``torch.abs``, ``torch.sqrt``     Abs, Sqrt
+relu_grad      ``where(b > 0, a, 0)``            Greater, Where
+sign_grad      ``where(b > 0, a, ...)``          Greater, Less, Neg, Where
+tie_grad       ``where(b > 0, a, ...)``          Greater, Equal, Mul, Where
+fmuladd        ``acc + s * x``                   Mul, Add
+dot (scalar)   ordered cumulative sum            Gather, Mul, ReduceSum, Add
+layer          ``nn.Linear`` + activation        Gemm (transB=1) + activation
+log1p          ``torch.log1p``                   Log, Mul, Div, Where (no Log1p)
+softplus       ``torch.logaddexp(a, 0)``         Relu, Abs, Exp + log1p's nodes
+softmax        ``torch.exp(a - b)``              Sub, Exp
+sum (n-ary)    ordered cumulative sum            Add (Sum) in order
+logsumexp      ``torch.logsumexp``               ReduceLogSumExp
+=============  ================================  ===============================
 
 Gradient conventions at kinks are fastgrad's: relu'(0) = 0, abs'(0) = 0,
 ``d(x**0)/dx = 0``, ``d(0**y)/dy = 0`` for y >= 0 (torch's own rules agree);
