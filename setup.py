@@ -130,6 +130,9 @@ def _extensions():
             f"fastgrad.{pyx.stem}",
             [str(pyx.relative_to(here).as_posix())],
             define_macros=[("FASTGRAD_DEBUG", "1" if DEBUG else "0")],
+            # the C headers (kernels, vector maths): an edit rebuilds
+            depends=[str(h.relative_to(here).as_posix())
+                     for h in sorted((here / "src" / "fastgrad").glob("*.h"))],
         )
         for pyx in sorted((here / "src" / "fastgrad").glob("_*.pyx"))
     ]

@@ -31,7 +31,7 @@ run env MYPYPATH=src python -m mypy --strict tests/typecheck/user_script.py
 run basedpyright
 # the hand-written stubs against the compiled modules (needs them importable:
 # an installed fastgrad or an in-place build with PYTHONPATH=src)
-compiled="fastgrad._engine fastgrad._higher fastgrad._numgrad fastgrad._optim fastgrad._replay"
+compiled="fastgrad._engine fastgrad._higher fastgrad._numgrad fastgrad._optim fastgrad._replay fastgrad._vmath_ext"
 found=""
 for path in "${PYTHONPATH:-}" "src"; do
     if PYTHONPATH="$path" python -c "import ${compiled// /, }" 2>/dev/null; then

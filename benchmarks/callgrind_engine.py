@@ -2,7 +2,9 @@
 
 ``step``: micrograd's demo training step (forward, zero_grad, backward, SGD);
 ``build``: the demo loss graph alone; ``backward``: build + backward (so
-backward alone = backward - build).  Per-iteration cost = (I(N) - I(0)) / N,
+backward alone = backward - build); ``smooth``: 1,000 Values through tanh,
+sigmoid, exp and log (4,000 nodes) and their backward (the smooth
+activations' per-node cost).  Per-iteration cost = (I(N) - I(0)) / N,
 which cancels start-up and imports; instruction counts are stable where
 wall-clock times on a shared machine are not::
 
@@ -26,5 +28,11 @@ elif mode in ("backward", "build"):
         r.setup()
         if mode == "backward":
             r.fn()
+elif mode == "smooth":
+    from fastgrad import Value
+    xs = [Value(-3.0 + 6.0 * i / 999) for i in range(1000)]
+    for _ in range(n):
+        for x in xs:
+            (x.tanh() + x.sigmoid() + x.exp() + (x * x + 0.5).log()).backward()
 else:
-    raise SystemExit("usage: callgrind_engine.py {step|build|backward} N")
+    raise SystemExit("usage: callgrind_engine.py {step|build|backward|smooth} N")

@@ -21,7 +21,6 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, calloc, free
-from libc.math cimport log
 
 from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, new_node, topo_order, node_b, node_c
@@ -168,7 +167,7 @@ cdef int _diff_rule(_Adjoints s, Value n, Value g) except -1:
             s.add(pa, _bin(OP_MUL, _con(OP_MULC, _con(OP_POWC, a, c - 1.0), c), g))
     elif op == OP_RPOWC:                                    # out * log(c) * g
         if c != 0.0:
-            s.add(pa, _bin(OP_MUL, _con(OP_MULC, n, log(c)), g))
+            s.add(pa, _bin(OP_MUL, _con(OP_MULC, n, fg_vm_log(c)), g))
     elif op == OP_RELU:
         s.add(pa, _bin(OP_RELU_GRAD, g, n))                 # g where out > 0
     elif op == OP_TANH:                                     # (1 - out*out) * g

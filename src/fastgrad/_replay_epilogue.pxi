@@ -34,13 +34,14 @@ cdef void epi_apply(int op, const double* a, double* o, double c,
     if op == OP_RELU:
         _epi_fw(OP_RELU, a, o, c, n)
     elif op == OP_TANH:
-        _epi_fw(OP_TANH, a, o, c, n)
+        # the vector builds of op_forward's functions (_vmath_rows.h)
+        fg_vm_row(FG_VM_TANH, a, o, n)
     elif op == OP_SIGMOID:
-        _epi_fw(OP_SIGMOID, a, o, c, n)
+        fg_vm_row(FG_VM_SIGMOID, a, o, n)
     elif op == OP_EXP:
-        _epi_fw(OP_EXP, a, o, c, n)
+        fg_vm_row(FG_VM_EXP, a, o, n)
     elif op == OP_LOG:
-        _epi_fw(OP_LOG, a, o, c, n)
+        fg_vm_row(FG_VM_LOG, a, o, n)
     elif op == OP_ADDC:
         _epi_fw(OP_ADDC, a, o, c, n)
     elif op == OP_MULC:

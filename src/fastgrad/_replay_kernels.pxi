@@ -2,6 +2,26 @@
 # (included by _replay.pyx; see the stage list in its docstring)
 
 # ---------------------------------------------------------------------------
+# elementary functions over whole rows (_vmath_rows.h)
+# ---------------------------------------------------------------------------
+# exp/log/tanh/sigmoid run over a row with the vector build of the ISA chosen
+# at import (fg_vm_isa_select, switched with the layer kernels' by _set_isa).
+# Every build gives op_forward's floats (the same functions at width 1).
+# Measured (benchmarks/bench_vmath.py, AVX2): a tanh row costs ~2.5 ns per
+# element, libm's tanh in the per-element loop ~17 ns.
+
+cdef extern from "_vmath_rows.h" nogil:
+    enum:
+        FG_VM_EXP, FG_VM_EXPM1, FG_VM_LOG, FG_VM_LOG1P, FG_VM_TANH,
+        FG_VM_SIGMOID, FG_VM_SOFTPLUS
+    void fg_vm_row(int fn, const double* x, double* out, Py_ssize_t n)
+    int fg_vm_isa_select(int level)
+    int fg_vm_isa_get()
+
+fg_vm_isa_select(-1)
+
+
+# ---------------------------------------------------------------------------
 # forward kernels: one instruction over n batch columns
 # ---------------------------------------------------------------------------
 # Called with a literal op code for the common ops, so that after inlining
@@ -218,7 +238,10 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
             elif op == OP_DIV:
                 fw_bb(OP_DIV, o, pa, pb, n)
             elif op == OP_SOFTMAX:
-                fw_bb(OP_SOFTMAX, o, pa, pb, n)
+                # exp(a - b) (op_forward's floats): the differences, then
+                # the vector exp over the row in place
+                fw_bb(OP_SUB, o, pa, pb, n)
+                fg_vm_row(FG_VM_EXP, o, o, n)
             else:
                 fw_bb(op, o, pa, pb, n)
         elif kind == K_SB:
@@ -250,6 +273,14 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
             c = cs[k]
             if op == OP_RELU:
                 fw_b(OP_RELU, o, pa, c, n)
+            elif op == OP_TANH:
+                fg_vm_row(FG_VM_TANH, pa, o, n)
+            elif op == OP_SIGMOID:
+                fg_vm_row(FG_VM_SIGMOID, pa, o, n)
+            elif op == OP_EXP:
+                fg_vm_row(FG_VM_EXP, pa, o, n)
+            elif op == OP_LOG:
+                fg_vm_row(FG_VM_LOG, pa, o, n)
             elif op == OP_ADDC:
                 fw_b(OP_ADDC, o, pa, c, n)
             elif op == OP_MULC:
@@ -259,7 +290,9 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
             elif op == OP_DIVC:
                 fw_b(OP_DIVC, o, pa, c, n)
             elif op == OP_SOFTPLUS:
-                fw_b(OP_SOFTPLUS, o, pa, c, n)
+                fg_vm_row(FG_VM_SOFTPLUS, pa, o, n)
+            elif op == OP_LOG1P:
+                fg_vm_row(FG_VM_LOG1P, pa, o, n)
             else:
                 fw_b(op, o, pa, c, n)
 
@@ -702,6 +735,21 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
                      outs[k], cs[k], n)
         elif op == OP_SOFTPLUS:
             bw_instr(OP_SOFTPLUS, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_TANH:
+            # the smooth activations' rules are plain arithmetic on the
+            # output (and log's on the operand): with a literal op code
+            # their loops vectorise like the common ops'
+            bw_instr(OP_TANH, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_SIGMOID:
+            bw_instr(OP_SIGMOID, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_EXP:
+            bw_instr(OP_EXP, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+                     outs[k], cs[k], n)
+        elif op == OP_LOG:
+            bw_instr(OP_LOG, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         else:
             bw_instr(op, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],

@@ -72,8 +72,9 @@ def _supported_isas():
 
 
 def _set_isa(name):
-    """Testing hook: run the layer kernels with ISA ``name`` ("portable",
-    "baseline", "avx2", "avx512" or "best"); returns the previous name."""
+    """Testing hook: run the layer kernels and the rows of exp/log/tanh/
+    sigmoid with ISA ``name`` ("portable", "baseline", "avx2", "avx512" or
+    "best"); returns the previous name."""
     old = _isa()
     if name == "best":
         fg_isa_select(-1)
@@ -81,6 +82,7 @@ def _set_isa(name):
         raise ValueError(f"unknown ISA {name!r}; choose from {_ISA_NAMES + ('best',)}")
     elif fg_isa_select(_ISA_NAMES.index(name)) < 0:
         raise ValueError(f"this CPU or build cannot run the {name} kernels")
+    fg_vm_isa_select(fg_isa_get())      # the elementary functions' rows too
     return old
 
 

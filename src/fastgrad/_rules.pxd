@@ -20,7 +20,20 @@ The three *_GRAD ops are what it builds at kinks: a gradient masked by a
 comparison (relu, abs, max/min), re-evaluated at every compiled replay, whose
 own derivative with respect to the compared value is 0 (PyTorch's convention).
 """
-from libc.math cimport exp, log, log1p, tanh, sqrt, fabs, pow, isfinite
+from libc.math cimport sqrt, fabs, pow, isfinite
+
+# The elementary functions: fastgrad's own (_vmath.h), one implementation
+# each whose vector builds (the replay's rows, the layer epilogues) give the
+# same bits as these scalar ones, <= 0.52 ulp from the correctly rounded
+# result.  libm's would differ between platforms and from the vector builds.
+cdef extern from "_vmath.h" nogil:
+    double fg_vm_exp(double x)
+    double fg_vm_expm1(double x)
+    double fg_vm_log(double x)
+    double fg_vm_log1p(double x)
+    double fg_vm_tanh(double x)
+    double fg_vm_sigmoid(double x)
+    double fg_vm_softplus(double x)
 
 cdef enum:
     OP_LEAF = 0
@@ -114,23 +127,6 @@ cdef inline bint op_has_tuple(int op) noexcept nogil:
     return fg_op_kind[<unsigned char>op] & OPK_TUPLE
 
 
-cdef inline double stable_sigmoid(double a) noexcept nogil:
-    # 1/(1+exp(-a)) overflows exp for a << 0; the two-branch form never
-    # evaluates exp of a positive number, so sigmoid(-1000) is 0.0, not nan.
-    cdef double e
-    if a >= 0:
-        return 1.0 / (1.0 + exp(-a))
-    e = exp(a)
-    return e / (1.0 + e)
-
-
-cdef inline double fg_softplus(double a) noexcept nogil:
-    # log(1 + e**a) = max(a, 0) + log1p(e**-|a|): exp never overflows, and
-    # for a << 0 the result is e**a to full precision (log(1 + tiny) would
-    # round 1 + tiny to 1).  nan stays nan (both terms are nan).
-    return (a if a > 0 else 0.0) + log1p(exp(-fabs(a)))
-
-
 cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
     """The *_GRAD ops: gradient ``g`` through a kink's mask at ``x``.
 
@@ -187,13 +183,15 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
         # micrograd: 0 if x < 0 else x (so relu(-0.0) is -0.0 and nan stays nan)
         return 0.0 if a < 0 else a
     elif op == OP_TANH:
-        return tanh(a)           # libm tanh saturates to +-1: no exp overflow
+        return fg_vm_tanh(a)     # saturates to +-1: no exp overflow
     elif op == OP_EXP:
-        return exp(a)
+        return fg_vm_exp(a)
     elif op == OP_LOG:
-        return log(a)
+        return fg_vm_log(a)
     elif op == OP_SIGMOID:
-        return stable_sigmoid(a)
+        # the stable two-branch form (exp of -|a| only): sigmoid(-1000) is
+        # 0.0, not nan
+        return fg_vm_sigmoid(a)
     elif op == OP_ABS:
         return fabs(a)
     elif op == OP_SQRT:
@@ -201,14 +199,14 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
     elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
         return mask_grad(op, a, b)
     elif op == OP_LOG1P:
-        return log1p(a)
+        return fg_vm_log1p(a)
     elif op == OP_SOFTPLUS:
-        return fg_softplus(a)
+        return fg_vm_softplus(a)
     elif op == OP_SOFTMAX:
         # b = logsumexp(x) >= a, so this never overflows; its error relative
         # to the exact softmax is about |b| * 2**-53 plus an ulp or two (the
         # rounding of b, amplified by exp)
-        return exp(a - b)
+        return fg_vm_exp(a - b)
     return a  # OP_LEAF: the value itself
 
 
@@ -246,7 +244,7 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         if a == 0.0 and b >= 0.0:
             gb[0] = 0.0
         else:
-            gb[0] = out * log(a) * g
+            gb[0] = out * fg_vm_log(a) * g
     elif op == OP_MAX or op == OP_MIN:
         # gradient to the winner; a tie splits it evenly (torch.maximum);
         # nan operands get none
@@ -280,7 +278,7 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         if c == 0.0 and a >= 0.0:
             ga[0] = 0.0
         else:
-            ga[0] = out * log(c) * g
+            ga[0] = out * fg_vm_log(c) * g
     elif op == OP_RELU:
         # gradient 0 at 0 (micrograd: (out > 0) * grad)
         ga[0] = g if out > 0 else 0.0
@@ -306,7 +304,7 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_LOG1P:
         ga[0] = g / (1.0 + a)
     elif op == OP_SOFTPLUS:
-        ga[0] = stable_sigmoid(a) * g     # d/da log(1 + e**a) = sigmoid(a)
+        ga[0] = fg_vm_sigmoid(a) * g     # d/da log(1 + e**a) = sigmoid(a)
     elif op == OP_SOFTMAX:
         ga[0] = out * g
         gb[0] = -(out * g)
@@ -336,8 +334,8 @@ cdef inline void op_second(int op, double a, double b, double c, double out,
         if b != 0.0 and b != 1.0:
             haa[0] = b * (b - 1.0) * pow(a, b - 2.0)
         if not (a == 0.0 and b >= 0.0):
-            hab[0] = pow(a, b - 1.0) * (1.0 + b * log(a))
-            hbb[0] = out * log(a) * log(a)
+            hab[0] = pow(a, b - 1.0) * (1.0 + b * fg_vm_log(a))
+            hbb[0] = out * fg_vm_log(a) * fg_vm_log(a)
     elif op == OP_RDIVC:                     # out = c / a
         haa[0] = 2.0 * (out / a) / a
     elif op == OP_POWC:                      # out = a ** c
@@ -345,7 +343,7 @@ cdef inline void op_second(int op, double a, double b, double c, double out,
             haa[0] = c * (c - 1.0) * pow(a, c - 2.0)
     elif op == OP_RPOWC:                     # out = c ** a
         if c != 0.0:
-            haa[0] = out * log(c) * log(c)
+            haa[0] = out * fg_vm_log(c) * fg_vm_log(c)
     elif op == OP_TANH:
         haa[0] = -2.0 * out * (1.0 - out * out)
     elif op == OP_EXP:
@@ -359,7 +357,7 @@ cdef inline void op_second(int op, double a, double b, double c, double out,
     elif op == OP_LOG1P:
         haa[0] = -1.0 / ((1.0 + a) * (1.0 + a))
     elif op == OP_SOFTPLUS:                  # sigmoid'(a)
-        haa[0] = stable_sigmoid(a) * (1.0 - stable_sigmoid(a))
+        haa[0] = fg_vm_sigmoid(a) * (1.0 - fg_vm_sigmoid(a))
     elif op == OP_SOFTMAX:                   # out = e**(a - b)
         haa[0] = out
         hab[0] = -out
@@ -391,7 +389,7 @@ cdef inline double lse_max(double m, double x) noexcept nogil:
 
 
 cdef inline double lse_term(double x, double m) noexcept nogil:
-    return exp(x - m)
+    return fg_vm_exp(x - m)
 
 
 cdef inline double lse_finish(double m, double t) noexcept nogil:
@@ -400,7 +398,7 @@ cdef inline double lse_finish(double m, double t) noexcept nogil:
     All -inf (m = -inf) gives -inf, any +inf gives +inf, any nan nan
     (as torch.logsumexp); then t is not used (it is nan there).
     """
-    return m + log(t) if isfinite(m) else m
+    return m + fg_vm_log(t) if isfinite(m) else m
 
 
 cdef inline double nary_backward(int op, double x, double out,

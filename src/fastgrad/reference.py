@@ -37,6 +37,8 @@ import threading
 from typing import (Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat,
                     Union, cast)
 
+from fastgrad import _vmath_py
+
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
     "set_grad_enabled", "zero_grad", "dot_add",
@@ -168,25 +170,18 @@ def _ieee_div(x: float, y: float) -> float:
     return math.copysign(_INF, x) * math.copysign(1.0, y)
 
 
-def _ieee_log(x: float) -> float:
-    """log(x) as C's log(): -inf at 0, nan below."""
-    if x > 0:
-        return math.log(x)
-    return -_INF if x == 0 else _NAN
-
-
-def _ieee_exp(x: float) -> float:
-    """e**x as C's exp(): inf where Python raises OverflowError."""
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return _INF
-
-
-def _softplus(a: float) -> float:
-    # log(1 + e^a) as max(a, 0) + log1p(e^-|a|): exp never overflows, and
-    # a very negative a keeps full precision (1 + tiny would round to 1)
-    return (a if a > 0 else 0.0) + math.log1p(math.exp(-abs(a)))
+# The elementary functions are fastgrad's own (_vmath_py: the compiled
+# engine's C functions, operation for operation), not the math module's, so
+# this engine gives the compiled one's floats: libm's would differ in the
+# last bit now and then.  _vmath_py.log is C's log() (-inf at 0, nan
+# below), _vmath_py.exp C's exp() (inf where Python raises OverflowError).
+_ieee_log = _vmath_py.log
+_ieee_exp = _vmath_py.exp
+# log(1 + e^a) as max(a, 0) + log1p(e^-|a|): exp never overflows, and a very
+# negative a keeps full precision (1 + tiny would round to 1)
+_softplus = _vmath_py.softplus
+# 1/(1+e^-a) for a >= 0, e^a/(1+e^a) below: exp only ever sees -|a|
+_sigmoid = _vmath_py.sigmoid
 
 
 def _lse_max(m: float, x: float) -> float:
@@ -201,19 +196,10 @@ def _logsumexp(xs: Sequence[float]) -> float:
         m = _lse_max(m, x)
     if not math.isfinite(m):
         return m
-    t = math.exp(xs[0] - m)
+    t = _ieee_exp(xs[0] - m)
     for x in xs[1:]:
-        t = t + math.exp(x - m)
-    return m + math.log(t)
-
-
-def _sigmoid(a: float) -> float:
-    # 1/(1+e^-a) overflows e^-a for very negative a; the second branch
-    # rewrites it as e^a/(1+e^a), so exp only ever sees a non-positive number
-    if a >= 0:
-        return 1.0 / (1.0 + math.exp(-a))
-    e = math.exp(a)
-    return e / (1.0 + e)
+        t = t + _ieee_exp(x - m)
+    return m + _ieee_log(t)
 
 
 # ---------------------------------------------------------------------------
@@ -535,15 +521,14 @@ class Value:
 
     def tanh(self) -> "Value":
         """Hyperbolic tangent."""
-        return self._unary(math.tanh(self.data), "tanh")
+        return self._unary(_vmath_py.tanh(self.data), "tanh")
 
     def exp(self) -> "Value":
         """e**x; OverflowError when the result overflows a double."""
         x = self.data
-        try:
-            out = math.exp(x)
-        except OverflowError:
-            raise OverflowError(f"exp: exp({x!r}) overflows a double") from None
+        out = _vmath_py.exp(x)
+        if out == _INF and x != _INF:
+            raise OverflowError(f"exp: exp({x!r}) overflows a double")
         return self._unary(out, "exp")
 
     def log(self) -> "Value":
@@ -552,7 +537,7 @@ class Value:
         if x <= 0:
             raise ValueError(f"log: math domain error, log({x!r}) is undefined "
                              "for a non-positive number")
-        return self._unary(math.log(x), "log")
+        return self._unary(_vmath_py.log(x), "log")
 
     def sigmoid(self) -> "Value":
         """1 / (1 + e**-x), without overflow for any x."""
@@ -576,7 +561,7 @@ class Value:
         if x <= -1:
             raise ValueError(f"log1p: math domain error, log1p({x!r}) is "
                              "undefined for x <= -1")
-        return self._unary(math.log1p(x), "log1p")
+        return self._unary(_vmath_py.log1p(x), "log1p")
 
     def softplus(self) -> "Value":
         """log(1 + e**x), without overflow for any x."""

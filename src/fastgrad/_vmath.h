@@ -1,0 +1,118 @@
+/* fastgrad's elementary functions: exp, expm1, log, log1p, tanh, sigmoid,
+ * softplus -- one implementation each (_vmath_body.h), compiled at every
+ * vector width, giving the same bits at every width.
+ *
+ * Builds (the suffix names the build, as in _replay_gemm.h):
+ *
+ *   fg_vm_F_plain(double)          width 1, plain C: every compiler (MSVC too)
+ *   fg_vm_F_base(fg_vm_vd_base)    2 doubles, GNU C vectors (SSE2 / NEON)
+ *   fg_vm_F_avx2(fg_vm_vd_avx2)    4 doubles, target("avx2")      (x86-64)
+ *   fg_vm_F_avx512(fg_vm_vd_avx512) 8 doubles, target("avx512f,...") (x86-64)
+ *   fg_vm_F_w8(fg_vm_vd_w8)        8 doubles for target("avx2"): the AVX-512
+ *                                  shape, lowered by gcc; tests run it on
+ *                                  CPUs without AVX-512 (only where
+ *                                  FG_VM_WANT_W8 is defined)
+ *
+ * for F in exp, expm1, log, log1p, tanh, sigmoid, softplus; and
+ * fg_vm_F(double) = fg_vm_F_plain, the scalar functions the eager engine's
+ * rules (_rules.pxd) call.  All are static inline: a per-ISA body
+ * (_replay_gemm_body.h) calls FG_NAME(fg_vm_tanh)(v) on its own vectors.
+ * Whole rows, with run-time ISA choice: _vmath_rows.h.
+ *
+ * Accuracy against the correctly rounded result (mpmath at 256 bits), max
+ * error in ulps of the exact value, measured by benchmarks/vmath_accuracy.py
+ * (dense sweeps over each function's whole domain, the critical ranges and
+ * random doubles; see that script and notes/issue-20-vmath.md):
+ *
+ *   (filled in from the measurement)
+ *
+ * IEEE edges as C99 Annex F: exp(-inf) = 0, exp(+inf) = inf, overflow to
+ * inf and underflow through the subnormals to +0; log(+-0) = -inf, log(x<0)
+ * = nan, log(inf) = inf; log1p(-1) = -inf; tanh(+-0) = +-0, tanh(+-inf) =
+ * +-1; expm1/log1p/tanh keep the sign of a zero; nan in, nan out.  No
+ * errno, no floating-point exception flags relied on.
+ *
+ * Requires FLT_EVAL_METHOD == 0 (doubles rounded to double after every
+ * operation: SSE2 on x86, any 64-bit target): the double-double steps
+ * depend on it.
+ */
+#ifndef FASTGRAD_VMATH_H
+#define FASTGRAD_VMATH_H
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != -1
+#error "fastgrad's _vmath.h needs FLT_EVAL_METHOD == 0 (x87 extended precision breaks it)"
+#endif
+
+#include "_vmath_tables.h"
+
+#define FG_VM_INF HUGE_VAL
+#define FG_VM_NAN ((double)NAN)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FG_VM_INLINE static inline __attribute__((always_inline, unused))
+#define FG_VM_UNUSED __attribute__((unused))
+#define FG_VM_VECTORS 1
+#if defined(__x86_64__)
+#define FG_VM_X86 1
+#include <immintrin.h>
+#endif
+#else
+#define FG_VM_INLINE static __inline
+#define FG_VM_UNUSED
+#endif
+
+/* width 1: plain C */
+#define FG_VM_W 1
+#define FG_VM_SUF(f) f##_plain
+#define FG_VM_TARGET
+#include "_vmath_body.h"
+
+#ifdef FG_VM_VECTORS
+#define FG_VM_W 2
+#define FG_VM_SUF(f) f##_base
+#define FG_VM_TARGET
+#include "_vmath_body.h"
+#endif
+
+#ifdef FG_VM_X86
+#define FG_VM_W 4
+#define FG_VM_SUF(f) f##_avx2
+#define FG_VM_TARGET __attribute__((target("avx2")))
+#include "_vmath_body.h"
+
+#define FG_VM_W 8
+#define FG_VM_SUF(f) f##_avx512
+#define FG_VM_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
+#include "_vmath_body.h"
+
+#ifdef FG_VM_WANT_W8
+/* The 8-wide body for AVX2 (tests only; a module defines FG_VM_WANT_W8
+ * before including this header).  gcc notes once per file that passing
+ * 64-byte vectors without AVX-512 has no settled ABI ("the ABI for passing
+ * parameters with 64-byte alignment has changed in GCC 4.6"): these
+ * functions are always inlined, nothing crosses an ABI boundary. */
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+#define FG_VM_W 8
+#define FG_VM_SUF(f) f##_w8
+#define FG_VM_TARGET __attribute__((target("avx2")))
+#include "_vmath_body.h"
+#endif
+#endif
+
+/* the scalar functions (the eager engine's) */
+FG_VM_INLINE double fg_vm_exp(double x) { return fg_vm_exp_plain(x); }
+FG_VM_INLINE double fg_vm_expm1(double x) { return fg_vm_expm1_plain(x); }
+FG_VM_INLINE double fg_vm_log(double x) { return fg_vm_log_plain(x); }
+FG_VM_INLINE double fg_vm_log1p(double x) { return fg_vm_log1p_plain(x); }
+FG_VM_INLINE double fg_vm_tanh(double x) { return fg_vm_tanh_plain(x); }
+FG_VM_INLINE double fg_vm_sigmoid(double x) { return fg_vm_sigmoid_plain(x); }
+FG_VM_INLINE double fg_vm_softplus(double x) { return fg_vm_softplus_plain(x); }
+
+#endif

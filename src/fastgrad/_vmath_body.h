@@ -1,0 +1,410 @@
+/* fastgrad's elementary functions, written once over a vector type: the
+ * body.  _vmath.h includes it once per width, after defining
+ *
+ *   FG_VM_W       doubles per vector: 1 (plain double, every compiler), or
+ *                 2, 4, 8 (GNU C vector extensions, gcc/clang)
+ *   FG_VM_SUF(f)  f with the build's suffix (f##_plain, f##_avx2 ...)
+ *   FG_VM_TARGET  the ISA attribute (__attribute__((target("avx2"))) or empty)
+ *
+ * and undefines them (and this file's own macros) at its end.  No include
+ * guard: included once per width.
+ *
+ * Why the bits are the same at every width: each function is a fixed
+ * sequence of IEEE additions, multiplications and one division (each rounded
+ * once, round-to-nearest; the builds use -ffp-contract=off, so a*b+c is
+ * never fused), exact bit operations, table reads and lane-wise selects.
+ * Nothing depends on which lanes share a vector; no instruction whose result
+ * differs between ISAs (no rsqrt/rcp approximations, no FMA).  Rounding to
+ * an integer adds 1.5*2^52 (an exact trick, the same under every ISA).
+ *
+ * The algorithms (one error analysis each, measured in _vmath.h's header):
+ *
+ * exp   x = k ln2/128 + r, k = 128 m + j, |r| <= ln2/256 (Cody-Waite: k C_HI
+ *       exact, C_LO the rest); e^x = 2^m 2^(j/128) e^r with 2^(j/128) =
+ *       TH + TL from a table and e^r = 1 + r + q(r), q a Taylor polynomial
+ *       of degree 5 (6 for expm1).  The result is TH + (small terms), one
+ *       rounding, scaled by 2^m as two exact powers of two (so results in
+ *       the subnormal range are rounded once more, at the last multiply,
+ *       and overflow gives inf).
+ * expm1 the same reduction; 2^(j/128) e^r - 2^-m summed in double-double:
+ *       TH has 26 significant bits and r's head 27, so TH * r_head is exact;
+ *       two TwoSums keep the rest, which makes the relative error small
+ *       also where e^x - 1 cancels.
+ * tanh  tanh|x| = -E / (2 + E), E = expm1(-2|x|) in double-double, divided
+ *       in double-double (Dekker's exact product), sign copied from x.
+ * sigmoid  t = e^-|x| in double-double; 1/(1+t) for x >= 0, t/(1+t) below
+ *       (the stable two-branch form, both branches in one expression).
+ * log   x = 2^k z, z in [0.6875, 1.375) in one of 128 sub-intervals with a
+ *       20-bit invc ~ 1/c; log x = k ln2 + (-log invc) + log1p(z invc - 1):
+ *       z invc - 1 is exact (z split into a 33-bit head and the rest), the
+ *       sub-intervals next to 1 have invc = 1; log1p(r) - r is a degree-8
+ *       Taylor polynomial (|r| < 2^-7); the sum is kept in double-double.
+ * log1p u = 1 + x as an exact sum uh + ul; log of that double-double (ul
+ *       joins the reduced argument r exactly).
+ * softplus  max(x, 0) + log1p(e^-|x|), e^-|x| and the log1p in double-double.
+ */
+
+#if FG_VM_W == 1
+typedef double FG_VM_SUF(fg_vm_vd);
+typedef unsigned long long FG_VM_SUF(fg_vm_vu);
+#else
+/* aligned(8), as _replay_gemm_body.h's FG_V: loads and stores through them
+ * may be unaligned, and no 64-byte-aligned argument meets gcc's -Wpsabi
+ * note in the 8-wide build for AVX2 */
+typedef double FG_VM_SUF(fg_vm_vd) __attribute__((vector_size(FG_VM_W * 8), aligned(8)));
+typedef unsigned long long FG_VM_SUF(fg_vm_vu)
+    __attribute__((vector_size(FG_VM_W * 8), aligned(8)));
+#endif
+#define VD FG_VM_SUF(fg_vm_vd)
+#define VU FG_VM_SUF(fg_vm_vu)
+#define FN(f) FG_VM_INLINE FG_VM_TARGET VD FG_VM_SUF(f)
+#define SUB(f) FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(f)
+
+/* bit casts, lane masks (all ones where true), selects, table reads */
+#if FG_VM_W == 1
+FG_VM_INLINE VU FG_VM_SUF(fg_vm_asu)(VD x) { VU u; memcpy(&u, &x, 8); return u; }
+FG_VM_INLINE VD FG_VM_SUF(fg_vm_asd)(VU u) { VD x; memcpy(&x, &u, 8); return x; }
+#define ASU(x) FG_VM_SUF(fg_vm_asu)(x)
+#define ASD(u) FG_VM_SUF(fg_vm_asd)(u)
+#define MASK(c) ((VU)0 - (VU)(c))
+#define SEL(m, a, b) ((m) ? (a) : (b))
+#define SELU(m, a, b) ((m) ? (a) : (b))
+#define SPLAT(c) (c)
+#define GATHER(tab, idx) ((tab)[idx])
+#else
+#define ASU(x) ((VU)(x))
+#define ASD(u) ((VD)(u))
+#define MASK(c) ((VU)(c))
+#define SEL(m, a, b) ASD((ASU(a) & (m)) | (ASU(b) & ~(m)))
+#define SELU(m, a, b) (((a) & (m)) | ((b) & ~(m)))
+/* c - (+0.0) is c for every c, -0.0 included (0.0 + c is not) */
+#define SPLAT(c) ((c) - (VD){0})
+FG_VM_INLINE FG_VM_TARGET VD FG_VM_SUF(fg_vm_gather)(const double *tab, VU idx)
+{
+    VD r;
+    int l;
+    for (l = 0; l < FG_VM_W; l++) r[l] = tab[idx[l]];
+    return r;
+}
+#define GATHER(tab, idx) FG_VM_SUF(fg_vm_gather)(tab, idx)
+#endif
+
+/* Table reads: *a = tab[2 i], *b = tab[2 i + 1] (the exp table's pairs), and
+ * *a, *b, *c = tab[4 i], tab[4 i + 1], tab[4 i + 2] (the log table's rows).
+ * Plain loads, moved into lanes with x86 shuffles where the build has them
+ * (data movement only: the same numbers as the lane loop; measured with the
+ * tanh row on AVX2, 5.0 -> 4.6 ns per element, the exp row 2.5 -> 2.2). */
+FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(fg_vm_read2)(const double *tab, VU i, VD *a, VD *b)
+{
+#if FG_VM_W == 4 && defined(FG_VM_X86)
+    __m256d p = _mm256_loadu2_m128d(tab + 2 * i[2], tab + 2 * i[0]);
+    __m256d q = _mm256_loadu2_m128d(tab + 2 * i[3], tab + 2 * i[1]);
+    *a = (VD)_mm256_unpacklo_pd(p, q);
+    *b = (VD)_mm256_unpackhi_pd(p, q);
+#elif FG_VM_W == 2 && defined(FG_VM_X86)
+    __m128d p = _mm_loadu_pd(tab + 2 * i[0]), q = _mm_loadu_pd(tab + 2 * i[1]);
+    *a = (VD)_mm_unpacklo_pd(p, q);
+    *b = (VD)_mm_unpackhi_pd(p, q);
+#else
+    *a = GATHER(tab, i << 1);
+    *b = GATHER(tab, (i << 1) | 1);
+#endif
+}
+
+FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(fg_vm_read3)(const double *tab, VU i, VD *a, VD *b,
+                                                      VD *c)
+{
+#if FG_VM_W == 4 && defined(FG_VM_X86)
+    /* four rows of 4, transposed */
+    __m256d r0 = _mm256_loadu_pd(tab + 4 * i[0]), r1 = _mm256_loadu_pd(tab + 4 * i[1]);
+    __m256d r2 = _mm256_loadu_pd(tab + 4 * i[2]), r3 = _mm256_loadu_pd(tab + 4 * i[3]);
+    __m256d l01 = _mm256_unpacklo_pd(r0, r1), h01 = _mm256_unpackhi_pd(r0, r1);
+    __m256d l23 = _mm256_unpacklo_pd(r2, r3), h23 = _mm256_unpackhi_pd(r2, r3);
+    *a = (VD)_mm256_permute2f128_pd(l01, l23, 0x20);
+    *b = (VD)_mm256_permute2f128_pd(h01, h23, 0x20);
+    *c = (VD)_mm256_permute2f128_pd(l01, l23, 0x31);
+#elif FG_VM_W == 2 && defined(FG_VM_X86)
+    __m128d p0 = _mm_loadu_pd(tab + 4 * i[0]), q0 = _mm_loadu_pd(tab + 4 * i[1]);
+    __m128d p1 = _mm_loadu_pd(tab + 4 * i[0] + 2), q1 = _mm_loadu_pd(tab + 4 * i[1] + 2);
+    *a = (VD)_mm_unpacklo_pd(p0, q0);
+    *b = (VD)_mm_unpackhi_pd(p0, q0);
+    *c = (VD)_mm_unpacklo_pd(p1, q1);
+#else
+    *a = GATHER(tab, i << 2);
+    *b = GATHER(tab, (i << 2) | 1);
+    *c = GATHER(tab, (i << 2) | 2);
+#endif
+}
+
+#define SIGN 0x8000000000000000ULL
+
+/* s + e = a + b exactly (Knuth's TwoSum: any a, b) */
+#define TWOSUM(a, b, s, e) do { VD a_ = (a), b_ = (b), bb_; \
+        s = a_ + b_; bb_ = s - a_; e = (a_ - (s - bb_)) + (b_ - bb_); } while (0)
+/* the same when |a| >= |b| or a == 0 (Dekker's Fast2Sum) */
+#define FAST2SUM(a, b, s, e) do { VD a_ = (a), b_ = (b); \
+        s = a_ + b_; e = b_ - (s - a_); } while (0)
+/* a = hi + lo, hi with 53 - s significant bits (Veltkamp; C = 2^s + 1) */
+#define SPLIT(a, C, hi, lo) do { VD a_ = (a), c_ = a_ * (C); \
+        hi = c_ - (c_ - a_); lo = a_ - hi; } while (0)
+/* hi = a rounded to 26 significant bits (Veltkamp's head, C = 2^27 + 1) */
+#define SHORT(a, hi) do { VD a_ = (a), c_ = a_ * 134217729.0; \
+        hi = c_ - (c_ - a_); } while (0)
+
+
+/* The exp reduction of x (in [-746, 710], or nan): x = k ln2/128 + rh - kcl,
+ * k = 128 m + j; TH + TL = 2^(j/128); r = rh - kcl rounded; q = e^r - 1 - r
+ * to 2^-60.5 (deg6 == 0: degree 5, for results near 1) or to 2^-63 |r|
+ * (deg6 == 1: degree 6, for expm1, whose result may be as small as r).
+ * M = m + 2048 (so that it is never negative). */
+SUB(fg_vm_exp_reduce)(VD x, int deg6, VD *th, VD *tl, VD *rh, VD *kcl, VD *r, VD *q,
+                      VU *M)
+{
+    VD t = x * FG_VM_INVLN2N + FG_VM_SHIFT;   /* k + 1.5*2^52: k rounded */
+    VD kd = t - FG_VM_SHIFT;                  /* k, exactly */
+    VU u = ASU(t);                            /* bits: 0x4338... + k */
+    VU j = u & 127;
+    VD rr;
+    *M = (u - 0x4338000000000000ULL + 2048 * 128 - j) >> 7;
+    *rh = x - kd * FG_VM_C_HI;                /* exact (k C_HI exact, Sterbenz) */
+    *kcl = kd * FG_VM_C_LO;
+    rr = *rh - *kcl;
+    *r = rr;
+    FG_VM_SUF(fg_vm_read2)(fg_vm_exp_tab, j, th, tl);
+    if (deg6)
+        *q = (rr * rr) * (FG_VM_P2 + rr * (FG_VM_P3 + rr * (FG_VM_P4 + rr * (FG_VM_P5
+                                                                     + rr * FG_VM_P6))));
+    else
+        *q = (rr * rr) * (FG_VM_P2 + rr * (FG_VM_P3 + rr * (FG_VM_P4 + rr * FG_VM_P5)));
+}
+
+/* 2^m as two factors 2^m1 * 2^m2 (m1 = floor(m/2)), both normal for every m
+ * of the exp reduction: v * s1 * s2 is exact until the last multiply, which
+ * rounds (subnormal results) or overflows once */
+SUB(fg_vm_scale2)(VU M, VD *s1, VD *s2)
+{
+    VU h = M >> 1;
+    *s1 = ASD((h - 1) << 52);
+    *s2 = ASD((M - h - 1) << 52);
+}
+
+/* e^x = 2^m (hi + lo) in double-double, x in [-746, 710] or nan */
+SUB(fg_vm_exp_dd)(VD x, VD *hi, VD *lo, VU *M)
+{
+    VD th, tl, rh, kcl, r, q, w, l;
+    FG_VM_SUF(fg_vm_exp_reduce)(x, 0, &th, &tl, &rh, &kcl, &r, &q, M);
+    w = r + q;                                   /* e^r - 1 */
+    l = tl + (th * w + tl * w);
+    FAST2SUM(th, l, *hi, *lo);                   /* |l| < 0.01 th */
+}
+
+/* e^x - 1 = 2^m (hi + lo) in double-double, x in [-40, 710] or nan;
+ * nonpos (a literal) == 1: x <= 0 only (tanh), where m <= 0 */
+SUB(fg_vm_expm1_dd)(VD x, int nonpos, VD *hi, VD *lo, VU *M)
+{
+    VD th, tl, rh, kcl, r, q, w, r1, r2, p1, small, pm, ah, al, bh, bl;
+    FG_VM_SUF(fg_vm_exp_reduce)(x, 1, &th, &tl, &rh, &kcl, &r, &q, M);
+    w = r + q;
+    SPLIT(rh, 67108865.0, r1, r2);               /* r1: 27 bits */
+    p1 = th * r1;                                /* exact: 26 + 27 bits */
+    small = (th * r2 + th * (q - kcl)) + (tl + tl * w);
+    /* 2^(j/128) - 2^-m exactly, then + th r1: |ah| >= 2^(1/128) - 1 > |p1|
+     * unless ah == 0 (k == 0), so Fast2Sum is exact */
+    if (nonpos) {
+        pm = ASD((3071 - *M) << 52);             /* 2^-m >= 1 > th / 2 */
+        FAST2SUM(-pm, th, ah, al);
+    } else {
+        /* 2^-m; for m > 952 the subtracted 1 is far below the result's ulp:
+         * 2^-952 stands in, and 2^-m stays a normal number */
+        VU Mc = SELU(MASK(*M > 3000), (VU){0} + 3000, *M);
+        pm = ASD((3071 - Mc) << 52);
+        TWOSUM(th, -pm, ah, al);
+    }
+    FAST2SUM(ah, p1, bh, bl);
+    FAST2SUM(bh, (al + bl) + small, *hi, *lo);
+}
+
+/* log(xh + xl) = hi + lo for a double-double xh + xl (|xl| <= ulp(xh)/2,
+ * xh > 0 finite; other lanes: garbage).  with_lo is a literal 0 or 1: 0
+ * ignores xl (log of a double), and the compiler drops its steps. */
+SUB(fg_vm_log_dd)(VD xh, VD xl, int with_lo, VD *hi, VD *lo)
+{
+    VU sub = MASK(xh < 0x1p-1022);
+    VD xs = SEL(sub, xh * 0x1p52, xh);           /* subnormals: scaled up */
+    VU ix = ASU(xs);
+    VU tmp = ix - 0x3FE6000000000000ULL;         /* bits of 0.6875 */
+    VU i = (tmp >> 45) & 127;
+    VU E = (tmp + SIGN) >> 52;                   /* k + 2048 */
+    VD kd = ASD(E | 0x4330000000000000ULL) - (0x1p52 + 2048.0);
+    VD z = ASD(ix - (tmp & 0xFFF0000000000000ULL));   /* x / 2^k */
+    VD invc, lch, lcl, z1, z2, rh, rl, r, rlo, p, h0, s, e;
+    FG_VM_SUF(fg_vm_read3)(fg_vm_log_tab, i, &invc, &lch, &lcl);
+    kd = kd - ASD(sub & 0x404A000000000000ULL);  /* - 52.0 where scaled */
+    SPLIT(z, 1048577.0, z1, z2);                 /* z1: 33 bits, z2: 20 */
+    rh = z1 * invc - 1.0;                        /* exact: 33 + 20 bits, Sterbenz */
+    rl = z2 * invc;                              /* exact, below rh's last bit */
+    FAST2SUM(rh, rl, r, rlo);                    /* r = z invc - 1 (rh is 0 near 1) */
+    if (with_lo) {
+        /* + xl / 2^k * invc, which may be all of r (log1p of a tiny x:
+         * xh = 1, r = 0): summed exactly, not added as a correction.
+         * 2^-k for k <= 952 (above, xl is far below the result's ulp) */
+        VU Ec = SELU(MASK(E > 3000), (VU){0} + 3000, E);
+        VD c;
+        TWOSUM(r, (xl * ASD((3071 - Ec) << 52)) * invc, r, c);
+        rlo = rlo + c;
+    }
+    p = (r * r) * (FG_VM_L2 + r * (FG_VM_L3 + r * (FG_VM_L4 + r * (FG_VM_L5 + r * (
+        FG_VM_L6 + r * (FG_VM_L7 + r * FG_VM_L8))))));
+    h0 = kd * FG_VM_LN2_HI + lch;                /* exact: both on the 2^-42 grid */
+    TWOSUM(h0, r, s, e);
+    FAST2SUM(s, e + (((kd * FG_VM_LN2_LO + lcl) + rlo) + p), *hi, *lo);
+}
+
+/* N / D for double-doubles N = nh + nl (|nl| <= 2^-8 |nh|) and D = dh + dl
+ * (normalized: |dl| <= ulp(dh)), rounded once.  q0 = nh / dh cut to 26
+ * bits and D's head d1 to 26 bits make q0 d1 exact, so the remainder
+ * R = N - q0 D is accurate to ~2^-80 |N|; q0 + R / dh is N / D to 2^-60. */
+FN(fg_vm_div_dd)(VD nh, VD nl, VD dh, VD dl)
+{
+    VD y = 1.0 / dh;
+    VD q0, d1, R;
+    SHORT(nh * y, q0);
+    SHORT(dh, d1);
+    R = ((nh - q0 * d1) - q0 * ((dh - d1) + dl)) + nl;   /* nh - q0 d1 exact */
+    return q0 + R * y;
+}
+
+
+/* ---------------------------------------------------------------------------
+ * the functions
+ * ------------------------------------------------------------------------- */
+
+FN(fg_vm_exp)(VD x)
+{
+    VD xc, th, tl, rh, kcl, r, q, w, res, s1, s2;
+    VU M;
+    xc = SEL(MASK(x > 710.0), SPLAT(710.0), x);      /* nan passes */
+    xc = SEL(MASK(xc < -746.0), SPLAT(-746.0), xc);
+    FG_VM_SUF(fg_vm_exp_reduce)(xc, 0, &th, &tl, &rh, &kcl, &r, &q, &M);
+    w = r + q;
+    res = th + (tl + (th * w + tl * w));
+    FG_VM_SUF(fg_vm_scale2)(M, &s1, &s2);
+    return (res * s1) * s2;
+}
+
+FN(fg_vm_expm1)(VD x)
+{
+    VD xc, hi, lo, s1, s2, res;
+    VU M;
+    xc = SEL(MASK(x > 710.0), SPLAT(710.0), x);
+    xc = SEL(MASK(xc < -40.0), SPLAT(-40.0), xc);    /* e^-40 - 1 rounds to -1 */
+    FG_VM_SUF(fg_vm_expm1_dd)(xc, 0, &hi, &lo, &M);
+    FG_VM_SUF(fg_vm_scale2)(M, &s1, &s2);
+    res = (hi * s1) * s2;
+    return SEL(MASK(x == 0.0), x, res);              /* -0.0 stays -0.0 */
+}
+
+FN(fg_vm_tanh)(VD x)
+{
+    VD x2, eh, el, pm, dh, dl, q;
+    VU M;
+    x2 = -2.0 * ASD(ASU(x) & ~SIGN);                 /* -2|x|, exact */
+    x2 = SEL(MASK(x2 < -40.0), SPLAT(-40.0), x2);    /* tanh(20) rounds to 1 */
+    FG_VM_SUF(fg_vm_expm1_dd)(x2, 1, &eh, &el, &M);  /* E = 2^m (eh + el), m <= 0 */
+    /* tanh|x| = -E / (2 + E) = -(eh + el) / (2^(1-m) + eh + el): 2^m cancels */
+    pm = ASD((3071 - M) << 52);                      /* 2^-m >= 1, |eh| <= 2^-m */
+    FAST2SUM(pm + pm, eh, dh, dl);
+    dl = dl + el;
+    q = FG_VM_SUF(fg_vm_div_dd)(-eh, -el, dh, dl);
+    return ASD((ASU(q) & ~SIGN) | (ASU(x) & SIGN));  /* tanh(-x) = -tanh(x) */
+}
+
+/* e^-|x| = 2^m (hi + lo) in double-double, x any (nan: nan); M = m + 2048,
+ * the scale factors of 2^m in s1, s2 */
+SUB(fg_vm_exp_neg_abs)(VD x, VD *hi, VD *lo, VU *M, VD *s1, VD *s2)
+{
+    VD nx;
+    nx = ASD(ASU(x) | SIGN);                         /* -|x| */
+    nx = SEL(MASK(nx < -746.0), SPLAT(-746.0), nx);
+    FG_VM_SUF(fg_vm_exp_dd)(nx, hi, lo, M);
+    FG_VM_SUF(fg_vm_scale2)(*M, s1, s2);
+}
+
+FN(fg_vm_sigmoid)(VD x)
+{
+    VD hi, lo, s1, s2, dh, dl, q;
+    VU pos = MASK(x >= 0.0), M;
+    FG_VM_SUF(fg_vm_exp_neg_abs)(x, &hi, &lo, &M, &s1, &s2);
+    FAST2SUM(SPLAT(1.0), (hi * s1) * s2, dh, dl);    /* D = 1 + t, t in [0, 1] */
+    dl = dl + (lo * s1) * s2;
+    /* x >= 0: 1 / (1 + e^-x); x < 0: e^x / (1 + e^x), never e^(positive).
+     * e^x / D is divided unscaled and scaled after: one rounding, also for
+     * results in the subnormal range */
+    q = FG_VM_SUF(fg_vm_div_dd)(SEL(pos, SPLAT(1.0), hi), SEL(pos, SPLAT(0.0), lo),
+                                dh, dl);
+    return (q * SEL(pos, SPLAT(1.0), s1)) * SEL(pos, SPLAT(1.0), s2);
+}
+
+FN(fg_vm_log)(VD x)
+{
+    VD hi, lo, res;
+    FG_VM_SUF(fg_vm_log_dd)(x, x, 0, &hi, &lo);
+    res = SEL(MASK(x == 0.0), SPLAT(-FG_VM_INF), hi);
+    res = SEL(MASK(x < 0.0), SPLAT(FG_VM_NAN), res);
+    res = SEL(MASK(x == FG_VM_INF), x, res);
+    return SEL(MASK(x != x), x + x, res);
+}
+
+FN(fg_vm_log1p)(VD x)
+{
+    VD uh, ul, hi, lo, res;
+    TWOSUM(SPLAT(1.0), x, uh, ul);                          /* 1 + x = uh + ul exactly */
+    FG_VM_SUF(fg_vm_log_dd)(uh, ul, 1, &hi, &lo);
+    res = SEL(MASK(x == -1.0), SPLAT(-FG_VM_INF), hi);
+    res = SEL(MASK(x < -1.0), SPLAT(FG_VM_NAN), res);
+    res = SEL(MASK(x == FG_VM_INF), x, res);
+    res = SEL(MASK(x == 0.0), x, res);               /* -0.0 stays -0.0 */
+    return SEL(MASK(x != x), x + x, res);
+}
+
+FN(fg_vm_softplus)(VD x)
+{
+    VD th, tl, s1, s2, t, uh, ul, hi, lo, mx, s, e, res, small;
+    VU M;
+    FG_VM_SUF(fg_vm_exp_neg_abs)(x, &th, &tl, &M, &s1, &s2);
+    t = (th * s1) * s2;
+    FAST2SUM(SPLAT(1.0), t, uh, ul);                 /* 1 + t */
+    ul = ul + (tl * s1) * s2;
+    FG_VM_SUF(fg_vm_log_dd)(uh, ul, 1, &hi, &lo);    /* log1p(t) */
+    mx = SEL(MASK(x > 0.0), x, SPLAT(0.0));
+    TWOSUM(mx, hi, s, e);
+    res = s + (e + lo);
+    /* x < -21 (t < 2^-30): log1p(t) = t (1 - t/2 + t^2/3) to 2^-87, summed
+     * unscaled and scaled once.  Above, 1 + t holds t to 2^-83; here t's
+     * low part would be lost in it (t < 2^-53: all of t is in ul), and
+     * near the bottom of the normal range in the subnormals */
+    small = ((th + (tl + th * (t * (FG_VM_L2 + t * FG_VM_L3)))) * s1) * s2;
+    res = SEL(MASK(x < 0.0) & MASK(M < 2048 - 30), small, res);
+    res = SEL(MASK(x == FG_VM_INF), x, res);
+    return SEL(MASK(x != x), x + x, res);
+}
+
+#undef VD
+#undef VU
+#undef FN
+#undef SUB
+#undef ASU
+#undef ASD
+#undef MASK
+#undef SEL
+#undef SELU
+#undef SPLAT
+#undef GATHER
+#undef SIGN
+#undef TWOSUM
+#undef FAST2SUM
+#undef SPLIT
+#undef SHORT
+#undef FG_VM_W
+#undef FG_VM_SUF
+#undef FG_VM_TARGET

@@ -1,0 +1,139 @@
+/* Whole rows of fastgrad's elementary functions (_vmath.h), one build per
+ * ISA, and the run-time choice between them.
+ *
+ *   fg_vm_row(fn, x, out, n)   out[j] = F(x[j]), j < n, with the ISA chosen
+ *                              by fg_vm_isa_select (out == x allowed)
+ *   fn: FG_VM_EXP, FG_VM_EXPM1, FG_VM_LOG, FG_VM_LOG1P, FG_VM_TANH,
+ *       FG_VM_SIGMOID, FG_VM_SOFTPLUS
+ *   fg_vm_isa_select(level)    levels as fg_isa_select (_replay_gemm.h):
+ *                              0 portable, 1 baseline vectors, 2 AVX2,
+ *                              3 AVX-512, -1 the best supported; returns
+ *                              the level in use or -1 (not supported)
+ *   fg_vm_row_at(level, fn, x, out, n)   the build of ``level`` (4: the
+ *                              8-wide body compiled for AVX2, tests only,
+ *                              where FG_VM_WANT_W8 is defined);
+ *                              -1 if this build or CPU has no such level
+ *
+ * Every build gives the same bits (see _vmath_body.h), so a row's tail
+ * (n % width elements) simply goes through one more padded vector.
+ */
+#ifndef FASTGRAD_VMATH_ROWS_H
+#define FASTGRAD_VMATH_ROWS_H
+
+#include "_vmath.h"
+
+enum {
+    FG_VM_EXP = 0, FG_VM_EXPM1, FG_VM_LOG, FG_VM_LOG1P, FG_VM_TANH,
+    FG_VM_SIGMOID, FG_VM_SOFTPLUS, FG_VM_NFUNCS
+};
+
+typedef void (*fg_vm_row_t)(const double *, double *, ptrdiff_t);
+
+/* (the vector types are aligned(8): loads and stores through them may be
+ * unaligned; memcpy here made gcc go through the stack, 2x slower) */
+#define FG_VM_ROW(SUF, W, TARGET, F) \
+static FG_VM_UNUSED TARGET void fg_vm_##F##_row_##SUF(const double *x, double *out, ptrdiff_t n) \
+{ \
+    ptrdiff_t j = 0; \
+    fg_vm_vd_##SUF v; \
+    double buf[W]; \
+    for (; j + W <= n; j += W) \
+        *(fg_vm_vd_##SUF *)(out + j) = fg_vm_##F##_##SUF(*(const fg_vm_vd_##SUF *)(x + j)); \
+    if (j < n) { \
+        memset(buf, 0, sizeof buf); \
+        memcpy(buf, x + j, (size_t)(n - j) * sizeof(double)); \
+        memcpy(&v, buf, sizeof v); \
+        v = fg_vm_##F##_##SUF(v); \
+        memcpy(buf, &v, sizeof v); \
+        memcpy(out + j, buf, (size_t)(n - j) * sizeof(double)); \
+    } \
+}
+
+#define FG_VM_ROWS(SUF, W, TARGET) \
+    FG_VM_ROW(SUF, W, TARGET, exp) FG_VM_ROW(SUF, W, TARGET, expm1) \
+    FG_VM_ROW(SUF, W, TARGET, log) FG_VM_ROW(SUF, W, TARGET, log1p) \
+    FG_VM_ROW(SUF, W, TARGET, tanh) FG_VM_ROW(SUF, W, TARGET, sigmoid) \
+    FG_VM_ROW(SUF, W, TARGET, softplus)
+#define FG_VM_ROWLIST(SUF) {fg_vm_exp_row_##SUF, fg_vm_expm1_row_##SUF, \
+    fg_vm_log_row_##SUF, fg_vm_log1p_row_##SUF, fg_vm_tanh_row_##SUF, \
+    fg_vm_sigmoid_row_##SUF, fg_vm_softplus_row_##SUF}
+#define FG_VM_NOROWS {NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+
+FG_VM_ROWS(plain, 1, )
+#ifdef FG_VM_VECTORS
+FG_VM_ROWS(base, 2, )
+#endif
+#ifdef FG_VM_X86
+FG_VM_ROWS(avx2, 4, __attribute__((target("avx2"))))
+FG_VM_ROWS(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+#ifdef FG_VM_WANT_W8
+FG_VM_ROWS(w8, 8, __attribute__((target("avx2"))))
+#endif
+#endif
+
+#define FG_VM_NLEVELS 5
+static const fg_vm_row_t fg_vm_rows_table[FG_VM_NLEVELS][FG_VM_NFUNCS] = {
+    FG_VM_ROWLIST(plain),
+#ifdef FG_VM_VECTORS
+    FG_VM_ROWLIST(base),
+#else
+    FG_VM_NOROWS,
+#endif
+#ifdef FG_VM_X86
+    FG_VM_ROWLIST(avx2), FG_VM_ROWLIST(avx512),
+#ifdef FG_VM_WANT_W8
+    FG_VM_ROWLIST(w8),
+#else
+    FG_VM_NOROWS,
+#endif
+#else
+    FG_VM_NOROWS, FG_VM_NOROWS, FG_VM_NOROWS,
+#endif
+};
+
+static int fg_vm_level = 0;
+
+/* whether this build has level ``level`` and the CPU runs it */
+static FG_VM_UNUSED int fg_vm_supported(int level)
+{
+    if (level < 0 || level >= FG_VM_NLEVELS || fg_vm_rows_table[level][0] == NULL)
+        return 0;
+#ifdef FG_VM_X86
+    __builtin_cpu_init();
+    if (level == 2 || level == 4) return __builtin_cpu_supports("avx2") != 0;
+    if (level == 3)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq");
+#endif
+    return 1;
+}
+
+/* Use the build of ``level`` for fg_vm_row (-1: the best of levels 0-3);
+ * returns the level in use, or -1 (nothing changed).  Not meant to be
+ * called while rows are computed (tests switch in between). */
+static FG_VM_UNUSED int fg_vm_isa_select(int level)
+{
+    if (level < 0) {
+        level = 3;
+        while (level > 0 && !fg_vm_supported(level)) level--;
+    }
+    if (!fg_vm_supported(level)) return -1;
+    fg_vm_level = level;
+    return level;
+}
+
+static FG_VM_UNUSED int fg_vm_isa_get(void) { return fg_vm_level; }
+
+static FG_VM_UNUSED void fg_vm_row(int fn, const double *x, double *out, ptrdiff_t n)
+{
+    fg_vm_rows_table[fg_vm_level][fn](x, out, n);
+}
+
+static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double *out, ptrdiff_t n)
+{
+    if (fn < 0 || fn >= FG_VM_NFUNCS || !fg_vm_supported(level)) return -1;
+    fg_vm_rows_table[level][fn](x, out, n);
+    return 0;
+}
+
+#endif
