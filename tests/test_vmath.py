@@ -319,7 +319,8 @@ def test_tables_are_what_they_claim():
 # the engines use these functions
 # ---------------------------------------------------------------------------
 
-ENGINE_OPS = {"tanh": "tanh", "exp": "exp", "log": "log", "sigmoid": "sigmoid"}
+ENGINE_OPS = {"tanh": "tanh", "exp": "exp", "log": "log", "sigmoid": "sigmoid",
+              "log1p": "log1p", "softplus": "softplus"}
 
 
 @pytest.mark.parametrize("name", sorted(ENGINE_OPS))
@@ -330,6 +331,8 @@ def test_eager_and_reference_engines_compute_with_them(name):
     xs = rng.normal(size=200) * 4
     if name == "log":
         xs = np.abs(xs) + 1e-3
+    elif name == "log1p":
+        xs = np.abs(xs) - 0.999
     for x in xs.tolist():
         want = getattr(_vmath_py, name)(x)
         assert bits(getattr(Value(x), name)().data) == bits(want), (name, x)
