@@ -19,7 +19,8 @@ sigmoid and softplus in the engine's former stable forms), NumPy's ufuncs
 (sigmoid as 1/(1+exp(-x)), softplus as logaddexp(0, x)) and ``jax.jit`` of
 jax.numpy / jax.nn (when jax is installed).  Inputs: uniform over a range
 where every function is regular.  Each side is checked against the C
-library's result first (2 ulps) and the sides are interleaved round by round;
+library's result first (1e-12 relative: the same function; the distance in
+ulps is printed) and the sides are interleaved round by round;
 the figure is the minimum over rounds of the CPU time (``time.process_time``)
 per element, wall time beside it.
 
@@ -49,6 +50,13 @@ process of each build.
 ``eager``: ns per eager op (``Value.tanh()`` ... on 10,000 Values, node
 creation included; ``v * 1.5`` as a reference op) in this build and in
 ``--baseline-src``'s, alternating processes.
+
+``ir``: instructions per call under callgrind (``valgrind`` needed;
+counts are stable on a loaded machine): the inclusive count of each eager
+``Value.op()`` Cython method (node creation and the rule; not the
+interpreter's call overhead) in this build and ``--baseline-src``'s, and of
+the width-1 functions (``fg_vm_*_row_plain``, what eager inlines) against
+glibc's over rows of 1,000 doubles, one run per function.
 
 Prints the load average before and after; nothing is asserted about time.
 """
