@@ -35,9 +35,11 @@ def test_ops_inside_produce_leaves_with_the_right_values():
         assert leaf.data == r.data
         assert leaf._prev == set() and leaf._op == ""
         assert r._prev != set()
-    # backward through a leaf touches nothing else
-    leaves[2].backward()
-    assert (x.grad, y.grad) == (0.0, 0.0)
+    # backward from such a leaf is an error (there is no graph), as PyTorch's
+    # "does not require grad"; nothing is touched
+    with pytest.raises(RuntimeError, match="recording off"):
+        leaves[2].backward()
+    assert (x.grad, y.grad, leaves[2].grad) == (0.0, 0.0, 0.0)
 
 
 def test_decorator():

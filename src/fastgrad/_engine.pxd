@@ -19,7 +19,8 @@ cdef class Value:
     cdef public double grad
     cdef PyObject* _a         # first operand (owned), NULL for a leaf; for
                               # OP_CUSTOM a tuple of operands
-    cdef Operand2 _u          # read through node_b() / node_c()
+    cdef Operand2 _u          # read through node_b() / node_c(); a leaf keeps
+                              # its data at the last backward() here
     cdef PyObject* _dict      # instance dict (label, user attributes), lazy
     cdef unsigned int _mark   # visit stamp of the last topological sort:
     cdef unsigned char _opcode
@@ -31,6 +32,10 @@ cdef enum:
     FLAG_FLOAT_EXPONENT = 1   # x ** 2.0 (not x ** 2): _op is '**2.0' as micrograd
     FLAG_TRACED = 2           # made/used while compile() traced fn (not pickled)
     FLAG_INITIALISED = 4      # Value.__init__ has run (or unpickled): not pickled
+    FLAG_DATA_SAVED = 8       # a leaf whose _u.c holds its data as the last
+                              # backward() saw it (see _materialize_const)
+    FLAG_NO_GRAD = 16         # made by an operator with recording off: a leaf
+                              # that backward() refuses to start from
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1

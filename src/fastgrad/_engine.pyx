@@ -33,13 +33,16 @@ cdef extern from "Python.h":
     ctypedef int (*visitproc)(PyObject*, void*) noexcept
     ctypedef int (*traverseproc)(PyObject*, visitproc, void*) noexcept
     ctypedef int (*inquiry)(PyObject*) noexcept
+    ctypedef Py_hash_t (*hashfunc)(PyObject*) except? -1
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
         PyObject* tp_dict
+        hashfunc tp_hash
         unsigned long tp_flags
         traverseproc tp_traverse
         inquiry tp_clear
     void PyType_Modified(PyTypeObject*)
+    PyTypeObject PyBaseObject_Type
     ctypedef object (*getter)(object, void*)
     ctypedef int (*setter)(object, object, void*) except -1
     ctypedef struct PyGetSetDef:
@@ -248,8 +251,8 @@ cdef object _np_bool = None
 cdef int _as_number(object x, double* out) except -1:
     """Store float(x) in out[0] and return 1 if x is a real number, else 0.
 
-    Accepted: int, float, bool, numpy integer/float/bool scalars, and other
-    numbers.Real (Fraction, ...).  Rejected (returns 0): complex, str, None,
+    Accepted: int, float, bool, numpy integer/float/bool scalars and 0-d
+    arrays, and other numbers.Real (Fraction, ...).  Rejected (returns 0): complex, str, None,
     arrays, anything else, so operators can return NotImplemented.
     """
     global _np_bool
@@ -270,15 +273,99 @@ cdef int _as_number(object x, double* out) except -1:
     if isinstance(x, _np_bool):
         out[0] = 1.0 if x else 0.0
         return 1
+    if _is_array(x) and x.ndim == 0 and x.dtype.kind in "biuf":
+        # a 0-d array (np.sum's result on some paths, x[()]): micrograd keeps
+        # it as data and prints the number; one float here
+        out[0] = float(x)
+        return 1
     return 0
 
 
 cdef double _to_double(object x, str where) except? -1.0:
     cdef double d
     if not _as_number(x, &d):
+        if isinstance(x, Value):
+            raise TypeError(
+                f"{where} expects a real number, got a Value ({x!r:.60}); a "
+                "Value cannot hold another Value (micrograd would nest them): "
+                "use the Value itself, or Value(v.data) for a new leaf")
+        if _is_array(x):
+            raise TypeError(
+                f"{where} expects a real number, got a numpy.ndarray of shape "
+                f"{x.shape}; a fastgrad Value holds one float (micrograd's would "
+                "hold the whole array): make one Value per element, e.g. "
+                "[Value(float(e)) for e in arr]")
         raise TypeError(f"{where} expects a real number, got "
                         f"{type(x).__name__} ({x!r:.60})")
     return d
+
+
+cdef bint _is_array(object x):
+    """x is a numpy array (without importing numpy: no array exists then)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(x, np.ndarray)
+
+
+cdef str _class_name(object x):
+    """The class of x by module, as a user would import it."""
+    if isinstance(x, Value):
+        return "fastgrad.Value"
+    cls = type(x)
+    mod = getattr(cls, "__module__", None)
+    if mod in (None, "builtins"):
+        return cls.__qualname__
+    return f"{mod}.{cls.__qualname__}"
+
+
+cdef object _unsupported(object self, object other, str op, bint reflected):
+    """What an operator returns for an operand it cannot use.
+
+    NotImplemented (Python then asks the other operand, and finally raises
+    its own TypeError), except for the operands a learner meets by mistake,
+    which get a TypeError that says what to do: a numpy array on the right
+    (micrograd would put the whole array into one Value's data) and a Value
+    of another engine (``fastgrad.reference.Value``, micrograd's, a
+    notebook's own class), which Python would report as "'Value' and
+    'Value'".
+    """
+    left, right = (other, self) if reflected else (self, other)
+    names = f"'{_class_name(left)}' and '{_class_name(right)}'"
+    if _is_array(other):
+        raise TypeError(
+            f"unsupported operand type(s) for {op}: {names}: a fastgrad Value "
+            "holds one float, so it cannot take a whole array as micrograd's "
+            f"Value(data=array) does; write array {op} value instead (numpy "
+            "then gives an object array of Values, one per element) or loop "
+            "over the elements")
+    if _foreign_value(other):
+        raise TypeError(
+            f"unsupported operand type(s) for {op}: {names}: Values of two "
+            "different engines cannot be combined; build both from one class "
+            "(e.g. fastgrad.Value(x.data) makes a fastgrad leaf of x's value)")
+    return NotImplemented
+
+
+cdef object _no_order(object other, str op):
+    cdef double c
+    if isinstance(other, Value) or _as_number(other, &c):
+        raise TypeError(
+            f"'{op}' is not supported for fastgrad.Value: Values have no order "
+            "(as in micrograd), so max(), min() and sorted() cannot compare "
+            f"them either; compare the numbers (a.data {op} b.data, or "
+            "key=lambda v: v.data) or use fastgrad.maximum(a, b) / "
+            "fastgrad.minimum(a, b), which keep the graph (the max gate)")
+    return NotImplemented
+
+
+cdef bint _foreign_value(object x):
+    """x looks like another autodiff engine's Value (micrograd's, the
+    lecture's, fastgrad.reference's): data, grad and _prev."""
+    try:
+        return (not isinstance(x, Value) and type(x).__name__ == "Value"
+                and hasattr(x, "_prev")
+                and hasattr(x, "grad") and hasattr(x, "data"))
+    except Exception:       # a hostile __getattr__: not ours to judge
+        return False
 
 
 # ---------------------------------------------------------------------------
@@ -308,6 +395,8 @@ cdef inline Value _make_node(double data, int op, Value a, Value b, double c):
             out._u.b = <PyObject*>b
         else:
             out._u.c = c
+    else:
+        out._flags |= FLAG_NO_GRAD   # backward() from it is an error
     return out
 
 
@@ -497,7 +586,7 @@ cdef int _materialize_const(Value v) except -1:
     cdef PyObject* a = v._a
     cdef int new_op
     cdef bint const_first
-    cdef double saved
+    cdef double saved, saved_data
     cdef Value other
     if op == OP_ADDC:               # x + c (also x - c, stored as x + -c)
         new_op, const_first = OP_ADD, False
@@ -527,8 +616,17 @@ cdef int _materialize_const(Value v) except -1:
         # made gcc stop inlining it in the backward sweep (+16% instructions)
         other = <Value>(v._u.b if const_first else v._a)
         saved = other.grad
-        _apply_rule(v)
-        other.grad = saved
+        saved_data = other.data
+        if other._opcode == OP_LEAF and other._flags & FLAG_DATA_SAVED:
+            # d(x * c)/dc = x, d(c / x)/dc = 1/x, d(c ** x)/dc depend on x:
+            # use x as backward() saw it (an optimizer step may have changed
+            # it since), which the sweep kept in the leaf's spare field
+            other.data = other._u.c
+        try:
+            _apply_rule(v)
+        finally:
+            other.grad = saved
+            other.data = saved_data
     return 0
 
 
@@ -580,13 +678,10 @@ cdef class Value:
     (2.0, 8.0)
     """
 
-    # numpy scalars/arrays on the left of an operator defer to Value's
-    # reflected method instead of trying to broadcast over it.
-    __array_ufunc__ = None
-
     def __init__(self, data, _children=(), str _op='', label=''):
         cdef tuple kids
         self.data = _to_double(data, "Value()")
+        self._flags &= ~FLAG_NO_GRAD     # a Value you make is differentiable
         if fg_is_tracing():
             self._flags |= FLAG_TRACED   # made inside the traced fn
         if label:
@@ -643,15 +738,27 @@ cdef class Value:
 
     @property
     def _op(self):
-        """The operation that produced this node, as micrograd spells it."""
+        """The operation that produced this node, as micrograd spells it.
+
+        Assignable, as in micrograd (``out._op = 'tanh'``): the new label is
+        what drawings show; the node's op and gradient rule stay.
+        """
         cdef int op = self._opcode
+        if self._dict != NULL and '_custom_op' in <dict>self._dict:
+            return (<dict>self._dict)['_custom_op']
         if op == OP_POWC:
             if self._flags & FLAG_FLOAT_EXPONENT:
                 return '**' + repr(self._u.c)
             return '**' + _fmt_exponent(self._u.c)
         if op == OP_CUSTOM:
-            return PyObject_GenericGetDict(self, NULL).get('_custom_op', '')
+            return ''
         return _OP_NAMES[op]
+
+    @_op.setter
+    def _op(self, label):
+        if not isinstance(label, str):
+            raise TypeError(f"Value._op must be a str, got {type(label).__name__}")
+        PyObject_GenericGetDict(self, NULL)['_custom_op'] = label
 
     @property
     def _prev(self):
@@ -677,6 +784,38 @@ cdef class Value:
         if op_is_binary(op):
             prev.add(<Value>self._u.b)
         return prev
+
+    @_prev.setter
+    def _prev(self, children):
+        # micrograd code may relink a node it built by hand (or a leaf); a
+        # node made by an operator keeps its operands, which its op needs
+        cdef tuple kids = _children_tuple(children)
+        if self._opcode != OP_LEAF and self._opcode != OP_CUSTOM:
+            if set(kids) == self._prev:
+                return
+            raise TypeError(
+                f"cannot replace _prev of a node made by an operator (its "
+                f"{self._op!r} op needs its operands); build a node by hand, "
+                "Value(data, children, op) with your own _backward, or use "
+                "Value(v.data) for a leaf cut from the graph")
+        for k in kids:
+            if not isinstance(k, Value):
+                raise TypeError("Value._prev must hold Values, got "
+                                f"{type(k).__name__}")
+        _refuse_cycle(self, kids)
+        old = <object>self._a if self._opcode == OP_CUSTOM else None
+        Py_INCREF(kids)
+        self._a = <PyObject*>kids
+        self._opcode = OP_CUSTOM
+        if old is not None:
+            Py_DECREF(old)    # the reference self._a held
+
+    def __dir__(self):
+        # object.__dir__ skips __dict__ (not a dict here): add user attributes
+        names = object.__dir__(self)
+        if self._dict != NULL:
+            names.extend([k for k in <dict>self._dict if k != '_custom_op'])
+        return names
 
     def _backward(self):
         """Add this node's contribution to its operands' gradients.
@@ -723,7 +862,7 @@ cdef class Value:
             return _binary(OP_ADD, self, <Value>other)
         if _as_number(other, &c):
             return _with_const(OP_ADDC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "+", False)
 
     def __radd__(self, other):           # other + self
         cdef double c
@@ -731,7 +870,7 @@ cdef class Value:
             return self + other          # micrograd: through the subclass's +
         if _as_number(other, &c):
             return _with_const(OP_ADDC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "+", True)
 
     def __sub__(self, other):
         cdef double c
@@ -741,7 +880,7 @@ cdef class Value:
             return _binary(OP_SUB, self, <Value>other)
         if _as_number(other, &c):
             return _with_const(OP_ADDC, self, -c)
-        return NotImplemented
+        return _unsupported(self, other, "-", False)
 
     def __rsub__(self, other):           # other - self
         cdef double c
@@ -749,7 +888,7 @@ cdef class Value:
             return other + (-self)
         if _as_number(other, &c):
             return _with_const(OP_RSUBC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "-", True)
 
     def __mul__(self, other):
         cdef double c
@@ -757,7 +896,7 @@ cdef class Value:
             return _binary(OP_MUL, self, <Value>other)
         if _as_number(other, &c):
             return _with_const(OP_MULC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "*", False)
 
     def __rmul__(self, other):           # other * self
         cdef double c
@@ -765,7 +904,7 @@ cdef class Value:
             return self * other
         if _as_number(other, &c):
             return _with_const(OP_MULC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "*", True)
 
     def __truediv__(self, other):
         cdef double c
@@ -777,7 +916,7 @@ cdef class Value:
         if _as_number(other, &c):
             _check_div(self.data, c)
             return _with_const(OP_DIVC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "/", False)
 
     def __rtruediv__(self, other):       # other / self
         cdef double c
@@ -786,7 +925,7 @@ cdef class Value:
         if _as_number(other, &c):
             _check_div(c, self.data)
             return _with_const(OP_RDIVC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "/", True)
 
     def __pow__(self, other, mod=None):
         cdef double c
@@ -801,7 +940,7 @@ cdef class Value:
             if PyFloat_Check(other):
                 (<Value>out)._flags |= FLAG_FLOAT_EXPONENT
             return out
-        return NotImplemented
+        return _unsupported(self, other, "**", False)
 
     def __rpow__(self, other, mod=None):  # other ** self
         cdef double c
@@ -810,7 +949,7 @@ cdef class Value:
         if _as_number(other, &c):
             _check_pow(c, self.data, True)
             return _with_const(OP_RPOWC, self, c)
-        return NotImplemented
+        return _unsupported(self, other, "**", True)
 
     def __neg__(self):                   # self * -1, as micrograd
         if _user_subclass(self):
@@ -819,6 +958,25 @@ cdef class Value:
 
     def __abs__(self):
         return _unary(OP_ABS, self)
+
+    # -- comparisons ---------------------------------------------------------
+    # micrograd's Value has no order, and neither has this one: an ``if a <
+    # b`` on Values would look like part of the graph but is Python control
+    # flow (frozen by compile).  The error says what to use instead.  ``==``
+    # and ``hash`` stay identity, as in micrograd (Values key optimizer
+    # state dicts).
+
+    def __lt__(self, other):
+        return _no_order(other, "<")
+
+    def __le__(self, other):
+        return _no_order(other, "<=")
+
+    def __gt__(self, other):
+        return _no_order(other, ">")
+
+    def __ge__(self, other):
+        return _no_order(other, ">=")
 
     # -- functions -----------------------------------------------------------
 
@@ -1093,7 +1251,7 @@ cdef int _check_record(object rec, Py_ssize_t n) except -1:
 
 
 # flags a pickle may carry (others are runtime-only state)
-cdef int _PICKLED_FLAGS = FLAG_FLOAT_EXPONENT
+cdef int _PICKLED_FLAGS = FLAG_FLOAT_EXPONENT | FLAG_NO_GRAD
 
 
 cdef int _enable_instance_dict() except -1:
@@ -1105,20 +1263,56 @@ cdef int _enable_instance_dict() except -1:
     cdef Value probe = _alloc_plain()
     cdef Py_ssize_t off = <char*>&probe._dict - <char*><PyObject*>probe
     (<PyTypeObject*>Value).tp_dictoffset = off
-    # and a __dict__ attribute, so vars(v) and v.__dict__ work
-    _dict_getset.name = "__dict__"
-    _dict_getset.get = <getter>PyObject_GenericGetDict
-    _dict_getset.set = <setter>PyObject_GenericSetDict
-    _dict_getset.doc = "the node's own attributes (label, user data)"
-    _dict_getset.closure = NULL
-    descr = PyDescr_NewGetSet(<PyTypeObject*>Value, &_dict_getset)
-    (<dict><object>(<PyTypeObject*>Value).tp_dict)["__dict__"] = descr
+    # and a __dict__ attribute, so vars(v) and v.__dict__ work: micrograd's
+    # keys (data, grad, _backward, _prev, _op) and the user attributes, a
+    # live view that writes through (fastgrad._vars); attribute access
+    # itself goes through tp_dictoffset, never through this
+    (<dict><object>(<PyTypeObject*>Value).tp_dict)["__dict__"] = property(
+        _vars_get, _vars_set, None,
+        "micrograd's attributes (data, grad, _backward, _prev, _op) and the "
+        "node's own (label, user data), as a live mapping")
     PyType_Modified(<PyTypeObject*>Value)
     return 0
 
-cdef PyGetSetDef _dict_getset
+
+cdef object _ValueVars = None
+
+
+def _own_dict(Value v):
+    """The node's real instance dict (created on first use)."""
+    return PyObject_GenericGetDict(v, NULL)
+
+
+def _vars_get(Value v):
+    global _ValueVars
+    if _ValueVars is None:
+        from fastgrad._vars import ValueVars
+        _ValueVars = ValueVars
+    return _ValueVars(v, _own_dict)
+
+
+def _vars_set(Value v, mapping):
+    _vars_get(v).replace_all(mapping)
+
 
 _enable_instance_dict()
+
+
+cdef int _identity_hash() except -1:
+    # Defining __lt__ & co. gives the type a tp_richcompare, and CPython then
+    # makes a type without its own __hash__ unhashable.  Values hash by
+    # identity, exactly as object (and micrograd's Value) does: optimizer
+    # state is keyed by Values, and a set of Values (``_prev``) iterates in
+    # the same order as micrograd's.
+    cdef PyTypeObject* t = <PyTypeObject*>Value
+    t.tp_hash = PyBaseObject_Type.tp_hash
+    d = <dict><object>t.tp_dict
+    if "__hash__" in d and d["__hash__"] is None:
+        del d["__hash__"]
+    PyType_Modified(t)
+    return 0
+
+_identity_hash()
 
 
 # ---------------------------------------------------------------------------
@@ -1269,27 +1463,36 @@ def _trace_end(list marked):
         fg_tracing_threads -= 1
 
 
+def _is_tracing():
+    """True while compile() traces fn in the calling thread."""
+    return fg_is_tracing()
+
+
 def _untraced_leaves(list roots, set known):
-    """Leaves under ``roots`` neither flagged by the trace nor in ``known``
-    (ids of inputs/parameters): the leaves the caller held before tracing."""
+    """(baked, found): the leaves under ``roots`` neither flagged by the trace
+    nor in ``known`` (ids of inputs/parameters) -- the leaves the caller held
+    before tracing -- and the ids in ``known`` that the graph does use."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t n, i
     cdef Value v
-    cdef list found = []
-    cdef set seen = set()
+    cdef list baked = []
+    cdef set seen = set(), found = set()
     for root in roots:
         n = topo_order(<Value?>root, &order)
         try:
             for i in range(n):
                 v = <Value>order[i]
-                if (v._opcode == OP_LEAF and not (v._flags & FLAG_TRACED)
-                        and id(v) not in known and id(v) not in seen):
+                if v._opcode != OP_LEAF:
+                    continue
+                if id(v) in known:
+                    found.add(id(v))
+                elif not (v._flags & FLAG_TRACED) and id(v) not in seen:
                     seen.add(id(v))
-                    found.append(v)
+                    baked.append(v)
         finally:
             free(order)
             order = NULL
-    return found
+    return baked, found
 
 
 cdef object _data_get(object self, void* closure):
@@ -1577,7 +1780,8 @@ def dot_add(list w, x, Value start not None, bint relu=False):
     if not isinstance(x, (list, tuple)):
         x = list(x)
     if len(x) != n:
-        raise ValueError(f"dot_add: {n} weights but {len(x)} inputs")
+        raise ValueError(f"dot_add: {n} weights but {len(x)} inputs (w and x "
+                         "must have the same length)")
     for i in range(n):
         wi = <Value?>w[i]
         xi = x[i]
@@ -1764,9 +1968,26 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     return n
 
 
+cdef inline void _save_leaf_data(PyObject* leaf) noexcept:
+    """Keep a leaf's data as this backward() sees it in the leaf's spare
+    operand field: the gradient of a constant multiplied with it (``w * 3``,
+    materialised later by ``_prev``) is then micrograd's, computed from these
+    values, even after an optimizer step changed ``w.data``.  Two stores per
+    leaf (callgrind: see the commit message)."""
+    (<Value>leaf)._u.c = (<Value>leaf).data
+    (<Value>leaf)._flags |= FLAG_DATA_SAVED
+
+
 cdef int _backward_from(Value root) except -1:
     cdef PyObject** order = NULL
-    cdef Py_ssize_t n = topo_order(root, &order), i
+    cdef Py_ssize_t n, i
+    if root._flags & FLAG_NO_GRAD:
+        raise RuntimeError(
+            "backward(): this Value was computed with graph recording off "
+            "(inside no_grad() or set_grad_enabled(False)), so it has no graph "
+            "and nothing would receive a gradient; compute it with recording "
+            "on to differentiate it")
+    n = topo_order(root, &order)
     cdef bint has_custom = False
     cdef PyObject* node
     cdef int op
@@ -1784,6 +2005,8 @@ cdef int _backward_from(Value root) except -1:
             op = (<Value>node)._opcode
             if op != OP_LEAF:
                 _apply_pure_rule(node)
+            else:
+                _save_leaf_data(node)
             if (i & _SIGNAL_MASK) == 0 and PyErr_CheckSignals() < 0:
                 free(order)             # Ctrl-C: grads are partial sums
                 return -1
@@ -1796,6 +2019,8 @@ cdef int _backward_from(Value root) except -1:
     try:
         root.grad = 1.0
         for i in range(n - 1, -1, -1):
+            if (<Value>order[i])._opcode == OP_LEAF:
+                _save_leaf_data(order[i])
             _apply_rule(<Value>order[i])
             if (i & _SIGNAL_MASK) == 0 and PyErr_CheckSignals() < 0:
                 return -1               # Ctrl-C: grads are partial sums

@@ -33,6 +33,7 @@ import contextlib
 import math
 import operator
 import numbers
+import sys
 import threading
 from typing import (Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat,
                     Union, cast)
@@ -134,15 +135,92 @@ def _number(x: object) -> Optional[float]:
         return float(x)
     if type(x).__module__ == "numpy" and type(x).__name__ in ("bool", "bool_"):
         return 1.0 if x else 0.0             # numpy.bool_ is not a numbers.Real
+    if _is_array(x):
+        arr: Any = x
+        if arr.ndim == 0 and arr.dtype.kind in "biuf":
+            return float(arr)                # a 0-d array holds one number
     return None
+
+
+def _is_array(x: object) -> bool:
+    """x is a numpy array (numpy is not imported for this: no array exists
+    before it is)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(x, np.ndarray)
 
 
 def _to_float(x: object, where: str) -> float:
     value = _number(x)
     if value is None:
+        if isinstance(x, Value):
+            raise TypeError(
+                f"{where} expects a real number, got a Value ({repr(x)[:60]}); a "
+                "Value cannot hold another Value (micrograd would nest them): "
+                "use the Value itself, or Value(v.data) for a new leaf")
+        if _is_array(x):
+            raise TypeError(
+                f"{where} expects a real number, got a numpy.ndarray of shape "
+                f"{x.shape}; a fastgrad Value holds one float (micrograd's would "  # type: ignore[attr-defined]
+                "hold the whole array): make one Value per element, e.g. "
+                "[Value(float(e)) for e in arr]")
         raise TypeError(f"{where} expects a real number, got "
                         f"{type(x).__name__} ({repr(x)[:60]})")
     return value
+
+
+def _class_name(x: object) -> str:
+    """The class of x by module, as a user would import it."""
+    cls = type(x)
+    if isinstance(x, Value):
+        return "fastgrad.reference.Value"
+    mod = getattr(cls, "__module__", None)
+    if mod == "fastgrad._engine":
+        mod = "fastgrad"           # the compiled engine's public name
+    if mod in (None, "builtins"):
+        return cls.__qualname__
+    return f"{mod}.{cls.__qualname__}"
+
+
+def _foreign_value(x: object) -> bool:
+    # another engine's Value (compiled fastgrad's, micrograd's, a notebook's)
+    try:
+        return (not isinstance(x, Value) and type(x).__name__ == "Value"
+                and hasattr(x, "_prev")
+                and hasattr(x, "grad") and hasattr(x, "data"))
+    except Exception:       # a hostile __getattr__: not ours to judge
+        return False
+
+
+def _unsupported(self: object, other: object, op: str, reflected: bool) -> Any:
+    """NotImplemented for an operand the operators cannot use, except the
+    mistakes a learner makes (an array on the right; another engine's
+    Value), which get a TypeError that says what to do."""
+    left, right = (other, self) if reflected else (self, other)
+    names = f"'{_class_name(left)}' and '{_class_name(right)}'"
+    if _is_array(other):
+        raise TypeError(
+            f"unsupported operand type(s) for {op}: {names}: a fastgrad Value "
+            "holds one float, so it cannot take a whole array as micrograd's "
+            f"Value(data=array) does; write array {op} value instead (numpy "
+            "then gives an object array of Values, one per element) or loop "
+            "over the elements")
+    if _foreign_value(other):
+        raise TypeError(
+            f"unsupported operand type(s) for {op}: {names}: Values of two "
+            "different engines cannot be combined; build both from one class "
+            "(e.g. fastgrad.Value(x.data) makes a fastgrad leaf of x's value)")
+    return NotImplemented
+
+
+def _no_order(other: object, op: str) -> Any:
+    if isinstance(other, Value) or _number(other) is not None:
+        raise TypeError(
+            f"'{op}' is not supported for fastgrad.Value: Values have no order "
+            "(as in micrograd), so max(), min() and sorted() cannot compare "
+            f"them either; compare the numbers (a.data {op} b.data, or "
+            "key=lambda v: v.data) or use fastgrad.maximum(a, b) / "
+            "fastgrad.minimum(a, b), which keep the graph (the max gate)")
+    return NotImplemented
 
 
 def _is_odd_integer(y: float) -> bool:
@@ -330,7 +408,21 @@ def _exponent_label(c: float, written_as_float: bool) -> str:
 # the Value
 # ---------------------------------------------------------------------------
 
-class Value:
+class _Fields:
+    """A reference Value's fields (slots) and its instance dict (user
+    attributes).  ``Value`` derives from it so that its own ``__dict__``
+    attribute can be micrograd's view (fastgrad._vars) while attribute
+    access keeps using the real dict."""
+
+    __slots__ = ("data", "grad", "_children", "_op", "_rule", "__dict__")
+
+
+_own_dict: Callable[[Any], dict[str, Any]] = _Fields.__dict__["__dict__"].__get__
+_FIELDS = ("data", "grad", "_children", "_op", "_rule")
+_NO_GRAD = "no grad"      # _rule of an operation's result with recording off
+
+
+class Value(_Fields):
     """A scalar in a computational graph (pure-Python reference version).
 
     Same constructor, operators and methods as ``fastgrad.Value``.
@@ -366,16 +458,15 @@ class Value:
     (15.0, 8.0)
     """
 
-    # __dict__ lets users attach attributes (and a hand-built node's _backward)
-    __slots__ = ("data", "grad", "_children", "_op", "_rule", "label",
-                 "__dict__")
+    # the fields are _Fields' slots; user attributes (label, a hand-built
+    # node's _backward) go to the instance dict
+    __slots__ = ()
 
-    # numpy scalars on the left of an operator defer to our reflected methods
-    __array_ufunc__ = None
+    #: a name shown by draw_dot; set on a node, it lives in the node's dict
+    label: str = ""
 
     data: float
     grad: float
-    label: str
     _children: tuple["Value", ...]
     _op: str
     _rule: Optional[str]
@@ -395,7 +486,8 @@ class Value:
         self._children = children
         self._op = _op
         self._rule = None       # hand-built nodes have no rule of ours
-        self.label = label
+        if label:
+            self.label = label
 
     @classmethod
     def _node(cls, data: float, children: tuple["Value", ...], op: str,
@@ -404,11 +496,10 @@ class Value:
         out = cls.__new__(cls)
         out.data = data
         out.grad = 0.0
-        out.label = ""
         if not _off_threads or is_grad_enabled():
             out._children, out._op, out._rule = children, op, rule
         else:
-            out._children, out._op, out._rule = (), "", None
+            out._children, out._op, out._rule = (), "", _NO_GRAD
         return out
 
     @property
@@ -418,6 +509,69 @@ class Value:
             # micrograd keeps the exponent of x ** k as a plain number
             return {self._children[0]}
         return set(self._children)
+
+    @_prev.setter
+    def _prev(self, children: Iterable["Value"]) -> None:
+        # a hand-built node (or a leaf) may be relinked, as in micrograd; a
+        # node made by an operation keeps the operands its rule needs
+        kids = tuple(children)
+        if self._rule not in (None, _NO_GRAD):
+            if set(kids) == self._prev:
+                return
+            raise TypeError(
+                f"cannot replace _prev of a node made by an operator (its "
+                f"{self._op!r} op needs its operands); build a node by hand, "
+                "Value(data, children, op) with your own _backward, or use "
+                "Value(v.data) for a leaf cut from the graph")
+        for k in kids:
+            if not isinstance(k, Value):
+                raise TypeError(f"Value._prev must hold Values, got {type(k).__name__}")
+        if self in _topological_order_many(kids):
+            raise ValueError("Value._prev: this Value is an operand (directly or "
+                             "not) of one of the given children; linking them "
+                             "would make a cycle")
+        self._children = kids
+        self._rule = None
+
+    @property
+    def __dict__(self) -> Any:
+        """micrograd's attributes (data, grad, _backward, _prev, _op) and the
+        node's own (label, user data), as a live mapping (fastgrad._vars)."""
+        from fastgrad._vars import ValueVars
+        return ValueVars(self, _own_dict)
+
+    @__dict__.setter
+    def __dict__(self, mapping: Any) -> None:
+        from fastgrad._vars import ValueVars
+        ValueVars(self, _own_dict).replace_all(mapping)
+
+    def __dir__(self) -> list[str]:
+        # object.__dir__ skips __dict__ (not a dict here): add user attributes
+        return list(object.__dir__(self)) + [k for k in _own_dict(self)
+                                             if k != "_custom_op"]
+
+    def __getstate__(self) -> tuple[Optional[dict[str, Any]], dict[str, Any]]:
+        # what pickle's default gives a slotted object with a dict (so older
+        # pickles still load), read from the real dict, not the view
+        own = _own_dict(self)
+        fields = {k: getattr(self, k) for k in _FIELDS if hasattr(self, k)}
+        return (dict(own) if own else None), fields
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 2
+                and isinstance(state[1], dict)
+                and (state[0] is None or isinstance(state[0], dict))):
+            raise TypeError("cannot unpickle a reference Value: malformed state "
+                            f"{repr(state)[:60]}")
+        own, fields = state
+        for k, v in fields.items():
+            if k == "label":          # older pickles: label was a field
+                if v:
+                    _own_dict(self)["label"] = v
+            elif k in _FIELDS:
+                object.__setattr__(self, k, v)
+        if own:
+            _own_dict(self).update(own)
 
     def __repr__(self) -> str:
         return f"Value(data={self.data!r}, grad={self.grad!r})"
@@ -454,39 +608,40 @@ class Value:
     # -- arithmetic ------------------------------------------------------------
 
     def __add__(self, other: Any) -> "Value":
-        other = self._operand(other)
-        return NotImplemented if other is None else self._binary(other, "+")
+        b = self._operand(other)
+        return _unsupported(self, other, "+", False) if b is None else self._binary(b, "+")
 
     def __radd__(self, other: Any) -> "Value":              # other + self
-        other = self._operand(other)
-        return NotImplemented if other is None else self._binary(other, "+")
+        b = self._operand(other)
+        return _unsupported(self, other, "+", True) if b is None else self._binary(b, "+")
 
     def __sub__(self, other: Any) -> "Value":
         if isinstance(other, Value):
             return self._binary(other, "-")
         c = _number(other)
         # a - c is a + (-c), as micrograd builds it
-        return NotImplemented if c is None else self._binary(Value(-c), "+")
+        return (_unsupported(self, other, "-", False) if c is None
+                else self._binary(Value(-c), "+"))
 
     def __rsub__(self, other: Any) -> "Value":              # other - self
-        other = self._operand(other)
-        return NotImplemented if other is None else other._binary(self, "-")
+        a = self._operand(other)
+        return _unsupported(self, other, "-", True) if a is None else a._binary(self, "-")
 
     def __mul__(self, other: Any) -> "Value":
-        other = self._operand(other)
-        return NotImplemented if other is None else self._binary(other, "*")
+        b = self._operand(other)
+        return _unsupported(self, other, "*", False) if b is None else self._binary(b, "*")
 
     def __rmul__(self, other: Any) -> "Value":              # other * self
-        other = self._operand(other)
-        return NotImplemented if other is None else self._binary(other, "*")
+        b = self._operand(other)
+        return _unsupported(self, other, "*", True) if b is None else self._binary(b, "*")
 
     def __truediv__(self, other: Any) -> "Value":
-        other = self._operand(other)
-        return NotImplemented if other is None else self._binary(other, "/")
+        b = self._operand(other)
+        return _unsupported(self, other, "/", False) if b is None else self._binary(b, "/")
 
     def __rtruediv__(self, other: Any) -> "Value":          # other / self
-        other = self._operand(other)
-        return NotImplemented if other is None else other._binary(self, "/")
+        a = self._operand(other)
+        return _unsupported(self, other, "/", True) if a is None else a._binary(self, "/")
 
     def __pow__(self, other: Any, mod: None = None) -> "Value":
         if mod is not None:
@@ -495,7 +650,8 @@ class Value:
             return self._binary(other, "**")
         c = _number(other)
         if c is None:
-            return NotImplemented
+            out: Value = _unsupported(self, other, "**", False)
+            return out
         _check_pow(self.data, c)
         return Value._node(_ieee_pow(self.data, c), (self, Value(c)),
                            _exponent_label(c, isinstance(other, float)), "**c")
@@ -503,14 +659,28 @@ class Value:
     def __rpow__(self, other: Any, mod: None = None) -> "Value":    # other ** self
         if mod is not None:
             return NotImplemented
-        other = self._operand(other)
-        return NotImplemented if other is None else other._binary(self, "**")
+        a = self._operand(other)
+        return _unsupported(self, other, "**", True) if a is None else a._binary(self, "**")
 
     def __neg__(self) -> "Value":                      # self * -1, as micrograd
         return self._binary(Value(-1.0), "*")
 
     def __abs__(self) -> "Value":
         return self.abs()
+
+    # -- comparisons: none, as in micrograd (see fastgrad.Value) -------------
+
+    def __lt__(self, other: Any) -> Any:
+        return _no_order(other, "<")
+
+    def __le__(self, other: Any) -> Any:
+        return _no_order(other, "<=")
+
+    def __gt__(self, other: Any) -> Any:
+        return _no_order(other, ">")
+
+    def __ge__(self, other: Any) -> Any:
+        return _no_order(other, ">=")
 
     # -- functions -------------------------------------------------------------
 
@@ -582,10 +752,28 @@ class Value:
     def backward(self) -> None:
         """Set this node's grad to 1 and accumulate d(self)/d(node) into the
         grad of every node it depends on (nothing is zeroed)."""
+        if self._rule == _NO_GRAD:
+            raise RuntimeError(
+                "backward(): this Value was computed with graph recording off "
+                "(inside no_grad() or set_grad_enabled(False)), so it has no "
+                "graph and nothing would receive a gradient; compute it with "
+                "recording on to differentiate it")
         order = _topological_order(self)
         self.grad = 1.0
         for node in reversed(order):
             node._backward()
+
+
+def _topological_order_many(roots: Iterable[Value]) -> set[Value]:
+    """Every node under any of roots (iteratively)."""
+    seen: set[Value] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node._children)
+    return seen
 
 
 def _topological_order(root: Value) -> list[Value]:
@@ -669,7 +857,8 @@ def dot_add(w: Sequence[Value], x: Iterable[_Operand], start: Value,
     if not isinstance(start, Value):
         raise TypeError(f"dot_add: start must be a Value, got {type(start).__name__}")
     if len(x) != len(w):
-        raise ValueError(f"dot_add: {len(w)} weights but {len(x)} inputs")
+        raise ValueError(f"dot_add: {len(w)} weights but {len(x)} inputs (w and "
+                         "x must have the same length)")
     for xi in x:
         if not isinstance(xi, Value) and _number(xi) is None:
             raise TypeError("dot_add: inputs must be Values or real numbers, "
@@ -834,13 +1023,10 @@ class Neuron(Module, _nn.Neuron):
     ReLUNeuron(3)
     """
 
-    _Value = Value
+    _Value = Value  # type: ignore[assignment]  # this engine's Value
 
-    def _forward(self, x: Any) -> Any:
-        x = list(x)
-        if len(x) != len(self.w):
-            raise ValueError(f"Neuron: {len(self.w)} weights but {len(x)} inputs")
-        act = builtins.sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+    def _forward(self, w: Any, x: Any) -> Any:
+        act = builtins.sum((wi * xi for wi, xi in zip(w, x)), self.b)
         return act.relu() if self.nonlin else act
 
 
