@@ -1,7 +1,10 @@
 """The Value engine (public face of the compiled ``fastgrad._engine``).
 
 ``from fastgrad.engine import Value`` replaces ``from micrograd.engine import
-Value``.
+Value``.  Also here: ``maximum``, ``minimum``, ``sum``, ``logsumexp``,
+``softmax``, ``log_softmax``, ``cross_entropy``, ``no_grad``,
+``is_grad_enabled``, ``set_grad_enabled``, ``zero_grad`` and ``dot_add``
+(import them by name: the star import binds ``Value`` only, as micrograd's).
 """
 import contextlib
 import operator
@@ -14,16 +17,16 @@ from fastgrad._backend import COMPILED
 # pure-Python Value has the same interface.
 if TYPE_CHECKING or COMPILED:
     from fastgrad._engine import (
-        Value,
-        dot_add,
-        is_grad_enabled,
-        logsumexp,
-        maximum,
-        minimum,
-        set_grad_enabled,
-        softmax,
-        sum,
-        zero_grad,
+        Value as Value,
+        dot_add as dot_add,
+        is_grad_enabled as is_grad_enabled,
+        logsumexp as logsumexp,
+        maximum as maximum,
+        minimum as minimum,
+        set_grad_enabled as set_grad_enabled,
+        softmax as softmax,
+        sum as sum,
+        zero_grad as zero_grad,
     )
 else:  # the pure-Python build (see fastgrad._backend)
     from fastgrad.reference import (
@@ -39,11 +42,11 @@ else:  # the pure-Python build (see fastgrad._backend)
         zero_grad,
     )
 
-__all__ = [
-    "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
-    "set_grad_enabled", "zero_grad", "dot_add",
-    "sum", "logsumexp", "softmax", "log_softmax", "cross_entropy",
-]
+# ``from fastgrad.engine import *`` binds what ``from micrograd.engine import
+# *`` does: Value only (a notebook's own ``zero_grad`` or ``maximum`` defined
+# before it is not replaced, and the builtin ``sum`` is not shadowed).  The
+# other public names are imported by name, or from ``fastgrad``.
+__all__ = ["Value"]
 
 _Operand = Union[Value, float]
 

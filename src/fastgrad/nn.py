@@ -2,18 +2,24 @@
 
 Same classes, constructors, reprs and weight initialisation as
 ``micrograd.nn`` (weights from ``random.uniform(-1, 1)`` drawn in the same
-order, biases 0), so ``random.seed(s)`` gives the same model in both.  One
-fix: a width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
+order, biases 0), so ``random.seed(s)`` gives the same model in both, and the
+same call semantics: a Neuron pairs its weights with the inputs as
+``zip(self.w, x)`` does (``Neuron(3)`` on 2 inputs uses 2 pairs).  One fix: a
+width-1 hidden layer works (``MLP(2, [16, 1, 1])``); micrograd's fails.
+``from fastgrad.nn import *`` binds what ``from micrograd.nn import *`` does:
+``random``, ``Value``, ``Module``, ``Neuron``, ``Layer`` and ``MLP``.
 """
+import itertools
+import operator
 import random
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 from fastgrad._backend import COMPILED
 
 # Type checkers see the compiled engine (its .pyi stub) whatever the build: the
 # pure-Python Value has the same interface.
 if TYPE_CHECKING or COMPILED:
-    from fastgrad._engine import Value, dot_add, zero_grad as _zero_grad
+    from fastgrad._engine import Value, _is_tracing, dot_add, zero_grad as _zero_grad
 else:
     # The pure-Python build: fastgrad.reference binds its engine here
     # (_use_engine) when it is imported, which fastgrad.engine does before
@@ -21,10 +27,30 @@ else:
     # nn does not import reference: reference's own nn subclasses these classes.
     Value = dot_add = _zero_grad = None
 
-# what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
-_Inputs = Union[Value, Sequence[Union[Value, float]]]
+    def _is_tracing() -> bool:        # compile() needs the compiled build
+        return False
 
-__all__ = ["Module", "Neuron", "Layer", "MLP"]
+# what a layer accepts: Values or plain numbers (a width-1 layer's output is a bare Value)
+_Inputs = Union[Value, Iterable[Union[Value, float]]]
+
+# micrograd.nn has no __all__: its star-import binds its public names, the
+# modules it imports included
+__all__ = ["random", "Value", "Module", "Neuron", "Layer", "MLP"]
+
+
+def _count(n: Any, what: str, cls: str) -> int:
+    # micrograd passes it to range(): any int-like (a numpy int too); a bool
+    # or a negative count is a mistake we name (micrograd builds nothing)
+    if isinstance(n, bool):
+        raise ValueError(f"{cls}: {what} must be a non-negative int, got {n!r}")
+    try:
+        k = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{cls}: {what} must be an int, got "
+                        f"{type(n).__name__}") from None
+    if k < 0:
+        raise ValueError(f"{cls}: {what} must be a non-negative int, got {n!r}")
+    return k
 
 
 class Module:
@@ -64,20 +90,43 @@ class Neuron(Module):
     _Value: "type[Any]" = Value
 
     def __init__(self, nin: int, nonlin: bool = True) -> None:
-        if isinstance(nin, bool) or not isinstance(nin, int) or nin < 1:
-            raise ValueError(f"Neuron: nin must be a positive int, got {nin!r}")
+        nin = _count(nin, "nin", "Neuron")
         self.w: list[Value] = [self._Value(random.uniform(-1, 1)) for _ in range(nin)]
         self.b: Value = self._Value(0)
         self.nonlin = nonlin
 
     def __call__(self, x: _Inputs) -> Value:
-        if isinstance(x, self._Value):
-            x = [cast(Value, x)]          # the output of a width-1 layer
-        return self._forward(cast("Sequence[Union[Value, float]]", x))
+        if not isinstance(x, (list, tuple)):
+            x = self._inputs(x)
+        if len(x) != len(self.w):
+            return self._zip_call(x)
+        return self._forward(self.w, x)
 
-    def _forward(self, x: Sequence[Union[Value, float]]) -> Value:
+    def _inputs(self, x: Any) -> Sequence[Union[Value, float]]:
+        if isinstance(x, self._Value):
+            return [x]                    # the output of a width-1 layer
+        if hasattr(x, "__len__") and hasattr(x, "__getitem__"):
+            return list(x)                # a numpy array, a range...
+        # an iterator: zip(self.w, x) takes at most len(self.w) items of it
+        return list(itertools.islice(x, len(self.w)))
+
+    def _zip_call(self, x: Sequence[Union[Value, float]]) -> Value:
+        n = len(self.w)
+        if _is_tracing():
+            # compile() records this call once for every later replay: a
+            # silently dropped input or weight would be baked into it
+            raise ValueError(
+                f"{self!r} expects {n} input{'s' if n != 1 else ''}, got "
+                f"{len(x)} (while compile() traced it: eager calls pair them "
+                "as micrograd's zip(self.w, x) does, but a compiled model must "
+                "be given exactly its inputs)")
+        # micrograd: sum((wi*xi for wi, xi in zip(self.w, x)), self.b)
+        m = min(n, len(x))
+        return self._forward(self.w[:m], x[:m])
+
+    def _forward(self, w: list[Value], x: Sequence[Union[Value, float]]) -> Value:
         # b + w0*x0 + w1*x1 + ... (then relu), the graph micrograd builds
-        return dot_add(self.w, x, self.b, self.nonlin)
+        return dot_add(w, x, self.b, self.nonlin)
 
     def parameters(self) -> list[Value]:
         return self.w + [self.b]
@@ -96,8 +145,7 @@ class Layer(Module):
     _Neuron = Neuron
 
     def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
-        if isinstance(nout, bool) or not isinstance(nout, int) or nout < 1:
-            raise ValueError(f"Layer: nout must be a positive int, got {nout!r}")
+        nout = _count(nout, "nout", "Layer")
         self.neurons = [self._Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x: _Inputs) -> Any:
@@ -135,8 +183,6 @@ class MLP(Module):
 
     def __init__(self, nin: int, nouts: Iterable[int]) -> None:
         nouts = list(nouts)
-        if not nouts:
-            raise ValueError("MLP: nouts must name at least one layer")
         sz = [nin] + nouts
         self.layers = [self._Layer(sz[i], sz[i + 1], nonlin=i != len(nouts) - 1)
                        for i in range(len(nouts))]
