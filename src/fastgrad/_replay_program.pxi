@@ -578,11 +578,19 @@ cdef class Program:
                                  f"rows: {[m.shape[0] for m in mats]}")
             cols += m.shape[1]
         if cols != self.n_inputs:
-            shapes = [m.shape for m in mats]
+            # the shapes the caller passed (a 1-D array was read as a column)
+            shapes = [np.shape(a) for a in inputs] if isinstance(inputs, tuple) \
+                else [np.shape(inputs)]
+            hint = ""
+            if len(shapes) == 1 and len(shapes[0]) == 1 and self.n_inputs > 1:
+                hint = (f"; a 1-D array is read as one column of {shapes[0][0]} "
+                        "rows: for one sample of "
+                        f"{self.n_inputs} inputs pass x.reshape(1, -1) (or use "
+                        "forward(x))")
             raise ValueError(f"{where}: expected {self.n_inputs} input columns "
                              f"(shape (batch, {self.n_inputs})), got {cols} "
                              f"(shape{'s' if len(mats) > 1 else ''} "
-                             f"{shapes if len(mats) > 1 else shapes[0]})")
+                             f"{shapes if len(mats) > 1 else shapes[0]}){hint}")
         if B == 0:
             raise ValueError(f"{where}: empty batch (0 rows)")
         return mats

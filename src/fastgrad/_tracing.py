@@ -2,26 +2,33 @@
 
 While ``compile`` runs ``fn`` (and ``penalty``), the compiled engine marks
 every Value of the trace with a flag bit and counts the tracing thread; the
-``.data`` getter of a marked Value calls :func:`warn_data_read`.  Outside a
-trace the getter tests one global counter: eager code pays nothing else.
+``.data`` getter of a marked Value calls :func:`warn_data_read`, which notes
+the read in the current compile call's :class:`TraceLog`.  Outside a trace
+the getter tests one global counter: eager code pays nothing else.
 
-Categories (all :class:`TracerWarning`, one class, so one filter controls
-them):
+When the trace is done, ``compile`` calls :func:`report`, which issues **at
+most one** :class:`TracerWarning` per ``compile`` call, summarising:
 
-* **data read**: ``fn`` read ``.data`` of a traced Value (an input, a
+* **data reads**: ``fn`` read ``.data`` of a traced Value (an input, a
   parameter or a node built from them) -- a Python ``if``, loop count,
   ``float`` or comparison on it is evaluated once, at trace time, and its
-  outcome is frozen into the Program;
-* **baked-in leaf**: the traced graph uses a leaf Value that is neither an
-  input nor one of ``params`` and that existed before the trace (so you
-  hold it: a global, a closure variable, an attribute).  Its current
-  ``.data`` is copied into the Program as a constant; later changes to it
-  are not seen.  Pass it in ``params`` if it should be read at every replay.
+  outcome is frozen into the Program (the first reads are listed with the
+  line that made them);
+* **baked-in leaves**: the traced graph uses leaf Values that are neither
+  inputs nor in ``params`` and that existed before the trace (so you hold
+  them: a global, a closure variable, a model you forgot to pass).  Their
+  current ``.data`` is copied into the Program as constants; later changes
+  are not seen.  Pass them in ``params`` to read them at every replay;
+* **unused inputs**: ``fn`` does not use some of its ``n_inputs`` inputs;
+  they are accepted, and their gradient is 0.
 """
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Optional
 
 from fastgrad.engine import Value
 
@@ -30,14 +37,18 @@ from fastgrad.engine import Value
 
 __all__ = ["TracerWarning"]
 
+# how many examples a summary lists of each kind
+_SHOWN = 3
+
 
 class TracerWarning(UserWarning):
     """Something ``fastgrad.compile`` froze at trace time (see the module
-    docs: a ``.data`` read of a traced Value, or a leaf baked in as a
-    constant).
+    docs: ``.data`` reads of traced Values, leaves baked in as constants,
+    inputs ``fn`` does not use).  One warning per ``compile`` call sums them
+    up.
 
-    ``warnings.simplefilter("error", fastgrad.TracerWarning)`` turns them
-    into errors.
+    ``warnings.simplefilter("error", fastgrad.TracerWarning)`` turns it into
+    an error.
 
     Examples
     --------
@@ -53,12 +64,28 @@ class TracerWarning(UserWarning):
     """
 
 
-_names = threading.local()       # per tracing thread: id(Value) -> description
+class TraceLog:
+    """What one ``compile`` call saw while tracing (filled by the hooks)."""
+
+    def __init__(self) -> None:
+        self.n_reads = 0
+        # (description, value now, "file:line") of the first distinct reads
+        self.reads: list[tuple[str, float, str]] = []
+        self._described: set[str] = set()
+
+    def add_read(self, what: str, value: float, where: str) -> None:
+        self.n_reads += 1
+        if what not in self._described and len(self.reads) < _SHOWN:
+            self._described.add(what)
+            self.reads.append((what, value, where))
+
+
+_names = threading.local()       # per tracing thread: stack of (names, log)
 
 
 def _describe(v: Value) -> str:
-    stack: list[dict[int, str]] = getattr(_names, "stack", [])
-    for names in reversed(stack):
+    stack: list[tuple[dict[int, str], TraceLog]] = getattr(_names, "stack", [])
+    for names, _ in reversed(stack):
         if id(v) in names:
             return names[id(v)]
     label = getattr(v, "label", "")
@@ -67,19 +94,25 @@ def _describe(v: Value) -> str:
 
 
 def warn_data_read(v: Value, value: float) -> None:
-    """Called by the compiled ``.data`` getter for a traced Value."""
-    warnings.warn(
-        f"compile: fn read .data of {_describe(v)} while tracing (value "
-        f"{value!r} now); Python code that uses it (an if, "
-        "a loop count, float(), a comparison) runs once, at trace time, and "
-        "its outcome is frozen into the Program; use Value operations "
-        "(relu, maximum, ...) to branch inside the graph",
-        TracerWarning, stacklevel=2)
+    """Called by the compiled ``.data`` getter for a traced Value: note the
+    read (with the line that made it) for the compile call's summary."""
+    stack: list[tuple[dict[int, str], TraceLog]] = getattr(_names, "stack", [])
+    frame = sys._getframe(1)          # the code that read .data
+    where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    if stack:
+        stack[-1][1].add_read(_describe(v), value, where)
+        return
+    warnings.warn(f"compile: fn read .data of {_describe(v)} while tracing "
+                  f"(at {where})", TracerWarning, stacklevel=2)
 
 
 @contextmanager
-def tracing(inputs: Sequence[Value], params: Sequence[Value]) -> Iterator[None]:
-    """Mark the calling thread as tracing and the given Values as traced."""
+def tracing(inputs: Sequence[Value], params: Sequence[Value],
+            log: Optional[TraceLog] = None) -> Iterator[TraceLog]:
+    """Mark the calling thread as tracing and the given Values as traced;
+    ``.data`` reads are noted in ``log`` (a new one if not given)."""
+    if log is None:
+        log = TraceLog()
     names: dict[int, str] = {}
     for i, v in enumerate(inputs):
         names[id(v)] = f"input {i}"
@@ -89,30 +122,70 @@ def tracing(inputs: Sequence[Value], params: Sequence[Value]) -> Iterator[None]:
             names.setdefault(id(p), f"parameter {i}" + (
                 f" ({label!r})" if isinstance(label, str) and label else ""))
     stack = _names.__dict__.setdefault("stack", [])
-    stack.append(names)
+    stack.append((names, log))
     from fastgrad import _engine
     marked = _engine._trace_begin(list(inputs) + [p for p in params
                                                   if isinstance(p, Value)],
                                   warn_data_read)
     try:
-        yield
+        yield log
     finally:
         _engine._trace_end(marked)
         stack.pop()
 
 
-def warn_baked_leaves(outputs: Sequence[Value], inputs: Sequence[Value],
-                      params: Sequence[Value]) -> None:
-    """Warn about each leaf of the traced graph that is neither an input nor
-    a parameter and was not made during the trace (the caller holds it)."""
+def _leaf_text(leaf: Value) -> str:
+    label = getattr(leaf, "label", "")
+    name = f"{label!r} " if isinstance(label, str) and label else ""
+    return f"{name}(data={leaf.data!r})"    # compile() has ended: no hook
+
+
+def report(log: TraceLog, outputs: Sequence[Value], inputs: Sequence[Value],
+           params: Sequence[Value]) -> list[int]:
+    """Issue the compile call's one TracerWarning (if anything was frozen);
+    return the indices of the inputs the graph does not use."""
     from fastgrad import _engine
     known = {id(v) for v in inputs} | {id(p) for p in params}
-    for leaf in _engine._untraced_leaves(list(outputs), known):
-        label = getattr(leaf, "label", "")
-        name = f" {label!r}" if isinstance(label, str) and label else ""
-        warnings.warn(
-            f"compile: the leaf Value{name} (data={leaf.data!r}) is neither an "
-            "input nor in params; its current value is baked into the Program "
-            "as a constant and later changes to it are not seen (pass it in "
-            "params to read it at every replay)",
-            TracerWarning, stacklevel=3)
+    baked, found = _engine._untraced_leaves(list(outputs), known)
+    unused = [i for i, v in enumerate(inputs) if id(v) not in found]
+    parts = []
+    if log.n_reads:
+        shown = ", ".join(f"{what} (value {value!r}, at {where})"
+                          for what, value, where in log.reads)
+        more = log.n_reads - len(log.reads)
+        parts.append(
+            f"fn read .data of {shown}"
+            + (f" and {more} more time{'s' if more != 1 else ''}" if more > 0 else "")
+            + " while tracing. Python code that uses such a number (an if, a loop count, "
+            "float(), a comparison) ran once, at trace time, and its outcome "
+            "is frozen into the Program; use Value operations (relu, "
+            "maximum, ...) to branch inside the graph")
+    if baked:
+        n = len(baked)
+        if n == 1:
+            parts.append(
+                f"the leaf Value {_leaf_text(baked[0])} is neither an input nor "
+                "in params: its current value is baked into the Program as a "
+                "constant and later changes to it are not seen; pass it in "
+                "params to read it at every replay")
+        else:
+            listed = ", ".join(_leaf_text(leaf) for leaf in baked[:_SHOWN])
+            others = f" and {n - _SHOWN} more" if n > _SHOWN else ""
+            parts.append(
+                f"{n} leaf Values ({listed}{others}) are neither inputs nor in "
+                "params: their current values are baked into the Program as "
+                "constants and later changes to them are not seen; pass them "
+                "in params to read them at every replay"
+                + (" (params=model.parameters()?)" if n > _SHOWN else ""))
+    if unused:
+        n = len(unused)
+        parts.append(
+            f"input{'s' if n != 1 else ''} {unused} of {len(inputs)} "
+            f"{'are' if n != 1 else 'is'} not used by fn: "
+            f"{'their' if n != 1 else 'its'} gradient is 0")
+    if len(parts) == 1:
+        warnings.warn("compile: " + parts[0], TracerWarning, stacklevel=3)
+    elif parts:
+        warnings.warn("compile: what fn did at trace time:\n  - "
+                      + "\n  - ".join(parts), TracerWarning, stacklevel=3)
+    return unused

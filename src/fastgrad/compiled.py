@@ -22,8 +22,10 @@ number of loop iterations are frozen at trace time.  Operations that branch
 *inside* the graph (``relu``, ``maximum``, ``abs`` ...) are re-evaluated at
 every replay.  Replays do not check domain errors: a division by zero or the
 log of a negative number gives inf/nan (IEEE), where eager mode raises.
-``compile`` warns (:class:`fastgrad.TracerWarning`) when ``fn`` reads ``.data``
-of a traced Value or the graph uses a leaf you hold that is not in ``params``.
+``compile`` warns, once per call (:class:`fastgrad.TracerWarning`), when ``fn``
+reads ``.data`` of a traced Value, when the graph uses a leaf you hold that is
+not in ``params``, or when ``fn`` does not use some of its inputs (their
+gradient is 0).
 """
 import gc
 import operator
@@ -69,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
-           penalty: Optional[Value]) -> "Program":
+           penalty: Optional[Value], allow_unused: bool = False) -> "Program":
     require_compiled("fastgrad.compile (compiled graph replay)")
     from fastgrad._replay import build
     # Recording allocates a few short-lived Python objects per instruction,
@@ -79,7 +81,7 @@ def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
     enabled = gc.isenabled()
     gc.disable()
     try:
-        prog = build(outputs, inputs, params, penalty)
+        prog = build(outputs, inputs, params, penalty, allow_unused)
     finally:
         if enabled:
             gc.enable()
@@ -149,7 +151,8 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
         reduced).  It may use the parameter Values directly (e.g. call a
         model).
     n_inputs : int
-        Number of per-sample inputs.
+        Number of per-sample inputs.  ``fn`` need not use all of them: an
+        unused input gets gradient 0 (and the one TracerWarning says so).
     params : iterable of Value
         The parameters (e.g. ``model.parameters()``).
     penalty : callable, optional
@@ -201,7 +204,7 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
         raise ValueError(f"compile: example has {len(example)} values, expected "
                          f"n_inputs={n_inputs}")
     inputs = [Value(v) for v in example]
-    with _tracing.tracing(inputs, params):  # TracerWarning on .data reads
+    with _tracing.tracing(inputs, params) as log:  # notes .data reads
         outs = fn(inputs)
     if isinstance(outs, Value):
         outs = [outs]
@@ -212,15 +215,18 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
                         f"got {type(outs).__name__}")
     pen: Optional[Value] = None
     if penalty is not None:
-        with _tracing.tracing(inputs, params):
+        with _tracing.tracing(inputs, params, log):
             pen_out = penalty(params)
         if not isinstance(pen_out, Value):
             raise TypeError("compile: penalty(params) must return a Value, got "
                             f"{type(pen_out).__name__}")
         pen = pen_out
-    _tracing.warn_baked_leaves([v for v in outs + [pen] if isinstance(v, Value)],
-                               inputs, params)
-    return _build(outs, inputs, params, pen)
+    prog = _build(outs, inputs, params, pen, allow_unused=True)
+    # one TracerWarning for all that the trace froze (.data reads, leaves
+    # baked in as constants, inputs fn does not use), after a good build
+    _tracing.report(log, [v for v in outs + [pen] if isinstance(v, Value)],
+                    inputs, params)
+    return prog
 
 
 def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
