@@ -26,7 +26,8 @@ DOCUMENTED = {
     "fastgrad.engine": ["Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
                         "set_grad_enabled", "zero_grad", "dot_add", "sum", "logsumexp",
                         "softmax", "log_softmax", "cross_entropy"],
-    "fastgrad.nn": ["Module", "Neuron", "Layer", "MLP"],
+    # random and Value: micrograd.nn's star import binds them (issue 22)
+    "fastgrad.nn": ["Module", "Neuron", "Layer", "MLP", "random", "Value"],
     "fastgrad.optim": ["Optimizer", "SGD", "Adam", "lr_sweep", "LRSweepResult"],
     "fastgrad.numgrad": ["num_grad", "gradcheck", "GradcheckError"],
     "fastgrad.data": ["iterate_minibatches", "sample_batch", "MiniBatches"],
