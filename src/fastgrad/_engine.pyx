@@ -1278,8 +1278,12 @@ cdef int _enable_instance_dict() except -1:
 cdef object _ValueVars = None
 
 
-def _own_dict(Value v):
-    """The node's real instance dict (created on first use)."""
+def _own_dict(Value v, bint create):
+    """The node's real instance dict; without ``create`` a node that has
+    none gets none (a node with a dict makes backward() take its slower,
+    user-code-aware path)."""
+    if v._dict == NULL and not create:
+        return {}
     return PyObject_GenericGetDict(v, NULL)
 
 
@@ -1470,8 +1474,9 @@ def _is_tracing():
 
 def _untraced_leaves(list roots, set known):
     """(baked, found): the leaves under ``roots`` neither flagged by the trace
-    nor in ``known`` (ids of inputs/parameters) -- the leaves the caller held
-    before tracing -- and the ids in ``known`` that the graph does use."""
+    nor in ``known`` (ids) -- the leaves the caller held before tracing --
+    and the ids in ``known`` that the graph does use.  Called while tracing
+    (inputs and parameters flagged), ``known`` need only hold the inputs."""
     cdef PyObject** order = NULL
     cdef Py_ssize_t n, i
     cdef Value v
@@ -1484,11 +1489,12 @@ def _untraced_leaves(list roots, set known):
                 v = <Value>order[i]
                 if v._opcode != OP_LEAF:
                     continue
-                if id(v) in known:
+                if not (v._flags & FLAG_TRACED):
+                    if id(v) not in known and id(v) not in seen:
+                        seen.add(id(v))
+                        baked.append(v)
+                elif known and id(v) in known:
                     found.add(id(v))
-                elif not (v._flags & FLAG_TRACED) and id(v) not in seen:
-                    seen.add(id(v))
-                    baked.append(v)
         finally:
             free(order)
             order = NULL

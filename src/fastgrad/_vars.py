@@ -32,8 +32,10 @@ class ValueVars(MutableMapping[str, Any]):
     value : Value
         The node.
     own_dict : callable
-        ``own_dict(value)`` returns the node's real instance dict (user
-        attributes), created if needed.
+        ``own_dict(value, create)`` returns the node's real instance dict
+        (user attributes); with ``create`` False it may return a new empty
+        dict instead of giving the node one (the compiled engine's backward
+        takes a slower path for nodes that have a dict).
 
     Examples
     --------
@@ -51,12 +53,12 @@ class ValueVars(MutableMapping[str, Any]):
 
     __slots__ = ("_value", "_own_dict")
 
-    def __init__(self, value: Any, own_dict: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(self, value: Any, own_dict: Callable[[Any, bool], dict[str, Any]]) -> None:
         self._value = value
         self._own_dict = own_dict
 
-    def _user(self) -> dict[str, Any]:
-        return self._own_dict(self._value)
+    def _user(self, create: bool = False) -> dict[str, Any]:
+        return self._own_dict(self._value, create)
 
     def __getitem__(self, key: str) -> Any:
         if key in ENGINE_KEYS:
@@ -69,7 +71,7 @@ class ValueVars(MutableMapping[str, Any]):
         if key in ENGINE_KEYS:
             setattr(self._value, key, item)
         else:
-            self._user()[key] = item
+            self._user(True)[key] = item
 
     def __delitem__(self, key: str) -> None:
         if key == "_backward":
@@ -111,7 +113,7 @@ class ValueVars(MutableMapping[str, Any]):
         """``v.__dict__ = mapping``: user attributes become those of
         ``mapping``; its engine keys are assigned to the node."""
         items = dict(mapping)
-        user = self._user()
+        user = self._user(True)
         keep = {k: user[k] for k in _HIDDEN if k in user and k != "_backward"}
         user.clear()
         user.update(keep)

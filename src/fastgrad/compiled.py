@@ -204,28 +204,29 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
         raise ValueError(f"compile: example has {len(example)} values, expected "
                          f"n_inputs={n_inputs}")
     inputs = [Value(v) for v in example]
+    pen: Optional[Value] = None
     with _tracing.tracing(inputs, params) as log:  # notes .data reads
         outs = fn(inputs)
-    if isinstance(outs, Value):
-        outs = [outs]
-    elif isinstance(outs, (list, tuple)):
-        outs = list(outs)
-    else:
-        raise TypeError("compile: fn must return a Value or a list of Values, "
-                        f"got {type(outs).__name__}")
-    pen: Optional[Value] = None
-    if penalty is not None:
-        with _tracing.tracing(inputs, params, log):
+        if isinstance(outs, Value):
+            outs = [outs]
+        elif isinstance(outs, (list, tuple)):
+            outs = list(outs)
+        else:
+            raise TypeError("compile: fn must return a Value or a list of Values, "
+                            f"got {type(outs).__name__}")
+        if penalty is not None:
             pen_out = penalty(params)
-        if not isinstance(pen_out, Value):
-            raise TypeError("compile: penalty(params) must return a Value, got "
-                            f"{type(pen_out).__name__}")
-        pen = pen_out
+            if not isinstance(pen_out, Value):
+                raise TypeError("compile: penalty(params) must return a Value, got "
+                                f"{type(pen_out).__name__}")
+            pen = pen_out
+        # while the trace flags are set: baked-in leaves, unused inputs
+        _tracing.inspect_graph(log, [v for v in outs + [pen] if isinstance(v, Value)],
+                               inputs)
     prog = _build(outs, inputs, params, pen, allow_unused=True)
     # one TracerWarning for all that the trace froze (.data reads, leaves
     # baked in as constants, inputs fn does not use), after a good build
-    _tracing.report(log, [v for v in outs + [pen] if isinstance(v, Value)],
-                    inputs, params)
+    _tracing.report(log)
     return prog
 
 

@@ -417,7 +417,13 @@ class _Fields:
     __slots__ = ("data", "grad", "_children", "_op", "_rule", "__dict__")
 
 
-_own_dict: Callable[[Any], dict[str, Any]] = _Fields.__dict__["__dict__"].__get__
+_real_dict: Callable[[Any], dict[str, Any]] = _Fields.__dict__["__dict__"].__get__
+
+
+def _own_dict(value: Any, create: bool = True) -> dict[str, Any]:
+    """A reference Value's real instance dict (what ValueVars reads)."""
+    return _real_dict(value)
+
 _FIELDS = ("data", "grad", "_children", "_op", "_rule")
 _NO_GRAD = "no grad"      # _rule of an operation's result with recording off
 
