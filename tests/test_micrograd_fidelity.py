@@ -134,6 +134,8 @@ def test_constant_of_a_one_node_op_uses_the_backward_time_operand(make, d_dc):
     assert const.grad == pytest.approx(d_dc(1.5), rel=1e-15)
 
 
+@pytest.mark.compiled_only("the compiled engine's lazily materialised constants "
+                           "(fastgrad.reference makes a leaf at once, as micrograd)")
 def test_constant_gradient_with_the_operand_in_two_graphs():
     # the leaf keeps its data as the *last* backward() saw it: a graph drawn
     # after a newer graph's backward() and update differs from micrograd
@@ -150,6 +152,24 @@ def test_constant_gradient_with_the_operand_in_two_graphs():
     ours, theirs = run(Value), run(mge.Value)
     assert ours[1] == theirs[1] == [5.0]
     assert theirs[0] == [2.0] and ours[0] == [5.0]
+
+
+@pytest.mark.compiled_only("the compiled engine's lazily materialised constants")
+def test_constant_gradient_after_two_backward_passes_without_zeroing():
+    # documented: micrograd adds x * (node grad so far) per pass; a constant
+    # first read after both passes gets x * (summed node grad).  Reading
+    # _prev before the passes (a drawing does) gives micrograd's number.
+    def run(V, read_first):
+        w = V(2.0)
+        h = w * 3.0
+        y = h * h
+        if read_first:
+            h._prev
+        y.backward()
+        y.backward()
+        return [v.grad for v in h._prev if v is not w]
+    assert run(mge.Value, False) == run(Value, True) == [2.0 * 12.0 + 2.0 * 24.0]
+    assert run(Value, False) == [2.0 * 24.0]
 
 
 # ---------------------------------------------------------------------------
@@ -515,6 +535,110 @@ def test_hand_written_adam_with_state_keyed_by_values(V, nn):
     ours = adam(V, lambda: nn.MLP(2, [4, 1]), 4)
     theirs = adam(mge.Value, lambda: mgnn.MLP(2, [4, 1]), 4)
     assert ours == theirs
+
+
+def user_exp_log(V):
+    """exp and log as a notebook adds them to micrograd's Value."""
+
+    def exp(self):
+        out = V(math.exp(self.data), (self,), "exp")
+
+        def _backward():
+            self.grad += out.data * out.grad
+        out._backward = _backward
+        return out
+
+    def log(self):
+        out = V(math.log(self.data), (self,), "log")
+
+        def _backward():
+            self.grad += (1 / self.data) * out.grad
+        out._backward = _backward
+        return out
+
+    return exp, log
+
+
+def cross_entropy_training(V, nn, divide):
+    """Softmax cross-entropy from the user's exp/log, 2 classes, 2 samples a
+    step (so each gradient is a sum of <= 2 terms: bits cannot depend on
+    micrograd's summation order), hand-written SGD."""
+    random.seed(11)
+    model = nn.MLP(2, [4, 2])
+    data = [([0.5, -1.2], 0), ([-0.3, 0.8], 1)]
+    losses = []
+    for _ in range(3):
+        loss = V(0.0)
+        for x, label in data:
+            logits = model(x)
+            es = [z.exp() for z in logits]
+            total = es[0] + es[1]
+            p = es[label] / total if divide else es[label] * total ** -1
+            loss = loss + -p.log()
+        model.zero_grad()
+        loss.backward()
+        for q in model.parameters():
+            q.data -= 0.1 * q.grad
+        losses.append(loss.data)
+    return [bits(v) for v in losses + [q.data for q in model.parameters()]]
+
+
+@pytest.mark.parametrize("V, nn", NN)
+def test_cross_entropy_from_user_exp_and_log(V, nn, monkeypatch):
+    for W in (V, mge.Value):
+        exp, log = user_exp_log(W)
+        monkeypatch.setattr(W, "exp", exp, raising=False)
+        monkeypatch.setattr(W, "log", log, raising=False)
+    # written as micrograd divides: the same bits
+    assert cross_entropy_training(V, nn, False) == cross_entropy_training(mge.Value, mgnn, False)
+    # written with "/": one rounding instead of micrograd's two (documented)
+    ours = [struct.unpack("<d", b)[0] for b in cross_entropy_training(V, nn, True)]
+    theirs = [struct.unpack("<d", b)[0] for b in cross_entropy_training(mge.Value, mgnn, True)]
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("V, nn", NN)
+def test_saved_model_reload(V, nn, tmp_path):
+    # micrograd cannot pickle its MLP (a lambda per Value): real code saves
+    # the numbers and loads them into a fresh model; fastgrad's MLP pickles too
+    def save_and_reload(nn_, W):
+        random.seed(21)
+        model = nn_.MLP(3, [4, 4, 1])
+        path = tmp_path / f"weights-{W.__module__}.pkl"
+        with open(path, "wb") as f:
+            pickle.dump([p.data for p in model.parameters()], f)
+        random.seed(99)
+        fresh = nn_.MLP(3, [4, 4, 1])
+        with open(path, "rb") as f:
+            for p, d in zip(fresh.parameters(), pickle.load(f)):
+                p.data = d
+        return fresh, [bits(fresh([W(0.1), W(-0.4), W(2.0)]).data)]
+    fresh, ours = save_and_reload(nn, V)
+    _, theirs = save_and_reload(mgnn, mge.Value)
+    assert ours == theirs
+    clone = pickle.loads(pickle.dumps(fresh))
+    assert [bits(clone([0.1, -0.4, 2.0]).data)] == ours
+    assert repr(clone) == repr(fresh)
+    with pytest.raises(Exception):
+        pickle.dumps(mgnn.MLP(2, [1]))
+
+
+def test_torch_comparison_by_exact_equality():
+    # micrograd's own test file, as users copy it: == on floats
+    torch = pytest.importorskip("torch")
+    x = Value(-4.0)
+    z = 2 * x + 2 + x
+    q = z.relu() + z * x
+    h = (z * z).relu()
+    y = h + q + q * x
+    y.backward()
+    xt = torch.tensor([-4.0], dtype=torch.double, requires_grad=True)
+    zt = 2 * xt + 2 + xt
+    qt = zt.relu() + zt * xt
+    ht = (zt * zt).relu()
+    yt = ht + qt + qt * xt
+    yt.backward()
+    assert y.data == yt.data.item() and x.grad == xt.grad.item()
 
 
 @pytest.mark.compiled_only("compile() tracing")

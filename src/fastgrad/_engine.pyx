@@ -53,7 +53,6 @@ cdef extern from "Python.h":
         void* closure
     object PyDescr_NewGetSet(PyTypeObject*, PyGetSetDef*)
     object PyObject_GenericGetDict(object, void*)
-    int PyObject_GenericSetDict(object, object, void*) except -1
 
 cdef extern from *:
     """
@@ -252,8 +251,9 @@ cdef int _as_number(object x, double* out) except -1:
     """Store float(x) in out[0] and return 1 if x is a real number, else 0.
 
     Accepted: int, float, bool, numpy integer/float/bool scalars and 0-d
-    arrays, and other numbers.Real (Fraction, ...).  Rejected (returns 0): complex, str, None,
-    arrays, anything else, so operators can return NotImplemented.
+    arrays, and other numbers.Real (Fraction, ...).  Rejected (returns 0):
+    complex, str, None, other arrays, anything else, so operators can return
+    NotImplemented.
     """
     global _np_bool
     if PyFloat_Check(x):
