@@ -470,6 +470,26 @@ def test_backward_through_a_no_grad_result_is_a_clear_error(V):
     assert w.grad == 7.0
 
 
+@pytest.mark.parametrize("V", ENGINES)
+@pytest.mark.parametrize("build", [
+    lambda mod, a, b: a.log1p(), lambda mod, a, b: a.softplus(),
+    lambda mod, a, b: mod.sum([a, b, 1.0]), lambda mod, a, b: mod.logsumexp([a, b]),
+    lambda mod, a, b: mod.softmax([a, b])[0]],
+    ids=["log1p", "softplus", "sum", "logsumexp", "softmax"])
+def test_backward_through_a_no_grad_result_of_the_newer_ops_is_an_error(V, build):
+    # the primitives of issue 20 (one n-ary node, a tuple of operands) too
+    mod = fastgrad if V is Value else fastgrad.reference
+    a, b = V(0.5), V(-0.25)
+    with mod.no_grad():
+        y = build(mod, a, b)
+    assert y._prev == set()
+    with pytest.raises(RuntimeError, match=r"recording off.*no_grad"):
+        y.backward()
+    assert (a.grad, b.grad) == (0.0, 0.0)
+    build(mod, a, b).backward()        # with recording on it differentiates
+    assert a.grad != 0.0
+
+
 @pytest.mark.parametrize("V, other", [
     (Value, fastgrad.reference.Value), (fastgrad.reference.Value, Value),
     (Value, mge.Value)])

@@ -1668,6 +1668,8 @@ cdef Value _nary(int op, tuple xs):
         out._opcode = op
         Py_INCREF(xs)
         out._a = <PyObject*>xs
+    else:
+        out._flags |= FLAG_NO_GRAD   # backward() from it is an error
     return out
 
 
