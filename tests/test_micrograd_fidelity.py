@@ -490,6 +490,43 @@ def test_backward_through_a_no_grad_result_of_the_newer_ops_is_an_error(V, build
     assert a.grad != 0.0
 
 
+POW_BASES = [-math.inf, -1e300, -2.0, -1e-300, -5e-324, -0.0, 0.0, 5e-324, 1e-300,
+             0.5, 2.0, 1e300, math.inf, math.nan]
+POW_EXPONENTS = [-math.inf, -1e300, -2.5, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0,
+                 3.0, 1e300, math.inf, math.nan]
+
+
+def _outcome(fn):
+    try:
+        r = fn()
+    except Exception as exc:          # noqa: BLE001 - the type is the result
+        return type(exc)
+    return "complex" if isinstance(r, complex) else bits(r)
+
+
+@pytest.mark.parametrize("base", POW_BASES)
+def test_pow_raises_or_returns_what_micrograd_does(base):
+    # micrograd's x ** k is Python's float ** on .data: both engines give its
+    # bits or its exception, except a complex result (fastgrad's documented
+    # ValueError: Values are real).  Python checks inf/nan operands first
+    # ((-inf) ** 0.5 is inf) and overflow before going complex
+    # ((-1e300) ** 1.5 is an OverflowError): found by hypothesis in
+    # test_random_graphs' extreme values
+    for k in POW_EXPONENTS:
+        want = _outcome(lambda: (mge.Value(base) ** k).data)
+        if want == "complex":
+            want = ValueError
+        for V in ENGINES:
+            got = _outcome(lambda: (V(base) ** k).data)
+            if isinstance(want, bytes) and math.isnan(base ** k):
+                assert isinstance(got, bytes) and math.isnan(struct.unpack("<d", got)[0])
+            else:
+                assert got == want, (V, base, k, got, want)
+            # Value ** Value and number ** Value: the same checks
+            assert _outcome(lambda: (V(base) ** V(k)).data) == got, (V, base, k)
+            assert _outcome(lambda: (base ** V(k)).data) == got, (V, base, k)
+
+
 @pytest.mark.parametrize("V, other", [
     (Value, fastgrad.reference.Value), (fastgrad.reference.Value, Value),
     (Value, mge.Value)])
