@@ -30,16 +30,16 @@ if TYPE_CHECKING or COMPILED:
     )
 else:  # the pure-Python build (see fastgrad._backend)
     from fastgrad.reference import (
-        Value,
-        dot_add,
-        is_grad_enabled,
-        logsumexp,
-        maximum,
-        minimum,
-        set_grad_enabled,
-        softmax,
-        sum,
-        zero_grad,
+        Value as Value,
+        dot_add as dot_add,
+        is_grad_enabled as is_grad_enabled,
+        logsumexp as logsumexp,
+        maximum as maximum,
+        minimum as minimum,
+        set_grad_enabled as set_grad_enabled,
+        softmax as softmax,
+        sum as sum,
+        zero_grad as zero_grad,
     )
 
 # ``from fastgrad.engine import *`` binds what ``from micrograd.engine import

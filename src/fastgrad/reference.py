@@ -1029,7 +1029,7 @@ class Neuron(Module, _nn.Neuron):
     ReLUNeuron(3)
     """
 
-    _Value = Value  # type: ignore[assignment]  # this engine's Value
+    _Value = Value
 
     def _forward(self, w: Any, x: Any) -> Any:
         act = builtins.sum((wi * xi for wi, xi in zip(w, x)), self.b)
