@@ -279,6 +279,8 @@ def _run_pair(row: Row, case: h.Case, pair: h.Pair, fg: "_Side", mode: str,
                         None if net_b is None else net_b / nodes * 1e9
                 if net_f is None or net_b is None:
                     row["below_resolution"] = True
+                    below = ("both sides'" if net_f is None and net_b is None
+                             else "fastgrad's" if net_f is None else "the baseline's")
                     num = den = None
                 else:
                     num, den = net_b, net_f
@@ -291,7 +293,7 @@ def _run_pair(row: Row, case: h.Case, pair: h.Pair, fg: "_Side", mode: str,
         row["speedup_wall"] = (num_w / den_w if row["speedup"] is not None and den_w > 0
                                and num_w > 0 else None)
     if row["below_resolution"]:
-        row["reason"] = (f"fastgrad's time net of the shared work ({case.shared_what}) is "
+        row["reason"] = (f"{below} time net of the shared work ({case.shared_what}) is "
                          "below timer resolution at this size: for a figure, run "
                          f"`fastgrad bench --full --only {case.name}` (larger sizes)")
     target = case.targets.get(pair.baseline)

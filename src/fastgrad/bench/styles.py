@@ -535,6 +535,10 @@ def plan(mode: str) -> List[harness.Pair]:
 def make_runner(impl: str, params: Dict[str, Any]) -> harness.Runner:
     """One side of a row: ``impl`` "fastgrad" or a peer key; ``fn()`` is one
     training step, the checked result ``[loss, parameters after it]``."""
+    from fastgrad import _backend
+    if not _backend.COMPILED:
+        raise harness.NotAvailable("not available: fastgrad.compile needs the compiled "
+                                   f"build ({_backend.REASON})")
     st = STYLE_BY_NAME[params["style"]]
     fg = FastgradSide(st, int(params["N"]))
     side: Any = fg
