@@ -11,12 +11,12 @@ another order than the per-instruction replay and eager mode.  Oracles:
   build that MSVC compiles), against each other, bit for bit.
 
 By how much the reordered sums differ: forward values (losses, outputs) are
-the same floats as eager, always.  Gradients are compared with
+the same floats as eager, always -- compared by their bits (``same``):
+``np.array_equal(-0.0, 0.0)`` is True, so it cannot tell.  Gradients are compared with
 ``rtol=1e-12, atol=1e-12 * max(1, max |g|)``; on the graphs below the
 largest relative difference measured is of the order of 1e-15 (a few ulps),
 see ``test_reordering_error_is_a_few_ulps``.
 """
-import math
 import random
 
 import numpy as np
@@ -33,6 +33,16 @@ pytestmark = pytest.mark.compiled_only("dense layers of the compiled replay")
 
 if fastgrad.COMPILED:
     from fastgrad import _replay
+
+
+def same(a, b, msg=""):
+    """The same bits (a -0.0 is not a +0.0; NaNs compare alike)."""
+    a = np.array(a, dtype=np.float64, copy=True)
+    b = np.array(b, dtype=np.float64, copy=True)
+    assert a.shape == b.shape, msg
+    a[np.isnan(a)] = np.nan
+    b[np.isnan(b)] = np.nan
+    assert a.tobytes() == b.tobytes(), f"{msg}: {a.ravel()[:8]} vs {b.ravel()[:8]}"
 
 
 def close(a, b):
@@ -128,14 +138,14 @@ def test_mlp_batch_matches_eager(shape, reduce):
     e_loss, e_pg, e_gin, e_out = _eager_batch(loss_fn, params, X, reduce, pen)
     loss, pg, gin, outs = _replay_batch(prog, X, reduce)
     # forward: the chains' own operations in order -> eager's floats
-    assert loss == e_loss
-    np.testing.assert_array_equal(outs, e_out)
+    same(loss, e_loss)
+    same(outs, e_out)
     close(pg, e_pg)
     close(gin, e_gin)
     # the per-instruction replay of the same graph
     off = _compile(loss_fn, n_in, params, penalty=pen, layers=False)
     o_loss, o_pg, o_gin, o_out = _replay_batch(off, X, reduce)
-    assert loss == o_loss
+    same(loss, o_loss)
     close(pg, o_pg)
     close(gin, o_gin)
 
@@ -151,8 +161,8 @@ def test_chunked_batch_matches_single_rows():
     loss, pg, gin, outs = _replay_batch(prog, X, "sum")
     off = _compile(lambda x: model(x), 2, params, layers=False)
     o_loss, o_pg, o_gin, o_out = _replay_batch(off, X, "sum")
-    assert loss == o_loss
-    np.testing.assert_array_equal(outs, o_out)
+    same(loss, o_loss)
+    same(outs, o_out)
     close(pg, o_pg)
     close(gin, o_gin)
 
@@ -168,11 +178,11 @@ def test_value_and_grad_and_forward_use_layers():
     out = model(xs)
     out.backward()
     eager_pg = [p.grad for p in params]
-    assert prog.forward(x) == out.data
-    assert prog.eval_params([p.data for p in params], x) == out.data
+    same(prog.forward(x), out.data)
+    same(prog.eval_params([p.data for p in params], x), out.data)
     model.zero_grad()
     v, dx = prog.value_and_grad(x)
-    assert v == out.data
+    same(v, out.data)
     close(dx, [t.grad for t in xs])
     close([p.grad for p in params], eager_pg)
 
@@ -203,7 +213,7 @@ def test_demo_step_matches_eager_training():
 
 
 def test_kernels_of_every_isa_agree_bit_for_bit():
-    isas = _replay._supported_isas()
+    isas = _replay._supported_isas(emulated=True)
     # portable: the plain C build (MSVC's), compiled on every platform
     assert "portable" in isas
     random.seed(6)
@@ -227,9 +237,9 @@ def test_kernels_of_every_isa_agree_bit_for_bit():
         _replay._set_chunk_bytes(old_chunk)
     for isa, res in results.items():
         base = results["portable chunked" if "chunked" in isa else "portable"]
-        assert res[0] == base[0], isa
+        same(res[0], base[0], isa)
         for a, b in zip(res[1:], base[1:]):
-            np.testing.assert_array_equal(a, b, err_msg=isa)
+            same(a, b, isa)
     # chunking changes the order of the weight-gradient sums, not the values
     # beyond rounding
     close(results["portable chunked"][1], results["portable"][1])
@@ -253,16 +263,16 @@ def test_blocked_weight_gradients_agree_across_isas(width, B):
     results = {}
     old = _replay._isa()
     try:
-        for isa in _replay._supported_isas():
+        for isa in _replay._supported_isas(emulated=True):
             _replay._set_isa(isa)
             results[isa] = _replay_batch(prog, X, "sum")
     finally:
         _replay._set_isa(old)
     base = results["portable"]
     for isa, res in results.items():
-        assert res[0] == base[0], isa
+        same(res[0], base[0], isa)
         for a, b in zip(res[1:], base[1:]):
-            np.testing.assert_array_equal(a, b, err_msg=isa)
+            same(a, b, isa)
     # and the per-instruction replay (layers off), to rounding
     off = _replay_batch(_compile(fn, 2, params, layers=False), X, "sum")
     assert base[0] == off[0]
@@ -380,8 +390,8 @@ def test_random_layered_graphs_match_eager(spec, data):
     reduce = data.draw(st.sampled_from(["sum", "mean"]))
     e_loss, e_pg, e_gin, e_out = _eager_batch(fn, params, X, reduce)
     loss, pg, gin, outs = _replay_batch(prog, X, reduce)
-    assert loss == e_loss
-    np.testing.assert_array_equal(outs, e_out)
+    same(loss, e_loss)
+    same(outs, e_out)
     close(pg, e_pg)
     close(gin, e_gin)
     # one row through value_and_grad
@@ -394,7 +404,7 @@ def test_random_layered_graphs_match_eager(spec, data):
     for p in params:
         p.grad = 0.0
     v, dx = prog.value_and_grad(X[0])
-    assert v == out.data or (math.isnan(v) and math.isnan(out.data))
+    same(v, out.data)
     close(dx, [t.grad for t in xs])
     close([p.grad for p in params], eg)
 
@@ -416,3 +426,35 @@ def test_recording_leaves_the_garbage_collector_as_it_was():
     with pytest.raises(ValueError):
         fastgrad.compile(lambda x: x[0] * w, 1, params=[w, w])
     assert gc.isenabled()
+
+
+def test_negative_zero_bias_stays_negative_zero():
+    # issue 26 item 4: the vector kernels started their sums at 0.0 + bias,
+    # which turns a bias of -0.0 into +0.0 (then 1/h is +inf where eager mode
+    # and predict give -inf).  Inputs 0.0 and negative weights: every product
+    # is -0.0, so eager's h is exactly the bias' -0.0 (and relu keeps it).
+    H = 6
+    ws = [[Value(-1.0 - 0.5 * i), Value(-2.0)] for i in range(H)]
+    bs = [Value(-0.0) for _ in range(H)]
+    params = [p for w, b in zip(ws, bs) for p in w + [b]]
+
+    def fn(x):
+        hs = [sum((wi * xi for wi, xi in zip(w, x)), b).relu() for w, b in zip(ws, bs)]
+        return [sum(hs, Value(0.0))] + hs
+
+    X = np.array([[0.0, 0.0], [0.0, -0.0], [1.0, -1.0]])
+    prog = _compile(fn, 2, params)
+    assert prog.n_layers == 1
+    e_loss, e_pg, e_gin, e_out = _eager_batch(fn, params, X, "sum")
+    assert np.signbit(e_out[0, 1:]).all() and not e_out[0, 1:].any()   # the oracle
+    old = _replay._isa()
+    try:
+        for isa in _replay._supported_isas(emulated=True):
+            _replay._set_isa(isa)
+            loss, pg, gin, outs = _replay_batch(prog, X, "sum")
+            same(loss, e_loss, isa)
+            same(outs, e_out, isa)
+            close(pg, e_pg)
+            same(prog.predict(X), e_out, isa)
+    finally:
+        _replay._set_isa(old)

@@ -11,7 +11,8 @@ Python:
 """
 
 cdef struct LayerCtx:
-    # the dense layers of a replay, as its kernels see them (_replay_layers.pxi)
+    # the dense layers of a replay, as one worker's kernels see them
+    # (_replay_layer_kernels.pxi)
     int n                          # number of layers
     const int* meta                # Program.l_meta
     const int* rows
@@ -19,12 +20,13 @@ cdef struct LayerCtx:
     const double* init             # Program.l_init (start constants)
     const int* ep                  # Program.l_ep / l_epc: epilogue ops
     const double* epc
-    double* pw                     # packed weights of this replay, or NULL
-    double* lanes
-    double* sums                   # the weight gradients' final sums
+    double* pw                     # packed weights of this replay, or NULL:
+                                   # unpacked (c_eval), weights from the slots
+    double* acc                    # this worker's weight-gradient running sums
+    double* work                   # this worker's kernel scratch (FG_WORK)
     const unsigned char* rmode     # the plan's lrm
-    int fresh                      # 1 in the first column chunk of a replay
-    int last                       # 1 in the last one
+    int fresh                      # 1: the running sums start at +0.0 (the
+                                   # first chunk of a column block)
 
 
 cdef struct Sources:
@@ -44,6 +46,8 @@ cdef class _Plan:
     cdef unsigned char[::1] lw        # per layer: weight gradients wanted
     cdef unsigned char[::1] in_ng     # input i has a gradient
     cdef unsigned char[::1] par_ng    # param i has a gradient
+    cdef int[::1] bsl                 # scalar slots the batched backward adds
+                                      # to (outside layers), each once
 
 
 cdef class Program:
@@ -90,6 +94,10 @@ cdef class Program:
     cdef double[::1] vs, gs           # scalar values / gradients
     cdef double[::1] vs1, vb1         # private buffers of c_eval
     cdef double[::1] vb, gb           # batched values / gradients (n_batched x ld)
+    cdef double[::1] gsp              # worker 0's scalar-gradient partial sums
+    cdef double[::1] kwork            # worker 0's kernel scratch
+    cdef list _wbufs                  # the other workers' buffers (threads)
+    cdef Py_ssize_t _wf, _wg          # work per column (signal checks), -1: unknown
     cdef Py_ssize_t ld, cap_cols, cap_rows_g
     cdef list _plans
     cdef bint _busy
@@ -105,21 +113,24 @@ cdef class Program:
     # internals
     cdef _Plan _plan(self, bint want_inputs, bint with_pen)
     cdef LayerCtx _layer_ctx(self, bint grad) noexcept nogil
+    cdef Py_ssize_t _col_work(self, bint grad) noexcept
     cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1
     cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept
     cdef object _sources(self, inputs, str where)
     cdef object _vector(self, x, str where)
     cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,
                      bint grad, bint want_inputs, bint with_pen,
-                     double[:, ::1] outv, double[:, ::1] ging) except? -1.0
+                     double[:, ::1] outv, double[:, ::1] ging,
+                     int nthreads=*) except? -1.0
     cdef double _run_src(self, const Sources* S, Py_ssize_t B, int reduce_mode,
                          bint grad, bint want_inputs, bint with_pen,
-                         double[:, ::1] outv, double[:, ::1] ging) except? -1.0
+                         double[:, ::1] outv, double[:, ::1] ging,
+                         int nthreads=*) except? -1.0
     cdef int _enter(self, str where) except -1
     cdef int _store_param_grads(self, bint accumulate, param_grad,
                                 double lr=*, bint update=*) except -1
     cdef double _batch(self, inputs, reduce, bint grad, outputs, param_grad,
                        input_grad, bint accumulate, double lr,
-                       bint update) except? -1.0
+                       bint update, int nthreads=*) except? -1.0
     cdef object _check_param_grad(self, param_grad, str where)
     cdef object _check_out(self, arr, Py_ssize_t B, int k, str name, str where)

@@ -1,13 +1,16 @@
 /* Dense-layer kernels of fastgrad's compiled replay, one build per ISA, and
- * the run-time choice between them (see _replay_layers.pxi for how layers
- * are found and _replay_gemm_body.h for the kernels).
+ * the run-time choice between them (see _replay_layer_kernels.pxi for how
+ * the replay calls them and _replay_gemm_body.h for the kernels).
  *
  * The body is compiled once as plain C ("portable", the only build with
  * MSVC) and, with gcc or clang, once with vector types of two doubles
  * ("baseline": SSE2 on x86-64, NEON on aarch64); on x86-64 also for AVX2 and
  * AVX-512F.  fg_isa_select(-1), run at import, picks the widest one the CPU
  * supports (__builtin_cpu_supports).  All builds give bit-identical
- * results: see the body's header.
+ * results: see the body's header.  A fifth build, "avx512-on-avx2" (the
+ * AVX-512 tiles and 8-double vectors, compiled for AVX2: gcc splits each
+ * vector in two), exists only so that tests on a CPU without AVX-512 run
+ * the AVX-512 build's code paths; it is never chosen by itself.
  */
 #ifndef FASTGRAD_REPLAY_GEMM_H
 #define FASTGRAD_REPLAY_GEMM_H
@@ -19,16 +22,11 @@
 #define FG_STORE 1
 #define FG_ADD 2
 #define FG_MR 8       /* rows of a packed weight panel (every ISA) */
-#define FG_LANES 8    /* partial sums of a batch reduction (every ISA) */
-#define FG_JB 512     /* columns per block of the weight-gradient kernel */
-#define FG_XBLOCK 24576  /* bytes of x rows per block of that kernel (L1) */
+#define FG_WORK 4096  /* doubles of scratch a kernel call needs (per thread) */
 
-/* The sum of FG_LANES partial sums, always in this order (a shallow tree,
- * the same in every build) */
-static inline double fg_tree(const double *t)
-{
-    return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
-}
+/* row stride of fg_gemm_wgrad's sums for K inputs: K + 1 (the bias) rounded
+ * up to 8 doubles (whole vectors at every ISA) */
+static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 * 8; }
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FG_X86_DISPATCH 1
@@ -38,14 +36,25 @@ static inline double fg_tree(const double *t)
 #define FG_VECTORS 1
 #endif
 
+/* Tiles and blocks per ISA.  The register tile is FG_TR rows x FG_TV
+ * vectors: FG_TR * FG_TV accumulators + FG_TV vectors of B + a broadcast +
+ * a product must fit the vector registers (16 for SSE2 and AVX2: 12 + 3 + 1
+ * + 1 is one too many, gcc takes one B vector as a memory operand; 32 for
+ * AVX-512: 24 + 3 + 2).  Measured (AVX2, Zen 3, MLP layers H x H over 512
+ * columns, best of 40 interleaved rounds): forward 4 x 3 38.9 GFLOP/s, 6 x 2
+ * 37.6, 4 x 2 33.9, the old 4 x 2 without packing 30.4; weight gradient
+ * (sums over the batch, X^T packed) 4 x 3 39-42, the old eight-lane kernel
+ * 18-31; against a measured mul+add peak of 44 GFLOP/s. */
+
 /* portable build: plain C loops (the only one with MSVC), compiled
  * everywhere so that tests check it gives the same floats as the others */
 #define FG_NAME(f) f##_plain
 #define FG_TARGET
 #define FG_TR 4
-#define FG_NR 4
-#define FG_WI 1
-#define FG_WK 2
+#define FG_TV 3
+#define FG_KC 256
+#define FG_MC 64
+#define FG_JC 256
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
 #ifdef FG_VECTORS
@@ -54,10 +63,12 @@ static inline double fg_tree(const double *t)
 #define FG_NAME(f) f##_base
 #define FG_TARGET
 #define FG_TR 4
-#define FG_NR 4
-#define FG_WI 1
-#define FG_WK 2
+#define FG_TV 3
+#define FG_KC 256
+#define FG_MC 64
+#define FG_JC 256
 #define FG_VW 2
+#define FG_BMEM 2
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
@@ -65,58 +76,79 @@ static inline double fg_tree(const double *t)
 #define FG_NAME(f) f##_avx2
 #define FG_TARGET __attribute__((target("avx2")))
 #define FG_TR 4
-#define FG_NR 8
-#define FG_WI 4
-#define FG_WK 1
+#define FG_TV 3
+#define FG_KC 256
+#define FG_MC 64
+#define FG_JC 256
 #define FG_VW 4
+#define FG_BMEM 2
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
+/* AVX-512: unmeasured (no such CPU here); B panels of 128 x 24 doubles */
 #define FG_NAME(f) f##_avx512
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
 #define FG_TR 8
-#define FG_NR 16
-#define FG_WI 4
-#define FG_WK 4
+#define FG_TV 3
+#define FG_KC 128
+#define FG_MC 64
+#define FG_JC 128
+#define FG_VW 8
+#include "_replay_gemm_body.h"   /* (undefines the parameters) */
+
+/* the same, for AVX2 CPUs: tests only */
+#define FG_NAME(f) f##_avx512e
+#define FG_TARGET __attribute__((target("avx2")))
+#define FG_TR 8
+#define FG_TV 3
+#define FG_KC 128
+#define FG_MC 64
+#define FG_JC 128
 #define FG_VW 8
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
 typedef void (*fg_gemm_rows_t)(int, int, const double *, int, const double *,
-                               const unsigned char *, int, const double *,
-                               const int *, double *, const int *, ptrdiff_t,
-                               ptrdiff_t);
-typedef void (*fg_gemm_lanes_t)(int, int, const double *, const int *,
-                                const double *, const int *, ptrdiff_t,
-                                ptrdiff_t, double *, double *, int, double *);
+                               const double *, const unsigned char *, int,
+                               const double *, const int *, double *, const int *,
+                               ptrdiff_t, ptrdiff_t, double *);
+typedef void (*fg_gemm_wgrad_t)(int, int, const double *, const int *,
+                                const double *, const int *, ptrdiff_t, ptrdiff_t,
+                                double *, int, double *);
 typedef void (*fg_grad_in_t)(int, const unsigned char *, int, const double *,
                              double *, const int *, ptrdiff_t, ptrdiff_t);
+typedef double (*fg_peak_t)(long, double, double *);
 
-/* the builds, by level: 0 portable, 1 baseline vectors, 2 AVX2, 3 AVX-512
- * (NULL: not compiled in) */
-#define FG_N_ISA 4
+/* the builds, by level: 0 portable, 1 baseline vectors, 2 AVX2, 3 AVX-512,
+ * 4 AVX-512 tiles on AVX2 (tests) (NULL: not compiled in) */
+#define FG_N_ISA 5
 static const struct {
     fg_gemm_rows_t rows;
-    fg_gemm_lanes_t lanes;
+    fg_gemm_wgrad_t wgrad;
     fg_grad_in_t grad_in;
+    fg_peak_t peak;
 } fg_isa_table[FG_N_ISA] = {
-    {fg_gemm_rows_plain, fg_gemm_lanes_plain, fg_grad_in_plain},
+    {fg_gemm_rows_plain, fg_gemm_wgrad_plain, fg_grad_in_plain, fg_peak_plain},
 #ifdef FG_VECTORS
-    {fg_gemm_rows_base, fg_gemm_lanes_base, fg_grad_in_base},
+    {fg_gemm_rows_base, fg_gemm_wgrad_base, fg_grad_in_base, fg_peak_base},
 #else
-    {NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 #endif
 #ifdef FG_X86_DISPATCH
-    {fg_gemm_rows_avx2, fg_gemm_lanes_avx2, fg_grad_in_avx2},
-    {fg_gemm_rows_avx512, fg_gemm_lanes_avx512, fg_grad_in_avx512},
+    {fg_gemm_rows_avx2, fg_gemm_wgrad_avx2, fg_grad_in_avx2, fg_peak_avx2},
+    {fg_gemm_rows_avx512, fg_gemm_wgrad_avx512, fg_grad_in_avx512, fg_peak_avx512},
+    {fg_gemm_rows_avx512e, fg_gemm_wgrad_avx512e, fg_grad_in_avx512e,
+     fg_peak_avx512e},
 #else
-    {NULL, NULL, NULL},
-    {NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 #endif
 };
 
 static fg_gemm_rows_t fg_gemm_rows = fg_gemm_rows_plain;
-static fg_gemm_lanes_t fg_gemm_lanes = fg_gemm_lanes_plain;
+static fg_gemm_wgrad_t fg_gemm_wgrad = fg_gemm_wgrad_plain;
 static fg_grad_in_t fg_grad_in = fg_grad_in_plain;
+static fg_peak_t fg_peak = fg_peak_plain;
 static int fg_isa_current = 0;
 
 /* whether this build has ISA ``level`` and the CPU runs it */
@@ -125,7 +157,7 @@ static int fg_isa_supported(int level)
     if (level < 0 || level >= FG_N_ISA || fg_isa_table[level].rows == NULL) return 0;
 #ifdef FG_X86_DISPATCH
     __builtin_cpu_init();
-    if (level == 2) return __builtin_cpu_supports("avx2") != 0;
+    if (level == 2 || level == 4) return __builtin_cpu_supports("avx2") != 0;
     if (level == 3)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
             && __builtin_cpu_supports("avx512dq");
@@ -133,19 +165,21 @@ static int fg_isa_supported(int level)
     return 1;
 }
 
-/* Use the kernels of ISA ``level`` (-1: the best supported); returns the
- * level now in use, or -1 (nothing changed) if it is not supported.  Not
- * meant to be called while a replay runs (tests do it in between). */
+/* Use the kernels of ISA ``level`` (-1: the best supported real ISA, 0..3);
+ * returns the level now in use, or -1 (nothing changed) if it is not
+ * supported.  Not meant to be called while a replay runs (tests do it in
+ * between). */
 static int fg_isa_select(int level)
 {
     if (level < 0) {
-        level = FG_N_ISA - 1;
+        level = 3;
         while (level > 0 && !fg_isa_supported(level)) level--;
     }
     if (!fg_isa_supported(level)) return -1;
     fg_gemm_rows = fg_isa_table[level].rows;
-    fg_gemm_lanes = fg_isa_table[level].lanes;
+    fg_gemm_wgrad = fg_isa_table[level].wgrad;
     fg_grad_in = fg_isa_table[level].grad_in;
+    fg_peak = fg_isa_table[level].peak;
     fg_isa_current = level;
     return level;
 }

@@ -1,28 +1,50 @@
 /* Dense-layer kernels of fastgrad's compiled replay: the body, compiled once
  * per instruction set by _replay_gemm.h, which defines before each include
  *
- *   FG_NAME(f)   the function name with the ISA's suffix (f##_avx512 ...)
+ *   FG_NAME(f)   the function name with the ISA's suffix (f##_avx2 ...)
  *   FG_TARGET    the ISA attribute (__attribute__((target("avx2"))) or empty)
- *   FG_TR, FG_NR rows x batch columns of a forward register tile (FG_TR
+ *   FG_VW        (gcc/clang) doubles per vector register; undefined: the
+ *                portable build, plain C loops (MSVC's only build)
+ *   FG_TR, FG_TV the register tile: FG_TR rows x FG_TV vectors (FG_TR
  *                divides FG_MR, the rows of a packed weight panel)
- *   FG_WI, FG_WK rows x columns of a weight-gradient register tile
- *   FG_VW        (gcc/clang) doubles per vector register: the register tiles
- *                are written with vector types (GNU C vector extensions);
- *                undefined (MSVC): plain loops, left to the auto-vectoriser
+ *   FG_KC, FG_MC cache blocks of the rows product: FG_KC terms x FG_TV
+ *                vectors of the packed B panel stay in L1, FG_MC x FG_KC
+ *                weights in L2
+ *   FG_JC        batch columns per block of the weight-gradient product
  *
  * No include guard: included once per ISA; it undefines these parameters
- * at its end.  Every kernel computes each
- * output element with the same operations in the same order whatever the
- * ISA and tile sizes are (tiles only decide which elements are computed
- * together; reductions over the batch use FG_LANES fixed partial sums), so
- * the results are bit-identical across ISAs.  Built with -ffp-contract=off:
- * a * b + c stays two roundings, as in the eager engine.
+ * at its end.
+ *
+ * The BLIS structure (Van Zee & van de Geijn 2015): loops that cut the
+ * operands into cache-sized blocks around one register-tiled micro-kernel,
+ * fg_tile: an FG_TR x (FG_TV vectors) block of results in registers, each
+ * the sum over p of a(r, p) * b(p, column), a broadcast from the "A" operand
+ * times a vector of the "B" operand, B packed into a contiguous panel first.
+ * The three products of a layer are all that one kernel:
+ *
+ *   forward        Z = W X    A = W (packed panels), B = X rows, sum over k
+ *   input grad     dX = W^T dZ  A = W^T (the same panels read across),
+ *                             B = dZ rows, sum over the layer's outputs
+ *   weight grad    dW = dZ X^T  A = dZ rows, B = X^T (transposed into the
+ *                             panel), sum over the batch columns
+ *
+ * Bit-identical results on every ISA and tile: each result is computed with
+ * the same operations in the same order, whatever the ISA, tile and block
+ * sizes (they only decide which results are computed together): a running
+ * sum that starts at its start value and adds the rounded products a * b one
+ * by one, p = 0, 1, 2, ... (a cache block stores the running sum in its
+ * output and the next block reloads it: storing a double is exact).  Built
+ * with -ffp-contract=off: a * b + c stays two roundings, as in the eager
+ * engine.  Vectors are GNU C vector extensions; a broadcast is fg_splat_to
+ * (never 0.0 + s, which turns -0.0 into +0.0).
  *
  * Data layout (the replay's): a batched value is a row of doubles, column j
- * = sample j; row r starts at base + r * ld, ld a multiple of 8 (the
- * columns from n up to ld are padding: the row kernels may compute and
- * store whole vectors there, nothing reads them as results).  Row sets are
- * arrays of row indices.
+ * = sample j; row r starts at base + r * ld, ld a multiple of 8 (the columns
+ * from n up to ld are padding holding finite numbers: the rows products
+ * compute and store whole vectors there, nothing reads them as results).
+ * Row sets are arrays of row indices.  A weight matrix W (M x K) is packed
+ * in panels of FG_MR rows: W[r][k] = P[(r / FG_MR) * K * FG_MR + k * FG_MR +
+ * r % FG_MR] (rows past M zero).
  */
 
 #ifdef FG_VW
@@ -31,340 +53,358 @@ typedef double FG_NAME(fg_vec) __attribute__((vector_size(FG_VW * 8), aligned(8)
 typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
 #define FG_V FG_NAME(fg_vec)
 #define FG_VI FG_NAME(fg_veci)
+#define FG_NR (FG_TV * FG_VW)        /* columns of a register tile */
+#if FG_TV < 2 || FG_KC % FG_MR || FG_KC * FG_NR > FG_WORK || FG_JC * FG_NR > FG_WORK
+#error "fastgrad: bad tile or block sizes for this ISA"
+#endif
 
-/* One register tile of fg_gemm_rows: tr <= FG_TR rows from i0 x nv vectors
- * of columns from j0 (tr, nv and tp are literals at each call: the loops
- * unroll, the tile stays in registers); p: the tile's first weight, weight
- * (k, r) at p[k * FG_MR + r] (tp == 0) or, reading a panel of the transpose
- * (tp == 1), at p[(k / FG_MR) * M * FG_MR + k % FG_MR + r * FG_MR]. */
-static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
-        int tp, int tr, int nv, int i0, int M, int K, const double *p, const double *init,
-        const unsigned char *mode, int relu, const double *in,
-        const int *in_rows, double *out, const int *out_rows, ptrdiff_t ld,
-        ptrdiff_t j0)
+/* a vector of s (a macro, not a function returning a vector: gcc warns
+ * about the ABI of 64-byte vector returns in the AVX2 build of AVX-512 tiles) */
+#define fg_splat_to(v, s) do { \
+        int fg_i_; \
+        for (fg_i_ = 0; fg_i_ < FG_VW; fg_i_++) (v)[fg_i_] = (s); \
+    } while (0)
+
+/* Vectors per register tile for ``left`` vectors still to do: FG_TV, 2 or
+ * 1 (the values FG_BY_TV has literal copies for). */
+static inline FG_TARGET int FG_NAME(fg_tv)(ptrdiff_t left)
 {
-    FG_V acc[FG_TR][FG_NR / FG_VW];
-    int r, k, u;
-    for (r = 0; r < tr; r++) {
-        int m = (i0 + r < M) ? (mode ? mode[i0 + r] : FG_STORE) : FG_SKIP;
-        if (m == FG_ADD) {
-            const FG_V *o = (const FG_V *)(out + out_rows[i0 + r] * ld + j0);
-            for (u = 0; u < nv; u++) acc[r][u] = o[u];
-        } else {
-            double s = (init && m != FG_SKIP) ? init[i0 + r] : 0.0;
-            /* -0.0 + s == s for every s: a start of -0.0 stays -0.0 (a
-             * layer whose sums start at their first product) */
-            for (u = 0; u < nv; u++) acc[r][u] = -(FG_V){0} + s;
-        }
-    }
-    for (k = 0; k < K; k++) {
-        const FG_V *x = (const FG_V *)(in + in_rows[k] * ld + j0);
-        const double *pk = tp ? p + (ptrdiff_t)(k / FG_MR) * M * FG_MR + k % FG_MR
-                              : p + k * FG_MR;
+    return left >= FG_TV ? FG_TV : left >= 2 ? 2 : 1;
+}
+
+/* BODY(tv) with tv a literal (the tiles' loops unroll) */
+#if FG_TV > 2
+#define FG_BY_TV(tv, BODY) do { \
+        if ((tv) == FG_TV) BODY(FG_TV); else if ((tv) == 2) BODY(2); else BODY(1); \
+    } while (0)
+#else
+#define FG_BY_TV(tv, BODY) do { if ((tv) == 2) BODY(2); else BODY(1); } while (0)
+#endif
+
+/* The micro-kernel: acc[r][u] += sum over p < np of a_r(p) * b(p)[u] for
+ * r < tr, u < tv (literals at every call: the loops unroll and acc stays in
+ * registers), p in order; b(p) = the tv vectors at bp + p * tv * FG_VW (the
+ * packed panel).  fg_tile: a_r(p) = a[r * sr + p * sp]; fg_tile_t (the
+ * transposed weight panels): a_r(p) = a[r * FG_MR + (p / FG_MR) * sj + p %
+ * FG_MR].  One pointer for the tile's rows: on AVX2 the loop needs all but
+ * two of the 16 general registers otherwise.
+ *
+ * FG_BMEM (SSE2, AVX2): the last FG_BMEM vectors of b(p) are read from
+ * memory by every row's product instead of being held in registers (the
+ * empty asm with a memory clobber keeps gcc from loading them once).  With
+ * all FG_TV in registers, 4 x 3 accumulators + 3 + a broadcast + a product
+ * are 17 of the 16 registers and gcc spilled an accumulator: forward at H =
+ * 128 over 480 columns, best of 30 interleaved rounds on Zen 3: 23.0
+ * GFLOP/s with FG_BMEM 0 or 1 (gcc still spilled one: its allocator), 40.1
+ * with FG_BMEM 2 (the loads are cheap: three per cycle). */
+#ifdef FG_BMEM
+#define FG_PROD_ROW(accr, s, x, b, tv) do { \
+        for (u = 0; u < (tv) - FG_BMEM; u++) (accr)[u] += (s) * (x)[u]; \
+        for (; u < (tv); u++) (accr)[u] += (s) * (b)[u]; \
+        __asm__ volatile("" ::: "memory"); \
+    } while (0)
+#define FG_LOAD_X(x, b, tv) do { \
+        for (u = 0; u < (tv) - FG_BMEM; u++) (x)[u] = (b)[u]; \
+    } while (0)
+#else
+#define FG_PROD_ROW(accr, s, x, b, tv) do { \
+        for (u = 0; u < (tv); u++) (accr)[u] += (s) * (x)[u]; \
+    } while (0)
+#define FG_LOAD_X(x, b, tv) do { for (u = 0; u < (tv); u++) (x)[u] = (b)[u]; } while (0)
+#endif
+
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_tile)(
+        int tr, int tv, FG_V acc[FG_TR][FG_TV], const double *a, ptrdiff_t sr,
+        ptrdiff_t sp, const double *bp, int np)
+{
+    int p, r, u;
+    for (p = 0; p < np; p++) {
+        const FG_V *b = (const FG_V *)(bp + (ptrdiff_t)p * tv * FG_VW);
+        FG_V x[FG_TV];
+        FG_LOAD_X(x, b, tv);
         for (r = 0; r < tr; r++) {
-            double s = tp ? pk[r * FG_MR] : pk[r];
-            for (u = 0; u < nv; u++) acc[r][u] += s * x[u];
+            double s = a[r * sr + p * sp];
+            FG_PROD_ROW(acc[r], s, x, b, tv);
         }
     }
-    for (r = 0; r < tr && i0 + r < M; r++) {
+}
+
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_tile_t)(
+        int tr, int tv, FG_V acc[FG_TR][FG_TV], const double *a, ptrdiff_t sj,
+        const double *bp, int np)
+{
+    int p, q, r, u, nq;
+    for (p = 0; p < np; p += FG_MR) {
+        const double *ap = a + (ptrdiff_t)(p / FG_MR) * sj;
+        const double *bq = bp + (ptrdiff_t)p * tv * FG_VW;
+        nq = np - p < FG_MR ? np - p : FG_MR;
+        for (q = 0; q < nq; q++) {
+            const FG_V *b = (const FG_V *)(bq + (ptrdiff_t)q * tv * FG_VW);
+            FG_V x[FG_TV];
+            FG_LOAD_X(x, b, tv);
+            for (r = 0; r < tr; r++) {
+                double s = ap[r * FG_MR + q];
+                FG_PROD_ROW(acc[r], s, x, b, tv);
+            }
+        }
+    }
+}
+
+/* One register tile of fg_gemm_rows: rows i0 .. i0+tr-1 (tr <= M - i0), tv
+ * vectors of columns from j0, terms p0 .. p0+np-1 of the sum (first: p0 ==
+ * 0, last: p0 + np == K). */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_rows_tile)(
+        int tr, int tv, int i0, int trans, int M, int K, const double *P, int p0, int np,
+        int first, int last, const double *init, const double *post,
+        const unsigned char *mode, int relu, const double *bp, double *out,
+        const int *out_rows, ptrdiff_t ld, ptrdiff_t j0)
+{
+    FG_V acc[FG_TR][FG_TV];
+    int r, u;
+    for (r = 0; r < tr; r++) {
+        int m = mode ? mode[i0 + r] : FG_STORE;
+        if (!first || m == FG_ADD) {
+            const FG_V *o = (const FG_V *)(out + out_rows[i0 + r] * ld + j0);
+            for (u = 0; u < tv; u++) acc[r][u] = o[u];
+        } else {
+            FG_V s;
+            fg_splat_to(s, init ? init[i0 + r] : 0.0);
+            for (u = 0; u < tv; u++) acc[r][u] = s;
+        }
+    }
+    /* the tile's rows are in one panel: i0 is a multiple of tr, which
+     * divides FG_MR */
+    if (trans)          /* W^T[i][p] = W[p][i]; p0 is a multiple of FG_MR */
+        FG_NAME(fg_tile_t)(tr, tv, acc, P + (ptrdiff_t)(p0 / FG_MR) * M * FG_MR
+                           + (ptrdiff_t)i0 * FG_MR, (ptrdiff_t)M * FG_MR, bp, np);
+    else
+        FG_NAME(fg_tile)(tr, tv, acc, P + (ptrdiff_t)(i0 / FG_MR) * K * FG_MR
+                         + (ptrdiff_t)p0 * FG_MR + i0 % FG_MR, 1, FG_MR, bp, np);
+    for (r = 0; r < tr; r++) {
         FG_V *o;
         if (mode && mode[i0 + r] == FG_SKIP) continue;
         o = (FG_V *)(out + out_rows[i0 + r] * ld + j0);
-        if (relu) {
-            for (u = 0; u < nv; u++) {
+        if (last && post) {
+            FG_V s;
+            fg_splat_to(s, post[i0 + r]);
+            for (u = 0; u < tv; u++) acc[r][u] += s;
+        }
+        if (last && relu) {
+            for (u = 0; u < tv; u++) {
                 /* 0.0 if v < 0 else v: clear the bits where v < 0 */
                 FG_VI neg = acc[r][u] < 0.0;
-                o[u] = (FG_V)((FG_VI)acc[r][u] & ~neg);
+                acc[r][u] = (FG_V)((FG_VI)acc[r][u] & ~neg);
             }
-        } else {
-            for (u = 0; u < nv; u++) o[u] = acc[r][u];
         }
+        for (u = 0; u < tv; u++) o[u] = acc[r][u];
+    }
+}
+
+/* the B panel of fg_gemm_rows: np rows from p0 of the tv vectors at j0 */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_pack_rows)(
+        int tv, const double *in, const int *in_rows, int p0, int np, ptrdiff_t ld,
+        ptrdiff_t j0, double *bp)
+{
+    int p, u;
+    for (p = 0; p < np; p++) {
+        const FG_V *x = (const FG_V *)(in + in_rows[p0 + p] * ld + j0);
+        FG_V *d = (FG_V *)(bp + (ptrdiff_t)p * tv * FG_VW);
+        for (u = 0; u < tv; u++) d[u] = x[u];
     }
 }
 #endif
 
-/* out[r][j] (r < M, j < n) = init_r + sum_{k<K} W[r][k] * in[k][j], summed
- * in k order, then relu'd when relu != 0 (0.0 if v < 0 else v).
+/* out[r][j] (r < M, j < n) = act((init_r + sum_{p<K} W[r][p] * in[p][j])
+ * + post_r): the sum from init_r, adding the products in p order; post_r
+ * added after it (post NULL: nothing added); act = relu (0.0 if v < 0 else
+ * v) when relu != 0.  A running sum that starts at -0.0 equals one that
+ * starts at its first product (-0.0 + x == x for every x).
  *
- * trans == 0: W is P packed in panels of FG_MR rows: W[r][k] = P[(r / FG_MR)
- * * K * FG_MR + k * FG_MR + r % FG_MR] (rows past M zero).  trans == 1: W is
- * the transpose of such a packing of a (K, M) matrix A (a layer's backward
- * reads its forward panels): W[r][k] = A[k][r] = P[(k / FG_MR) * M * FG_MR +
- * r * FG_MR + k % FG_MR].  init_r: mode[r] == FG_ADD: the row's current
- * value; FG_STORE: init[r] (or 0.0 when init is NULL); FG_SKIP: the row is
- * not written.  mode NULL: every row FG_STORE. */
+ * trans == 0: W is P, packed (see the header).  trans == 1: W is the
+ * transpose of such a packing of a (K, M) matrix (a layer's backward reads
+ * its forward panels: W[r][p] = P[(p / FG_MR) * M * FG_MR + r * FG_MR + p %
+ * FG_MR]).  init_r: mode[r] == FG_ADD: the row's current value; FG_STORE:
+ * init[r], or +0.0 when init is NULL; FG_SKIP: the row is not written.
+ * mode NULL: every row FG_STORE.  work: FG_WORK doubles of scratch (the
+ * caller's own: one per thread). */
 static FG_TARGET void FG_NAME(fg_gemm_rows)(
         int M, int K, const double *P, int trans, const double *init,
-        const unsigned char *mode, int relu,
+        const double *post, const unsigned char *mode, int relu,
         const double *in, const int *in_rows,
-        double *out, const int *out_rows, ptrdiff_t ld, ptrdiff_t n)
+        double *out, const int *out_rows, ptrdiff_t ld, ptrdiff_t n, double *work)
 {
-    int i0;
 #ifdef FG_VW
     /* whole vectors up to n rounded up (within the padding of ld) */
-    ptrdiff_t nv = (n + FG_VW - 1) / FG_VW * FG_VW, j0;
-    /* rows in tiles of FG_TR, then the last M % FG_TR in tiles of 4, 2, 1
-     * (a layer with one output does not pay for FG_TR) */
-    int mt = M - M % FG_TR;
-#define FG_PANEL(tp, i0) ((tp) ? P + (ptrdiff_t)(i0) * FG_MR \
-        : P + (ptrdiff_t)((i0) / FG_MR) * K * FG_MR + (i0) % FG_MR)
-#define FG_TILE(tp, tr, nvec) FG_NAME(fg_rows_tile)(tp, tr, nvec, i0, M, K, \
-        FG_PANEL(tp, i0), init, mode, relu, in, in_rows, out, out_rows, ld, j0)
-#define FG_ROWS(tp, nvec) do { \
-        for (i0 = 0; i0 < mt; i0 += FG_TR) FG_TILE(tp, FG_TR, nvec); \
-        if (FG_TR > 4 && M - i0 >= 4) { FG_TILE(tp, 4, nvec); i0 += 4; } \
-        if (FG_TR > 2 && M - i0 >= 2) { FG_TILE(tp, 2, nvec); i0 += 2; } \
-        if (M - i0 >= 1) FG_TILE(tp, 1, nvec); \
+    ptrdiff_t nv = (n + FG_VW - 1) / FG_VW, j0, jv;
+    int p0, np, m0, m1, i0, first, last, tv;
+    if (M <= 0) return;
+    /* BLIS loops: terms in blocks of FG_KC (the B panel's depth), rows in
+     * blocks of FG_MC (their weights stay in L2 over the columns), columns
+     * in register tiles (the panel of B packed once per tile column and
+     * used by every row tile of the block), rows in register tiles.  K == 0:
+     * one pass that writes init (+ post, relu). */
+    for (p0 = 0; p0 == 0 || p0 < K; p0 += FG_KC) {
+        np = (K - p0 < FG_KC) ? K - p0 : FG_KC;
+        first = p0 == 0;
+        last = p0 + np >= K;
+        for (m0 = 0; m0 < M; m0 += FG_MC) {
+            m1 = (M - m0 < FG_MC) ? M : m0 + FG_MC;
+            for (jv = 0; jv < nv; jv += tv) {
+                tv = FG_NAME(fg_tv)(nv - jv);
+                j0 = jv * FG_VW;
+                FG_NAME(fg_pack_rows)(tv, in, in_rows, p0, np, ld, j0, work);
+#define FG_TILE(tr, tvl) FG_NAME(fg_rows_tile)(tr, tvl, i0, trans, M, K, P, p0, np, \
+        first, last, init, post, mode, relu, work, out, out_rows, ld, j0)
+#define FG_ROWS(tvl) do { \
+        for (i0 = m0; i0 + FG_TR <= m1; i0 += FG_TR) FG_TILE(FG_TR, tvl); \
+        for (; i0 < m1; i0++) FG_TILE(1, tvl); \
     } while (0)
-    if (trans) {
-        for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
-            FG_ROWS(1, FG_NR / FG_VW);
-        for (; j0 < nv; j0 += FG_VW)
-            FG_ROWS(1, 1);
-    } else {
-        for (j0 = 0; j0 + FG_NR <= nv; j0 += FG_NR)
-            FG_ROWS(0, FG_NR / FG_VW);
-        for (; j0 < nv; j0 += FG_VW)
-            FG_ROWS(0, 1);
-    }
+                FG_BY_TV(tv, FG_ROWS);
 #undef FG_ROWS
 #undef FG_TILE
-#undef FG_PANEL
+            }
+        }
+    }
 #else
     ptrdiff_t j;
-    int r, k;
-    for (i0 = 0; i0 < M; i0++) {
-        const double *p = P + (ptrdiff_t)(i0 / FG_MR) * K * FG_MR + i0 % FG_MR;
-        int m = mode ? mode[i0] : FG_STORE;
+    int r, p;
+    (void)work;
+    for (r = 0; r < M; r++) {
+        int m = mode ? mode[r] : FG_STORE;
         double *o;
         if (m == FG_SKIP) continue;
-        o = out + out_rows[i0] * ld;
+        o = out + out_rows[r] * ld;
         for (j = 0; j < n; j++) {
-            double acc = (m == FG_ADD) ? o[j] : (init ? init[i0] : 0.0);
-            for (k = 0; k < K; k++) {
-                double w = trans ? P[(ptrdiff_t)(k / FG_MR) * M * FG_MR + i0 * FG_MR
-                                     + k % FG_MR]
-                                 : p[k * FG_MR];
-                acc += w * in[in_rows[k] * ld + j];
+            double acc = (m == FG_ADD) ? o[j] : (init ? init[r] : 0.0);
+            for (p = 0; p < K; p++) {
+                double w = trans ? P[(ptrdiff_t)(p / FG_MR) * M * FG_MR + (ptrdiff_t)r * FG_MR
+                                     + p % FG_MR]
+                                 : P[(ptrdiff_t)(r / FG_MR) * K * FG_MR + (ptrdiff_t)p * FG_MR
+                                     + r % FG_MR];
+                acc += w * in[in_rows[p] * ld + j];
             }
+            if (post) acc += post[r];
             o[j] = (relu && acc < 0.0) ? 0.0 : acc;
         }
     }
-    (void)r;
 #endif
 }
-
-#if defined(FG_VW) && FG_VW == 8
-#if defined(__clang__)
-#define FG_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define FG_SHUF(a, b, ...) __builtin_shuffle(a, b, (FG_VI){__VA_ARGS__})
-#endif
-/* o[i] = fg_tree(v[i]) for 8 rows of partial sums v[0..7] (one vector
- * each: FG_VW == FG_LANES).  A transposing reduction: rows are added half
- * to half and regrouped by shuffles, the same tree for each row in 14
- * shuffles and 7 adds instead of 8 x 7 scalar adds. */
-static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_sum8)(
-        const FG_V *v, double *o)
-{
-    FG_V a[4], b[2], out;
-    int i;
-    for (i = 0; i < 4; i++)   /* (t0+t4, t1+t5, t2+t6, t3+t7) of rows 2i, 2i+1 */
-        a[i] = FG_SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11)
-             + FG_SHUF(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
-    for (i = 0; i < 2; i++)   /* (s0, s1) of rows 4i .. 4i+3 */
-        b[i] = FG_SHUF(a[2 * i], a[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13)
-             + FG_SHUF(a[2 * i], a[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
-    out = FG_SHUF(b[0], b[1], 0, 2, 4, 6, 8, 10, 12, 14)   /* s0 + s1 of rows 0..7 */
-        + FG_SHUF(b[0], b[1], 1, 3, 5, 7, 9, 11, 13, 15);
-    memcpy(o, &out, sizeof out);
-}
-#undef FG_SHUF
-#endif
 
 #ifdef FG_VW
-/* One register tile of fg_gemm_lanes: wi x wk (row, column) pairs, each with
- * FG_LANES partial sums (FG_LANES / FG_VW vectors), over the nb columns (a
- * multiple of FG_LANES); wi, wk are literals at each call. */
-static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_lanes_tile)(
-        int wi, int wk, int i0, int k0, int K, const double *g,
-        const int *g_rows, const double *x, const int *x_rows, ptrdiff_t ld,
-        ptrdiff_t nb, double *lanes, int fresh, double *sums)
+/* The B panel of fg_gemm_wgrad: X^T, nj batch columns from jb of the x
+ * rows k0 .. k0 + tv*FG_VW - 1 side by side; the virtual row K is all 1.0
+ * (the bias gradient), rows past it 0.0. */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_pack_xt)(
+        int tv, int K, const double *x, const int *x_rows, int k0, ptrdiff_t ld,
+        ptrdiff_t jb, ptrdiff_t nj, double *bp)
 {
-    FG_V acc[FG_WI][FG_WK][FG_LANES / FG_VW];
-    const double *gp[FG_WI];
-    const double *xp[FG_WK];
+    int c, w = tv * FG_VW;
     ptrdiff_t j;
-    int a, b, u;
-    for (a = 0; a < wi; a++) gp[a] = g + g_rows[i0 + a] * ld;
-    for (b = 0; b < wk; b++) xp[b] = x + x_rows[k0 + b] * ld;
-    for (a = 0; a < wi; a++)
-        for (b = 0; b < wk; b++) {
-            if (fresh)
-                for (u = 0; u < FG_LANES / FG_VW; u++) acc[a][b][u] = (FG_V){0};
-            else
-                memcpy(acc[a][b],
-                       lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES,
-                       sizeof acc[a][b]);
+    for (c = 0; c < w; c++) {
+        double *d = bp + c;
+        if (k0 + c < K) {
+            const double *xr = x + x_rows[k0 + c] * ld + jb;
+            for (j = 0; j < nj; j++) d[j * w] = xr[j];
+        } else {
+            double v = (k0 + c == K) ? 1.0 : 0.0;
+            for (j = 0; j < nj; j++) d[j * w] = v;
         }
-    for (j = 0; j < nb; j += FG_LANES) {
-        FG_V gv[FG_WI][FG_LANES / FG_VW];
-        FG_V xv[FG_WK][FG_LANES / FG_VW];
-        for (a = 0; a < wi; a++)
-            for (u = 0; u < FG_LANES / FG_VW; u++)
-                gv[a][u] = ((const FG_V *)(gp[a] + j))[u];
-        for (b = 0; b < wk; b++)
-            for (u = 0; u < FG_LANES / FG_VW; u++)
-                xv[b][u] = ((const FG_V *)(xp[b] + j))[u];
-        for (a = 0; a < wi; a++)
-            for (b = 0; b < wk; b++)
-                for (u = 0; u < FG_LANES / FG_VW; u++)
-                    acc[a][b][u] += gv[a][u] * xv[b][u];
     }
-    if (sums) {
-        /* the last columns: the pairs' sums, not their partial sums */
-        FG_V rows[FG_WI * FG_WK][FG_LANES / FG_VW];
-        double o[FG_WI * FG_WK + 8];
-        int np = wi * wk, q = 0;
-        for (a = 0; a < wi; a++)
-            for (b = 0; b < wk; b++) memcpy(rows[a * wk + b], acc[a][b], sizeof acc[a][b]);
-#if FG_VW == 8
-        for (; q + 8 <= np; q += 8) FG_NAME(fg_sum8)(rows[q], o + q);
-#endif
-        for (; q < np; q++) {
-            double t[FG_LANES];
-            memcpy(t, rows[q], sizeof t);
-            o[q] = fg_tree(t);
+}
+
+/* One register tile of fg_gemm_wgrad: rows i0 .. i0+tr-1 of C, columns k0
+ * .. k0 + tv*FG_VW - 1 (within the row's padding: see fg_gemm_wgrad). */
+static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_wgrad_tile)(
+        int tr, int tv, int i0, int k0, ptrdiff_t ldc, const double *g,
+        const int *g_rows, ptrdiff_t ld, ptrdiff_t jb, ptrdiff_t nj, const double *bp,
+        double *C, int fresh)
+{
+    FG_V acc[FG_TR][FG_TV];
+    int r, u;
+    for (r = 0; r < tr; r++) {
+        const FG_V *c = (const FG_V *)(C + (ptrdiff_t)(i0 + r) * ldc + k0);
+        if (fresh) {
+            FG_V z;
+            fg_splat_to(z, 0.0);
+            for (u = 0; u < tv; u++) acc[r][u] = z;
+        } else {
+            for (u = 0; u < tv; u++) acc[r][u] = c[u];
         }
-        for (a = 0; a < wi; a++)
-            for (b = 0; b < wk; b++) sums[(ptrdiff_t)(i0 + a) * K + k0 + b] = o[a * wk + b];
-        return;
     }
-    for (a = 0; a < wi; a++)
-        for (b = 0; b < wk; b++)
-            memcpy(lanes + ((ptrdiff_t)(i0 + a) * K + k0 + b) * FG_LANES, acc[a][b],
-                   sizeof acc[a][b]);
+    /* the tile's g rows are consecutive (see fg_gemm_wgrad) */
+    FG_NAME(fg_tile)(tr, tv, acc, g + g_rows[i0] * ld + jb, ld, 1, bp, (int)nj);
+    for (r = 0; r < tr; r++) {
+        FG_V *c = (FG_V *)(C + (ptrdiff_t)(i0 + r) * ldc + k0);
+        for (u = 0; u < tv; u++) c[u] = acc[r][u];
+    }
 }
 #endif
 
-/* Batch reductions of a layer's backward, added to fixed partial sums:
- * lanes[(i * K + k) * FG_LANES + j % FG_LANES] += g[i][j] * x[k][j] and
- * blanes[i * FG_LANES + j % FG_LANES] += g[i][j] (blanes may be NULL), each
- * partial sum in column order.  g rows: g_rows (M of them), x rows: x_rows
- * (K).  n: columns; the vector build zeroes the rows' padding up to the
- * next multiple of FG_LANES (so g and x are written to, there only).
- * fresh: the partial sums start at 0.0 (the first column chunk of a
- * replay) instead of their current values.  sums (the last column chunk of
- * a replay) or NULL: the final sums, fg_tree of each pair's partial sums,
- * go to sums[i * K + k] (and blanes' to sums[M * K + i]) instead of the
- * partial sums (which are left stale). */
-static FG_TARGET void FG_NAME(fg_gemm_lanes)(
+/* Weight and bias gradients of a layer over n batch columns, added in
+ * column order to running sums: C[i * ldc + k] (k < K) += sum_j g[i][j] *
+ * x[k][j] and C[i * ldc + K] += sum_j g[i][j] (i < M; g rows g_rows, x rows
+ * x_rows), each a running sum adding the rounded products one column after
+ * the other (the bias: g * 1.0).  ldc = fg_wgrad_ld(K) >= K + 1, a multiple
+ * of 8: the vector builds compute and store whole vectors into the columns
+ * from K + 1 up to it (0.0, nothing reads them as results).  fresh: the sums
+ * start at +0.0 instead of C's current values.  work: FG_WORK doubles of
+ * scratch. */
+static FG_TARGET void FG_NAME(fg_gemm_wgrad)(
         int M, int K, const double *g, const int *g_rows,
         const double *x, const int *x_rows, ptrdiff_t ld, ptrdiff_t n,
-        double *lanes, double *blanes, int fresh, double *sums)
+        double *C, int fresh, double *work)
 {
-    ptrdiff_t nb = n - n % FG_LANES, j;
-    int i0, k0, a, b, u;
-    if (fresh && blanes) memset(blanes, 0, sizeof(double) * FG_LANES * M);
+    ptrdiff_t ldc = fg_wgrad_ld(K);
 #ifdef FG_VW
-    if (nb < n) {
-        /* the last partial group of FG_LANES columns: zero the padding of
-         * every row read, then it is whole (0.0 * 0.0 adds +0.0 to a partial
-         * sum: the sums are unchanged) */
-        ptrdiff_t n8 = nb + FG_LANES;
-        for (a = 0; a < M; a++)
-            for (j = n; j < n8; j++) ((double *)g)[g_rows[a] * ld + j] = 0.0;
-        for (b = 0; b < K; b++)
-            for (j = n; j < n8; j++) ((double *)x)[x_rows[b] * ld + j] = 0.0;
-        nb = n = n8;
-    }
-    /* column blocks of FG_JB, and blocks of x rows that fit FG_XBLOCK
-     * bytes: a tile's g rows stay in L1 across the x rows of the block, the
-     * block's x rows across the tiles of g rows (measured, MLP(2, [128, 128,
-     * 1]) at N = 100: 77 -> 90 GFLOP/s).  Blocks of fewer than 8 rows (long
-     * columns) re-read the g rows too often: then one block. */
-    int mi = M - M % FG_WI;
+    int K1 = K + 1;
     ptrdiff_t jb, nj;
-    for (jb = 0; jb < nb; jb += FG_JB) {
-        const double *gb = g + jb, *xb = x + jb;
-        double *sb = (jb + FG_JB >= nb) ? sums : NULL;   /* the last block */
-        int f = fresh && jb == 0, kb0, kb1, mk;
-        nj = (nb - jb < FG_JB) ? nb - jb : FG_JB;
-        int kbs = (int)(FG_XBLOCK / (nj * (ptrdiff_t)sizeof(double)));
-        kbs = kbs < 8 ? K : kbs - kbs % FG_WK;
-        for (kb0 = 0; kb0 < K; kb0 = kb1) {
-            kb1 = (K - kb0 > kbs) ? kb0 + kbs : K;
-            mk = kb1 - (kb1 - kb0) % FG_WK;
-            for (i0 = 0; i0 < mi; i0 += FG_WI) {
-                for (k0 = kb0; k0 < mk; k0 += FG_WK)
-                    FG_NAME(fg_lanes_tile)(FG_WI, FG_WK, i0, k0, K, gb, g_rows, xb,
-                                           x_rows, ld, nj, lanes, f, sb);
-                for (k0 = mk; k0 < kb1; k0++)
-                    FG_NAME(fg_lanes_tile)(FG_WI, 1, i0, k0, K, gb, g_rows, xb,
-                                           x_rows, ld, nj, lanes, f, sb);
-            }
-            for (i0 = mi; i0 < M; i0++)
-                for (k0 = kb0; k0 < kb1; k0++)
-                    FG_NAME(fg_lanes_tile)(1, 1, i0, k0, K, gb, g_rows, xb, x_rows,
-                                           ld, nj, lanes, f, sb);
+    int k0, i0, nk, f, mc;
+    /* register tiles of FG_TR rows need consecutive g rows (a layer's
+     * output rows are; otherwise one-row tiles, slower, same sums) */
+    for (mc = 1; mc < M && g_rows[mc] == g_rows[0] + mc; mc++) ;
+    if (mc < M) mc = 0;
+    if (n <= 0) {
+        if (fresh) memset(C, 0, sizeof(double) * (size_t)M * ldc);
+        return;
+    }
+    /* batch columns in blocks of FG_JC (a block of X^T is the B panel, in
+     * L1), C columns in register tiles (the panel packed once for every row
+     * tile), C rows in register tiles */
+    for (jb = 0; jb < n; jb += FG_JC) {
+        nj = (n - jb < FG_JC) ? n - jb : FG_JC;
+        f = fresh && jb == 0;
+        for (k0 = 0; k0 < K1; k0 += nk) {
+            int tv = FG_NAME(fg_tv)((K1 - k0 + FG_VW - 1) / FG_VW);
+            nk = (K1 - k0 < tv * FG_VW) ? K1 - k0 : tv * FG_VW;
+            FG_NAME(fg_pack_xt)(tv, K, x, x_rows, k0, ld, jb, nj, work);
+#define FG_TILE(tr, tvl) FG_NAME(fg_wgrad_tile)(tr, tvl, i0, k0, ldc, g, g_rows, \
+        ld, jb, nj, work, C, f)
+#define FG_ROWS(tvl) do { \
+        for (i0 = 0; i0 + FG_TR <= mc; i0 += FG_TR) FG_TILE(FG_TR, tvl); \
+        for (; i0 < M; i0++) FG_TILE(1, tvl); \
+    } while (0)
+            FG_BY_TV(tv, FG_ROWS);
+#undef FG_ROWS
+#undef FG_TILE
         }
     }
 #else
-    if (fresh) memset(lanes, 0, sizeof(double) * FG_LANES * M * K);
-    for (i0 = 0; i0 < M; i0++)
-        for (k0 = 0; k0 < K; k0++) {
-            const double *gr = g + g_rows[i0] * ld;
-            const double *xr = x + x_rows[k0] * ld;
-            double *l = lanes + ((ptrdiff_t)i0 * K + k0) * FG_LANES;
-            for (j = 0; j < nb; j += FG_LANES)
-                for (u = 0; u < FG_LANES; u++)
-                    l[u] += gr[j + u] * xr[j + u];
-        }
-#endif
-    /* the last n % FG_LANES columns, into lanes 0.. */
-    if (nb < n)
-        for (a = 0; a < M; a++)
-            for (b = 0; b < K; b++) {
-                const double *gr = g + g_rows[a] * ld;
-                const double *xr = x + x_rows[b] * ld;
-                double *l = lanes + ((ptrdiff_t)a * K + b) * FG_LANES;
-                for (j = nb; j < n; j++)
-                    l[j - nb] += gr[j] * xr[j];
-            }
-    if (blanes) {
-        for (a = 0; a < M; a++) {
-            const double *gr = g + g_rows[a] * ld;
-            double *l = blanes + (ptrdiff_t)a * FG_LANES;
-#ifdef FG_VW
-            /* the same sums, in registers (l may alias nothing, but the
-             * compiler cannot know) */
-            FG_V s[FG_LANES / FG_VW];
-            memcpy(s, l, sizeof s);
-            for (j = 0; j < nb; j += FG_LANES)
-                for (u = 0; u < FG_LANES / FG_VW; u++)
-                    s[u] += ((const FG_V *)(gr + j))[u];
-            if (sums) {
-                double t[FG_LANES];
-                memcpy(t, s, sizeof t);
-                sums[(ptrdiff_t)M * K + a] = fg_tree(t);
+    ptrdiff_t j;
+    int i, k;
+    (void)work;
+    for (i = 0; i < M; i++) {
+        const double *gr = g + g_rows[i] * ld;
+        for (k = 0; k <= K; k++) {
+            double *c = C + (ptrdiff_t)i * ldc + k;
+            double acc = fresh ? 0.0 : *c;
+            if (k < K) {
+                const double *xr = x + x_rows[k] * ld;
+                for (j = 0; j < n; j++) acc += gr[j] * xr[j];
             } else {
-                memcpy(l, s, sizeof s);
+                for (j = 0; j < n; j++) acc += gr[j] * 1.0;
             }
-#else
-            for (j = 0; j < nb; j += FG_LANES)
-                for (u = 0; u < FG_LANES; u++)
-                    l[u] += gr[j + u];
-#endif
-            for (j = nb; j < n; j++)
-                l[j - nb] += gr[j];
+            *c = acc;
         }
-    }
-#ifndef FG_VW
-    if (sums) {
-        for (a = 0; a < M * K; a++) sums[a] = fg_tree(lanes + (ptrdiff_t)a * FG_LANES);
-        if (blanes)
-            for (a = 0; a < M; a++)
-                sums[(ptrdiff_t)M * K + a] = fg_tree(blanes + (ptrdiff_t)a * FG_LANES);
     }
 #endif
 }
@@ -403,15 +443,66 @@ static FG_TARGET void FG_NAME(fg_grad_in)(
     }
 }
 
+/* The mul+add peak of this core with this build's vectors, for the
+ * benchmarks' FLOP-bound ratios (a measured figure, not an assumed one):
+ * FG_TR x FG_TV independent chains (as many as the register tile's
+ * accumulators) of acc = acc * m + c, a multiply then a separate add (no
+ * FMA, as every kernel here computes), ``iters`` steps, all in registers:
+ * bound by the multiply and add pipes only.  m < 1: the chains converge,
+ * nothing overflows or goes subnormal.  Returns the sum of the chains (so
+ * nothing is optimised away); *flops = the FLOPs done. */
+static FG_TARGET double FG_NAME(fg_peak)(long iters, double m, double *flops)
+{
+    long it;
+    int r, u;
+    double sum = 0.0, c = 1.0 - m;
+#ifdef FG_VW
+    FG_V acc[FG_TR][FG_TV], mv, cv, tot;
+    double out[FG_VW];
+    fg_splat_to(mv, m);
+    fg_splat_to(cv, c);
+    for (r = 0; r < FG_TR; r++)
+        for (u = 0; u < FG_TV; u++) fg_splat_to(acc[r][u], r + 0.5 * u);
+    for (it = 0; it < iters; it++)
+        for (r = 0; r < FG_TR; r++)
+            for (u = 0; u < FG_TV; u++) acc[r][u] = acc[r][u] * mv + cv;
+    tot = acc[0][0];
+    for (r = 0; r < FG_TR; r++)
+        for (u = 0; u < FG_TV; u++)
+            if (r || u) tot += acc[r][u];
+    memcpy(out, &tot, sizeof(out));
+    for (u = 0; u < FG_VW; u++) sum += out[u];
+    *flops = 2.0 * iters * FG_TR * FG_TV * FG_VW;
+#else
+    double acc[FG_TR][FG_TV];
+    for (r = 0; r < FG_TR; r++)
+        for (u = 0; u < FG_TV; u++) acc[r][u] = r + 0.5 * u;
+    for (it = 0; it < iters; it++)
+        for (r = 0; r < FG_TR; r++)
+            for (u = 0; u < FG_TV; u++) acc[r][u] = acc[r][u] * m + c;
+    for (r = 0; r < FG_TR; r++)
+        for (u = 0; u < FG_TV; u++) sum += acc[r][u];
+    *flops = 2.0 * iters * FG_TR * FG_TV;
+#endif
+    return sum;
+}
+
 #ifdef FG_VW
 #undef FG_V
 #undef FG_VI
+#undef FG_NR
+#undef FG_BY_TV
+#undef FG_PROD_ROW
+#undef FG_LOAD_X
+#undef fg_splat_to
 #endif
 /* this build's parameters, ready for the next one */
 #undef FG_NAME
 #undef FG_TARGET
 #undef FG_TR
-#undef FG_NR
-#undef FG_WI
-#undef FG_WK
+#undef FG_TV
+#undef FG_KC
+#undef FG_MC
+#undef FG_JC
 #undef FG_VW
+#undef FG_BMEM

@@ -1,6 +1,6 @@
-# Stages 2 and 3 for dense layers: finding them in the batched tape, and
-# running them (the C kernels are in _replay_gemm.h / _replay_gemm_body.h,
-# the activation epilogues in _replay_epilogue.pxi).
+# Stage 2 for dense layers: finding them in the batched tape (running them,
+# stage 3, is _replay_layer_kernels.pxi with the C kernels of _replay_gemm.h
+# and the activation epilogues of _replay_epilogue.pxi).
 # (included by _replay.pyx; see the stage list in its docstring)
 #
 # What is recognised is what the graph computes, not how the sum was spelled.
@@ -26,65 +26,9 @@
 # row once, form a *layer*: H chains over K rows, Z = init + W @ X (+ post),
 # Y = epilogue(Z), with W the (H, K) scalars read at every replay.
 #
-# In the training tape a layer is one OP_LAYER instruction: forward is one
-# matrix kernel (each output summed in the chain's order: the same floats as
-# the chain), then the epilogue (_replay_epilogue.pxi: op_forward in order,
-# the same floats as eager); backward one pass: the incoming gradient rows
-# through the epilogue's op_backward in reverse (a relu alone: the kernel's
-# mask), the weight and bias gradients as batch sums (FG_LANES partial sums
-# per weight, kept across the column chunks, summed in the last one and
-# added to the scalar gradients once at the end), and the gradient rows of X
-# (W^T @ dZ, summed over the layer's outputs in order, W^T read from the
-# forward's packed panels).  Those sums are in a different order
-# than the per-instruction backward's, so gradients differ from it (and from
-# eager mode) by rounding; tests/test_layers.py bounds the difference.
+# In the training tape a layer is one OP_LAYER instruction (its forward and
+# backward: _replay_layer_kernels.pxi).
 # Forward-only replays (predict) keep the OP_DOT tape: bit-identical to eager.
-
-cdef extern from "_replay_gemm.h" nogil:
-    int FG_SKIP, FG_STORE, FG_ADD, FG_MR, FG_LANES
-    void fg_gemm_rows(int M, int K, const double* P, int trans, const double* init,
-                      const unsigned char* mode, int relu, const double* inp,
-                      const int* in_rows, double* out, const int* out_rows,
-                      Py_ssize_t ld, Py_ssize_t n)
-    void fg_gemm_lanes(int M, int K, const double* g, const int* g_rows,
-                       const double* x, const int* x_rows, Py_ssize_t ld,
-                       Py_ssize_t n, double* lanes, double* blanes, int fresh,
-                       double* sums)
-    void fg_grad_in(int M, const unsigned char* has, int relu, const double* v,
-                    double* g, const int* rows, Py_ssize_t ld, Py_ssize_t n)
-    int fg_isa_select(int level)
-    int fg_isa_get()
-    int fg_isa_supported(int level)
-
-fg_isa_select(-1)
-
-_ISA_NAMES = ("portable", "baseline", "avx2", "avx512")
-
-
-def _isa():
-    """Name of the instruction set the layer kernels run with."""
-    return _ISA_NAMES[fg_isa_get()]
-
-
-def _supported_isas():
-    """The instruction sets this CPU (and build) can run the kernels with."""
-    return [name for i, name in enumerate(_ISA_NAMES) if fg_isa_supported(i)]
-
-
-def _set_isa(name):
-    """Testing hook: run the layer kernels and the rows of exp/log/tanh/
-    sigmoid with ISA ``name`` ("portable", "baseline", "avx2", "avx512" or
-    "best"); returns the previous name."""
-    old = _isa()
-    if name == "best":
-        fg_isa_select(-1)
-    elif name not in _ISA_NAMES:
-        raise ValueError(f"unknown ISA {name!r}; choose from {_ISA_NAMES + ('best',)}")
-    elif fg_isa_select(_ISA_NAMES.index(name)) < 0:
-        raise ValueError(f"this CPU or build cannot run the {name} kernels")
-    fg_vm_isa_select(fg_isa_get())      # the elementary functions' rows too
-    return old
-
 
 cdef bint LAYERS = True
 
@@ -111,8 +55,8 @@ cdef enum:
     LM_PW = 7     # offset of the packed W panel in l_pw, then H start values
                   # (then H post values when LM_BL >= 0); the backward reads
                   # W^T from it too (fg_gemm_rows' trans)
-    LM_LN = 8     # offset of the weight (H*K) then bias (H) lanes in l_lanes
-                  # (l_sums: the same at LM_LN / FG_LANES, one sum each)
+    LM_LN = 8     # offset of the layer's weight (and bias, column K) gradient
+                  # sums in l_lanes / l_sums: H rows of fg_wgrad_ld(K)
     LM_BL = 9     # offset of the H post-add slots in l_slots (-1 in a row
                   # without one), or -1: no row has one
     LM_Z = 10     # offset of H pre-activation rows in l_rows (the epilogue's
@@ -564,7 +508,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         meta += [H, K, act, x_off, x_off + K, w_off, b_off, pw_size, ln_size,
                  bl_off, z_off, ep_off, nep, init_off]
         pw_size += _round_mr(H) * K + H * (2 if has_post else 1)
-        ln_size += (H * K + H) * FG_LANES
+        ln_size += H * fg_wgrad_ld(K)
     prog.nlayers = len(meta) // LM_SIZE
     prog.l_meta = np.array(meta, np.int32)
     prog.l_rows = np.concatenate(rows_parts).astype(np.int32)
@@ -574,130 +518,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     prog.l_epc = np.array(lepc + [0.0], np.float64)
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
-    prog.l_sums = np.zeros(ln_size // FG_LANES + 1, np.float64)
+    prog.l_sums = np.zeros(ln_size + 1, np.float64)
     t_nx_ = np.array(nx, np.int32)
     _nx_remap(t_nx_, new_row)
     return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_, t_nx_), new_row_, nxt
-
-
-# -- stage 3: running layers --------------------------------------------------
-
-cdef void layers_pack(LayerCtx* L, const double* vs) noexcept nogil:
-    """Gather this replay's weights, start values (and post adds) into the
-    packed panels."""
-    cdef int li, H, K, i, k, r, sl
-    cdef const int* m
-    cdef const int* w
-    cdef double* p
-    for li in range(L.n):
-        m = L.meta + li * LM_SIZE
-        H = m[LM_H]
-        K = m[LM_K]
-        w = L.slots + m[LM_W]
-        p = L.pw + m[LM_PW]
-        i = 0
-        while i < H:
-            for k in range(K):
-                for r in range(FG_MR):
-                    p[i * K + k * FG_MR + r] = (vs[w[(i + r) * K + k]]
-                                                if i + r < H else 0.0)
-            i += FG_MR
-        p += _round_mr(H) * K
-        for i in range(H):
-            sl = L.slots[m[LM_B] + i]
-            p[i] = vs[sl] if sl >= 0 else L.init[m[LM_INIT] + i]
-        if m[LM_BL] >= 0:
-            p += H
-            for i in range(H):
-                sl = L.slots[m[LM_BL] + i]
-                # -0.0: x + -0.0 == x for every x (a row without a post add)
-                p[i] = vs[sl] if sl >= 0 else -0.0
-
-
-cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
-                        Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
-    cdef const int* m = L.meta + li * LM_SIZE
-    cdef int H = m[LM_H], K = m[LM_K], act = m[LM_ACT], i, k, sl, q
-    cdef const int* xr = L.rows + m[LM_X]
-    cdef const int* orow = L.rows + m[LM_O]
-    cdef const int* zrow = L.rows + m[LM_Z] if m[LM_Z] >= 0 else orow
-    cdef const int* w = L.slots + m[LM_W]
-    cdef const double* post
-    cdef Py_ssize_t j
-    cdef double z
-    if L.pw != NULL:
-        post = (L.pw + m[LM_PW] + _round_mr(H) * K + H) if m[LM_BL] >= 0 else NULL
-        # the kernel applies a relu alone (no post add); anything else is the
-        # epilogue's: the post add, then the ops (on the rows in cache)
-        fg_gemm_rows(H, K, L.pw + m[LM_PW], 0, L.pw + m[LM_PW] + _round_mr(H) * K,
-                     NULL, act and post == NULL, vb, xr, vb, zrow, ld, n)
-        if post != NULL or (m[LM_NEP] > 0 and not act):
-            epilogue_forward(H, m[LM_NEP], L.ep + m[LM_EP], L.epc + m[LM_EP],
-                             post, vb, zrow, orow, ld, n)
-        return
-    # unpacked (c_eval on caller scratch): the chain's operations, in order
-    for i in range(H):
-        for j in range(n):
-            sl = L.slots[m[LM_B] + i]
-            z = vs[sl] if sl >= 0 else L.init[m[LM_INIT] + i]
-            for k in range(K):
-                z = op_forward(OP_ADD, z, op_forward(OP_MUL, vs[w[i * K + k]],
-                                                     vb[xr[k] * ld + j], 0.0), 0.0)
-            if m[LM_BL] >= 0 and L.slots[m[LM_BL] + i] >= 0:
-                z = op_forward(OP_ADD, z, vs[L.slots[m[LM_BL] + i]], 0.0)
-            vb[zrow[i] * ld + j] = z
-            for q in range(m[LM_NEP]):
-                z = op_forward(L.ep[m[LM_EP] + q], z, 0.0, L.epc[m[LM_EP] + q])
-            vb[orow[i] * ld + j] = z
-
-
-cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
-                         const double* vb, double* gb, Py_ssize_t ld,
-                         Py_ssize_t n) noexcept nogil:
-    cdef const int* m = L.meta + li * LM_SIZE
-    cdef int H = m[LM_H], K = m[LM_K]
-    cdef const int* xr = L.rows + m[LM_X]
-    cdef const int* orow = L.rows + m[LM_O]
-    cdef double* ln = L.lanes + m[LM_LN]
-    fg_grad_in(H, L.rmode + m[LM_O], m[LM_ACT], vb, gb, orow, ld, n)
-    if m[LM_NEP] > 0 and not m[LM_ACT]:
-        # dY -> dZ in place, through the epilogue's rules in reverse
-        epilogue_backward(H, m[LM_NEP], L.ep + m[LM_EP], L.epc + m[LM_EP],
-                          L.rmode + m[LM_O], vb,
-                          L.rows + m[LM_Z] if m[LM_Z] >= 0 else NULL, orow, gb,
-                          ld, n)
-    if want_w:
-        fg_gemm_lanes(H, K, gb, orow, vb, xr, ld, n, ln, ln + H * K * FG_LANES,
-                      L.fresh, L.sums + m[LM_LN] // FG_LANES if L.last else NULL)
-    if want_x:
-        fg_gemm_rows(K, H, L.pw + m[LM_PW], 1, NULL, L.rmode + m[LM_X], 0, gb,
-                     orow, gb, xr, ld, n)
-
-
-cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
-                        double* gs) noexcept nogil:
-    """Add each layer's weight and bias gradients (the sums its backward
-    left in the last column chunk) to the scalar gradients."""
-    cdef int li, q, H, HK, sl
-    cdef const int* m
-    cdef const int* w
-    cdef const double* sm
-    for li in range(L.n):
-        if run[li]:
-            m = L.meta + li * LM_SIZE
-            H = m[LM_H]
-            HK = H * m[LM_K]
-            w = L.slots + m[LM_W]
-            sm = L.sums + m[LM_LN] // FG_LANES
-            for q in range(HK):
-                gs[w[q]] += sm[q]
-            # a bias's gradient is the batch sum of dZ wherever it is added
-            for q in range(H):
-                sl = L.slots[m[LM_B] + q]
-                if sl >= 0:
-                    gs[sl] += sm[HK + q]
-            if m[LM_BL] >= 0:
-                for q in range(H):
-                    sl = L.slots[m[LM_BL] + q]
-                    if sl >= 0:
-                        gs[sl] += sm[HK + q]

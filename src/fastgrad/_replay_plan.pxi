@@ -144,7 +144,35 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         plan.in_ng[s] = live_b[s] and dep_b[s] and not first_b[s]
     for s in range(p.n_params):
         plan.par_ng[s] = live_s[s]
+    plan.bsl = _batched_scalar_slots(p, plan)
     return plan
+
+
+cdef object _batched_scalar_slots(Program p, _Plan plan):
+    """The scalar slots the batched backward adds to outside layers (each
+    once, then a sentinel): a column block keeps its own partial sums of
+    them (see _replay_blocks.pxi)."""
+    cdef int k, kind, off, q
+    found = {}
+    if not p.o_bat[0]:
+        found[p.o_slot[0]] = None     # the seeds of a scalar output 0
+    for k in range(p.n_binstr):
+        if p.b_op[k] == OP_LAYER:
+            continue
+        kind = p.b_kind[k]
+        if kind == K_SB and plan.bma[k] != M_SKIP:
+            found[p.b_a[k]] = None
+        if kind == K_BS and plan.bmb[k] != M_SKIP:
+            found[p.b_b[k]] = None
+        if p.b_op[k] == OP_FMULADD and plan.bms[k] != M_SKIP:
+            found[p.b_s[k]] = None
+        if kind == K_N:
+            # scalar operands of an n-ary instruction: -1 - slot in b_nx
+            off = p.b_b[k]
+            for q in range(p.b_nx[off]):
+                if p.b_nx[off + 1 + q] < 0 and plan.bmn[off + 1 + q] != M_SKIP:
+                    found[-1 - p.b_nx[off + 1 + q]] = None
+    return np.array(list(found) + [0], np.int32)
 
 
 cdef void _layer_dep(Program p, int li, unsigned char[::1] dep_s,

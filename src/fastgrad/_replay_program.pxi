@@ -25,7 +25,20 @@ cdef tuple _init_scratch(Evaluator ev, Program p):
     cdef double[::1] vs = np.array(p.vs1, dtype=np.float64)   # holds the constants
     for i in range(p.n_params):
         vs[i] = (<Value>p._params[i]).data
-    ev.work = p.n_sinstr + p.n_binstr + p.n_inputs + 1
+    # work of one evaluation (the signal checks' count): a layer is H * K
+    # multiply-adds (it used to count as one operation: Ctrl-C went unseen
+    # for seconds in wide layers)
+    cdef Py_ssize_t work = p.n_sinstr + p.n_inputs + 1
+    cdef int k
+    for k in range(p.n_binstr):
+        if p.b_op[k] == OP_LAYER:
+            work += <Py_ssize_t>p.l_meta[p.b_a[k] * LM_SIZE + LM_H] * \
+                (p.l_meta[p.b_a[k] * LM_SIZE + LM_K] + p.l_meta[p.b_a[k] * LM_SIZE + LM_NEP])
+        elif p.b_kind[k] == K_N:
+            work += p.b_nx[p.b_b[k]]
+        else:
+            work += 1
+    ev.work = work
     return vs, np.zeros(p.n_batched + 1, np.float64)
 
 
@@ -163,6 +176,32 @@ cdef double _learning_rate(lr, str where) except -1.0:
     return step
 
 
+def _num_threads(num_threads, where="num_threads"):
+    """``num_threads`` checked and resolved (None: every CPU); for callers
+    that want the error before a long compile."""
+    return _threads(num_threads, where)
+
+
+cdef int _threads(num_threads, str where) except -1:
+    """num_threads as a count >= 1: an int, or None for every CPU this
+    process may run on."""
+    cdef Py_ssize_t n
+    if num_threads is None:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            n = os.cpu_count() or 1
+        return <int>max(1, min(n, MAX_THREADS))
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"{where}: num_threads must be an int or None, got "
+                        f"{type(num_threads).__name__}")
+    n = num_threads
+    if n < 1:
+        raise ValueError(f"{where}: num_threads must be >= 1 (or None for all "
+                         f"CPUs), got {n}")
+    return <int>min(n, MAX_THREADS)
+
+
 def _as_matrix(x, str where):
     """x as a 2-D C-contiguous float64 array (a copy only when needed)."""
     arr = np.asarray(x)
@@ -238,6 +277,11 @@ cdef class Program:
         if len(args) != 1 or args[0] is not _TOKEN or kwargs:
             raise TypeError("Program objects are made by fastgrad.compile / "
                             "fastgrad.compiled.compile_graph")
+        self._wf = self._wg = -1
+        self._wbufs = []
+        # sized by _run_src (never left uninitialised: the debug build checks)
+        self.gsp = np.zeros(1, np.float64)
+        self.kwork = np.zeros(1, np.float64)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Program objects are made by fastgrad.compile / "
@@ -494,12 +538,41 @@ cdef class Program:
         L.ep = &self.l_ep[0]
         L.epc = &self.l_epc[0]
         L.pw = &self.l_pw[0]
-        L.lanes = &self.l_lanes[0]
-        L.sums = &self.l_sums[0]
+        L.acc = &self.l_lanes[0]
+        L.work = NULL
         L.rmode = NULL
         L.fresh = 1
-        L.last = 1
         return L
+
+    cdef Py_ssize_t _col_work(self, bint grad) noexcept:
+        """Element operations per batch column of a replay (for the signal
+        checks): a layer counts H * (K + its epilogue ops) (three times with
+        gradients), an OP_DOT or n-ary instruction its terms, any other
+        instruction 1 (3 with gradients)."""
+        cdef Py_ssize_t w
+        cdef int k
+        cdef const int* m
+        if (self._wg if grad else self._wf) >= 0:
+            return self._wg if grad else self._wf
+        w = self.n_inputs + 1
+        if grad:
+            for k in range(self.n_binstr):
+                if self.b_op[k] == OP_LAYER:
+                    m = &self.l_meta[self.b_a[k] * LM_SIZE]
+                    w += 3 * <Py_ssize_t>m[LM_H] * (m[LM_K] + m[LM_NEP])
+                elif self.b_kind[k] == K_N:
+                    w += 3 * self.b_nx[self.b_b[k]]
+                else:
+                    w += 3
+            self._wg = w
+        else:
+            for k in range(self.n_finstr):
+                if self.f_kind[k] == K_N:
+                    w += self.f_nx[self.f_b[k]]
+                else:
+                    w += self.f_s[k] if self.f_op[k] == OP_DOT else 1
+            self._wf = w
+        return w
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
         cdef int key = 2 * want_inputs + with_pen
@@ -609,13 +682,15 @@ cdef class Program:
 
     cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,
                      bint grad, bint want_inputs, bint with_pen,
-                     double[:, ::1] outv, double[:, ::1] ging) except? -1.0:
+                     double[:, ::1] outv, double[:, ::1] ging,
+                     int nthreads=1) except? -1.0:
         """Forward (and backward) over B >= 1 rows; returns reduced output 0.
 
         ``mats``: the inputs from ``_sources``.  reduce_mode: 0 sum, 1 mean.
         Parameter gradients are left in self.gs (slots 0..n_params-1); input
         gradients go to ``ging`` (B, n_inputs) when given.  ``outv`` (B,
-        n_outputs) receives per-row outputs.
+        n_outputs) receives per-row outputs.  ``nthreads``: at most that many
+        threads (the result does not depend on it, see _replay_blocks.pxi).
         """
         cdef Sources S
         cdef const double[:, ::1] mv
@@ -630,163 +705,155 @@ cdef class Program:
             S.cols[q] = mv.shape[1]
             S.ptr[q] = &mv[0, 0] if mv.shape[1] > 0 else NULL
         return self._run_src(&S, B, reduce_mode, grad, want_inputs, with_pen,
-                             outv, ging)
+                             outv, ging, nthreads)
 
     cdef double _run_src(self, const Sources* S, Py_ssize_t B, int reduce_mode,
                          bint grad, bint want_inputs, bint with_pen,
-                         double[:, ::1] outv, double[:, ::1] ging) except? -1.0:
+                         double[:, ::1] outv, double[:, ::1] ging,
+                         int nthreads=1) except? -1.0:
         """``_run`` on input columns the caller holds (see ``Sources``)."""
-        cdef Py_ssize_t ch = self._chunk(B, grad), j0, n, j, r, ncol, cc
-        cdef Py_ssize_t ld
-        cdef int q, nsrc = S.n, o0, n_out = self.n_outputs
-        cdef int n_in = self.n_inputs
-        cdef double total = 0.0, seed
-        cdef double* vs
-        cdef double* gs
-        cdef double* vb
-        cdef double* gb = NULL
-        cdef double* row
-        cdef double* po = NULL
-        cdef double* pgi = NULL
-        cdef const double* src
+        cdef _Job J
+        cdef _Worker* W = NULL
+        cdef Py_ssize_t ch = self._chunk(B, grad), m, rows, acc_size, t
         cdef _Plan plan = None
-        cdef bint o_bat0 = self.o_bat[0]
-        cdef bint has_out = outv is not None, has_gin = ging is not None
-        cdef const unsigned char* bma = NULL
-        cdef const unsigned char* bmb = NULL
-        cdef const unsigned char* bms = NULL
+        cdef LayerCtx L = self._layer_ctx(grad)
+        cdef double[::1] b_vb, b_gb, b_gsp, b_acc, b_work, b_out0
+        cdef list bufs
+        cdef int res = 0
+        cdef double total
         cdef const unsigned char* sma = NULL
         cdef const unsigned char* smb = NULL
-        cdef const unsigned char* in_ng = NULL
-        cdef const unsigned char* o_bat = &self.o_bat[0]
-        # forward only: the tape on reused rows (see _alloc_rows)
-        cdef const int* o_slot = &self.o_slot[0] if grad else &self.f_oslot[0]
-        cdef int t_n = self.n_binstr if grad else self.n_finstr
-        cdef const unsigned char* t_op = &self.b_op[0] if grad else &self.f_op[0]
-        cdef const unsigned char* t_kind = &self.b_kind[0] if grad else &self.f_kind[0]
-        cdef const int* t_out = &self.b_out[0] if grad else &self.f_out[0]
-        cdef const int* t_a = &self.b_a[0] if grad else &self.f_a[0]
-        cdef const int* t_b = &self.b_b[0] if grad else &self.f_b[0]
-        cdef const int* t_s = &self.b_s[0] if grad else &self.f_s[0]
-        cdef const double* t_c = &self.b_c[0] if grad else &self.f_c[0]
-        cdef const int* t_nx = &self.b_nx[0] if grad else &self.f_nx[0]
-        cdef const unsigned char* bmn = NULL
-        cdef Py_ssize_t work = 0, sig_work = SIGNAL_WORK
-        cdef Py_ssize_t per_col_work = (3 if grad else 1) * t_n + n_in + 1
-        cdef bint interrupted = False
-        cdef LayerCtx L = self._layer_ctx(grad)
+        # blocks: whole chunks, at least BLOCK_COLS columns
+        m = max(1, (BLOCK_COLS + ch - 1) // ch)
+        J.bcols = ch * m
+        J.nblocks = <int>((B + J.bcols - 1) // J.bcols)
+        nthreads = max(1, min(nthreads, J.nblocks, MAX_THREADS))
         self._ensure(ch, grad)
-        ld = self.ld
+        J.ld = self.ld
+        J.B = B
+        J.ch = ch
+        J.S = S
+        J.grad = grad
+        J.t_n = self.n_binstr if grad else self.n_finstr
+        J.t_op = &self.b_op[0] if grad else &self.f_op[0]
+        J.t_kind = &self.b_kind[0] if grad else &self.f_kind[0]
+        J.t_out = &self.b_out[0] if grad else &self.f_out[0]
+        J.t_a = &self.b_a[0] if grad else &self.f_a[0]
+        J.t_b = &self.b_b[0] if grad else &self.f_b[0]
+        J.t_s = &self.b_s[0] if grad else &self.f_s[0]
+        J.t_c = &self.b_c[0] if grad else &self.f_c[0]
+        J.t_nx = &self.b_nx[0] if grad else &self.f_nx[0]
+        J.bmn = NULL
+        J.d_s = &self.d_s[0]
+        J.d_x = &self.d_x[0]
+        # forward only: the tape on reused rows (see _alloc_rows)
+        J.o_slot = &self.o_slot[0] if grad else &self.f_oslot[0]
+        J.o_bat = &self.o_bat[0]
+        J.n_out = self.n_outputs
+        J.n_in = self.n_inputs
+        J.o0 = J.o_slot[0]
+        J.o_bat0 = self.o_bat[0]
+        J.po = &outv[0, 0] if outv is not None else NULL
+        J.pgi = &ging[0, 0] if ging is not None and self.n_inputs > 0 else NULL
+        J.seed = (1.0 / B) if reduce_mode == 1 else 1.0
+        J.total = 0.0
+        J.per_col_work = self._col_work(grad)
+        J.sig_work = SIGNAL_WORK
+        J.work = 0
+        J.gs = &self.gs[0]
+        J.lsum = &self.l_sums[0]
+        J.nbsl = 0
         if grad:
             plan = self._plan(want_inputs, with_pen)
-            bma = &plan.bma[0]
-            bmb = &plan.bmb[0]
-            bms = &plan.bms[0]
+            J.bma = &plan.bma[0]
+            J.bmb = &plan.bmb[0]
+            J.bms = &plan.bms[0]
+            J.lw = &plan.lw[0]
+            J.bsl = &plan.bsl[0]
+            J.nbsl = plan.bsl.shape[0] - 1
+            J.in_ng = &plan.in_ng[0]
+            J.bmn = &plan.bmn[0]
+            L.rmode = &plan.lrm[0]
             sma = &plan.sma[0]
             smb = &plan.smb[0]
-            bmn = &plan.bmn[0]
-            in_ng = &plan.in_ng[0]
-            gb = &self.gb[0]
-            L.rmode = &plan.lrm[0]
-        if has_out:
-            po = &outv[0, 0]
-        if has_gin and n_in > 0:          # (B, 0): nothing to write
-            pgi = &ging[0, 0]
-        self._load_params()
-        vs = &self.vs[0]
-        gs = &self.gs[0]
-        vb = &self.vb[0]
-        seed = (1.0 / B) if reduce_mode == 1 else 1.0
-        o0 = o_slot[0]
-        with nogil:
-            forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                           &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
-                           &self.s_nx[0], vs)
-            if grad:
-                memset(gs, 0, self.n_scalar * sizeof(double))
-                layers_pack(&L, vs)   # (forward only: no layers)
-            j0 = 0
-            while j0 < B:
-                n = B - j0
-                if n > ch:
-                    n = ch
-                # scatter the input columns into rows 0..n_inputs-1
-                r = 0
-                for q in range(nsrc):
-                    ncol = S.cols[q]
-                    src = S.ptr[q]
-                    for cc in range(ncol):
-                        row = vb + r * ld
-                        for j in range(n):
-                            row[j] = src[(j0 + j) * ncol + cc]
-                        r += 1
-                forward_batched(t_n, t_op, t_kind, t_out, t_a, t_b, t_s, t_c,
-                                &self.d_s[0], &self.d_x[0], t_nx, &L, vs, vb, ld, n)
-                # reduce output 0 in row order (as eager's sum(losses))
-                if o_bat0:
-                    row = vb + o0 * ld
-                    for j in range(n):
-                        total += row[j]
-                else:
-                    # n additions, not n * vs[o0]: the same rounding as the
-                    # batched branch above
-                    for j in range(n):  # no-cython-lint
-                        total += vs[o0]
-                if has_out:
-                    for q in range(n_out):
-                        if o_bat[q]:
-                            row = vb + o_slot[q] * ld
-                            for j in range(n):
-                                po[(j0 + j) * n_out + q] = row[j]
-                        else:
-                            for j in range(n):
-                                po[(j0 + j) * n_out + q] = vs[o_slot[q]]
+        # the workers' buffers: worker 0 the Program's own, the others cached
+        # in _wbufs (allocated with the GIL, before the replay starts)
+        if self.gsp.shape[0] < self.n_scalar + 1:
+            self.gsp = np.zeros(self.n_scalar + 1, np.float64)
+        if self.kwork.shape[0] < J.bcols + FG_WORK:
+            self.kwork = np.zeros(J.bcols + FG_WORK, np.float64)
+        acc_size = layers_acc_size(&L) + 1
+        rows = max(self.n_batched if grad else self.n_frows, 1) * J.ld
+        W = <_Worker*>PyMem_Malloc(nthreads * sizeof(_Worker))
+        if W == NULL:
+            raise MemoryError()
+        try:
+            for t in range(nthreads):
+                W[t].J = &J
+                W[t].index = <int>t
+                W[t].L = L
+                if t == 0:
+                    W[t].vb = &self.vb[0]
+                    W[t].gb = &self.gb[0] if grad else NULL
+                    W[t].gsp = &self.gsp[0]
+                    W[t].out0 = &self.kwork[FG_WORK]
+                    W[t].L.work = &self.kwork[0]
+                    # one block: its running sums are the totals
+                    W[t].L.acc = (&self.l_sums[0] if J.nblocks == 1
+                                  else &self.l_lanes[0])
+                    continue
+                while len(self._wbufs) < t:
+                    self._wbufs.append(None)
+                bufs = self._wbufs[t - 1]
+                if (bufs is None or bufs[0].shape[0] < rows
+                        or (grad and bufs[1].shape[0] < rows)
+                        or bufs[2].shape[0] < self.n_scalar + 1
+                        or bufs[3].shape[0] < acc_size
+                        or bufs[4].shape[0] < J.bcols + FG_WORK):
+                    # zeros, not empty: see _ensure
+                    bufs = [np.zeros(rows, np.float64),
+                            np.zeros(rows if grad else 1, np.float64),
+                            np.zeros(self.n_scalar + 1, np.float64),
+                            np.zeros(acc_size, np.float64),
+                            np.zeros(J.bcols + FG_WORK, np.float64)]
+                    self._wbufs[t - 1] = bufs
+                b_vb = bufs[0]
+                b_gb = bufs[1]
+                b_gsp = bufs[2]
+                b_acc = bufs[3]
+                b_work = bufs[4]
+                W[t].vb = &b_vb[0]
+                W[t].gb = &b_gb[0] if grad else NULL
+                W[t].gsp = &b_gsp[0]
+                W[t].L.acc = &b_acc[0]
+                W[t].L.work = &b_work[0]
+                W[t].out0 = &b_work[FG_WORK]
+            self._load_params()
+            J.vs = &self.vs[0]
+            with nogil:
+                forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                               &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
+                               &self.s_nx[0], &self.vs[0])
                 if grad:
-                    if o_bat0:
-                        row = gb + o0 * ld
-                        for j in range(n):
-                            row[j] = seed
-                    else:
-                        for j in range(n):  # no-cython-lint (n additions, as above)
-                            gs[o0] += seed
-                    L.fresh = j0 == 0
-                    L.last = j0 + n >= B
-                    backward_batched(self.n_binstr, &self.b_op[0],
-                                     &self.b_kind[0], &self.b_out[0],
-                                     &self.b_a[0], &self.b_b[0], &self.b_s[0],
-                                     &self.b_c[0], &self.b_nx[0], bma, bmb, bms,
-                                     bmn, &L, vs, gs, vb, gb, ld, n)
-                    if pgi != NULL:
-                        for q in range(n_in):
-                            row = gb + q * ld
-                            if in_ng[q]:
-                                for j in range(n):
-                                    pgi[(j0 + j) * n_in + q] = row[j]
-                            else:
-                                for j in range(n):
-                                    pgi[(j0 + j) * n_in + q] = 0.0
-                j0 += n
-                # Ctrl-C: see SIGNAL_WORK
-                work += n * per_col_work
-                if work >= sig_work and sig_work > 0 and j0 < B:
-                    work = 0
-                    with gil:
-                        interrupted = PyErr_CheckSignals() < 0
-                    if interrupted:
-                        break
-            if grad and not interrupted:
-                layers_reduce(&L, &plan.lw[0], gs)
-                if with_pen and self.pen_slot >= 0:
-                    gs[self.pen_slot] += 1.0
-                backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                                &self.s_a[0], &self.s_b[0], &self.s_c[0],
-                                &self.sd[0], &self.s_nx[0], sma, smb, vs, gs)
-        if interrupted:
+                    memset(J.gs, 0, self.n_scalar * sizeof(double))
+                    layers_pack(&L, J.vs)   # (forward only: no layers)
+                res = _run_job(&J, W, nthreads)
+                if grad and res == 0:
+                    layers_reduce(&L, J.lw, J.lsum, J.gs)
+                    if with_pen and self.pen_slot >= 0:
+                        J.gs[self.pen_slot] += 1.0
+                    backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                                    &self.s_a[0], &self.s_b[0], &self.s_c[0],
+                                    &self.sd[0], &self.s_nx[0], sma, smb, J.vs, J.gs)
+        finally:
+            PyMem_Free(W)
+        if res < 0:
             return -1.0         # the KeyboardInterrupt (or handler's error) is set
+        total = J.total
         if reduce_mode == 1:
             total = total * (1.0 / B)
         if with_pen and self.pen_slot >= 0:
-            total = total + vs[self.pen_slot]
+            total = total + self.vs[self.pen_slot]
         return total
 
     cdef int _enter(self, str where) except -1:
@@ -918,7 +985,8 @@ cdef class Program:
         return val, gin[0]
 
     def batch(self, inputs, reduce="mean", bint grad=True, outputs=None,
-              param_grad=None, input_grad=None, bint accumulate=True):
+              param_grad=None, input_grad=None, bint accumulate=True,
+              num_threads=1):
         """Replay over the rows of a batch: reduced output 0, plus the penalty.
 
         The loss is ``reduce_i out0(row_i) + penalty`` where ``reduce`` is the
@@ -944,6 +1012,12 @@ cdef class Program:
             Receives d(loss)/d(input) for every row.
         accumulate : bool, default True
             Add to ``.grad`` (True, as ``backward()``) or set it (False).
+        num_threads : int or None, default 1
+            Threads to use (None: every CPU this process may run on).  The
+            rows are cut into fixed blocks whose partial sums are combined in
+            block order: the loss, outputs and gradients are the same bits
+            whatever the number of threads.  The call still holds the
+            Program (not re-entrant) and answers Ctrl-C.
 
         Returns
         -------
@@ -960,11 +1034,11 @@ cdef class Program:
         (8.0, 4.0)
         """
         return self._batch(inputs, reduce, grad, outputs, param_grad, input_grad,
-                           accumulate, 0.0, False)
+                           accumulate, 0.0, False, _threads(num_threads, "batch"))
 
     cdef double _batch(self, inputs, reduce, bint grad, outputs, param_grad,
                        input_grad, bint accumulate, double lr,
-                       bint update) except? -1.0:
+                       bint update, int nthreads=1) except? -1.0:
         cdef int mode
         if reduce == "mean":
             mode = 1
@@ -987,7 +1061,8 @@ cdef class Program:
         mats = _unshare(mats, (outv, ging, pg), "batch")
         self._enter("batch")
         try:
-            val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging)
+            val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging,
+                            nthreads)
             if grad:
                 self._store_param_grads(accumulate, pg, lr, update)
         finally:
@@ -1006,7 +1081,7 @@ cdef class Program:
                              f"{getattr(arr, 'shape', '')}")
         return arr
 
-    def predict(self, inputs, out=None):
+    def predict(self, inputs, out=None, num_threads=1):
         """Outputs for every row, forward only (no gradient buffers).
 
         Parameters
@@ -1016,6 +1091,8 @@ cdef class Program:
             (B,) (one output) or (B, n_outputs) float64 array to fill.  It
             may overlap ``inputs`` (``predict(X[:-1], out=X[1:])``): the
             inputs are then copied first, as NumPy's ufuncs do.
+        num_threads : int or None, default 1
+            Threads to use (None: every CPU); the outputs do not depend on it.
 
         Returns
         -------
@@ -1030,6 +1107,7 @@ cdef class Program:
         ...     np.array([[1.0], [-3.0]])).tolist()
         [2.0, 0.0]
         """
+        cdef int nthreads = _threads(num_threads, "predict")
         mats = self._sources(inputs, "predict")
         B = mats[0].shape[0]
         if out is None:
@@ -1044,14 +1122,14 @@ cdef class Program:
             mats = _unshare(mats, (res,), "predict")
         self._enter("predict")
         try:
-            self._run(mats, B, 0, False, False, False, res, None)
+            self._run(mats, B, 0, False, False, False, res, None, nthreads)
         finally:
             self._busy = False
         if out is not None:
             return out
         return res[:, 0] if self.n_outputs == 1 else res
 
-    def sgd_step(self, inputs, lr, reduce="mean", outputs=None):
+    def sgd_step(self, inputs, lr, reduce="mean", outputs=None, num_threads=1):
         """One plain SGD step: ``batch`` then ``p.data -= lr * grad``.
 
         Each parameter's ``.grad`` is *set* to this batch's gradient (as
@@ -1064,6 +1142,9 @@ cdef class Program:
             Finite and >= 0 (as ``fastgrad.optim.SGD`` requires).
         reduce : {"mean", "sum"}
         outputs : ndarray (B, n_outputs) float64, optional
+        num_threads : int or None, default 1
+            Threads to use (None: every CPU); as in ``batch``, the result
+            does not depend on it.
 
         Returns
         -------
@@ -1080,7 +1161,8 @@ cdef class Program:
         (2.0, 1.5)
         """
         return self._batch(inputs, reduce, True, outputs, None, None, False,
-                           _learning_rate(lr, "sgd_step"), True)
+                           _learning_rate(lr, "sgd_step"), True,
+                           _threads(num_threads, "sgd_step"))
 
     def eval_params(self, theta, x):
         """Output 0 for parameter values ``theta`` and one input ``x``.
@@ -1159,15 +1241,17 @@ cdef class _DemoStep:
     expression for the accuracy) cost as much as the replay itself.
     """
     cdef readonly Program program
+    cdef readonly int num_threads
     cdef object _outs                 # (B, n_outputs) scratch of the last B
     cdef double[:, ::1] _outv
 
-    def __cinit__(self, Program program not None):
+    def __cinit__(self, Program program not None, num_threads=1):
         if program.n_inputs != 3 or program.n_outputs != 2:
             raise ValueError("the demo step needs a program with 3 inputs "
                              "(x0, x1, y) and 2 outputs (loss, score), got "
                              f"{program.n_inputs} and {program.n_outputs}")
         self.program = program
+        self.num_threads = _threads(num_threads, "make_demo_step")
 
     def __reduce__(self):
         raise TypeError("a demo step cannot be pickled; make it again")
@@ -1225,7 +1309,8 @@ cdef class _DemoStep:
             if self._outs is None or self._outv.shape[0] != B:
                 self._outs = np.empty((B, 2), np.float64)
                 self._outv = self._outs
-            loss = p._run_src(&S, B, 1, True, False, True, self._outv, None)
+            loss = p._run_src(&S, B, 1, True, False, True, self._outv, None,
+                              self.num_threads)
             p._store_param_grads(False, None, step, True)
             # the accuracy, as np.mean((y > 0) == (score > 0)) gives it
             for j in range(B):

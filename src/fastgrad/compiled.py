@@ -230,7 +230,8 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
     return prog
 
 
-def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
+def make_demo_step(model: _Model, alpha: float = 1e-4,
+                   num_threads: Optional[int] = 1) -> "DemoStep":
     """The micrograd demo's training step, compiled.
 
     Records, per sample, micrograd's SVM "max-margin" loss
@@ -248,6 +249,9 @@ def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
         A model with a scalar output taking 2 inputs (``MLP(2, [16, 16, 1])``).
     alpha : float
         L2 penalty weight.
+    num_threads : int or None, default 1
+        Threads per step (None: every CPU).  The results are the same bits
+        whatever the number (see ``Program.batch``).
 
     Returns
     -------
@@ -266,7 +270,8 @@ def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
     >>> X = np.array([[0.0, 1.0], [1.0, 0.0]]); y = np.array([1.0, -1.0])
     >>> loss, acc = step(X, y, 0.5)
     """
-    from fastgrad._replay import _DemoStep
+    from fastgrad._replay import _DemoStep, _num_threads
+    _num_threads(num_threads, "make_demo_step")   # before a long compile
     params = model.parameters()
 
     def per_sample(inp: list[Value]) -> list[Value]:
@@ -277,4 +282,4 @@ def make_demo_step(model: _Model, alpha: float = 1e-4) -> "DemoStep":
     prog = compile(per_sample, 3, params=params,
                    penalty=lambda ps: alpha * sum(p * p for p in ps))
     # the step, its checks and the accuracy in one C call (_replay._DemoStep)
-    return cast(DemoStep, _DemoStep(prog))
+    return cast(DemoStep, _DemoStep(prog, num_threads))
