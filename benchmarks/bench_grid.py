@@ -3,7 +3,7 @@
 Run from a checkout with the compiled build in place::
 
     PYTHONPATH=src python benchmarks/bench_grid.py [--H 16,32,64,128] [--N 100,1000,10000]
-        [--rounds 7] [--plot grid.png] [--json grid.json] [--peak-gflops 126]
+        [--rounds 7] [--plot grid.png] [--json grid.json] [--peak-gflops X]
 
 One cell (H, N) is a full-batch training step of ``fastgrad.nn.MLP(2, [H, H, 1])``
 (``random.seed(1337)`` weights) on N two-moons points, float64, one thread per

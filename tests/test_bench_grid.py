@@ -325,7 +325,21 @@ def test_demo_line_reports_the_flop_bound_ratio():
     c.flops = 126_000
     line = grid_report.demo_line([c], 126.0)
     assert "126,000 FLOPs" in line and "1 us" in line
-    assert "20.0x the FLOP-bound time" in line and "single-core AVX-512" in line
+    assert "20.0x the FLOP-bound time" in line and "measured" not in line
+
+
+def test_demo_line_uses_the_measured_peak_by_default():
+    pytest.importorskip("fastgrad._replay")
+    from fastgrad import _replay
+    peak = grid.measured_peak_gflops()
+    # a multiply and an add per vector lane and cycle at least, at >= 0.5 GHz
+    # (any CPU this runs on); well under 64 FLOPs per cycle at 6 GHz
+    assert 1.0 <= peak <= 400.0
+    c = _cell(16, 100, 2e-5, 1e-5)
+    c.flops = 126_000
+    line = grid_report.demo_line([c])
+    assert f"at {peak:.3g} GFLOP/s" in line
+    assert f"measured mul+add peak, {_replay._isa()} vectors" in line
 
 
 def test_heatmap_with_missing_cells(tmp_path):

@@ -78,9 +78,11 @@ tape runs once per sample and whose scalar tape runs once per step:
   + 3 x (number of scalar instructions) + 2 x n_params (the SGD update).
 
 GFLOP/s = step FLOPs / step time, for fastgrad and, with the same count, for
-the best peer.  The FLOP-bound time of a cell is its FLOPs at the machine's
-peak (``--peak-gflops``, default 126: the issue's figure for this machine's
-single-core AVX-512 float64 peak).
+the best peer.  The FLOP-bound time of a cell is its FLOPs at this core's
+*measured* mul+add peak (:func:`measured_peak_gflops`: independent
+multiply-then-add chains in registers with the layer kernels' vectors, no
+FMA, as the kernels compute; 44 GFLOP/s on a Zen 3 core with AVX2), or at
+``--peak-gflops`` when given.
 """
 
 import contextlib
@@ -100,14 +102,14 @@ from fastgrad.bench.grid_peers import (
 
 __all__ = [
     "SideResult", "CellResult", "count_flops", "run_cell", "run_grid", "single_core",
-    "check_close", "plan", "make_runner", "mode_grid", "mode_skips",
+    "check_close", "plan", "make_runner", "mode_grid", "mode_skips", "measured_peak_gflops",
 ]
 
 LOSS_RTOL = 1e-10
 PARAM_RTOL = 1e-9
 PARAM_ATOL = 1e-12
 OP_FMULADD = 100
-PEAK_GFLOPS = 126.0
+PEAK_GFLOPS: Optional[float] = None       # None: measured (measured_peak_gflops)
 DEMO_CELL = (16, 100)
 DEFAULT_H = (16, 32, 64, 128)
 DEFAULT_N = (100, 1000, 10000)
@@ -115,6 +117,23 @@ ROUND_S = 0.02
 
 # a failure of these peers (on the first, compiling, call) is a skipped entry
 _SKIP_ON_ERROR = {"torch_compile": "torch.compile failed on this machine"}
+
+_PEAK: Dict[str, float] = {}
+
+
+def measured_peak_gflops() -> Optional[float]:
+    """This core's mul+add peak in GFLOP/s with the instruction set the
+    layer kernels run with (measured once per process, ~0.3 s), or None in
+    the pure-Python build."""
+    try:
+        from fastgrad import _replay
+    except ImportError:
+        return None
+    isa = _replay._isa()
+    if isa not in _PEAK:
+        _PEAK[isa] = _replay._peak_gflops()
+    return _PEAK[isa]
+
 
 # ---------------------------------------------------------------------------
 # FLOPs

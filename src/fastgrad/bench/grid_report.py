@@ -10,7 +10,8 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fastgrad.bench.grid import (
-    DEFAULT_H, DEFAULT_N, DEMO_CELL, PEAK_GFLOPS, ROUND_S, CellResult, run_grid, single_core,
+    DEFAULT_H, DEFAULT_N, DEMO_CELL, PEAK_GFLOPS, ROUND_S, CellResult, measured_peak_gflops,
+    run_grid, single_core,
 )
 from fastgrad.bench.grid_peers import ALPHA, LR, PEER_LABELS, PEERS, xla_flags_set
 
@@ -98,20 +99,28 @@ def cell_table(cells: Sequence[CellResult], peers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def demo_line(cells: Sequence[CellResult], peak_gflops: float = PEAK_GFLOPS) -> str:
-    """The demo cell's FLOPs, FLOP-bound time and fastgrad's ratio to it."""
+def demo_line(cells: Sequence[CellResult], peak_gflops: Optional[float] = PEAK_GFLOPS) -> str:
+    """The demo cell's FLOPs, FLOP-bound time and fastgrad's ratio to it
+    (``peak_gflops`` None: this core's measured mul+add peak)."""
     H, N = DEMO_CELL
     c = next((c for c in cells if (c.H, c.N) == DEMO_CELL), None)
     if c is None or c.flops is None:
         return (f"demo cell (H={H}, N={N}): not in this grid (or fastgrad did not run), "
                 "no FLOP-bound figure")
+    measured = peak_gflops is None
+    if peak_gflops is None:
+        peak_gflops = measured_peak_gflops()
+        if peak_gflops is None:
+            return (f"demo cell (H={H}, N={N}): {c.flops:,} FLOPs per step; no measured "
+                    "peak in this build (--peak-gflops to give one)")
     bound = c.flops / (peak_gflops * 1e9)
     text = (f"demo cell (H={H}, N={N}): {c.flops:,} FLOPs per step (counted from the "
-            f"recorded program); FLOP-bound time {fmt_time(bound)} at {peak_gflops:g} "
+            f"recorded program); FLOP-bound time {fmt_time(bound)} at {peak_gflops:.3g} "
             "GFLOP/s")
-    if peak_gflops == PEAK_GFLOPS:
-        text += (" (the issue's figure for this machine's single-core AVX-512 float64 "
-                 "peak; --peak-gflops to change)")
+    if measured:
+        from fastgrad import _replay
+        text += (f" (this core's measured mul+add peak, {_replay._isa()} vectors; "
+                 "--peak-gflops to change)")
     if c.fastgrad.s is not None:
         text += (f"; fastgrad {fmt_time(c.fastgrad.s)} = {c.fastgrad.s / bound:.1f}x the "
                  "FLOP-bound time (goal: <= 4x)")
@@ -140,7 +149,8 @@ def notes(cells: Sequence[CellResult], skips: bool = True) -> List[str]:
 
 
 def format_report(cells: Sequence[CellResult], peers: Sequence[str] = PEERS,
-                  peak_gflops: float = PEAK_GFLOPS, skip_notes: bool = True) -> str:
+                  peak_gflops: Optional[float] = PEAK_GFLOPS,
+                  skip_notes: bool = True) -> str:
     """The grid's text report: per-cell table, the issue's tables, demo line,
     notes (``skip_notes=False``: without the skipped sides, for a caller that
     lists them already)."""
@@ -298,9 +308,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"peers to run (default all installed: {', '.join(PEERS)})")
     p.add_argument("--plot", metavar="PATH.png", help="draw the ratio heatmap (matplotlib)")
     p.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
-    p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS,
-                   help="peak GFLOP/s for the FLOP-bound line (default 126: the issue's "
-                        "figure for this machine's single-core AVX-512 float64 peak)")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="peak GFLOP/s for the FLOP-bound line (default: this core's "
+                        "measured mul+add peak)")
     return p
 
 
@@ -313,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown or not peers:
         parser.error(f"--peers: unknown peer(s) {', '.join(unknown) or '(none)'} "
                      f"(choose from {', '.join(PEERS)})")
-    if args.rounds < 1 or args.round_ms < 0 or args.peak_gflops <= 0:
+    if args.rounds < 1 or args.round_ms < 0 or (args.peak_gflops is not None
+                                                 and args.peak_gflops <= 0):
         parser.error("--rounds must be >= 1, --round-ms >= 0, --peak-gflops > 0")
     from fastgrad.bench.report import unwritable, machine_info
     for path, what in ((args.json, "JSON"), (args.plot, "the plot")):
@@ -358,7 +369,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         doc = {"fastgrad_bench_grid": 1, "machine": info, "commit": commit,
                "threads": threads, "xla_flags": os.environ.get("XLA_FLAGS"),
                "rounds": args.rounds, "round_s": round_s,
-               "peak_gflops": args.peak_gflops, "failures": failures,
+               "peak_gflops": (args.peak_gflops if args.peak_gflops is not None
+                               else measured_peak_gflops()),
+               "peak_measured": args.peak_gflops is None, "failures": failures,
                "elapsed_s": elapsed, "cells": [c.as_dict() for c in cells]}
         try:
             import json
