@@ -175,20 +175,25 @@ def test_issue26_item2_sweep_timeout_bad_values():
 def test_issue26_item2_ctrl_c_returns_and_leaves_the_users_executor_usable(tmp_path):
     mark = str(tmp_path / "hung")
     with ProcessPoolExecutor(2, mp_context=_context()) as pool:
-        stop = _interrupt_main_when(lambda: os.path.exists(mark), release=mark + ".go")
-        with pytest.raises(KeyboardInterrupt):
-            sweep(_hang_if, {"a": list(range(8)), "hang": [0], "mark": [mark]},
-                  executor=pool, progress=False)
-        stop.set()
-        # returned while its task still hangs: the sweep did not wait for it
-        assert not os.path.exists(mark + ".go"), "the sweep waited for its hung task"
-        pid = int(pathlib.Path(mark).read_text())
-        assert _alive(pid)
-        # the executor is not broken and not shut down: it takes new work
-        # (its other worker is free), and the running task ends normally
-        assert pool.submit(abs, -5).result(timeout=120) == 5
-        pathlib.Path(mark + ".go").touch()
-        assert pool.submit(_hang_if, 9, -1, mark).result(timeout=120) == 90
+        try:
+            stop = _interrupt_main_when(lambda: os.path.exists(mark), release=mark + ".go")
+            with pytest.raises(KeyboardInterrupt):
+                sweep(_hang_if, {"a": list(range(8)), "hang": [0], "mark": [mark]},
+                      executor=pool, progress=False)
+            stop.set()
+            # returned while its task still hangs: the sweep did not wait for it
+            assert not os.path.exists(mark + ".go"), "the sweep waited for its hung task"
+            pid = int(pathlib.Path(mark).read_text())
+            assert _alive(pid), f"the hung task's worker {pid} is gone"
+            # the executor is not broken and not shut down: it takes new work
+            # (its other worker is free), and the running task ends normally
+            assert pool.submit(abs, -5).result(timeout=120) == 5
+            pathlib.Path(mark + ".go").touch()
+            assert pool.submit(_hang_if, 9, -1, mark).result(timeout=120) == 90
+        finally:
+            # whatever failed above, release the hung task: leaving the with
+            # block waits for it (a failure here once became a hang)
+            pathlib.Path(mark + ".go").touch()
 
 
 @pytest.mark.skipif(not LINUX, reason="pthread_kill, /proc, SIGKILL")
@@ -214,14 +219,17 @@ def test_issue26_item2_ctrl_c_after_a_crash_kills_the_sweeps_own_workers(tmp_pat
         return _hang_if(a, 1, mark)    # the retry, on the sweep's own pool: hangs
 
     with ProcessPoolExecutor(2, mp_context=_context()) as pool:
-        stop = _interrupt_main_when(lambda: os.path.exists(mark), release=mark + ".go")
-        with pytest.raises(KeyboardInterrupt):
-            sweep(train, {"a": [0, 1, 2]}, executor=pool, retries=1, progress=False)
-        stop.set()
-        assert not os.path.exists(mark + ".go"), "the sweep waited for its hung task"
-        pid = int(pathlib.Path(mark).read_text())
-        assert pid not in pool._processes        # a worker of the sweep's own pool
-        assert _eventually(lambda: not _alive(pid)), "the sweep's own worker still runs"
+        try:
+            stop = _interrupt_main_when(lambda: os.path.exists(mark), release=mark + ".go")
+            with pytest.raises(KeyboardInterrupt):
+                sweep(train, {"a": [0, 1, 2]}, executor=pool, retries=1, progress=False)
+            stop.set()
+            assert not os.path.exists(mark + ".go"), "the sweep waited for its hung task"
+            pid = int(pathlib.Path(mark).read_text())
+            assert pid not in pool._processes    # a worker of the sweep's own pool
+            assert _eventually(lambda: not _alive(pid)), "the sweep's own worker still runs"
+        finally:
+            pathlib.Path(mark + ".go").touch()  # never leave a task hanging
 
 
 def test_issue26_item2_ctrl_c_in_a_serial_sweep_propagates():
