@@ -36,9 +36,9 @@ from _export_models import demo, digits, lecture  # noqa: E402
 EPS = 2.0 ** -52
 
 
-def _close(actual, expected, rtol, what=""):
-    """|actual - expected| <= rtol * max|expected| over the array (nan where
-    expected is nan, equal infinities)."""
+def _close(actual, expected, rtol, what="", atol=0.0):
+    """|actual - expected| <= rtol * max|expected| + atol over the array (nan
+    where expected is nan, equal infinities)."""
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
@@ -50,7 +50,8 @@ def _close(actual, expected, rtol, what=""):
         return 0.0
     scale = np.abs(expected[ok]).max()
     err = np.abs(actual[ok] - expected[ok]).max()
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol:g} * {scale:.3g}"
+    assert err <= rtol * scale + atol, \
+        f"{what}: max error {err:.3g} > {rtol:g} * {scale:.3g} + {atol:g}"
     return err / scale if scale else err
 
 
@@ -247,7 +248,11 @@ def test_random_graphs_torch(program, roles):
     _, gin = prog.value_and_grad(x[0], accumulate=False, param_grad=pg)
     want = np.concatenate([gin, pg])
     got = np.concatenate([X.grad.numpy()[0], net.gradient_vector().numpy()])
-    _close(got, want, 1e-10, "gradients")
+    # a gradient through a saturated tanh is 1 - y*y with y next to 1: both
+    # engines lose it to cancellation, to an absolute error of about eps
+    # times the gradient arriving there (tanh(11.39): 9.9e-19 on gradients
+    # of 7.8e-9, so no relative bound holds; inputs and weights are O(1))
+    _close(got, want, 1e-10, "gradients", atol=1e-15)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
