@@ -332,9 +332,10 @@ def test_demo_line_uses_the_measured_peak_by_default():
     pytest.importorskip("fastgrad._replay")
     from fastgrad import _replay
     peak = grid.measured_peak_gflops()
-    # a multiply and an add per vector lane and cycle at least, at >= 0.5 GHz
-    # (any CPU this runs on); well under 64 FLOPs per cycle at 6 GHz
-    assert 1.0 <= peak <= 400.0
+    # positive, and well under 64 FLOPs per cycle at 6 GHz; no lower bound
+    # from the hardware: the sanitizer build runs the loop unoptimised
+    # (0.92 GFLOP/s under ASan here, 44 in the normal build)
+    assert 0.0 < peak <= 400.0
     c = _cell(16, 100, 2e-5, 1e-5)
     c.flops = 126_000
     line = grid_report.demo_line([c])
