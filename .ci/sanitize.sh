@@ -35,10 +35,20 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/fastgrad-sanitize.XXXXXX")
 cleanup() { if [ "${FASTGRAD_SANITIZE_KEEP:-0}" = 0 ]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
 
-# a clean copy: sources, tests, examples, docs; no generated files
-tar -C "$here" --exclude=.git --exclude=.venv --exclude=build --exclude='*.so' \
-    --exclude='*.c' --exclude='*.egg-info' --exclude=.pytest_cache \
-    --exclude=.hypothesis -cf - . | tar -C "$work" -xf -
+# a clean copy: sources, tests, examples, docs; no generated files.  In a git
+# checkout, the files git tracks or would track (.gitignore keeps out the
+# builds, venvs, caches and .ci-work, which other CI jobs may be writing
+# meanwhile); elsewhere (an unpacked sdist), everything but generated files.
+if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$here" && git ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+        | tar --null -T - -cf -) | tar -C "$work" -xf -
+else
+    tar -C "$here" --exclude=.git --exclude=.venv --exclude=build --exclude='*.so' \
+        --exclude='*.c' --exclude='*.egg-info' --exclude=.pytest_cache \
+        --exclude=.hypothesis --exclude=.ci-work --exclude=__pycache__ \
+        --exclude=docs/_build -cf - . | tar -C "$work" -xf -
+fi
 
 # build requirements into the current environment (CI: .ci/run's venv, which
 # has the test extra installed); the copy is tested through PYTHONPATH
