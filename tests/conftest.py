@@ -8,6 +8,8 @@ internal (the C kernels, the replay, C-level type checks) is marked
 pure-Python build.
 """
 import os
+import signal
+import threading
 
 import pytest
 
@@ -18,6 +20,17 @@ if not _backend.COMPILED:
     # the interpreters that tests start (examples, `python -m fastgrad`), so
     # that they run the same build without printing its FallbackWarning.
     os.environ.setdefault(_backend.ENV_VAR, "1")
+
+
+# A process started in the background by a non-interactive shell (`cmd &` in a
+# script -- CI's parallel lanes -- or nohup) inherits SIGINT *ignored*, and
+# Python leaves it so: the tests that press Ctrl-C with a real SIGINT
+# (test_hardening_distributed.py) would see it dropped and fail after their
+# watchdog.  The suite tests what a terminal's Ctrl-C does, so it runs with
+# Python's usual handler, as in a terminal.
+if (signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        and threading.current_thread() is threading.main_thread()):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):
