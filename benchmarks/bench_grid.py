@@ -4,6 +4,7 @@ Run from a checkout with the compiled build in place::
 
     PYTHONPATH=src python benchmarks/bench_grid.py [--H 16,32,64,128] [--N 100,1000,10000]
         [--rounds 7] [--plot grid.png] [--json grid.json] [--peak-gflops X]
+        [--threads T|all]
 
 One cell (H, N) is a full-batch training step of ``fastgrad.nn.MLP(2, [H, H, 1])``
 (``random.seed(1337)`` weights) on N two-moons points, float64, one thread per
@@ -21,18 +22,23 @@ docstring of ``src/fastgrad/bench/grid.py``.  This script sets
 ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to 1 and adds
 ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` to
 ``XLA_FLAGS`` before NumPy, jax or torch are imported, and binds the process
-to one CPU while the grid runs.
+to one CPU while the grid runs.  ``--threads T`` (issue 21's threads mode)
+does none of that: the peers run at their default thread counts, fastgrad
+with ``make_demo_step(model, num_threads=T)`` (``all``: every CPU).
 """
 import os
 import sys
 
-# before anything imports numpy (fastgrad does), jax or torch
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-_flags = os.environ.get("XLA_FLAGS", "")
-if "--xla_cpu_multi_thread_eigen" not in _flags:
-    os.environ["XLA_FLAGS"] = (
-        _flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+# before anything imports numpy (fastgrad does), jax or torch; not in the
+# threads mode, where every peer keeps its default thread count
+if not any(a == "--threads" or a.startswith("--threads=") for a in sys.argv[1:]):
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_cpu_multi_thread_eigen" not in _flags:
+        os.environ["XLA_FLAGS"] = (
+            _flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
 
 from fastgrad.bench import grid_report  # noqa: E402
 

@@ -255,8 +255,97 @@ def test_script_smoke_run_writes_report_json_and_heatmap(tmp_path, capsys):
     assert png.stat().st_size > 0
 
 
+@compiled
+@pytest.mark.parametrize("given, expected", [("2", 2), ("all", None)])
+def test_script_threads_mode_gives_fastgrad_num_threads_and_frees_the_peers(
+        given, expected, monkeypatch, tmp_path, capsys):
+    seen = []
+    real = grid.FastgradSide
+
+    def side(H, N, num_threads=1):
+        seen.append(num_threads)
+        s = real(H, N, num_threads)
+        seen.append(s._step.num_threads)     # what make_demo_step was given
+        return s
+
+    monkeypatch.setattr(grid, "FastgradSide", side)
+    before = _affinity()
+    js = tmp_path / "t.json"
+    code = grid_report.main(["--H", "4", "--N", "8", "--rounds", "2", "--round-ms", "0",
+                             "--peers", "numpy_mlp", "--json", str(js), "--threads", given])
+    assert code == 0
+    assert _affinity() == before
+    assert grid_peers.ONE_THREAD                 # the peers' policy is restored
+    ncpu = len(before) if before is not None else (os.cpu_count() or 1)
+    assert seen == [expected, expected if expected is not None else ncpu]
+    out = capsys.readouterr().out
+    assert "threads mode" in out and "no binding" in out
+    assert f"fastgrad num_threads={given if expected else f'None ({ncpu})'}" in out
+    assert "one per side" not in out
+    assert "fastgrad CPU time / best peer's CPU time per step" in out
+    doc = json.loads(js.read_text())
+    assert doc["threads_mode"] is True and doc["num_threads"] == expected
+    (c,) = doc["cells"]
+    assert c["failures"] == 0 and c["cpu_ratio"] > 0
+    assert c["fastgrad_cpu_s"] > 0 and c["best_peer_cpu_s"] > 0
+    assert all(len(s["cpu_times"]) == 2 for s in c["sides"])
+
+
+@compiled
+def test_script_one_thread_mode_is_the_default(tmp_path, capsys):
+    js = tmp_path / "o.json"
+    code = grid_report.main(["--H", "4", "--N", "8", "--rounds", "1", "--round-ms", "0",
+                             "--peers", "numpy_mlp", "--json", str(js)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "threads: one per side" in out and "threads mode" not in out
+    doc = json.loads(js.read_text())
+    assert doc["threads_mode"] is False and doc["num_threads"] == 1
+
+
+def test_threads_mode_leaves_torch_and_jax_thread_counts_alone(monkeypatch):
+    calls = []
+
+    class FakeTorch:
+        @staticmethod
+        def set_num_threads(n):
+            calls.append(n)
+
+    monkeypatch.setattr(harness, "require", lambda name, *a, **k: FakeTorch)
+    assert grid_peers._torch() is FakeTorch and calls == [1]
+    with grid.default_threads(2) as text:
+        assert not grid_peers.ONE_THREAD and "num_threads=2" in text
+        assert grid_peers._torch() is FakeTorch and calls == [1]   # not called again
+    assert grid_peers.ONE_THREAD
+
+
+@pytest.mark.parametrize("threads", [None, "2"])
+def test_script_sets_single_thread_blas_only_without_threads(threads, tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = tmp_path / "probe.py"
+    # run the script's preamble (not the grid): import it as a module with
+    # the given argv and report the environment it leaves
+    probe.write_text(
+        "import os, runpy, sys\n"
+        f"sys.argv = ['bench_grid.py'] + {(['--threads', threads] if threads else [])!r}\n"
+        f"runpy.run_path({os.path.join(root, 'benchmarks', 'bench_grid.py')!r}, "
+        "run_name='probe')\n"
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'), "
+        "'xla_cpu_multi_thread_eigen' in os.environ.get('XLA_FLAGS', ''))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "XLA_FLAGS")}
+    res = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == (["None", "False"] if threads else ["1", "True"])
+
+
 @pytest.mark.parametrize("args", [["--H", "0"], ["--N", "x"], ["--peers", "bogus"],
-                                  ["--rounds", "0"]])
+                                  ["--rounds", "0"], ["--threads", "0"],
+                                  ["--threads", "x"]])
 def test_script_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as exc:
         grid_report.main(args)

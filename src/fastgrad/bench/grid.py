@@ -52,8 +52,10 @@ Interleaved in one process: each round runs every side in turn (the order
 rotates from round to round), one untimed step, then ``k`` timed steps, ``k``
 chosen per side so that a round lasts at least ``round_s`` (20 ms); the
 figure is the median over the rounds (7 by default) of the per-step time
-(``time.perf_counter``).  The process CPU time of each side's rounds is
-recorded too: ``cpu/wall`` near 1.0 confirms that the side ran on one core.
+(``time.perf_counter``).  The process CPU time per step is recorded beside
+it (``time.process_time``, median over the rounds; the report's CPU-time
+ratio table): on one thread ``cpu/wall`` near 1.0 confirms that the side ran
+on one core, and on a busy machine the CPU time is the steadier figure.
 
 One thread: while the grid runs, the main thread is bound to one CPU
 (``os.sched_setaffinity``, Linux) and every thread started meanwhile inherits
@@ -65,6 +67,13 @@ installed, and ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
 jax is first imported.  Those XLA flags alone do not keep jax 0.10's matmuls
 on one core (measured here: 1.9 s of CPU per second of wall time), which is
 why the CPU binding is there.
+
+Threads mode (``bench_grid.py --threads T``, :func:`default_threads`): no CPU
+binding and no limits: every peer runs at its default thread count (NumPy's
+BLAS, torch's intra-op threads, XLA's pool), fastgrad with
+``make_demo_step(model, num_threads=T)`` (the same bits for every T).  The
+ratios then compare the wall time of each side with all the cores it takes;
+the CPU-time table shows what that costs.
 
 FLOP count
 ----------
@@ -103,6 +112,7 @@ from fastgrad.bench.grid_peers import (
 __all__ = [
     "SideResult", "CellResult", "count_flops", "run_cell", "run_grid", "single_core",
     "check_close", "plan", "make_runner", "mode_grid", "mode_skips", "measured_peak_gflops",
+    "default_threads",
 ]
 
 LOSS_RTOL = 1e-10
@@ -205,6 +215,25 @@ def single_core() -> Iterator[str]:
 # running a cell
 # ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def default_threads(num_threads: Optional[int]) -> Iterator[str]:
+    """The grid's threads mode: the peers at their default thread counts
+    (no binding, no BLAS limit; torch and jax left alone), fastgrad with
+    ``num_threads`` (None: every CPU).  Yields a one-line description."""
+    from fastgrad.bench import grid_peers
+    getaff = getattr(os, "sched_getaffinity", None)
+    ncpu = len(getaff(0)) if getaff is not None else (os.cpu_count() or 1)
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    old = grid_peers.ONE_THREAD
+    grid_peers.ONE_THREAD = False
+    try:
+        yield (f"threads mode, {ncpu} CPUs, no binding; peers at their default thread "
+               f"counts (OPENBLAS_NUM_THREADS={blas or 'unset'}); fastgrad num_threads="
+               f"{num_threads if num_threads is not None else f'None ({ncpu})'}")
+    finally:
+        grid_peers.ONE_THREAD = old
+
+
 @dataclasses.dataclass
 class SideResult:
     """One side of a cell: its status, its check and its timing."""
@@ -216,6 +245,7 @@ class SideResult:
     param_rel_diff: Optional[float] = None
     steps_per_round: Optional[int] = None
     times: List[float] = dataclasses.field(default_factory=list)   # per step, per round
+    cpu_times: List[float] = dataclasses.field(default_factory=list)   # CPU s per step
     cpu_per_wall: Optional[float] = None
 
     @property
@@ -227,9 +257,14 @@ class SideResult:
         """Median seconds per step over the rounds."""
         return statistics.median(self.times) if self.times else None
 
+    @property
+    def cpu_s(self) -> Optional[float]:
+        """Median process CPU seconds per step over the rounds."""
+        return statistics.median(self.cpu_times) if self.cpu_times else None
+
     def as_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(label=self.label, s=self.s,
+        d.update(label=self.label, s=self.s, cpu_s=self.cpu_s,
                  min_s=min(self.times) if self.times else None)
         return d
 
@@ -262,6 +297,16 @@ class CellResult:
             return None
         return self.fastgrad.s / best.s
 
+    @property
+    def cpu_ratio(self) -> Optional[float]:
+        """fastgrad CPU time / the best peer's CPU time per step (the best
+        peer by wall time, as in :attr:`ratio`)."""
+        best = self.best
+        if (self.failures or best is None or self.fastgrad.cpu_s is None
+                or not best.cpu_s):
+            return None
+        return self.fastgrad.cpu_s / best.cpu_s
+
     def gflops(self, side: Optional[SideResult]) -> Optional[float]:
         if side is None or side.s is None or not self.flops:
             return None
@@ -273,6 +318,8 @@ class CellResult:
             "H": self.H, "N": self.N, "flops": self.flops, "n_params": self.n_params,
             "fastgrad_s": self.fastgrad.s, "best_peer": best.name if best else None,
             "best_peer_s": best.s if best else None, "ratio": self.ratio,
+            "fastgrad_cpu_s": self.fastgrad.cpu_s,
+            "best_peer_cpu_s": best.cpu_s if best else None, "cpu_ratio": self.cpu_ratio,
             "fastgrad_gflops": self.gflops(self.fastgrad),
             "best_peer_gflops": self.gflops(best),
             "failures": self.failures,
@@ -329,12 +376,13 @@ def run_cell(H: int, N: int, peers: Sequence[str] = PEERS, rounds: int = 7,
              round_s: float = ROUND_S, skip: Optional[Mapping[str, str]] = None,
              gc_off: bool = False,
              factories: Optional[Mapping[str, Callable[[Problem], Side]]] = None,
-             ) -> CellResult:
+             num_threads: Optional[int] = 1) -> CellResult:
     """Check every peer against fastgrad at (H, N), then time them interleaved.
 
     ``skip`` maps peer names to the reason they are not run; ``factories``
     defaults to :data:`PEER_FACTORIES` (looked up at call time, so tests can
-    replace a peer).  Never raises for a side's failure: it is in the result.
+    replace a peer); ``num_threads`` is fastgrad's (``make_demo_step``'s).
+    Never raises for a side's failure: it is in the result.
     """
     factories = PEER_FACTORIES if factories is None else factories
     skip = skip or {}
@@ -344,7 +392,7 @@ def run_cell(H: int, N: int, peers: Sequence[str] = PEERS, rounds: int = 7,
     sides: List[Tuple[Side, SideResult]] = []
     try:
         try:
-            fg = FastgradSide(H, N)
+            fg = FastgradSide(H, N, num_threads)
             f_loss, _, f_params, fg_res.first_s = _first_step(fg)
         except harness.NotAvailable as exc:
             fg_res.status, fg_res.reason = "skipped", str(exc)
@@ -427,6 +475,7 @@ def _time_sides(sides: Sequence[Tuple[Side, SideResult]], rounds: int, round_s: 
                 t1 = clock()
                 c1 = cpu_clock()
                 r.times.append((t1 - t0) / k)
+                r.cpu_times.append((c1 - c0) / k)
                 wall[j] += t1 - t0
                 cpu[j] += c1 - c0
     finally:
@@ -440,8 +489,9 @@ def run_grid(Hs: Sequence[int], Ns: Sequence[int], peers: Sequence[str] = PEERS,
              rounds: int = 7, round_s: float = ROUND_S,
              skip: Optional[Mapping[str, str]] = None,
              progress: Optional[Callable[[int, int, int, int, Optional[CellResult]], None]]
-             = None) -> List[CellResult]:
-    """Every cell of Hs x Ns (H-major), each in a fresh gc state.
+             = None, num_threads: Optional[int] = 1) -> List[CellResult]:
+    """Every cell of Hs x Ns (H-major), each in a fresh gc state
+    (``num_threads``: fastgrad's, see :func:`run_cell`).
 
     ``progress(i, total, H, N, result)`` is called before (result None) and
     after each cell.
@@ -455,7 +505,7 @@ def run_grid(Hs: Sequence[int], Ns: Sequence[int], peers: Sequence[str] = PEERS,
             if progress:
                 progress(i, total, H, N, None)
             with harness.isolated_gc():
-                cell = run_cell(H, N, peers, rounds, round_s, skip)
+                cell = run_cell(H, N, peers, rounds, round_s, skip, num_threads=num_threads)
             cells.append(cell)
             if progress:
                 progress(i, total, H, N, cell)

@@ -7,7 +7,7 @@ import math
 import os
 import random
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastgrad.bench import harness
 
@@ -138,7 +138,7 @@ class FastgradSide(Side):
 
     name = "fastgrad"
 
-    def __init__(self, H: int, N: int) -> None:
+    def __init__(self, H: int, N: int, num_threads: Optional[int] = 1) -> None:
         compiled = harness.require("fastgrad.compiled", ("make_demo_step",))
         from fastgrad.nn import MLP
         state = random.getstate()          # leave the caller's random state alone
@@ -150,7 +150,7 @@ class FastgradSide(Side):
         self.plist = self.model.parameters()
         X, y = moons(N)
         self.problem = Problem(H, N, X, y, self.params())
-        self._step = compiled.make_demo_step(self.model, alpha=ALPHA)
+        self._step = compiled.make_demo_step(self.model, alpha=ALPHA, num_threads=num_threads)
         self.program: Any = self._step.program
         self._X, self._y, self._lr = X, y, LR
 
@@ -210,9 +210,16 @@ class NumpySide(Side):
         return flatten(self.layers)
 
 
+# False (the grid's --threads mode): the peers keep their default thread
+# counts (torch's intra-op threads, XLA's thread pool); set by
+# fastgrad.bench.grid.default_threads()
+ONE_THREAD = True
+
+
 def _torch() -> Any:
     torch = harness.require("torch")
-    torch.set_num_threads(1)
+    if ONE_THREAD:
+        torch.set_num_threads(1)
     return torch
 
 
@@ -298,7 +305,8 @@ def xla_flags_set() -> bool:
 
 
 def _jax() -> Any:
-    xla_flags_set()
+    if ONE_THREAD:
+        xla_flags_set()
     jax = harness.require("jax")
     jax.config.update("jax_enable_x64", True)
     return jax

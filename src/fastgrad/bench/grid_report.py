@@ -10,8 +10,8 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fastgrad.bench.grid import (
-    DEFAULT_H, DEFAULT_N, DEMO_CELL, PEAK_GFLOPS, ROUND_S, CellResult, measured_peak_gflops,
-    run_grid, single_core,
+    DEFAULT_H, DEFAULT_N, DEMO_CELL, PEAK_GFLOPS, ROUND_S, CellResult, default_threads,
+    measured_peak_gflops, run_grid, single_core,
 )
 from fastgrad.bench.grid_peers import ALPHA, LR, PEER_LABELS, PEERS, xla_flags_set
 
@@ -127,9 +127,11 @@ def demo_line(cells: Sequence[CellResult], peak_gflops: Optional[float] = PEAK_G
     return text
 
 
-def notes(cells: Sequence[CellResult], skips: bool = True) -> List[str]:
+def notes(cells: Sequence[CellResult], skips: bool = True,
+          threaded: bool = False) -> List[str]:
     """One line per failed side, per skipped one (each reason once; not with
-    ``skips=False``), and per side that used more than one core."""
+    ``skips=False``), and per side that used more than one core (not in the
+    threads mode, ``threaded=True``, where they may)."""
     out: List[str] = []
     skipped: Dict[Tuple[str, Optional[str]], List[str]] = {}
     for c in cells:
@@ -138,7 +140,7 @@ def notes(cells: Sequence[CellResult], skips: bool = True) -> List[str]:
                 skipped.setdefault((r.label, r.reason), []).append(f"H={c.H} N={c.N}")
             elif r.status != "ok":
                 out.append(f"{r.status}: H={c.H} N={c.N} {r.label}: {r.reason}")
-            elif r.cpu_per_wall is not None and r.cpu_per_wall > 1.25:
+            elif not threaded and r.cpu_per_wall is not None and r.cpu_per_wall > 1.25:
                 out.append(f"warning: H={c.H} N={c.N} {r.label} used "
                            f"{r.cpu_per_wall:.2f} s of CPU per second: more than one core")
     if skips:
@@ -150,22 +152,26 @@ def notes(cells: Sequence[CellResult], skips: bool = True) -> List[str]:
 
 def format_report(cells: Sequence[CellResult], peers: Sequence[str] = PEERS,
                   peak_gflops: Optional[float] = PEAK_GFLOPS,
-                  skip_notes: bool = True) -> str:
-    """The grid's text report: per-cell table, the issue's tables, demo line,
-    notes (``skip_notes=False``: without the skipped sides, for a caller that
-    lists them already)."""
+                  skip_notes: bool = True, threaded: bool = False) -> str:
+    """The grid's text report: per-cell table, the issue's tables (wall
+    time, then CPU time), demo line, notes (``skip_notes=False``: without
+    the skipped sides, for a caller that lists them already; ``threaded``:
+    the threads mode, where sides may use several cores)."""
     shown = [p for p in peers if any(r.name == p and r.status != "skipped"
                                      for c in cells for r in c.peers)] or list(peers)
     parts = [cell_table(cells, shown), "",
              "fastgrad time / best peer time per step (<= 1.0x: fastgrad wins):", "",
              ratio_table(cells), "",
+             "fastgrad CPU time / best peer's CPU time per step (process CPU time, "
+             "median over the rounds; the best peer by wall time):", "",
+             _grid_table(cells, lambda c: fmt_ratio(c.cpu_ratio, mark=False)), "",
              "best peer:", "",
              _grid_table(cells, lambda c: c.best.label if c.best else "-"), "",
              "fastgrad GFLOP/s (FLOPs counted from the recorded program):", "",
              _grid_table(cells, lambda c: (f"{c.gflops(c.fastgrad):.2f}"
                                            if c.gflops(c.fastgrad) is not None else "-")),
              "", demo_line(cells, peak_gflops)]
-    extra = notes(cells, skips=skip_notes)
+    extra = notes(cells, skips=skip_notes, threaded=threaded)
     if extra:
         parts += [""] + extra
     return "\n".join(parts)
@@ -256,9 +262,18 @@ def source_commit() -> Optional[str]:
 
 
 def header(info: Mapping[str, Any], rounds: int, round_s: float, threads: str,
-           commit: Optional[str]) -> str:
+           commit: Optional[str], threaded: bool = False) -> str:
     """The lines naming the machine, the versions and the protocol."""
     jax_v = info.get("jax")
+    if threaded:
+        thread_line = (f"threads: {threads}; XLA_FLAGS="
+                       f"{os.environ.get('XLA_FLAGS', '(unset)')!r}")
+    else:
+        thread_line = (
+            f"threads: one per side: {threads}; torch.set_num_threads(1); "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r}"
+            + ("" if "jax" not in sys.modules or xla_flags_set()
+               else " (jax was imported before the flags could be set)"))
     return "\n".join([
         f"fastgrad {info['fastgrad']} H x N grid -- {info['date_utc']}"
         + (f" -- commit {commit}" if commit else ""),
@@ -267,16 +282,27 @@ def header(info: Mapping[str, Any], rounds: int, round_s: float, threads: str,
         f"machine: {info['cpu']} ({info['cpus']} logical CPUs), {info['platform']}",
         f"python:  {info['python']}; numpy {info['numpy']}, "
         f"torch {info.get('torch') or 'not installed'}, jax {jax_v or 'not installed'}",
-        f"threads: one per side: {threads}; torch.set_num_threads(1); "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')!r}"
-        + ("" if "jax" not in sys.modules or xla_flags_set()
-           else " (jax was imported before the flags could be set)"),
+        thread_line,
         "workload: full-batch training step of MLP(2, [H, H, 1]) (random.seed(1337)) on N "
         f"two-moons points, float64: mean(relu(1 - y*score)) + {ALPHA:g}*sum(p*p), "
         f"SGD lr {LR:g}; every peer checked against fastgrad's first step",
         f"timing: median over {rounds} interleaved rounds of the time per step, each round "
         f">= {round_s * 1e3:.0f} ms of steps per side",
     ])
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a count >= 1, or ``all`` (0: every CPU)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads: expected a count >= 1 or 'all', "
+                                         f"got {text!r}")
+    return n
 
 
 def _ints(text: str, what: str) -> List[int]:
@@ -308,6 +334,11 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"peers to run (default all installed: {', '.join(PEERS)})")
     p.add_argument("--plot", metavar="PATH.png", help="draw the ratio heatmap (matplotlib)")
     p.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
+    p.add_argument("--threads", type=_threads, default=None, metavar="T|all",
+                   help="threads mode: fastgrad with make_demo_step(num_threads=T) "
+                        "('all': every CPU) against the peers at their default thread "
+                        "counts, no CPU binding (default: everything on one thread "
+                        "and one CPU)")
     p.add_argument("--peak-gflops", type=float, default=None,
                    help="peak GFLOP/s for the FLOP-bound line (default: this core's "
                         "measured mul+add peak)")
@@ -351,16 +382,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(" " + ", ".join(parts) + f"; ratio {fmt_ratio(cell.ratio, mark=False)}",
               file=sys.stderr, flush=True)
 
+    threaded = args.threads is not None
+    num_threads = 1 if args.threads is None else (args.threads or None)
     t0 = time.perf_counter()
-    with single_core() as threads:
-        head = header(info, args.rounds, round_s, threads, commit)
+    with (default_threads(num_threads) if threaded else single_core()) as threads:
+        head = header(info, args.rounds, round_s, threads, commit, threaded)
         print(head, file=sys.stderr, flush=True)
-        cells = run_grid(args.H, args.N, peers, args.rounds, round_s, progress=progress)
+        cells = run_grid(args.H, args.N, peers, args.rounds, round_s, progress=progress,
+                         num_threads=num_threads)
     elapsed = time.perf_counter() - t0
     failures = sum(c.failures for c in cells)
     print(head)
     print()
-    print(format_report(cells, peers, args.peak_gflops))
+    print(format_report(cells, peers, args.peak_gflops, threaded=threaded))
     print(f"\n(grid run in {elapsed:.0f} s)")
     if failures:
         print(f"\n{failures} FAILURE(s): a peer's result did not match fastgrad's, or a "
@@ -368,6 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         doc = {"fastgrad_bench_grid": 1, "machine": info, "commit": commit,
                "threads": threads, "xla_flags": os.environ.get("XLA_FLAGS"),
+               "threads_mode": threaded, "num_threads": num_threads,
                "rounds": args.rounds, "round_s": round_s,
                "peak_gflops": (args.peak_gflops if args.peak_gflops is not None
                                else measured_peak_gflops()),
