@@ -608,13 +608,21 @@ cdef class Program:
         return 0
 
     cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept:
-        cdef Py_ssize_t per_col, ch, nch
+        cdef Py_ssize_t per_col, ch, nch, least = 0
+        cdef int li
+        cdef const int* m
+        # a layer with more weights than L2 holds: see LAYER_MIN_COLS
+        for li in range(self.nlayers if grad else 0):
+            m = &self.l_meta[li * LM_SIZE]
+            if <Py_ssize_t>m[LM_H] * m[LM_K] * 8 > LAYER_L2_BYTES:
+                least = LAYER_MIN_COLS
         if grad:
             per_col = 16 * max(self.n_batched, 1)
-            ch = CHUNK_BYTES // per_col
+            ch = max(CHUNK_BYTES // per_col, least)
         else:
-            # forward only: a multiple of the dot block (no scalar tails but
-            # in the last chunk)
+            # forward only (no layer kernels: its tape runs OP_DOT rows, which
+            # want small chunks): a multiple of the dot block (no scalar
+            # tails but in the last chunk)
             per_col = 8 * max(self.n_frows, 1)
             ch = FWD_CHUNK_BYTES // per_col
             ch = max(ch - ch % DOT_BLOCK, DOT_BLOCK)
