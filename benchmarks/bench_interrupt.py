@@ -182,6 +182,11 @@ def _sweep_row(reps):
 
     from fastgrad.distributed import sweep
     main = threading.main_thread().ident
+    # The signal sent is a real SIGINT: make sure it raises KeyboardInterrupt.
+    # A script started in the background of a non-interactive shell
+    # (`cmd &`) inherits SIGINT ignored, and Python then leaves it ignored:
+    # the sweep never saw the signal and waited on its hung task for an hour.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lats = []
     for _ in range(reps):
         with tempfile.TemporaryDirectory() as d:
