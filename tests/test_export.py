@@ -231,6 +231,12 @@ def test_random_graphs_torch(program, roles):
     made = _random_program(program, roles)
     assume(made is not None)
     prog, x, root, graph = made
+    # torch.pow(a, 0.5)'s backward is 0.5 * a.pow(-0.5), which torch computes
+    # as rsqrt: -inf at a = -0.0, where C's pow (fastgrad, the reference,
+    # math.pow's limit) gives +inf -- a difference of torch's, not of the
+    # export (the sanitizer job's hypothesis drew it: x = -0.0, x ** 0.5)
+    assume(not any(v._op == "**0.5" and math.copysign(1.0, p.data) < 0 and p.data == 0
+                   for v in graph for p in v._prev))
     net = prog.to_torch()
     X = torch.tensor(x, requires_grad=True)
     out = net(X)[0, 0]
