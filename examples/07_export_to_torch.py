@@ -94,6 +94,10 @@ def ddp_worker(rank, world, rendezvous, out, theta, first_step, steps):
             losses.append(total.item() / world)
         if rank == 0:
             np.save(out, np.array(losses))
+        # both processes done with every collective before either tears its
+        # process group down: a rank whose peer had already gone could abort
+        # in gloo's teardown ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

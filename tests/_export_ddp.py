@@ -45,5 +45,9 @@ def worker(rank, world, init_file, out_dir, steps):
         if rank == 0:
             np.save(os.path.join(out_dir, "losses.npy"), np.array(losses))
             np.save(os.path.join(out_dir, "theta.npy"), net.parameter_vector().numpy())
+        # every collective done on both sides before either tears down (as
+        # examples/07_export_to_torch.py: a rank whose peer had already gone
+        # aborted once in gloo's teardown)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
