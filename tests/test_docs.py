@@ -21,7 +21,7 @@ MODULES = ["fastgrad", "fastgrad.engine",
                "doctests of the compiled module")),
            "fastgrad.nn",
            "fastgrad.numgrad", "fastgrad.optim", "fastgrad.data", "fastgrad.viz",
-           "fastgrad.reference",
+           "fastgrad.reference", "fastgrad._composite",
            pytest.param("fastgrad.autograd", marks=pytest.mark.compiled_only(
                "fastgrad.grad needs the compiled build")),
            pytest.param("fastgrad.functional", marks=pytest.mark.compiled_only(

@@ -7,10 +7,10 @@ Value``.  Also here: ``maximum``, ``minimum``, ``sum``, ``logsumexp``,
 (import them by name: the star import binds ``Value`` only, as micrograd's).
 """
 import contextlib
-import operator
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, Union, cast
 
+from fastgrad import _composite
 from fastgrad._backend import COMPILED
 
 # Type checkers see the compiled engine (its .pyi stub) whatever the build: the
@@ -64,9 +64,7 @@ def log_softmax(values: Iterable[_Operand]) -> list[Value]:
     >>> [round(v.data, 6) for v in fastgrad.log_softmax([Value(0.0), Value(0.0)])]
     [-0.693147, -0.693147]
     """
-    xs = list(values)
-    lse = logsumexp(xs)
-    return [x - lse for x in xs]
+    return _composite.log_softmax(list(values), logsumexp)
 
 
 def cross_entropy(logits: Iterable[_Operand],
@@ -104,27 +102,7 @@ def cross_entropy(logits: Iterable[_Operand],
     >>> round(fastgrad.cross_entropy(logits, y).data, 6)
     1.741311
     """
-    xs = list(logits)
-    lse = logsumexp(xs)
-    if isinstance(target, (str, bytes)) or not hasattr(target, "__len__"):
-        if isinstance(target, bool):
-            raise TypeError("cross_entropy: target must be a class index (int) or "
-                            "a sequence of probabilities, got bool")
-        try:
-            k = operator.index(target)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError("cross_entropy: target must be a class index (int) or "
-                            "a sequence of probabilities, got "
-                            f"{type(target).__name__}") from None
-        if not 0 <= k < len(xs):
-            raise IndexError(f"cross_entropy: target {k} out of range for "
-                             f"{len(xs)} classes")
-        return lse - xs[k]
-    ts = list(cast(Sequence[_Operand], target))
-    if len(ts) != len(xs):
-        raise ValueError(f"cross_entropy: {len(xs)} logits but {len(ts)} target "
-                         "probabilities")
-    return -sum([t * (x - lse) for t, x in zip(ts, xs)])
+    return cast(Value, _composite.cross_entropy(list(logits), target, logsumexp, sum))
 
 
 class no_grad(contextlib.ContextDecorator):

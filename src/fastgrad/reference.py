@@ -31,14 +31,13 @@ Design:
 import builtins
 import contextlib
 import math
-import operator
 import numbers
 import sys
 import threading
 from typing import (Any, Callable, Iterable, Literal, Optional, Sequence, SupportsFloat,
                     Union, cast)
 
-from fastgrad import _vmath_py
+from fastgrad import _composite, _vmath_py
 
 __all__ = [
     "Value", "maximum", "minimum", "no_grad", "is_grad_enabled",
@@ -945,9 +944,7 @@ def log_softmax(values: Iterable[_Operand]) -> list[Value]:
     >>> [round(v.data, 6) for v in log_softmax([Value(0.0), Value(0.0)])]
     [-0.693147, -0.693147]
     """
-    xs = list(values)
-    lse = logsumexp(xs)
-    return [x - lse for x in xs]
+    return _composite.log_softmax(list(values), logsumexp)
 
 
 def cross_entropy(logits: Iterable[_Operand],
@@ -959,27 +956,7 @@ def cross_entropy(logits: Iterable[_Operand],
     >>> round(cross_entropy([Value(0.0), Value(0.0)], 1).data, 6)
     0.693147
     """
-    xs = list(logits)
-    lse = logsumexp(xs)
-    if isinstance(target, (str, bytes)) or not hasattr(target, "__len__"):
-        if isinstance(target, bool):
-            raise TypeError("cross_entropy: target must be a class index (int) or "
-                            "a sequence of probabilities, got bool")
-        try:
-            k = operator.index(target)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError("cross_entropy: target must be a class index (int) or "
-                            "a sequence of probabilities, got "
-                            f"{type(target).__name__}") from None
-        if not 0 <= k < len(xs):
-            raise IndexError(f"cross_entropy: target {k} out of range for "
-                             f"{len(xs)} classes")
-        return lse - xs[k]
-    ts = list(cast(Sequence[_Operand], target))
-    if len(ts) != len(xs):
-        raise ValueError(f"cross_entropy: {len(xs)} logits but {len(ts)} target "
-                         "probabilities")
-    return -sum([t * (x - lse) for t, x in zip(ts, xs)])
+    return cast(Value, _composite.cross_entropy(list(logits), target, logsumexp, sum))
 
 
 def zero_grad(params: Iterable[Value]) -> None:
