@@ -354,3 +354,89 @@ def test_report_says_below_timer_resolution_and_gives_the_load(tmp_path, capsys)
     assert "load average (1, 5, 15 min) at the start" in out
     assert "load average (1, 5, 15 min) at the end" in out
     assert "load_average" in doc["machine"] and "load_average_end" in doc
+
+
+# ---------------------------------------------------------------------------
+# --threads: the grid's threads mode (issue 21), plumbing only
+# ---------------------------------------------------------------------------
+
+def _affinity():
+    import os
+    get = getattr(os, "sched_getaffinity", None)
+    return get(0) if get else None
+
+
+def _grid_numpy_only(monkeypatch):
+    """Run the smoke grid against NumPy only, recording fastgrad's num_threads
+    (what the grid passed, what make_demo_step got)."""
+    from fastgrad.bench import grid
+    seen = []
+    real_side, real_plan = grid.FastgradSide, grid.plan
+
+    def side(H, N, num_threads=1):
+        s = real_side(H, N, num_threads)
+        seen.append((num_threads, s._step.num_threads))
+        return s
+
+    monkeypatch.setattr(grid, "FastgradSide", side)
+    monkeypatch.setattr(grid, "plan", lambda mode: [p for p in real_plan(mode)
+                                                    if p.baseline == "numpy_mlp"])
+    return seen
+
+
+@pytest.mark.compiled_only("the grid times fastgrad.compiled's replay")
+@pytest.mark.parametrize("given, expected", [("2", 2), ("all", None)])
+def test_threads_runs_the_grid_in_threads_mode(given, expected, monkeypatch, tmp_path,
+                                               capsys):
+    import os
+    from fastgrad.bench import grid_peers
+    seen = _grid_numpy_only(monkeypatch)
+    before = _affinity()
+    code, doc = _bench(tmp_path, "--only", "grid", "--threads", given)
+    assert code == 0
+    assert _affinity() == before                 # nothing bound, nothing left bound
+    assert grid_peers.ONE_THREAD                 # the peers' policy is restored
+    ncpu = len(before) if before is not None else (os.cpu_count() or 1)
+    assert seen == [(expected, expected if expected is not None else ncpu)]
+    out = capsys.readouterr().out
+    shown = given if expected else f"None ({ncpu})"
+    assert "threads mode" in out and f"fastgrad num_threads={shown}" in out
+    assert "fastgrad CPU time / best peer's CPU time per step" in out
+    assert doc["grid_threads_mode"] is True and doc["grid_num_threads"] == expected
+    (row,) = doc["rows"]
+    assert row["status"] == "ok" and row["baseline"] == "numpy_mlp"
+    assert row["baseline_label"] == "NumPy fwd/bwd, default threads"
+    assert row["grid"]["threads_mode"] is True and row["grid"]["num_threads"] == expected
+    assert "no binding" in row["grid"]["threads"]
+    (cell,) = doc["grid"]
+    assert cell["failures"] == 0 and cell["fastgrad_cpu_s"] > 0
+
+
+@pytest.mark.compiled_only("the grid times fastgrad.compiled's replay")
+def test_without_threads_the_grid_runs_on_one_thread(monkeypatch, tmp_path, capsys):
+    seen = _grid_numpy_only(monkeypatch)
+    before = _affinity()
+    code, doc = _bench(tmp_path, "--only", "grid")
+    assert code == 0 and _affinity() == before
+    assert seen == [(1, 1)]
+    assert "threads mode" not in capsys.readouterr().out
+    assert doc["grid_threads_mode"] is False and doc["grid_num_threads"] == 1
+    (row,) = doc["rows"]
+    assert row["baseline_label"] == "NumPy fwd/bwd 1-thread"
+    assert row["grid"]["threads_mode"] is False and row["grid"]["num_threads"] == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", ""])
+def test_threads_bad_value(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--smoke", "--only", "grid", "--threads", value])
+    assert exc.value.code == 2
+    assert "--threads: expected a count >= 1 or 'all'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("only", [["--only", "sgd_step"], ["--only", "grid,sgd_step"], []])
+def test_threads_without_only_grid_is_refused(only, tmp_path, capsys):
+    code, doc = _bench(tmp_path, *only, "--threads", "2")
+    assert code == 2 and doc is None
+    err = capsys.readouterr().err.strip()
+    assert err == "fastgrad bench: --threads is the grid's threads mode: use it with --only grid"

@@ -20,6 +20,11 @@ peer) and, after the table, the H x N ratio table (fastgrad / best peer),
 GFLOP/s and the demo cell's FLOP-bound ratio.  ``--quick`` runs H in {16, 64}
 x N in {100, 1000}, ``--full`` the whole 4 x 3 grid.  With ``--plot``, its
 heatmap goes to ``PATH-grid.png`` (or to PATH when only the grid ran).
+``--only grid --threads T`` (or ``all``) runs the grid in its threads mode
+(issue 21, as ``benchmarks/bench_grid.py --threads``): fastgrad with
+``make_demo_step(model, num_threads=T)`` against the peers at their default
+thread counts, no CPU binding; without it every side of the grid runs on
+one thread and one CPU.
 
 Exit status: 0 all rows ok or skipped, 1 a FAILURE row, 2 bad arguments or an
 output file that cannot be written.
@@ -86,6 +91,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw a log-scale bar chart of the speed-ups (matplotlib)")
     parser.add_argument("--list", action="store_true",
                         help="list the workloads and exit")
+    parser.add_argument("--threads", type=_threads, default=None, metavar="T|all",
+                        help="the grid's threads mode: fastgrad with "
+                             "make_demo_step(num_threads=T) ('all': every CPU) against "
+                             "the peers at their default thread counts, no CPU binding "
+                             "(with --only grid; default: every side of the grid on one "
+                             "thread and one CPU)")
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a count >= 1, or ``all`` (0); the grid script's parser."""
+    from fastgrad.bench.grid_report import _threads as parse   # imported when given
+    return parse(text)
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -136,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
     selected, err = _select(args.only)
     if err:
         return _fail(err)
+    threads: Optional[int] = getattr(args, "threads", None)
+    if threads is not None and (not selected or any(c.kind != "grid" for c in selected)):
+        # the other workloads hold torch to one thread for the whole process
+        return _fail("--threads is the grid's threads mode: use it with --only grid")
     if args.list:
         for c in selected:
             print(f"{c.name:20s} [{c.area}] {c.title}")
@@ -165,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for case in selected:
             for g in (gc_modes if case.kind == "time" else ["on"]):
-                rows.extend(run_case(case, mode, g, progress, grid_cells))
+                rows.extend(run_case(case, mode, g, progress, grid_cells,
+                                     grid_threads=threads))
     finally:
         gc.unfreeze()
     failures = sum(r["status"] == "FAILURE" for r in rows)
@@ -174,9 +196,11 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if grid_cells:
         from fastgrad.bench import grid_report
+        how = next((r["grid"].get("threads") for r in rows if r.get("grid")), None)
         print("\nH x N grid (the `grid` rows; fastgrad.bench.grid, "
-              "benchmarks/bench_grid.py):\n")
-        print(grid_report.format_report(grid_cells, skip_notes=False))
+              "benchmarks/bench_grid.py)" + (f"; {how}" if how else "") + ":\n")
+        print(grid_report.format_report(grid_cells, skip_notes=False,
+                                        threaded=threads is not None))
     code = 1 if failures else 0
     if failures:
         print(f"\n{failures} FAILURE row(s): fastgrad's result did not match", flush=True)
@@ -186,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
         doc = {"fastgrad_bench": 2, "mode": mode, "gc": gc_modes, "machine": info,
                "load_average_end": load_end,
                "failures": failures, "rows": rows,
+               # the grid's threads mode: fastgrad's num_threads (None: every
+               # CPU); False / 1 when the grid ran on one thread and one CPU
+               "grid_threads_mode": threads is not None,
+               "grid_num_threads": 1 if threads is None else (threads or None),
                "grid": [c.as_dict() for c in grid_cells]}
         try:
             with open(args.json, "w") as f:

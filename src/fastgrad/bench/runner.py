@@ -88,15 +88,18 @@ class _Side:
 
 
 def run_case(case: h.Case, mode: str, gc_mode: str, progress: Progress,
-              grid_cells: Optional[list[Any]] = None) -> list[Row]:
+             grid_cells: Optional[list[Any]] = None,
+             grid_threads: Optional[int] = None) -> list[Row]:
     """Rows of one case in one gc mode (progress is called per row).
 
     A ``grid`` case appends its :class:`fastgrad.bench.grid.CellResult` s to
-    ``grid_cells``.
+    ``grid_cells``; ``grid_threads`` (``--threads``: a count, 0 for every
+    CPU, None for one thread and one CPU) chooses its threads mode.
     """
     if case.kind == "grid":
         return _run_grid_case(case, mode, progress,
-                              grid_cells if grid_cells is not None else [])
+                              grid_cells if grid_cells is not None else [],
+                              grid_threads)
     rows: list[Row] = []
     fastgrad: dict[Any, _Side] = {}          # params key -> _Side, shared by pairs of equal size
     pairs = case.plan(mode)
@@ -129,10 +132,12 @@ def _run_pairs(case: h.Case, pairs: list[h.Pair], rows: list[Row],
 
 
 def _run_grid_case(case: h.Case, mode: str, progress: Progress,
-                   cells: list[Any]) -> list[Row]:
+                   cells: list[Any], threads: Optional[int] = None) -> list[Row]:
     """The H x N grid: per cell, every peer checked against fastgrad, then all
     of them timed interleaved (fastgrad.bench.grid.run_cell); one row per
-    (cell, peer), the peer as the baseline."""
+    (cell, peer), the peer as the baseline.  ``threads`` not None: the
+    threads mode (fastgrad's ``num_threads``, 0: every CPU; the peers at
+    their default thread counts, no CPU binding)."""
     from fastgrad.bench import grid
     _, _, _, round_s = grid.mode_grid(mode)
     skips = grid.mode_skips(mode)
@@ -140,7 +145,9 @@ def _run_grid_case(case: h.Case, mode: str, progress: Progress,
     for pair in case.plan(mode):
         groups.setdefault(pair.key, []).append(pair)
     rows: list[Row] = []
-    with grid.single_core():
+    num_threads = 1 if threads is None else (threads or None)
+    with (grid.default_threads(num_threads) if threads is not None
+          else grid.single_core()) as how:
         for pairs in groups.values():
             first = pairs[0]
             row0 = _row(case, first, "on")
@@ -148,13 +155,19 @@ def _run_grid_case(case: h.Case, mode: str, progress: Progress,
             with h.isolated_gc(unfreeze=False):
                 cell = grid.run_cell(int(first.params["H"]), int(first.params["N"]),
                                      [cast(str, p.baseline) for p in pairs],
-                                     rounds=first.rounds, round_s=round_s, skip=skips)
+                                     rounds=first.rounds, round_s=round_s, skip=skips,
+                                     num_threads=num_threads)
             cells.append(cell)
             for i, pair in enumerate(pairs):
                 row = row0 if i == 0 else _row(case, pair, "on")
                 if i:
                     progress.start(row)
                 _fill_grid_row(row, cell, cast(str, pair.baseline))
+                row["grid"].update(threads=how, threads_mode=threads is not None,
+                                   num_threads=num_threads)
+                if threads is not None:          # the peers are not held to one thread
+                    row["baseline_label"] = (row["baseline_label"].removesuffix(" 1-thread")
+                                             + ", default threads")
                 rows.append(row)
                 progress.done(row)
     return rows
