@@ -21,6 +21,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, calloc, free
+cimport cython
 
 from fastgrad._rules cimport *
 from fastgrad._engine cimport Value, new_node, topo_order, node_b, node_c
@@ -45,6 +46,74 @@ cdef extern from *:
 cdef enum:
     _SIGNAL_MASK = 0xFFFF
     _SIGNAL_MASK_VALUES = 0x0FFF
+
+
+# An interrupted create_graph sweep has built part of the second-order graph
+# (the adjoint Values in the grad slots).  Freeing it before raising was most
+# of the Ctrl-C latency: ~44 ns per adjoint Value (the result graph of the
+# 2M-node chain of benchmarks/bench_interrupt.py, 4.3M Values, takes ~187 ms
+# to free).  Instead the finally's one pass over the nodes (which restores
+# every grad slot anyway) moves the slots' references, without reference
+# counting, into the sweep's own node array, which a _PartialGraph attached to
+# the exception takes over: the graph is freed (Value's iterative dealloc)
+# when the exception is released.  Not for a MemoryError (that memory is
+# wanted back at once), nor when the exception refuses the attribute.
+# The holder is a C array, not a list: a list of millions of items is
+# GC-tracked, and the collections that the unwinding's allocations trigger
+# walked it (+50-80 ms of latency, measured).  So the collector does not see
+# through it; a cycle exception -> holder -> graph -> exception would need a
+# user attribute on a graph node that refers to the exception.
+cdef str _PARTIAL_ATTR = "_fastgrad_partial_graph"
+cdef bint _handing_over = True
+
+
+def _set_hand_over(bint on):
+    """Benchmark hook: False frees the partial graph before raising (the
+    unwinding before issue 26's fix), for benchmarks/bench_interrupt.py's
+    comparison.  Returns the previous setting."""
+    global _handing_over
+    cdef bint was = _handing_over
+    _handing_over = on
+    return was
+
+
+@cython.final
+cdef class _PartialGraph:
+    """The part of a second-order graph that an interrupted
+    ``grad(create_graph=True)`` had built, attached to its exception as
+    ``_fastgrad_partial_graph`` and freed with it."""
+    cdef PyObject** _items          # owned references (malloc'd array)
+    cdef Py_ssize_t _count
+
+    def __len__(self):
+        return self._count
+
+    def __repr__(self):
+        return f"<partial second-order graph: {self._count} adjoint Values>"
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        cdef PyObject** items = self._items
+        cdef Py_ssize_t count = self._count
+        self._items = NULL
+        self._count = 0
+        for i in range(count):
+            Py_DECREF(<object>items[i])     # Value's dealloc is iterative
+        free(items)
+
+
+cdef _PartialGraph _holder_for(object exc):
+    """An empty _PartialGraph attached to ``exc``, or None (hand-over off, a
+    MemoryError, an exception that refuses the attribute)."""
+    cdef _PartialGraph holder
+    if not _handing_over or isinstance(exc, MemoryError):
+        return None
+    try:
+        holder = _PartialGraph.__new__(_PartialGraph)
+        setattr(exc, _PARTIAL_ATTR, holder)
+    except BaseException:
+        return None
+    return holder
 
 
 # ---------------------------------------------------------------------------
@@ -229,8 +298,9 @@ def grad_sweep(list outputs, list seeds, list inputs, bint create_graph):
         nout + 1, sizeof(unsigned long long))
     cdef double* saved = NULL
     cdef PyObject** nodes = NULL
-    cdef Py_ssize_t total = 0, n = 0, k, i
+    cdef Py_ssize_t total = 0, n = 0, k, i, m
     cdef bint custom = False, slots_hold_values = False
+    cdef _PartialGraph holder = None
     cdef PyObject* v
     cdef PyObject** slot
     cdef Value out
@@ -316,11 +386,29 @@ def grad_sweep(list outputs, list seeds, list inputs, bint create_graph):
             if member[k]:
                 result[k] = (<Value>inputs[k]).grad
         return result
+    except BaseException as exc:
+        if slots_hold_values:
+            holder = _holder_for(exc)
+        raise
     finally:
-        for i in range(n):
-            if slots_hold_values:
-                Py_XDECREF(_slot(nodes[i])[0])
-            (<Value>nodes[i]).grad = saved[i]
+        if holder is not None:
+            # one pass: move the adjoints into nodes[:m] (m <= i: entries
+            # already read) and restore the slots; the holder takes the array
+            m = 0
+            for i in range(n):
+                v = nodes[i]
+                if _slot(v)[0] != NULL:
+                    nodes[m] = _slot(v)[0]
+                    m += 1
+                (<Value>v).grad = saved[i]
+            holder._items = nodes
+            holder._count = m
+            nodes = NULL
+        else:
+            for i in range(n):
+                if slots_hold_values:
+                    Py_XDECREF(_slot(nodes[i])[0])
+                (<Value>nodes[i]).grad = saved[i]
         for k in range(nout):
             free(orders[k])
         free(orders)

@@ -143,6 +143,16 @@ def grad(outputs: _Outputs, inputs: Value | Sequence[Value],
     slots and restores them before returning: don't call ``backward()`` on
     the same graph from another thread at the same time.
 
+    Ctrl-C stops ``grad`` within milliseconds (its sweeps check for signals
+    every few thousand nodes); the ``.grad`` slots are restored and the graph
+    is unchanged.  With ``create_graph=True`` the part of the gradient graph
+    built so far is not freed before the ``KeyboardInterrupt`` is raised
+    (freeing millions of Values takes ~45 ns each): the exception holds it
+    (attribute ``_fastgrad_partial_graph``) and it is freed when the
+    exception is released -- at the end of an ``except`` block, or, in an
+    interactive session, which keeps the last exception (``sys.last_value``),
+    at the next error.  A ``MemoryError`` frees it before propagating.
+
     Examples
     --------
     >>> from fastgrad import Value, grad
