@@ -10,6 +10,7 @@ itself is measured in benchmarks/bench_interrupt.py (no timing asserts).
 import gc
 import math
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -142,6 +143,10 @@ def test_interrupted_create_graph_hands_its_partial_graph_to_the_exception(chain
     assert _grads_zero(a, b, y)
     partial = getattr(exc, ATTR)
     assert len(partial) > 0 and "adjoint Values" in repr(partial)
+    # it still pickles (a worker process sending it back), without the graph
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is KeyboardInterrupt and len(getattr(back, ATTR)) == 0
+    del back
     _drop(exc)
     # the adjoint Values built so far refer to the leaves (those of the
     # first nodes swept, y's end of the chain, to b): they are alive

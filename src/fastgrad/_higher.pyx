@@ -91,6 +91,11 @@ cdef class _PartialGraph:
     def __repr__(self):
         return f"<partial second-order graph: {self._count} adjoint Values>"
 
+    def __reduce__(self):
+        # the exception still pickles (a worker sending it back): as an
+        # empty holder, the graph stays in this process
+        return (_PartialGraph, ())
+
     def __dealloc__(self):
         cdef Py_ssize_t i
         cdef PyObject** items = self._items
