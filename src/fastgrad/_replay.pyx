@@ -183,18 +183,20 @@ cdef Py_ssize_t CHUNK_BYTES = 512 * 1024
 cdef Py_ssize_t FWD_CHUNK_BYTES = 24 * 1024    # forward only: rows stay in L1d
 cdef Py_ssize_t MIN_CHUNK = 16
 cdef Py_ssize_t MAX_CHUNK = 4096
-# ... except that a training replay of a program with a layer whose weights
-# do not fit a core's L2 (more than LAYER_L2_BYTES) runs chunks of at least
-# LAYER_MIN_COLS columns: each chunk streams those weights from L3 through
-# the layer's three products, and 256 columns amortise it where the byte
-# budget alone gives 32 (H = 512).  Measured (Zen 3, demo step, process CPU
-# time per step, medians of 7 interleaved rounds with _set_layer_min_cols(0)
-# and (256), load ~4): MLP(2, [512, 512, 1]) over 100 / 1,000 / 10,000 rows
-# 11.26 -> 9.77, 55.0 -> 53.6, 627 -> 595 ms.  Not for H = 256 (512 KiB of
-# weights: 0.99 / 1.03 / 1.02x, noise) nor H = 128 (1% slower with larger
-# chunks), hence the condition; small layers (the tests' small chunk
-# settings) are not affected.
-cdef Py_ssize_t LAYER_MIN_COLS = 256
+# A floor on the columns per chunk of a training replay of a program with a
+# layer whose weights do not fit a core's L2 (more than LAYER_L2_BYTES), for
+# the tuning hook _set_layer_min_cols; off (0) by default because it is not a
+# win on every ISA.  With it, each chunk streams those weights from L3 once
+# per 256 columns instead of per 32 (the byte budget's chunk at H = 512), but
+# the activation rows of a chunk outgrow L2.  Measured (Zen 3, MLP(2, [512,
+# 512, 1]) demo step, process CPU time per step, floor 256 / floor 0, medians
+# of 9 interleaved rounds, `taskset -c 0 python
+# benchmarks/bench_layer_min_cols.py` on an otherwise idle machine, load
+# 1.8 -> 1.3), N = 100 / 1,000 / 10,000 rows: avx2 0.95 / 0.94 / 0.89,
+# baseline 0.97 / 0.97 / 0.95, portable 1.25 / 1.19 / 1.29.  It cannot be
+# chosen per ISA: the chunk size enters the batch sums of scalar-operand
+# gradients (one sum per chunk), and every ISA gives the same bits.
+cdef Py_ssize_t LAYER_MIN_COLS = 0
 cdef Py_ssize_t LAYER_L2_BYTES = 512 * 1024
 
 
