@@ -24,6 +24,7 @@ if not _backend.COMPILED:
 from fastgrad import Value, maximum  # noqa: E402
 from fastgrad._engine import _rebuild_graph  # noqa: E402
 from fastgrad.nn import MLP  # noqa: E402
+from _interrupt import CtrlCAfter, needs_timer_signal  # noqa: E402
 
 
 def _records(v):
@@ -329,22 +330,9 @@ def test_dealloc_deep_graph_under_memory_exhaustion_no_crash():
 
 # -- finding 10: Ctrl-C during an eager backward() ------------------------------
 
-@pytest.fixture
-def alarm_raises_keyboard_interrupt():
-    # SIGALRM from an interval timer is delivered by the kernel while
-    # backward() holds the GIL, like a real Ctrl-C; its handler raises
-    # KeyboardInterrupt as Python's SIGINT handler does
-    signal = pytest.importorskip("signal")
-    if not hasattr(signal, "setitimer"):
-        pytest.skip("no setitimer on this platform")
-    old = signal.signal(signal.SIGALRM, signal.default_int_handler)
-    yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, old)
-
-
 @pytest.mark.parametrize("labelled", [False, True], ids=["pure", "with_attributes"])
-def test_backward_keyboard_interrupt_is_prompt(alarm_raises_keyboard_interrupt, labelled):
+@needs_timer_signal
+def test_backward_keyboard_interrupt_is_prompt(labelled):
     # was: a signal during backward() on a huge graph surfaced only after
     # the whole pass (the sweep had reached the leaf by then).  A node with
     # attributes sends backward() through its other loop (user _backward
@@ -357,10 +345,13 @@ def test_backward_keyboard_interrupt_is_prompt(alarm_raises_keyboard_interrupt, 
         nodes.append(v)
         if labelled and i == 1_000_000:
             v.label = "middle"
-    alarm_raises_keyboard_interrupt(0.01)
+    # Ctrl-C after 10 ms of this process's CPU time (backward() of 2M nodes
+    # takes ~75 ms), armed inside pytest.raises: a wall-clock timer armed
+    # before it fired in pytest's own code on a loaded machine, before
+    # backward() had started, and the KeyboardInterrupt ended the test run
     with pytest.raises(KeyboardInterrupt):
-        v.backward()
-        alarm_raises_keyboard_interrupt(0)
+        with CtrlCAfter(0.01):
+            v.backward()
     # interrupted before the sweep reached the far end of the chain
     assert x.grad == 0.0
     # the graph is intact: after zeroing the grads (partial sums if the
