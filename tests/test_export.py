@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import fastgrad
@@ -278,6 +278,11 @@ def test_random_graphs_torch(program, roles):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(), ROLES)
+# drawn once (v26's suite run): sigmoid(-12.0), 1.2e-12 relative off in onnxruntime
+@example(program=([-4.0], [("+", 0, 0, 0.0), ("+", 0, 0, 0.0), ("+", 0, 1, 0.0),
+                           ("+", 0, 0, 0.0), ("+", 0, 0, 0.0), ("+", 0, 0, 0.0),
+                           ("+", 0, 0, 0.0), ("sigmoid", 3, 0, 0.0)], False),
+         roles=["input"])
 def test_random_graphs_onnx(program, roles):
     ort = pytest.importorskip("onnxruntime")
     made = _random_program(program, roles)
@@ -290,7 +295,12 @@ def test_random_graphs_onnx(program, roles):
     if math.isnan(f) or math.isinf(f):
         assert o == f or math.isnan(o) and math.isnan(f)
     else:
-        bound = _forward_bound(root, graph)
+        # onnxruntime's double Sigmoid is accurate to ~1.6e-16 absolute, not
+        # relative: sigmoid(-12) is 1.2e-12 relative off (mpmath), sigmoid(-30)
+        # 1e-3; hypothesis drew the first (seven '+' then sigmoid).  Its error
+        # is an eps at each sigmoid node, carried by the node's adjoint.
+        sig = sum(abs(v.grad) for v in graph if v._op == "sigmoid")
+        bound = _forward_bound(root, graph) + EPS * sig
         assert abs(o - f) <= max(1e-12 * abs(f), bound if math.isfinite(bound) else 0), \
             (o, f, bound)
 
