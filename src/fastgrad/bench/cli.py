@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"\n{failures} FAILURE row(s): fastgrad's result did not match", flush=True)
     load_end = load_average()
-    print("\n" + format_footer(load_end), flush=True)
+    print("\n" + format_footer(load_end, rows, info), flush=True)
     if args.json:
         doc = {"fastgrad_bench": 2, "mode": mode, "gc": gc_modes, "machine": info,
                "load_average_end": load_end,

@@ -24,12 +24,16 @@ import importlib
 import math
 import statistics
 import time
+try:
+    import resource as _resource
+except ImportError:          # Windows: no getrusage, every round counts
+    _resource = None         # type: ignore[assignment]
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
     "NotAvailable", "Mismatch", "Runner", "Pair", "Case", "require", "compare",
     "run_once", "time_runner", "time_pair", "measure_memory", "isolated_gc",
-    "describe_error", "Times", "net_of_shared",
+    "describe_error", "Times", "net_of_shared", "context_switches",
 ]
 
 class NotAvailable(Exception):
@@ -173,19 +177,33 @@ class Case:
 
 @dataclasses.dataclass
 class Times:
-    """The timed rounds of one side: wall clock (``time.perf_counter``) and
-    process CPU time (``time.process_time``), seconds per round.
+    """The timed rounds of one side: wall clock (``time.perf_counter``),
+    process CPU time (``time.process_time``), seconds per round, and the
+    context switches of the process during each round (-1: unknown).
 
     Verdicts are taken on CPU time: on a shared machine, other processes
     lengthen a round's wall time (this process waits for a core) far more
-    than its CPU time.
+    than its CPU time.  Not entirely, though: a round the scheduler cut
+    (a context switch inside it) resumes with caches and TLB refilled by
+    the other processes, and the refill is this process's CPU time.  For a
+    ~1 ms call that is a large share (fastgrad's backward: median 1.05 ms
+    idle, 2.41 ms among busy loops at load ~7; micrograd's 55 ms call: +25%),
+    so :attr:`cpu_s` -- the figure verdicts use -- is the median over the
+    rounds that ran *uninterrupted* whenever there are at least
+    :attr:`MIN_CLEAN` of them, otherwise over every round.  On an idle
+    machine nearly every round is uninterrupted and both medians agree.
     """
     wall: List[float] = dataclasses.field(default_factory=list)
     cpu: List[float] = dataclasses.field(default_factory=list)
+    switches: List[int] = dataclasses.field(default_factory=list)
 
-    def add(self, wall: float, cpu: float) -> None:
+    #: unpreempted rounds needed for :attr:`cpu_s` to be taken over them alone
+    MIN_CLEAN = 5
+
+    def add(self, wall: float, cpu: float, switches: int = -1) -> None:
         self.wall.append(wall)
         self.cpu.append(cpu)
+        self.switches.append(switches)
 
     def __len__(self) -> int:
         return len(self.wall)
@@ -196,7 +214,34 @@ class Times:
 
     @property
     def median_cpu(self) -> float:
+        """The median CPU time over every round, preempted ones included."""
         return statistics.median(self.cpu)
+
+    @property
+    def clean_cpu(self) -> List[float]:
+        """CPU times of the rounds with no context switch (none if unknown)."""
+        return [c for c, n in zip(self.cpu, self.switches) if n == 0]
+
+    @property
+    def preempted(self) -> int:
+        """How many rounds had a context switch inside them."""
+        return sum(n > 0 for n in self.switches)
+
+    @property
+    def clean_only(self) -> bool:
+        """Whether :attr:`cpu_s` is taken over the unpreempted rounds alone."""
+        return len(self.clean_cpu) >= self.MIN_CLEAN
+
+    @property
+    def cpu_rounds(self) -> List[float]:
+        """The CPU times :attr:`cpu_s` is the median of."""
+        return self.clean_cpu if self.clean_only else self.cpu
+
+    @property
+    def cpu_s(self) -> float:
+        """The side's CPU-time figure (what verdicts compare): the median over
+        the unpreempted rounds when there are enough, else over all."""
+        return statistics.median(self.cpu_rounds)
 
 
 # ---------------------------------------------------------------------------
@@ -261,30 +306,45 @@ def isolated_gc(unfreeze: bool = True) -> Iterator[None]:
         gc.collect()
 
 
-def _call(runner: Runner) -> Tuple[float, float]:
-    """One timed round, (wall, CPU) seconds: setup untimed, fn timed, its
-    return dropped."""
+def context_switches() -> int:
+    """Context switches of this process so far (voluntary and involuntary,
+    every thread), or -1 where the OS does not count them."""
+    if _resource is None:
+        return -1
+    ru = _resource.getrusage(_resource.RUSAGE_SELF)
+    return int(ru.ru_nvcsw + ru.ru_nivcsw)
+
+
+def _call(runner: Runner) -> Tuple[float, float, int]:
+    """One timed round, (wall s, CPU s, context switches): setup untimed, fn
+    timed, its return dropped.  The switches are counted around fn alone
+    (-1 where unknown); getrusage costs ~1 us, outside the clocks."""
     if runner.setup is not None:
         runner.setup()
     wall, cpu = time.perf_counter, time.process_time
+    n0 = context_switches()
     t0, c0 = wall(), cpu()
     out = runner.fn()
     c1, t1 = cpu(), wall()
+    n1 = context_switches()
     del out                     # freeing what fn returned: untimed
-    return t1 - t0, c1 - c0
+    return t1 - t0, c1 - c0, (n1 - n0 if n0 >= 0 else -1)
 
 
 def _warm_up(runner: Runner, seconds: float) -> None:
-    """Untimed calls for at least ``seconds`` (at least one call).
+    """Untimed calls for at least ``seconds`` of CPU time (at least one call).
 
     One call is not enough for a quick workload: after the other side's
     block, fastgrad's demo step takes 5-8 calls to settle back (10 ms, then
     down to 5.3 ms on this machine: allocator and cache state), so the first
-    rounds of each block would be slow for reasons no user loop sees.
+    rounds of each block would be slow for reasons no user loop sees.  The
+    budget is CPU time, so that a loaded machine (where 0.1 s of wall time
+    holds a third as many calls) warms up as many calls as an idle one;
+    capped at 10x ``seconds`` of wall time (a call that mostly waits).
     """
-    end = time.perf_counter() + seconds
+    end, wall_end = time.process_time() + seconds, time.perf_counter() + 10 * seconds
     _call(runner)
-    while time.perf_counter() < end:
+    while time.process_time() < end and time.perf_counter() < wall_end:
         _call(runner)
 
 
@@ -306,13 +366,13 @@ def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
     """
     fast_times, base_times = Times(), Times()
     blocks = max(1, min(blocks, fast_rounds, base_rounds))
+    sides = ((base, base_rounds, base_times), (fast, fast_rounds, fast_times))
     was_enabled = gc.isenabled()
     if gc_off:
         gc.disable()
     try:
         for k in range(blocks):
-            for runner, rounds, times in ((base, base_rounds, base_times),
-                                          (fast, fast_rounds, fast_times)):
+            for runner, rounds, times in sides:
                 share = (k + 1) * rounds // blocks - k * rounds // blocks
                 if share == 0:
                     continue
@@ -322,11 +382,49 @@ def time_pair(fast: Runner, base: Runner, fast_rounds: int, base_rounds: int,
                     _warm_up(runner, warm_s)
                 for _ in range(share):
                     times.add(*_call(runner))
+        # On a loaded machine many rounds are preempted (their CPU time is
+        # inflated, see Times): a side with short calls that can run
+        # uninterrupted (it had at least one such round) but has fewer such
+        # rounds than it needs gets more blocks, still alternating, up to
+        # MAX_EXTRA times its planned rounds in all.  (Among six busy loops on
+        # 2 cores, 84-94% of fastgrad's 1 ms backward rounds were preempted.)
+        while True:
+            todo = [(r, n, t) for r, n, t in sides
+                    if _wants_more(t, n) and len(t) < MAX_EXTRA * n]
+            if not todo:
+                break
+            for runner, rounds, times in todo:
+                if not gc_off:
+                    gc.collect()
+                _warm_up(runner, warm_s)
+                for _ in range(max(1, rounds // blocks)):
+                    times.add(*_call(runner))
     finally:
         if gc_off and was_enabled:
             gc.enable()
             gc.collect()
     return fast_times, base_times
+
+
+#: calls shorter than this (median CPU seconds) get more rounds when too few
+#: ran uninterrupted: a preemption's cache refill is a large share of a short
+#: call (fastgrad's 1 ms backward: +20-130% at load ~7) and a small one of a
+#: long call (micrograd's 55 ms backward: +10-25%), and long calls would make
+#: the extra rounds cost seconds (build vs micrograd: 0.45 s a round)
+SHORT_CALL_S = 0.02
+#: a side topped up with more rounds stops at this many times its planned ones
+MAX_EXTRA = 6
+
+
+def _wants_more(times: Times, rounds: int) -> bool:
+    """Whether a side should get more rounds: some of its rounds were
+    preempted, at least one was not (it can run uninterrupted at this load),
+    and fewer than ``Times.MIN_CLEAN`` or half its planned ``rounds`` were
+    not, and its calls are short (:data:`SHORT_CALL_S`).  (A side none of
+    whose rounds was preempted -- the idle case -- is left as planned.)"""
+    clean = len(times.clean_cpu)
+    return (times.preempted > 0 and 0 < clean < max(Times.MIN_CLEAN, (rounds + 1) // 2)
+            and statistics.median(times.cpu) < SHORT_CALL_S)
 
 
 def measure_memory(runner: Runner) -> Tuple[int, Any]:
@@ -375,10 +473,12 @@ def net_of_shared(total: Times, shared: Times) -> Optional[float]:
 
     Resolvable means above three median absolute deviations of either side's
     rounds and above 1% of the total: a difference inside the rounds'
-    scatter (or a negative one) is timer noise, not a figure.
+    scatter (or a negative one) is timer noise, not a figure.  Both figures
+    are :attr:`Times.cpu_s` (the unpreempted rounds' median when there are
+    enough), the deviations those of the same rounds.
     """
-    net = total.median_cpu - shared.median_cpu
-    noise = 3.0 * max(_mad(total.cpu), _mad(shared.cpu))
-    if net <= max(noise, 0.01 * total.median_cpu, 0.0):
+    net = total.cpu_s - shared.cpu_s
+    noise = 3.0 * max(_mad(total.cpu_rounds), _mad(shared.cpu_rounds))
+    if net <= max(noise, 0.01 * total.cpu_s, 0.0):
         return None
     return net

@@ -232,11 +232,14 @@ def format_header(info: dict[str, Any], mode: str, gc_modes: Sequence[str]) -> s
         f"jax {info.get('jax') or 'not installed'}, numpy {info['numpy']}",
         f"load average (1, 5, 15 min) at the start: {_fmt_load(info.get('load_average'))}",
         "times are process CPU time (time.process_time) per call (one step, one "
-        "backward, one build...), median over the rounds; speed-up = baseline / "
-        "fastgrad in CPU time, which the targets are checked on (other processes "
-        "on the machine lengthen wall time, not CPU time); (wall) = the same ratio "
-        "in wall-clock time; memory rows compare bytes; ns/node and bytes/node "
-        "are fastgrad's",
+        "backward, one build...), the median over the rounds that ran without a "
+        "context switch when at least 5 did (a preempted round resumes with caches "
+        "refilled by other processes, on this process's clock), else over every "
+        "round; speed-up = baseline / fastgrad in CPU time, which the targets are "
+        "checked on (other processes on the machine lengthen wall time far more "
+        "than CPU time); (wall) = the same ratio in wall-clock time, median over "
+        "every round; memory rows compare bytes; ns/node and bytes/node are "
+        "fastgrad's",
     ])
 
 
@@ -244,9 +247,33 @@ def _fmt_load(load: Optional[Sequence[float]]) -> str:
     return "unknown" if not load else " ".join(f"{x:.2f}" for x in load)
 
 
-def format_footer(load_end: Optional[Sequence[float]]) -> str:
-    """The last line: the load average when the run ended."""
-    return f"load average (1, 5, 15 min) at the end: {_fmt_load(load_end)}"
+def format_footer(load_end: Optional[Sequence[float]], rows: Sequence[Row] = (),
+                  info: Optional[dict[str, Any]] = None) -> str:
+    """The last lines: how many timed rounds were preempted, a warning when
+    the load exceeded the CPUs, and the load average when the run ended."""
+    lines = []
+    timed = [r for r in rows if r.get("kind") == "time" and r.get("status") == "ok"]
+    total = preempted = 0
+    for r in timed:
+        for prefix, count in (("fastgrad", "fastgrad_rounds"), ("baseline", "rounds")):
+            if r.get(f"{prefix}_preempted") is not None and r.get(count):
+                total += r[count]
+                preempted += r[f"{prefix}_preempted"]
+    if total:
+        lines.append(f"preempted rounds (a context switch during the timed call): "
+                     f"{preempted} of {total} ({100.0 * preempted / total:.0f}%); "
+                     "a side's CPU figure leaves them out when at least 5 rounds were not")
+    cpus = (info or {}).get("cpus")
+    loads = [x[0] for x in ((info or {}).get("load_average"), load_end) if x]
+    if cpus and loads and max(loads) > cpus:
+        lines.append(
+            f"WARNING: the load average ({max(loads):.2f}) exceeded the {cpus} logical "
+            "CPUs: this process shared its CPUs with other processes; their cache "
+            "traffic can lengthen even the CPU time of uninterrupted rounds, most for "
+            "short calls, so a verdict near its target may differ from an idle "
+            "machine's. For figures to quote, run again on an idle machine.")
+    lines.append(f"load average (1, 5, 15 min) at the end: {_fmt_load(load_end)}")
+    return "\n".join(lines)
 
 
 def write_plot(rows: Sequence[Row], path: str, title: str) -> None:

@@ -33,8 +33,14 @@ def _row(case: h.Case, pair: h.Pair, gc_mode: str) -> Row:
         "nodes": None,
         "baseline_s": None,              # wall clock, median over the rounds
         "fastgrad_s": None,
-        "baseline_cpu_s": None,          # process CPU time, median
-        "fastgrad_cpu_s": None,
+        "baseline_cpu_s": None,          # process CPU time: median over the
+        "fastgrad_cpu_s": None,          # unpreempted rounds if enough (Times.cpu_s)
+        "baseline_cpu_all_s": None,      # the same over every round
+        "fastgrad_cpu_all_s": None,
+        "baseline_preempted": None,      # rounds with a context switch inside
+        "fastgrad_preempted": None,
+        "baseline_clean_only": None,     # cpu_s over the unpreempted rounds alone
+        "fastgrad_clean_only": None,
         "baseline_min_s": None,
         "fastgrad_min_s": None,
         "baseline_bytes": None,
@@ -219,12 +225,15 @@ def _run_row(row: Row, case: h.Case, pair: h.Pair, fastgrad: dict[Any, "_Side"],
 
 def _set_times(row: Row, prefix: str, times: h.Times, nodes: Optional[int]) -> None:
     row[f"{prefix}_s"] = times.median_wall
-    row[f"{prefix}_cpu_s"] = times.median_cpu
+    row[f"{prefix}_cpu_s"] = times.cpu_s
+    row[f"{prefix}_cpu_all_s"] = times.median_cpu
+    row[f"{prefix}_preempted"] = times.preempted
+    row[f"{prefix}_clean_only"] = times.clean_only
     row[f"{prefix}_min_s"] = min(times.wall)
     row["fastgrad_rounds" if prefix == "fastgrad" else "rounds"] = len(times)
     if nodes:
         row["ns_per_node" if prefix == "fastgrad" else "baseline_ns_per_node"] = \
-            times.median_cpu / nodes * 1e9
+            times.cpu_s / nodes * 1e9
 
 
 def _fill_fastgrad(row: Row, case: h.Case, pair: h.Pair, fg: "_Side",
@@ -282,7 +291,7 @@ def _run_pair(row: Row, case: h.Case, pair: h.Pair, fg: "_Side", mode: str,
                 # the ratio of what differs: both times minus the shared work
                 st = h.time_runner(case.shared(pair.params), pair.fg_rounds, gc_off,
                                    warmup=True)
-                row["shared_s"], row["shared_cpu_s"] = st.median_wall, st.median_cpu
+                row["shared_s"], row["shared_cpu_s"] = st.median_wall, st.cpu_s
                 net_f, net_b = h.net_of_shared(ft, st), h.net_of_shared(bt, st)
                 num_w -= st.median_wall
                 den_w -= st.median_wall
