@@ -124,29 +124,32 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
 
     Reads the fused tape (instruction k writes row n_in + k) and sets the
     Program's layer tables; returns ((op, kind, out, a, b, s, c, nx) arrays
-    of the new tape, old row -> new row as an int32 array, number of batched
-    rows) -- rows are renumbered (also in the n-ary operand runs ``nx``), a
-    layer's stored pre-activations get rows of their own -- or None when
-    the tape has no layer.  Linear in the tape: typed arrays per
-    instruction, Python objects per chain and layer.
+    of the new tape with one entry of padding, old row -> new row as an
+    int32 array, number of batched rows, number of instructions) -- rows are
+    renumbered (also in the n-ary operand runs ``nx``), a layer's stored
+    pre-activations get rows of their own -- or None when the tape has no
+    layer.  Linear in the tape: typed arrays per instruction, Python
+    objects per chain and layer; the int scratch in three arrays (see
+    _carve), one per phase.
     """
-    cdef Py_ssize_t n = op.shape[0]
+    cdef Py_ssize_t n = op.shape[0], off = 0
     cdef int nr = n_in + <int>n
     prog._found = {"chains": 0, "in_layers": 0, "repeating": 0}
     if n == 0:
         return None
-    cdef int[::1] uses = np.zeros(nr + 1, np.int32)
-    cdef int[::1] reader = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] ws = np.empty(7 * (nr + 1) + 10 * (n + 1), np.int32)
+    cdef int[::1] uses = _carve(ws, &off, nr + 1, 0)
+    cdef int[::1] reader = _carve(ws, &off, nr + 1, -1)
     # chains: the chain whose current last instruction is k, each
     # instruction's predecessor in its chain; per chain (at most n of them):
     # last instruction, term count, start slot (-1: constant), start value
-    cdef int[::1] chain_at = np.full(n + 1, -1, np.int32)
-    cdef int[::1] prev = np.full(n + 1, -1, np.int32)
-    cdef int[::1] ch_end = np.empty(n + 1, np.int32)
-    cdef int[::1] ch_K = np.empty(n + 1, np.int32)
-    cdef int[::1] ch_slot = np.empty(n + 1, np.int32)
+    cdef int[::1] chain_at = _carve(ws, &off, n + 1, -1)
+    cdef int[::1] prev = _carve(ws, &off, n + 1, -1)
+    cdef int[::1] ch_end = _carve(ws, &off, n + 1, NOFILL)
+    cdef int[::1] ch_K = _carve(ws, &off, n + 1, NOFILL)
+    cdef int[::1] ch_slot = _carve(ws, &off, n + 1, NOFILL)
     cdef double[::1] ch_init = np.empty(n + 1, np.float64)
-    cdef int[::1] seen = np.full(nr + 1, -1, np.int32)
+    cdef int[::1] seen = _carve(ws, &off, nr + 1, -1)
     cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i, o, kd, H, K
     cdef unsigned long long h
     for k in range(n):
@@ -199,9 +202,11 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     if nch == 0:
         return None
     # -- each chain's post add and epilogue ops
-    cdef int[::1] ch_post = np.full(nch, -1, np.int32)
-    cdef int[::1] ch_nep = np.zeros(nch, np.int32)
-    cdef int[::1] ep_instr = np.empty(nch * MAX_EPILOGUE + 1, np.int32)
+    cdef Py_ssize_t off2 = 0
+    cdef int[::1] ws2 = np.empty(nch * (MAX_EPILOGUE + 3) + 2, np.int32)
+    cdef int[::1] ch_post = _carve(ws2, &off2, nch, -1)
+    cdef int[::1] ch_nep = _carve(ws2, &off2, nch, 0)
+    cdef int[::1] ep_instr = _carve(ws2, &off2, nch * MAX_EPILOGUE + 1, NOFILL)
     for ch in range(nch):
         k = ch_end[ch]
         row = n_in + k
@@ -225,10 +230,9 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         ch_nep[ch] = nep
     # -- layers: chains over the same rows, each row once (grouped by a hash
     # of the row sequence, then compared)
-    xs_of_ = np.empty(n + 1, np.int32)               # each chain's rows, in order
-    wslot_ = np.empty(n + 1, np.int32)               # and its weights' slots
-    cdef int[::1] xs_of = xs_of_, wslot = wslot_
-    cdef int[::1] xs_off = np.empty(nch + 1, np.int32)
+    cdef int[::1] xs_of = _carve(ws, &off, n + 1, NOFILL)    # each chain's rows, in order
+    cdef int[::1] wslot = _carve(ws, &off, n + 1, NOFILL)    # and its weights' slots
+    cdef int[::1] xs_off = _carve(ws2, &off2, nch + 1, NOFILL)
     cdef dict groups = {}
     cdef list members
     cdef bint same
@@ -283,13 +287,14 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     # -- per layer: the epilogue every chain shares (the longest common
     # prefix of op codes and constant bits); the absorbed instructions; the
     # rows the layer produces (per chain: its last absorbed instruction's)
-    cdef unsigned char[::1] absorbed = np.zeros(n + 1, np.uint8)
-    cdef int[::1] anchor = np.full(n + 1, -1, np.int32)  # first instruction -> layer
-    cdef int[::1] l_nep = np.empty(nl_total, np.int32)
-    cdef unsigned char[::1] l_z = np.zeros(nl_total, np.uint8)
-    cdef int[::1] l_out0 = np.empty(nl_total + 1, np.int32)  # offsets in l_outs
-    l_outs_ = np.empty(prog._found["in_layers"] + 1, np.int32)
-    cdef int[::1] l_outs = l_outs_
+    cdef int[::1] absorbed = _carve(ws, &off, n + 1, 0)
+    cdef int[::1] anchor = _carve(ws, &off, n + 1, -1)  # first instruction -> layer
+    cdef Py_ssize_t n_items = n + nl_total, off3 = 0, n_lout = prog._found["in_layers"]
+    cdef int[::1] ws3 = np.empty(4 * nl_total + n_lout + 2 + 4 * n_items, np.int32)
+    cdef int[::1] l_nep = _carve(ws3, &off3, nl_total, NOFILL)
+    cdef int[::1] l_z = _carve(ws3, &off3, nl_total, 0)
+    cdef int[::1] l_out0 = _carve(ws3, &off3, nl_total + 1, NOFILL)  # offsets in l_outs
+    cdef int[::1] l_outs = _carve(ws3, &off3, n_lout + 1, NOFILL)
     cdef int first, nout = 0
     for nl in range(nl_total):
         g = layers[nl]
@@ -334,14 +339,13 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     # -- schedule: original order, an item waits until the rows it reads
     # exist.  Items: instruction k, or layer nl as n + nl; a waiting item is
     # on its row's FIFO list (wait_head / wait_tail / wait_next)
-    cdef Py_ssize_t n_items = n + nl_total
-    cdef unsigned char[::1] ready = np.zeros(nr + 1, np.uint8)
-    cdef int[::1] pos = np.zeros(n_items, np.int32)
-    cdef int[::1] wait_head = np.full(nr + 1, -1, np.int32)
-    cdef int[::1] wait_tail = np.full(nr + 1, -1, np.int32)
-    cdef int[::1] wait_next = np.full(n_items, -1, np.int32)
-    cdef int[::1] stack = np.empty(n_items, np.int32)
-    cdef int[::1] order = np.empty(n_items, np.int32)
+    cdef int[::1] ready = _carve(ws, &off, nr + 1, 0)
+    cdef int[::1] pos = _carve(ws3, &off3, n_items, 0)
+    cdef int[::1] wait_head = _carve(ws, &off, nr + 1, -1)
+    cdef int[::1] wait_tail = _carve(ws, &off, nr + 1, -1)
+    cdef int[::1] wait_next = _carve(ws3, &off3, n_items, -1)
+    cdef int[::1] stack = _carve(ws3, &off3, n_items, NOFILL)
+    cdef int[::1] order = _carve(ws3, &off3, n_items, NOFILL)
     cdef int sp, it, nreads, no = 0, w, rr
     for row in range(n_in):
         ready[row] = 1
@@ -413,9 +417,9 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             return None
     # -- renumber rows and write the new tape; a layer's stored
     # pre-activation rows (if any) follow its output rows
-    new_row_ = np.full(nr + 1, -1, np.int32)
+    new_row_ = _minus_ones(nr + 1)
     cdef int[::1] new_row = new_row_
-    cdef int[::1] zbase = np.full(nl_total, -1, np.int32)
+    cdef int[::1] zbase = _carve(ws3, &off3, nl_total, -1)
     cdef int nxt = n_in
     for row in range(n_in):
         new_row[row] = row
@@ -432,21 +436,36 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             if l_z[nl]:
                 zbase[nl] = nxt
                 nxt += l_out0[nl + 1] - l_out0[nl]
-    t_op_ = np.empty(no, np.uint8)
-    t_kind_ = np.empty(no, np.uint8)
-    t_out_ = np.empty(no, np.int32)
-    t_a_ = np.empty(no, np.int32)
-    t_b_ = np.empty(no, np.int32)
-    t_s_ = np.empty(no, np.int32)
-    t_c_ = np.empty(no, np.float64)
+    # the new tape, with its one entry of padding (0)
+    t_op_ = np.zeros(no + 1, np.uint8)
+    t_kind_ = np.zeros(no + 1, np.uint8)
+    t_out_ = np.zeros(no + 1, np.int32)
+    t_a_ = np.zeros(no + 1, np.int32)
+    t_b_ = np.zeros(no + 1, np.int32)
+    t_s_ = np.zeros(no + 1, np.int32)
+    t_c_ = np.zeros(no + 1, np.float64)
     cdef unsigned char[::1] t_op = t_op_, t_kind = t_kind_
     cdef int[::1] t_out = t_out_, t_a = t_a_, t_b = t_b_, t_s = t_s_
     cdef double[::1] t_c = t_c_
     meta, linit, lep, lepc = [], [], [], []
-    rows_parts, slot_parts = [], []
     cdef int n_lrows = 0, n_lslots = 0, pw_size = 0, ln_size = 0, x_off, z_off
     cdef int w_off, b_off, bl_off, init_off, ep_off, act
     cdef bint has_post
+    # the layers' rows and slots, written in place (sizes first)
+    cdef Py_ssize_t tot_rows = 0, tot_slots = 0
+    for nl in range(nl_total):
+        g = layers[nl]
+        H = len(g)
+        K = ch_K[g[0]]
+        tot_rows += K + H + (H if l_z[nl] else 0)
+        tot_slots += H * K + H
+        for ch in g:
+            if ch_post[ch] >= 0:
+                tot_slots += H
+                break
+    l_rows_ = np.empty(tot_rows, np.int32)
+    l_slots_ = np.empty(tot_slots, np.int32)
+    cdef int[::1] lrows = l_rows_, lslots = l_slots_
     for i in range(no):
         it = order[i]
         if it < n:
@@ -479,24 +498,34 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         t_s[i] = -1
         t_c[i] = 0.0
         x_off = n_lrows
-        rows_parts.append(new_row_[xs_of_[xs_off[g0]:xs_off[g0 + 1]]])
-        rows_parts.append(new_row_[l_outs_[l_out0[nl]:l_out0[nl + 1]]])
+        for t in range(K):
+            lrows[n_lrows + t] = new_row[xs_of[xs_off[g0] + t]]
+        for q in range(H):
+            lrows[n_lrows + K + q] = new_row[l_outs[l_out0[nl] + q]]
         n_lrows += K + H
         z_off = -1
         if l_z[nl]:
             z_off = n_lrows
-            rows_parts.append(np.arange(zbase[nl], zbase[nl] + H, dtype=np.int32))
+            for q in range(H):
+                lrows[n_lrows + q] = zbase[nl] + q
             n_lrows += H
         w_off = n_lslots
-        for ch in g:
-            slot_parts.append(wslot_[xs_off[ch]:xs_off[ch + 1]])
         b_off = w_off + H * K
-        slot_parts.append(np.array([ch_slot[ch] for ch in g], np.int32))
-        n_lslots += H * K + H
+        q = 0
+        for ch in g:
+            for t in range(xs_off[ch], xs_off[ch + 1]):
+                lslots[n_lslots] = wslot[t]
+                n_lslots += 1
+            lslots[b_off + q] = ch_slot[ch]
+            q += 1
+        n_lslots += H
         bl_off = -1
         if has_post:
             bl_off = n_lslots
-            slot_parts.append(np.array([ch_post[ch] for ch in g], np.int32))
+            q = 0
+            for ch in g:
+                lslots[bl_off + q] = ch_post[ch]
+                q += 1
             n_lslots += H
         init_off = len(linit)
         linit += [ch_init[ch] for ch in g]
@@ -511,14 +540,15 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         ln_size += H * fg_wgrad_ld(K)
     prog.nlayers = len(meta) // LM_SIZE
     prog.l_meta = np.array(meta, np.int32)
-    prog.l_rows = np.concatenate(rows_parts).astype(np.int32)
-    prog.l_slots = np.concatenate(slot_parts).astype(np.int32)
+    prog.l_rows = l_rows_
+    prog.l_slots = l_slots_
     prog.l_init = np.array(linit + [0.0], np.float64)
     prog.l_ep = np.array(lep + [0], np.int32)
     prog.l_epc = np.array(lepc + [0.0], np.float64)
     prog.l_pw = np.zeros(pw_size + 1, np.float64)
     prog.l_lanes = np.zeros(ln_size + 1, np.float64)
     prog.l_sums = np.zeros(ln_size + 1, np.float64)
-    t_nx_ = np.array(nx, np.int32)
-    _nx_remap(t_nx_, new_row)
-    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_, t_nx_), new_row_, nxt
+    t_nx_ = _padded_ints(nx)
+    cdef int[::1] t_nx = t_nx_
+    _nx_remap(t_nx[:nx.shape[0]], new_row)
+    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_, t_nx_), new_row_, nxt, no

@@ -21,10 +21,11 @@ cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
     count, old row -> new row as an int32 array, -1 for a dropped product's
     row).
     """
-    cdef Py_ssize_t n = op.shape[0], k, m, i
-    cdef int[::1] uses = np.zeros(n_in + n + 1, np.int32)
-    cdef unsigned char[::1] removed = np.zeros(n + 1, np.uint8)
-    cdef int[::1] new_row = np.full(n_in + n + 1, -1, np.int32)
+    cdef Py_ssize_t n = op.shape[0], k, m, i, off = 0
+    cdef int[::1] ws = np.empty(n_in + 2 * n + 2, np.int32)    # scratch
+    cdef int[::1] uses = _carve(ws, &off, n_in + n + 1, 0)
+    cdef int[::1] removed = _carve(ws, &off, n + 1, 0)
+    cdef int[::1] new_row = _minus_ones(n_in + n + 1)
     cdef int kd, row, which, acc, sc, x, nrem = 0
     cdef bint acc_bat
     for k in range(n):
@@ -129,13 +130,17 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
        its own operands' rows, which are released after it, so no loop reads
        and writes the same row); output rows are never freed.
     """
-    cdef Py_ssize_t n = op.shape[0], k, m, i, t, nf = 0, nd = 0
+    cdef Py_ssize_t n = op.shape[0], k, m, i, t, nf = 0, nd = 0, off = 0
     cdef int n_in = prog.n_inputs, nr = n_in + <int>n, row, r, nrows, top = 0
-    cdef int[::1] uses = np.zeros(nr + 1, np.int32)
-    cdef int[::1] prev = np.full(n + 1, -1, np.int32)
-    cdef int[::1] clen = np.ones(n + 1, np.int32)
-    cdef unsigned char[::1] gone = np.zeros(n + 1, np.uint8)
+    # the int scratch in one array (see _carve)
+    cdef int[::1] ws = np.empty(5 * (nr + 1) + 3 * (n + 1), np.int32)
+    cdef int[::1] uses = _carve(ws, &off, nr + 1, 0)
+    cdef int[::1] prev = _carve(ws, &off, n + 1, -1)
+    cdef int[::1] clen = _carve(ws, &off, n + 1, NOFILL)
+    cdef int[::1] gone = _carve(ws, &off, n + 1, 0)
     cdef int kd, L, h, j, nread, q
+    for k in range(n + 1):
+        clen[k] = 1
     # -- 1. chains
     for k in range(n):
         kd = kind[k]
@@ -197,12 +202,13 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
         f_c[nf] = c[k]
         nf += 1
     # -- 2. rows
-    cdef int[::1] last = np.full(nr + 1, -1, np.int32)
-    cdef int[::1] phys = np.empty(nr + 1, np.int32)
-    cdef int[::1] freed = np.empty(nr + 1, np.int32)    # a stack of free rows
-    cdef int[::1] stamp = np.full(nr + 1, -1, np.int32)
-    # the n-ary operand runs, rows renamed as they are allocated (same offsets)
-    f_nx_ = np.array(nx, np.int32)
+    cdef int[::1] last = _carve(ws, &off, nr + 1, -1)
+    cdef int[::1] phys = _carve(ws, &off, nr + 1, NOFILL)
+    cdef int[::1] freed = _carve(ws, &off, nr + 1, NOFILL)    # a stack of free rows
+    cdef int[::1] stamp = _carve(ws, &off, nr + 1, -1)
+    # the n-ary operand runs, rows renamed as they are allocated (same
+    # offsets), with the tape's one entry of padding
+    f_nx_ = _padded_ints(nx)
     cdef int[::1] f_nx = f_nx_
     for i in range(nf):
         if f_kind[i] == K_N:
@@ -275,7 +281,7 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     prog.f_c = f_c_[:nf + 1]
     prog.d_s = d_s_[:nd + 1]
     prog.d_x = d_x_[:nd + 1]
-    prog.f_nx = _padded(f_nx_, 0)
+    prog.f_nx = f_nx_
     prog.f_oslot = np.array([phys[o_slot[q]] if o_bat[q] else o_slot[q]
                              for q in range(len(o_slot))], np.int32)
     prog.n_frows = nrows
@@ -324,15 +330,18 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
     if n == 0:
         return s_op_, out, s_a_, s_b_, s_c_, np.zeros(0, np.int32)
     cdef int ns = base + <int>n
-    cdef int[::1] uses = np.zeros(ns + 1, np.int32)
-    cdef int[::1] chain_of = np.full(n + 1, -1, np.int32)
-    cdef int[::1] link_chain = np.full(n + 1, -1, np.int32)
-    cdef int[::1] ch_acc = np.empty(n + 1, np.int32)
-    cdef int[::1] ch_first = np.empty(n + 1, np.int32)    # first term (product)
-    cdef int[::1] ch_lastterm = np.empty(n + 1, np.int32)
-    cdef int[::1] ch_nterms = np.zeros(n + 1, np.int32)
-    cdef int[::1] ch_end = np.full(n + 1, -1, np.int32)   # its last link
-    cdef int[::1] term_next = np.full(n + 1, -1, np.int32)
+    cdef Py_ssize_t off = 0
+    # the int scratch in one array (see _carve)
+    cdef int[::1] ws = np.empty(ns + 1 + 8 * (n + 1), np.int32)
+    cdef int[::1] uses = _carve(ws, &off, ns + 1, 0)
+    cdef int[::1] chain_of = _carve(ws, &off, n + 1, -1)
+    cdef int[::1] link_chain = _carve(ws, &off, n + 1, -1)
+    cdef int[::1] ch_acc = _carve(ws, &off, n + 1, NOFILL)
+    cdef int[::1] ch_first = _carve(ws, &off, n + 1, NOFILL)    # first term (product)
+    cdef int[::1] ch_lastterm = _carve(ws, &off, n + 1, NOFILL)
+    cdef int[::1] ch_nterms = _carve(ws, &off, n + 1, 0)
+    cdef int[::1] ch_end = _carve(ws, &off, n + 1, -1)   # its last link
+    cdef int[::1] term_next = _carve(ws, &off, n + 1, -1)
     for k in range(n):
         if op_is_nary(op[k]):
             for q in range(a[k] + 1, a[k] + 1 + snx[a[k]]):

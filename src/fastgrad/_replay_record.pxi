@@ -12,6 +12,7 @@
 # Python allocations 1,050 -> 166 MB, peak RSS 1,158 -> 215 MB.
 
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
+from cpython.buffer cimport PyObject_GetBuffer
 from time import perf_counter as _wall, process_time as _cpu
 
 # The only two places that read a node's second operand / constant.
@@ -65,11 +66,32 @@ cdef int pm_init(PtrMap* m, Py_ssize_t n) except -1:
     return 0
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FG_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define FG_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void FG_PREFETCH(const void* p) noexcept nogil
+
+
+cdef inline size_t pm_home(const PtrMap* m, size_t key) noexcept nogil:
+    # Fibonacci hashing of the address (its low 4 bits are alignment)
+    return (((key >> 4) * <size_t>11400714819323198485ULL) >> 24) & m.mask
+
+
+cdef inline void pm_prefetch(const PtrMap* m, size_t key) noexcept nogil:
+    """Start loading the cache lines where ``key`` would be looked up."""
+    cdef size_t i = pm_home(m, key)
+    FG_PREFETCH(&m.keys[i])
+    FG_PREFETCH(&m.vals[i])
+
+
 cdef inline size_t pm_slot(const PtrMap* m, size_t key) noexcept nogil:
     """The table slot holding ``key``, or the empty one where it would go."""
-    # Fibonacci hashing of the address (its low 4 bits are alignment)
-    cdef size_t i = ((key >> 4) * <size_t>11400714819323198485ULL) >> 24
-    i &= m.mask
+    cdef size_t i = pm_home(m, key)
     while m.keys[i] != 0 and m.keys[i] != key:
         i = (i + 1) & m.mask
     return i
@@ -203,34 +225,93 @@ cdef int ibuf_push(IBuf* t, int x) except -1:
     return 0
 
 
+# Arrays and scratch without typed memoryviews where a compile makes many:
+# acquiring a typed memoryview of a NumPy array costs ~5k instructions
+# (callgrind), a raw buffer a few hundred, np.append ~16k.  At H=16 (the demo
+# step of MLP(2, [16, 16, 1]), 1,015 instructions) ~80 such arrays were a
+# third of the compile's instructions; see _scratch and the passes.
+
+cdef char* _data(arr) except? NULL:
+    """The data of a C-contiguous NumPy array (which it keeps alive)."""
+    cdef Py_buffer view
+    cdef char* p
+    PyObject_GetBuffer(arr, &view, PyBUF_C_CONTIGUOUS)
+    p = <char*>view.buf
+    PyBuffer_Release(&view)
+    return p
+
+
 cdef object _u8(const unsigned char* p, Py_ssize_t n):
     arr = np.empty(n, np.uint8)
-    cdef unsigned char[::1] v = arr
     if n > 0:
-        memcpy(&v[0], p, n)
+        memcpy(_data(arr), p, n)
     return arr
 
 
 cdef object _i32(const int* p, Py_ssize_t n):
     arr = np.empty(n, np.int32)
-    cdef int[::1] v = arr
     if n > 0:
-        memcpy(&v[0], p, n * sizeof(int))
+        memcpy(_data(arr), p, n * sizeof(int))
     return arr
 
 
 cdef object _f64(const double* p, Py_ssize_t n):
     arr = np.empty(n, np.float64)
-    cdef double[::1] v = arr
     if n > 0:
-        memcpy(&v[0], p, n * sizeof(double))
+        memcpy(_data(arr), p, n * sizeof(double))
     return arr
 
 
-cdef object _padded(arr, value):
-    """``arr`` with one more element (the tapes are read one past their end
-    when empty)."""
-    return np.append(arr, np.array([value], arr.dtype))
+cdef object _padded(arr):
+    """``arr`` (1-D, C-contiguous) with one more element, 0 (the tapes are
+    read one past their end when empty)."""
+    cdef Py_buffer src
+    cdef char* d
+    PyObject_GetBuffer(arr, &src, PyBUF_C_CONTIGUOUS)
+    try:
+        out = np.empty(src.len // src.itemsize + 1, arr.dtype)
+        d = _data(out)
+        if src.len > 0:
+            memcpy(d, src.buf, src.len)
+        memset(d + src.len, 0, src.itemsize)
+    finally:
+        PyBuffer_Release(&src)
+    return out
+
+
+cdef object _padded_ints(const int[::1] v):
+    """A copy of ``v`` with one more element, 0, as an int32 array."""
+    cdef Py_ssize_t n = v.shape[0]
+    out = np.empty(n + 1, np.int32)
+    cdef int* d = <int*>_data(out)
+    if n > 0:
+        memcpy(d, &v[0], n * sizeof(int))
+    d[n] = 0
+    return out
+
+
+cdef object _minus_ones(Py_ssize_t n):
+    """An int32 array of ``n`` -1s (np.full is a Python function: ~3 us)."""
+    arr = np.empty(n, np.int32)
+    if n > 0:
+        memset(_data(arr), 0xFF, n * sizeof(int))
+    return arr
+
+
+cdef enum:
+    NOFILL = 1          # _carve: leave the entries as they are
+
+
+cdef int[::1] _carve(int[::1] ws, Py_ssize_t* off, Py_ssize_t n, int fill):
+    """The next ``n`` ints of the workspace ``ws`` (a pass's int scratch in
+    one array), set to ``fill`` (0 or -1; NOFILL: not set)."""
+    if n < 0 or off[0] + n > ws.shape[0]:
+        raise SystemError("compile: internal error (scratch too small)")
+    cdef int[::1] v = ws[off[0]:off[0] + n]
+    off[0] += n
+    if n > 0 and fill != NOFILL:
+        memset(&v[0], 0 if fill == 0 else 0xFF, n * sizeof(int))   # 0xFF..: -1
+    return v
 
 
 # ---------------------------------------------------------------------------
@@ -255,6 +336,10 @@ def _build_stages():
 # ---------------------------------------------------------------------------
 # recording
 # ---------------------------------------------------------------------------
+
+cdef enum:
+    PF_AHEAD = 16       # nodes between a prefetch and its use
+
 
 cdef inline int _operand(int code, int k_none) noexcept:
     """A tape operand from a slot code: the final index, or -2 - k for the
@@ -351,6 +436,13 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
             n = topo_order(<Value>r, &order)
             try:
                 for i in range(n):
+                    # a node's own lookup misses the cache once the table
+                    # outgrows it (the hash scatters neighbours): ask for
+                    # the table's lines and the Value PF nodes ahead (at
+                    # H=512 that first probe was 2/3 of the loop's time, perf)
+                    if i + PF_AHEAD < n:
+                        pm_prefetch(&pm, <size_t>order[i + PF_AHEAD])
+                        FG_PREFETCH(order[i + PF_AHEAD])
                     key = <size_t>order[i]
                     if pm_get(&pm, key, &code):
                         if (<Value>order[i])._opcode == OP_LEAF:
@@ -559,7 +651,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     b_a = _i32(bt.a, nb)
     b_b = _i32(bt.b, nb)
     b_c = _f64(bt.c, nb)
-    b_s = np.full(nb, -1, np.int32)
+    b_s = _minus_ones(nb)
     s_op = _u8(st.op, ns)
     s_a = _i32(st.a, ns)
     s_b = _i32(st.b, ns)
@@ -570,21 +662,29 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     PyMem_RawFree(cbuf[0])
     cbuf[0] = NULL
     _stage("fixups")
+    # the tape's arrays as typed views, acquired once and passed to every
+    # pass (each acquisition costs ~5k instructions: see _data)
     is_out = np.zeros(n_in + nb + 1, np.uint8)
+    cdef unsigned char[::1] v_op = b_op, v_kind = b_kind, v_isout = is_out
+    cdef int[::1] v_a = b_a, v_b = b_b, v_s = b_s, v_nx = b_nx
+    cdef double[::1] v_c = b_c
     for q in range(len(o_slot)):
         if o_bat[q]:
-            is_out[o_slot[q]] = 1
+            v_isout[o_slot[q]] = 1
     if FUSE:
-        nb, new_row = _fuse(b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out, b_nx)
-        b_op, b_kind, b_a, b_b, b_s, b_c = (b_op[:nb].copy(), b_kind[:nb].copy(),
-                                            b_a[:nb].copy(), b_b[:nb].copy(),
-                                            b_s[:nb].copy(), b_c[:nb].copy())
+        nb, new_row = _fuse(v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx)
+        # the kept instructions (views: the arrays are not written again)
+        b_op, b_kind, b_a, b_b, b_s, b_c = (b_op[:nb], b_kind[:nb], b_a[:nb], b_b[:nb],
+                                            b_s[:nb], b_c[:nb])
+        v_op, v_kind, v_a, v_b, v_s, v_c = (v_op[:nb], v_kind[:nb], v_a[:nb], v_b[:nb],
+                                            v_s[:nb], v_c[:nb])
         o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
                   for q in range(len(o_slot))]
-        is_out = np.zeros(n_in + nb + 1, np.uint8)
+        v_isout = v_isout[:n_in + nb + 1]
+        v_isout[:] = 0
         for q in range(len(o_slot)):
             if o_bat[q]:
-                is_out[o_slot[q]] = 1
+                v_isout[o_slot[q]] = 1
     _stage("fuse")
     prog.n_inputs = n_in
     prog.n_outputs = len(o_slot)
@@ -594,12 +694,12 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.n_batched = n_in + <int>nb
     prog.n_binstr = <int>nb
     prog._params = tuple(pars)
-    prog.consts = _padded(consts, 0.0)
-    _forward_tape(prog, b_op, b_kind, b_a, b_b, b_s, b_c, o_slot, o_bat, is_out, b_nx)
+    prog.consts = _padded(consts)
+    _forward_tape(prog, v_op, v_kind, v_a, v_b, v_s, v_c, o_slot, o_bat, v_isout, v_nx)
     _stage("forward_tape")
     prog._recorded = {
         "op": b_op, "kind": b_kind, "out": np.arange(n_in, n_in + nb, dtype=np.int32),
-        "a": b_a, "b": b_b, "s": b_s, "c": b_c, "nary": b_nx.copy()}
+        "a": b_a, "b": b_b, "s": b_s, "c": b_c, "nary": b_nx}
     prog.n_recorded = <int>nb
     prog.n_srecorded = <int>ns
     prog.nlayers = 0
@@ -607,16 +707,22 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog._recognised = LAYERS and FUSE
     found = None
     if LAYERS and FUSE:
-        found = _find_layers(prog, b_op, b_kind, b_a, b_b, b_s, b_c, n_in, is_out, b_nx)
-    t_nx = b_nx
+        found = _find_layers(prog, v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx)
     if found is not None:
-        (t_op, t_kind, t_out, t_a, t_b, t_s, t_c, t_nx), new_row, prog.n_batched = found
-        prog.n_binstr = len(t_op)
+        # the training tape, padded already
+        ((prog.b_op, prog.b_kind, prog.b_out, prog.b_a, prog.b_b, prog.b_s, prog.b_c,
+          prog.b_nx), new_row, prog.n_batched, prog.n_binstr) = found
         o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
                   for q in range(len(o_slot))]
     else:
-        t_op, t_kind, t_a, t_b, t_s, t_c = b_op, b_kind, b_a, b_b, b_s, b_c
-        t_out = prog._recorded["out"]
+        prog.b_op = _padded(b_op)
+        prog.b_kind = _padded(b_kind)
+        prog.b_out = _padded(prog._recorded["out"])
+        prog.b_a = _padded(b_a)
+        prog.b_b = _padded(b_b)
+        prog.b_s = _padded(b_s)
+        prog.b_c = _padded(b_c)
+        prog.b_nx = _padded(b_nx)
         prog.l_meta = np.zeros(1, np.int32)
         prog.l_rows = np.zeros(1, np.int32)
         prog.l_slots = np.zeros(1, np.int32)
@@ -624,24 +730,16 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         prog.l_pw = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
         prog.l_init = prog.l_epc = np.zeros(1, np.float64)
     _stage("layers")
-    prog.b_op = _padded(t_op, 0)
-    prog.b_kind = _padded(t_kind, 0)
-    prog.b_out = _padded(t_out, 0)
-    prog.b_a = _padded(t_a, 0)
-    prog.b_b = _padded(t_b, 0)
-    prog.b_s = _padded(t_s, 0)
-    prog.b_c = _padded(t_c, 0.0)
-    prog.b_nx = _padded(t_nx, 0)
     prog.o_slot = np.array(o_slot, np.int32)
     prog.o_bat = np.array(o_bat, np.uint8)
     # scalar reads from outside the scalar tape: the batched tape (before
     # the layer pass, which reads the same slots), scalar outputs, penalty
     cdef unsigned char[::1] external = np.zeros(prog.n_scalar + 1, np.uint8)
-    cdef const unsigned char[::1] kv = b_kind
-    cdef const int[::1] av = b_a, bv = b_b, sv = b_s
+    cdef const unsigned char[::1] kv = v_kind
+    cdef const int[::1] av = v_a, bv = v_b, sv = v_s
     if prog.pen_slot >= 0:
         external[prog.pen_slot] = 1
-    cdef const int[::1] nxv = b_nx
+    cdef const int[::1] nxv = v_nx
     for k in range(nb):
         if kv[k] == K_SB:
             external[av[k]] = 1
@@ -659,7 +757,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
             external[o_slot[q]] = 1
     prog._srecorded = {
         "op": s_op, "out": np.arange(base, base + ns, dtype=np.int32),
-        "a": s_a, "b": s_b, "c": s_c, "nary": s_nx.copy()}
+        "a": s_a, "b": s_b, "c": s_c, "nary": s_nx}
     if FUSE:
         s_op, s_out, s_a, s_b, s_c, sd = _scalar_dots(s_op, s_a, s_b, s_c, base,
                                                       external, s_nx)
@@ -668,13 +766,13 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         sd = np.zeros(0, np.int32)
     _stage("scalar_dots")
     prog.n_sinstr = len(s_op)
-    prog.s_op = _padded(s_op, 0)
-    prog.s_out = _padded(s_out, 0)
-    prog.s_a = _padded(s_a, 0)
-    prog.s_b = _padded(s_b, 0)
-    prog.s_c = _padded(s_c, 0.0)
-    prog.sd = _padded(sd, 0)
-    prog.s_nx = _padded(s_nx, 0)
+    prog.s_op = _padded(s_op)
+    prog.s_out = _padded(s_out)
+    prog.s_a = _padded(s_a)
+    prog.s_b = _padded(s_b)
+    prog.s_c = _padded(s_c)
+    prog.sd = _padded(sd)
+    prog.s_nx = _padded(s_nx)
     prog.vs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.gs = np.zeros(prog.n_scalar + 1, np.float64)
     prog.vs1 = np.zeros(prog.n_scalar + 1, np.float64)
