@@ -68,7 +68,17 @@ def interrupt_inside(call, module, check=None, delay=0.02, attempts=12):
     """
     seen = []
     early, late = 0.0, None        # delays known to land before / after the loop
-    for _ in range(attempts):
+    for i in range(2 * attempts):
+        if i >= attempts:
+            # The bisection takes an interrupt elsewhere for "too early", but
+            # one that lands in the cleanup after the loop (restoring the grad
+            # slots, a few ms) surfaces in the Python code after it too and
+            # sends the bisection past the loop (seen once in the sanitizer
+            # build: the first-order grad sweep).  So then scan the whole
+            # call, at delays spread evenly up to the shortest it outran.
+            if i == attempts:
+                span = late if late is not None else delay
+            delay = span * (i - attempts + 0.5) / attempts
         exc = None
         try:
             with CtrlCAfter(delay):
@@ -86,6 +96,8 @@ def interrupt_inside(call, module, check=None, delay=0.02, attempts=12):
                 return exc
             seen.append(f"interrupted in {os.path.basename(where)} ({delay:.3g} s)")
             early = max(early, delay)
+        if i >= attempts - 1:
+            continue                   # (scanning)
         if late is not None and early >= late:
             early, late = 0.0, None    # inconsistent (noise): start again
         # bisect between the latest early and the earliest late delay (halving
@@ -96,4 +108,4 @@ def interrupt_inside(call, module, check=None, delay=0.02, attempts=12):
             delay = late / 2
         else:
             delay = (early + late) / 2
-    pytest.fail(f"no Ctrl-C surfaced inside {module} in {attempts} attempts: {seen}")
+    pytest.fail(f"no Ctrl-C surfaced inside {module} in {2 * attempts} attempts: {seen}")
