@@ -81,7 +81,11 @@ def _hang_if(a, hang, mark):
     """Return a * 10; for a == hang write this process's pid to ``mark`` and
     hang until ``mark + '.go'`` exists (never, unless the test releases it)."""
     if a == hang:
-        pathlib.Path(mark).write_text(str(os.getpid()))
+        # written whole, then renamed into place: the test polls for ``mark``
+        # and reads the pid as soon as it exists (a plain write_text let it
+        # read the empty file between create and write, once in CI)
+        pathlib.Path(mark + ".tmp").write_text(str(os.getpid()))
+        os.replace(mark + ".tmp", mark)
         while not os.path.exists(mark + ".go"):
             time.sleep(0.01)
     return a * 10
