@@ -190,6 +190,53 @@ def test_one_row_and_few_blocks(many_blocks):
                 same(a, b, f"B={B} {n} threads")
 
 
+def test_blocks_share_the_tiles_evenly():
+    # block starts on 32-column tiles, sizes within one tile of each other
+    # (not full blocks and a short remainder), first 0 and last B
+    for B, nb in [(10_000, 20), (1000, 16), (777, 13), (1024, 2), (100, 1), (33, 2),
+                  (4096 * 3 + 5, 7)]:
+        s = _replay._block_starts(B, nb)
+        assert len(s) == nb + 1 and s[0] == 0 and s[-1] == B, (B, nb, s)
+        sizes = np.diff(s)
+        assert (sizes > 0).all(), (B, nb, s)
+        assert all(v % 32 == 0 for v in s[:-1]), (B, nb, s)
+        tiles = -(-sizes // 32)
+        assert tiles.max() - tiles.min() <= 1, (B, nb, s)
+    assert _replay._block_starts(10_000, 20)[:3] == [0, 480, 992]
+    assert _replay._block_starts(1024, 2) == [0, 512, 1024]
+
+
+@pytest.mark.parametrize("B", [1337, 2500])
+def test_default_blocks_batch_not_a_multiple_of_the_block(B):
+    # the default chunk and block sizes: several blocks of 480 or 512
+    # columns and no short last one; the same bits for every thread count,
+    # forward = eager's floats, gradients = eager's to rounding
+    model = _mlp(width=6, seed=11)
+    params = model.parameters()
+    prog = fastgrad.compile(lambda x: model(x), 2, params=params)
+    old = _replay._set_chunk_bytes(16 * 30 * 96)      # chunks of < 512 columns
+    try:
+        X, _ = _data(B, seed=12)
+        base = _batch_all(prog, X, B, 1, reduce="sum")
+        ch = _replay._last_chunk()
+        full = ch * -(-512 // ch)                       # a full block's columns
+        assert ch < 512 and B > full and B % full != 0, ch
+        for n in THREADS[1:]:
+            for a, b in zip(_batch_all(prog, X, B, n, reduce="sum"), base):
+                same(a, b, f"B={B} {n} threads")
+    finally:
+        _replay._set_chunk_bytes(old)
+    for p in params:
+        p.grad = 0.0
+    outs = [model([Value(a), Value(b)]) for a, b in X]
+    total = sum(outs)
+    total.backward()
+    eager = np.array([p.grad for p in params])
+    same(base[0], total.data)
+    same(base[3][:, 0], [v.data for v in outs])
+    np.testing.assert_allclose(base[1], eager, rtol=1e-12, atol=1e-12 * np.abs(eager).max())
+
+
 def test_num_threads_none_and_errors():
     model = _mlp(width=4)
     prog = fastgrad.compile(lambda x: model(x), 2, params=model.parameters())

@@ -198,6 +198,13 @@ cdef Py_ssize_t MAX_CHUNK = 4096
 # gradients (one sum per chunk), and every ISA gives the same bits.
 cdef Py_ssize_t LAYER_MIN_COLS = 0
 cdef Py_ssize_t LAYER_L2_BYTES = 512 * 1024
+# the columns per chunk of the last training/forward replay (testing hook)
+cdef Py_ssize_t LAST_CHUNK = 0
+
+
+def _last_chunk():
+    """Testing hook: the columns per chunk of the last replay over a batch."""
+    return LAST_CHUNK
 
 
 def _set_layer_min_cols(Py_ssize_t cols):

@@ -1,13 +1,14 @@
 # Stage 3b: a batched replay over column blocks, on one thread or several.
 # (included by _replay.pyx; see the stage list in its docstring)
 #
-# The batch's columns are cut into chunks (sized to stay in cache, see
-# Program._chunk) and the chunks into *blocks* of about BLOCK_COLS columns.
-# Both depend on the batch size and the program only, never on the number of
-# threads.  A block is one worker's unit: it runs its chunks in order,
-# adding its gradient contributions to its own partial sums (the layers'
-# running weight-gradient sums, and the scalar slots the per-instruction
-# backward adds to), started afresh for every block.  Blocks are then
+# The batch's columns are cut into *blocks* of about BLOCK_COLS columns (at
+# least one chunk, sized to stay in cache, see Program._chunk), all of the
+# same number of 32-column tiles give or take one (see _block_start), and a
+# block into chunks.  Both depend on the batch size and the program only,
+# never on the number of threads.  A block is one worker's unit: it runs its
+# chunks in order, adding its gradient contributions to its own partial sums
+# (the layers' running weight-gradient sums, and the scalar slots the
+# per-instruction backward adds to), started afresh for every block.  Blocks are then
 # *combined in block order*: the loss gets the block's per-row outputs in row
 # order (the same sum as eager's sum(losses)), the gradients the block's
 # partial sums.  Each worker runs blocks as they come (a shared counter) and
@@ -51,6 +52,9 @@ cdef extern from "_replay_threads.h" nogil:
 cdef Py_ssize_t BLOCK_COLS = 512
 # the most threads a call starts
 cdef int MAX_THREADS = 256
+# block boundaries fall on multiples of this many columns (the layer
+# kernels' register tiles; a chunk is a multiple of it, see Program._chunk)
+cdef Py_ssize_t BLOCK_TILE = 32
 
 
 def _set_block_cols(Py_ssize_t cols):
@@ -94,7 +98,8 @@ cdef struct _Job:
     bint o_bat0
     # the call
     const Sources* S
-    Py_ssize_t B, ch, bcols, ld
+    Py_ssize_t B, ch, bcols, ld   # bcols: the largest block's columns
+    Py_ssize_t ntiles             # B in tiles of BLOCK_TILE columns (rounded up)
     int nblocks
     double* po                    # outputs (B, n_out) or NULL
     double* pgi                   # input gradients (B, n_in) or NULL
@@ -138,9 +143,52 @@ cdef inline int _check_signals(_Job* J) noexcept nogil:
     return 0
 
 
+# blocks of equal tiles (see _block_start); False: full blocks and a short
+# last one, as before (tuning hook _set_equal_blocks, for the A/B)
+cdef bint EQUAL_BLOCKS = True
+
+
+def _set_equal_blocks(bint on):
+    """Tuning hook: blocks of equal tiles (default) or full blocks and a
+    remainder; returns the old."""
+    global EQUAL_BLOCKS
+    old = EQUAL_BLOCKS
+    EQUAL_BLOCKS = on
+    return old
+
+
+cdef inline Py_ssize_t _block_start(Py_ssize_t B, Py_ssize_t ntiles, Py_ssize_t nblocks,
+                                    Py_ssize_t b) noexcept nogil:
+    """First column of block b (B for b = nblocks): the blocks share the
+    batch's tiles evenly (their sizes differ by one tile at most), instead of
+    full blocks and a short last one that leaves a thread idle at the end
+    (10,000 rows at H = 128: 19 x 512 + 272 columns, now 480 or 512).
+    ntiles < 0: full blocks of -ntiles columns (_set_equal_blocks(False)).
+
+    Measured (demo step of MLP(2, [H, H, 1]) on 10,000 rows, 2 threads,
+    medians of 9 interleaved rounds, idle machine, no steal ticks, load
+    1.9; notes/t27-data/ab.py under /work/bin/quiet): H = 128 20.66 ->
+    20.12 ms (1.94x -> 1.99x one thread's 40.0 ms), H = 256 66.1 -> 64.7
+    ms, H = 64 5.97 -> 6.06 ms (within the rounds' spread); one thread
+    unchanged (40.0 / 9.1 / 155 ms)."""
+    if b >= nblocks:
+        return B
+    if ntiles < 0:
+        return min(B, b * -ntiles)
+    return min(B, (b * ntiles // nblocks) * BLOCK_TILE)
+
+
+def _block_starts(Py_ssize_t B, Py_ssize_t nblocks):
+    """Testing hook: the first column of each of nblocks blocks of a B-column
+    batch, and B."""
+    cdef Py_ssize_t ntiles = (B + BLOCK_TILE - 1) // BLOCK_TILE
+    return [_block_start(B, ntiles, nblocks, b) for b in range(nblocks + 1)]
+
+
 cdef int _run_block(_Job* J, _Worker* W, int b) noexcept nogil:
     """Forward (and backward) of block b's chunks; 0, or -1 when stopped."""
-    cdef Py_ssize_t c0 = b * J.bcols, c1 = min(J.B, c0 + J.bcols)
+    cdef Py_ssize_t c0 = _block_start(J.B, J.ntiles, J.nblocks, b)
+    cdef Py_ssize_t c1 = _block_start(J.B, J.ntiles, J.nblocks, b + 1)
     cdef Py_ssize_t j0, n, j, cc, ncol, ld = J.ld
     cdef int q, r, n_in = J.n_in, n_out = J.n_out
     cdef double* vb = W.vb
@@ -216,7 +264,8 @@ cdef int _run_block(_Job* J, _Worker* W, int b) noexcept nogil:
 cdef void _combine(_Job* J, _Worker* W, int b) noexcept nogil:
     """Block b's results into the totals (in block order: the caller holds
     block b's turn)."""
-    cdef Py_ssize_t c0 = b * J.bcols, c1 = min(J.B, c0 + J.bcols), j
+    cdef Py_ssize_t c0 = _block_start(J.B, J.ntiles, J.nblocks, b)
+    cdef Py_ssize_t c1 = _block_start(J.B, J.ntiles, J.nblocks, b + 1), j
     cdef int q, s
     if J.o_bat0:
         for j in range(c1 - c0):

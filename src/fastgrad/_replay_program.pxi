@@ -731,10 +731,18 @@ cdef class Program:
         cdef double total
         cdef const unsigned char* sma = NULL
         cdef const unsigned char* smb = NULL
-        # blocks: whole chunks, at least BLOCK_COLS columns
+        global LAST_CHUNK
+        # blocks: about BLOCK_COLS columns (whole chunks of ch at least), as
+        # many as full ones would make, of equal tiles (see _block_start)
         m = max(1, (BLOCK_COLS + ch - 1) // ch)
-        J.bcols = ch * m
-        J.nblocks = <int>((B + J.bcols - 1) // J.bcols)
+        J.nblocks = <int>((B + ch * m - 1) // (ch * m))
+        J.ntiles = (B + BLOCK_TILE - 1) // BLOCK_TILE
+        J.bcols = (min(B, ((J.ntiles + J.nblocks - 1) // J.nblocks) * BLOCK_TILE)
+                   if J.nblocks > 1 else B)
+        if not EQUAL_BLOCKS:
+            J.bcols = ch * m
+            J.ntiles = -J.bcols
+        LAST_CHUNK = ch
         nthreads = max(1, min(nthreads, J.nblocks, MAX_THREADS))
         self._ensure(ch, grad)
         J.ld = self.ld
