@@ -410,6 +410,26 @@ cdef class Program:
                               other, products, f["chains"], f["in_layers"],
                               f["repeating"], bool(self._recognised))
 
+    def _performance_warning(self):
+        """``self.summary().warning()`` (compile's PerformanceWarning text or
+        None), without building the summary when the products of a scalar
+        and a per-sample value outside layers are too few for the warning:
+        building it on every compile was ~2% of a small one (callgrind,
+        MLP(2, [16, 16, 1]), recorder, issue 21)."""
+        from fastgrad._summary import WARN_PRODUCTS
+        cdef Py_ssize_t k, products = 0
+        cdef int op
+        if not self._recognised:
+            return None
+        for k in range(self.n_binstr):
+            op = self.b_op[k]
+            if op == OP_FMULADD or (op == OP_MUL and (
+                    self.b_kind[k] == K_SB or self.b_kind[k] == K_BS)):
+                products += 1
+        if products < WARN_PRODUCTS:
+            return None
+        return self.summary().warning()
+
     def graph(self):
         """The recorded program as plain Python data (read-only, a new copy).
 

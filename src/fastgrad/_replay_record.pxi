@@ -319,16 +319,30 @@ cdef int[::1] _carve(int[::1] ws, Py_ssize_t* off, Py_ssize_t n, int fill):
 # ---------------------------------------------------------------------------
 
 _STAGE = []
+# off unless asked for: 8 clock reads per build (process_time is a system
+# call, ~0.7 us here) were ~1.5% of a compile of MLP(2, [16, 16, 1])
+cdef bint _STAGES_ON = False
 
 
-cdef int _stage(str name) except -1:
-    _STAGE.append((name, _wall(), _cpu()))
+cdef inline int _stage(str name) except -1:
+    if _STAGES_ON:
+        _STAGE.append((name, _wall(), _cpu()))
     return 0
+
+
+def _set_build_stages(bint on):
+    """Switch the profiling hook on or off (off by default); returns the
+    previous setting."""
+    global _STAGES_ON
+    was = _STAGES_ON
+    _STAGES_ON = on
+    return was
 
 
 def _build_stages():
     """Profiling hook (benchmarks/bench_compile.py): (stage, wall seconds,
-    CPU seconds) of the last ``build``."""
+    CPU seconds) of the last ``build``; empty if the hook was off for it
+    (``_set_build_stages``)."""
     return [(_STAGE[i][0], _STAGE[i][1] - _STAGE[i - 1][1],
              _STAGE[i][2] - _STAGE[i - 1][2]) for i in range(1, len(_STAGE))]
 
@@ -616,7 +630,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     the tapes and ``cbuf[0]`` (the constants) once copied into arrays.
     ``b_nx``/``s_nx``: the n-ary operand lists, as slot codes."""
     cdef int n_par = len(pars), base = n_par + <int>n_const
-    cdef Py_ssize_t k, nb = bt.n, ns = st.n
+    cdef Py_ssize_t k, nb = bt.n, ns = st.n, nb_taped = bt.n
     cdef int x, q
     cdef Program prog = Program.__new__(Program, _TOKEN)
     _resolve_nx(b_nx, base, False)
@@ -787,4 +801,12 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog._busy = False
     prog.theta_in = NULL
     prog.c_load_params()
+    if nb < nb_taped - nb_taped // 4:
+        # fuse kept under 3/4 of the taped instructions (the demo MLPs about
+        # half): _recorded's views would keep the whole tape alive, ~8 bytes
+        # per instruction more after compile (tracemalloc); copies cost
+        # ~0.5 us each at MLP(2, [16, 16, 1])
+        rec = prog._recorded
+        for key in ("op", "kind", "a", "b", "s", "c"):
+            rec[key] = rec[key].copy()
     return prog

@@ -85,7 +85,7 @@ def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
     finally:
         if enabled:
             gc.enable()
-    text = prog.summary().warning()
+    text = prog._performance_warning()    # prog.summary().warning(), lazily
     if text is not None:
         # stacklevel 3: the user's call of compile / compile_graph
         warnings.warn(text, PerformanceWarning, stacklevel=3)
