@@ -105,33 +105,52 @@ cdef inline bint pm_get(const PtrMap* m, size_t key, int* val) noexcept nogil:
     return True
 
 
+cdef int pm_grow(PtrMap* m, size_t cap) except -1:
+    """Rehash into a table of ``cap`` (a power of 2, larger) entries."""
+    cdef size_t i, j, old_cap = m.mask + 1
+    cdef size_t* ok
+    cdef int* ov
+    ok = m.keys
+    ov = m.vals
+    m.keys = <size_t*>PyMem_RawMalloc(cap * sizeof(size_t))
+    m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
+    if m.keys == NULL or m.vals == NULL:
+        PyMem_RawFree(m.keys)
+        PyMem_RawFree(m.vals)
+        m.keys = ok
+        m.vals = ov
+        raise MemoryError("compile: graph too large for memory (node table)")
+    memset(m.keys, 0, cap * sizeof(size_t))
+    m.mask = cap - 1
+    for j in range(old_cap):
+        if ok[j] != 0:
+            i = pm_slot(m, ok[j])
+            m.keys[i] = ok[j]
+            m.vals[i] = ov[j]
+    PyMem_RawFree(ok)
+    PyMem_RawFree(ov)
+    return 0
+
+
+cdef int pm_reserve(PtrMap* m, Py_ssize_t n) except -1:
+    """Room for ``n`` entries in all, grown once: the record loop reserves
+    for the nodes of the first root's sort, which spares the rehashes as
+    the table doubled (2 at MLP(2, [16, 16, 1]); 11 at H=512, where the
+    last ones walk tables far larger than the cache)."""
+    cdef size_t cap = m.mask + 1
+    while cap * 7 < <size_t>(10 * n):
+        cap *= 2
+    if cap > m.mask + 1:
+        pm_grow(m, cap)
+    return 0
+
+
 cdef int pm_put(PtrMap* m, size_t key, int val) except -1:
     """Insert a key that is not in the table (at most 70% full: linear
     probing stays short, and the table is 12 bytes per entry)."""
-    cdef size_t i, j, cap
-    cdef size_t* ok
-    cdef int* ov
+    cdef size_t i
     if <size_t>(10 * (m.n + 1)) > 7 * (m.mask + 1):
-        cap = 2 * (m.mask + 1)
-        ok = m.keys
-        ov = m.vals
-        m.keys = <size_t*>PyMem_RawMalloc(cap * sizeof(size_t))
-        m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
-        if m.keys == NULL or m.vals == NULL:
-            PyMem_RawFree(m.keys)
-            PyMem_RawFree(m.vals)
-            m.keys = ok
-            m.vals = ov
-            raise MemoryError("compile: graph too large for memory (node table)")
-        memset(m.keys, 0, cap * sizeof(size_t))
-        m.mask = cap - 1
-        for j in range(cap // 2):
-            if ok[j] != 0:
-                i = pm_slot(m, ok[j])
-                m.keys[i] = ok[j]
-                m.vals[i] = ov[j]
-        PyMem_RawFree(ok)
-        PyMem_RawFree(ov)
+        pm_grow(m, 2 * (m.mask + 1))
     i = pm_slot(m, key)
     m.keys[i] = key
     m.vals[i] = val
@@ -449,6 +468,10 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False):
                 continue                 # recorded with an earlier root
             n = topo_order(<Value>r, &order)
             try:
+                if r is roots[0]:
+                    # (later roots' sorts hold nodes already in the table:
+                    # they grow it as they go, at most 2x too large otherwise)
+                    pm_reserve(&pm, pm.n + n)
                 for i in range(n):
                     # a node's own lookup misses the cache once the table
                     # outgrows it (the hash scatters neighbours): ask for
