@@ -647,6 +647,10 @@ cdef int _resolve_nx(int[::1] nx, int base, bint scalar) except -1:
     return 0
 
 
+cdef enum:
+    COPY_KEPT = 1 << 16     # _assemble copies what fuse kept of a tape this long
+
+
 cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
                        int n_in, list pars, list o_code, int pen_code, b_nx, s_nx):
     """The Program from the recorded tapes: fix-ups, then the passes.  Frees
@@ -717,6 +721,16 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
                                             v_s[:nb], v_c[:nb])
         o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
                   for q in range(len(o_slot))]
+        if nb_taped >= COPY_KEPT and nb < nb_taped - nb_taped // 4:
+            # fuse kept under 3/4 of a large tape (the demo MLPs: about
+            # half): copies let the whole tape go now, not when the Program
+            # does (its _recorded holds these), which lowers both the peak
+            # and what a Program keeps (tracemalloc at H=512: see
+            # COPY_KEPT); small tapes keep their views (6 copies and typed
+            # views cost a small compile ~1%)
+            b_op, b_kind, b_a, b_b, b_s, b_c = (b_op.copy(), b_kind.copy(), b_a.copy(),
+                                                b_b.copy(), b_s.copy(), b_c.copy())
+            v_op, v_kind, v_a, v_b, v_s, v_c = b_op, b_kind, b_a, b_b, b_s, b_c
         v_isout = v_isout[:n_in + nb + 1]
         v_isout[:] = 0
         for q in range(len(o_slot)):
@@ -824,12 +838,4 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog._busy = False
     prog.theta_in = NULL
     prog.c_load_params()
-    if nb < nb_taped - nb_taped // 4:
-        # fuse kept under 3/4 of the taped instructions (the demo MLPs about
-        # half): _recorded's views would keep the whole tape alive, ~8 bytes
-        # per instruction more after compile (tracemalloc); copies cost
-        # ~0.5 us each at MLP(2, [16, 16, 1])
-        rec = prog._recorded
-        for key in ("op", "kind", "a", "b", "s", "c"):
-            rec[key] = rec[key].copy()
     return prog
