@@ -288,3 +288,49 @@ def test_emulated_avx512_is_not_chosen_by_itself():
         assert _replay._isa() != "avx512-on-avx2"
     finally:
         _replay._set_isa(old)
+
+
+@pytest.mark.parametrize("H, B", [(1, 50), (7, 600), (13, 37), (300, 23)])
+@pytest.mark.parametrize("want_inputs", [False, True])
+def test_input_gradient_wt_panels_give_the_transposed_reads_bits(H, B, want_inputs):
+    """The backward's input gradient W^T dZ reads W^T from panels of its own
+    (packed each replay from the forward's panels); the older path reads the
+    forward's panels transposed.  Both add the same products in the same
+    order: the same bits for every ISA and thread count, on layers whose
+    sizes are no multiple of the panel (8) or tile, with K=3 inputs into the
+    first layer, and (H=300) a sum over more terms than one K block (256 on
+    AVX2, 128 with the AVX-512 tiles).  Without input gradients the first
+    layer packs no W^T at all (its input rows want none).  (The gradients
+    against independent oracles: tests/test_layers.py, on the default path.)"""
+    import random
+    from fastgrad import Value
+    from fastgrad.compiled import compile_graph
+    from fastgrad.nn import MLP
+    random.seed(H)
+    model = MLP(3, [H, H, 1])
+    xs = [Value(0.0) for _ in range(3)]
+    prog = compile_graph(model(xs), inputs=xs, params=model.parameters())
+    rng = np.random.default_rng(H)
+    X = special(rng, (B, 3), frac=0.2)
+    runs = {}
+    old_isa = _replay._set_isa("best")
+    old_wt = _replay._set_wt_panels(True)
+    try:
+        for isa in isas():
+            _replay._set_isa(isa)
+            for wt in (False, True):
+                _replay._set_wt_panels(wt)
+                for threads in (1, 3):
+                    pg = np.empty(prog.n_params)
+                    gin = np.full((B, 3), np.nan)
+                    loss = prog.batch(X, param_grad=pg,
+                                      input_grad=gin if want_inputs else None,
+                                      num_threads=threads)
+                    runs[isa, wt, threads] = (np.float64(loss).tobytes() + pg.tobytes()
+                                              + (gin.tobytes() if want_inputs else b""))
+    finally:
+        _replay._set_isa(old_isa)
+        _replay._set_wt_panels(old_wt)
+    first = runs["portable", False, 1]
+    for key, got in runs.items():
+        assert got == first, f"{key} differs from the portable transposed read"

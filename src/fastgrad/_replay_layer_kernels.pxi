@@ -16,7 +16,7 @@
 # padded to fg_wgrad_ld(K), that a column block keeps over its chunks;
 # blocks are combined in block order, see _replay_blocks.pxi) and the
 # gradient rows of X (W^T @ dZ, summed over the layer's outputs in order,
-# W^T read from the forward's packed panels).  Those sums are in another
+# W^T packed into panels of its own once per replay, see _pack_wt).  Those sums are in another
 # order than the per-instruction backward's, so gradients differ from it
 # (and from eager mode) by rounding; tests/test_layers.py bounds the
 # difference.  Every ISA and every thread count gives the same bits.
@@ -181,10 +181,57 @@ def _wgrad_ld(int K):
     return fg_wgrad_ld(K)
 
 
+# The input gradient dX = W^T dZ reads W^T from panels of its own (True),
+# packed once per replay by layers_pack, the layout of the forward's panels:
+# the same micro-kernel and loops as the forward.  False: the older path,
+# reading the forward's panels transposed (fg_gemm_rows' trans; tile rows at
+# a stride of FG_MR doubles and panels at a stride of H * FG_MR).  Both add
+# the same products in the same order: the same bits.
+# MEASURED (fill in)
+cdef bint WT_PANELS = True
+
+
+def _set_wt_panels(bint on):
+    """Testing/tuning hook: the input-gradient product reads W^T from its
+    own packed panels (True, default) or the forward's panels transposed
+    (False); returns the old setting.  Not while a replay runs."""
+    global WT_PANELS
+    old = WT_PANELS
+    WT_PANELS = on
+    return old
+
+
+cdef void _pack_wt(const double* P, double* T, int H, int K) noexcept nogil:
+    """W^T (K x H) packed in panels of FG_MR rows (rows past K zero) from
+    W's panels P (H x K, see _replay_gemm_body.h): T[(k / FG_MR) * H * FG_MR
+    + i * FG_MR + k % FG_MR] = P[(i / FG_MR) * K * FG_MR + k * FG_MR + i %
+    FG_MR].  Block by block of FG_MR x FG_MR, each 64 contiguous doubles in
+    both layouts."""
+    cdef int kb = 0, ib, i, k, nk, ni
+    cdef const double* s
+    cdef double* d
+    while kb < K:
+        nk = K - kb if K - kb < FG_MR else FG_MR
+        ib = 0
+        while ib < H:
+            ni = H - ib if H - ib < FG_MR else FG_MR
+            s = P + <Py_ssize_t>ib * K + <Py_ssize_t>kb * FG_MR
+            d = T + <Py_ssize_t>kb * H + <Py_ssize_t>ib * FG_MR
+            for i in range(ni):
+                for k in range(nk):
+                    d[i * FG_MR + k] = s[k * FG_MR + i]
+                for k in range(nk, FG_MR):
+                    d[i * FG_MR + k] = 0.0
+            ib += FG_MR
+        kb += FG_MR
+
+
 cdef void layers_pack(LayerCtx* L, const double* vs) noexcept nogil:
     """Gather this replay's weights into the packed panels (rows past H
-    zero), then the H start values of the sums (and the H post adds)."""
+    zero), then the H start values of the sums (and the H post adds), then
+    W^T's panels for the input gradient (when some input row wants one)."""
     cdef int li, H, K, i, k, sl, hp
+    cdef bint want_x
     cdef const int* m
     cdef const int* w
     cdef double* p
@@ -216,6 +263,14 @@ cdef void layers_pack(LayerCtx* L, const double* vs) noexcept nogil:
                 sl = L.slots[m[LM_BL] + i]
                 # -0.0: x + -0.0 == x for every x (a row without a post add)
                 p[i] = vs[sl] if sl >= 0 else -0.0
+        if WT_PANELS:
+            want_x = L.rmode == NULL
+            for k in range(K):
+                if not want_x and L.rmode[m[LM_X] + k] != FG_SKIP:
+                    want_x = True
+            if want_x:
+                p = L.pw + m[LM_PW]
+                _pack_wt(p, p + _wt_off(m), H, K)
 
 
 cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
@@ -277,7 +332,10 @@ cdef void layer_backward(const LayerCtx* L, int li, bint want_w, bint want_x,
     if want_w:
         fg_gemm_wgrad(H, K, gb, orow, vb, xr, ld, n, L.acc + m[LM_LN], L.fresh,
                       L.work)
-    if want_x:
+    if want_x and WT_PANELS:
+        fg_gemm_rows(K, H, L.pw + m[LM_PW] + _wt_off(m), 0, NULL, NULL,
+                     L.rmode + m[LM_X], 0, gb, orow, gb, xr, ld, n, L.work)
+    elif want_x:
         fg_gemm_rows(K, H, L.pw + m[LM_PW], 1, NULL, NULL, L.rmode + m[LM_X], 0, gb,
                      orow, gb, xr, ld, n, L.work)
 

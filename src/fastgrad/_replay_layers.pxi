@@ -53,8 +53,8 @@ cdef enum:
     LM_B = 6      # offset of the H start slots in l_slots (-1: the row starts
                   # at the constant l_init[LM_INIT + i])
     LM_PW = 7     # offset of the packed W panel in l_pw, then H start values
-                  # (then H post values when LM_BL >= 0); the backward reads
-                  # W^T from it too (fg_gemm_rows' trans)
+                  # (then H post values when LM_BL >= 0), then W^T packed the
+                  # same way for the backward's input gradient (_wt_off)
     LM_LN = 8     # offset of the layer's weight (and bias, column K) gradient
                   # sums in l_lanes / l_sums: H rows of fg_wgrad_ld(K)
     LM_BL = 9     # offset of the H post-add slots in l_slots (-1 in a row
@@ -87,6 +87,13 @@ cdef inline bint _needs_operand(int op) noexcept nogil:
 
 cdef inline int _round_mr(int m) noexcept nogil:
     return (m + FG_MR - 1) // FG_MR * FG_MR
+
+
+cdef inline Py_ssize_t _wt_off(const int* m) noexcept nogil:
+    """Offset of a layer's W^T panels from its LM_PW (after W's panels,
+    the start values and the post values)."""
+    return (<Py_ssize_t>_round_mr(m[LM_H]) * m[LM_K]
+            + m[LM_H] * (2 if m[LM_BL] >= 0 else 1))
 
 
 # -- stage 2: the pass --------------------------------------------------------
@@ -536,7 +543,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             lepc.append(c[k])
         meta += [H, K, act, x_off, x_off + K, w_off, b_off, pw_size, ln_size,
                  bl_off, z_off, ep_off, nep, init_off]
-        pw_size += _round_mr(H) * K + H * (2 if has_post else 1)
+        pw_size += _round_mr(H) * K + H * (2 if has_post else 1) + _round_mr(K) * H
         ln_size += H * fg_wgrad_ld(K)
     prog.nlayers = len(meta) // LM_SIZE
     prog.l_meta = np.array(meta, np.int32)
