@@ -23,8 +23,10 @@
  * The three products of a layer are all that one kernel:
  *
  *   forward        Z = W X    A = W (packed panels), B = X rows, sum over k
- *   input grad     dX = W^T dZ  A = W^T (the same panels read across),
- *                             B = dZ rows, sum over the layer's outputs
+ *   input grad     dX = W^T dZ  A = W^T (packed into panels of its own by
+ *                             the replay; or the forward's panels read
+ *                             across: trans), B = dZ rows, sum over the
+ *                             layer's outputs
  *   weight grad    dW = dZ X^T  A = dZ rows, B = X^T (transposed into the
  *                             panel), sum over the batch columns
  *
