@@ -187,15 +187,15 @@ def _wgrad_ld(int K):
 # reading the forward's panels transposed (fg_gemm_rows' trans; tile rows at
 # a stride of FG_MR doubles and panels at a stride of H * FG_MR).  Both add
 # the same products in the same order: the same bits.
-# Measured (Zen 3, one core, quiet, load 2.4 -> 1.9; the product alone on
-# H x H weights over 32/64/256 columns, CPU time, median of 9 interleaved
-# rounds: `taskset -c 0 env PYTHONPATH=src python
-# benchmarks/bench_wt_panels.py --only kernel`): avx2 28.6-30.6 -> 34.4-36.9
-# GFLOP/s (0.83-0.85x the time; 0.91x at H=128 over 32 columns), baseline
-# 11.8-12.9 -> 14.1-15.2 (0.81-0.85x), portable (plain loops) 0.80-1.09x.
-# The demo step of MLP(2, [H, H, 1]) (packing included; `--only step`):
-# avx2 0.93-0.99x the CPU time at H = 128/256 and at H = 512 over N >=
-# 1000, 1.01x at H = 512 N = 100; baseline 0.94-0.99x; portable 0.91-1.01x.
+# Measured (Zen 3, one core, quiet, load ~1-2; the product alone on H x H
+# weights, H = 128/256/512, over 32/64/256 columns, CPU time, median of 9
+# interleaved rounds: `taskset -c 0 env PYTHONPATH=src python
+# benchmarks/bench_wt_panels.py --only kernel`), two runs: avx2 28.6-30.6
+# -> 34.4-36.9 GFLOP/s (0.83-0.91x the time) and 23.4-26.1 -> 26.2-29.7
+# (0.88-0.91x); baseline 0.81-0.85x and 0.88-0.92x; portable (plain loops)
+# 0.80-1.09x.  The demo step of MLP(2, [H, H, 1]) (packing included;
+# `--only step`): avx2 0.93-0.99x the CPU time, except H = 512 N = 100
+# (0.985-1.11x over four runs); baseline 0.90-0.99x; portable 0.85-1.02x.
 cdef bint WT_PANELS = True
 
 
