@@ -78,8 +78,19 @@ def regions(name, n, rng):
                   "large e^[-744, 709.7]": np.exp(u(-744, 709.7)),
                   "(-1, 0) near -1": -np.exp(u(-40, 0))})
     elif name == "tanh":
+        # the ranges: |x| < 0.2555 (rational), [0.2555, 0.5494) (c = 1/2),
+        # above (c = 1), 2|x| clamped at 40; worst near tanh = 1/4, 1/2
+        t1, t2 = 0.2555, 0.5494
         r.update({"domain [-20, 20]": u(-20, 20),
-                  "k ln2/512 boundaries": edges[np.abs(edges) < 80] / 2})
+                  "k ln2/512 boundaries": edges[np.abs(edges) < 80] / 2,
+                  "|x| in [0, 0.2555)": u(0, t1) * signs,
+                  "|x| in [0.2555, 0.5494)": u(t1, t2) * signs,
+                  "|x| in [0.5494, 1.2)": u(t2, 1.2) * signs,
+                  "|x| near 0.2555 (+-1e-3)": u(t1 - 1e-3, t1 + 1e-3) * signs,
+                  "|x| near 0.5494 (+-1e-3)": u(t2 - 1e-3, t2 + 1e-3) * signs,
+                  "|x| near atanh(1/4), atanh(1/2) (+-1e-3)": np.concatenate(
+                      [u(0.25441, 0.25641), u(0.54831, 0.55031)])[rng.permutation(2 * n)[:n]],
+                  "|x| in [19, 21]": u(19, 21) * signs})
     else:
         r.update({"domain [-745.2, 40]": u(-745.2, 40), "[-50, 50]": u(-50, 50),
                   "subnormal results [-745.2, -708.4]": u(-745.2, -708.4),

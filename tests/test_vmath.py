@@ -48,8 +48,12 @@ EXACT = {
 # documented bounds (_vmath.h): results in the normal range, and results in
 # the subnormal range (exp, sigmoid, softplus round there twice: to 53 bits,
 # then to the subnormal's precision)
-BOUND = {"exp": 0.52, "expm1": 0.52, "log": 0.52, "log1p": 0.52, "tanh": 0.52,
+BOUND = {"exp": 0.52, "expm1": 0.52, "log": 0.52, "log1p": 0.52, "tanh": 0.76,
          "sigmoid": 0.52, "softplus": 0.52}
+# the least worst error a sweep must reach (the error measure itself is
+# exercised, easy points do not hide a broken function); tanh's sweep
+# covers the points next to tanh = 1/4 and 1/2 where its error peaks
+WORST_AT_LEAST = {"tanh": 0.7}
 BOUND_SUBNORMAL = 0.76
 TINY = 2.0 ** -1022
 
@@ -121,7 +125,19 @@ def sweep(name, n=1500, seed=0):
         return np.concatenate([u(-1, 10), near0, np.exp(u(-744, 709.7)),
                                -np.exp(u(-40, 0)), u(-1, 1) * 1e-17])
     if name == "tanh":
-        return np.concatenate([u(-20, 20), near0, edges / 2])
+        # its three ranges (_vmath_body.h): |x| < T1 = 0.2555, [T1, T2 = 0.5494),
+        # above; the worst errors sit next to tanh = 1/4 and 1/2; 2|x| is
+        # clamped at 40; subnormal and tiny x (x itself)
+        t1, t2 = 0.2555, 0.5494
+        sgn = rng.choice([-1, 1], n)
+        at = [math.atanh(0.25), math.atanh(0.5)]
+        points = [v for c in (t1, t2, *at) for v in
+                  (c, math.nextafter(c, 0.0), math.nextafter(c, 1.0))]
+        return np.concatenate([u(-20, 20), near0, edges / 2, u(-t2, t2),
+                               u(t1 - 1e-3, t1 + 1e-3) * sgn, u(t2 - 1e-3, t2 + 1e-3) * sgn,
+                               u(at[0] - 1e-3, at[0] + 1e-3), u(at[1] - 1e-3, at[1] + 1e-3),
+                               u(t2, 1.2) * sgn, u(19, 21) * sgn, u(-1, 1) * TINY,
+                               points, [-v for v in points]])
     return np.concatenate([u(-745.2, 40), near0, u(-745.2, -700), u(-50, 50), edges])
 
 
@@ -140,7 +156,7 @@ def test_dense_sweep_within_documented_bound(name):
         worst = max(worst, err)
     # the sweep reaches the bound's order: easy points do not hide a broken
     # function (the error measure itself is exercised)
-    assert worst > 0.45, (name, worst)
+    assert worst > WORST_AT_LEAST.get(name, 0.45), (name, worst)
 
 
 @pytest.mark.parametrize("name", NAMES)

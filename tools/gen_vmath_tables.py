@@ -77,6 +77,53 @@ C["LN2_LO"] = f64(LN2 - mpf(C["LN2_HI"]))
 for k in range(2, 9):                    # log1p(r) - r = r^2 (L2 + r (L3 + ...))
     C[f"L{k}"] = f64(mpf((-1) ** (k + 1)) / k)
 
+# -- tanh: three ranges (see _vmath_body.h) ------------------------------------
+# |x| < TANH_T1: tanh x = x + x^3 R(x^2), R = (TP0 + s (TP1 + s TP2)) /
+# (1 + s (TQ1 + s TQ2)) a near-minimax fit of g(s) = (tanh(sqrt s) - sqrt s) /
+# s^1.5 on s in [0, TANH_T1^2], weighted by s^1.5 / tanh(sqrt s) (the error it
+# makes in tanh, relative): Loeb's linearised least squares on Chebyshev nodes.
+# The other ranges need tanh >= 1/4 (T1) and >= 1/2 (T2): the bounds there.
+C["TANH_T1"] = 0.2555
+C["TANH_T2"] = 0.5494
+assert mpmath.tanh(C["TANH_T1"]) > mpf(1) / 4 and mpmath.tanh(C["TANH_T2"]) > mpf(1) / 2
+
+
+def _tanh_fit(a, m=2, n=2, nodes=84, rounds=8):
+    span = mpf(a) ** 2
+
+    def g(s):
+        r = mpmath.sqrt(s)
+        return (mpmath.tanh(r) - r) / (s * r)
+
+    def w(s):
+        r = mpmath.sqrt(s)
+        return s * r / mpmath.tanh(r)
+
+    xs = [span * (1 - mpmath.cos(mpmath.pi * (i + mpf(1) / 2) / nodes)) / 2
+          for i in range(nodes)]
+    qprev = [mpf(1)] * nodes
+    for _ in range(rounds):
+        A = mpmath.matrix(nodes, m + 1 + n)
+        b = mpmath.matrix(nodes, 1)
+        for i, s in enumerate(xs):
+            ww = w(s) / qprev[i]
+            for k in range(m + 1):
+                A[i, k] = s ** k * ww
+            for k in range(1, n + 1):
+                A[i, m + k] = -g(s) * s ** k * ww
+            b[i] = g(s) * ww
+        c = mpmath.qr_solve(A, b)[0]
+        q = [mpf(1)] + [c[m + k] for k in range(1, n + 1)]
+        qprev = [sum(q[k] * s ** k for k in range(n + 1)) for s in xs]
+    return [f64(c[k]) for k in range(m + 1)], [f64(v) for v in q[1:]]
+
+
+_tp, _tq = _tanh_fit(C["TANH_T1"])
+for k, v in enumerate(_tp):
+    C[f"TP{k}"] = v
+for k, v in enumerate(_tq, 1):
+    C[f"TQ{k}"] = v
+
 # -- the exp table: 2^(j/128) = TH + TL, TH with 26 significant bits ----------
 exp_tab = []
 for j in range(N_EXP):

@@ -20,7 +20,7 @@ import math
 
 from fastgrad._vmath_tables import (
     C_HI, C_LO, EXP_TAB, INVLN2N, L2, L3, L4, L5, L6, L7, L8, LN2_HI, LN2_LO,
-    LOG_TAB, P2, P3, P4, P5, P6, SHIFT,
+    LOG_TAB, P2, P3, P4, P5, P6, SHIFT, TANH_T1, TANH_T2, TP0, TP1, TP2, TQ1, TQ2,
 )
 
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus"]
@@ -76,16 +76,13 @@ def _exp_dd(x: float) -> "tuple[float, float, int]":
     return hi, lo, m
 
 
-def _expm1_dd(x: float, nonpos: bool) -> "tuple[float, float, int]":
+def _expm1_dd(x: float) -> "tuple[float, float, int]":
     th, tl, rh, kcl, r, q, m = _exp_reduce(x, True)
     w = r + q
     r1, r2 = _split(rh, 67108865.0)
     p1 = th * r1
     small = (th * r2 + th * (q - kcl)) + (tl + tl * w)
-    if nonpos:
-        ah, al = _fast_two_sum(-_ldexp(1.0, -m), th)
-    else:
-        ah, al = _two_sum(th, -_ldexp(1.0, -min(m, 952)))
+    ah, al = _two_sum(th, -_ldexp(1.0, -min(m, 952)))
     bh, bl = _fast_two_sum(ah, p1)
     hi, lo = _fast_two_sum(bh, (al + bl) + small)
     return hi, lo, m
@@ -154,7 +151,7 @@ def expm1(x: float) -> float:
     if x != x or x == 0.0:
         return x + x if x != x else x
     xc = 710.0 if x > 710.0 else (-40.0 if x < -40.0 else x)
-    hi, lo, m = _expm1_dd(xc, False)
+    hi, lo, m = _expm1_dd(xc)
     return _scale2(hi, m)
 
 
@@ -162,14 +159,36 @@ def tanh(x: float) -> float:
     """Hyperbolic tangent; tanh(-0.0) is -0.0."""
     if x != x:
         return x + x
-    x2 = -2.0 * abs(x)
-    if x2 < -40.0:
-        x2 = -40.0
-    eh, el, m = _expm1_dd(x2, True)
-    pm = _ldexp(1.0, -m)
-    dh, dl = _fast_two_sum(pm + pm, eh)
-    dl = dl + el
-    return math.copysign(abs(_div_dd(-eh, -el, dh, dl)), x)
+    a = abs(x)
+    if a < TANH_T1:
+        s = a * a
+        p = TP0 + s * (TP1 + s * TP2)
+        q = 1.0 + s * (TQ1 + s * TQ2)
+        return math.copysign(a + (a * s) * (p / q), x)
+    h = 0.5 if a < TANH_T2 else 0.0
+    a2 = a + a
+    if a2 > 40.0:
+        a2 = 40.0
+    # e^(2a) = 2^m (uh + ul), the polynomial in the C's (Estrin's) order
+    t = a2 * INVLN2N + SHIFT
+    kd = t - SHIFT
+    k = int(kd)
+    j = k & 127
+    rh = a2 - kd * C_HI
+    kcl = kd * C_LO
+    r = rh - kcl
+    th, tl = EXP_TAB[2 * j], EXP_TAB[2 * j + 1]
+    r2 = r * r
+    e = r2 * ((P2 + r * P3) + r2 * (P4 + r * P5))
+    w = r + e
+    uh, ul = _fast_two_sum(th, tl + (th * w + tl * w))
+    sc = _ldexp(1.0, k >> 7)
+    sh, sl = _fast_two_sum(uh * sc, 1.0)
+    sl = sl + ul * sc
+    y = (2.0 - h * sh) / sh
+    b1, b2 = _fast_two_sum(1.0 - h, -y)
+    yy = y + h
+    return math.copysign(b1 + (b2 + (yy * yy) * (sl * 0.5)), x)
 
 
 def sigmoid(x: float) -> float:

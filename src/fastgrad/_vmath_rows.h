@@ -49,7 +49,41 @@ static FG_VM_UNUSED TARGET void fg_vm_##F##_row_##SUF(const double *x, double *o
     } \
 }
 
+/* tanh's row runs the function's two halves (_vmath_body.h) over blocks of
+ * FG_VM_TB vectors: the first half of every vector of the block, then the
+ * second.  The same operations on the same numbers (the same bits); the
+ * out-of-order core overlaps the block's independent chains, which one
+ * whole tanh per vector is too long for.  Measured on AVX2 (Zen 3), a C
+ * loop over 10,000 doubles in [-5, 5]: 3.66 -> 3.44 ns per element, base
+ * 9.0 -> 8.0, portable 11.5 -> 10.5 (issue-20-h28.md). */
+#define FG_VM_TB 8
+#define FG_VM_ROW_TANH(SUF, W, TARGET) \
+static FG_VM_UNUSED TARGET void fg_vm_tanh_row_##SUF(const double *x, double *out, ptrdiff_t n) \
+{ \
+    ptrdiff_t j = 0; \
+    int b; \
+    fg_vm_vd_##SUF nb[FG_VM_TB], db[FG_VM_TB], zb[FG_VM_TB], hb[FG_VM_TB]; \
+    for (; j + FG_VM_TB * W <= n; j += FG_VM_TB * W) { \
+        for (b = 0; b < FG_VM_TB; b++) \
+            fg_vm_tanh_a_##SUF(*(const fg_vm_vd_##SUF *)(x + j + b * W), \
+                               &nb[b], &db[b], &zb[b], &hb[b]); \
+        for (b = 0; b < FG_VM_TB; b++) \
+            *(fg_vm_vd_##SUF *)(out + j + b * W) = fg_vm_tanh_b_##SUF( \
+                *(const fg_vm_vd_##SUF *)(x + j + b * W), nb[b], db[b], zb[b], hb[b]); \
+    } \
+    fg_vm_tanh1_row_##SUF(x + j, out + j, n - j); \
+}
+
 #define FG_VM_ROWS(SUF, W, TARGET) \
+    FG_VM_ROW(SUF, W, TARGET, exp) FG_VM_ROW(SUF, W, TARGET, expm1) \
+    FG_VM_ROW(SUF, W, TARGET, log) FG_VM_ROW(SUF, W, TARGET, log1p) \
+    FG_VM_ROW(SUF, W, TARGET, tanh1) FG_VM_ROW_TANH(SUF, W, TARGET) \
+    FG_VM_ROW(SUF, W, TARGET, sigmoid) \
+    FG_VM_ROW(SUF, W, TARGET, softplus)
+/* 8 wide: one whole tanh per vector (the blocks of halves, measured with
+ * the 8-wide body on AVX2, 5.0 -> 8.0 ns per element: the block spills;
+ * not measured on an AVX-512 CPU) */
+#define FG_VM_ROWS8(SUF, W, TARGET) \
     FG_VM_ROW(SUF, W, TARGET, exp) FG_VM_ROW(SUF, W, TARGET, expm1) \
     FG_VM_ROW(SUF, W, TARGET, log) FG_VM_ROW(SUF, W, TARGET, log1p) \
     FG_VM_ROW(SUF, W, TARGET, tanh) FG_VM_ROW(SUF, W, TARGET, sigmoid) \
@@ -65,9 +99,9 @@ FG_VM_ROWS(base, 2, )
 #endif
 #ifdef FG_VM_X86
 FG_VM_ROWS(avx2, 4, __attribute__((target("avx2"))))
-FG_VM_ROWS(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+FG_VM_ROWS8(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
 #ifdef FG_VM_WANT_W8
-FG_VM_ROWS(w8, 8, __attribute__((target("avx2"))))
+FG_VM_ROWS8(w8, 8, __attribute__((target("avx2"))))
 #endif
 #endif
 

@@ -22,6 +22,13 @@
 #define FG_VM_L6 -0x1.5555555555555p-3  /* -0.16666666666666666 */
 #define FG_VM_L7 0x1.2492492492492p-3  /* 0.14285714285714285 */
 #define FG_VM_L8 -0x1.0000000000000p-3  /* -0.125 */
+#define FG_VM_TANH_T1 0x1.05a1cac083127p-2  /* 0.2555 */
+#define FG_VM_TANH_T2 0x1.194af4f0d844dp-1  /* 0.5494 */
+#define FG_VM_TP0 -0x1.5555555555555p-2  /* -0.3333333333333333 */
+#define FG_VM_TP1 -0x1.08bc8363ad6bcp-6  /* -0.01615822630875273 */
+#define FG_VM_TP2 -0x1.ad4fce07c37d4p-18  /* -6.397243403245438e-06 */
+#define FG_VM_TQ1 0x1.cb3cf23c4a012p-2  /* 0.4484746789262327 */
+#define FG_VM_TQ2 0x1.1eca5c82ba3dbp-6  /* 0.01750430139773927 */
 
 /* 2^(j/128) = [2j] + [2j+1], [2j] with 26 significant bits */
 static const double fg_vm_exp_tab[256] = {
