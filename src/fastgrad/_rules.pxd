@@ -24,8 +24,8 @@ from libc.math cimport sqrt, fabs, pow, isfinite
 
 # The elementary functions: fastgrad's own (_vmath.h), one implementation
 # each whose vector builds (the replay's rows, the layer epilogues) give the
-# same bits as these scalar ones, <= 0.52 ulp from the correctly rounded
-# result.  libm's would differ between platforms and from the vector builds.
+# same bits as these scalar ones, <= 0.52 ulp (tanh 0.7501) from the
+# correctly rounded result.  libm's would differ between platforms and from the vector builds.
 cdef extern from "_vmath.h" nogil:
     double fg_vm_exp(double x)
     double fg_vm_expm1(double x)

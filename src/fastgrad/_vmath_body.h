@@ -42,7 +42,9 @@
  *         Sterbenz); q <= c/2, so its rounding error is at most a quarter
  *         ulp of the result; c - q is summed exactly (Fast2Sum) with the
  *         first-order term of sl, sl (2/sh)^2 / 2 (2/sh = q + h), and
- *         rounded once.  Error: 1/2 (last rounding) + 1/4 (q) + ~2^-5 ulp.
+ *         rounded once.  Error: 1/2 (last rounding) + 1/4 (q) + ~2^-10 ulp
+ *         (e^(2a) to ~2^-60); below T1, 1/2 + the rational's ~5 roundings
+ *         in a term < 0.022 of the result.  Measured max: 0.7501 ulp.
  * sigmoid  t = e^-|x| in double-double; 1/(1+t) for x >= 0, t/(1+t) below
  *       (the stable two-branch form, both branches in one expression).
  * log   x = 2^k z, z in [0.6875, 1.375) in one of 128 sub-intervals with a
