@@ -16,6 +16,7 @@
 #define FASTGRAD_REPLAY_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FG_SKIP 0
@@ -23,6 +24,24 @@
 #define FG_ADD 2
 #define FG_MR 8       /* rows of a packed weight panel (every ISA) */
 #define FG_WORK 4096  /* doubles of scratch a kernel call needs (per thread) */
+
+/* The kernels' scratch (the packed B panels), from a 64-byte boundary: the
+ * micro-kernel reads every panel vector once per row tile, and a 32-byte
+ * AVX2 vector at 16 mod 32 bytes crosses a cache line every other load.
+ * The callers' scratch comes from np.zeros (16-byte aligned, so it sat at 0
+ * or 16 mod 32 by chance, fixed per Program: the per-Program "slow mode").
+ * Measured (Zen 3, AVX2, one thread, Program.batch of MLP(2, [H, H, 1])'s
+ * demo step on 10,000 rows, CPU time, min of 3 interleaved rounds of 3
+ * calls, 3 programs per placement, quiet, load ~1;
+ * notes/a28-data/x1.py): scratch at 0 or 32 mod 64 bytes H = 64 / 128 /
+ * 256: 8.9-9.2 / 30.5-31.5 / 117-120 ms, at 8, 16 or 48 mod 64: 11.1-11.2
+ * / 38.8-39.5 / 149-150 ms.  The vector builds start their panels at the
+ * first 64-byte boundary within ``work`` (up to 7 doubles in): FG_WORK
+ * leaves room for that. */
+static inline double *fg_align_work(double *work)
+{
+    return (double *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
+}
 
 /* row stride of fg_gemm_wgrad's sums for K inputs: K + 1 (the bias) rounded
  * up to 8 doubles (whole vectors at every ISA) */

@@ -56,7 +56,7 @@ typedef long long FG_NAME(fg_veci) __attribute__((vector_size(FG_VW * 8)));
 #define FG_V FG_NAME(fg_vec)
 #define FG_VI FG_NAME(fg_veci)
 #define FG_NR (FG_TV * FG_VW)        /* columns of a register tile */
-#if FG_TV < 2 || FG_KC % FG_MR || FG_KC * FG_NR > FG_WORK || FG_JC * FG_NR > FG_WORK
+#if FG_TV < 2 || FG_KC % FG_MR || FG_KC * FG_NR + 7 > FG_WORK || FG_JC * FG_NR + 7 > FG_WORK
 #error "fastgrad: bad tile or block sizes for this ISA"
 #endif
 
@@ -228,7 +228,7 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_pack_rows
  * FG_MR]).  init_r: mode[r] == FG_ADD: the row's current value; FG_STORE:
  * init[r], or +0.0 when init is NULL; FG_SKIP: the row is not written.
  * mode NULL: every row FG_STORE.  work: FG_WORK doubles of scratch (the
- * caller's own: one per thread). */
+ * caller's own: one per thread; any 8-byte alignment, see fg_align_work). */
 static FG_TARGET void FG_NAME(fg_gemm_rows)(
         int M, int K, const double *P, int trans, const double *init,
         const double *post, const unsigned char *mode, int relu,
@@ -240,6 +240,7 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
     ptrdiff_t nv = (n + FG_VW - 1) / FG_VW, j0, jv;
     int p0, np, m0, m1, i0, first, last, tv;
     if (M <= 0) return;
+    work = fg_align_work(work);      /* whole-line panel vectors: see FG_WORK */
     /* BLIS loops: terms in blocks of FG_KC (the B panel's depth), rows in
      * blocks of FG_MC (their weights stay in L2 over the columns), columns
      * in register tiles (the panel of B packed once per tile column and
@@ -365,6 +366,7 @@ static FG_TARGET void FG_NAME(fg_gemm_wgrad)(
      * output rows are; otherwise one-row tiles, slower, same sums) */
     for (mc = 1; mc < M && g_rows[mc] == g_rows[0] + mc; mc++) ;
     if (mc < M) mc = 0;
+    work = fg_align_work(work);      /* whole-line panel vectors: see FG_WORK */
     if (n <= 0) {
         if (fresh) memset(C, 0, sizeof(double) * (size_t)M * ldc);
         return;

@@ -108,16 +108,28 @@ def _peak_gflops(double seconds=0.05, int repeats=5):
     return best
 
 
+def _scratch(int shift):
+    """FG_WORK doubles of kernel scratch starting ``shift`` (0..7) doubles
+    into a fresh allocation that ends with it (tests: the kernels align it
+    themselves; the sanitizer build sees a write past its end)."""
+    if not 0 <= shift < 8:
+        raise ValueError("work_shift: 0..7")
+    return np.zeros(FG_WORK + shift, np.float64)[shift:]
+
+
 def _kernel_rows(const double[:, ::1] P, int M, int K, bint trans, init, post,
                  mode, bint relu, const double[:, ::1] inp, const int[::1] in_rows,
-                 double[:, ::1] out, const int[::1] out_rows, Py_ssize_t n):
+                 double[:, ::1] out, const int[::1] out_rows, Py_ssize_t n,
+                 int work_shift=0):
     """Testing hook: ``fg_gemm_rows`` of the current ISA on NumPy arrays
     (P: the packed weights as one row; inp/out: row matrices of equal
-    width, the row stride is their width).  Checks the shapes only."""
+    width, the row stride is their width).  Checks the shapes only.
+    ``work_shift``: the kernel's scratch starts that many doubles (0..7)
+    into a fresh allocation (its alignment must not change any bit)."""
     cdef const double[::1] iv
     cdef const double[::1] pv
     cdef const unsigned char[::1] mv
-    cdef double[::1] work = np.zeros(FG_WORK, np.float64)
+    cdef double[::1] work = _scratch(work_shift)
     cdef Py_ssize_t ld = out.shape[1]
     cdef int need = (M + FG_MR - 1) // FG_MR * FG_MR * K if not trans else \
         (K + FG_MR - 1) // FG_MR * FG_MR * M
@@ -153,11 +165,11 @@ def _kernel_rows(const double[:, ::1] P, int M, int K, bint trans, init, post,
 
 def _kernel_wgrad(int M, int K, const double[:, ::1] g, const int[::1] g_rows,
                   const double[:, ::1] x, const int[::1] x_rows, Py_ssize_t n,
-                  double[:, ::1] C, bint fresh):
+                  double[:, ::1] C, bint fresh, int work_shift=0):
     """Testing hook: ``fg_gemm_wgrad`` of the current ISA on NumPy arrays
     (C of shape (M, ``_wgrad_ld(K)``); its first K + 1 columns are the
-    results).  Checks the shapes only."""
-    cdef double[::1] work = np.zeros(FG_WORK, np.float64)
+    results).  Checks the shapes only.  ``work_shift``: see _kernel_rows."""
+    cdef double[::1] work = _scratch(work_shift)
     cdef Py_ssize_t ld = g.shape[1]
     if (x.shape[1] != ld or n > ld or n < 0 or M < 0 or K < 0
             or C.shape[0] != M or C.shape[1] != fg_wgrad_ld(K)
