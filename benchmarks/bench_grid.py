@@ -4,7 +4,7 @@ Run from a checkout with the compiled build in place::
 
     PYTHONPATH=src python benchmarks/bench_grid.py [--H 16,32,64,128] [--N 100,1000,10000]
         [--rounds 7] [--plot grid.png] [--json grid.json] [--peak-gflops X]
-        [--threads T|all]
+        [--threads T|all] [--isa NAME]
 
 One cell (H, N) is a full-batch training step of ``fastgrad.nn.MLP(2, [H, H, 1])``
 (``random.seed(1337)`` weights) on N two-moons points, float64, one thread per
@@ -25,6 +25,9 @@ docstring of ``src/fastgrad/bench/grid.py``.  This script sets
 to one CPU while the grid runs.  ``--threads T`` (issue 21's threads mode)
 does none of that: the peers run at their default thread counts, fastgrad
 with ``make_demo_step(model, num_threads=T)`` (``all``: every CPU).
+``--isa NAME`` (this script only, not ``fastgrad bench``) runs fastgrad's layer
+kernels with that instruction set (``fastgrad._replay._set_isa``: portable,
+baseline, avx2, avx512; default: the best the CPU runs); the report names it.
 """
 import os
 import sys
@@ -42,5 +45,32 @@ if not any(a == "--threads" or a.startswith("--threads=") for a in sys.argv[1:])
 
 from fastgrad.bench import grid_report  # noqa: E402
 
+
+def _take_isa(argv):
+    """argv without ``--isa NAME`` / ``--isa=NAME``, and NAME (or None)."""
+    rest, isa, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--isa":
+            if i + 1 >= len(argv):
+                sys.exit("bench_grid.py: --isa needs a name")
+            isa = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--isa="):
+            isa = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, isa
+
+
 if __name__ == "__main__":
+    sys.argv[1:], _isa = _take_isa(sys.argv[1:])
+    if _isa is not None:
+        from fastgrad import _replay
+        try:
+            _replay._set_isa(_isa)
+        except ValueError as e:
+            sys.exit(f"bench_grid.py: --isa: {e}")
     sys.exit(grid_report.main())

@@ -1,8 +1,8 @@
 """num_threads of the compiled replay: speed-up over one thread, and the bits.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_threads.py [--H 64,128] [--N 10000]
-[--threads 1,2] [--rounds 7] [--what batch,step]`` (inside ``/work/bin/quiet``
-on a shared machine).
+[--threads 1,2] [--rounds 7] [--what batch,step] [--isa avx2]`` (inside
+``/work/bin/quiet`` on a shared machine).
 
 ``batch``: one ``Program.batch`` call (loss and parameter gradients) of
 ``make_demo_step(MLP(2, [H, H, 1]))``'s program (hinge + 1e-4 L2, full batch of
@@ -53,6 +53,9 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=3, help="calls per round and count")
     ap.add_argument("--what", default="batch",
                     help="comma-separated: batch (Program.batch), step (the demo step)")
+    ap.add_argument("--isa", default=None,
+                    help="the layer kernels' ISA (fastgrad._replay._set_isa: portable, "
+                         "baseline, avx2, avx512; default: the best this CPU runs)")
     args = ap.parse_args(argv)
     whats = [w.strip() for w in args.what.split(",") if w.strip()]
     if not whats or any(w not in ("batch", "step") for w in whats):
@@ -62,6 +65,12 @@ def main(argv=None):
     from fastgrad import _replay
     from fastgrad.compiled import make_demo_step
     from fastgrad.nn import MLP
+
+    if args.isa is not None:
+        try:
+            _replay._set_isa(args.isa)
+        except ValueError as e:
+            ap.error(f"--isa: {e}")
 
     def model_of(H):
         random.seed(1337)
