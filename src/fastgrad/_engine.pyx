@@ -15,7 +15,7 @@ cimport cython
 from cpython.object cimport PyObject, Py_TYPE
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
-from cpython.long cimport PyLong_Check, PyLong_FromVoidPtr
+from cpython.long cimport PyLong_Check
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdlib cimport malloc, realloc, free
@@ -1470,45 +1470,6 @@ def _trace_end(list marked):
 def _is_tracing():
     """True while compile() traces fn in the calling thread."""
     return fg_is_tracing()
-
-
-def _untraced_leaves(list roots, set known):
-    """(baked, found): the leaves under ``roots`` neither flagged by the trace
-    nor in ``known`` (ids) -- the leaves the caller held before tracing --
-    and the ids in ``known`` that the graph does use.  Called while tracing
-    (inputs and parameters flagged), ``known`` need only hold the inputs."""
-    cdef PyObject** order = NULL
-    cdef Py_ssize_t n, i
-    cdef Value v
-    cdef list baked = []
-    cdef set seen = set(), found = set()
-    cdef list stamps = []        # (_mark, _mark_hi) of each sorted root
-    for root in roots:
-        v = <Value?>root
-        if (v._mark, v._mark_hi) in stamps:
-            # under an earlier root (compile's score is under its loss): its
-            # graph was just walked; a second walk was a third of this call
-            # at MLP(2, [16, 16, 1]) (recorder, issue 21)
-            continue
-        n = topo_order(v, &order)
-        stamps.append((v._mark, v._mark_hi))
-        try:
-            for i in range(n):
-                v = <Value>order[i]
-                if v._opcode != OP_LEAF:
-                    continue
-                # id() without the builtin's audit hook
-                key = PyLong_FromVoidPtr(<void*>v)
-                if not (v._flags & FLAG_TRACED):
-                    if key not in known and key not in seen:
-                        seen.add(key)
-                        baked.append(v)
-                elif known and key in known:
-                    found.add(key)
-        finally:
-            free(order)
-            order = NULL
-    return baked, found
 
 
 cdef object _data_get(object self, void* closure):

@@ -6,10 +6,11 @@ every Value of the trace with a flag bit and counts the tracing thread; the
 the read in the current compile call's :class:`TraceLog`.  Outside a trace
 the getter tests one global counter: eager code pays nothing else.
 
-Before the trace ends, ``compile`` calls :func:`inspect_graph` (the trace
-flags tell the leaves apart); once the Program is built, :func:`report`
-issues **at most one** :class:`TracerWarning` per ``compile`` call,
-summarising:
+Right after the trace, ``compile`` records the graph (``_replay.build``),
+whose walk notes in the :class:`TraceLog` the leaves baked in (constant
+leaves without the trace flag) and the inputs not used; once the Program is
+built, :func:`report` issues **at most one** :class:`TracerWarning` per
+``compile`` call, summarising:
 
 * **data reads**: ``fn`` read ``.data`` of a traced Value (an input, a
   parameter or a node built from them) -- a Python ``if``, loop count,
@@ -70,7 +71,7 @@ class TraceLog:
     """What one ``compile`` call saw while tracing (filled by the hooks)."""
 
     def __init__(self) -> None:
-        self.baked: list[Value] = []     # set by inspect_graph
+        self.baked: list[Value] = []     # filled by _replay.build
         self.unused: list[int] = []
         self.n_inputs = 0
         self.n_reads = 0
@@ -154,20 +155,6 @@ def tracing(inputs: Sequence[Value], params: Sequence[Value],
     finally:
         _engine._trace_end(marked)
         traces.pop()
-
-
-def inspect_graph(log: TraceLog, outputs: Sequence[Value],
-                  inputs: Sequence[Value]) -> None:
-    """Note in ``log`` the leaves baked in as constants and the inputs the
-    graph does not use.  Call it inside ``tracing()``: inputs, parameters
-    and the Values fn made are flagged then, so a baked leaf is simply an
-    unflagged one (no set of the parameters' ids)."""
-    from fastgrad import _engine
-    known = {id(v) for v in inputs}
-    baked, found = _engine._untraced_leaves(list(outputs), known)
-    log.baked = baked
-    log.unused = [i for i, v in enumerate(inputs) if id(v) not in found]
-    log.n_inputs = len(inputs)
 
 
 def _leaf_text(leaf: Value) -> str:

@@ -71,7 +71,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
-           penalty: Optional[Value], allow_unused: bool = False) -> "Program":
+           penalty: Optional[Value], allow_unused: bool = False,
+           log: Optional[_tracing.TraceLog] = None) -> "Program":
     require_compiled("fastgrad.compile (compiled graph replay)")
     from fastgrad._replay import build
     # Recording allocates a few short-lived Python objects per instruction,
@@ -81,7 +82,14 @@ def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
     enabled = gc.isenabled()
     gc.disable()
     try:
-        prog = build(outputs, inputs, params, penalty, allow_unused)
+        if log is None:
+            prog = build(outputs, inputs, params, penalty, allow_unused)
+        else:
+            # the record loop notes the baked-in leaves and unused inputs
+            # for the TracerWarning (see _replay.build)
+            prog = build(outputs, inputs, params, penalty, allow_unused,
+                         log.baked, log.unused)
+            log.n_inputs = len(inputs)
     finally:
         if enabled:
             gc.enable()
@@ -220,10 +228,10 @@ def compile(fn: Callable[[list[Value]], Union[Value, Sequence[Value]]], n_inputs
                 raise TypeError("compile: penalty(params) must return a Value, got "
                                 f"{type(pen_out).__name__}")
             pen = pen_out
-        # while the trace flags are set: baked-in leaves, unused inputs
-        _tracing.inspect_graph(log, [v for v in outs + [pen] if isinstance(v, Value)],
-                               inputs)
-    prog = _build(outs, inputs, params, pen, allow_unused=True)
+    # build finds the baked-in leaves (those the trace did not flag: made
+    # inside fn, the flag stays; inputs and parameters are in the table) and
+    # the unused inputs
+    prog = _build(outs, inputs, params, pen, allow_unused=True, log=log)
     # one TracerWarning for all that the trace froze (.data reads, leaves
     # baked in as constants, inputs fn does not use), after a good build
     _tracing.report(log)
