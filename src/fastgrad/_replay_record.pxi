@@ -11,7 +11,7 @@
 # now 0.25 (dicts of tuples and lists of Python ints before); its peak of
 # Python allocations 1,050 -> 166 MB, peak RSS 1,158 -> 215 MB.
 
-from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from cpython.buffer cimport PyObject_GetBuffer
 from time import perf_counter as _wall, process_time as _cpu
 
@@ -52,7 +52,8 @@ cdef int pm_init(PtrMap* m, Py_ssize_t n) except -1:
     cdef size_t cap = 1024
     while cap * 7 < <size_t>(10 * n):
         cap *= 2
-    m.keys = <size_t*>PyMem_RawMalloc(cap * sizeof(size_t))
+    # (calloc: a large table comes as fresh zero pages, not memset)
+    m.keys = <size_t*>PyMem_RawCalloc(cap, sizeof(size_t))
     m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
     if m.keys == NULL or m.vals == NULL:
         PyMem_RawFree(m.keys)
@@ -60,7 +61,6 @@ cdef int pm_init(PtrMap* m, Py_ssize_t n) except -1:
         m.keys = NULL
         m.vals = NULL
         raise MemoryError("compile: cannot allocate the node table")
-    memset(m.keys, 0, cap * sizeof(size_t))
     m.mask = cap - 1
     m.n = 0
     return 0
@@ -112,7 +112,7 @@ cdef int pm_grow(PtrMap* m, size_t cap) except -1:
     cdef int* ov
     ok = m.keys
     ov = m.vals
-    m.keys = <size_t*>PyMem_RawMalloc(cap * sizeof(size_t))
+    m.keys = <size_t*>PyMem_RawCalloc(cap, sizeof(size_t))
     m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
     if m.keys == NULL or m.vals == NULL:
         PyMem_RawFree(m.keys)
@@ -120,7 +120,6 @@ cdef int pm_grow(PtrMap* m, size_t cap) except -1:
         m.keys = ok
         m.vals = ov
         raise MemoryError("compile: graph too large for memory (node table)")
-    memset(m.keys, 0, cap * sizeof(size_t))
     m.mask = cap - 1
     for j in range(old_cap):
         if ok[j] != 0:
@@ -129,19 +128,6 @@ cdef int pm_grow(PtrMap* m, size_t cap) except -1:
             m.vals[i] = ov[j]
     PyMem_RawFree(ok)
     PyMem_RawFree(ov)
-    return 0
-
-
-cdef int pm_reserve(PtrMap* m, Py_ssize_t n) except -1:
-    """Room for ``n`` entries in all, grown once: the record loop reserves
-    for the nodes of the first root's sort, which spares the rehashes as
-    the table doubled (2 at MLP(2, [16, 16, 1]); 11 at H=512, where the
-    last ones walk tables far larger than the cache)."""
-    cdef size_t cap = m.mask + 1
-    while cap * 7 < <size_t>(10 * n):
-        cap *= 2
-    if cap > m.mask + 1:
-        pm_grow(m, cap)
     return 0
 
 
@@ -298,6 +284,21 @@ cdef object _padded(arr):
     return out
 
 
+cdef int _copy_to(arr, void* dst, Py_ssize_t itemsize) except -1:
+    """Copy the data of ``arr`` (1-D, C-contiguous, of items of
+    ``itemsize`` bytes) to ``dst``."""
+    cdef Py_buffer src
+    PyObject_GetBuffer(arr, &src, PyBUF_C_CONTIGUOUS)
+    try:
+        if src.itemsize != itemsize:
+            raise SystemError("compile: internal error (tape array of the wrong type)")
+        if src.len > 0:
+            memcpy(dst, src.buf, src.len)
+    finally:
+        PyBuffer_Release(&src)
+    return 0
+
+
 cdef object _padded_ints(const int[::1] v):
     """A copy of ``v`` with one more element, 0, as an int32 array."""
     cdef Py_ssize_t n = v.shape[0]
@@ -419,7 +420,9 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
     cdef tuple xs
     cdef double* cbuf = NULL           # constants
     cdef Py_ssize_t n_const = 0, ccap = 0
-    cdef unsigned char[::1] in_used, par_used
+    cdef unsigned char* in_used = NULL     # (a C buffer: two typed views
+    cdef unsigned char* par_used = NULL    # of NumPy arrays cost ~10k
+                                           # instructions, callgrind)
     cdef void* p
     cdef Program prog
 
@@ -437,14 +440,28 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
                         f"of the parameters only), got {type(penalty).__name__}")
     n_in = len(ins)
     n_par = len(pars)
-    in_used = np.zeros(n_in + 1, np.uint8)
-    par_used = np.zeros(n_par + 1, np.uint8)
     memset(&bt, 0, sizeof(Tape))
     memset(&st, 0, sizeof(Tape))
     memset(&bnx, 0, sizeof(IBuf))
     memset(&snx, 0, sizeof(IBuf))
-    pm_init(&pm, n_in + n_par)
+    memset(&pm, 0, sizeof(PtrMap))
+    roots = outs + ([penalty] if penalty is not None else [])
     try:
+        in_used = <unsigned char*>PyMem_RawCalloc(n_in + n_par + 2, 1)
+        if in_used == NULL:
+            raise MemoryError("compile: cannot allocate the node table")
+        par_used = in_used + n_in + 1
+        # The node table is sized once, before anything is put in it: for
+        # the inputs, the parameters, the first root's sort and, with a
+        # penalty, 2 nodes per parameter (an L2 penalty's p * p and its
+        # sum; a larger penalty grows the table as it goes, a smaller one
+        # leaves it at most 2x too large).  Sizing for the first root only
+        # grew the table twice at MLP(2, [16, 16, 1]) (1,024 -> 2,048 ->
+        # 4,096 entries: rehashes and memsets, 0.10 M of its 2.70 M
+        # instructions per compile, callgrind), and once at every other size
+        # of the demo step (the penalty: to the size now reserved at once).
+        n = topo_order(<Value>roots[0], &order)
+        pm_init(&pm, n_in + n_par + n + (2 * n_par if penalty is not None else 0))
         # inputs are batched rows 0..n_in-1, parameters scalar slots
         # 0..n_par-1, constants follow the parameters
         for i in range(n_in):
@@ -471,16 +488,13 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
                 raise ValueError(f"compile: parameter {i} is the same Value as "
                                  f"parameter {code >> 2}; list each parameter once")
             pm_put(&pm, key, i * 4 + S_PARAM)
-        roots = outs + ([penalty] if penalty is not None else [])
         for r in roots:
-            if pm_get(&pm, <size_t><PyObject*>r, &code) and (<Value>r)._opcode != OP_LEAF:
-                continue                 # recorded with an earlier root
-            n = topo_order(<Value>r, &order)
+            if order == NULL:            # (the first root is sorted above)
+                if pm_get(&pm, <size_t><PyObject*>r, &code) and \
+                        (<Value>r)._opcode != OP_LEAF:
+                    continue             # recorded with an earlier root
+                n = topo_order(<Value>r, &order)
             try:
-                if r is roots[0]:
-                    # (later roots' sorts hold nodes already in the table:
-                    # they grow it as they go, at most 2x too large otherwise)
-                    pm_reserve(&pm, pm.n + n)
                 for i in range(n):
                     # a node's own lookup misses the cache once the table
                     # outgrows it (the hash scatters neighbours): ask for
@@ -624,6 +638,8 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
         prog = _assemble(&bt, &st, &cbuf, n_const, n_in, pars, o_code, pen_code,
                          _nx_array(&bnx), _nx_array(&snx))
     finally:
+        free(order)
+        PyMem_RawFree(in_used)
         pm_free(&pm)
         tape_free(&bt)
         tape_free(&st)
@@ -794,8 +810,14 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         prog.l_pw = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
         prog.l_init = prog.l_epc = np.zeros(1, np.float64)
     _stage("layers")
-    prog.o_slot = np.array(o_slot, np.int32)
-    prog.o_bat = np.array(o_bat, np.uint8)
+    # (np.array of a list: ~8k instructions; a typed fill ~5k)
+    cdef int[::1] o_slot_v = np.empty(len(o_slot), np.int32)
+    cdef unsigned char[::1] o_bat_v = np.empty(len(o_slot), np.uint8)
+    for q in range(len(o_slot)):
+        o_slot_v[q] = <int>o_slot[q]
+        o_bat_v[q] = <unsigned char>o_bat[q]
+    prog.o_slot = o_slot_v
+    prog.o_bat = o_bat_v
     # scalar reads from outside the scalar tape: the batched tape (before
     # the layer pass, which reads the same slots), scalar outputs, penalty
     cdef unsigned char[::1] external = np.zeros(prog.n_scalar + 1, np.uint8)
@@ -830,20 +852,41 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         sd = np.zeros(0, np.int32)
     _stage("scalar_dots")
     prog.n_sinstr = len(s_op)
-    prog.s_op = _padded(s_op)
-    prog.s_out = _padded(s_out)
-    prog.s_a = _padded(s_a)
-    prog.s_b = _padded(s_b)
-    prog.s_c = _padded(s_c)
-    prog.sd = _padded(sd)
-    prog.s_nx = _padded(s_nx)
-    prog.vs = np.zeros(prog.n_scalar + 1, np.float64)
-    prog.gs = np.zeros(prog.n_scalar + 1, np.float64)
-    prog.vs1 = np.zeros(prog.n_scalar + 1, np.float64)
-    prog.vb1 = np.zeros(prog.n_batched + 1, np.float64)
+    # the scalar tape, each array with its one 0 of padding: slices of one
+    # array per dtype (3 allocations and typed views instead of 7 of each:
+    # ~0.04 M instructions per compile at MLP(2, [16, 16, 1]), callgrind)
+    cdef Py_ssize_t n_s = len(s_op) + 1, n_sd = len(sd) + 1, n_snx = len(s_nx) + 1
+    cdef unsigned char[::1] s_u8 = np.zeros(n_s, np.uint8)
+    cdef int[::1] s_i32 = np.zeros(3 * n_s + n_sd + n_snx, np.int32)
+    cdef double[::1] s_f64 = np.zeros(n_s, np.float64)
+    _copy_to(s_op, &s_u8[0], 1)
+    _copy_to(s_out, &s_i32[0], 4)
+    _copy_to(s_a, &s_i32[n_s], 4)
+    _copy_to(s_b, &s_i32[2 * n_s], 4)
+    _copy_to(sd, &s_i32[3 * n_s], 4)
+    _copy_to(s_nx, &s_i32[3 * n_s + n_sd], 4)
+    _copy_to(s_c, &s_f64[0], 8)
+    prog.s_op = s_u8
+    prog.s_out = s_i32[:n_s]
+    prog.s_a = s_i32[n_s:2 * n_s]
+    prog.s_b = s_i32[2 * n_s:3 * n_s]
+    prog.sd = s_i32[3 * n_s:3 * n_s + n_sd]
+    prog.s_nx = s_i32[3 * n_s + n_sd:]
+    prog.s_c = s_f64
+    # the work buffers: slices of one array (one allocation and one typed
+    # view instead of four of each: ~0.03 M instructions per compile at
+    # MLP(2, [16, 16, 1]), callgrind)
+    cdef Py_ssize_t n_sc = prog.n_scalar + 1
+    cdef double[::1] work = np.zeros(3 * n_sc + prog.n_batched + 1, np.float64)
+    cdef const double[::1] cv
+    prog.vs = work[:n_sc]
+    prog.gs = work[n_sc:2 * n_sc]
+    prog.vs1 = work[2 * n_sc:3 * n_sc]
+    prog.vb1 = work[3 * n_sc:]
     if n_const > 0:
-        np.asarray(prog.vs)[n_par:n_par + n_const] = consts
-        np.asarray(prog.vs1)[n_par:n_par + n_const] = consts
+        cv = prog.consts
+        memcpy(&work[n_par], &cv[0], n_const * sizeof(double))
+        memcpy(&work[2 * n_sc + n_par], &cv[0], n_const * sizeof(double))
     prog.ld = 0
     prog.cap_cols = 0
     prog.cap_rows_g = 0
