@@ -247,21 +247,21 @@ cdef char* _data(arr) except? NULL:
 
 
 cdef object _u8(const unsigned char* p, Py_ssize_t n):
-    arr = np.empty(n, np.uint8)
+    arr = _np_empty(n, _U8)
     if n > 0:
         memcpy(_data(arr), p, n)
     return arr
 
 
 cdef object _i32(const int* p, Py_ssize_t n):
-    arr = np.empty(n, np.int32)
+    arr = _np_empty(n, _I32)
     if n > 0:
         memcpy(_data(arr), p, n * sizeof(int))
     return arr
 
 
 cdef object _f64(const double* p, Py_ssize_t n):
-    arr = np.empty(n, np.float64)
+    arr = _np_empty(n, _F64)
     if n > 0:
         memcpy(_data(arr), p, n * sizeof(double))
     return arr
@@ -274,7 +274,7 @@ cdef object _padded(arr):
     cdef char* d
     PyObject_GetBuffer(arr, &src, PyBUF_C_CONTIGUOUS)
     try:
-        out = np.empty(src.len // src.itemsize + 1, arr.dtype)
+        out = _np_empty(src.len // src.itemsize + 1, arr.dtype)
         d = _data(out)
         if src.len > 0:
             memcpy(d, src.buf, src.len)
@@ -302,7 +302,7 @@ cdef int _copy_to(arr, void* dst, Py_ssize_t itemsize) except -1:
 cdef object _padded_ints(const int[::1] v):
     """A copy of ``v`` with one more element, 0, as an int32 array."""
     cdef Py_ssize_t n = v.shape[0]
-    out = np.empty(n + 1, np.int32)
+    out = _np_empty(n + 1, _I32)
     cdef int* d = <int*>_data(out)
     if n > 0:
         memcpy(d, &v[0], n * sizeof(int))
@@ -312,7 +312,7 @@ cdef object _padded_ints(const int[::1] v):
 
 cdef object _minus_ones(Py_ssize_t n):
     """An int32 array of ``n`` -1s (np.full is a Python function: ~3 us)."""
-    arr = np.empty(n, np.int32)
+    arr = _np_empty(n, _I32)
     if n > 0:
         memset(_data(arr), 0xFF, n * sizeof(int))
     return arr
@@ -734,7 +734,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     _stage("fixups")
     # the tape's arrays as typed views, acquired once and passed to every
     # pass (each acquisition costs ~5k instructions: see _data)
-    is_out = np.zeros(n_in + nb + 1, np.uint8)
+    is_out = _np_zeros(n_in + nb + 1, _U8)
     cdef unsigned char[::1] v_op = b_op, v_kind = b_kind, v_isout = is_out
     cdef int[::1] v_a = b_a, v_b = b_b, v_s = b_s, v_nx = b_nx
     cdef double[::1] v_c = b_c
@@ -778,7 +778,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     _forward_tape(prog, v_op, v_kind, v_a, v_b, v_s, v_c, o_slot, o_bat, v_isout, v_nx)
     _stage("forward_tape")
     prog._recorded = {
-        "op": b_op, "kind": b_kind, "out": np.arange(n_in, n_in + nb, dtype=np.int32),
+        "op": b_op, "kind": b_kind, "out": _np_arange(n_in, n_in + nb, dtype=_I32),
         "a": b_a, "b": b_b, "s": b_s, "c": b_c, "nary": b_nx}
     prog.n_recorded = <int>nb
     prog.n_srecorded = <int>ns
@@ -803,16 +803,16 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         prog.b_s = _padded(b_s)
         prog.b_c = _padded(b_c)
         prog.b_nx = _padded(b_nx)
-        prog.l_meta = np.zeros(1, np.int32)
-        prog.l_rows = np.zeros(1, np.int32)
-        prog.l_slots = np.zeros(1, np.int32)
-        prog.l_ep = np.zeros(1, np.int32)
-        prog.l_pw = prog.l_lanes = prog.l_sums = np.zeros(1, np.float64)
-        prog.l_init = prog.l_epc = np.zeros(1, np.float64)
+        prog.l_meta = _np_zeros(1, _I32)
+        prog.l_rows = _np_zeros(1, _I32)
+        prog.l_slots = _np_zeros(1, _I32)
+        prog.l_ep = _np_zeros(1, _I32)
+        prog.l_pw = prog.l_lanes = prog.l_sums = _np_zeros(1, _F64)
+        prog.l_init = prog.l_epc = _np_zeros(1, _F64)
     _stage("layers")
     # (np.array of a list: ~8k instructions; a typed fill ~5k)
-    cdef int[::1] o_slot_v = np.empty(len(o_slot), np.int32)
-    cdef unsigned char[::1] o_bat_v = np.empty(len(o_slot), np.uint8)
+    cdef int[::1] o_slot_v = _np_empty(len(o_slot), _I32)
+    cdef unsigned char[::1] o_bat_v = _np_empty(len(o_slot), _U8)
     for q in range(len(o_slot)):
         o_slot_v[q] = <int>o_slot[q]
         o_bat_v[q] = <unsigned char>o_bat[q]
@@ -820,7 +820,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.o_bat = o_bat_v
     # scalar reads from outside the scalar tape: the batched tape (before
     # the layer pass, which reads the same slots), scalar outputs, penalty
-    cdef unsigned char[::1] external = np.zeros(prog.n_scalar + 1, np.uint8)
+    cdef unsigned char[::1] external = _np_zeros(prog.n_scalar + 1, _U8)
     cdef const unsigned char[::1] kv = v_kind
     cdef const int[::1] av = v_a, bv = v_b, sv = v_s
     if prog.pen_slot >= 0:
@@ -842,23 +842,23 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
         if not o_bat[q]:
             external[o_slot[q]] = 1
     prog._srecorded = {
-        "op": s_op, "out": np.arange(base, base + ns, dtype=np.int32),
+        "op": s_op, "out": _np_arange(base, base + ns, dtype=_I32),
         "a": s_a, "b": s_b, "c": s_c, "nary": s_nx}
     if FUSE:
         s_op, s_out, s_a, s_b, s_c, sd = _scalar_dots(s_op, s_a, s_b, s_c, base,
                                                       external, s_nx)
     else:
         s_out = prog._srecorded["out"]
-        sd = np.zeros(0, np.int32)
+        sd = _np_zeros(0, _I32)
     _stage("scalar_dots")
     prog.n_sinstr = len(s_op)
     # the scalar tape, each array with its one 0 of padding: slices of one
     # array per dtype (3 allocations and typed views instead of 7 of each:
     # ~0.04 M instructions per compile at MLP(2, [16, 16, 1]), callgrind)
     cdef Py_ssize_t n_s = len(s_op) + 1, n_sd = len(sd) + 1, n_snx = len(s_nx) + 1
-    cdef unsigned char[::1] s_u8 = np.zeros(n_s, np.uint8)
-    cdef int[::1] s_i32 = np.zeros(3 * n_s + n_sd + n_snx, np.int32)
-    cdef double[::1] s_f64 = np.zeros(n_s, np.float64)
+    cdef unsigned char[::1] s_u8 = _np_zeros(n_s, _U8)
+    cdef int[::1] s_i32 = _np_zeros(3 * n_s + n_sd + n_snx, _I32)
+    cdef double[::1] s_f64 = _np_zeros(n_s, _F64)
     _copy_to(s_op, &s_u8[0], 1)
     _copy_to(s_out, &s_i32[0], 4)
     _copy_to(s_a, &s_i32[n_s], 4)
@@ -877,7 +877,7 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     # view instead of four of each: ~0.03 M instructions per compile at
     # MLP(2, [16, 16, 1]), callgrind)
     cdef Py_ssize_t n_sc = prog.n_scalar + 1
-    cdef double[::1] work = np.zeros(3 * n_sc + prog.n_batched + 1, np.float64)
+    cdef double[::1] work = _np_zeros(3 * n_sc + prog.n_batched + 1, _F64)
     cdef const double[::1] cv
     prog.vs = work[:n_sc]
     prog.gs = work[n_sc:2 * n_sc]
