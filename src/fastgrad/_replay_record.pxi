@@ -452,16 +452,17 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
             raise MemoryError("compile: cannot allocate the node table")
         par_used = in_used + n_in + 1
         # The node table is sized once, before anything is put in it: for
-        # the inputs, the parameters, the first root's sort and, with a
-        # penalty, 2 nodes per parameter (an L2 penalty's p * p and its
-        # sum; a larger penalty grows the table as it goes, a smaller one
-        # leaves it at most 2x too large).  Sizing for the first root only
-        # grew the table twice at MLP(2, [16, 16, 1]) (1,024 -> 2,048 ->
-        # 4,096 entries: rehashes and memsets, 0.10 M of its 2.70 M
-        # instructions per compile, callgrind), and once at every other size
-        # of the demo step (the penalty: to the size now reserved at once).
+        # the inputs, the first root's sort (which holds the parameters it
+        # uses) and, with a penalty, 2 new nodes per parameter (an L2
+        # penalty's p * p and its sum; a larger penalty grows the table as
+        # it goes, a smaller one leaves it at most 2x too large).  Sizing
+        # for the inputs and parameters, then for the first root, grew the
+        # table twice at MLP(2, [16, 16, 1]) (1,024 -> 2,048 -> 4,096
+        # entries: rehashes and memsets, 0.10 M of its 2.70 M instructions
+        # per compile, callgrind).  (Counting the parameters twice here
+        # doubled the table at H=256 and 512: +10 MB peak at H=512.)
         n = topo_order(<Value>roots[0], &order)
-        pm_init(&pm, n_in + n_par + n + (2 * n_par if penalty is not None else 0))
+        pm_init(&pm, n_in + n + (2 * n_par if penalty is not None else 0))
         # inputs are batched rows 0..n_in-1, parameters scalar slots
         # 0..n_par-1, constants follow the parameters
         for i in range(n_in):
