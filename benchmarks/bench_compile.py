@@ -141,6 +141,10 @@ def main(argv=None) -> int:
               f"{r['peak_tracemalloc'] / 1e6:.0f} "
               f"({r['peak_tracemalloc'] / n:.0f}) | {r['peak_rss'] / 1e6:.0f} | "
               f"{r['plan'] * 1e3:.1f} |")
+    per = [r["cpu"] / r["n"] for r in rows]
+    print(f"\nCPU us per instruction, max / min over these sizes: "
+          f"{max(per) / min(per):.2f} (H={rows[per.index(max(per))]['H']} / "
+          f"H={rows[per.index(min(per))]['H']}; the issue's bar: within 2x)")
     print()
     names = [s[0] for s in rows[0]["stages"]]
     if len(names) == 1:
