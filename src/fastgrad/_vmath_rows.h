@@ -53,9 +53,11 @@ static FG_VM_UNUSED TARGET void fg_vm_##F##_row_##SUF(const double *x, double *o
  * FG_VM_TB vectors: the first half of every vector of the block, then the
  * second.  The same operations on the same numbers (the same bits); the
  * out-of-order core overlaps the block's independent chains, which one
- * whole tanh per vector is too long for.  Measured on AVX2 (Zen 3), a C
- * loop over 10,000 doubles in [-5, 5]: 3.66 -> 3.44 ns per element, base
- * 9.0 -> 8.0, portable 11.5 -> 10.5 (issue-20-h28.md). */
+ * whole tanh per vector is too long for.  Measured on AVX2 (Zen 3) with a
+ * C loop over 10,000 doubles in [-5, 5] calling the row function, whole
+ * tanh per vector against these blocks: 3.66 -> 3.44 ns per element, base
+ * 9.0 -> 8.0, portable 11.5 -> 10.5 (the harness: notes/h28-data/
+ * tanh_harness_bench.c of the project's working notes). */
 #define FG_VM_TB 8
 #define FG_VM_ROW_TANH(SUF, W, TARGET) \
 static FG_VM_UNUSED TARGET void fg_vm_tanh_row_##SUF(const double *x, double *out, ptrdiff_t n) \
