@@ -52,7 +52,8 @@ def _alive(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
             return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # gone before the open (ENOENT) or between the open and the read (ESRCH)
         return False
 
 
