@@ -1,11 +1,12 @@
 """Recording (``_replay_record.pxi``): the node table, the tapes, the passes.
 
-The recorder keeps no Python object per node: a hash table keyed by the
-node's address gives each node its slot, tapes are C arrays.  These tests
-go through the corners of that bookkeeping -- outputs that are leaves or
-parameter-only results, roots already recorded with an earlier root,
-shared constants, inputs the graph does not use, big graphs (the table
-grows) -- against eager mode, bit for bit.
+The recorder keeps no Python object per node: each node's slot code sits in
+its visit-stamp fields while it records (tagged per build), tapes are C
+arrays.  These tests go through the corners of that bookkeeping -- outputs
+that are leaves or parameter-only results, roots already recorded with an
+earlier root, shared constants, inputs the graph does not use, big graphs,
+codes a former build left on the nodes (with the same tag, too) and sorts
+after a build -- against eager mode, bit for bit.
 """
 import random
 
@@ -116,6 +117,61 @@ def test_big_graph_with_many_constants():
     assert bits(out) == bits([[v.data for v in o] for o in eo])
     np.testing.assert_allclose(pg, [p.grad for p in ws], rtol=1e-12, atol=1e-300)
     assert len(prog.tape()["constants"]) == 3000
+
+
+def test_codes_left_by_a_former_build_with_the_same_tag_are_not_used():
+    # build 1 leaves codes (in the stamp fields) on p, q, k and m; build 2
+    # gets the same tag (as 2**15 builds later) and must not take them for
+    # its own: m is under its second root only, p and q are parameters again
+    p, q = Value(1.5), Value(-2.0)
+    k = Value(3.0)
+    m = p * k + q
+    _replay.build([m * m], [], [p, q])
+    tag = _replay._build_tag()
+    x = Value(0.5)
+    out1 = x * q                          # does not reach m
+    out2 = (m + x).tanh() * p             # m: under the second root only
+    _replay._set_build_tag(tag - 1)       # the next build reuses the tag
+    prog = _replay.build([out1, out2], [x], [q, p])
+    assert _replay._build_tag() == tag
+    assert bits(prog.forward([0.5])) == bits([out1.data, out2.data])
+    assert prog.tape()["constants"].tolist() == [3.0]
+    # a parameter outside the graph, with a former code of the same tag, is
+    # reported as unused (not as a duplicate)
+    r = Value(7.0)
+    _replay.build([r * 2.0], [], [r])
+    _replay._set_build_tag(_replay._build_tag() - 1)
+    with pytest.raises(ValueError, match=r"parameter\(s\) \[1\]"):
+        _replay.build([out1], [x], [q, r])
+
+
+def test_sorts_after_a_build_are_not_fooled_by_its_codes():
+    # a build leaves its codes in the nodes' stamp fields (48th bit set);
+    # backward() sorts after it, at any epoch (they wrap at 2**47), still
+    # visit every node
+    from fastgrad._engine import _set_sort_epoch
+    x, w = Value(0.5), Value(-1.25)
+
+    def grads(build):
+        x.grad = w.grad = 0.0
+        y = (x * w).tanh() + w * w
+        if build:
+            _replay.build([y], [x], [w])
+        y.backward()
+        return bits([x.grad, w.grad])
+
+    want = grads(False)
+    # the epoch whose backward() sort would stamp x with x's own code (input
+    # 0: 1, in the next build's tag) if sorts used the 48th bit
+    tag = 0x8000 | ((_replay._build_tag() + 1) & 0x7FFF)
+    clash = ((tag << 32) | 1) - 2          # (the build's own sort is one)
+    try:
+        for epoch in (0, 2**32 - 2, 2**47 - 3, 2**48 - 2, clash):
+            _set_sort_epoch(epoch)
+            for _ in range(4):
+                assert grads(True) == want
+    finally:
+        _set_sort_epoch(0)
 
 
 def test_build_stages_hook():

@@ -25,8 +25,9 @@ cdef class Value:
     cdef unsigned int _mark   # visit stamp of the last topological sort:
     cdef unsigned char _opcode
     cdef unsigned char _flags  # FLAG_* below
-    cdef unsigned short _mark_hi  # its high 16 bits (48 in all, in what
-                                  # would otherwise be padding)
+    cdef unsigned short _mark_hi  # its high 16 bits (47 used by the sorts,
+                                  # in what would otherwise be padding; the
+                                  # recorder's slot codes set the 48th)
 
 cdef enum:
     FLAG_FLOAT_EXPONENT = 1   # x ** 2.0 (not x ** 2): _op is '**2.0' as micrograd
@@ -39,6 +40,8 @@ cdef enum:
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1
+cdef Py_ssize_t topo_order_many(PyObject** roots, Py_ssize_t n_roots,
+                                PyObject*** out) except -1
 
 
 cdef inline PyObject* node_b(Value v) noexcept:

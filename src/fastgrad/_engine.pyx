@@ -179,7 +179,10 @@ cdef extern from *:
     int fg_tracing
     Py_ssize_t fg_tracing_threads
     bint fg_is_tracing() noexcept nogil
-cdef unsigned long long _epoch = 0  # visit stamp of the current sort (48 bits used)
+cdef unsigned long long _epoch = 0  # visit stamp of the current sort (47 bits used:
+                                    # the recorder keeps slot codes in the stamp
+                                    # fields with the 48th bit set, see
+                                    # _replay_record.pxi's build)
 
 # Iterative deallocation: an operand that a dying node holds the last
 # reference to waits on this intrusive stack until the outermost
@@ -193,7 +196,7 @@ cdef bint _draining = False
 def _set_sort_epoch(unsigned long long epoch):
     """Testing hook: set the counter behind topological-sort visit stamps."""
     global _epoch
-    _epoch = epoch & 0xFFFFFFFFFFFF
+    _epoch = epoch & 0x7FFFFFFFFFFF
 
 
 def is_grad_enabled():
@@ -1859,6 +1862,21 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
     visited once per sort thanks to its ``_mark`` stamp (no hash set).  The
     low bit of a stack entry says "operands done, emit me".
     """
+    cdef PyObject* r = <PyObject*>root
+    return _topo_order(&r, 1, out)
+
+
+cdef Py_ssize_t topo_order_many(PyObject** roots, Py_ssize_t n_roots,
+                                PyObject*** out) except -1:
+    """Topological order of the graphs under ``roots[0..n_roots-1]`` in one
+    sort (one visit stamp): root 0's order, then the nodes of root 1's
+    graph not in it, and so on (each node once).  For the recorder, which
+    needs every node of all its roots stamped by the same sort."""
+    return _topo_order(roots, n_roots, out)
+
+
+cdef inline Py_ssize_t _topo_order(PyObject** roots, Py_ssize_t n_roots,
+                                   PyObject*** out) except -1:
     global _epoch
     cdef unsigned int stamp
     cdef unsigned short stamp_hi
@@ -1875,15 +1893,24 @@ cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1:
         free(order)
         free(stack)
         raise MemoryError("backward: cannot allocate the topological sort")
-    # 48-bit stamps: a node last sorted 2**48 sorts ago (centuries at a
-    # sort per nanosecond) is the only one that could be taken as visited
-    _epoch = (_epoch + 1) & 0xFFFFFFFFFFFF
+    # 47-bit stamps: a node last sorted 2**47 sorts ago (4 years at a sort
+    # per microsecond) is the only one that could be taken as visited.  The
+    # 48th bit is the recorder's (slot codes, _replay_record.pxi): no stamp
+    # has it, so no code is ever taken for a visit.
+    _epoch = (_epoch + 1) & 0x7FFFFFFFFFFF
     if _epoch == 0:      # 0 is every new node's stamp
         _epoch = 1
     stamp = <unsigned int>(_epoch & 0xFFFFFFFF)
     stamp_hi = <unsigned short>(_epoch >> 32)
-    stack[0] = <size_t><PyObject*>root
-    sp = 1
+    if <size_t>n_roots > scap and _grow(<void**>&stack, &scap, <size_t>n_roots,
+                                        sizeof(size_t)) < 0:
+        free(order)
+        free(stack)
+        raise MemoryError("backward: graph too large for memory")
+    # the roots in reverse: root 0 on top is sorted first
+    for j in range(n_roots):
+        stack[j] = <size_t>roots[n_roots - 1 - j]
+    sp = n_roots
     while sp > 0:
         sp -= 1
         entry = stack[sp]

@@ -20,7 +20,7 @@ The compiler's stages, one file each (included below, in this order)
 
 Design summary
 --------------
-* Recording (``build``) sorts the graph (``topo_order``, iterative) and turns
+* Recording (``build``) sorts the graph (``topo_order_many``, iterative) and turns
   every node into one instruction of a flat tape: op code (uint8), operand
   slots (int32, -1 for none), baked constant (double).  Recording and the
   passes are linear in the graph and keep no Python object per node.  Leaves become slots:
@@ -74,7 +74,7 @@ from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release
 
 from fastgrad._rules cimport *
-from fastgrad._engine cimport Value, topo_order, node_b, node_c, FLAG_TRACED
+from fastgrad._engine cimport Value, topo_order_many, node_b, node_c, FLAG_TRACED
 from fastgrad._numgrad cimport Evaluator
 
 import numbers

@@ -2,8 +2,9 @@
 # (included by _replay.pyx; see the stage list in its docstring)
 #
 # Linear in the graph, with no Python object per node: the node -> slot map
-# is an open-addressing hash table of C arrays keyed by the node's address,
-# the tapes are growable C arrays (PyMem_Raw*: tracemalloc sees them), and
+# is kept in the nodes' own visit-stamp fields (an open-addressing hash table
+# of C arrays keyed by the node's address before; see "node -> slot"), the
+# tapes are growable C arrays (PyMem_Raw*: tracemalloc sees them), and
 # the passes of stage 2 work on typed arrays.  Measured with
 # benchmarks/bench_compile.py (the demo step of MLP(2, [512, 512, 1]),
 # 794,119 instructions; quiet machine): the whole compile 4.43 -> 0.98 us of
@@ -29,41 +30,69 @@ def _describe(Value v):
 
 
 # ---------------------------------------------------------------------------
-# node -> slot: a hash table keyed by the node's address
+# node -> slot: a code kept in the node's visit-stamp fields
 # ---------------------------------------------------------------------------
 # A slot code: index * 4 + what, what = S_PARAM (a scalar slot: parameter or
 # constant, final index), S_ROW (a batched row, final), S_RESULT (the k-th
 # scalar instruction's result; its slot is known once every constant is).
+#
+# While ``build`` runs, a node's slot code is in its ``_mark`` field and its
+# ``_mark_hi`` holds the build's tag (48th bit set: no topological sort's
+# stamp has it, see _engine.pyx's _topo_order).  Every node of the graph is
+# first stamped by one sort of all the roots (topo_order_many), which wipes
+# a code a former build left on it; so a node of the graph with this build's
+# tag got its code from this build.  The tag also differs between builds
+# made close together: a code written by another build (if one ran inside
+# this one: it cannot without releasing the GIL) is caught, not used.
+#
+# Speed trick: this replaced an open-addressing hash table of the nodes'
+# addresses (12 bytes per entry, 24 MB for MLP(2, [512, 512, 1])'s 1.3 M
+# nodes: the hash scattered neighbours, so each node's own probe and its
+# operands' missed the cache).  Measured with benchmarks/bench_compile.py
+# (see _replay_record's commit message and /work/notes/issue-21-c29.md).
 
 cdef enum:
     S_PARAM = 0
     S_ROW = 1
     S_RESULT = 2
 
-
-cdef struct PtrMap:
-    size_t* keys          # 0: empty
-    int* vals
-    size_t mask
-    Py_ssize_t n
+cdef unsigned short _tag_last = 0    # the last build's tag (low 15 bits)
 
 
-cdef int pm_init(PtrMap* m, Py_ssize_t n) except -1:
-    cdef size_t cap = 1024
-    while cap * 7 < <size_t>(10 * n):
-        cap *= 2
-    # (calloc: a large table comes as fresh zero pages, not memset)
-    m.keys = <size_t*>PyMem_RawCalloc(cap, sizeof(size_t))
-    m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
-    if m.keys == NULL or m.vals == NULL:
-        PyMem_RawFree(m.keys)
-        PyMem_RawFree(m.vals)
-        m.keys = NULL
-        m.vals = NULL
-        raise MemoryError("compile: cannot allocate the node table")
-    m.mask = cap - 1
-    m.n = 0
-    return 0
+cdef inline unsigned short _next_tag() noexcept:
+    global _tag_last
+    _tag_last = (_tag_last + 1) & 0x7FFF
+    return 0x8000 | _tag_last
+
+
+def _set_build_tag(unsigned int last):
+    """Testing hook: the next build's tag is the one after ``last`` (mod
+    2**15), e.g. one a former build used."""
+    global _tag_last
+    _tag_last = last & 0x7FFF
+
+
+def _build_tag():
+    """Testing hook: the last build's tag (low 15 bits)."""
+    return _tag_last
+
+
+cdef inline void _set_code(PyObject* v, unsigned short tag, int code) noexcept:
+    (<Value>v)._mark = <unsigned int>code
+    (<Value>v)._mark_hi = tag
+
+
+cdef inline bint _has_code(PyObject* v, unsigned short tag) noexcept:
+    return (<Value>v)._mark_hi == tag
+
+
+cdef int _code_of(PyObject* v, unsigned short tag) except -1:
+    """The slot code of a node the loop has recorded (an operand, a root)."""
+    if (<Value>v)._mark_hi != tag:
+        raise RuntimeError(
+            "compile: the graph changed while it was recorded (another thread "
+            "sorted or compiled the same Values meanwhile?); compile it again")
+    return <int>(<Value>v)._mark
 
 
 cdef extern from *:
@@ -75,80 +104,6 @@ cdef extern from *:
     #endif
     """
     void FG_PREFETCH(const void* p) noexcept nogil
-
-
-cdef inline size_t pm_home(const PtrMap* m, size_t key) noexcept nogil:
-    # Fibonacci hashing of the address (its low 4 bits are alignment)
-    return (((key >> 4) * <size_t>11400714819323198485ULL) >> 24) & m.mask
-
-
-cdef inline void pm_prefetch(const PtrMap* m, size_t key) noexcept nogil:
-    """Start loading the cache lines where ``key`` would be looked up."""
-    cdef size_t i = pm_home(m, key)
-    FG_PREFETCH(&m.keys[i])
-    FG_PREFETCH(&m.vals[i])
-
-
-cdef inline size_t pm_slot(const PtrMap* m, size_t key) noexcept nogil:
-    """The table slot holding ``key``, or the empty one where it would go."""
-    cdef size_t i = pm_home(m, key)
-    while m.keys[i] != 0 and m.keys[i] != key:
-        i = (i + 1) & m.mask
-    return i
-
-
-cdef inline bint pm_get(const PtrMap* m, size_t key, int* val) noexcept nogil:
-    cdef size_t i = pm_slot(m, key)
-    if m.keys[i] == 0:
-        return False
-    val[0] = m.vals[i]
-    return True
-
-
-cdef int pm_grow(PtrMap* m, size_t cap) except -1:
-    """Rehash into a table of ``cap`` (a power of 2, larger) entries."""
-    cdef size_t i, j, old_cap = m.mask + 1
-    cdef size_t* ok
-    cdef int* ov
-    ok = m.keys
-    ov = m.vals
-    m.keys = <size_t*>PyMem_RawCalloc(cap, sizeof(size_t))
-    m.vals = <int*>PyMem_RawMalloc(cap * sizeof(int))
-    if m.keys == NULL or m.vals == NULL:
-        PyMem_RawFree(m.keys)
-        PyMem_RawFree(m.vals)
-        m.keys = ok
-        m.vals = ov
-        raise MemoryError("compile: graph too large for memory (node table)")
-    m.mask = cap - 1
-    for j in range(old_cap):
-        if ok[j] != 0:
-            i = pm_slot(m, ok[j])
-            m.keys[i] = ok[j]
-            m.vals[i] = ov[j]
-    PyMem_RawFree(ok)
-    PyMem_RawFree(ov)
-    return 0
-
-
-cdef int pm_put(PtrMap* m, size_t key, int val) except -1:
-    """Insert a key that is not in the table (at most 70% full: linear
-    probing stays short, and the table is 12 bytes per entry)."""
-    cdef size_t i
-    if <size_t>(10 * (m.n + 1)) > 7 * (m.mask + 1):
-        pm_grow(m, 2 * (m.mask + 1))
-    i = pm_slot(m, key)
-    m.keys[i] = key
-    m.vals[i] = val
-    m.n += 1
-    return 0
-
-
-cdef void pm_free(PtrMap* m) noexcept:
-    PyMem_RawFree(m.keys)
-    PyMem_RawFree(m.vals)
-    m.keys = NULL
-    m.vals = NULL
 
 
 # ---------------------------------------------------------------------------
@@ -408,11 +363,12 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
     cdef PyObject** order = NULL
     cdef Py_ssize_t n, i, k
     cdef Value v
-    cdef size_t key
     cdef int op, n_in, n_par, code, ca, cb, kd
     cdef bint bat_a, bat_b
     cdef PyObject* pb
-    cdef PtrMap pm
+    cdef PyObject* node
+    cdef PyObject** root_ptrs = NULL
+    cdef unsigned short tag
     cdef Tape bt, st
     cdef IBuf bnx, snx                 # n-ary operand lists (batched, scalar)
     cdef IBuf* nxb
@@ -444,175 +400,165 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
     memset(&st, 0, sizeof(Tape))
     memset(&bnx, 0, sizeof(IBuf))
     memset(&snx, 0, sizeof(IBuf))
-    memset(&pm, 0, sizeof(PtrMap))
     roots = outs + ([penalty] if penalty is not None else [])
+    for i in range(n_in):
+        if (<Value>ins[i])._opcode != OP_LEAF:
+            raise ValueError(f"compile: input {i} ({_describe(ins[i])}) is not a leaf "
+                             "Value; inputs must be leaves (Value(x))")
+    for i in range(n_par):
+        if (<Value>pars[i])._opcode != OP_LEAF:
+            raise ValueError(f"compile: parameter {i} ({_describe(pars[i])}) is not a "
+                             "leaf Value; parameters must be leaves")
     try:
         in_used = <unsigned char*>PyMem_RawCalloc(n_in + n_par + 2, 1)
-        if in_used == NULL:
+        root_ptrs = <PyObject**>PyMem_RawMalloc(len(roots) * sizeof(PyObject*))
+        if in_used == NULL or root_ptrs == NULL:
             raise MemoryError("compile: cannot allocate the node table")
         par_used = in_used + n_in + 1
-        # The node table is sized once, before anything is put in it: for
-        # the inputs, the first root's sort (which holds the parameters it
-        # uses) and, with a penalty, 2 new nodes per parameter (an L2
-        # penalty's p * p and its sum; a larger penalty grows the table as
-        # it goes, a smaller one leaves it at most 2x too large).  Sizing
-        # for the inputs and parameters, then for the first root, grew the
-        # table twice at MLP(2, [16, 16, 1]) (1,024 -> 2,048 -> 4,096
-        # entries: rehashes and memsets, 0.10 M of its 2.70 M instructions
-        # per compile, callgrind).  (Counting the parameters twice here
-        # doubled the table at H=256 and 512: +10 MB peak at H=512.)
-        n = topo_order(<Value>roots[0], &order)
-        pm_init(&pm, n_in + n + (2 * n_par if penalty is not None else 0))
+        # one sort of all the roots: it stamps every node of the graph
+        # (wiping the codes of former builds), then the inputs' and
+        # parameters' codes go in (see "node -> slot" above)
+        for i in range(len(roots)):
+            root_ptrs[i] = <PyObject*>roots[i]
+        n = topo_order_many(root_ptrs, len(roots), &order)
+        tag = _next_tag()
         # inputs are batched rows 0..n_in-1, parameters scalar slots
-        # 0..n_par-1, constants follow the parameters
+        # 0..n_par-1, constants follow the parameters; first no code on
+        # any (one not in the graph may hold a former build's)
         for i in range(n_in):
-            v = <Value>ins[i]
-            if v._opcode != OP_LEAF:
-                raise ValueError(f"compile: input {i} ({_describe(v)}) is not a leaf "
-                                 "Value; inputs must be leaves (Value(x))")
-            key = <size_t><PyObject*>v
-            if pm_get(&pm, key, &code):
-                raise ValueError(f"compile: input {i} is the same Value as input "
-                                 f"{code >> 2}; each input must be a distinct Value")
-            pm_put(&pm, key, i * 4 + S_ROW)
+            (<Value>ins[i])._mark_hi = 0
         for i in range(n_par):
-            v = <Value>pars[i]
-            if v._opcode != OP_LEAF:
-                raise ValueError(f"compile: parameter {i} ({_describe(v)}) is not a "
-                                 "leaf Value; parameters must be leaves")
-            key = <size_t><PyObject*>v
-            if pm_get(&pm, key, &code):
+            (<Value>pars[i])._mark_hi = 0
+        for i in range(n_in):
+            node = <PyObject*>ins[i]
+            if _has_code(node, tag):
+                raise ValueError(f"compile: input {i} is the same Value as input "
+                                 f"{(<Value>node)._mark >> 2}; each input must be a "
+                                 "distinct Value")
+            _set_code(node, tag, i * 4 + S_ROW)
+        for i in range(n_par):
+            node = <PyObject*>pars[i]
+            if _has_code(node, tag):
+                code = <int>(<Value>node)._mark
                 if (code & 3) == S_ROW:
                     raise ValueError(f"compile: parameter {i} is also input "
                                      f"{code >> 2}; a Value is either an input or a "
                                      "parameter")
                 raise ValueError(f"compile: parameter {i} is the same Value as "
                                  f"parameter {code >> 2}; list each parameter once")
-            pm_put(&pm, key, i * 4 + S_PARAM)
-        for r in roots:
-            if order == NULL:            # (the first root is sorted above)
-                if pm_get(&pm, <size_t><PyObject*>r, &code) and \
-                        (<Value>r)._opcode != OP_LEAF:
-                    continue             # recorded with an earlier root
-                n = topo_order(<Value>r, &order)
-            try:
-                for i in range(n):
-                    # a node's own lookup misses the cache once the table
-                    # outgrows it (the hash scatters neighbours): ask for
-                    # the table's lines and the Value PF nodes ahead (at
-                    # H=512 that first probe was 2/3 of the loop's time, perf)
-                    if i + PF_AHEAD < n:
-                        pm_prefetch(&pm, <size_t>order[i + PF_AHEAD])
-                        FG_PREFETCH(order[i + PF_AHEAD])
-                    key = <size_t>order[i]
-                    if pm_get(&pm, key, &code):
-                        if (<Value>order[i])._opcode == OP_LEAF:
-                            if (code & 3) == S_ROW:
-                                in_used[code >> 2] = 1
-                            elif (code >> 2) < n_par:
-                                par_used[code >> 2] = 1
-                        continue
-                    v = <Value>order[i]
-                    op = v._opcode
-                    if op == OP_LEAF:                 # a constant
-                        if n_const == ccap:
-                            ccap = 2 * ccap if ccap else 256
-                            p = PyMem_RawRealloc(cbuf, ccap * sizeof(double))
-                            if p == NULL:
-                                raise MemoryError("compile: graph too large for memory")
-                            cbuf = <double*>p
-                        cbuf[n_const] = v.data
-                        if baked is not None and not (v._flags & FLAG_TRACED):
-                            baked.append(v)
-                        pm_put(&pm, key, <int>(n_par + n_const) * 4 + S_PARAM)
-                        n_const += 1
-                        continue
-                    if op == OP_CUSTOM:
-                        raise ValueError(
-                            "compile: the graph contains a hand-built node "
-                            f"({_describe(v)}, op {v._op!r}) whose gradient is a "
-                            "user _backward callable; such nodes cannot be "
-                            "compiled (build it from Value operators instead)")
-                    if v._dict != NULL and '_backward' in <dict><object>v._dict:
-                        raise ValueError(
-                            f"compile: the {v._op!r} node {_describe(v)} has a "
-                            "user _backward replacing its derivative rule; a "
-                            "compiled program would ignore it, so it is refused")
-                    if op_is_nary(op):
-                        # one instruction; its operands in a (count, codes...) run
-                        xs = <tuple>v._a
-                        cnt = len(xs)
-                        bat_a = False
-                        for q in range(cnt):
-                            pm_get(&pm, <size_t>PyTuple_GET_ITEM(xs, q), &code)
-                            bat_a = bat_a or (code & 3) == S_ROW
-                        nxb = &bnx if bat_a else &snx
-                        ca = <int>nxb.n
-                        ibuf_push(nxb, <int>cnt)
-                        for q in range(cnt):
-                            pm_get(&pm, <size_t>PyTuple_GET_ITEM(xs, q), &code)
-                            ibuf_push(nxb, code)
-                        if bat_a:
-                            if bt.n == bt.cap:
-                                tape_reserve(&bt, bt.n + 1)
-                            k = bt.n
-                            bt.op[k] = op
-                            bt.kind[k] = K_N
-                            bt.a[k] = -1
-                            bt.b[k] = ca           # the run's offset
-                            bt.c[k] = 0.0
-                            bt.n += 1
-                            pm_put(&pm, key, <int>(n_in + k) * 4 + S_ROW)
-                        else:
-                            if st.n == st.cap:
-                                tape_reserve(&st, st.n + 1)
-                            k = st.n
-                            st.op[k] = op
-                            st.a[k] = ca           # the run's offset
-                            st.b[k] = -1
-                            st.c[k] = 0.0
-                            st.n += 1
-                            pm_put(&pm, key, <int>k * 4 + S_RESULT)
-                        continue
-                    pm_get(&pm, <size_t>v._a, &ca)        # operands come first
-                    pb = _operand_b(v)
-                    cb = -1
-                    if pb != NULL:
-                        pm_get(&pm, <size_t>pb, &cb)
-                    bat_a = (ca & 3) == S_ROW
-                    bat_b = cb >= 0 and (cb & 3) == S_ROW
-                    if bat_a or bat_b:
-                        if bt.n == bt.cap:
-                            tape_reserve(&bt, bt.n + 1)
-                        k = bt.n
-                        bt.op[k] = op
-                        bt.a[k] = _operand(ca, -1)
-                        bt.b[k] = _operand(cb, -1)
-                        bt.c[k] = _const_c(v)
-                        if cb < 0:
-                            kd = K_B
-                        elif bat_a and bat_b:
-                            kd = K_BB
-                        elif bat_a:
-                            kd = K_BS
-                        else:
-                            kd = K_SB
-                        bt.kind[k] = kd
-                        bt.n += 1
-                        pm_put(&pm, key, <int>(n_in + k) * 4 + S_ROW)
-                    else:
-                        if st.n == st.cap:
-                            tape_reserve(&st, st.n + 1)
-                        k = st.n
-                        st.op[k] = op
-                        st.a[k] = _operand(ca, -1)
-                        st.b[k] = _operand(cb, -1)
-                        st.c[k] = _const_c(v)
-                        st.n += 1
-                        pm_put(&pm, key, <int>k * 4 + S_RESULT)
-            finally:
-                free(order)
-                order = NULL
+            _set_code(node, tag, i * 4 + S_PARAM)
+        for i in range(n):
+            # the Value PF nodes ahead is asked for early (nodes come in
+            # about the order they were made, but not always)
+            if i + PF_AHEAD < n:
+                FG_PREFETCH(order[i + PF_AHEAD])
+            node = order[i]
+            if _has_code(node, tag):      # an input or a parameter (a leaf)
+                code = <int>(<Value>node)._mark
+                if (code & 3) == S_ROW:
+                    in_used[code >> 2] = 1
+                else:
+                    par_used[code >> 2] = 1
+                continue
+            v = <Value>node
+            op = v._opcode
+            if op == OP_LEAF:                 # a constant
+                if n_const == ccap:
+                    ccap = 2 * ccap if ccap else 256
+                    p = PyMem_RawRealloc(cbuf, ccap * sizeof(double))
+                    if p == NULL:
+                        raise MemoryError("compile: graph too large for memory")
+                    cbuf = <double*>p
+                cbuf[n_const] = v.data
+                if baked is not None and not (v._flags & FLAG_TRACED):
+                    baked.append(v)
+                _set_code(node, tag, <int>(n_par + n_const) * 4 + S_PARAM)
+                n_const += 1
+                continue
+            if op == OP_CUSTOM:
+                raise ValueError(
+                    "compile: the graph contains a hand-built node "
+                    f"({_describe(v)}, op {v._op!r}) whose gradient is a "
+                    "user _backward callable; such nodes cannot be "
+                    "compiled (build it from Value operators instead)")
+            if v._dict != NULL and '_backward' in <dict><object>v._dict:
+                raise ValueError(
+                    f"compile: the {v._op!r} node {_describe(v)} has a "
+                    "user _backward replacing its derivative rule; a "
+                    "compiled program would ignore it, so it is refused")
+            if op_is_nary(op):
+                # one instruction; its operands in a (count, codes...) run
+                xs = <tuple>v._a
+                cnt = len(xs)
+                bat_a = False
+                for q in range(cnt):
+                    code = _code_of(PyTuple_GET_ITEM(xs, q), tag)
+                    bat_a = bat_a or (code & 3) == S_ROW
+                nxb = &bnx if bat_a else &snx
+                ca = <int>nxb.n
+                ibuf_push(nxb, <int>cnt)
+                for q in range(cnt):
+                    ibuf_push(nxb, <int>(<Value>PyTuple_GET_ITEM(xs, q))._mark)
+                if bat_a:
+                    if bt.n == bt.cap:
+                        tape_reserve(&bt, bt.n + 1)
+                    k = bt.n
+                    bt.op[k] = op
+                    bt.kind[k] = K_N
+                    bt.a[k] = -1
+                    bt.b[k] = ca           # the run's offset
+                    bt.c[k] = 0.0
+                    bt.n += 1
+                    _set_code(node, tag, <int>(n_in + k) * 4 + S_ROW)
+                else:
+                    if st.n == st.cap:
+                        tape_reserve(&st, st.n + 1)
+                    k = st.n
+                    st.op[k] = op
+                    st.a[k] = ca           # the run's offset
+                    st.b[k] = -1
+                    st.c[k] = 0.0
+                    st.n += 1
+                    _set_code(node, tag, <int>k * 4 + S_RESULT)
+                continue
+            ca = _code_of(v._a, tag)              # operands come first
+            pb = _operand_b(v)
+            cb = -1
+            if pb != NULL:
+                cb = _code_of(pb, tag)
+            bat_a = (ca & 3) == S_ROW
+            bat_b = cb >= 0 and (cb & 3) == S_ROW
+            if bat_a or bat_b:
+                if bt.n == bt.cap:
+                    tape_reserve(&bt, bt.n + 1)
+                k = bt.n
+                bt.op[k] = op
+                bt.a[k] = _operand(ca, -1)
+                bt.b[k] = _operand(cb, -1)
+                bt.c[k] = _const_c(v)
+                if cb < 0:
+                    kd = K_B
+                elif bat_a and bat_b:
+                    kd = K_BB
+                elif bat_a:
+                    kd = K_BS
+                else:
+                    kd = K_SB
+                bt.kind[k] = kd
+                bt.n += 1
+                _set_code(node, tag, <int>(n_in + k) * 4 + S_ROW)
+            else:
+                if st.n == st.cap:
+                    tape_reserve(&st, st.n + 1)
+                k = st.n
+                st.op[k] = op
+                st.a[k] = _operand(ca, -1)
+                st.b[k] = _operand(cb, -1)
+                st.c[k] = _const_c(v)
+                st.n += 1
+                _set_code(node, tag, <int>k * 4 + S_RESULT)
+        free(order)
+        order = NULL
         _stage("record")
         missing = [i for i in range(n_in) if not in_used[i]]
         if missing and not allow_unused:
@@ -626,22 +572,20 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
                              "in the graph of the outputs or the penalty")
         o_code = []
         for r in outs:
-            pm_get(&pm, <size_t><PyObject*>r, &code)
-            o_code.append(code)
+            o_code.append(_code_of(<PyObject*>r, tag))
         pen_code = -1
         if penalty is not None:
-            pm_get(&pm, <size_t><PyObject*>penalty, &code)
+            code = _code_of(<PyObject*>penalty, tag)
             if (code & 3) == S_ROW:
                 raise ValueError("compile: the penalty depends on an input; it must "
                                  "be a function of the parameters (and constants) only")
             pen_code = code
-        pm_free(&pm)
         prog = _assemble(&bt, &st, &cbuf, n_const, n_in, pars, o_code, pen_code,
                          _nx_array(&bnx), _nx_array(&snx))
     finally:
         free(order)
         PyMem_RawFree(in_used)
-        pm_free(&pm)
+        PyMem_RawFree(root_ptrs)
         tape_free(&bt)
         tape_free(&st)
         PyMem_RawFree(cbuf)
