@@ -425,3 +425,104 @@ def test_layer_epilogues_equal_eager_on_every_isa(act):
             assert same_bits(outs[:, 0], eager), (act, isa)
     finally:
         _replay._set_isa(old)
+
+
+# ---------------------------------------------------------------------------
+# the user's sigmoid 1/(1+(-z).exp()) as one fused pass (_vmath_rows.h)
+# ---------------------------------------------------------------------------
+
+def _user_sigmoid_op_by_op(z, g, c0, c2, c3):
+    """The chain mulc(c0), exp, addc(c2), rdivc(c3) and its rules in reverse
+    (_rules.pxd's op_forward / op_backward), one op at a time with NumPy's
+    IEEE arithmetic and the width-1 (eager) exp: the oracle of the fused rows."""
+    z = np.asarray(z, np.float64)
+    g = np.asarray(g, np.float64)
+    with np.errstate(all="ignore"):
+        u = z * c0
+        e = np.array([_vmath_ext.scalar("exp", float(v)) for v in u], np.float64)
+        d = e + c2
+        y = c3 / d
+        g3 = 0.0 + (-g) * (y / d)        # rdivc: -g * (out / a)
+        g2 = 0.0 + g3                    # addc
+        g1 = 0.0 + e * g2                # exp: out * g
+        g0 = 0.0 + c0 * g1               # mulc: c * g
+    return y, g0
+
+
+@compiled_only
+@pytest.mark.parametrize("consts", [(-1.0, 1.0, 1.0), (-0.5, 2.0, 3.0)])
+def test_user_sigmoid_rows_are_the_op_by_op_floats(consts):
+    # every build, every row length 1..17 (each width's tail) and a long row
+    # with the edges (signed zeros, subnormals, overflow of exp, inf, nan)
+    c0, c2, c3 = consts
+    rng = np.random.default_rng(29)
+    edges = np.array([0.0, -0.0, 5e-324, -5e-324, 1e-310, 700.0, -700.0, 710.0, -750.0,
+                      1e300, -1e300, np.inf, -np.inf, np.nan, 36.0, -36.0, 20.0, -20.0])
+    long_z = np.concatenate([edges, rng.normal(size=400) * 8])
+    long_g = np.concatenate([np.array([0.0, -0.0, 1.0, -1.0, np.inf, np.nan] * 3),
+                             rng.normal(size=400)])
+    cases = [(rng.normal(size=n) * 6, rng.normal(size=n)) for n in range(1, 18)]
+    cases.append((long_z, long_g))
+    for isa in _vmath_ext.supported():
+        for z, g in cases:
+            want_y, want_g = _user_sigmoid_op_by_op(z, g, c0, c2, c3)
+            y = _vmath_ext.user_sigmoid(z, isa, c0=c0, c2=c2, c3=c3)
+            assert same_bits(y, want_y), (isa, len(z))
+            got_g = _vmath_ext.user_sigmoid(z, isa, y=y, g=g, c0=c0, c2=c2, c3=c3)
+            # a nan gradient's sign and payload follow the compiler's operand
+            # order in (-g) * t (IEEE leaves them open): nan compared as nan
+            nan = np.isnan(want_g)
+            assert np.array_equal(np.isnan(got_g), nan), (isa, len(z))
+            assert same_bits(got_g[~nan], want_g[~nan]), (isa, len(z))
+
+
+@compiled_only
+def test_user_sigmoid_rows_check_their_arguments():
+    with pytest.raises(ValueError, match="needs y"):
+        _vmath_ext.user_sigmoid([1.0], g=[1.0])
+    with pytest.raises(ValueError, match="same number"):
+        _vmath_ext.user_sigmoid([1.0, 2.0], y=[1.0], g=[1.0, 2.0])
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _vmath_ext.user_sigmoid([1.0], "sse9")
+
+
+@compiled_only
+@pytest.mark.parametrize("B", [1, 2, 3, 5, 8, 13, 17, 203])
+def test_user_sigmoid_epilogue_fused_equals_op_by_op(B):
+    # the layer epilogue's fused pass gives the op-by-op epilogue's bits:
+    # outputs, parameter gradients and per-sample input gradients, every ISA
+    from fastgrad import _replay
+    from fastgrad.engine import Value
+    rng = np.random.default_rng(B)
+    W1 = [[Value(float(v)) for v in row] for row in rng.normal(size=(9, 2))]
+    b1 = [Value(float(v)) for v in rng.normal(size=9)]
+    W2 = [[Value(float(v)) for v in row] for row in rng.normal(size=(1, 9)) * 0.3]
+    params = [w for row in W1 + W2 for w in row] + b1
+
+    def fn(x):
+        h = [1 / (1 + (-(sum((w * xi for w, xi in zip(row, x)), b))).exp())
+             for row, b in zip(W1, b1)]
+        return sum(w * hi for w, hi in zip(W2[0], h))
+
+    prog = fastgrad.compile(fn, 2, params=params)
+    assert prog.n_layers >= 1
+    X = rng.normal(size=(B, 2)) * 3
+    old_isa = _replay._isa()
+    old = _replay._set_epi_fused(True)
+    try:
+        for isa in _replay._supported_isas():
+            _replay._set_isa(isa)
+            got = []
+            for fused in (True, False):
+                _replay._set_epi_fused(fused)
+                outs = np.empty((B, 1))
+                gin = np.empty((B, 2))
+                gp = np.empty(len(params))
+                loss = prog.batch(X, reduce="sum", outputs=outs, param_grad=gp,
+                                  input_grad=gin)
+                got.append((outs, gin, gp, np.array([loss])))
+            for a, b in zip(*got):
+                assert same_bits(a, b), (isa, B)
+    finally:
+        _replay._set_epi_fused(old)
+        _replay._set_isa(old_isa)

@@ -21,6 +21,37 @@ cdef enum:
     EPI_BLOCK = 256      # columns of the backward's recomputed intermediates
 
 
+cdef extern from "_vmath_rows.h" nogil:
+    void fg_vm_usig_fw(const double* z, double* y, Py_ssize_t n, double c0, double c2,
+                       double c3)
+    void fg_vm_usig_bw(const double* z, const double* y, double* g, Py_ssize_t n,
+                       double c0, double c2, double c3)
+
+
+# The user's sigmoid 1/(1+(-z).exp()) (mulc, exp, addc, rdivc) runs as one
+# pass over a row, forward and backward (fg_vm_usig_fw/_bw, _vmath_rows.h:
+# the same operations per element as the op-by-op loops, the same bits).
+# MEASURED: see the comment at epi_usig.
+cdef bint EPI_FUSED = True
+
+
+def _set_epi_fused(bint on):
+    """Testing hook: the user's sigmoid chain as one fused pass (True,
+    default) or op by op (False); returns the old setting.  Not while a
+    replay runs."""
+    global EPI_FUSED
+    old = EPI_FUSED
+    EPI_FUSED = on
+    return old
+
+
+cdef inline bint epi_usig(int nep, const int* ops) noexcept nogil:
+    """Whether the chain is mulc, exp, addc, rdivc (the user's sigmoid
+    with any constants) and runs fused."""
+    return (EPI_FUSED and nep == 4 and ops[0] == OP_MULC and ops[1] == OP_EXP
+            and ops[2] == OP_ADDC and ops[3] == OP_RDIVC)
+
+
 cdef inline void _epi_fw(int op, const double* a, double* o, double c,
                          Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
@@ -108,6 +139,7 @@ cdef void epilogue_forward(int H, int nep, const int* ops, const double* cs,
     cdef double p
     cdef double* z
     cdef double* y
+    cdef bint usig = epi_usig(nep, ops)
     for i in range(H):
         z = vb + zrows[i] * ld
         y = vb + orows[i] * ld
@@ -116,6 +148,9 @@ cdef void epilogue_forward(int H, int nep, const int* ops, const double* cs,
             for j in range(n):
                 z[j] = op_forward(OP_ADD, z[j], p, 0.0)
         if nep == 0:
+            continue
+        if usig:
+            fg_vm_usig_fw(z, y, n, cs[0], cs[2], cs[3])
             continue
         epi_apply(ops[0], z, y, cs[0], n)
         for q in range(1, nep):
@@ -140,6 +175,7 @@ cdef void epilogue_backward(int H, int nep, const int* ops, const double* cs,
     cdef const double* a
     cdef const double* o
     cdef double* g
+    cdef bint usig = epi_usig(nep, ops)
     for i in range(H):
         if not has[i]:
             continue
@@ -149,6 +185,9 @@ cdef void epilogue_backward(int H, int nep, const int* ops, const double* cs,
             epi_back(ops[0], y, y, g, cs[0], n)
             continue
         z = vb + zrows[i] * ld
+        if usig:
+            fg_vm_usig_bw(z, y, g, n, cs[0], cs[2], cs[3])
+            continue
         jb = 0
         while jb < n:
             m = n - jb

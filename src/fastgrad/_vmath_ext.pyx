@@ -35,6 +35,8 @@ cdef extern from "_vmath_rows.h" nogil:
     double fg_vm_softplus(double x)
     int fg_vm_supported(int level)
     int fg_vm_row_at(int level, int fn, const double* x, double* out, Py_ssize_t n)
+    int fg_vm_usig_at(int level, int back, const double* z, const double* y, double* g,
+                      double* out, Py_ssize_t n, double c0, double c2, double c3)
     const double* fg_vm_exp_tab
     const double* fg_vm_log_tab
     double FG_VM_INVLN2N, FG_VM_SHIFT, FG_VM_C_HI, FG_VM_C_LO, FG_VM_LN2_HI
@@ -88,6 +90,40 @@ def evaluate(str name, x, str isa="portable", out=None):
     if n:
         with nogil:
             fg_vm_row_at(level, fn, &xv[0], &ov[0], n)
+    return out
+
+
+def user_sigmoid(z, str isa="portable", y=None, g=None, double c0=-1.0, double c2=1.0,
+                 double c3=1.0):
+    """The replay's fused rows of the chain mulc(c0), exp, addc(c2),
+    rdivc(c3) (the user's sigmoid ``1/(1+(-z).exp())``) with the build of
+    ``isa``: without ``g``, the chain's values c3 / (exp(z c0) + c2); with
+    ``g`` (and ``y``, the chain's values), the gradient of the chain's input
+    for the output gradient ``g`` (its rules in reverse).  Flat float64."""
+    if isa not in ISAS:
+        raise ValueError(f"unknown ISA {isa!r}; choose from {ISAS}")
+    cdef int level = ISAS.index(isa)
+    if not fg_vm_supported(level):
+        raise ValueError(f"this CPU or build cannot run the {isa} build")
+    za = np.ascontiguousarray(z, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t n = za.shape[0]
+    cdef int back = g is not None
+    if back:
+        if y is None:
+            raise ValueError("the backward (g given) needs y, the chain's values")
+        ya = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+        out = np.array(g, dtype=np.float64).reshape(-1)
+        if ya.shape[0] != n or out.shape[0] != n:
+            raise ValueError("z, y and g must have the same number of elements")
+    else:
+        ya = za
+        out = np.empty_like(za)
+    cdef const double[::1] zv = za
+    cdef const double[::1] yv = ya
+    cdef double[::1] ov = out
+    if n:
+        with nogil:
+            fg_vm_usig_at(level, back, &zv[0], &yv[0], &ov[0], &ov[0], n, c0, c2, c3)
     return out
 
 

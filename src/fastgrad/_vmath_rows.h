@@ -107,7 +107,127 @@ FG_VM_ROWS8(w8, 8, __attribute__((target("avx2"))))
 #endif
 #endif
 
+/* The user's sigmoid 1/(1+(-z).exp()) as a layer epilogue (the chain
+ * mulc(c0), exp, addc(c2), rdivc(c3); _replay_epilogue.pxi) in one pass
+ * over a row instead of one pass per op, and its backward likewise:
+ *
+ *   fg_vm_usig_fw(z, y, n, c0, c2, c3)     y = c3 / (exp(z c0) + c2)
+ *   fg_vm_usig_bw(z, y, g, n, c0, c2, c3)  g = the chain's rules in reverse
+ *
+ * Each element goes through exactly op_forward's / op_backward's
+ * operations (_rules.pxd) in the same order: u = z * c0, e = exp(u),
+ * d = e + c2, y = c3 / d; backward, with e and d recomputed from z,
+ * g3 = 0.0 + (-g) * (y / d) (rdivc), g2 = 0.0 + g3 (addc),
+ * g1 = 0.0 + e * g2 (exp), g = 0.0 + c0 * g1 (mulc); every ``0.0 +`` is
+ * the operand's gradient starting at 0.0 in eager mode (it turns -0.0 into
+ * +0.0).  So the bits are those of the op-by-op epilogue at every width.
+ * In blocks of FG_VM_UB columns: the vector exp of the block into a buffer
+ * (in L1), then the cheap ops in a plain loop that gcc vectorises for the
+ * function's target.  y may be z (in place). */
+#define FG_VM_UB 256
+#define FG_VM_USIG(SUF, W, TARGET) \
+/* e[k] = exp(z[k] c0), k < m <= FG_VM_UB (the tail: one zero-padded vector) */ \
+static FG_VM_UNUSED TARGET void fg_vm_usig_exp_##SUF(const double *z, double *e, ptrdiff_t m, \
+                                                     double c0) \
+{ \
+    typedef fg_vm_vd_##SUF V; \
+    ptrdiff_t k = 0; \
+    V v; \
+    double buf[W]; \
+    for (; k + W <= m; k += W) \
+        *(V *)(e + k) = fg_vm_exp_##SUF(*(const V *)(z + k) * c0); \
+    if (k < m) { \
+        memset(buf, 0, sizeof buf); \
+        memcpy(buf, z + k, (size_t)(m - k) * sizeof(double)); \
+        memcpy(&v, buf, sizeof v); \
+        v = fg_vm_exp_##SUF(v * c0); \
+        memcpy(e + k, &v, (size_t)(m - k) * sizeof(double)); \
+    } \
+} \
+static FG_VM_UNUSED TARGET void fg_vm_usig_fw_##SUF(const double *z, double *y, ptrdiff_t n, \
+                                                    double c0, double c2, double c3) \
+{ \
+    double e[FG_VM_UB + 8]; \
+    ptrdiff_t jb, k, m; \
+    for (jb = 0; jb < n; jb += m) { \
+        m = n - jb < FG_VM_UB ? n - jb : FG_VM_UB; \
+        fg_vm_usig_exp_##SUF(z + jb, e, m, c0); \
+        for (k = 0; k < m; k++) \
+            y[jb + k] = c3 / (e[k] + c2); \
+    } \
+} \
+static FG_VM_UNUSED TARGET void fg_vm_usig_bw_##SUF(const double *z, const double *y, double *g, \
+                                                    ptrdiff_t n, double c0, double c2, \
+                                                    double c3) \
+{ \
+    double e[FG_VM_UB + 8], d, t; \
+    ptrdiff_t jb, k, m; \
+    (void)c3; \
+    for (jb = 0; jb < n; jb += m) { \
+        m = n - jb < FG_VM_UB ? n - jb : FG_VM_UB; \
+        fg_vm_usig_exp_##SUF(z + jb, e, m, c0); \
+        for (k = 0; k < m; k++) { \
+            d = e[k] + c2; \
+            t = 0.0 + (-g[jb + k]) * (y[jb + k] / d); \
+            t = 0.0 + t; \
+            t = 0.0 + e[k] * t; \
+            g[jb + k] = 0.0 + c0 * t; \
+        } \
+    } \
+}
+
+typedef void (*fg_vm_usig_fw_t)(const double *, double *, ptrdiff_t, double, double, double);
+typedef void (*fg_vm_usig_bw_t)(const double *, const double *, double *, ptrdiff_t, double,
+                                double, double);
+FG_VM_USIG(plain, 1, )
+#ifdef FG_VM_VECTORS
+FG_VM_USIG(base, 2, )
+#endif
+#ifdef FG_VM_X86
+FG_VM_USIG(avx2, 4, __attribute__((target("avx2"))))
+FG_VM_USIG(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+#ifdef FG_VM_WANT_W8
+FG_VM_USIG(w8, 8, __attribute__((target("avx2"))))
+#endif
+#endif
+
 #define FG_VM_NLEVELS 5
+static const fg_vm_usig_fw_t fg_vm_usig_fw_table[FG_VM_NLEVELS] = {
+    fg_vm_usig_fw_plain,
+#ifdef FG_VM_VECTORS
+    fg_vm_usig_fw_base,
+#else
+    fg_vm_usig_fw_plain,
+#endif
+#ifdef FG_VM_X86
+    fg_vm_usig_fw_avx2, fg_vm_usig_fw_avx512,
+#ifdef FG_VM_WANT_W8
+    fg_vm_usig_fw_w8,
+#else
+    fg_vm_usig_fw_plain,
+#endif
+#else
+    fg_vm_usig_fw_plain, fg_vm_usig_fw_plain, fg_vm_usig_fw_plain,
+#endif
+};
+static const fg_vm_usig_bw_t fg_vm_usig_bw_table[FG_VM_NLEVELS] = {
+    fg_vm_usig_bw_plain,
+#ifdef FG_VM_VECTORS
+    fg_vm_usig_bw_base,
+#else
+    fg_vm_usig_bw_plain,
+#endif
+#ifdef FG_VM_X86
+    fg_vm_usig_bw_avx2, fg_vm_usig_bw_avx512,
+#ifdef FG_VM_WANT_W8
+    fg_vm_usig_bw_w8,
+#else
+    fg_vm_usig_bw_plain,
+#endif
+#else
+    fg_vm_usig_bw_plain, fg_vm_usig_bw_plain, fg_vm_usig_bw_plain,
+#endif
+};
 static const fg_vm_row_t fg_vm_rows_table[FG_VM_NLEVELS][FG_VM_NFUNCS] = {
     FG_VM_ROWLIST(plain),
 #ifdef FG_VM_VECTORS
@@ -163,6 +283,29 @@ static FG_VM_UNUSED int fg_vm_isa_get(void) { return fg_vm_level; }
 static FG_VM_UNUSED void fg_vm_row(int fn, const double *x, double *out, ptrdiff_t n)
 {
     fg_vm_rows_table[fg_vm_level][fn](x, out, n);
+}
+
+static FG_VM_UNUSED void fg_vm_usig_fw(const double *z, double *y, ptrdiff_t n, double c0,
+                                       double c2, double c3)
+{
+    fg_vm_usig_fw_table[fg_vm_level](z, y, n, c0, c2, c3);
+}
+
+static FG_VM_UNUSED void fg_vm_usig_bw(const double *z, const double *y, double *g, ptrdiff_t n,
+                                       double c0, double c2, double c3)
+{
+    fg_vm_usig_bw_table[fg_vm_level](z, y, g, n, c0, c2, c3);
+}
+
+/* the chain's rows at ``level`` (tests): -1 if unsupported */
+static FG_VM_UNUSED int fg_vm_usig_at(int level, int back, const double *z, const double *y,
+                                      double *g, double *out, ptrdiff_t n, double c0,
+                                      double c2, double c3)
+{
+    if (!fg_vm_supported(level)) return -1;
+    if (back) fg_vm_usig_bw_table[level](z, y, g, n, c0, c2, c3);
+    else fg_vm_usig_fw_table[level](z, out, n, c0, c2, c3);
+    return 0;
 }
 
 static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double *out, ptrdiff_t n)
