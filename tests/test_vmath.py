@@ -446,29 +446,36 @@ def _user_sigmoid_op_by_op(z, g, c0, c2, c3):
         g2 = 0.0 + g3                    # addc
         g1 = 0.0 + e * g2                # exp: out * g
         g0 = 0.0 + c0 * g1               # mulc: c * g
-    return y, g0
+    return y, e, g0
 
 
 @compiled_only
 @pytest.mark.parametrize("consts", [(-1.0, 1.0, 1.0), (-0.5, 2.0, 3.0)])
 def test_user_sigmoid_rows_are_the_op_by_op_floats(consts):
-    # every build, every row length 1..17 (each width's tail) and a long row
-    # with the edges (signed zeros, subnormals, overflow of exp, inf, nan)
+    # every build, every row length 1..17 (each width's tail) and long rows
+    # (several of the forward's 256-column blocks) with the edges (signed
+    # zeros, subnormals, overflow of exp, inf, nan); e kept in its own row,
+    # over z (as the replay does) or not at all
     c0, c2, c3 = consts
     rng = np.random.default_rng(29)
     edges = np.array([0.0, -0.0, 5e-324, -5e-324, 1e-310, 700.0, -700.0, 710.0, -750.0,
                       1e300, -1e300, np.inf, -np.inf, np.nan, 36.0, -36.0, 20.0, -20.0])
-    long_z = np.concatenate([edges, rng.normal(size=400) * 8])
+    long_z = np.concatenate([edges, rng.normal(size=600) * 8])
     long_g = np.concatenate([np.array([0.0, -0.0, 1.0, -1.0, np.inf, np.nan] * 3),
-                             rng.normal(size=400)])
+                             rng.normal(size=600)])
     cases = [(rng.normal(size=n) * 6, rng.normal(size=n)) for n in range(1, 18)]
-    cases.append((long_z, long_g))
+    cases += [(long_z, long_g), (long_z[:257], long_g[:257])]
     for isa in _vmath_ext.supported():
         for z, g in cases:
-            want_y, want_g = _user_sigmoid_op_by_op(z, g, c0, c2, c3)
-            y = _vmath_ext.user_sigmoid(z, isa, c0=c0, c2=c2, c3=c3)
+            want_y, want_e, want_g = _user_sigmoid_op_by_op(z, g, c0, c2, c3)
+            for keep in ("row", "inplace", "none"):
+                y, e = _vmath_ext.user_sigmoid(z, isa, keep=keep, c0=c0, c2=c2, c3=c3)
+                assert same_bits(y, want_y), (isa, len(z), keep)
+                if keep != "none":
+                    assert same_bits(e, want_e), (isa, len(z), keep)
+            y, e, got_g = _vmath_ext.user_sigmoid(z, isa, g=g, keep="inplace", c0=c0,
+                                                  c2=c2, c3=c3)
             assert same_bits(y, want_y), (isa, len(z))
-            got_g = _vmath_ext.user_sigmoid(z, isa, y=y, g=g, c0=c0, c2=c2, c3=c3)
             # a nan gradient's sign and payload follow the compiler's operand
             # order in (-g) * t (IEEE leaves them open): nan compared as nan
             nan = np.isnan(want_g)
@@ -478,12 +485,14 @@ def test_user_sigmoid_rows_are_the_op_by_op_floats(consts):
 
 @compiled_only
 def test_user_sigmoid_rows_check_their_arguments():
-    with pytest.raises(ValueError, match="needs y"):
-        _vmath_ext.user_sigmoid([1.0], g=[1.0])
+    with pytest.raises(ValueError, match="needs the kept e"):
+        _vmath_ext.user_sigmoid([1.0], g=[1.0], keep="none")
     with pytest.raises(ValueError, match="same number"):
-        _vmath_ext.user_sigmoid([1.0, 2.0], y=[1.0], g=[1.0, 2.0])
+        _vmath_ext.user_sigmoid([1.0, 2.0], g=[1.0])
     with pytest.raises(ValueError, match="unknown ISA"):
         _vmath_ext.user_sigmoid([1.0], "sse9")
+    with pytest.raises(ValueError, match="keep must be"):
+        _vmath_ext.user_sigmoid([1.0], keep="heap")
 
 
 @compiled_only
@@ -507,6 +516,7 @@ def test_user_sigmoid_epilogue_fused_equals_op_by_op(B):
     prog = fastgrad.compile(fn, 2, params=params)
     assert prog.n_layers >= 1
     X = rng.normal(size=(B, 2)) * 3
+    eager = [fn([Value(v) for v in row]).data for row in X.tolist()]
     old_isa = _replay._isa()
     old = _replay._set_epi_fused(True)
     try:
@@ -520,9 +530,14 @@ def test_user_sigmoid_epilogue_fused_equals_op_by_op(B):
                 gp = np.empty(len(params))
                 loss = prog.batch(X, reduce="sum", outputs=outs, param_grad=gp,
                                   input_grad=gin)
-                got.append((outs, gin, gp, np.array([loss])))
+                got.append((outs, gin, gp, np.array([loss]), prog.predict(X)))
             for a, b in zip(*got):
                 assert same_bits(a, b), (isa, B)
+            # and eager's forward floats (batch, predict, the unpacked c_eval)
+            assert same_bits(got[0][0][:, 0], eager), (isa, B)
+            assert same_bits(np.reshape(got[0][4], -1), eager), (isa, B)
+            theta = prog.param_values()
+            assert same_bits([prog.eval_params(theta, x) for x in X], eager), (isa, B)
     finally:
         _replay._set_epi_fused(old)
         _replay._set_isa(old_isa)

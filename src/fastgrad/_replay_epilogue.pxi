@@ -22,16 +22,19 @@ cdef enum:
 
 
 cdef extern from "_vmath_rows.h" nogil:
-    void fg_vm_usig_fw(const double* z, double* y, Py_ssize_t n, double c0, double c2,
-                       double c3)
-    void fg_vm_usig_bw(const double* z, const double* y, double* g, Py_ssize_t n,
-                       double c0, double c2, double c3)
+    void fg_vm_usig_fw(const double* z, double* e, double* y, Py_ssize_t n, double c0,
+                       double c2, double c3)
+    void fg_vm_usig_bw(const double* e, const double* y, double* g, Py_ssize_t n,
+                       double c0, double c2)
 
 
 # The user's sigmoid 1/(1+(-z).exp()) (mulc, exp, addc, rdivc) runs as one
 # pass over a row, forward and backward (fg_vm_usig_fw/_bw, _vmath_rows.h:
 # the same operations per element as the op-by-op loops, the same bits).
-# MEASURED: see the comment at epi_usig.
+# The forward leaves e = exp(z c0) in the Z row in place of z (Z's only
+# reader is the chain: _find_layers), so the backward reads e instead of
+# recomputing it from z (the same e: the same bits).  The unpacked path of
+# layer_forward does the same.
 cdef bint EPI_FUSED = True
 
 
@@ -150,7 +153,8 @@ cdef void epilogue_forward(int H, int nep, const int* ops, const double* cs,
         if nep == 0:
             continue
         if usig:
-            fg_vm_usig_fw(z, y, n, cs[0], cs[2], cs[3])
+            # e into the Z row (none when Z is Y: a forward without backward)
+            fg_vm_usig_fw(z, z if z != y else NULL, y, n, cs[0], cs[2], cs[3])
             continue
         epi_apply(ops[0], z, y, cs[0], n)
         for q in range(1, nep):
@@ -186,7 +190,8 @@ cdef void epilogue_backward(int H, int nep, const int* ops, const double* cs,
             continue
         z = vb + zrows[i] * ld
         if usig:
-            fg_vm_usig_bw(z, y, g, n, cs[0], cs[2], cs[3])
+            # z holds e here (epilogue_forward)
+            fg_vm_usig_bw(z, y, g, n, cs[0], cs[2])
             continue
         jb = 0
         while jb < n:

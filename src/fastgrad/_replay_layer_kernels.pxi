@@ -304,6 +304,7 @@ cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
     cdef const double* post
     cdef const double* pw
     cdef bint epi
+    cdef bint usig = epi_usig(m[LM_NEP], L.ep + m[LM_EP])
     cdef Py_ssize_t j
     cdef double z
     if L.pw != NULL:
@@ -332,6 +333,8 @@ cdef void layer_forward(const LayerCtx* L, int li, const double* vs, double* vb,
             vb[zrow[i] * ld + j] = z
             for q in range(m[LM_NEP]):
                 z = op_forward(L.ep[m[LM_EP] + q], z, 0.0, L.epc[m[LM_EP] + q])
+                if q == 1 and usig:
+                    vb[zrow[i] * ld + j] = z     # Z holds e (as epilogue_forward)
             vb[orow[i] * ld + j] = z
 
 

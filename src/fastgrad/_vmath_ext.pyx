@@ -8,6 +8,8 @@ through ``_rules.pxd`` and the replay their row builds through
 
 * ``evaluate(name, x, isa)`` -- one function over an array with the build of
   one ISA (tests compare the builds bit for bit, benchmarks time them);
+* ``user_sigmoid(z, isa, g)`` -- the replay's fused rows of the user's
+  sigmoid chain 1/(1+(-z).exp()) and its backward (tests);
 * ``scalar(name, x)`` -- the width-1 build on one float (what eager uses);
 * ``libm(name, x)`` -- the C library's functions in a scalar loop (the
   benchmark's baseline; sigmoid and softplus in their usual stable forms);
@@ -35,8 +37,8 @@ cdef extern from "_vmath_rows.h" nogil:
     double fg_vm_softplus(double x)
     int fg_vm_supported(int level)
     int fg_vm_row_at(int level, int fn, const double* x, double* out, Py_ssize_t n)
-    int fg_vm_usig_at(int level, int back, const double* z, const double* y, double* g,
-                      double* out, Py_ssize_t n, double c0, double c2, double c3)
+    int fg_vm_usig_at(int level, const double* z, double* e, double* y, double* g,
+                      Py_ssize_t n, double c0, double c2, double c3)
     const double* fg_vm_exp_tab
     const double* fg_vm_log_tab
     double FG_VM_INVLN2N, FG_VM_SHIFT, FG_VM_C_HI, FG_VM_C_LO, FG_VM_LN2_HI
@@ -93,38 +95,48 @@ def evaluate(str name, x, str isa="portable", out=None):
     return out
 
 
-def user_sigmoid(z, str isa="portable", y=None, g=None, double c0=-1.0, double c2=1.0,
-                 double c3=1.0):
+def user_sigmoid(z, str isa="portable", g=None, str keep="row", double c0=-1.0,
+                 double c2=1.0, double c3=1.0):
     """The replay's fused rows of the chain mulc(c0), exp, addc(c2),
     rdivc(c3) (the user's sigmoid ``1/(1+(-z).exp())``) with the build of
-    ``isa``: without ``g``, the chain's values c3 / (exp(z c0) + c2); with
-    ``g`` (and ``y``, the chain's values), the gradient of the chain's input
-    for the output gradient ``g`` (its rules in reverse).  Flat float64."""
+    ``isa``.  Returns (y, e): the chain's values c3 / (exp(z c0) + c2) and
+    the exp row the forward keeps; with ``g`` (the gradient of the outputs),
+    (y, e, dz): also the gradient of the chain's input, computed from e.
+    ``keep``: where the forward keeps e: "row" (its own row), "inplace" (over
+    z, as the replay does) or "none" (not kept; e returned as NaNs; no
+    backward).  Flat float64 arrays."""
     if isa not in ISAS:
         raise ValueError(f"unknown ISA {isa!r}; choose from {ISAS}")
+    if keep not in ("row", "inplace", "none"):
+        raise ValueError(f"keep must be 'row', 'inplace' or 'none', not {keep!r}")
     cdef int level = ISAS.index(isa)
     if not fg_vm_supported(level):
         raise ValueError(f"this CPU or build cannot run the {isa} build")
-    za = np.ascontiguousarray(z, dtype=np.float64).reshape(-1)
+    if g is not None and keep == "none":
+        raise ValueError("the backward (g given) needs the kept e")
+    za = np.array(z, dtype=np.float64).reshape(-1)
     cdef Py_ssize_t n = za.shape[0]
-    cdef int back = g is not None
-    if back:
-        if y is None:
-            raise ValueError("the backward (g given) needs y, the chain's values")
-        ya = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
-        out = np.array(g, dtype=np.float64).reshape(-1)
-        if ya.shape[0] != n or out.shape[0] != n:
-            raise ValueError("z, y and g must have the same number of elements")
-    else:
-        ya = za
-        out = np.empty_like(za)
-    cdef const double[::1] zv = za
-    cdef const double[::1] yv = ya
-    cdef double[::1] ov = out
+    ya = np.empty_like(za)
+    ea = za if keep == "inplace" else np.full_like(za, np.nan)
+    ga = np.array(g, dtype=np.float64).reshape(-1) if g is not None else None
+    if ga is not None and ga.shape[0] != n:
+        raise ValueError("z and g must have the same number of elements")
+    cdef double[::1] zv = za
+    cdef double[::1] yv = ya
+    cdef double[::1] ev = ea
+    cdef double[::1] gv
+    cdef double* ep = NULL if keep == "none" else &ev[0] if n else NULL
+    cdef double* gp = NULL
+    if ga is not None:
+        gv = ga
+        if n:
+            gp = &gv[0]
     if n:
         with nogil:
-            fg_vm_usig_at(level, back, &zv[0], &yv[0], &ov[0], &ov[0], n, c0, c2, c3)
-    return out
+            fg_vm_usig_at(level, &zv[0], ep, &yv[0], gp, n, c0, c2, c3)
+    if ga is not None:
+        return ya, ea, ga
+    return ya, ea
 
 
 def scalar(str name, double x):

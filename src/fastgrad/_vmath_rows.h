@@ -109,24 +109,26 @@ FG_VM_ROWS8(w8, 8, __attribute__((target("avx2"))))
 
 /* The user's sigmoid 1/(1+(-z).exp()) as a layer epilogue (the chain
  * mulc(c0), exp, addc(c2), rdivc(c3); _replay_epilogue.pxi) in one pass
- * over a row instead of one pass per op, and its backward likewise:
+ * over a row instead of one pass per op, and its backward without exp:
  *
- *   fg_vm_usig_fw(z, y, n, c0, c2, c3)     y = c3 / (exp(z c0) + c2)
- *   fg_vm_usig_bw(z, y, g, n, c0, c2, c3)  g = the chain's rules in reverse
+ *   fg_vm_usig_fw(z, e, y, n, c0, c2, c3)  e = exp(z c0), y = c3 / (e + c2)
+ *                                          (e: NULL, z itself, or a row)
+ *   fg_vm_usig_bw(e, y, g, n, c0, c2)      g = the chain's rules in reverse
  *
  * Each element goes through exactly op_forward's / op_backward's
  * operations (_rules.pxd) in the same order: u = z * c0, e = exp(u),
- * d = e + c2, y = c3 / d; backward, with e and d recomputed from z,
+ * d = e + c2, y = c3 / d; backward, from the forward's e (kept, so exp is
+ * not recomputed: the same e, the same bits) and d = e + c2 recomputed,
  * g3 = 0.0 + (-g) * (y / d) (rdivc), g2 = 0.0 + g3 (addc),
  * g1 = 0.0 + e * g2 (exp), g = 0.0 + c0 * g1 (mulc); every ``0.0 +`` is
  * the operand's gradient starting at 0.0 in eager mode (it turns -0.0 into
  * +0.0).  So the bits are those of the op-by-op epilogue at every width.
- * In blocks of FG_VM_UB columns: the vector exp of the block into a buffer
- * (in L1), then the cheap ops in a plain loop that gcc vectorises for the
- * function's target.  y may be z (in place). */
+ * The forward works in blocks of FG_VM_UB columns: the vector exp of the
+ * block (into e, or a buffer in L1), then the cheap ops in a plain loop that
+ * gcc vectorises for the function's target.  y may be z (in place). */
 #define FG_VM_UB 256
 #define FG_VM_USIG(SUF, W, TARGET) \
-/* e[k] = exp(z[k] c0), k < m <= FG_VM_UB (the tail: one zero-padded vector) */ \
+/* e[k] = exp(z[k] c0), k < m (e may be z; the tail: one zero-padded vector) */ \
 static FG_VM_UNUSED TARGET void fg_vm_usig_exp_##SUF(const double *z, double *e, ptrdiff_t m, \
                                                      double c0) \
 { \
@@ -141,44 +143,42 @@ static FG_VM_UNUSED TARGET void fg_vm_usig_exp_##SUF(const double *z, double *e,
         memcpy(buf, z + k, (size_t)(m - k) * sizeof(double)); \
         memcpy(&v, buf, sizeof v); \
         v = fg_vm_exp_##SUF(v * c0); \
-        memcpy(e + k, &v, (size_t)(m - k) * sizeof(double)); \
+        memcpy(buf, &v, sizeof v); \
+        memcpy(e + k, buf, (size_t)(m - k) * sizeof(double)); \
     } \
 } \
-static FG_VM_UNUSED TARGET void fg_vm_usig_fw_##SUF(const double *z, double *y, ptrdiff_t n, \
-                                                    double c0, double c2, double c3) \
-{ \
-    double e[FG_VM_UB + 8]; \
-    ptrdiff_t jb, k, m; \
-    for (jb = 0; jb < n; jb += m) { \
-        m = n - jb < FG_VM_UB ? n - jb : FG_VM_UB; \
-        fg_vm_usig_exp_##SUF(z + jb, e, m, c0); \
-        for (k = 0; k < m; k++) \
-            y[jb + k] = c3 / (e[k] + c2); \
-    } \
-} \
-static FG_VM_UNUSED TARGET void fg_vm_usig_bw_##SUF(const double *z, const double *y, double *g, \
+static FG_VM_UNUSED TARGET void fg_vm_usig_fw_##SUF(const double *z, double *e, double *y, \
                                                     ptrdiff_t n, double c0, double c2, \
                                                     double c3) \
 { \
-    double e[FG_VM_UB + 8], d, t; \
+    double buf[FG_VM_UB]; \
+    double *eb; \
     ptrdiff_t jb, k, m; \
-    (void)c3; \
     for (jb = 0; jb < n; jb += m) { \
         m = n - jb < FG_VM_UB ? n - jb : FG_VM_UB; \
-        fg_vm_usig_exp_##SUF(z + jb, e, m, c0); \
-        for (k = 0; k < m; k++) { \
-            d = e[k] + c2; \
-            t = 0.0 + (-g[jb + k]) * (y[jb + k] / d); \
-            t = 0.0 + t; \
-            t = 0.0 + e[k] * t; \
-            g[jb + k] = 0.0 + c0 * t; \
-        } \
+        eb = e != NULL ? e + jb : buf; \
+        fg_vm_usig_exp_##SUF(z + jb, eb, m, c0); \
+        for (k = 0; k < m; k++) \
+            y[jb + k] = c3 / (eb[k] + c2); \
+    } \
+} \
+static FG_VM_UNUSED TARGET void fg_vm_usig_bw_##SUF(const double *e, const double *y, double *g, \
+                                                    ptrdiff_t n, double c0, double c2) \
+{ \
+    double t; \
+    ptrdiff_t j; \
+    for (j = 0; j < n; j++) { \
+        t = 0.0 + (-g[j]) * (y[j] / (e[j] + c2)); \
+        t = 0.0 + t; \
+        t = 0.0 + e[j] * t; \
+        g[j] = 0.0 + c0 * t; \
     } \
 }
 
-typedef void (*fg_vm_usig_fw_t)(const double *, double *, ptrdiff_t, double, double, double);
+typedef void (*fg_vm_usig_fw_t)(const double *, double *, double *, ptrdiff_t, double, double,
+                                double);
 typedef void (*fg_vm_usig_bw_t)(const double *, const double *, double *, ptrdiff_t, double,
-                                double, double);
+                                double);
 FG_VM_USIG(plain, 1, )
 #ifdef FG_VM_VECTORS
 FG_VM_USIG(base, 2, )
@@ -285,26 +285,26 @@ static FG_VM_UNUSED void fg_vm_row(int fn, const double *x, double *out, ptrdiff
     fg_vm_rows_table[fg_vm_level][fn](x, out, n);
 }
 
-static FG_VM_UNUSED void fg_vm_usig_fw(const double *z, double *y, ptrdiff_t n, double c0,
-                                       double c2, double c3)
-{
-    fg_vm_usig_fw_table[fg_vm_level](z, y, n, c0, c2, c3);
-}
-
-static FG_VM_UNUSED void fg_vm_usig_bw(const double *z, const double *y, double *g, ptrdiff_t n,
+static FG_VM_UNUSED void fg_vm_usig_fw(const double *z, double *e, double *y, ptrdiff_t n,
                                        double c0, double c2, double c3)
 {
-    fg_vm_usig_bw_table[fg_vm_level](z, y, g, n, c0, c2, c3);
+    fg_vm_usig_fw_table[fg_vm_level](z, e, y, n, c0, c2, c3);
 }
 
-/* the chain's rows at ``level`` (tests): -1 if unsupported */
-static FG_VM_UNUSED int fg_vm_usig_at(int level, int back, const double *z, const double *y,
-                                      double *g, double *out, ptrdiff_t n, double c0,
-                                      double c2, double c3)
+static FG_VM_UNUSED void fg_vm_usig_bw(const double *e, const double *y, double *g, ptrdiff_t n,
+                                       double c0, double c2)
+{
+    fg_vm_usig_bw_table[fg_vm_level](e, y, g, n, c0, c2);
+}
+
+/* the chain's rows at ``level`` (tests): the forward (e may be NULL or z)
+ * and then, if g is not NULL, the backward from its e; -1 if unsupported */
+static FG_VM_UNUSED int fg_vm_usig_at(int level, const double *z, double *e, double *y,
+                                      double *g, ptrdiff_t n, double c0, double c2, double c3)
 {
     if (!fg_vm_supported(level)) return -1;
-    if (back) fg_vm_usig_bw_table[level](z, y, g, n, c0, c2, c3);
-    else fg_vm_usig_fw_table[level](z, out, n, c0, c2, c3);
+    fg_vm_usig_fw_table[level](z, e, y, n, c0, c2, c3);
+    if (g != NULL) fg_vm_usig_bw_table[level](e, y, g, n, c0, c2);
     return 0;
 }
 
