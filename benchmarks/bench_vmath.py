@@ -8,6 +8,8 @@ on a shared machine)::
         [--baseline-src /path/to/other/checkout/src]
     PYTHONPATH=src python benchmarks/bench_vmath.py nets [--n 1000,10000] [--rounds 5]
         [--rows lecture_tanh,tanh_hidden,sigmoid_hidden] [--repeat 2] [--baseline-src ...]
+    PYTHONPATH=src python benchmarks/bench_vmath.py epilogue [--n 1000,10000] [--rounds 9]
+        [--rows sigmoid_hand]
     PYTHONPATH=src python benchmarks/bench_vmath.py eager [--baseline-src ...]
     PYTHONPATH=src python benchmarks/bench_vmath.py ir [--baseline-src ...]
 
@@ -47,6 +49,14 @@ process), and each process's ratios are against the peers timed in it.
 Figures: the median per-step CPU and wall time over the rounds, the best
 process of each build.
 
+``epilogue``: the user's sigmoid ``1/(1+(-z).exp())`` as a layer epilogue,
+fused (one pass per row block forward; the backward reads the kept exp) against
+op by op (one pass per op; the backward recomputes exp), switched with
+``fastgrad._replay._set_epi_fused`` in one process: ms per
+``Program.sgd_step`` of the styles row ``sigmoid_hand`` (2-64-64-1, hinge)
+on every ISA, the two sides alternating round by round (the order flips each
+round), medians of the per-round CPU and wall times.
+
 ``eager``: ns per eager op (``Value.tanh()`` ... on 10,000 Values, node
 creation included; ``v * 1.5`` as a reference op) in this build and in
 ``--baseline-src``'s, alternating processes.
@@ -63,6 +73,7 @@ Prints the load average before and after; nothing is asserted about time.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -642,9 +653,49 @@ def bench_ir(n, baseline_src):
         print(f"{name:10s}{a:12.1f}{b:12.1f}{a / b:8.2f}   {sym}")
 
 
+# ---------------------------------------------------------------------------
+# epilogue: the user's sigmoid fused vs op by op, same process
+# ---------------------------------------------------------------------------
+
+def bench_epilogue(rows, ns, rounds):
+    from fastgrad import _replay
+    from fastgrad.bench.styles import STYLE_BY_NAME, FastgradSide
+    old_isa = _replay._isa()
+    old = _replay._set_epi_fused(True)
+    print(f"{'row':14s}{'N':>7s} {'ISA':10s}{'fused cpu (wall)':>22s}"
+          f"{'op by op cpu (wall)':>24s}{'ratio cpu (wall)':>20s}")
+    try:
+        for name in rows:
+            for N in ns:
+                side = FastgradSide(STYLE_BY_NAME[name], N)
+                reps = max(1, 20000 // N)
+                for isa in _replay._supported_isas():
+                    _replay._set_isa(isa)
+                    res = {True: ([], []), False: ([], [])}
+                    for fused in (True, False):          # warm-up
+                        _replay._set_epi_fused(fused)
+                        side.step()
+                    for r in range(rounds):
+                        for fused in ((True, False) if r % 2 == 0 else (False, True)):
+                            _replay._set_epi_fused(fused)
+                            c0, w0 = time.process_time(), time.perf_counter()
+                            for _ in range(reps):
+                                side.step()
+                            res[fused][0].append((time.process_time() - c0) / reps * 1e3)
+                            res[fused][1].append((time.perf_counter() - w0) / reps * 1e3)
+                    fc, fw = (statistics.median(v) for v in res[True])
+                    uc, uw = (statistics.median(v) for v in res[False])
+                    print(f"{name:14s}{N:7d} {isa:10s}{fc:11.3f} ({fw:8.3f})"
+                          f"{uc:13.3f} ({uw:8.3f}){fc / uc:11.3f} ({fw / uw:.3f})",
+                          flush=True)
+    finally:
+        _replay._set_epi_fused(old)
+        _replay._set_isa(old_isa)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["functions", "replay", "nets", "eager", "ir",
+    ap.add_argument("what", choices=["functions", "replay", "nets", "epilogue", "eager", "ir",
                                      "_replay_worker", "_nets_worker", "_eager_worker",
                                      "_ir_worker"])
     ap.add_argument("--n", default=None)
@@ -657,7 +708,8 @@ def main(argv=None):
     ap.add_argument("--name", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 5 if args.what in ("nets", "_nets_worker") else 15
+        args.rounds = (5 if args.what in ("nets", "_nets_worker")
+                       else 9 if args.what == "epilogue" else 15)
     if args.what == "_ir_worker":
         ir_worker(args.kind, int(args.n), args.name)
         return 0
@@ -674,6 +726,10 @@ def main(argv=None):
     print(f"load average before: {loadavg()}")
     if args.what == "functions":
         bench_functions(int(args.n or 10000), args.rounds)
+    elif args.what == "epilogue":
+        rows = args.rows.split(",") if args.rows != ",".join(NET_ROWS) else ["sigmoid_hand"]
+        bench_epilogue(rows, [int(v) for v in (args.n or "1000,10000").split(",")],
+                       args.rounds)
     elif args.what == "eager":
         bench_eager(args.rounds, args.baseline_src)
     elif args.what == "ir":
