@@ -144,7 +144,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     prog._found = {"chains": 0, "in_layers": 0, "repeating": 0}
     if n == 0:
         return None
-    cdef int[::1] ws = np.empty(7 * (nr + 1) + 10 * (n + 1), np.int32)
+    cdef int[::1] ws = _np_empty(7 * (nr + 1) + 10 * (n + 1), _I32)
     cdef int[::1] uses = _carve(ws, &off, nr + 1, 0)
     cdef int[::1] reader = _carve(ws, &off, nr + 1, -1)
     # chains: the chain whose current last instruction is k, each
@@ -155,7 +155,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     cdef int[::1] ch_end = _carve(ws, &off, n + 1, NOFILL)
     cdef int[::1] ch_K = _carve(ws, &off, n + 1, NOFILL)
     cdef int[::1] ch_slot = _carve(ws, &off, n + 1, NOFILL)
-    cdef double[::1] ch_init = np.empty(n + 1, np.float64)
+    cdef double[::1] ch_init = _np_empty(n + 1, _F64)
     cdef int[::1] seen = _carve(ws, &off, nr + 1, -1)
     cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i, o, kd, H, K
     cdef unsigned long long h
@@ -210,7 +210,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         return None
     # -- each chain's post add and epilogue ops
     cdef Py_ssize_t off2 = 0
-    cdef int[::1] ws2 = np.empty(nch * (MAX_EPILOGUE + 3) + 2, np.int32)
+    cdef int[::1] ws2 = _np_empty(nch * (MAX_EPILOGUE + 3) + 2, _I32)
     cdef int[::1] ch_post = _carve(ws2, &off2, nch, -1)
     cdef int[::1] ch_nep = _carve(ws2, &off2, nch, 0)
     cdef int[::1] ep_instr = _carve(ws2, &off2, nch * MAX_EPILOGUE + 1, NOFILL)
@@ -297,7 +297,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     cdef int[::1] absorbed = _carve(ws, &off, n + 1, 0)
     cdef int[::1] anchor = _carve(ws, &off, n + 1, -1)  # first instruction -> layer
     cdef Py_ssize_t n_items = n + nl_total, off3 = 0, n_lout = prog._found["in_layers"]
-    cdef int[::1] ws3 = np.empty(4 * nl_total + n_lout + 2 + 4 * n_items, np.int32)
+    cdef int[::1] ws3 = _np_empty(4 * nl_total + n_lout + 2 + 4 * n_items, _I32)
     cdef int[::1] l_nep = _carve(ws3, &off3, nl_total, NOFILL)
     cdef int[::1] l_z = _carve(ws3, &off3, nl_total, 0)
     cdef int[::1] l_out0 = _carve(ws3, &off3, nl_total + 1, NOFILL)  # offsets in l_outs
@@ -444,13 +444,13 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
                 zbase[nl] = nxt
                 nxt += l_out0[nl + 1] - l_out0[nl]
     # the new tape, with its one entry of padding (0)
-    t_op_ = np.zeros(no + 1, np.uint8)
-    t_kind_ = np.zeros(no + 1, np.uint8)
-    t_out_ = np.zeros(no + 1, np.int32)
-    t_a_ = np.zeros(no + 1, np.int32)
-    t_b_ = np.zeros(no + 1, np.int32)
-    t_s_ = np.zeros(no + 1, np.int32)
-    t_c_ = np.zeros(no + 1, np.float64)
+    t_op_ = _np_zeros(no + 1, _U8)
+    t_kind_ = _np_zeros(no + 1, _U8)
+    t_out_ = _np_zeros(no + 1, _I32)
+    t_a_ = _np_zeros(no + 1, _I32)
+    t_b_ = _np_zeros(no + 1, _I32)
+    t_s_ = _np_zeros(no + 1, _I32)
+    t_c_ = _np_zeros(no + 1, _F64)
     cdef unsigned char[::1] t_op = t_op_, t_kind = t_kind_
     cdef int[::1] t_out = t_out_, t_a = t_a_, t_b = t_b_, t_s = t_s_
     cdef double[::1] t_c = t_c_
@@ -470,8 +470,8 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             if ch_post[ch] >= 0:
                 tot_slots += H
                 break
-    l_rows_ = np.empty(tot_rows, np.int32)
-    l_slots_ = np.empty(tot_slots, np.int32)
+    l_rows_ = _np_empty(tot_rows, _I32)
+    l_slots_ = _np_empty(tot_slots, _I32)
     cdef int[::1] lrows = l_rows_, lslots = l_slots_
     for i in range(no):
         it = order[i]
@@ -546,15 +546,15 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         pw_size += _round_mr(H) * K + H * (2 if has_post else 1) + _round_mr(K) * H
         ln_size += H * fg_wgrad_ld(K)
     prog.nlayers = len(meta) // LM_SIZE
-    prog.l_meta = np.array(meta, np.int32)
+    prog.l_meta = _np_array(meta, _I32)
     prog.l_rows = l_rows_
     prog.l_slots = l_slots_
-    prog.l_init = np.array(linit + [0.0], np.float64)
-    prog.l_ep = np.array(lep + [0], np.int32)
-    prog.l_epc = np.array(lepc + [0.0], np.float64)
-    prog.l_pw = np.zeros(pw_size + 1, np.float64)
-    prog.l_lanes = np.zeros(ln_size + 1, np.float64)
-    prog.l_sums = np.zeros(ln_size + 1, np.float64)
+    prog.l_init = _np_array(linit + [0.0], _F64)
+    prog.l_ep = _np_array(lep + [0], _I32)
+    prog.l_epc = _np_array(lepc + [0.0], _F64)
+    prog.l_pw = _np_zeros(pw_size + 1, _F64)
+    prog.l_lanes = _np_zeros(ln_size + 1, _F64)
+    prog.l_sums = _np_zeros(ln_size + 1, _F64)
     t_nx_ = _padded_ints(nx)
     cdef int[::1] t_nx = t_nx_
     _nx_remap(t_nx[:nx.shape[0]], new_row)

@@ -16,6 +16,7 @@
 cdef object _np_empty = np.empty
 cdef object _np_zeros = np.zeros
 cdef object _np_arange = np.arange
+cdef object _np_array = np.array
 cdef object _U8 = np.dtype(np.uint8)
 cdef object _I32 = np.dtype(np.int32)
 cdef object _F64 = np.dtype(np.float64)

@@ -244,6 +244,9 @@ def _unshare(list mats, tuple outs, str where):
 # the program
 # ---------------------------------------------------------------------------
 
+cdef Py_ssize_t _WARN_PRODUCTS = -1    # fastgrad._summary's, once imported
+
+
 @cython.final
 cdef class Program:
     """A recorded graph, replayed in C.  Built by fastgrad.compiled.compile.
@@ -416,7 +419,10 @@ cdef class Program:
         and a per-sample value outside layers are too few for the warning:
         building it on every compile was ~2% of a small one (callgrind,
         MLP(2, [16, 16, 1]), recorder, issue 21)."""
-        from fastgrad._summary import WARN_PRODUCTS
+        global _WARN_PRODUCTS
+        if _WARN_PRODUCTS < 0:      # (imported once, not per compile)
+            from fastgrad._summary import WARN_PRODUCTS
+            _WARN_PRODUCTS = WARN_PRODUCTS
         cdef Py_ssize_t k, products = 0
         cdef int op
         if not self._recognised:
@@ -426,7 +432,7 @@ cdef class Program:
             if op == OP_FMULADD or (op == OP_MUL and (
                     self.b_kind[k] == K_SB or self.b_kind[k] == K_BS)):
                 products += 1
-        if products < WARN_PRODUCTS:
+        if products < _WARN_PRODUCTS:
             return None
         return self.summary().warning()
 

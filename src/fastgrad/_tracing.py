@@ -31,7 +31,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 from fastgrad.engine import Value
 
@@ -146,15 +146,29 @@ def tracing(inputs: Sequence[Value], params: Sequence[Value],
         log = TraceLog()
     traces = _stack.__dict__.setdefault("traces", [])
     traces.append(_Trace(inputs, params, log))
-    from fastgrad import _engine
-    marked = _engine._trace_begin(list(inputs) + [p for p in params
-                                                  if isinstance(p, Value)],
-                                  warn_data_read)
+    engine = _hooks()
+    marked = engine._trace_begin(list(inputs) + [p for p in params
+                                                 if isinstance(p, Value)],
+                                 warn_data_read)
     try:
         yield log
     finally:
-        _engine._trace_end(marked)
+        engine._trace_end(marked)
         traces.pop()
+
+
+_engine_module = None
+
+
+def _hooks() -> "Any":
+    """The compiled engine (imported on first use: the pure-Python build has
+    none).  A ``from fastgrad import _engine`` per compile went through
+    importlib's Python-level fromlist handling (~1 us)."""
+    global _engine_module
+    if _engine_module is None:
+        from fastgrad import _engine
+        _engine_module = _engine
+    return _engine_module
 
 
 def _leaf_text(leaf: Value) -> str:

@@ -70,11 +70,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fastgrad.compiled' has no attribute {name!r}")
 
 
+_replay_module: Any = None
+
+
+def _replay() -> Any:
+    """fastgrad._replay, imported on first use (a ``from fastgrad._replay
+    import ...`` per compile cost ~1-2 us each)."""
+    global _replay_module
+    if _replay_module is None:
+        from fastgrad import _replay as module
+        _replay_module = module
+    return _replay_module
+
+
 def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
            penalty: Optional[Value], allow_unused: bool = False,
            log: Optional[_tracing.TraceLog] = None) -> "Program":
     require_compiled("fastgrad.compile (compiled graph replay)")
-    from fastgrad._replay import build
+    build = _replay().build
     # Recording allocates a few short-lived Python objects per instruction,
     # none in a reference cycle: the cyclic collector would only re-scan them
     # again and again (at 51,079 instructions, MLP(2, [128, 128, 1]), it took
@@ -278,7 +291,8 @@ def make_demo_step(model: _Model, alpha: float = 1e-4,
     >>> X = np.array([[0.0, 1.0], [1.0, 0.0]]); y = np.array([1.0, -1.0])
     >>> loss, acc = step(X, y, 0.5)
     """
-    from fastgrad._replay import _DemoStep, _num_threads
+    replay = _replay()
+    _DemoStep, _num_threads = replay._DemoStep, replay._num_threads
     _num_threads(num_threads, "make_demo_step")   # before a long compile
     params = model.parameters()
 
