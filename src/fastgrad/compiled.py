@@ -92,6 +92,7 @@ def _build(outputs: list[Value], inputs: list[Value], params: list[Value],
     # none in a reference cycle: the cyclic collector would only re-scan them
     # again and again (at 51,079 instructions, MLP(2, [128, 128, 1]), it took
     # a third of the time and made recording grow faster than the graph).
+    prog: "Program"
     enabled = gc.isenabled()
     gc.disable()
     try:
