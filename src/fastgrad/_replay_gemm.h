@@ -98,6 +98,16 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TV 3
 #define FG_KC 256
 #define FG_MC 64
+/* Row blocks of 128 for layers of at most 256 rows (their 128 x 256 weight
+ * block, 256 KiB, still fits the 512 KiB L2): half the packings of the B
+ * panel.  Measured (Zen 3, demo step of MLP(2, [H, H, 1]), min CPU ms per
+ * step over 0.8-1 s, 5 alternating processes against main, quiet, load
+ * 1.1-3.0; notes/k29-data/stepab.sh): with 128-row blocks for every M,
+ * H = 512 N = 1,000 lost 1.8% (stepab1.txt), hence 64 above 256 rows; as
+ * here (stepab2.txt, medians) H = 128 N = 100 / 1,000 -0.7% / -1.8%, H = 256
+ * N = 100 / 1,000 -1.6% / -1.5% (faster in 5 of 5 pairs but H=128 N=100's
+ * 4), H = 64 and 512 unchanged (the same blocks). */
+#define FG_MC_NARROW 128
 #define FG_JC 256
 #define FG_VW 4
 #define FG_BMEM 2

@@ -10,6 +10,8 @@
  *   FG_KC, FG_MC cache blocks of the rows product: FG_KC terms x FG_TV
  *                vectors of the packed B panel stay in L1, FG_MC x FG_KC
  *                weights in L2
+ *   FG_MC_NARROW (optional) the row block instead of FG_MC when the
+ *                product has at most 2 * FG_MC_NARROW rows
  *   FG_JC        batch columns per block of the weight-gradient product
  *
  * No include guard: included once per ISA; it undefines these parameters
@@ -239,6 +241,11 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
     /* whole vectors up to n rounded up (within the padding of ld) */
     ptrdiff_t nv = (n + FG_VW - 1) / FG_VW, j0, jv;
     int p0, np, m0, m1, i0, first, last, tv;
+#ifdef FG_MC_NARROW
+    int mc = M <= 2 * FG_MC_NARROW ? FG_MC_NARROW : FG_MC;  /* see the ISA's block */
+#else
+    int mc = FG_MC;
+#endif
     if (M <= 0) return;
     work = fg_align_work(work);      /* whole-line panel vectors: see FG_WORK */
     /* BLIS loops: terms in blocks of FG_KC (the B panel's depth), rows in
@@ -250,8 +257,8 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
         np = (K - p0 < FG_KC) ? K - p0 : FG_KC;
         first = p0 == 0;
         last = p0 + np >= K;
-        for (m0 = 0; m0 < M; m0 += FG_MC) {
-            m1 = (M - m0 < FG_MC) ? M : m0 + FG_MC;
+        for (m0 = 0; m0 < M; m0 += mc) {
+            m1 = (M - m0 < mc) ? M : m0 + mc;
             for (jv = 0; jv < nv; jv += tv) {
                 tv = FG_NAME(fg_tv)(nv - jv);
                 j0 = jv * FG_VW;
@@ -507,6 +514,7 @@ static FG_TARGET double FG_NAME(fg_peak)(long iters, double m, double *flops)
 #undef FG_TV
 #undef FG_KC
 #undef FG_MC
+#undef FG_MC_NARROW
 #undef FG_JC
 #undef FG_VW
 #undef FG_BMEM
