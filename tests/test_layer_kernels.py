@@ -137,7 +137,10 @@ def run_rows(isa, trans, M, K, n, ld, seed, with_init=True, with_post=False,
 
 SHAPES = [(1, 1, 1), (1, 7, 5), (7, 1, 3), (4, 12, 12), (5, 13, 13), (9, 3, 25),
           (13, 24, 100), (17, 33, 7), (8, 8, 8), (65, 40, 37), (3, 300, 29),
-          (70, 130, 50), (130, 260, 9)]
+          (70, 130, 50), (130, 260, 9),
+          # row counts around the AVX2 build's 128-row blocks (M <= 256) and its
+          # 64-row blocks above: 128 + 72, 2 x 128, 4 x 64 + 1
+          (200, 20, 30), (256, 9, 13), (257, 5, 11)]
 
 
 @pytest.mark.parametrize("M, K, n", SHAPES)
