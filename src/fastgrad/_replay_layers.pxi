@@ -126,18 +126,18 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
                          const unsigned char[::1] kind, const int[::1] a,
                          const int[::1] b, const int[::1] s, const double[::1] c,
                          int n_in, const unsigned char[::1] is_out,
-                         const int[::1] nx):
+                         const int[::1] nx, list o_slot, list o_bat):
     """The training tape with OP_LAYER instructions.
 
     Reads the fused tape (instruction k writes row n_in + k) and sets the
-    Program's layer tables; returns ((op, kind, out, a, b, s, c, nx) arrays
-    of the new tape with one entry of padding, old row -> new row as an
-    int32 array, number of batched rows, number of instructions) -- rows are
-    renumbered (also in the n-ary operand runs ``nx``), a layer's stored
-    pre-activations get rows of their own -- or None when the tape has no
-    layer.  Linear in the tape: typed arrays per instruction, Python
-    objects per chain and layer; the int scratch in three arrays (see
-    _carve), one per phase.
+    Program's layer tables and its training tape (b_op, b_kind, b_out, b_a,
+    b_b, b_s, b_c, b_nx, each with one entry of padding; n_batched,
+    n_binstr) -- rows are renumbered (also in the n-ary operand runs ``nx``
+    and the batched outputs' rows in ``o_slot``), a layer's stored
+    pre-activations get rows of their own; returns True, or None (nothing
+    set) when the tape has no layer.  Linear in the tape: typed arrays per
+    instruction, Python objects per chain and layer; the int scratch in
+    three arrays (see _carve), one per phase.
     """
     cdef Py_ssize_t n = op.shape[0], off = 0
     cdef int nr = n_in + <int>n
@@ -290,14 +290,14 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         return None
     layers.sort(key=lambda g: g[0])
     prog._found["in_layers"] = sum(len(g) for g in layers)
-    cdef int nl_total = len(layers), nl
+    cdef int nl_total = len(layers), nl, li
     # -- per layer: the epilogue every chain shares (the longest common
     # prefix of op codes and constant bits); the absorbed instructions; the
     # rows the layer produces (per chain: its last absorbed instruction's)
     cdef int[::1] absorbed = _carve(ws, &off, n + 1, 0)
     cdef int[::1] anchor = _carve(ws, &off, n + 1, -1)  # first instruction -> layer
     cdef Py_ssize_t n_items = n + nl_total, off3 = 0, n_lout = prog._found["in_layers"]
-    cdef int[::1] ws3 = _np_empty(4 * nl_total + n_lout + 2 + 4 * n_items, _I32)
+    cdef int[::1] ws3 = _np_empty(4 * nl_total + n_lout + 2 + 4 * n_items + nr + 1, _I32)
     cdef int[::1] l_nep = _carve(ws3, &off3, nl_total, NOFILL)
     cdef int[::1] l_z = _carve(ws3, &off3, nl_total, 0)
     cdef int[::1] l_out0 = _carve(ws3, &off3, nl_total + 1, NOFILL)  # offsets in l_outs
@@ -422,10 +422,47 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     for row in range(nr):
         if wait_head[row] >= 0:       # cannot happen for a valid tape
             return None
+    # -- sizes of the new tape and the layer tables, all known now: each
+    # dtype's arrays are slices of one zeroed array (3 NumPy arrays and
+    # typed views instead of 18 and 24: a typed view of a NumPy array costs
+    # ~1.7k instructions, an array ~2.5k, np.array of a list ~8k)
+    cdef Py_ssize_t tot_rows = 0, tot_slots = 0, n_ep = 0
+    cdef Py_ssize_t n1 = no + 1, nnx = nx.shape[0], off4 = 0, off5 = 0
+    for nl in range(nl_total):
+        g = layers[nl]
+        H = len(g)
+        K = ch_K[g[0]]
+        tot_rows += K + H + (H if l_z[nl] else 0)
+        tot_slots += H * K + H
+        for ch in g:
+            if ch_post[ch] >= 0:
+                tot_slots += H
+                break
+        n_ep += l_nep[nl]
+    cdef int[::1] t_i32 = _np_zeros(4 * n1 + (nnx + 1) + tot_rows + tot_slots
+                                    + nl_total * LM_SIZE + n_ep + 1, _I32)
+    cdef unsigned char[::1] t_u8 = _np_zeros(2 * n1, _U8)
+    cdef double[::1] t_f64 = _np_zeros(n1 + n_lout + 1 + n_ep + 1, _F64)
+    # the new tape, each field with its one entry of padding (0)
+    cdef unsigned char[::1] t_op = _carve_u8(t_u8, &off5, n1)
+    cdef unsigned char[::1] t_kind = _carve_u8(t_u8, &off5, n1)
+    cdef int[::1] t_out = _carve(t_i32, &off4, n1, NOFILL)
+    cdef int[::1] t_a = _carve(t_i32, &off4, n1, NOFILL)
+    cdef int[::1] t_b = _carve(t_i32, &off4, n1, NOFILL)
+    cdef int[::1] t_s = _carve(t_i32, &off4, n1, NOFILL)
+    cdef int[::1] t_nx = _carve(t_i32, &off4, nnx + 1, NOFILL)
+    # the layer tables (l_init, l_ep and l_epc with one entry of padding)
+    cdef int[::1] lrows = _carve(t_i32, &off4, tot_rows, NOFILL)
+    cdef int[::1] lslots = _carve(t_i32, &off4, tot_slots, NOFILL)
+    cdef int[::1] lmeta = _carve(t_i32, &off4, nl_total * LM_SIZE, NOFILL)
+    cdef int[::1] lep = _carve(t_i32, &off4, n_ep + 1, NOFILL)
+    off5 = 0
+    cdef double[::1] t_c = _carve_f64(t_f64, &off5, n1)
+    cdef double[::1] linit = _carve_f64(t_f64, &off5, n_lout + 1)
+    cdef double[::1] lepc = _carve_f64(t_f64, &off5, n_ep + 1)
     # -- renumber rows and write the new tape; a layer's stored
     # pre-activation rows (if any) follow its output rows
-    new_row_ = _minus_ones(nr + 1)
-    cdef int[::1] new_row = new_row_
+    cdef int[::1] new_row = _carve(ws3, &off3, nr + 1, -1)
     cdef int[::1] zbase = _carve(ws3, &off3, nl_total, -1)
     cdef int nxt = n_in
     for row in range(n_in):
@@ -443,36 +480,10 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             if l_z[nl]:
                 zbase[nl] = nxt
                 nxt += l_out0[nl + 1] - l_out0[nl]
-    # the new tape, with its one entry of padding (0)
-    t_op_ = _np_zeros(no + 1, _U8)
-    t_kind_ = _np_zeros(no + 1, _U8)
-    t_out_ = _np_zeros(no + 1, _I32)
-    t_a_ = _np_zeros(no + 1, _I32)
-    t_b_ = _np_zeros(no + 1, _I32)
-    t_s_ = _np_zeros(no + 1, _I32)
-    t_c_ = _np_zeros(no + 1, _F64)
-    cdef unsigned char[::1] t_op = t_op_, t_kind = t_kind_
-    cdef int[::1] t_out = t_out_, t_a = t_a_, t_b = t_b_, t_s = t_s_
-    cdef double[::1] t_c = t_c_
-    meta, linit, lep, lepc = [], [], [], []
     cdef int n_lrows = 0, n_lslots = 0, pw_size = 0, ln_size = 0, x_off, z_off
-    cdef int w_off, b_off, bl_off, init_off, ep_off, act
+    cdef int w_off, b_off, bl_off, init_off, ep_off, act, n_init = 0, n_lep = 0
     cdef bint has_post
-    # the layers' rows and slots, written in place (sizes first)
-    cdef Py_ssize_t tot_rows = 0, tot_slots = 0
-    for nl in range(nl_total):
-        g = layers[nl]
-        H = len(g)
-        K = ch_K[g[0]]
-        tot_rows += K + H + (H if l_z[nl] else 0)
-        tot_slots += H * K + H
-        for ch in g:
-            if ch_post[ch] >= 0:
-                tot_slots += H
-                break
-    l_rows_ = _np_empty(tot_rows, _I32)
-    l_slots_ = _np_empty(tot_slots, _I32)
-    cdef int[::1] lrows = l_rows_, lslots = l_slots_
+    nl = 0
     for i in range(no):
         it = order[i]
         if it < n:
@@ -486,12 +497,12 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
             t_s[i] = s[k]
             t_c[i] = c[k]
             continue
-        nl = it - <int>n
-        g = layers[nl]
+        li = it - <int>n                 # the layer; its entry in l_meta: nl
+        g = layers[li]
         g0 = g[0]
         H = len(g)
         K = ch_K[g0]
-        nep = l_nep[nl]
+        nep = l_nep[li]
         has_post = False
         for ch in g:
             if ch_post[ch] >= 0:
@@ -499,8 +510,8 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         act = 1 if (nep == 1 and op[ep_instr[g0 * MAX_EPILOGUE]] == OP_RELU) else 0
         t_op[i] = OP_LAYER
         t_kind[i] = K_B
-        t_out[i] = new_row[l_outs[l_out0[nl]]]
-        t_a[i] = len(meta) // LM_SIZE
+        t_out[i] = new_row[l_outs[l_out0[li]]]
+        t_a[i] = nl
         t_b[i] = -1
         t_s[i] = -1
         t_c[i] = 0.0
@@ -508,13 +519,13 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
         for t in range(K):
             lrows[n_lrows + t] = new_row[xs_of[xs_off[g0] + t]]
         for q in range(H):
-            lrows[n_lrows + K + q] = new_row[l_outs[l_out0[nl] + q]]
+            lrows[n_lrows + K + q] = new_row[l_outs[l_out0[li] + q]]
         n_lrows += K + H
         z_off = -1
-        if l_z[nl]:
+        if l_z[li]:
             z_off = n_lrows
             for q in range(H):
-                lrows[n_lrows + q] = zbase[nl] + q
+                lrows[n_lrows + q] = zbase[li] + q
             n_lrows += H
         w_off = n_lslots
         b_off = w_off + H * K
@@ -534,28 +545,63 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
                 lslots[bl_off + q] = ch_post[ch]
                 q += 1
             n_lslots += H
-        init_off = len(linit)
-        linit += [ch_init[ch] for ch in g]
-        ep_off = len(lep)
+        init_off = n_init
+        for ch in g:
+            linit[n_init] = ch_init[ch]
+            n_init += 1
+        ep_off = n_lep
         for q in range(nep):
             k = ep_instr[g0 * MAX_EPILOGUE + q]
-            lep.append(op[k])
-            lepc.append(c[k])
-        meta += [H, K, act, x_off, x_off + K, w_off, b_off, pw_size, ln_size,
-                 bl_off, z_off, ep_off, nep, init_off]
+            lep[n_lep] = op[k]
+            lepc[n_lep] = c[k]
+            n_lep += 1
+        m = nl * LM_SIZE
+        lmeta[m + LM_H] = H
+        lmeta[m + LM_K] = K
+        lmeta[m + LM_ACT] = act
+        lmeta[m + LM_X] = x_off
+        lmeta[m + LM_O] = x_off + K
+        lmeta[m + LM_W] = w_off
+        lmeta[m + LM_B] = b_off
+        lmeta[m + LM_PW] = pw_size
+        lmeta[m + LM_LN] = ln_size
+        lmeta[m + LM_BL] = bl_off
+        lmeta[m + LM_Z] = z_off
+        lmeta[m + LM_EP] = ep_off
+        lmeta[m + LM_NEP] = nep
+        lmeta[m + LM_INIT] = init_off
+        nl += 1
         pw_size += _round_mr(H) * K + H * (2 if has_post else 1) + _round_mr(K) * H
         ln_size += H * fg_wgrad_ld(K)
-    prog.nlayers = len(meta) // LM_SIZE
-    prog.l_meta = _np_array(meta, _I32)
-    prog.l_rows = l_rows_
-    prog.l_slots = l_slots_
-    prog.l_init = _np_array(linit + [0.0], _F64)
-    prog.l_ep = _np_array(lep + [0], _I32)
-    prog.l_epc = _np_array(lepc + [0.0], _F64)
+    if (nl != nl_total or n_lrows != tot_rows or n_lslots != tot_slots
+            or n_init != n_lout or n_lep != n_ep):
+        raise SystemError("compile: internal error (layer table sizes)")
+    prog.nlayers = nl
+    prog.l_meta = lmeta
+    prog.l_rows = lrows
+    prog.l_slots = lslots
+    prog.l_init = linit
+    prog.l_ep = lep
+    prog.l_epc = lepc
     prog.l_pw = _np_zeros(pw_size + 1, _F64)
     prog.l_lanes = _np_zeros(ln_size + 1, _F64)
     prog.l_sums = _np_zeros(ln_size + 1, _F64)
-    t_nx_ = _padded_ints(nx)
-    cdef int[::1] t_nx = t_nx_
-    _nx_remap(t_nx[:nx.shape[0]], new_row)
-    return (t_op_, t_kind_, t_out_, t_a_, t_b_, t_s_, t_c_, t_nx_), new_row_, nxt, no
+    if nnx > 0:
+        memcpy(&t_nx[0], &nx[0], nnx * sizeof(int))
+    _nx_remap(t_nx[:nnx], new_row)
+    # the training tape (typed views: no NumPy array or view per field)
+    prog.b_op = t_op
+    prog.b_kind = t_kind
+    prog.b_out = t_out
+    prog.b_a = t_a
+    prog.b_b = t_b
+    prog.b_s = t_s
+    prog.b_c = t_c
+    prog.b_nx = t_nx
+    prog.n_batched = nxt
+    prog.n_binstr = no
+    # the outputs' rows, renumbered
+    for q in range(len(o_slot)):
+        if o_bat[q]:
+            o_slot[q] = new_row[<int>o_slot[q]]
+    return True

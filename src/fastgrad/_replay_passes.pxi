@@ -25,21 +25,22 @@ cdef object _F64 = np.dtype(np.float64)
 # fusion and forward-only dot chains
 # ---------------------------------------------------------------------------
 
-cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
-                 int[::1] b, int[::1] s, double[::1] c, int n_in,
-                 const unsigned char[::1] is_out, int[::1] nx):
+cdef Py_ssize_t _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
+                      int[::1] b, int[::1] s, double[::1] c, int n_in,
+                      const unsigned char[::1] is_out, int[::1] nx,
+                      list o_slot, list o_bat) except -1:
     """Fuse ``acc + s*x`` pairs into OP_FMULADD and drop the products.
 
     Edits the arrays in place (the kept instructions first, renumbered, and
-    the rows in the n-ary operand lists ``nx``); returns (new instruction
-    count, old row -> new row as an int32 array, -1 for a dropped product's
-    row).
+    the rows in the n-ary operand lists ``nx`` and of the batched outputs
+    in ``o_slot``); returns the new instruction count.
     """
     cdef Py_ssize_t n = op.shape[0], k, m, i, off = 0
-    cdef int[::1] ws = _np_empty(n_in + 2 * n + 2, _I32)    # scratch
+    cdef int[::1] ws = _np_empty(2 * n_in + 3 * n + 3, _I32)    # scratch
     cdef int[::1] uses = _carve(ws, &off, n_in + n + 1, 0)
     cdef int[::1] removed = _carve(ws, &off, n + 1, 0)
-    cdef int[::1] new_row = _minus_ones(n_in + n + 1)
+    cdef int[::1] new_row = _carve(ws, &off, n_in + n + 1, -1)   # old row -> new
+    cdef Py_ssize_t q
     cdef int kd, row, which, acc, sc, x, nrem = 0
     cdef bint acc_bat
     for k in range(n):
@@ -84,9 +85,7 @@ cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
     for row in range(n_in):
         new_row[row] = row
     if nrem == 0:
-        for k in range(n):
-            new_row[n_in + k] = n_in + <int>k
-        return n, np.asarray(new_row)
+        return n                          # (no row renamed)
     # drop the fused products and renumber the remaining result rows
     i = 0
     for k in range(n):
@@ -106,7 +105,10 @@ cdef tuple _fuse(unsigned char[::1] op, unsigned char[::1] kind, int[::1] a,
         c[i] = c[k]
         i += 1
     _nx_remap(nx, new_row)
-    return i, np.asarray(new_row)
+    for q in range(len(o_slot)):
+        if o_bat[q]:
+            o_slot[q] = new_row[<int>o_slot[q]]
+    return i
 
 
 cdef int _nx_remap(int[::1] nx, const int[::1] new_row) except -1:
@@ -178,13 +180,16 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
             gone[m] = 1
     # one array per dtype, the tape's fields slices of their typed views
     # (9 arrays and typed views before; measured effect: see _np_empty)
-    cdef Py_ssize_t n1 = n + 1
+    # (and the n-ary operand runs, the outputs' slots)
+    cdef Py_ssize_t n1 = n + 1, nnx = nx.shape[0], n_out = len(o_slot)
     cdef unsigned char[::1] f_u8 = _np_empty(2 * n1, _U8)
-    cdef int[::1] f_i32 = _np_empty(6 * n1, _I32)
+    cdef int[::1] f_i32 = _np_empty(6 * n1 + nnx + 1 + n_out, _I32)
     cdef unsigned char[::1] f_op = f_u8[:n1], f_kind = f_u8[n1:]
     cdef int[::1] f_out = f_i32[:n1], f_a = f_i32[n1:2 * n1], f_b = f_i32[2 * n1:3 * n1]
     cdef int[::1] f_s = f_i32[3 * n1:4 * n1], d_s = f_i32[4 * n1:5 * n1]
-    cdef int[::1] d_x = f_i32[5 * n1:]
+    cdef int[::1] d_x = f_i32[5 * n1:6 * n1]
+    cdef int[::1] f_nx = f_i32[6 * n1:6 * n1 + nnx + 1]
+    cdef int[::1] f_oslot = f_i32[6 * n1 + nnx + 1:]
     cdef double[::1] f_c = _np_empty(n1, _F64)
     for k in range(n):
         if gone[k]:
@@ -219,7 +224,9 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     cdef int[::1] stamp = _carve(ws, &off, nr + 1, -1)
     # the n-ary operand runs, rows renamed as they are allocated (same
     # offsets), with the tape's one entry of padding
-    cdef int[::1] f_nx = _padded_ints(nx)
+    if nnx > 0:
+        memcpy(&f_nx[0], &nx[0], nnx * sizeof(int))
+    f_nx[nnx] = 0
     for i in range(nf):
         if f_kind[i] == K_N:
             for t in range(f_b[i] + 1, f_b[i] + 1 + nx[f_b[i]]):
@@ -296,8 +303,7 @@ cdef int _forward_tape(Program prog, const unsigned char[::1] op,
     prog.d_s = d_s[:nd + 1]
     prog.d_x = d_x[:nd + 1]
     prog.f_nx = f_nx
-    cdef int[::1] f_oslot = _np_empty(len(o_slot), _I32)   # (np.array of a list: ~8k)
-    for q in range(len(o_slot)):
+    for q in range(n_out):
         f_oslot[q] = phys[<int>o_slot[q]] if o_bat[q] else <int>o_slot[q]
     prog.f_oslot = f_oslot
     prog.n_frows = nrows
@@ -320,10 +326,14 @@ cdef inline int _fread(int op, int kind, int a, int b, const int* dx,
 # scalar dot chains
 # ---------------------------------------------------------------------------
 
-cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
-                        const unsigned char[::1] external, const int[::1] snx):
-    """Merge chains ((acc + a0*b0) + a1*b1) + ... of the scalar tape into one
-    OP_SDOT each (an L2 penalty ``sum(p * p for p in params)`` is one).
+cdef int _scalar_dots(Program prog, const unsigned char[::1] op, const int[::1] a,
+                      const int[::1] b, const double[::1] c, const int[::1] snx,
+                      int base, const unsigned char[::1] external, bint merge) except -1:
+    """The scalar tape the replay runs (Program.s_op, s_out, s_a, s_b, s_c,
+    sd, s_nx, each with one entry of padding; n_sinstr): the recorded one
+    (op, a, b, c, snx; instruction k writes slot base + k), with chains
+    ((acc + a0*b0) + a1*b1) + ... merged into one OP_SDOT each (an L2
+    penalty ``sum(p * p for p in params)`` is one) when ``merge``.
 
     Each product and running sum must be read only by the next link (not by
     the batched tape, an output or the penalty: ``external``).  The OP_SDOT
@@ -333,20 +343,15 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
     is the chain's own additions in order (the same floats); backward adds
     b_i * g and a_i * g to the terms' gradients, g being the chain's
     gradient, which every link passes on unchanged (an add's rule), so no
-    running sum needs its own gradient.  Returns the new tape (op, out, a,
-    b, c) and sd as arrays.  (An n-ary instruction's a is the offset of its
-    (count, slots...) run in ``snx``: its slots count as uses.)
+    running sum needs its own gradient.  (An n-ary instruction's a is the
+    offset of its (count, slots...) run in ``snx``: its slots count as
+    uses.)  The new tape is written in place: its fields are slices of one
+    array per dtype (3 NumPy arrays and typed views in all).
     """
-    cdef const unsigned char[::1] op = s_op_
-    cdef const int[::1] a = s_a_, b = s_b_
-    cdef const double[::1] c = s_c_
-    cdef Py_ssize_t n = op.shape[0], k, i
+    cdef Py_ssize_t n = op.shape[0], k, i, nsnx = snx.shape[0]
     cdef int j, m, x, other, acc, ch, nch = 0, jl, q, first, nsd = 0
-    out = _np_arange(base, base + n, dtype=_I32)
-    if n == 0:
-        return s_op_, out, s_a_, s_b_, s_c_, _np_zeros(0, _I32)
     cdef int ns = base + <int>n
-    cdef Py_ssize_t off = 0
+    cdef Py_ssize_t off = 0, ni = n, nsd_total = 0
     # the int scratch in one array (see _carve)
     cdef int[::1] ws = _np_empty(ns + 1 + 8 * (n + 1), _I32)
     cdef int[::1] uses = _carve(ws, &off, ns + 1, 0)
@@ -358,7 +363,7 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
     cdef int[::1] ch_nterms = _carve(ws, &off, n + 1, 0)
     cdef int[::1] ch_end = _carve(ws, &off, n + 1, -1)   # its last link
     cdef int[::1] term_next = _carve(ws, &off, n + 1, -1)
-    for k in range(n):
+    for k in range(n if merge else 0):
         if op_is_nary(op[k]):
             for q in range(a[k] + 1, a[k] + 1 + snx[a[k]]):
                 uses[snx[q]] += 1
@@ -366,7 +371,7 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
         uses[a[k]] += 1
         if b[k] >= 0:
             uses[b[k]] += 1
-    for k in range(n):
+    for k in range(n if merge else 0):
         if op[k] != OP_ADD:
             continue
         # which operand is a product read only here (a + b == b + a)
@@ -398,26 +403,26 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
         chain_of[m] = ch
         chain_of[k] = ch
         link_chain[k] = ch
-    if nch == 0:
-        return s_op_, out, s_a_, s_b_, s_c_, _np_zeros(0, _I32)
-    # chains of at least two terms become one instruction at their last link
-    cdef bint any_chain = False
-    for k in range(n):
+    # chains of at least two terms become one instruction at their last
+    # link; the new tape's sizes
+    for k in range(n if nch > 0 else 0):
         ch = link_chain[k]
         if ch >= 0 and ch_nterms[ch] > 1:
             ch_end[ch] = <int>k
-            any_chain = True
-    if not any_chain:
-        return s_op_, out, s_a_, s_b_, s_c_, _np_zeros(0, _I32)
-    n_op_ = _np_empty(n, _U8)
-    n_out_ = _np_empty(n, _I32)
-    n_a_ = _np_empty(n, _I32)
-    n_b_ = _np_empty(n, _I32)
-    n_c_ = _np_empty(n, _F64)
-    sd_ = _np_empty(2 * n + 1, _I32)
-    cdef unsigned char[::1] n_op = n_op_
-    cdef int[::1] n_out = n_out_, n_a = n_a_, n_b = n_b_, sd = sd_
-    cdef double[::1] n_c = n_c_
+    for k in range(n if nch > 0 else 0):
+        ch = chain_of[k]
+        if ch >= 0 and ch_nterms[ch] > 1:
+            ni -= 1                        # a product or a link...
+            if op[k] == OP_ADD and ch_end[ch] == k:
+                ni += 1                    # ...but the last link: OP_SDOT
+                nsd_total += 1 + 2 * ch_nterms[ch]
+    cdef Py_ssize_t n_s = ni + 1, n_sd = nsd_total + 1
+    cdef unsigned char[::1] n_op = _np_zeros(n_s, _U8)
+    cdef int[::1] s_i32 = _np_zeros(3 * n_s + n_sd + nsnx + 1, _I32)
+    cdef double[::1] n_c = _np_zeros(n_s, _F64)
+    cdef int[::1] n_out = s_i32[:n_s], n_a = s_i32[n_s:2 * n_s]
+    cdef int[::1] n_b = s_i32[2 * n_s:3 * n_s], sd = s_i32[3 * n_s:3 * n_s + n_sd]
+    cdef int[::1] n_nx = s_i32[3 * n_s + n_sd:]
     cdef bint squares
     i = 0
     for k in range(n):
@@ -454,4 +459,16 @@ cdef tuple _scalar_dots(s_op_, s_a_, s_b_, s_c_, int base,
         n_b[i] = b[k]
         n_c[i] = c[k]
         i += 1
-    return n_op_[:i], n_out_[:i], n_a_[:i], n_b_[:i], n_c_[:i], sd_[:nsd]
+    if i != ni or nsd != nsd_total:
+        raise SystemError("compile: internal error (scalar tape size)")
+    if nsnx > 0:
+        memcpy(&n_nx[0], &snx[0], nsnx * sizeof(int))
+    prog.n_sinstr = <int>ni
+    prog.s_op = n_op
+    prog.s_out = n_out
+    prog.s_a = n_a
+    prog.s_b = n_b
+    prog.s_c = n_c
+    prog.sd = sd
+    prog.s_nx = n_nx
+    return 0

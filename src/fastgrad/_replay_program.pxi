@@ -323,9 +323,20 @@ cdef class Program:
         operands in ``"nary"`` as a run (count, operand...) at offset ``b``
         (batched tape, kind 4: an operand is a batched row >= 0 or a scalar
         slot ``s`` written ``-1 - s``) or ``a`` (scalar tape: slots)."""
+        # (the recorder keeps no "out" arrays: instruction k writes scalar
+        # slot n_params + n_const + k, batched row n_inputs + k)
+        s, b = self._srecorded, self._recorded
+        base = self.n_params + self.n_const
         return {
-            "scalar": {key: arr.copy() for key, arr in self._srecorded.items()},
-            "batched": {key: arr.copy() for key, arr in self._recorded.items()},
+            "scalar": {"op": s["op"].copy(),
+                       "out": np.arange(base, base + self.n_srecorded, dtype=np.int32),
+                       "a": s["a"].copy(), "b": s["b"].copy(), "c": s["c"].copy(),
+                       "nary": s["nary"].copy()},
+            "batched": {"op": b["op"].copy(), "kind": b["kind"].copy(),
+                        "out": np.arange(self.n_inputs, self.n_inputs + self.n_recorded,
+                                         dtype=np.int32),
+                        "a": b["a"].copy(), "b": b["b"].copy(), "s": b["s"].copy(),
+                        "c": b["c"].copy(), "nary": b["nary"].copy()},
             "constants": np.asarray(self.consts)[:self.n_const].copy(),
         }
 

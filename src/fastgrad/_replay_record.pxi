@@ -208,13 +208,6 @@ cdef object _u8(const unsigned char* p, Py_ssize_t n):
     return arr
 
 
-cdef object _i32(const int* p, Py_ssize_t n):
-    arr = _np_empty(n, _I32)
-    if n > 0:
-        memcpy(_data(arr), p, n * sizeof(int))
-    return arr
-
-
 cdef object _f64(const double* p, Py_ssize_t n):
     arr = _np_empty(n, _F64)
     if n > 0:
@@ -239,40 +232,6 @@ cdef object _padded(arr):
     return out
 
 
-cdef int _copy_to(arr, void* dst, Py_ssize_t itemsize) except -1:
-    """Copy the data of ``arr`` (1-D, C-contiguous, of items of
-    ``itemsize`` bytes) to ``dst``."""
-    cdef Py_buffer src
-    PyObject_GetBuffer(arr, &src, PyBUF_C_CONTIGUOUS)
-    try:
-        if src.itemsize != itemsize:
-            raise SystemError("compile: internal error (tape array of the wrong type)")
-        if src.len > 0:
-            memcpy(dst, src.buf, src.len)
-    finally:
-        PyBuffer_Release(&src)
-    return 0
-
-
-cdef object _padded_ints(const int[::1] v):
-    """A copy of ``v`` with one more element, 0, as an int32 array."""
-    cdef Py_ssize_t n = v.shape[0]
-    out = _np_empty(n + 1, _I32)
-    cdef int* d = <int*>_data(out)
-    if n > 0:
-        memcpy(d, &v[0], n * sizeof(int))
-    d[n] = 0
-    return out
-
-
-cdef object _minus_ones(Py_ssize_t n):
-    """An int32 array of ``n`` -1s (np.full is a Python function: ~3 us)."""
-    arr = _np_empty(n, _I32)
-    if n > 0:
-        memset(_data(arr), 0xFF, n * sizeof(int))
-    return arr
-
-
 cdef enum:
     NOFILL = 1          # _carve: leave the entries as they are
 
@@ -287,6 +246,23 @@ cdef int[::1] _carve(int[::1] ws, Py_ssize_t* off, Py_ssize_t n, int fill):
     if n > 0 and fill != NOFILL:
         memset(&v[0], 0 if fill == 0 else 0xFF, n * sizeof(int))   # 0xFF..: -1
     return v
+
+
+cdef unsigned char[::1] _carve_u8(unsigned char[::1] ws, Py_ssize_t* off, Py_ssize_t n):
+    """The next ``n`` bytes of ``ws`` (as they are): several fields in one
+    array (one NumPy array and typed view instead of one per field)."""
+    if n < 0 or off[0] + n > ws.shape[0]:
+        raise SystemError("compile: internal error (array too small)")
+    off[0] += n
+    return ws[off[0] - n:off[0]]
+
+
+cdef double[::1] _carve_f64(double[::1] ws, Py_ssize_t* off, Py_ssize_t n):
+    """The next ``n`` doubles of ``ws`` (as they are): see _carve_u8."""
+    if n < 0 or off[0] + n > ws.shape[0]:
+        raise SystemError("compile: internal error (array too small)")
+    off[0] += n
+    return ws[off[0] - n:off[0]]
 
 
 # ---------------------------------------------------------------------------
@@ -581,7 +557,7 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
                                  "be a function of the parameters (and constants) only")
             pen_code = code
         prog = _assemble(&bt, &st, &cbuf, n_const, n_in, pars, o_code, pen_code,
-                         _nx_array(&bnx), _nx_array(&snx))
+                         &bnx, &snx)
     finally:
         free(order)
         PyMem_RawFree(in_used)
@@ -593,14 +569,6 @@ def build(outputs, inputs, params, penalty=None, bint allow_unused=False,
         PyMem_RawFree(snx.p)
     _stage("finish")
     return prog
-
-
-cdef object _nx_array(IBuf* t):
-    arr = _i32(t.p, t.n)
-    PyMem_RawFree(t.p)
-    t.p = NULL
-    t.n = t.cap = 0
-    return arr
 
 
 cdef int _resolve_nx(int[::1] nx, int base, bint scalar) except -1:
@@ -626,16 +594,16 @@ cdef enum:
 
 
 cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
-                       int n_in, list pars, list o_code, int pen_code, b_nx, s_nx):
+                       int n_in, list pars, list o_code, int pen_code, IBuf* bnx,
+                       IBuf* snx):
     """The Program from the recorded tapes: fix-ups, then the passes.  Frees
-    the tapes and ``cbuf[0]`` (the constants) once copied into arrays.
-    ``b_nx``/``s_nx``: the n-ary operand lists, as slot codes."""
+    the tapes, the n-ary operand lists ``bnx``/``snx`` (as slot codes) and
+    ``cbuf[0]`` (the constants) once copied into arrays."""
     cdef int n_par = len(pars), base = n_par + <int>n_const
     cdef Py_ssize_t k, nb = bt.n, ns = st.n, nb_taped = bt.n
+    cdef Py_ssize_t nbx = bnx.n, nsx = snx.n
     cdef int x, q
     cdef Program prog = Program.__new__(Program, _TOKEN)
-    _resolve_nx(b_nx, base, False)
-    _resolve_nx(s_nx, base, True)
     # scalar instruction results go after parameters and constants
     for k in range(ns):
         x = st.a[k]
@@ -660,56 +628,94 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     if pen_code >= 0:
         prog.pen_slot = (pen_code >> 2 if (pen_code & 3) != S_RESULT
                          else base + (pen_code >> 2))
-    # the batched tape as arrays (the C buffers are freed by the caller)
-    b_op = _u8(bt.op, nb)
-    b_kind = _u8(bt.kind, nb)
-    b_a = _i32(bt.a, nb)
-    b_b = _i32(bt.b, nb)
+    # the tapes as arrays, the fields of each tape and dtype slices of one
+    # array (Program.tape() gives NumPy views of them; the passes typed
+    # views: an array costs ~2.5k instructions, a typed view of it ~1.7k,
+    # a slice of a typed view a few dozen).  Batched: u8 op | kind | is_out
+    # (the outputs' rows), i32 a | b | s | nx, f64 c; scalar: u8 op,
+    # i32 a | b | nx, f64 c.
+    b_u8 = _np_empty(2 * nb + n_in + nb + 1, _U8)
+    b_i32 = _np_empty(3 * nb + nbx, _I32)
     b_c = _f64(bt.c, nb)
-    b_s = _minus_ones(nb)
     s_op = _u8(st.op, ns)
-    s_a = _i32(st.a, ns)
-    s_b = _i32(st.b, ns)
+    s_i32 = _np_empty(2 * ns + nsx, _I32)
     s_c = _f64(st.c, ns)
-    tape_free(bt)                    # the arrays hold it now
+    cdef unsigned char[::1] vb_u8 = b_u8
+    cdef int[::1] vb_i32 = b_i32, vs_i32 = s_i32
+    cdef unsigned char[::1] v_op = vb_u8[:nb], v_kind = vb_u8[nb:2 * nb]
+    cdef unsigned char[::1] v_isout = vb_u8[2 * nb:]
+    cdef int[::1] v_a = vb_i32[:nb], v_b = vb_i32[nb:2 * nb], v_s = vb_i32[2 * nb:3 * nb]
+    cdef int[::1] v_nx = vb_i32[3 * nb:]
+    cdef double[::1] v_c = b_c
+    cdef int[::1] sv_a = vs_i32[:ns], sv_b = vs_i32[ns:2 * ns], sv_nx = vs_i32[2 * ns:]
+    if nb > 0:
+        memcpy(&v_op[0], bt.op, nb)
+        memcpy(&v_kind[0], bt.kind, nb)
+        memcpy(&v_a[0], bt.a, nb * sizeof(int))
+        memcpy(&v_b[0], bt.b, nb * sizeof(int))
+        memset(&v_s[0], 0xFF, nb * sizeof(int))          # -1: no fused scalar
+    if nbx > 0:
+        memcpy(&v_nx[0], bnx.p, nbx * sizeof(int))
+    if ns > 0:
+        memcpy(&sv_a[0], st.a, ns * sizeof(int))
+        memcpy(&sv_b[0], st.b, ns * sizeof(int))
+    if nsx > 0:
+        memcpy(&sv_nx[0], snx.p, nsx * sizeof(int))
+    tape_free(bt)                    # the arrays hold them now
     tape_free(st)
-    consts = _f64(cbuf[0], n_const)
+    PyMem_RawFree(bnx.p)
+    PyMem_RawFree(snx.p)
+    bnx.p = snx.p = NULL
+    bnx.n = bnx.cap = snx.n = snx.cap = 0
+    _resolve_nx(v_nx, base, False)
+    _resolve_nx(sv_nx, base, True)
+    # the constants, with their one entry of padding
+    consts = _np_zeros(n_const + 1, _F64)
+    if n_const > 0:
+        memcpy(_data(consts), cbuf[0], n_const * sizeof(double))
     PyMem_RawFree(cbuf[0])
     cbuf[0] = NULL
     _stage("fixups")
-    # the tape's arrays as typed views, acquired once and passed to every
-    # pass (each acquisition costs ~5k instructions: see _data)
-    is_out = _np_zeros(n_in + nb + 1, _U8)
-    cdef unsigned char[::1] v_op = b_op, v_kind = b_kind, v_isout = is_out
-    cdef int[::1] v_a = b_a, v_b = b_b, v_s = b_s, v_nx = b_nx
-    cdef double[::1] v_c = b_c
+    memset(&v_isout[0], 0, v_isout.shape[0])
     for q in range(len(o_slot)):
         if o_bat[q]:
             v_isout[o_slot[q]] = 1
+    # what Program.tape() gives of the batched tape (views; "out" is made
+    # there: n_in + k)
+    b_nx = b_i32[3 * nb_taped:]
     if FUSE:
-        nb, new_row = _fuse(v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx)
+        nb = _fuse(v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx, o_slot, o_bat)
         # the kept instructions (views: the arrays are not written again)
-        b_op, b_kind, b_a, b_b, b_s, b_c = (b_op[:nb], b_kind[:nb], b_a[:nb], b_b[:nb],
-                                            b_s[:nb], b_c[:nb])
         v_op, v_kind, v_a, v_b, v_s, v_c = (v_op[:nb], v_kind[:nb], v_a[:nb], v_b[:nb],
                                             v_s[:nb], v_c[:nb])
-        o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
-                  for q in range(len(o_slot))]
-        if nb_taped >= COPY_KEPT and nb < nb_taped - nb_taped // 4:
-            # fuse kept under 3/4 of a large tape (the demo MLPs: about
-            # half): copies let the whole tape go now, not when the Program
-            # does (its _recorded holds these), which lowers both the peak
-            # and what a Program keeps (tracemalloc at H=512: see
-            # COPY_KEPT); small tapes keep their views (6 copies and typed
-            # views cost a small compile ~1%)
-            b_op, b_kind, b_a, b_b, b_s, b_c = (b_op.copy(), b_kind.copy(), b_a.copy(),
-                                                b_b.copy(), b_s.copy(), b_c.copy())
-            v_op, v_kind, v_a, v_b, v_s, v_c = b_op, b_kind, b_a, b_b, b_s, b_c
         v_isout = v_isout[:n_in + nb + 1]
         v_isout[:] = 0
         for q in range(len(o_slot)):
             if o_bat[q]:
                 v_isout[o_slot[q]] = 1
+    b_op, b_kind = b_u8[:nb], b_u8[nb_taped:nb_taped + nb]
+    b_a, b_b, b_s = (b_i32[:nb], b_i32[nb_taped:nb_taped + nb],
+                     b_i32[2 * nb_taped:2 * nb_taped + nb])
+    b_c = b_c[:nb]
+    if nb_taped >= COPY_KEPT and nb < nb_taped - nb_taped // 4:
+        # fuse kept under 3/4 of a large tape (the demo MLPs: about
+        # half): copies let the whole tape go now, not when the Program
+        # does (its _recorded holds these), which lowers both the peak
+        # and what a Program keeps (tracemalloc at H=512: see
+        # COPY_KEPT); small tapes keep their views (copies and typed
+        # views cost a small compile ~1%)
+        b_op, b_kind, b_a, b_b, b_s, b_c, b_nx = (b_op.copy(), b_kind.copy(), b_a.copy(),
+                                                  b_b.copy(), b_s.copy(), b_c.copy(),
+                                                  b_nx.copy())
+        is_out = _np_zeros(n_in + nb + 1, _U8)
+        v_op, v_kind, v_a, v_b, v_s, v_c, v_nx = b_op, b_kind, b_a, b_b, b_s, b_c, b_nx
+        v_isout = is_out
+        for q in range(len(o_slot)):
+            if o_bat[q]:
+                v_isout[o_slot[q]] = 1
+        vb_u8 = None
+        vb_i32 = None
+        b_u8 = b_i32 = None
     _stage("fuse")
     prog.n_inputs = n_in
     prog.n_outputs = len(o_slot)
@@ -719,12 +725,11 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog.n_batched = n_in + <int>nb
     prog.n_binstr = <int>nb
     prog._params = tuple(pars)
-    prog.consts = _padded(consts)
+    prog.consts = consts
     _forward_tape(prog, v_op, v_kind, v_a, v_b, v_s, v_c, o_slot, o_bat, v_isout, v_nx)
     _stage("forward_tape")
-    prog._recorded = {
-        "op": b_op, "kind": b_kind, "out": _np_arange(n_in, n_in + nb, dtype=_I32),
-        "a": b_a, "b": b_b, "s": b_s, "c": b_c, "nary": b_nx}
+    prog._recorded = {"op": b_op, "kind": b_kind, "a": b_a, "b": b_b, "s": b_s,
+                      "c": b_c, "nary": b_nx}
     prog.n_recorded = <int>nb
     prog.n_srecorded = <int>ns
     prog.nlayers = 0
@@ -732,17 +737,13 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     prog._recognised = LAYERS and FUSE
     found = None
     if LAYERS and FUSE:
-        found = _find_layers(prog, v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx)
-    if found is not None:
-        # the training tape, padded already
-        ((prog.b_op, prog.b_kind, prog.b_out, prog.b_a, prog.b_b, prog.b_s, prog.b_c,
-          prog.b_nx), new_row, prog.n_batched, prog.n_binstr) = found
-        o_slot = [new_row[o_slot[q]] if o_bat[q] else o_slot[q]
-                  for q in range(len(o_slot))]
-    else:
+        # (sets the training tape, padded already, and renames o_slot's rows)
+        found = _find_layers(prog, v_op, v_kind, v_a, v_b, v_s, v_c, n_in, v_isout, v_nx,
+                             o_slot, o_bat)
+    if found is None:
         prog.b_op = _padded(b_op)
         prog.b_kind = _padded(b_kind)
-        prog.b_out = _padded(prog._recorded["out"])
+        prog.b_out = _padded(_np_arange(n_in, n_in + nb, dtype=_I32))
         prog.b_a = _padded(b_a)
         prog.b_b = _padded(b_b)
         prog.b_s = _padded(b_s)
@@ -786,38 +787,14 @@ cdef Program _assemble(Tape* bt, Tape* st, double** cbuf, Py_ssize_t n_const,
     for q in range(len(o_slot)):
         if not o_bat[q]:
             external[o_slot[q]] = 1
-    prog._srecorded = {
-        "op": s_op, "out": _np_arange(base, base + ns, dtype=_I32),
-        "a": s_a, "b": s_b, "c": s_c, "nary": s_nx}
-    if FUSE:
-        s_op, s_out, s_a, s_b, s_c, sd = _scalar_dots(s_op, s_a, s_b, s_c, base,
-                                                      external, s_nx)
-    else:
-        s_out = prog._srecorded["out"]
-        sd = _np_zeros(0, _I32)
+    # what Program.tape() gives of the scalar tape ("out" is made there:
+    # n_params + n_const + k)
+    prog._srecorded = {"op": s_op, "a": s_i32[:ns], "b": s_i32[ns:2 * ns], "c": s_c,
+                       "nary": s_i32[2 * ns:]}
+    cdef const unsigned char[::1] sv_op = s_op
+    cdef const double[::1] sv_c = s_c
+    _scalar_dots(prog, sv_op, sv_a, sv_b, sv_c, sv_nx, base, external, FUSE)
     _stage("scalar_dots")
-    prog.n_sinstr = len(s_op)
-    # the scalar tape, each array with its one 0 of padding: slices of one
-    # array per dtype (3 allocations and typed views instead of 7 of each:
-    # ~0.04 M instructions per compile at MLP(2, [16, 16, 1]), callgrind)
-    cdef Py_ssize_t n_s = len(s_op) + 1, n_sd = len(sd) + 1, n_snx = len(s_nx) + 1
-    cdef unsigned char[::1] s_u8 = _np_zeros(n_s, _U8)
-    cdef int[::1] s_i32 = _np_zeros(3 * n_s + n_sd + n_snx, _I32)
-    cdef double[::1] s_f64 = _np_zeros(n_s, _F64)
-    _copy_to(s_op, &s_u8[0], 1)
-    _copy_to(s_out, &s_i32[0], 4)
-    _copy_to(s_a, &s_i32[n_s], 4)
-    _copy_to(s_b, &s_i32[2 * n_s], 4)
-    _copy_to(sd, &s_i32[3 * n_s], 4)
-    _copy_to(s_nx, &s_i32[3 * n_s + n_sd], 4)
-    _copy_to(s_c, &s_f64[0], 8)
-    prog.s_op = s_u8
-    prog.s_out = s_i32[:n_s]
-    prog.s_a = s_i32[n_s:2 * n_s]
-    prog.s_b = s_i32[2 * n_s:3 * n_s]
-    prog.sd = s_i32[3 * n_s:3 * n_s + n_sd]
-    prog.s_nx = s_i32[3 * n_s + n_sd:]
-    prog.s_c = s_f64
     # the work buffers: slices of one array (one allocation and one typed
     # view instead of four of each: ~0.03 M instructions per compile at
     # MLP(2, [16, 16, 1]), callgrind)
