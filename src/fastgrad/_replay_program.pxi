@@ -192,7 +192,9 @@ cdef int _threads(num_threads, str where) except -1:
         except (AttributeError, OSError):
             n = os.cpu_count() or 1
         return <int>max(1, min(n, MAX_THREADS))
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+    # (an int: no ABC check, ~4k instructions; a compile makes two calls)
+    if type(num_threads) is not int and (isinstance(num_threads, (bool, np.bool_))
+                                         or not isinstance(num_threads, numbers.Integral)):
         raise TypeError(f"{where}: num_threads must be an int or None, got "
                         f"{type(num_threads).__name__}")
     n = num_threads
@@ -282,9 +284,11 @@ cdef class Program:
                             "fastgrad.compiled.compile_graph")
         self._wf = self._wg = -1
         self._wbufs = []
-        # sized by _run_src (never left uninitialised: the debug build checks)
-        self.gsp = np.zeros(1, np.float64)
-        self.kwork = np.zeros(1, np.float64)
+        # sized by _run_src (never left uninitialised: the debug build checks;
+        # one array for both: a compile's fixed cost)
+        cdef double[::1] two = _np_zeros(2, _F64)
+        self.gsp = two[:1]
+        self.kwork = two[1:]
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Program objects are made by fastgrad.compile / "
