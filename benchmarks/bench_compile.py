@@ -88,6 +88,7 @@ c0 = time.process_time(); step(X, y, 0.0); second = time.process_time() - c0
 build = sum(s for _, s, _ in prof["stages"])
 build_cpu = sum(c for _, _, c in prof["stages"])
 print(json.dumps({"H": H, "n": n, "wall": best["wall"], "cpu": best["cpu"],
+                  "isa": _replay._isa() if hasattr(_replay, "_isa") else "?",
                   "stages": [["trace and the rest of compile", prof["wall"] - build,
                               prof["cpu"] - build_cpu]] + prof["stages"],
                   "plan": first - second}))
@@ -130,7 +131,9 @@ def main(argv=None) -> int:
     rows = [run(int(h), args.repeat) for h in args.H.split(",")]
     with open("/proc/loadavg") as fh:
         load1 = " ".join(fh.read().split()[:3])
-    print(f"# compile of make_demo_step(MLP(2, [H, H, 1])); load {load0} -> {load1}")
+    # (recording does not run the kernels: the ISA is named for the record)
+    print(f"# compile of make_demo_step(MLP(2, [H, H, 1])); load {load0} -> {load1}; "
+          f"replay ISA {rows[0].get('isa', '?')}")
     print("| H | instructions | compile s (cpu) | us/instr (cpu) | tracemalloc peak MB "
           "(B/instr) | RSS peak MB | first-replay plan ms |")
     print("|---|---|---|---|---|---|---|")
