@@ -409,13 +409,11 @@ cdef int _scalar_dots(Program prog, const unsigned char[::1] op, const int[::1] 
         ch = link_chain[k]
         if ch >= 0 and ch_nterms[ch] > 1:
             ch_end[ch] = <int>k
-    for k in range(n if nch > 0 else 0):
-        ch = chain_of[k]
-        if ch >= 0 and ch_nterms[ch] > 1:
-            ni -= 1                        # a product or a link...
-            if op[k] == OP_ADD and ch_end[ch] == k:
-                ni += 1                    # ...but the last link: OP_SDOT
-                nsd_total += 1 + 2 * ch_nterms[ch]
+    for ch in range(nch):
+        if ch_nterms[ch] > 1:
+            # its T products and T links become one OP_SDOT: (T, a0, b0, ...)
+            ni -= 2 * ch_nterms[ch] - 1
+            nsd_total += 1 + 2 * ch_nterms[ch]
     cdef Py_ssize_t n_s = ni + 1, n_sd = nsd_total + 1
     cdef unsigned char[::1] n_op = _np_zeros(n_s, _U8)
     cdef int[::1] s_i32 = _np_zeros(3 * n_s + n_sd + nsnx + 1, _I32)
