@@ -3,7 +3,7 @@
 Run from a checkout with the compiled build in place::
 
     PYTHONPATH=src python benchmarks/bench_styles.py [--rows NAME,...] [--N 1000,10000]
-        [--rounds 7] [--json out.json]
+        [--rounds 7] [--json out.json] [--isa NAME]
 
 Each row is one way of writing the same kind of model with ``fastgrad.Value``
 (the class code is in ``src/fastgrad/bench/styles.py``, as a user would write
@@ -195,7 +195,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--json", default=None)
     ap.add_argument("--summary", action="store_true", help="print Program.summary()")
+    ap.add_argument("--isa", default=None,
+                    help="the layer kernels' ISA (fastgrad._replay._set_isa: portable, "
+                         "baseline, avx2, avx512; default: the best this CPU runs)")
     args = ap.parse_args(argv)
+    if args.isa is not None:
+        from fastgrad import _replay
+        try:
+            _replay._set_isa(args.isa)
+        except ValueError as e:
+            ap.error(f"--isa: {e}")
     peers = [p for p in args.peers.split(",") if p]
     rows: List[RowResult] = []
     with grid.single_core() as how:
