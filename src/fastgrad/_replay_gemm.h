@@ -8,9 +8,9 @@
  * AVX-512F.  fg_isa_select(-1), run at import, picks the widest one the CPU
  * supports (__builtin_cpu_supports).  All builds give bit-identical
  * results: see the body's header.  A fifth build, "avx512-on-avx2" (the
- * AVX-512 tiles and 8-double vectors, compiled for AVX2: gcc splits each
- * vector in two), exists only so that tests on a CPU without AVX-512 run
- * the AVX-512 build's code paths; it is never chosen by itself.
+ * AVX-512 build's tiles, vectors and blocks, compiled for AVX2), exists only
+ * so that tests on a CPU without AVX-512 run the AVX-512 build's code
+ * paths; it is never chosen by itself.
  */
 #ifndef FASTGRAD_REPLAY_GEMM_H
 #define FASTGRAD_REPLAY_GEMM_H
@@ -113,26 +113,44 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_BMEM 2
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
-/* AVX-512: unmeasured (no such CPU here); B panels of 128 x 24 doubles */
+/* AVX-512: 4-double vectors (AVX-512VL), the AVX2 blocks, and 8 x 3 tiles
+ * in the 32 vector registers (24 accumulators + 3 of B + a broadcast + a
+ * product: no B vector read from memory).  Measured on AMD Zen 4 (EPYC
+ * family 25 model 17: 512-bit ops split over 256-bit units), demo step of
+ * MLP(2, [H, H, 1]) in one process, avx512 and avx2 kernels alternating
+ * over 7 rounds, one CPU, quiet, load 0.9-1.0; avx512 / avx2 wall-time
+ * ratios for H = 16, 32, 64, 128, 256, 512 at N = 1,000 / 10,000
+ * (PYTHONPATH=src python notes/x30/isa_ab.py 16,32,64,128,256,512
+ * 1000,10000 7):
+ *   the former 8-double vectors, 8 x 3 tiles, KC 128, JC 128 (no narrow
+ *   row blocks): 1.28/1.30 1.24/1.23 1.16/1.18 1.13/1.14 1.11/1.11
+ *   0.96/0.98;
+ *   8-double vectors, 8 x 2 tiles, KC 248, JC 248, narrow row blocks of
+ *   128: 1.12/1.10 1.14/1.13 1.14/1.17 1.19/1.19 1.15/1.18 1.06/1.10;
+ *   as here: 0.97/0.99 0.97/0.96 0.94/0.93 0.93/0.91 0.90/0.89 0.87/0.88.
+ * (8-double vectors also leave twice as many columns to the narrower edge
+ * tiles; FG_KC * FG_NR + 7 <= FG_WORK caps their KC at 170.) */
 #define FG_NAME(f) f##_avx512
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
 #define FG_TR 8
 #define FG_TV 3
-#define FG_KC 128
+#define FG_KC 256
 #define FG_MC 64
-#define FG_JC 128
-#define FG_VW 8
+#define FG_MC_NARROW 128
+#define FG_JC 256
+#define FG_VW 4
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
-/* the same, for AVX2 CPUs: tests only */
+/* the same, for AVX2 CPUs: tests only (16 registers: gcc spills) */
 #define FG_NAME(f) f##_avx512e
 #define FG_TARGET __attribute__((target("avx2")))
 #define FG_TR 8
 #define FG_TV 3
-#define FG_KC 128
+#define FG_KC 256
 #define FG_MC 64
-#define FG_JC 128
-#define FG_VW 8
+#define FG_MC_NARROW 128
+#define FG_JC 256
+#define FG_VW 4
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 #endif
 
