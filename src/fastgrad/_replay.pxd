@@ -102,6 +102,11 @@ cdef class Program:
     cdef list _plans
     cdef bint _busy
     cdef const double* theta_in       # parameter values for c_load_params, or NULL
+    # one-row replays (_replay_row.pxi): values and gradients of one column,
+    # pointers into _rowbuf (allocated at the first one)
+    cdef object _rowbuf
+    cdef double* rv
+    cdef double* rg
     cdef object __weakref__
 
     cdef int c_load_params(self) except -1

@@ -13,6 +13,8 @@ The compiler's stages, one file each (included below, in this order)
    and ``_replay_layers.pxi`` with ``_replay_gemm.h`` -- the layer kernels
    (register-tiled, one build per x86-64 ISA, chosen at import) --, and
    ``_replay_epilogue.pxi`` -- a layer's activation ops after its kernel.
+   ``_replay_blocks.pxi`` runs a batch over column blocks (threads);
+   ``_replay_row.pxi`` runs one row (B == 1) in scalar C, same bits.
 4. ``_replay_program.pxi`` -- the Python-facing ``Program``, the
    finite-difference evaluators and ``_DemoStep`` (``make_demo_step``'s
    step in one C call); ``_replay_describe.pxi`` -- ``Program.graph()``, the
@@ -257,6 +259,7 @@ include "_replay_layer_kernels.pxi"
 include "_replay_epilogue.pxi"
 include "_replay_kernels.pxi"
 include "_replay_blocks.pxi"
+include "_replay_row.pxi"
 include "_replay_plan.pxi"
 include "_replay_passes.pxi"
 include "_replay_record.pxi"

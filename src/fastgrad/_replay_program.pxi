@@ -761,6 +761,12 @@ cdef class Program:
                          double[:, ::1] outv, double[:, ::1] ging,
                          int nthreads=1) except? -1.0:
         """``_run`` on input columns the caller holds (see ``Sources``)."""
+        if B == 1 and _row_ok(self, grad):
+            # one row: scalar C on one column, the same bits (_replay_row.pxi)
+            return _row_run(self, S, reduce_mode, grad, want_inputs, with_pen,
+                            &outv[0, 0] if outv is not None else NULL,
+                            &ging[0, 0] if ging is not None and self.n_inputs > 0
+                            else NULL)
         cdef _Job J
         cdef _Worker* W = NULL
         cdef Py_ssize_t ch = self._chunk(B, grad), m, rows, acc_size, t
@@ -988,6 +994,17 @@ cdef class Program:
         >>> compile(lambda x: x[0] * w, 1, params=[w]).forward([4.0])
         8.0
         """
+        cdef Py_buffer bx
+        cdef Sources S
+        if ROW_PATH and type(x) is np.ndarray and _try_buffer(x, &bx):
+            # the usual call, a 1-D float64 array: its buffer is all the
+            # checks (a one-row call is short: the Python around it counts)
+            try:
+                if bx.ndim == 1 and bx.shape[0] == self.n_inputs and _is_f64(bx.format):
+                    _one_source(&S, <const double*>bx.buf, self.n_inputs)
+                    return _row_forward_call(self, &S)
+            finally:
+                PyBuffer_Release(&bx)
         mats = self._vector(x, "forward")
         out = np.empty((1, self.n_outputs), np.float64)
         self._enter("forward")
@@ -1029,6 +1046,16 @@ cdef class Program:
         >>> val, float(dx[0]), w.grad
         (8.0, 2.0, 4.0)
         """
+        cdef Py_buffer bx
+        cdef Sources S
+        if ROW_PATH and type(x) is np.ndarray and _try_buffer(x, &bx):
+            # the usual call (see forward)
+            try:
+                if bx.ndim == 1 and bx.shape[0] == self.n_inputs and _is_f64(bx.format):
+                    _one_source(&S, <const double*>bx.buf, self.n_inputs)
+                    return _row_value_and_grad_call(self, &S, accumulate, param_grad)
+            finally:
+                PyBuffer_Release(&bx)
         mats = self._vector(x, "value_and_grad")
         pg = self._check_param_grad(param_grad, "value_and_grad")
         gin = np.zeros((1, self.n_inputs), np.float64)
