@@ -102,8 +102,10 @@ cdef class Program:
     cdef list _plans
     cdef bint _busy
     cdef const double* theta_in       # parameter values for c_load_params, or NULL
-    # one-row replays (_replay_row.pxi): values and gradients of one column,
-    # pointers into _rowbuf (allocated at the first one)
+    # one-row replays (_replay_row.pxi): their decoded tapes (per plan, and
+    # forward only), values and gradients of one column (pointers into
+    # _rowbuf, allocated at the first one)
+    cdef list _rowtapes
     cdef object _rowbuf
     cdef double* rv
     cdef double* rg

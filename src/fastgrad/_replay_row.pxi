@@ -46,67 +46,176 @@ cdef int _row_signals(_RowCtx* R) noexcept nogil:
     return -1 if bad else 0
 
 
-cdef inline double _row_nary(int op, const int* refs, int cnt, const double* vs,
-                             const double* v) noexcept nogil:
-    """An n-ary op on one column: the fold of _rules.pxd (fw_nary_block's
-    steps at width 1); an operand is row r >= 0 or scalar slot -1 - r."""
-    cdef int q, r
-    cdef double t, m, x
-    r = refs[0]
-    x = v[r] if r >= 0 else vs[-1 - r]
-    if op == OP_SUM:
-        t = x + 0.0
-        for q in range(1, cnt):
-            r = refs[q]
-            t = t + (v[r] if r >= 0 else vs[-1 - r])
-        return t
-    m = x
-    for q in range(1, cnt):
-        r = refs[q]
-        m = lse_max(m, v[r] if r >= 0 else vs[-1 - r])
-    t = lse_term(x, m)
-    for q in range(1, cnt):
-        r = refs[q]
-        t = t + lse_term(v[r] if r >= 0 else vs[-1 - r], m)
-    return lse_finish(m, t)
+# -- the one-row tape -----------------------------------------------------
+# A replay's tape (training or forward-only) decoded once per program and
+# backward plan: one record per instruction whose operands index one array V
+# of the row's values -- the scalar slots first (V[s] = vs[s]), then the
+# rows (V[NS + r]), then a 0.0 for absent operands -- and G of their
+# gradients, so that no instruction branches on its operand kinds.
+
+cdef struct _RowIns:
+    int op                        # op code (OP_FMULADD, OP_DOT, n-ary ...)
+    int o, a, b                   # indices in V / G
+    int s                         # fused mul-add: its scalar; OP_DOT: terms
+    int x                         # n-ary / OP_DOT: offset of its run in ix
+    double c
+    unsigned char ma, mb, ms      # backward modes (the plan's)
 
 
-cdef int row_forward(int n, const unsigned char* ops, const unsigned char* kinds,
-                     const int* outs, const int* oa, const int* ob, const int* os,
-                     const double* cs, const int* ds, const int* dx, const int* nx,
-                     const double* vs, double* v, _RowCtx* R) noexcept nogil:
-    """forward_batched on one column (ld = 1); no OP_LAYER.  0, or -1 when a
-    signal stopped it (the exception is set)."""
-    cdef int k, op, kind, q, off
-    cdef double a, b, t
+@cython.final
+cdef class _RowTape:
+    cdef object keep              # the arrays behind the pointers
+    cdef _RowIns* ins
+    cdef const int* ix            # runs: n-ary (refs, modes, softmax rows),
+                                  # OP_DOT (scalar, row) pairs
+    cdef int n, ns, nv
+
+
+cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
+    """The one-row tape of ``p``'s training (grad) or forward-only tape.
+
+    An n-ary run at x: count, then the operands, their backward modes and,
+    for logsumexp, for each operand the index of an OP_SOFTMAX value
+    e**(operand - this logsumexp) computed by the tape, or -1: logsumexp's
+    backward (nary_backward) is that same op_forward(OP_SOFTMAX, ...) times
+    the gradient, so the row reuses the value instead of another exp."""
+    cdef _RowTape T = _RowTape.__new__(_RowTape)
+    cdef int ns = p.n_scalar, k, kind, op, q, cnt, off, r
+    # (the same V for either tape: the 0.0 slot after the larger one's rows)
+    cdef int zero = ns + max(p.n_batched, p.n_frows, p.n_inputs, 1)
+    cdef int n = p.n_binstr if grad else p.n_finstr
+    cdef const unsigned char[::1] ops = p.b_op if grad else p.f_op
+    cdef const unsigned char[::1] kinds = p.b_kind if grad else p.f_kind
+    cdef const int[::1] outs = p.b_out if grad else p.f_out
+    cdef const int[::1] oa = p.b_a if grad else p.f_a
+    cdef const int[::1] ob = p.b_b if grad else p.f_b
+    cdef const int[::1] os = p.b_s if grad else p.f_s
+    cdef const double[::1] cs = p.b_c if grad else p.f_c
+    cdef const int[::1] nx = p.b_nx if grad else p.f_nx
+    cdef unsigned char[::1] buf = _np_zeros(max(n, 1) * sizeof(_RowIns), np.uint8)
+    cdef _RowIns* ins = <_RowIns*>&buf[0]
+    cdef _RowIns* I
+    cdef list ix = [0]
+    cdef dict softmax = {}
+    cdef int[::1] ixa
     for k in range(n):
+        I = &ins[k]
         op = ops[k]
         kind = kinds[k]
+        I.op = op
+        I.o = ns + outs[k]
+        I.b = zero
+        I.c = cs[k]
+        if grad:
+            I.ma = plan.bma[k]
+            I.mb = plan.bmb[k]
+            I.ms = plan.bms[k]
         if kind == K_N:
             off = ob[k]
-            v[outs[k]] = _row_nary(op, nx + off + 1, nx[off], vs, v)
-            R.work += nx[off]
-        elif op == OP_FMULADD:
-            a = v[oa[k]] if kind == K_BB else vs[oa[k]]
-            v[outs[k]] = op_forward(OP_ADD, a, op_forward(
-                OP_MUL, vs[os[k]], v[ob[k]], 0.0), 0.0)
+            cnt = nx[off]
+            I.x = len(ix)
+            ix.append(cnt)
+            for q in range(off + 1, off + 1 + cnt):
+                r = nx[q]
+                ix.append(ns + r if r >= 0 else -1 - r)
+            for q in range(off + 1, off + 1 + cnt):
+                ix.append(plan.bmn[q] if grad else M_SKIP)
+            for q in range(off + 1, off + 1 + cnt):
+                ix.append(-1)            # (filled below: softmax rows)
+            continue
+        I.a = oa[k] if kind == K_SB else ns + oa[k]
+        if kind == K_BB or kind == K_SB:
+            I.b = ns + ob[k]
+        elif kind == K_BS:
+            I.b = ob[k]
+        if op == OP_FMULADD:
+            I.s = os[k]
         elif op == OP_DOT:
-            t = v[oa[k]] if kind == K_BB else vs[oa[k]]
-            off = ob[k]
-            for q in range(off, off + os[k]):
-                t = op_forward(OP_ADD, t, op_forward(OP_MUL, vs[ds[q]], v[dx[q]],
-                                                     0.0), 0.0)
-            v[outs[k]] = t
-            R.work += os[k]
-        else:
-            a = vs[oa[k]] if kind == K_SB else v[oa[k]]
-            if kind == K_BB or kind == K_SB:
-                b = v[ob[k]]
-            elif kind == K_BS:
-                b = vs[ob[k]]
+            I.s = os[k]
+            I.x = len(ix)
+            for q in range(ob[k], ob[k] + os[k]):
+                ix.append(p.d_s[q])
+                ix.append(ns + p.d_x[q])
+        elif op == OP_SOFTMAX and grad:
+            softmax[(I.a, I.b)] = I.o
+    if grad and softmax:
+        for k in range(n):
+            if kinds[k] == K_N and ops[k] == OP_LOGSUMEXP:
+                off = ins[k].x
+                cnt = ix[off]
+                for q in range(cnt):
+                    ix[off + 1 + 2 * cnt + q] = softmax.get((ix[off + 1 + q], ins[k].o), -1)
+    ixa = np.array(ix, np.int32)
+    T.keep = (buf, ixa)
+    T.ins = ins
+    T.ix = &ixa[0]
+    T.n = n
+    T.ns = ns
+    T.nv = zero + 1
+    return T
+
+
+cdef inline void _row_put(int mode, double* G, int i, double d) noexcept nogil:
+    """A contribution to G[i]: the first one to a row stored (0.0 + d keeps
+    eager's sign of zero), the others added (a scalar slot's always: its
+    gradient starts at +0.0, see the top of this file)."""
+    if mode == M_STORE:
+        G[i] = 0.0 + d
+    elif mode == M_ADD:
+        G[i] += d
+
+
+cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
+                     _RowCtx* R) noexcept nogil:
+    """forward_batched on one column; 0, or -1 when a signal stopped it (the
+    exception is set).  The common ops with a literal op code (op_forward
+    folds to one expression), the others through op_forward."""
+    cdef int k, op, q, cnt
+    cdef const _RowIns* I
+    cdef const int* t
+    cdef double a, m, acc
+    for k in range(n):
+        I = &ins[k]
+        op = I.op
+        if op == OP_MUL:
+            V[I.o] = op_forward(OP_MUL, V[I.a], V[I.b], 0.0)
+        elif op == OP_ADD:
+            V[I.o] = op_forward(OP_ADD, V[I.a], V[I.b], 0.0)
+        elif op == OP_SOFTMAX:
+            V[I.o] = op_forward(OP_SOFTMAX, V[I.a], V[I.b], 0.0)
+        elif op == OP_FMULADD:
+            V[I.o] = op_forward(OP_ADD, V[I.a], op_forward(
+                OP_MUL, V[I.s], V[I.b], 0.0), 0.0)
+        elif op == OP_SUM or op == OP_LOGSUMEXP:
+            # the fold of _rules.pxd (fw_nary_block's steps at width 1)
+            t = ix + I.x
+            cnt = t[0]
+            t = t + 1
+            a = V[t[0]]
+            if op == OP_SUM:
+                acc = a + 0.0
+                for q in range(1, cnt):
+                    acc = acc + V[t[q]]
             else:
-                b = 0.0
-            v[outs[k]] = op_forward(op, a, b, cs[k])
+                m = a
+                for q in range(1, cnt):
+                    m = lse_max(m, V[t[q]])
+                acc = lse_term(a, m)
+                for q in range(1, cnt):
+                    acc = acc + lse_term(V[t[q]], m)
+                acc = lse_finish(m, acc)
+            V[I.o] = acc
+            R.work += cnt
+        elif op == OP_DOT:
+            t = ix + I.x
+            acc = V[I.a]
+            for q in range(I.s):
+                acc = op_forward(OP_ADD, acc, op_forward(
+                    OP_MUL, V[t[2 * q]], V[t[2 * q + 1]], 0.0), 0.0)
+            V[I.o] = acc
+            R.work += I.s
+        else:
+            V[I.o] = op_forward(op, V[I.a], V[I.b], I.c)
         R.work += 1
         if R.work >= R.sig_work and R.sig_work > 0 and k + 1 < n:
             if _row_signals(R) < 0:
@@ -114,86 +223,60 @@ cdef int row_forward(int n, const unsigned char* ops, const unsigned char* kinds
     return 0
 
 
-cdef inline void _row_put(int mode, double* g, int r, double d) noexcept nogil:
-    """A contribution to row r's gradient: the first one stored (0.0 + d
-    keeps eager's sign of zero), the others added."""
-    if mode == M_STORE:
-        g[r] = 0.0 + d
-    else:
-        g[r] += d
-
-
-cdef int row_backward(int n, const unsigned char* ops, const unsigned char* kinds,
-                      const int* outs, const int* oa, const int* ob, const int* os,
-                      const double* cs, const int* nx, const unsigned char* mas,
-                      const unsigned char* mbs, const unsigned char* mss,
-                      const unsigned char* mns, const double* vs, double* gs,
-                      const double* v, double* g, _RowCtx* R) noexcept nogil:
-    """backward_batched on one column (ld = 1), scalar slots' contributions
-    straight into ``gs``; no OP_LAYER.  0, or -1 when a signal stopped it."""
-    cdef int k, op, kind, ma, mb, ms, q, r, off, mode
-    cdef double a, b, o, go, ga, gb, gp, gsv, gx, prod, d
+cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
+                      double* G, _RowCtx* R) noexcept nogil:
+    """backward_batched on one column, in the kernels' order; 0, or -1 when
+    a signal stopped it."""
+    cdef int k, op, q, cnt, sm
+    cdef const _RowIns* I
+    cdef const int* t
+    cdef double go, ga, gb, gp, gsv, gx, prod, d
     for k in range(n - 1, -1, -1):
-        ma = mas[k]
-        mb = mbs[k]
-        ms = mss[k]
-        if ma == M_SKIP and mb == M_SKIP and ms == M_SKIP:
+        I = &ins[k]
+        if I.ma == M_SKIP and I.mb == M_SKIP and I.ms == M_SKIP:
             continue
-        op = ops[k]
-        kind = kinds[k]
-        o = v[outs[k]]
-        go = g[outs[k]]
-        if kind == K_N:
-            # operand by operand, in order (bw_nary_ops)
-            off = ob[k]
-            for q in range(off + 1, off + 1 + nx[off]):
-                mode = mns[q]
-                if mode == M_SKIP:
-                    continue
-                r = nx[q]
-                if r >= 0:
-                    _row_put(mode, g, r, nary_backward(op, v[r], o, go))
-                else:
-                    gs[-1 - r] += nary_backward(op, vs[-1 - r], o, go)
-            R.work += 2 * nx[off]
+        op = I.op
+        go = G[I.o]
+        if op == OP_MUL:
+            op_backward(OP_MUL, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
+            _row_put(I.ma, G, I.a, ga)
+            _row_put(I.mb, G, I.b, gb)
+        elif op == OP_ADD:
+            op_backward(OP_ADD, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
+            _row_put(I.ma, G, I.a, ga)
+            _row_put(I.mb, G, I.b, gb)
+        elif op == OP_SOFTMAX:
+            op_backward(OP_SOFTMAX, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
+            _row_put(I.ma, G, I.a, ga)
+            _row_put(I.mb, G, I.b, gb)
         elif op == OP_FMULADD:
             # bw_fused: acc (through ADD), then x and s (through MUL)
-            a = v[oa[k]] if kind == K_BB else vs[oa[k]]
-            b = vs[os[k]]
-            d = v[ob[k]]
-            prod = op_forward(OP_MUL, b, d, 0.0)
-            op_backward(OP_ADD, a, prod, 0.0, o, go, &ga, &gp)
-            if ma != M_SKIP:
-                if kind == K_BB:
-                    _row_put(ma, g, oa[k], ga)
-                else:
-                    gs[oa[k]] += ga
-            if mb != M_SKIP or ms != M_SKIP:
+            prod = op_forward(OP_MUL, V[I.s], V[I.b], 0.0)
+            op_backward(OP_ADD, V[I.a], prod, 0.0, V[I.o], go, &ga, &gp)
+            _row_put(I.ma, G, I.a, ga)
+            if I.mb != M_SKIP or I.ms != M_SKIP:
                 # the product node's gradient: its one contribution added to 0.0
-                op_backward(OP_MUL, b, d, 0.0, prod, 0.0 + gp, &gsv, &gx)
-                if mb != M_SKIP:
-                    _row_put(mb, g, ob[k], gx)
-                if ms != M_SKIP:
-                    gs[os[k]] += gsv
+                op_backward(OP_MUL, V[I.s], V[I.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
+                _row_put(I.mb, G, I.b, gx)
+                _row_put(I.ms, G, I.s, gsv)
+        elif op == OP_SUM or op == OP_LOGSUMEXP:
+            # operand by operand, in order (bw_nary_ops)
+            t = ix + I.x
+            cnt = t[0]
+            for q in range(1, cnt + 1):
+                if op == OP_SUM:
+                    d = nary_backward(OP_SUM, V[t[q]], V[I.o], go)
+                else:
+                    sm = t[q + 2 * cnt]
+                    # e**(x - out) as the tape's OP_SOFTMAX computed it
+                    d = (V[sm] * go if sm >= 0 else
+                         nary_backward(OP_LOGSUMEXP, V[t[q]], V[I.o], go))
+                _row_put(t[q + cnt], G, t[q], d)
+            R.work += 2 * cnt
         else:
-            a = vs[oa[k]] if kind == K_SB else v[oa[k]]
-            if kind == K_BB or kind == K_SB:
-                b = v[ob[k]]
-            elif kind == K_BS:
-                b = vs[ob[k]]
-            else:
-                b = 0.0
-            op_backward(op, a, b, cs[k], o, go, &ga, &gb)
-            if ma != M_SKIP:
-                if kind == K_SB:
-                    gs[oa[k]] += ga
-                else:
-                    _row_put(ma, g, oa[k], ga)
-            if mb != M_SKIP:
-                if kind == K_BS:
-                    gs[ob[k]] += gb
-                else:
-                    _row_put(mb, g, ob[k], gb)
+            op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
+            _row_put(I.ma, G, I.a, ga)
+            _row_put(I.mb, G, I.b, gb)
         R.work += 2
         if R.work >= R.sig_work and R.sig_work > 0 and k > 0:
             if _row_signals(R) < 0:
@@ -220,82 +303,74 @@ cdef double _row_run(Program p, const Sources* S, int reduce_mode, bint grad,
     outputs ``po`` (n_outputs) and input gradients ``pgi`` (n_inputs) as
     pointers or NULL.  The same results, bit for bit."""
     cdef _Plan plan = None
+    cdef _RowTape T
     cdef _RowCtx R
-    cdef int res = 0, q, r = 0
-    cdef Py_ssize_t cc, nv
+    cdef int res = 0, q, r, ns = p.n_scalar, key
+    cdef Py_ssize_t cc
     cdef double total, out0 = 0.0
-    cdef double* v
-    cdef double* g
+    cdef double* V
+    cdef double* G
     cdef double* gs = &p.gs[0]
-    cdef const double* vs
+    cdef double* vs
     cdef const double* src
     cdef const int* oslot = &p.o_slot[0] if grad else &p.f_oslot[0]
     cdef const unsigned char* obat = &p.o_bat[0]
     cdef const unsigned char* sma = NULL
     cdef const unsigned char* smb = NULL
     cdef const unsigned char* in_ng = NULL
-    cdef const unsigned char* bma = NULL
-    cdef const unsigned char* bmb = NULL
-    cdef const unsigned char* bms = NULL
-    cdef const unsigned char* bmn = NULL
-    if p._rowbuf is None:
-        # values (either tape's rows) and gradients of one column; zeros:
-        # every read is of a slot written before (the plans), but a reader
-        # of memory tools should find no uninitialised double
-        nv = max(p.n_batched, p.n_frows, p.n_inputs) + 1
-        p._rowbuf = _np_zeros(nv + p.n_batched + 1, _F64)
-        _row_bind(p, nv)
-    v = p.rv
-    g = p.rg
     if grad:
         plan = p._plan(want_inputs, with_pen)
         sma = &plan.sma[0]
         smb = &plan.smb[0]
         in_ng = &plan.in_ng[0]
-        bma = &plan.bma[0]
-        bmb = &plan.bmb[0]
-        bms = &plan.bms[0]
-        bmn = &plan.bmn[0]
+    key = 2 * want_inputs + with_pen if grad else 4
+    if p._rowtapes is None:
+        p._rowtapes = [None] * 5
+    T = p._rowtapes[key]
+    if T is None:
+        T = _row_tape(p, grad, plan)
+        p._rowtapes[key] = T
+    if p._rowbuf is None:
+        # V and G (the same size for both tapes); zeros: every read is of a
+        # slot written before (the plans), and the 0.0 slot stays 0.0
+        p._rowbuf = _np_zeros(2 * T.nv, _F64)
+        _row_bind(p, T.nv)
+    V = p.rv
+    G = p.rg
     R.work = 0
     R.sig_work = SIGNAL_WORK
     p._load_params()
     vs = &p.vs[0]
     with nogil:
         forward_scalar(p.n_sinstr, &p.s_op[0], &p.s_out[0], &p.s_a[0], &p.s_b[0],
-                       &p.s_c[0], &p.sd[0], &p.s_nx[0], &p.vs[0])
+                       &p.s_c[0], &p.sd[0], &p.s_nx[0], vs)
+        memcpy(V, vs, ns * sizeof(double))
         # the input columns into rows 0..n_inputs-1
+        r = ns
         for q in range(S.n):
             src = S.ptr[q]
             for cc in range(S.cols[q]):
-                v[r] = src[cc]
+                V[r] = src[cc]
                 r += 1
-        if grad:
-            memset(gs, 0, p.n_scalar * sizeof(double))
-            res = row_forward(p.n_binstr, &p.b_op[0], &p.b_kind[0], &p.b_out[0],
-                              &p.b_a[0], &p.b_b[0], &p.b_s[0], &p.b_c[0], &p.d_s[0],
-                              &p.d_x[0], &p.b_nx[0], vs, v, &R)
-        else:
-            res = row_forward(p.n_finstr, &p.f_op[0], &p.f_kind[0], &p.f_out[0],
-                              &p.f_a[0], &p.f_b[0], &p.f_s[0], &p.f_c[0], &p.d_s[0],
-                              &p.d_x[0], &p.f_nx[0], vs, v, &R)
+        res = row_forward(T.ins, T.n, T.ix, V, &R)
         if res == 0:
-            out0 = v[oslot[0]] if obat[0] else vs[oslot[0]]
+            out0 = V[ns + oslot[0]] if obat[0] else vs[oslot[0]]
             if po != NULL:
                 for q in range(p.n_outputs):
-                    po[q] = v[oslot[q]] if obat[q] else vs[oslot[q]]
+                    po[q] = V[ns + oslot[q]] if obat[q] else vs[oslot[q]]
         if grad and res == 0:
+            memset(G, 0, ns * sizeof(double))
             # the seed: d(loss)/d(output 0) = 1.0 / B = 1.0 either way
             if obat[0]:
-                g[oslot[0]] = 1.0
+                G[ns + oslot[0]] = 1.0
             else:
-                gs[oslot[0]] += 1.0
-            res = row_backward(p.n_binstr, &p.b_op[0], &p.b_kind[0], &p.b_out[0],
-                               &p.b_a[0], &p.b_b[0], &p.b_s[0], &p.b_c[0],
-                               &p.b_nx[0], bma, bmb, bms, bmn, vs, gs, v, g, &R)
+                G[oslot[0]] += 1.0
+            res = row_backward(T.ins, T.n, T.ix, V, G, &R)
         if grad and res == 0:
             if pgi != NULL:
                 for q in range(p.n_inputs):
-                    pgi[q] = g[q] if in_ng[q] else 0.0
+                    pgi[q] = G[ns + q] if in_ng[q] else 0.0
+            memcpy(gs, G, ns * sizeof(double))
             if with_pen and p.pen_slot >= 0:
                 gs[p.pen_slot] += 1.0
             backward_scalar(p.n_sinstr, &p.s_op[0], &p.s_out[0], &p.s_a[0],
@@ -311,7 +386,7 @@ cdef double _row_run(Program p, const Sources* S, int reduce_mode, bint grad,
 
 
 cdef int _row_bind(Program p, Py_ssize_t nv) except -1:
-    """Point rv/rg into the Program's one-row buffer (kept by _rowbuf)."""
+    """Point rv (V) and rg (G) into the Program's one-row buffer."""
     cdef double[::1] buf = p._rowbuf
     p.rv = &buf[0]
     p.rg = &buf[nv]
