@@ -558,9 +558,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--per-row-rows", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sides", default=",".join(SIDES))
+    ap.add_argument("--isa", default=None,
+                    help="the replay kernels' ISA (fastgrad._replay._set_isa: portable, "
+                         "baseline, avx2, avx512; default: the best this CPU runs)")
     args = ap.parse_args(argv)
     import fastgrad
     from fastgrad import _replay
+    if args.isa is not None:
+        try:
+            _replay._set_isa(args.isa)
+        except ValueError as e:
+            ap.error(f"--isa: {e}")
     print(f"fastgrad {fastgrad.__version__}, replay ISA {_replay._isa()}, "
           f"Python {sys.version.split()[0]}, numpy {np.__version__}")
     for n_ops in args.ops:
