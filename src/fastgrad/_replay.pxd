@@ -40,6 +40,9 @@ cdef struct Sources:
 cdef class _Plan:
     cdef unsigned char[::1] bma, bmb, bms, sma, smb
     cdef unsigned char[::1] bmn       # per b_nx entry: the mode of that operand
+    cdef int[::1] bsm                 # per b_nx entry of a logsumexp: the row of
+                                      # a softmax output e**(x - out) of that
+                                      # operand (nary_backward's factor), or -1
     cdef unsigned char[::1] lrm       # per Program.l_rows entry: the mode of
                                       # an input row's gradient, or whether an
                                       # output row's gradient was written

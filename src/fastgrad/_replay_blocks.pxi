@@ -84,6 +84,7 @@ cdef struct _Job:
     const unsigned char* bmb
     const unsigned char* bms
     const unsigned char* bmn
+    const int* bsm                # per b_nx entry: a softmax row, or -1
     const unsigned char* lw
     const int* bsl
     int nbsl
@@ -236,7 +237,7 @@ cdef int _run_block(_Job* J, _Worker* W, int b) noexcept nogil:
                     W.gsp[J.o0] += J.seed
             W.L.fresh = j0 == c0
             backward_batched(J.t_n, J.t_op, J.t_kind, J.t_out, J.t_a, J.t_b, J.t_s,
-                             J.t_c, J.t_nx, J.bma, J.bmb, J.bms, J.bmn, &W.L, J.vs,
+                             J.t_c, J.t_nx, J.bma, J.bmb, J.bms, J.bmn, J.bsm, &W.L, J.vs,
                              W.gsp, vb, gb, ld, n)
             if J.pgi != NULL:
                 for q in range(n_in):

@@ -145,7 +145,37 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
     for s in range(p.n_params):
         plan.par_ng[s] = live_s[s]
     plan.bsl = _batched_scalar_slots(p, plan)
+    plan.bsm = _softmax_rows(p)
     return plan
+
+
+cdef object _softmax_rows(Program p):
+    """Per b_nx entry: for an operand x of a logsumexp (value row out), the
+    row of an OP_SOFTMAX instruction of the training tape computing
+    e**(x - out) -- fastgrad.softmax's outputs, op_forward(OP_SOFTMAX, x,
+    out), which is nary_backward's factor: the logsumexp's backward reads it
+    instead of computing the exponential again (bw_lse); -1 where there is
+    none.  A softmax's a is a row (K_BB) or the scalar slot -1 - ref (K_SB)."""
+    cdef int k, off, q, r, kind
+    cdef int[::1] bsm = np.full(max(p.b_nx.shape[0], 1), -1, np.int32)
+    rows = {}
+    for k in range(p.n_binstr):
+        if p.b_op[k] == OP_SOFTMAX:
+            kind = p.b_kind[k]
+            if kind == K_BB:
+                rows[(p.b_a[k], p.b_b[k])] = p.b_out[k]
+            elif kind == K_SB:
+                rows[(-1 - p.b_a[k], p.b_b[k])] = p.b_out[k]
+    if not rows:
+        return bsm
+    for k in range(p.n_binstr):
+        if p.b_kind[k] != K_N or p.b_op[k] != OP_LOGSUMEXP:
+            continue
+        off = p.b_b[k]
+        for q in range(p.b_nx[off]):
+            r = p.b_nx[off + 1 + q]
+            bsm[off + 1 + q] = rows.get((r, p.b_out[k]), -1)
+    return bsm
 
 
 cdef object _batched_scalar_slots(Program p, _Plan plan):

@@ -807,6 +807,7 @@ cdef class Program:
         J.t_c = &self.b_c[0] if grad else &self.f_c[0]
         J.t_nx = &self.b_nx[0] if grad else &self.f_nx[0]
         J.bmn = NULL
+        J.bsm = NULL
         J.d_s = &self.d_s[0]
         J.d_x = &self.d_x[0]
         # forward only: the tape on reused rows (see _alloc_rows)
@@ -836,6 +837,7 @@ cdef class Program:
             J.nbsl = plan.bsl.shape[0] - 1
             J.in_ng = &plan.in_ng[0]
             J.bmn = &plan.bmn[0]
+            J.bsm = &plan.bsm[0]
             L.rmode = &plan.lrm[0]
             sma = &plan.sma[0]
             smb = &plan.smb[0]

@@ -1,0 +1,180 @@
+"""The issue-20 primitives on the replay's vector rows (_replay_kernels.pxi:
+logsumexp's forward and backward, softplus's backward through the sigmoid
+row, a logsumexp's backward reading its softmax's output rows).
+
+Oracle: the eager engine, row by row -- forward values and input gradients
+identical bit for bit (-0.0 included; a nan only against a nan) -- at every
+ISA this CPU runs, over column counts that are not multiples of a vector
+width or of the kernels' column blocks, with the IEEE edge values (-inf,
++inf, nan, -0.0, huge, subnormal) among the inputs.  Parameter gradients (a
+batch sums them in another order) are compared to rounding with eager and
+bit for bit between ISAs.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import fastgrad
+from fastgrad import Value
+
+pytestmark = pytest.mark.compiled_only("compiled graph replay")
+
+EDGES = [math.inf, -math.inf, math.nan, -0.0, 0.0, 1e308, -1e308, 5e-324,
+         -745.5, 709.9, 37.0, -37.0]
+
+
+def bits(a):
+    return np.ascontiguousarray(a, np.float64).view(np.uint64)
+
+
+def assert_same(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    same = (bits(got) == bits(want)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), (np.nonzero(~same), got[~same], want[~same])
+
+
+def isas():
+    from fastgrad import _replay
+    return _replay._supported_isas()
+
+
+def graph(x, ps):
+    """Every primitive whose kernel changed: a softmax (logsumexp + outputs,
+    a repeated operand and a parameter among its operands), a logsumexp of
+    19 operands (more than one exponential call's 8) without a softmax,
+    softplus, log1p."""
+    n = len(x)
+    sm = fastgrad.softmax([x[0], x[1 % n], x[0], ps[0], x[2 % n]])
+    big = fastgrad.logsumexp([x[i % n] * (1.0 + 0.25 * i) for i in range(17)]
+                             + [ps[1], x[0]])
+    sp = [xi.softplus() for xi in x]
+    lp = [(xi * xi).log1p() for xi in x]
+    return fastgrad.sum(sm[1:] + [big * 0.5] + sp + lp + [sm[0] * sm[3]])
+
+
+def eager(X, pvals):
+    outs, grads, pgrads = [], [], np.zeros(len(pvals))
+    for row in X:
+        xs = [Value(v) for v in row]
+        ps = [Value(v) for v in pvals]
+        y = graph(xs, ps)
+        y.backward()
+        outs.append(y.data)
+        grads.append([v.grad for v in xs])
+        pgrads += [p.grad for p in ps]
+    return np.array(outs), np.array(grads), pgrads
+
+
+def rows(B, n_in, seed, edges=True):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 3, (B, n_in))
+    if edges:
+        flat = X.reshape(-1)
+        picks = rng.choice(flat.size, min(flat.size, 2 * len(EDGES)), replace=False)
+        for t, i in enumerate(picks):
+            flat[i] = EDGES[t % len(EDGES)]
+    return X
+
+
+def replay(prog, X, n_par):
+    out = np.empty((X.shape[0], 1))
+    G = np.empty_like(X)
+    pg = np.empty(n_par)
+    prog.batch(X, reduce="sum", outputs=out, input_grad=G, param_grad=pg)
+    return out[:, 0], G, pg
+
+
+@pytest.mark.parametrize("B", [1, 3, 7, 13, 64, 67, 131])
+def test_every_isa_equals_eager(B):
+    from fastgrad import _replay
+    pvals = [0.75, -1.25]
+    X = rows(B, 3, B)
+    e_out, e_g, e_pg = eager(X, pvals)
+    old = _replay._isa()
+    got = []
+    try:
+        for isa in isas():
+            _replay._set_isa(isa)
+            ps = [Value(v) for v in pvals]
+            prog = fastgrad.compile(lambda x: graph(x, ps), 3, params=ps)
+            out, G, pg = replay(prog, X, 2)
+            assert_same(out, e_out)
+            assert_same(G, e_g)
+            assert_same(prog.predict(X), e_out)
+            got.append(np.concatenate([out, G.ravel(), pg]))
+    finally:
+        _replay._set_isa(old)
+    for g in got[1:]:
+        assert_same(g, got[0])
+    # parameter gradients: the batch sums them in its own order
+    finite = np.isfinite(e_pg)
+    assert np.allclose(got[0][-2:][finite], e_pg[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_parameter_gradients_finite_rows():
+    # no edge values: the parameters' batch sums (the scalar-slot operands of
+    # the logsumexps and of the softmax's K_SB output) close to eager's
+    from fastgrad import _replay
+    pvals = [0.3, 1.7]
+    X = rows(203, 4, 11, edges=False)
+    e_out, e_g, e_pg = eager(X, pvals)
+    old = _replay._isa()
+    pgs = []
+    try:
+        for isa in isas():
+            _replay._set_isa(isa)
+            ps = [Value(v) for v in pvals]
+            prog = fastgrad.compile(lambda x: graph(x, ps), 4, params=ps)
+            out, G, pg = replay(prog, X, 2)
+            assert_same(out, e_out)
+            assert_same(G, e_g)
+            assert np.allclose(pg, e_pg, rtol=1e-12, atol=1e-13)
+            pgs.append(pg)
+    finally:
+        _replay._set_isa(old)
+    for pg in pgs[1:]:
+        assert_same(pg, pgs[0])
+
+
+def test_logsumexp_reads_the_softmax_rows():
+    # the backward of a softmax's logsumexp takes e**(x - lse) from the
+    # softmax outputs (_Plan.bsm) when they are on the tape, and computes it
+    # when only some are: both give eager's bits
+    def f(x):
+        p = fastgrad.softmax(x)
+        return fastgrad.sum([p[0] * x[1], p[2].softplus()])
+
+    def g(x):
+        lse = fastgrad.logsumexp(x)
+        q = (x[1] - lse).exp()              # not OP_SOFTMAX: computed again
+        return lse * q
+
+    X = rows(45, 3, 5)
+    for fn in (f, g):
+        prog = fastgrad.compile(fn, 3)
+        out = np.empty((45, 1))
+        G = np.empty_like(X)
+        prog.batch(X, reduce="sum", outputs=out, input_grad=G)
+        for r, row in enumerate(X):
+            xs = [Value(v) for v in row]
+            y = fn(xs)
+            y.backward()
+            assert_same(np.concatenate([out[r], G[r]]),
+                        [y.data] + [v.grad for v in xs])
+
+
+def test_chunks_do_not_change_the_bits():
+    from fastgrad import _replay
+    X = rows(300, 3, 9)
+    ps = [Value(0.5), Value(-0.5)]
+    prog = fastgrad.compile(lambda x: graph(x, ps), 3, params=ps)
+    ref = replay(prog, X, 2)
+    old = _replay._set_chunk_bytes(1)          # the smallest chunks
+    try:
+        prog2 = fastgrad.compile(lambda x: graph(x, ps), 3, params=ps)
+        got = replay(prog2, X, 2)
+    finally:
+        _replay._set_chunk_bytes(old)
+    assert_same(got[0], ref[0])
+    assert_same(got[1], ref[1])
