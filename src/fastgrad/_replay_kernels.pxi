@@ -297,6 +297,10 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
                 fw_sb(OP_ADD, o, sa, pb, n)
             elif op == OP_SUB:
                 fw_sb(OP_SUB, o, sa, pb, n)
+            elif op == OP_SOFTMAX:
+                # a scalar operand of a softmax: exp(a - b) as for K_BB
+                fw_sb(OP_SUB, o, sa, pb, n)
+                fg_vm_row(FG_VM_EXP, o, o, n)
             else:
                 fw_sb(op, o, sa, pb, n)
         elif kind == K_BS:
