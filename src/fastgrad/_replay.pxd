@@ -51,6 +51,9 @@ cdef class _Plan:
     cdef unsigned char[::1] par_ng    # param i has a gradient
     cdef int[::1] bsl                 # scalar slots the batched backward adds
                                       # to (outside layers), each once
+    cdef int[::1] gm                  # batched slot -> its gradient row (see
+                                      # _grad_rows); n_grows rows in all
+    cdef int n_grows
 
 
 cdef class Program:
@@ -124,8 +127,8 @@ cdef class Program:
     cdef _Plan _plan(self, bint want_inputs, bint with_pen)
     cdef LayerCtx _layer_ctx(self, bint grad) noexcept nogil
     cdef Py_ssize_t _col_work(self, bint grad) noexcept
-    cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1
-    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept
+    cdef int _ensure(self, Py_ssize_t cols, bint grad, Py_ssize_t grows=*) except -1
+    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad, _Plan plan=*) noexcept
     cdef object _sources(self, inputs, str where)
     cdef object _vector(self, x, str where)
     cdef double _run(self, list mats, Py_ssize_t B, int reduce_mode,

@@ -58,8 +58,13 @@ Design summary
   ops that follow (relu, tanh, a hand-written sigmoid ...) in its epilogue.
   ``Program.summary()`` says what was found.  A chain of products summed on the
   scalar tape (an L2 penalty) becomes one OP_SDOT.
-* Large batches are processed in column chunks sized to stay in cache; a
-  program is not re-entrant (a busy flag turns concurrent use into an error).
+* Large batches are processed in column chunks sized to stay in cache (or,
+  for a long tape without layers whose chunk cannot, by the rows live at
+  once); a program is not re-entrant (a busy flag turns concurrent use into
+  an error).  The training tape of a program without layers gives a
+  gradient row only to the slots whose gradients are live at once (from
+  the first contribution to the slot's own backward), reused once dead;
+  the backward kernels reach them through the plan's map (``_grad_rows``).
 * n-ary nodes (``fastgrad.sum``, ``logsumexp``) are one instruction each
   whose operands (batched rows and scalar slots, any number) are listed in a
   side array (b_nx / f_nx / s_nx); kernels fold over them in blocks of
@@ -202,6 +207,51 @@ cdef Py_ssize_t LAYER_MIN_COLS = 0
 cdef Py_ssize_t LAYER_L2_BYTES = 512 * 1024
 # the columns per chunk of the last training/forward replay (testing hook)
 cdef Py_ssize_t LAST_CHUNK = 0
+# Training replays of a program without layers (see Program._chunk): its
+# chunk's values and gradient rows stay in cache from the forward to the
+# backward when they fit in FIT_CHUNKS x CHUNK_BYTES (2 MiB: L2 and a share
+# of L3); when even CHUNK_FIT_MIN columns do not (a long tape), they stream
+# from memory whatever the width, and the chunk is sized by the rows live
+# at once (the gradient rows, see _grad_rows, and as many value rows)
+# against CHUNK_BYTES, at most CHUNK_STREAM_MAX columns: a wider chunk then
+# spreads each instruction's fixed cost over more columns.  Measured (Zen 4,
+# avx512, the irregular graph of issue 20 written with micrograd's ops, CPU
+# us per row, gradient rows reused; _set_chunk_cols sweep, interleaved):
+# 1,000 ops (6,495 instructions, 122 gradient rows) at 32 / 64 / 128 / 256
+# columns 13.5 / 12.9 / 13.4 / 15.3 (the rule: 40); 10,000 ops (64,995)
+# at 32 / 64 / 128 / 256 / 512 columns 203 / 197 / 187 / 154 / 151 (the
+# rule: 256; 263 before, 32 columns and a gradient row per slot).
+cdef Py_ssize_t FIT_CHUNKS = 4
+cdef Py_ssize_t CHUNK_FIT_MIN = 32
+cdef Py_ssize_t CHUNK_STREAM_MAX = 512
+# a fixed number of columns per chunk of training replays (0: the rules
+# above; tuning hook _set_chunk_cols)
+cdef Py_ssize_t CHUNK_COLS = 0
+
+
+def _set_chunk_cols(Py_ssize_t cols):
+    """Tuning hook (benchmarks): columns per chunk of training replays (0:
+    sized by the rules of Program._chunk); returns the old."""
+    global CHUNK_COLS
+    old = CHUNK_COLS
+    CHUNK_COLS = max(cols, 0)
+    return old
+
+
+# Training replays of programs without layers give a gradient row only to
+# the slots whose gradients are live (see _grad_rows), instead of one per
+# batched slot; the tuning/testing hook _set_grad_row_reuse turns it off.
+cdef bint REUSE_GRAD_ROWS = True
+
+
+def _set_grad_row_reuse(bint on):
+    """Testing/tuning hook: reuse gradient rows once dead (default) or give
+    every batched slot its own; returns the old.  Takes effect for plans
+    made after it (a Program caches its plans)."""
+    global REUSE_GRAD_ROWS
+    old = REUSE_GRAD_ROWS
+    REUSE_GRAD_ROWS = on
+    return old
 
 
 def _last_chunk():

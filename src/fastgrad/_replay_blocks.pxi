@@ -89,6 +89,7 @@ cdef struct _Job:
     const int* bsl
     int nbsl
     const unsigned char* in_ng
+    const int* gm                 # slot -> gradient row (see _grad_rows)
     # program state
     const double* vs
     double* gs                    # gradient totals (scalar slots)
@@ -229,7 +230,7 @@ cdef int _run_block(_Job* J, _Worker* W, int b) noexcept nogil:
                         J.po[(j0 + j) * n_out + q] = J.vs[J.o_slot[q]]
         if J.grad:
             if J.o_bat0:
-                row = gb + J.o0 * ld
+                row = gb + J.gm[J.o0] * ld
                 for j in range(n):
                     row[j] = J.seed
             else:
@@ -238,10 +239,10 @@ cdef int _run_block(_Job* J, _Worker* W, int b) noexcept nogil:
             W.L.fresh = j0 == c0
             backward_batched(J.t_n, J.t_op, J.t_kind, J.t_out, J.t_a, J.t_b, J.t_s,
                              J.t_c, J.t_nx, J.bma, J.bmb, J.bms, J.bmn, J.bsm, &W.L, J.vs,
-                             W.gsp, vb, gb, ld, n)
+                             W.gsp, vb, gb, J.gm, ld, n)
             if J.pgi != NULL:
                 for q in range(n_in):
-                    row = gb + q * ld
+                    row = gb + q * ld    # (an input's gradient row is its own)
                     if J.in_ng[q]:
                         for j in range(n):
                             J.pgi[(j0 + j) * n_in + q] = row[j]

@@ -622,10 +622,10 @@ cdef inline double bwf_s_sum(const double* acc, double sacc, bint acc_row,
 
 
 cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
-                   const double* vs, double* gs, Py_ssize_t ld, int ia, int ib,
-                   int isc, int io, Py_ssize_t n) noexcept nogil:
+                   const int* gm, const double* vs, double* gs, Py_ssize_t ld,
+                   int ia, int ib, int isc, int io, Py_ssize_t n) noexcept nogil:
     cdef const double* o = vb + io * ld
-    cdef const double* g = gb + io * ld
+    cdef const double* g = gb + gm[io] * ld
     cdef bint acc_row = kind == K_BB
     cdef const double* acc = <const double*>(vb + ia * ld) if acc_row else o
     cdef double sacc = 0.0 if acc_row else vs[ia]
@@ -634,22 +634,22 @@ cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
     if ma != M_SKIP:
         if acc_row:
             if ma == M_STORE:
-                bwf_acc(M_STORE, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+                bwf_acc(M_STORE, gb + gm[ia] * ld, acc, sacc, True, s, x, o, g, n)
             else:
-                bwf_acc(M_ADD, gb + ia * ld, acc, sacc, True, s, x, o, g, n)
+                bwf_acc(M_ADD, gb + gm[ia] * ld, acc, sacc, True, s, x, o, g, n)
         else:
             gs[ia] += bwf_acc_sum(acc, sacc, False, s, x, o, g, n)
     if mb != M_SKIP:
         if mb == M_STORE:
             if acc_row:
-                bwf_x(M_STORE, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+                bwf_x(M_STORE, gb + gm[ib] * ld, acc, sacc, True, s, x, o, g, n)
             else:
-                bwf_x(M_STORE, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+                bwf_x(M_STORE, gb + gm[ib] * ld, acc, sacc, False, s, x, o, g, n)
         else:
             if acc_row:
-                bwf_x(M_ADD, gb + ib * ld, acc, sacc, True, s, x, o, g, n)
+                bwf_x(M_ADD, gb + gm[ib] * ld, acc, sacc, True, s, x, o, g, n)
             else:
-                bwf_x(M_ADD, gb + ib * ld, acc, sacc, False, s, x, o, g, n)
+                bwf_x(M_ADD, gb + gm[ib] * ld, acc, sacc, False, s, x, o, g, n)
     if ms != M_SKIP:
         if acc_row:
             gs[isc] += bwf_s_sum(acc, sacc, True, s, x, o, g, n)
@@ -658,34 +658,35 @@ cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
 
 
 cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
-                          double* gb, const double* vs, double* gs,
+                          double* gb, const int* gm, const double* vs, double* gs,
                           Py_ssize_t ld, int ia, int ib, int io, double c,
                           Py_ssize_t n) noexcept nogil:
-    """Backward of one batched instruction (called with a literal op code)."""
+    """Backward of one batched instruction (called with a literal op code);
+    gm: the gradient row of each slot (see _grad_rows)."""
     cdef const double* o = vb + io * ld
-    cdef const double* g = gb + io * ld
+    cdef const double* g = gb + gm[io] * ld
     if kind == K_BB:
         if ma != M_SKIP:
-            bwr_bb(op, 0, ma, gb + ia * ld, vb + ia * ld, vb + ib * ld, o, g, n)
+            bwr_bb(op, 0, ma, gb + gm[ia] * ld, vb + ia * ld, vb + ib * ld, o, g, n)
         if mb != M_SKIP:
-            bwr_bb(op, 1, mb, gb + ib * ld, vb + ia * ld, vb + ib * ld, o, g, n)
+            bwr_bb(op, 1, mb, gb + gm[ib] * ld, vb + ia * ld, vb + ib * ld, o, g, n)
     elif kind == K_SB:
         if ma != M_SKIP:
             gs[ia] += bws_sb(op, vs[ia], vb + ib * ld, o, g, n)
         if mb != M_SKIP:
-            bwr_sb(op, mb, gb + ib * ld, vs[ia], vb + ib * ld, o, g, n)
+            bwr_sb(op, mb, gb + gm[ib] * ld, vs[ia], vb + ib * ld, o, g, n)
     elif kind == K_BS:
         if ma != M_SKIP:
-            bwr_bs(op, ma, gb + ia * ld, vb + ia * ld, vs[ib], o, g, n)
+            bwr_bs(op, ma, gb + gm[ia] * ld, vb + ia * ld, vs[ib], o, g, n)
         if mb != M_SKIP:
             gs[ib] += bws_bs(op, vb + ia * ld, vs[ib], o, g, n)
     else:
         if ma != M_SKIP:
-            bwr_b(op, ma, gb + ia * ld, vb + ia * ld, c, o, g, n)
+            bwr_b(op, ma, gb + gm[ia] * ld, vb + ia * ld, c, o, g, n)
 
 
 cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs,
-                             int cnt, const double* vb, double* gb,
+                             int cnt, const double* vb, double* gb, const int* gm,
                              const double* vs, double* gs, Py_ssize_t ld,
                              const double* o, const double* g,
                              Py_ssize_t n) noexcept nogil:
@@ -705,7 +706,7 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
         r = refs[q]
         if r >= 0:
             x = vb + r * ld
-            gr = gb + r * ld
+            gr = gb + gm[r] * ld
             if mode == M_STORE:
                 for j in range(n):
                     gr[j] = 0.0 + nary_backward(op, x[j], o[j], g[j])
@@ -731,7 +732,7 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
 
 
 cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
-                 int cnt, const double* vb, double* gb, const double* vs,
+                 int cnt, const double* vb, double* gb, const int* gm, const double* vs,
                  double* gs, Py_ssize_t ld, const double* o, const double* g,
                  Py_ssize_t n) noexcept nogil:
     """Backward of an OP_LOGSUMEXP on the vector rows: bw_nary_ops's
@@ -803,7 +804,7 @@ cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
                 r = refs[act[i]]
                 mode = modes[act[i]]
                 if r >= 0:
-                    gr = gb + r * ld + jb
+                    gr = gb + gm[r] * ld + jb
                     if mode == M_STORE:
                         for u in range(w):
                             gr[u] = 0.0 + e[u] * g[jb + u]
@@ -855,7 +856,7 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
                            const unsigned char* mas, const unsigned char* mbs,
                            const unsigned char* mss, const unsigned char* mns,
                            const int* bsm, const LayerCtx* L, const double* vs,
-                           double* gs, double* vb, double* gb, Py_ssize_t ld,
+                           double* gs, double* vb, double* gb, const int* gm, Py_ssize_t ld,
                            Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind, ma, mb
     for k in range(ninstr - 1, -1, -1):
@@ -867,58 +868,59 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
         kind = kinds[k]
         if kind == K_N:
             if op == OP_SUM:
-                bw_nary_ops(OP_SUM, mns + ob[k] + 1, nx + ob[k] + 1, nx[ob[k]], vb, gb, vs,
-                            gs, ld, vb + outs[k] * ld, gb + outs[k] * ld, n)
+                bw_nary_ops(OP_SUM, mns + ob[k] + 1, nx + ob[k] + 1, nx[ob[k]], vb, gb, gm,
+                            vs, gs, ld, vb + outs[k] * ld, gb + gm[outs[k]] * ld, n)
             else:
                 bw_lse(mns + ob[k] + 1, nx + ob[k] + 1,
                        bsm + ob[k] + 1 if bsm != NULL else NULL, nx[ob[k]], vb,
-                       gb, vs, gs, ld, vb + outs[k] * ld, gb + outs[k] * ld, n)
+                       gb, gm, vs, gs, ld, vb + outs[k] * ld, gb + gm[outs[k]] * ld, n)
         elif op == OP_LAYER:
             layer_backward(L, oa[k], mss[k] != M_SKIP, mb != M_SKIP, vb, gb, ld, n)
         elif op == OP_FMULADD:
-            bw_fused(kind, ma, mb, mss[k], vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_fused(kind, ma, mb, mss[k], vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      os[k], outs[k], n)
         elif op == OP_ADD:
-            bw_instr(OP_ADD, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_ADD, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_MUL:
-            bw_instr(OP_MUL, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_MUL, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_RELU:
-            bw_instr(OP_RELU, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_RELU, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_ADDC:
-            bw_instr(OP_ADDC, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_ADDC, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_MULC:
-            bw_instr(OP_MULC, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_MULC, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_SUB:
-            bw_instr(OP_SUB, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_SUB, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_SOFTMAX:
-            bw_instr(OP_SOFTMAX, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_SOFTMAX, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_SOFTPLUS:
             if ma != M_SKIP:
-                bw_softplus(ma, gb + oa[k] * ld, vb + oa[k] * ld, gb + outs[k] * ld, n)
+                bw_softplus(ma, gb + gm[oa[k]] * ld, vb + oa[k] * ld,
+                            gb + gm[outs[k]] * ld, n)
         elif op == OP_TANH:
             # the smooth activations' rules are plain arithmetic on the
             # output (and log's on the operand): with a literal op code
             # their loops vectorise like the common ops'
-            bw_instr(OP_TANH, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_TANH, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_SIGMOID:
-            bw_instr(OP_SIGMOID, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_SIGMOID, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_EXP:
-            bw_instr(OP_EXP, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_EXP, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_LOG:
-            bw_instr(OP_LOG, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(OP_LOG, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         else:
-            bw_instr(op, kind, ma, mb, vb, gb, vs, gs, ld, oa[k], ob[k],
+            bw_instr(op, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
 
 

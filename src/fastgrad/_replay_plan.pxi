@@ -146,6 +146,7 @@ cdef _Plan make_plan(Program p, bint want_inputs, bint with_pen):
         plan.par_ng[s] = live_s[s]
     plan.bsl = _batched_scalar_slots(p, plan)
     plan.bsm = _softmax_rows(p)
+    _grad_rows(p, plan)
     return plan
 
 
@@ -176,6 +177,72 @@ cdef object _softmax_rows(Program p):
             r = p.b_nx[off + 1 + q]
             bsm[off + 1 + q] = rows.get((r, p.b_out[k]), -1)
     return bsm
+
+
+cdef inline int _grow_take(int[::1] gm, int[::1] free, int* top, int* nrows,
+                           int r) noexcept:
+    """A gradient row for slot r (the first contribution to its gradient):
+    its own if r is an input, else a freed one or a new one."""
+    if gm[r] >= 0:
+        return 0
+    if top[0] > 0:
+        top[0] -= 1
+        gm[r] = free[top[0]]
+    else:
+        gm[r] = nrows[0]
+        nrows[0] += 1
+    return 0
+
+
+cdef void _grad_rows(Program p, _Plan plan):
+    """plan.gm: the gradient row of every batched slot, reused once dead.
+
+    A slot's gradient lives from its first contribution (the M_STORE of the
+    consumer latest in the tape) to its own instruction's backward, which
+    reads it last: walking the tape backwards as the replay does, an
+    operand's row is taken at its store, and the output's row freed once
+    its instruction is done (after its operands took theirs, so no row is
+    both read and written by one instruction).  Inputs keep rows 0 ..
+    n_inputs - 1 (their gradients are read after the backward).  A program
+    with layers (whose kernels address gradient rows by slot), or with
+    REUSE_GRAD_ROWS off, gets gm = identity.  A slot no contribution
+    reaches keeps gm = -1 (no instruction reads it).
+    """
+    cdef int nb = max(p.n_batched, 1), n_in = p.n_inputs, k, q, r, o, off
+    cdef int top = 0, nrows = n_in, kind
+    cdef int[::1] gm = np.full(nb, -1, np.int32)
+    cdef int[::1] free = np.empty(nb, np.int32)
+    plan.gm = gm
+    if p.nlayers > 0 or not REUSE_GRAD_ROWS:
+        for r in range(nb):
+            gm[r] = r
+        plan.n_grows = nb
+        return
+    for r in range(n_in):
+        gm[r] = r
+    if p.o_bat[0]:
+        _grow_take(gm, free, &top, &nrows, p.o_slot[0])   # the seed
+    for k in range(p.n_binstr - 1, -1, -1):
+        if (plan.bma[k] == M_SKIP and plan.bmb[k] == M_SKIP
+                and plan.bms[k] == M_SKIP):
+            continue
+        kind = p.b_kind[k]
+        if kind == K_N:
+            off = p.b_b[k]
+            for q in range(off + 1, off + 1 + p.b_nx[off]):
+                r = p.b_nx[q]
+                if r >= 0 and plan.bmn[q] == M_STORE:
+                    _grow_take(gm, free, &top, &nrows, r)
+        else:
+            if kind != K_SB and plan.bma[k] == M_STORE:
+                _grow_take(gm, free, &top, &nrows, p.b_a[k])
+            if (kind == K_BB or kind == K_SB) and plan.bmb[k] == M_STORE:
+                _grow_take(gm, free, &top, &nrows, p.b_b[k])
+        o = p.b_out[k]
+        if o >= n_in and gm[o] >= 0:
+            free[top] = gm[o]
+            top += 1
+    plan.n_grows = max(nrows, 1)
 
 
 cdef object _batched_scalar_slots(Program p, _Plan plan):

@@ -623,11 +623,12 @@ cdef class Program:
             self._plans[key] = plan
         return <_Plan>plan
 
-    cdef int _ensure(self, Py_ssize_t cols, bint grad) except -1:
+    cdef int _ensure(self, Py_ssize_t cols, bint grad, Py_ssize_t grows=0) except -1:
         """Size the work buffers for ``cols`` columns; sets ``self.ld``.
 
-        With gradients: values and gradients of every batched slot.  Forward
-        only: the reused rows of the forward-only allocation.
+        With gradients: values of every batched slot and ``grows`` gradient
+        rows (the plan's, see _grad_rows).  Forward only: the reused rows of
+        the forward-only allocation.
         """
         cdef Py_ssize_t ld = (cols + 7) & ~(<Py_ssize_t>7)   # 64-byte rows
         # rows 2 or 4 KiB apart share L1 sets, and the layer kernels read many
@@ -642,14 +643,17 @@ cdef class Program:
         if rows * ld > self.cap_cols:
             self.vb = np.zeros(rows * ld, np.float64)
             self.cap_cols = rows * ld
-        if grad and rows * ld > self.cap_rows_g:
-            self.gb = np.zeros(rows * ld, np.float64)
-            self.cap_rows_g = rows * ld
+        grows = max(grows, 1)
+        if grad and grows * ld > self.cap_rows_g:
+            self.gb = np.zeros(grows * ld, np.float64)
+            self.cap_rows_g = grows * ld
         self.ld = ld
         return 0
 
-    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad) noexcept:
-        cdef Py_ssize_t per_col, ch, nch, least = 0
+    cdef Py_ssize_t _chunk(self, Py_ssize_t B, bint grad, _Plan plan=None) noexcept:
+        """Columns per chunk of a replay over B columns (``plan``: the
+        training replay's, whose gradient rows it counts)."""
+        cdef Py_ssize_t per_col, ch, nch, least = 0, rnd = 32
         cdef int li
         cdef const int* m
         # a layer with more weights than L2 holds: see LAYER_MIN_COLS
@@ -657,7 +661,17 @@ cdef class Program:
             m = &self.l_meta[li * LM_SIZE]
             if <Py_ssize_t>m[LM_H] * m[LM_K] * 8 > LAYER_L2_BYTES:
                 least = LAYER_MIN_COLS
-        if grad:
+        if grad and CHUNK_COLS > 0:
+            ch = CHUNK_COLS
+            rnd = 8
+        elif grad and self.nlayers == 0 and plan is not None:
+            # no layers: by the working set (see FIT_CHUNKS); chunks of
+            # whole 64-byte lines
+            rnd = 8
+            ch = FIT_CHUNKS * CHUNK_BYTES // (8 * (max(self.n_batched, 1) + plan.n_grows))
+            if ch < CHUNK_FIT_MIN:
+                ch = min(CHUNK_BYTES // (16 * plan.n_grows), CHUNK_STREAM_MAX)
+        elif grad:
             per_col = 16 * max(self.n_batched, 1)
             ch = max(CHUNK_BYTES // per_col, least)
         else:
@@ -675,10 +689,17 @@ cdef class Program:
         if ch >= B:
             return B
         # equal chunks rather than a full run and a small remainder, each a
-        # multiple of 32 columns (whole register tiles of the layer kernels)
+        # multiple of rnd columns (32 with layers: whole register tiles of
+        # the layer kernels)
         nch = (B + ch - 1) // ch
         ch = (B + nch - 1) // nch
-        return min((ch + 31) // 32 * 32, B)
+        return min((ch + rnd - 1) // rnd * rnd, B)
+
+    def _grad_rows(self, bint want_inputs=True, bint with_pen=False):
+        """Testing hook: (the gradient row of each batched slot (-1: none),
+        the number of gradient rows) of a training replay (see _grad_rows)."""
+        cdef _Plan plan = self._plan(want_inputs, with_pen)
+        return np.asarray(plan.gm).copy(), plan.n_grows
 
     cdef object _sources(self, inputs, str where):
         """Inputs as a list of 2-D float64 arrays whose columns add up.
@@ -769,8 +790,8 @@ cdef class Program:
                             else NULL)
         cdef _Job J
         cdef _Worker* W = NULL
-        cdef Py_ssize_t ch = self._chunk(B, grad), m, rows, acc_size, t
-        cdef _Plan plan = None
+        cdef _Plan plan = self._plan(want_inputs, with_pen) if grad else None
+        cdef Py_ssize_t ch = self._chunk(B, grad, plan), m, rows, grows, acc_size, t
         cdef LayerCtx L = self._layer_ctx(grad)
         cdef double[::1] b_vb, b_gb, b_gsp, b_acc, b_work, b_out0
         cdef list bufs
@@ -791,7 +812,8 @@ cdef class Program:
             J.ntiles = -J.bcols
         LAST_CHUNK = ch
         nthreads = max(1, min(nthreads, J.nblocks, MAX_THREADS))
-        self._ensure(ch, grad)
+        grows = plan.n_grows if grad else 0
+        self._ensure(ch, grad, grows)
         J.ld = self.ld
         J.B = B
         J.ch = ch
@@ -827,8 +849,9 @@ cdef class Program:
         J.gs = &self.gs[0]
         J.lsum = &self.l_sums[0]
         J.nbsl = 0
+        J.gm = NULL
         if grad:
-            plan = self._plan(want_inputs, with_pen)
+            J.gm = &plan.gm[0]
             J.bma = &plan.bma[0]
             J.bmb = &plan.bmb[0]
             J.bms = &plan.bms[0]
@@ -849,6 +872,7 @@ cdef class Program:
             self.kwork = np.zeros(J.bcols + FG_WORK, np.float64)
         acc_size = layers_acc_size(&L) + 1
         rows = max(self.n_batched if grad else self.n_frows, 1) * J.ld
+        grows = max(grows, 1) * J.ld
         W = <_Worker*>PyMem_Malloc(nthreads * sizeof(_Worker))
         if W == NULL:
             raise MemoryError()
@@ -871,13 +895,13 @@ cdef class Program:
                     self._wbufs.append(None)
                 bufs = self._wbufs[t - 1]
                 if (bufs is None or bufs[0].shape[0] < rows
-                        or (grad and bufs[1].shape[0] < rows)
+                        or (grad and bufs[1].shape[0] < grows)
                         or bufs[2].shape[0] < self.n_scalar + 1
                         or bufs[3].shape[0] < acc_size
                         or bufs[4].shape[0] < J.bcols + FG_WORK):
                     # zeros, not empty: see _ensure
                     bufs = [np.zeros(rows, np.float64),
-                            np.zeros(rows if grad else 1, np.float64),
+                            np.zeros(grows if grad else 1, np.float64),
                             np.zeros(self.n_scalar + 1, np.float64),
                             np.zeros(acc_size, np.float64),
                             np.zeros(J.bcols + FG_WORK, np.float64)]
