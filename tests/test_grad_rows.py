@@ -86,11 +86,12 @@ def compile_with(reuse, steps, n_in, pvals):
     return prog
 
 
-def run(prog, X):
+def run(prog, X, num_threads=1):
     out = np.empty((X.shape[0], prog.n_outputs))
     G = np.empty_like(X)
     pg = np.empty(prog.n_params)
-    prog.batch(X, reduce="sum", outputs=out, input_grad=G, param_grad=pg)
+    prog.batch(X, reduce="sum", outputs=out, input_grad=G, param_grad=pg,
+               num_threads=num_threads)
     return out, G, pg
 
 
@@ -186,10 +187,14 @@ def test_irregular_graph_in_chunks_equals_eager_rows():
         assert n_rows < prog.n_instructions    # rows are reused
         check_no_alias(prog)
         old = _replay._set_chunk_cols(16)      # 150 rows: 10 chunks
+        old_b = _replay._set_block_cols(32)    # 5 blocks: two workers' buffers
         try:
             out, G, _ = run(prog, X)
+            out2, G2, _ = run(prog, X, num_threads=2)
         finally:
             _replay._set_chunk_cols(old)
+            _replay._set_block_cols(old_b)
+        assert np.array_equal(bits(out), bits(out2)) and np.array_equal(bits(G), bits(G2))
         for j in (0, 17, 149):
             xs = [Value(v) for v in X[j]]
             y = ir.build_values(xs, 120, style)
