@@ -213,16 +213,19 @@ cdef Py_ssize_t LAST_CHUNK = 0
 # of L3); when even CHUNK_FIT_MIN columns do not (a long tape), they stream
 # from memory whatever the width, and the chunk is sized by the rows live
 # at once (the gradient rows, see _grad_rows, and as many value rows)
-# against CHUNK_BYTES, at most CHUNK_STREAM_MAX columns: a wider chunk then
-# spreads each instruction's fixed cost over more columns.  Measured (Zen 4,
-# avx512, the irregular graph of issue 20 written with micrograd's ops, CPU
-# us per row, gradient rows reused; _set_chunk_cols sweep, interleaved):
-# 1,000 ops (6,495 instructions, 122 gradient rows) at 32 / 64 / 128 / 256
-# columns 13.5 / 12.9 / 13.4 / 15.3 (the rule: 40); 10,000 ops (64,995)
-# at 32 / 64 / 128 / 256 / 512 columns 203 / 197 / 187 / 154 / 151 (the
-# rule: 256; 263 before, 32 columns and a gradient row per slot).
+# against STREAM_CHUNKS x CHUNK_BYTES (1 MiB, a Zen 4 core's L2), at most
+# CHUNK_STREAM_MAX columns: a wider chunk then spreads each instruction's
+# fixed cost over more columns.  Measured (Zen 4, the irregular graph of
+# issue 20 written with micrograd's ops, CPU us per row, gradient rows
+# reused; notes/lt36 sweep2.py, _set_chunk_cols, interleaved, load ~1-2):
+# 1,000 ops (6,495 instructions, 122 gradient rows), avx512, at 32 / 64 /
+# 128 / 256 columns 13.5 / 12.9 / 13.4 / 15.3 (the rule: 40); 10,000 ops
+# (64,995) at 128 / 256 / 512 columns avx512 187 / 154 / 151, avx2 171 /
+# 168 / 147 (the rule: 512; before: 32 columns and a gradient row per slot,
+# 263 avx512).
 cdef Py_ssize_t FIT_CHUNKS = 4
 cdef Py_ssize_t CHUNK_FIT_MIN = 32
+cdef Py_ssize_t STREAM_CHUNKS = 2
 cdef Py_ssize_t CHUNK_STREAM_MAX = 512
 # a fixed number of columns per chunk of training replays (0: the rules
 # above; tuning hook _set_chunk_cols)

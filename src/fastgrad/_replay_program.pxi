@@ -670,7 +670,8 @@ cdef class Program:
             rnd = 8
             ch = FIT_CHUNKS * CHUNK_BYTES // (8 * (max(self.n_batched, 1) + plan.n_grows))
             if ch < CHUNK_FIT_MIN:
-                ch = min(CHUNK_BYTES // (16 * plan.n_grows), CHUNK_STREAM_MAX)
+                ch = min(STREAM_CHUNKS * CHUNK_BYTES // (16 * plan.n_grows),
+                         CHUNK_STREAM_MAX)
         elif grad:
             per_col = 16 * max(self.n_batched, 1)
             ch = max(CHUNK_BYTES // per_col, least)
