@@ -32,6 +32,11 @@
 cdef bint ROW_PATH = True
 
 
+# instructions between two looks at the signal work count
+cdef enum:
+    ROW_BLOCK = 64
+
+
 cdef struct _RowCtx:
     Py_ssize_t work               # element operations since the last check
     Py_ssize_t sig_work           # SIGNAL_WORK at the call (0: no checks)
@@ -52,29 +57,40 @@ cdef int _row_signals(_RowCtx* R) noexcept nogil:
 # of the row's values -- the scalar slots first (V[s] = vs[s]), then the
 # rows (V[NS + r]), then a 0.0 for absent operands -- and G of their
 # gradients, so that no instruction branches on its operand kinds.
+#
+# The backward needs no branch on the plan's store/add modes either: G is
+# all +0.0 when the backward starts, and a row's first contribution (the
+# plan's store, 0.0 + d) is then the same float as an add onto its +0.0; so
+# every contribution is an add, to the operand's index in G, or to the last
+# slot of G (after the 0.0 slot of V: nothing reads it) when the plan skips
+# that operand.
 
 cdef struct _RowIns:
     int op                        # op code (OP_FMULADD, OP_DOT, n-ary ...)
     int o, a, b                   # indices in V / G
     int s                         # fused mul-add: its scalar; OP_DOT: terms
     int x                         # n-ary / OP_DOT: offset of its run in ix
+    int ga, gb, gs                # where a's, b's and s's gradients go in G
+                                  # (the trash slot when the plan skips them)
+    unsigned char run             # backward: any operand to take a gradient
+    unsigned char mul             # fused mul-add: b or s takes one
     double c
-    unsigned char ma, mb, ms      # backward modes (the plan's)
 
 
 @cython.final
 cdef class _RowTape:
     cdef object keep              # the arrays behind the pointers
     cdef _RowIns* ins
-    cdef const int* ix            # runs: n-ary (refs, modes, softmax rows),
-                                  # OP_DOT (scalar, row) pairs
+    cdef const int* ix            # runs: n-ary (refs, G targets, softmax
+                                  # rows), OP_DOT (scalar, row) pairs
     cdef int n, ns, nv
 
 
 cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
     """The one-row tape of ``p``'s training (grad) or forward-only tape.
 
-    An n-ary run at x: count, then the operands, their backward modes and,
+    An n-ary run at x: count, then the operands, their gradients' indices in G
+    (the trash slot where the plan skips them) and,
     for logsumexp, for each operand the index of an OP_SOFTMAX value
     e**(operand - this logsumexp) computed by the tape, or -1: logsumexp's
     backward (nary_backward) is that same op_forward(OP_SOFTMAX, ...) times
@@ -83,6 +99,7 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
     cdef int ns = p.n_scalar, k, kind, op, q, cnt, off, r
     # (the same V for either tape: the 0.0 slot after the larger one's rows)
     cdef int zero = ns + max(p.n_batched, p.n_frows, p.n_inputs, 1)
+    cdef int trash = zero + 1
     cdef int n = p.n_binstr if grad else p.n_finstr
     cdef const unsigned char[::1] ops = p.b_op if grad else p.f_op
     cdef const unsigned char[::1] kinds = p.b_kind if grad else p.f_kind
@@ -106,10 +123,12 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
         I.o = ns + outs[k]
         I.b = zero
         I.c = cs[k]
+        I.ga = I.gb = I.gs = trash
+        I.run = I.mul = 0
         if grad:
-            I.ma = plan.bma[k]
-            I.mb = plan.bmb[k]
-            I.ms = plan.bms[k]
+            I.run = (plan.bma[k] != M_SKIP or plan.bmb[k] != M_SKIP
+                     or plan.bms[k] != M_SKIP)
+            I.mul = plan.bmb[k] != M_SKIP or plan.bms[k] != M_SKIP
         if kind == K_N:
             off = ob[k]
             cnt = nx[off]
@@ -119,7 +138,9 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
                 r = nx[q]
                 ix.append(ns + r if r >= 0 else -1 - r)
             for q in range(off + 1, off + 1 + cnt):
-                ix.append(plan.bmn[q] if grad else M_SKIP)
+                r = nx[q]
+                ix.append((ns + r if r >= 0 else -1 - r)
+                          if grad and plan.bmn[q] != M_SKIP else trash)
             for q in range(off + 1, off + 1 + cnt):
                 ix.append(-1)            # (filled below: softmax rows)
             continue
@@ -128,8 +149,15 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
             I.b = ns + ob[k]
         elif kind == K_BS:
             I.b = ob[k]
+        if grad:
+            if plan.bma[k] != M_SKIP:
+                I.ga = I.a
+            if plan.bmb[k] != M_SKIP:
+                I.gb = I.b
         if op == OP_FMULADD:
             I.s = os[k]
+            if grad and plan.bms[k] != M_SKIP:
+                I.gs = I.s
         elif op == OP_DOT:
             I.s = os[k]
             I.x = len(ix)
@@ -151,136 +179,201 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
     T.ix = &ixa[0]
     T.n = n
     T.ns = ns
-    T.nv = zero + 1
+    T.nv = trash + 1
     return T
 
 
-cdef inline void _row_put(int mode, double* G, int i, double d) noexcept nogil:
-    """A contribution to G[i]: the first one to a row stored (0.0 + d keeps
-    eager's sign of zero), the others added (a scalar slot's always: its
-    gradient starts at +0.0, see the top of this file)."""
-    if mode == M_STORE:
-        G[i] = 0.0 + d
-    elif mode == M_ADD:
-        G[i] += d
+cdef inline void _fw(const _RowIns* I, double* V, int op) noexcept nogil:
+    """V[o] of a unary or binary instruction (with a literal op code,
+    op_forward folds to its one expression)."""
+    V[I.o] = op_forward(op, V[I.a], V[I.b], I.c)
+
+
+cdef inline void _bw2(const _RowIns* I, const double* V, double* G, double go,
+                      int op) noexcept nogil:
+    """A binary instruction's backward: a's, then b's contribution."""
+    cdef double ga, gb
+    op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
+    G[I.ga] += ga
+    G[I.gb] += gb
+
+
+cdef inline void _bw1(const _RowIns* I, const double* V, double* G, double go,
+                      int op) noexcept nogil:
+    """A unary instruction's backward (or one with a constant): a's
+    contribution (b is the 0.0 slot, skipped by the plan)."""
+    cdef double ga, gb
+    op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
+    G[I.ga] += ga
 
 
 cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
-                     _RowCtx* R) noexcept nogil:
+                     double* G, _RowCtx* R) noexcept nogil:
     """forward_batched on one column; 0, or -1 when a signal stopped it (the
     exception is set).  The common ops with a literal op code (op_forward
-    folds to one expression), the others through op_forward."""
-    cdef int k, op, q, cnt
+    folds to one expression), the others through op_forward.  Each output's
+    gradient G[o] set to +0.0 for the backward."""
+    cdef int k, k0, k1, op, q, cnt
     cdef const _RowIns* I
     cdef const int* t
     cdef double a, m, acc
-    for k in range(n):
-        I = &ins[k]
-        op = I.op
-        if op == OP_MUL:
-            V[I.o] = op_forward(OP_MUL, V[I.a], V[I.b], 0.0)
-        elif op == OP_ADD:
-            V[I.o] = op_forward(OP_ADD, V[I.a], V[I.b], 0.0)
-        elif op == OP_SOFTMAX:
-            V[I.o] = op_forward(OP_SOFTMAX, V[I.a], V[I.b], 0.0)
-        elif op == OP_FMULADD:
-            V[I.o] = op_forward(OP_ADD, V[I.a], op_forward(
-                OP_MUL, V[I.s], V[I.b], 0.0), 0.0)
-        elif op == OP_SUM or op == OP_LOGSUMEXP:
-            # the fold of _rules.pxd (fw_nary_block's steps at width 1)
-            t = ix + I.x
-            cnt = t[0]
-            t = t + 1
-            a = V[t[0]]
-            if op == OP_SUM:
-                acc = a + 0.0
+    cdef Py_ssize_t work = R.work
+    cdef Py_ssize_t sig = R.sig_work if R.sig_work > 0 else (<Py_ssize_t>1) << 62
+    k1 = 0
+    while k1 < n:
+        k0 = k1
+        k1 = min(k0 + ROW_BLOCK, n)
+        for k in range(k0, k1):
+            I = &ins[k]
+            op = I.op
+            if op == OP_MUL:
+                _fw(I, V, OP_MUL)
+            elif op == OP_ADD:
+                _fw(I, V, OP_ADD)
+            elif op == OP_SUB:
+                _fw(I, V, OP_SUB)
+            elif op == OP_DIV:
+                _fw(I, V, OP_DIV)
+            elif op == OP_MAX:
+                _fw(I, V, OP_MAX)
+            elif op == OP_ADDC:
+                _fw(I, V, OP_ADDC)
+            elif op == OP_MULC:
+                _fw(I, V, OP_MULC)
+            elif op == OP_EXP:
+                _fw(I, V, OP_EXP)
+            elif op == OP_LOG:
+                _fw(I, V, OP_LOG)
+            elif op == OP_SOFTPLUS:
+                _fw(I, V, OP_SOFTPLUS)
+            elif op == OP_SOFTMAX:
+                _fw(I, V, OP_SOFTMAX)
+            elif op == OP_FMULADD:
+                V[I.o] = op_forward(OP_ADD, V[I.a], op_forward(
+                    OP_MUL, V[I.s], V[I.b], 0.0), 0.0)
+            elif op == OP_SUM:
+                # the folds of _rules.pxd (fw_nary_block's steps at width 1)
+                t = ix + I.x
+                cnt = t[0]
+                t = t + 1
+                acc = V[t[0]] + 0.0
                 for q in range(1, cnt):
                     acc = acc + V[t[q]]
-            else:
+                V[I.o] = acc
+                work += cnt
+            elif op == OP_LOGSUMEXP:
+                t = ix + I.x
+                cnt = t[0]
+                t = t + 1
+                a = V[t[0]]
                 m = a
                 for q in range(1, cnt):
                     m = lse_max(m, V[t[q]])
                 acc = lse_term(a, m)
                 for q in range(1, cnt):
                     acc = acc + lse_term(V[t[q]], m)
-                acc = lse_finish(m, acc)
-            V[I.o] = acc
-            R.work += cnt
-        elif op == OP_DOT:
-            t = ix + I.x
-            acc = V[I.a]
-            for q in range(I.s):
-                acc = op_forward(OP_ADD, acc, op_forward(
-                    OP_MUL, V[t[2 * q]], V[t[2 * q + 1]], 0.0), 0.0)
-            V[I.o] = acc
-            R.work += I.s
-        else:
-            V[I.o] = op_forward(op, V[I.a], V[I.b], I.c)
-        R.work += 1
-        if R.work >= R.sig_work and R.sig_work > 0 and k + 1 < n:
+                V[I.o] = lse_finish(m, acc)
+                work += cnt
+            elif op == OP_DOT:
+                t = ix + I.x
+                acc = V[I.a]
+                for q in range(I.s):
+                    acc = op_forward(OP_ADD, acc, op_forward(
+                        OP_MUL, V[t[2 * q]], V[t[2 * q + 1]], 0.0), 0.0)
+                V[I.o] = acc
+                work += I.s
+            else:
+                _fw(I, V, op)
+            G[I.o] = 0.0
+        work += k1 - k0
+        if work >= sig and k1 < n:
             if _row_signals(R) < 0:
                 return -1
+            work = 0
+    R.work = work
     return 0
 
 
 cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
                       double* G, _RowCtx* R) noexcept nogil:
-    """backward_batched on one column, in the kernels' order; 0, or -1 when
+    """backward_batched on one column, in the kernels' order (G all +0.0 but
+    for the seed at the start, see the tape above: the scalar slots zeroed
+    by _row_run, the rows by row_forward and the input copy); 0, or -1 when
     a signal stopped it."""
-    cdef int k, op, q, cnt, sm
+    cdef int k, k0, k1, op, q, cnt, sm
     cdef const _RowIns* I
     cdef const int* t
-    cdef double go, ga, gb, gp, gsv, gx, prod, d
-    for k in range(n - 1, -1, -1):
-        I = &ins[k]
-        if I.ma == M_SKIP and I.mb == M_SKIP and I.ms == M_SKIP:
-            continue
-        op = I.op
-        go = G[I.o]
-        if op == OP_MUL:
-            op_backward(OP_MUL, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
-            _row_put(I.ma, G, I.a, ga)
-            _row_put(I.mb, G, I.b, gb)
-        elif op == OP_ADD:
-            op_backward(OP_ADD, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
-            _row_put(I.ma, G, I.a, ga)
-            _row_put(I.mb, G, I.b, gb)
-        elif op == OP_SOFTMAX:
-            op_backward(OP_SOFTMAX, V[I.a], V[I.b], 0.0, V[I.o], go, &ga, &gb)
-            _row_put(I.ma, G, I.a, ga)
-            _row_put(I.mb, G, I.b, gb)
-        elif op == OP_FMULADD:
-            # bw_fused: acc (through ADD), then x and s (through MUL)
-            prod = op_forward(OP_MUL, V[I.s], V[I.b], 0.0)
-            op_backward(OP_ADD, V[I.a], prod, 0.0, V[I.o], go, &ga, &gp)
-            _row_put(I.ma, G, I.a, ga)
-            if I.mb != M_SKIP or I.ms != M_SKIP:
-                # the product node's gradient: its one contribution added to 0.0
-                op_backward(OP_MUL, V[I.s], V[I.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
-                _row_put(I.mb, G, I.b, gx)
-                _row_put(I.ms, G, I.s, gsv)
-        elif op == OP_SUM or op == OP_LOGSUMEXP:
-            # operand by operand, in order (bw_nary_ops)
-            t = ix + I.x
-            cnt = t[0]
-            for q in range(1, cnt + 1):
-                if op == OP_SUM:
-                    d = nary_backward(OP_SUM, V[t[q]], V[I.o], go)
-                else:
+    cdef double go, ga, gp, gsv, gx, prod
+    cdef Py_ssize_t work = R.work
+    cdef Py_ssize_t sig = R.sig_work if R.sig_work > 0 else (<Py_ssize_t>1) << 62
+    k0 = n
+    while k0 > 0:
+        k1 = k0
+        k0 = max(k1 - ROW_BLOCK, 0)
+        for k in range(k1 - 1, k0 - 1, -1):
+            I = &ins[k]
+            if not I.run:
+                continue
+            op = I.op
+            go = G[I.o]
+            if op == OP_MUL:
+                _bw2(I, V, G, go, OP_MUL)
+            elif op == OP_ADD:
+                _bw2(I, V, G, go, OP_ADD)
+            elif op == OP_SUB:
+                _bw2(I, V, G, go, OP_SUB)
+            elif op == OP_DIV:
+                _bw2(I, V, G, go, OP_DIV)
+            elif op == OP_MAX:
+                _bw2(I, V, G, go, OP_MAX)
+            elif op == OP_SOFTMAX:
+                _bw2(I, V, G, go, OP_SOFTMAX)
+            elif op == OP_ADDC:
+                _bw1(I, V, G, go, OP_ADDC)
+            elif op == OP_MULC:
+                _bw1(I, V, G, go, OP_MULC)
+            elif op == OP_EXP:
+                _bw1(I, V, G, go, OP_EXP)
+            elif op == OP_LOG:
+                _bw1(I, V, G, go, OP_LOG)
+            elif op == OP_SOFTPLUS:
+                _bw1(I, V, G, go, OP_SOFTPLUS)
+            elif op == OP_FMULADD:
+                # bw_fused: acc (through ADD), then x and s (through MUL)
+                prod = op_forward(OP_MUL, V[I.s], V[I.b], 0.0)
+                op_backward(OP_ADD, V[I.a], prod, 0.0, V[I.o], go, &ga, &gp)
+                G[I.ga] += ga
+                if I.mul:
+                    # the product node's gradient: its one contribution added to 0.0
+                    op_backward(OP_MUL, V[I.s], V[I.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
+                    G[I.gb] += gx
+                    G[I.gs] += gsv
+            elif op == OP_SUM:
+                # operand by operand, in order (bw_nary_ops)
+                t = ix + I.x
+                cnt = t[0]
+                t = t + 1
+                for q in range(cnt):
+                    G[t[q + cnt]] += nary_backward(OP_SUM, V[t[q]], V[I.o], go)
+                work += 2 * cnt
+            elif op == OP_LOGSUMEXP:
+                t = ix + I.x
+                cnt = t[0]
+                t = t + 1
+                for q in range(cnt):
                     sm = t[q + 2 * cnt]
                     # e**(x - out) as the tape's OP_SOFTMAX computed it
-                    d = (V[sm] * go if sm >= 0 else
-                         nary_backward(OP_LOGSUMEXP, V[t[q]], V[I.o], go))
-                _row_put(t[q + cnt], G, t[q], d)
-            R.work += 2 * cnt
-        else:
-            op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
-            _row_put(I.ma, G, I.a, ga)
-            _row_put(I.mb, G, I.b, gb)
-        R.work += 2
-        if R.work >= R.sig_work and R.sig_work > 0 and k > 0:
+                    G[t[q + cnt]] += (V[sm] * go if sm >= 0 else
+                                      nary_backward(OP_LOGSUMEXP, V[t[q]], V[I.o], go))
+                work += 2 * cnt
+            else:
+                _bw2(I, V, G, go, op)
+        work += 2 * (k1 - k0)
+        if work >= sig and k0 > 0:
             if _row_signals(R) < 0:
                 return -1
+            work = 0
+    R.work = work
     return 0
 
 
@@ -351,14 +444,16 @@ cdef double _row_run(Program p, const Sources* S, int reduce_mode, bint grad,
             src = S.ptr[q]
             for cc in range(S.cols[q]):
                 V[r] = src[cc]
+                G[r] = 0.0
                 r += 1
-        res = row_forward(T.ins, T.n, T.ix, V, &R)
+        res = row_forward(T.ins, T.n, T.ix, V, G, &R)
         if res == 0:
             out0 = V[ns + oslot[0]] if obat[0] else vs[oslot[0]]
             if po != NULL:
                 for q in range(p.n_outputs):
                     po[q] = V[ns + oslot[q]] if obat[q] else vs[oslot[q]]
         if grad and res == 0:
+            # G all +0.0 (the rows' by row_forward and the input copy)
             memset(G, 0, ns * sizeof(double))
             # the seed: d(loss)/d(output 0) = 1.0 / B = 1.0 either way
             if obat[0]:
