@@ -252,6 +252,52 @@ def test_penalty_and_sgd_step_one_row(row_path_restore):
     assert bits(run(True)) == bits(run(False))
 
 
+@pytest.mark.parametrize("style", ["primitives", "composed"])
+def test_irregular_graph_one_row_equals_batched(style, isa_restore, row_path_restore):
+    # the benchmark's graph (softplus, sums, products, softmaxes; composed:
+    # exp/log/max/sub/div): rows one after another through the same buffers
+    irregular = pytest.importorskip("fastgrad.bench.irregular")
+    prog, _ = irregular.compile_program(60, style)
+    X = irregular.rows(3, seed=5)
+    X[1, :7] = [0.0, -0.0, 40.0, -40.0, 1e-300, -750.0, 710.0]
+    first = None
+    for isa in ISAS:
+        _replay._set_isa(isa)
+        got = []
+        for on in (True, False):
+            _replay._set_row_path(on)
+            got.append([r for x in X for r in one_row_results(prog, [], x)])
+        assert_same(got[0], got[1], f"{style} {isa}: one row vs batched")
+        first = first or got[0]
+        assert_same(got[0], first, f"{style} {isa} vs {ISAS[0]}")
+
+
+def test_one_row_plans_share_the_gradient_buffer(row_path_restore):
+    # calls with and without input gradients and with the penalty (sgd_step):
+    # different backward plans (an input skipped by one takes gradients in
+    # the other), interleaved on one program: each call as on the batched
+    # kernels
+    w = Value(0.75)
+    X = np.array([[0.5, -2.0], [-0.0, 3.0], [1.5, 0.25]])
+
+    def run(on):
+        _replay._set_row_path(on)
+        w.data, w.grad = 0.75, 0.0
+        prog = fastgrad.compile(
+            lambda x: (x[0] * w).softplus() + fastgrad.sum([x[1], x[0] * x[1], w]),
+            2, params=[w], penalty=lambda ps: ps[0] * ps[0])
+        out = []
+        for x in X:
+            out += [*prog.value_and_grad(x, accumulate=False)[1], w.grad]
+            out += [prog.batch(x.reshape(1, -1), accumulate=False), w.grad]
+            out += [prog.sgd_step(x.reshape(1, -1), 0.01), w.data, w.grad]
+            gin = np.empty((1, 2))
+            out += [prog.batch(x.reshape(1, -1), input_grad=gin, accumulate=False),
+                    *gin[0], w.grad, prog.forward(x)]
+        return out
+    assert bits(run(True)) == bits(run(False))
+
+
 # ---------------------------------------------------------------------------
 # programs with dense layers
 # ---------------------------------------------------------------------------
