@@ -14,10 +14,11 @@
 # * forward: the training tape (with gradients) or the forward-only tape
 #   (fused mul-adds, OP_DOT chains, reused rows) -- the same op_forward
 #   sequence per column as forward_batched;
-# * backward: the same backward plan (store/add modes), operand by operand in
-#   the kernels' order; a scalar slot's batch-sum of one column is that
-#   column's contribution (the kernels' partial sums add +0.0 to it, which
-#   changes no sum that starts at +0.0), added straight into the totals;
+# * backward: the same backward plan, operand by operand in the kernels'
+#   order (its stores as adds onto +0.0, see the tape below); a scalar
+#   slot's batch-sum of one column is that column's contribution (the
+#   kernels' partial sums add +0.0 to it, which changes no sum that starts
+#   at +0.0), added straight into the totals;
 # * the loss is 0.0 + output 0, as the blocks' combine adds it.
 #
 # Programs with dense layers keep the batched path for gradients (the layer
