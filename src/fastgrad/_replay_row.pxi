@@ -112,28 +112,28 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
     cdef const int[::1] nx = p.b_nx if grad else p.f_nx
     cdef unsigned char[::1] buf = _np_zeros(max(n, 1) * sizeof(_RowIns), np.uint8)
     cdef _RowIns* ins = <_RowIns*>&buf[0]
-    cdef _RowIns* I
+    cdef _RowIns* ri
     cdef list ix = [0]
     cdef dict softmax = {}
     cdef int[::1] ixa
     for k in range(n):
-        I = &ins[k]
+        ri = &ins[k]
         op = ops[k]
         kind = kinds[k]
-        I.op = op
-        I.o = ns + outs[k]
-        I.b = zero
-        I.c = cs[k]
-        I.ga = I.gb = I.gs = trash
-        I.run = I.mul = 0
+        ri.op = op
+        ri.o = ns + outs[k]
+        ri.b = zero
+        ri.c = cs[k]
+        ri.ga = ri.gb = ri.gs = trash
+        ri.run = ri.mul = 0
         if grad:
-            I.run = (plan.bma[k] != M_SKIP or plan.bmb[k] != M_SKIP
-                     or plan.bms[k] != M_SKIP)
-            I.mul = plan.bmb[k] != M_SKIP or plan.bms[k] != M_SKIP
+            ri.run = (plan.bma[k] != M_SKIP or plan.bmb[k] != M_SKIP
+                      or plan.bms[k] != M_SKIP)
+            ri.mul = plan.bmb[k] != M_SKIP or plan.bms[k] != M_SKIP
         if kind == K_N:
             off = ob[k]
             cnt = nx[off]
-            I.x = len(ix)
+            ri.x = len(ix)
             ix.append(cnt)
             for q in range(off + 1, off + 1 + cnt):
                 r = nx[q]
@@ -145,28 +145,28 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
             for q in range(off + 1, off + 1 + cnt):
                 ix.append(-1)            # (filled below: softmax rows)
             continue
-        I.a = oa[k] if kind == K_SB else ns + oa[k]
+        ri.a = oa[k] if kind == K_SB else ns + oa[k]
         if kind == K_BB or kind == K_SB:
-            I.b = ns + ob[k]
+            ri.b = ns + ob[k]
         elif kind == K_BS:
-            I.b = ob[k]
+            ri.b = ob[k]
         if grad:
             if plan.bma[k] != M_SKIP:
-                I.ga = I.a
+                ri.ga = ri.a
             if plan.bmb[k] != M_SKIP:
-                I.gb = I.b
+                ri.gb = ri.b
         if op == OP_FMULADD:
-            I.s = os[k]
+            ri.s = os[k]
             if grad and plan.bms[k] != M_SKIP:
-                I.gs = I.s
+                ri.gs = ri.s
         elif op == OP_DOT:
-            I.s = os[k]
-            I.x = len(ix)
+            ri.s = os[k]
+            ri.x = len(ix)
             for q in range(ob[k], ob[k] + os[k]):
                 ix.append(p.d_s[q])
                 ix.append(ns + p.d_x[q])
         elif op == OP_SOFTMAX and grad:
-            softmax[(I.a, I.b)] = I.o
+            softmax[(ri.a, ri.b)] = ri.o
     if grad and softmax:
         for k in range(n):
             if kinds[k] == K_N and ops[k] == OP_LOGSUMEXP:
@@ -184,28 +184,28 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
     return T
 
 
-cdef inline void _fw(const _RowIns* I, double* V, int op) noexcept nogil:
+cdef inline void _fw(const _RowIns* ri, double* V, int op) noexcept nogil:
     """V[o] of a unary or binary instruction (with a literal op code,
     op_forward folds to its one expression)."""
-    V[I.o] = op_forward(op, V[I.a], V[I.b], I.c)
+    V[ri.o] = op_forward(op, V[ri.a], V[ri.b], ri.c)
 
 
-cdef inline void _bw2(const _RowIns* I, const double* V, double* G, double go,
+cdef inline void _bw2(const _RowIns* ri, const double* V, double* G, double go,
                       int op) noexcept nogil:
     """A binary instruction's backward: a's, then b's contribution."""
     cdef double ga, gb
-    op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
-    G[I.ga] += ga
-    G[I.gb] += gb
+    op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
+    G[ri.ga] += ga
+    G[ri.gb] += gb
 
 
-cdef inline void _bw1(const _RowIns* I, const double* V, double* G, double go,
+cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
                       int op) noexcept nogil:
     """A unary instruction's backward (or one with a constant): a's
     contribution (b is the 0.0 slot, skipped by the plan)."""
     cdef double ga, gb
-    op_backward(op, V[I.a], V[I.b], I.c, V[I.o], go, &ga, &gb)
-    G[I.ga] += ga
+    op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
+    G[ri.ga] += ga
 
 
 cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
@@ -215,7 +215,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
     folds to one expression), the others through op_forward.  Each output's
     gradient G[o] set to +0.0 for the backward."""
     cdef int k, k0, k1, op, q, cnt
-    cdef const _RowIns* I
+    cdef const _RowIns* ri
     cdef const int* t
     cdef double a, m, acc
     cdef Py_ssize_t work = R.work
@@ -225,45 +225,45 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
         k0 = k1
         k1 = min(k0 + ROW_BLOCK, n)
         for k in range(k0, k1):
-            I = &ins[k]
-            op = I.op
+            ri = &ins[k]
+            op = ri.op
             if op == OP_MUL:
-                _fw(I, V, OP_MUL)
+                _fw(ri, V, OP_MUL)
             elif op == OP_ADD:
-                _fw(I, V, OP_ADD)
+                _fw(ri, V, OP_ADD)
             elif op == OP_SUB:
-                _fw(I, V, OP_SUB)
+                _fw(ri, V, OP_SUB)
             elif op == OP_DIV:
-                _fw(I, V, OP_DIV)
+                _fw(ri, V, OP_DIV)
             elif op == OP_MAX:
-                _fw(I, V, OP_MAX)
+                _fw(ri, V, OP_MAX)
             elif op == OP_ADDC:
-                _fw(I, V, OP_ADDC)
+                _fw(ri, V, OP_ADDC)
             elif op == OP_MULC:
-                _fw(I, V, OP_MULC)
+                _fw(ri, V, OP_MULC)
             elif op == OP_EXP:
-                _fw(I, V, OP_EXP)
+                _fw(ri, V, OP_EXP)
             elif op == OP_LOG:
-                _fw(I, V, OP_LOG)
+                _fw(ri, V, OP_LOG)
             elif op == OP_SOFTPLUS:
-                _fw(I, V, OP_SOFTPLUS)
+                _fw(ri, V, OP_SOFTPLUS)
             elif op == OP_SOFTMAX:
-                _fw(I, V, OP_SOFTMAX)
+                _fw(ri, V, OP_SOFTMAX)
             elif op == OP_FMULADD:
-                V[I.o] = op_forward(OP_ADD, V[I.a], op_forward(
-                    OP_MUL, V[I.s], V[I.b], 0.0), 0.0)
+                V[ri.o] = op_forward(OP_ADD, V[ri.a], op_forward(
+                    OP_MUL, V[ri.s], V[ri.b], 0.0), 0.0)
             elif op == OP_SUM:
                 # the folds of _rules.pxd (fw_nary_block's steps at width 1)
-                t = ix + I.x
+                t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 acc = V[t[0]] + 0.0
                 for q in range(1, cnt):
                     acc = acc + V[t[q]]
-                V[I.o] = acc
+                V[ri.o] = acc
                 work += cnt
             elif op == OP_LOGSUMEXP:
-                t = ix + I.x
+                t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 a = V[t[0]]
@@ -273,19 +273,19 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 acc = lse_term(a, m)
                 for q in range(1, cnt):
                     acc = acc + lse_term(V[t[q]], m)
-                V[I.o] = lse_finish(m, acc)
+                V[ri.o] = lse_finish(m, acc)
                 work += cnt
             elif op == OP_DOT:
-                t = ix + I.x
-                acc = V[I.a]
-                for q in range(I.s):
+                t = ix + ri.x
+                acc = V[ri.a]
+                for q in range(ri.s):
                     acc = op_forward(OP_ADD, acc, op_forward(
                         OP_MUL, V[t[2 * q]], V[t[2 * q + 1]], 0.0), 0.0)
-                V[I.o] = acc
-                work += I.s
+                V[ri.o] = acc
+                work += ri.s
             else:
-                _fw(I, V, op)
-            G[I.o] = 0.0
+                _fw(ri, V, op)
+            G[ri.o] = 0.0
         work += k1 - k0
         if work >= sig and k1 < n:
             if _row_signals(R) < 0:
@@ -302,7 +302,7 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
     by _row_run, the rows by row_forward and the input copy); 0, or -1 when
     a signal stopped it."""
     cdef int k, k0, k1, op, q, cnt, sm
-    cdef const _RowIns* I
+    cdef const _RowIns* ri
     cdef const int* t
     cdef double go, ga, gp, gsv, gx, prod
     cdef Py_ssize_t work = R.work
@@ -312,63 +312,63 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
         k1 = k0
         k0 = max(k1 - ROW_BLOCK, 0)
         for k in range(k1 - 1, k0 - 1, -1):
-            I = &ins[k]
-            if not I.run:
+            ri = &ins[k]
+            if not ri.run:
                 continue
-            op = I.op
-            go = G[I.o]
+            op = ri.op
+            go = G[ri.o]
             if op == OP_MUL:
-                _bw2(I, V, G, go, OP_MUL)
+                _bw2(ri, V, G, go, OP_MUL)
             elif op == OP_ADD:
-                _bw2(I, V, G, go, OP_ADD)
+                _bw2(ri, V, G, go, OP_ADD)
             elif op == OP_SUB:
-                _bw2(I, V, G, go, OP_SUB)
+                _bw2(ri, V, G, go, OP_SUB)
             elif op == OP_DIV:
-                _bw2(I, V, G, go, OP_DIV)
+                _bw2(ri, V, G, go, OP_DIV)
             elif op == OP_MAX:
-                _bw2(I, V, G, go, OP_MAX)
+                _bw2(ri, V, G, go, OP_MAX)
             elif op == OP_SOFTMAX:
-                _bw2(I, V, G, go, OP_SOFTMAX)
+                _bw2(ri, V, G, go, OP_SOFTMAX)
             elif op == OP_ADDC:
-                _bw1(I, V, G, go, OP_ADDC)
+                _bw1(ri, V, G, go, OP_ADDC)
             elif op == OP_MULC:
-                _bw1(I, V, G, go, OP_MULC)
+                _bw1(ri, V, G, go, OP_MULC)
             elif op == OP_EXP:
-                _bw1(I, V, G, go, OP_EXP)
+                _bw1(ri, V, G, go, OP_EXP)
             elif op == OP_LOG:
-                _bw1(I, V, G, go, OP_LOG)
+                _bw1(ri, V, G, go, OP_LOG)
             elif op == OP_SOFTPLUS:
-                _bw1(I, V, G, go, OP_SOFTPLUS)
+                _bw1(ri, V, G, go, OP_SOFTPLUS)
             elif op == OP_FMULADD:
                 # bw_fused: acc (through ADD), then x and s (through MUL)
-                prod = op_forward(OP_MUL, V[I.s], V[I.b], 0.0)
-                op_backward(OP_ADD, V[I.a], prod, 0.0, V[I.o], go, &ga, &gp)
-                G[I.ga] += ga
-                if I.mul:
+                prod = op_forward(OP_MUL, V[ri.s], V[ri.b], 0.0)
+                op_backward(OP_ADD, V[ri.a], prod, 0.0, V[ri.o], go, &ga, &gp)
+                G[ri.ga] += ga
+                if ri.mul:
                     # the product node's gradient: its one contribution added to 0.0
-                    op_backward(OP_MUL, V[I.s], V[I.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
-                    G[I.gb] += gx
-                    G[I.gs] += gsv
+                    op_backward(OP_MUL, V[ri.s], V[ri.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
+                    G[ri.gb] += gx
+                    G[ri.gs] += gsv
             elif op == OP_SUM:
                 # operand by operand, in order (bw_nary_ops)
-                t = ix + I.x
+                t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 for q in range(cnt):
-                    G[t[q + cnt]] += nary_backward(OP_SUM, V[t[q]], V[I.o], go)
+                    G[t[q + cnt]] += nary_backward(OP_SUM, V[t[q]], V[ri.o], go)
                 work += 2 * cnt
             elif op == OP_LOGSUMEXP:
-                t = ix + I.x
+                t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 for q in range(cnt):
                     sm = t[q + 2 * cnt]
                     # e**(x - out) as the tape's OP_SOFTMAX computed it
                     G[t[q + cnt]] += (V[sm] * go if sm >= 0 else
-                                      nary_backward(OP_LOGSUMEXP, V[t[q]], V[I.o], go))
+                                      nary_backward(OP_LOGSUMEXP, V[t[q]], V[ri.o], go))
                 work += 2 * cnt
             else:
-                _bw2(I, V, G, go, op)
+                _bw2(ri, V, G, go, op)
         work += 2 * (k1 - k0)
         if work >= sig and k0 > 0:
             if _row_signals(R) < 0:
