@@ -287,6 +287,50 @@ def test_every_build_gives_the_same_bits(name):
         assert bits(_vmath_ext.scalar(name, v)) == bits(want), (name, v)
 
 
+def _every_row_in_every_lane(name):
+    """Inputs whose table row (2^(j/128) for the exp family, the log table's
+    row i) is j = (v + 37 l) % 128 in lane l of vector v (8 lanes): every
+    row reaches every lane of every width, so a lane shuffle of a build's
+    table read that sends a row to the wrong lane changes some result."""
+    ln2 = math.log(2)
+    rows = [(v + 37 * lane) % 128 for v in range(128) for lane in range(8)]
+    if name in ("log", "log1p"):
+        # x with bits 0x3FE6... + (i << 45) + (1 << 44): row i of [0.6875, 1.375)
+        x = [struct.unpack("<d", struct.pack("<Q", 0x3FE6000000000000 + (i << 45)
+                                             + (1 << 44)))[0] for i in rows]
+        return np.array(x) - (1.0 if name == "log1p" else 0.0)
+    # k = 128 m + j: j is the row; m varies with the vector; tanh reduces 2|x|
+    k = np.array([128 * (v % 5) + j for v, j in zip(np.repeat(np.arange(128), 8), rows)])
+    x = (k + 0.25) * (ln2 / 128)
+    if name == "tanh":
+        return x / 2
+    if name in ("sigmoid", "softplus"):
+        return -x          # e^-|x|: k = -(128 m + j) rounds to row (-j) % 128
+    return x
+
+
+@compiled_only
+@pytest.mark.parametrize("name", NAMES)
+def test_every_table_row_in_every_lane_same_bits(name):
+    x = _every_row_in_every_lane(name)
+    base = _vmath_ext.evaluate(name, x, "portable")
+    for isa in _vmath_ext.supported():
+        assert same_bits(_vmath_ext.evaluate(name, x, isa), base), (name, isa)
+    # the inputs do reach the rows they are meant to (the reductions'
+    # index, computed here from x)
+    want = np.array([(v + 37 * lane) % 128 for v in range(128) for lane in range(8)])
+    if name in ("log", "log1p"):
+        ix = (x + (1.0 if name == "log1p" else 0.0)).view(np.uint64)
+        got = ((ix - np.uint64(0x3FE6000000000000)) >> np.uint64(45)) & np.uint64(127)
+    else:
+        a = 2 * np.abs(x) if name == "tanh" else np.abs(x)
+        got = np.rint(a * 128 / math.log(2)).astype(np.int64)
+        if name in ("sigmoid", "softplus"):
+            got, want = -got, -want % 128
+        got = got & 127
+    assert np.array_equal(got.astype(np.int64), want), name
+
+
 @compiled_only
 @pytest.mark.parametrize("name", NAMES)
 def test_python_port_gives_the_c_bits(name):

@@ -44,7 +44,8 @@
  *         first-order term of sl, sl (2/sh)^2 / 2 (2/sh = q + h), and
  *         rounded once.  Error: 1/2 (last rounding) + 1/4 (q) + ~2^-10 ulp
  *         (e^(2a) to ~2^-60); below T1, 1/2 + the rational's ~5 roundings
- *         in a term < 0.022 of the result.  Measured max: 0.7501 ulp.
+ *         in a term < 0.022 of the result.  Measured max: 0.7547 ulp
+ *         (10.2 million points, _vmath.h; so the small terms reach ~2^-8).
  * sigmoid  t = e^-|x| in double-double; 1/(1+t) for x >= 0, t/(1+t) below
  *       (the stable two-branch form, both branches in one expression).
  * log   x = 2^k z, z in [0.6875, 1.375) in one of 128 sub-intervals with a
@@ -116,7 +117,15 @@ FG_VM_INLINE FG_VM_TARGET VD FG_VM_SUF(fg_vm_gather)(const double *tab, VU idx)
  * *a, *b, *c = tab[4 i], tab[4 i + 1], tab[4 i + 2] (the log table's rows).
  * Plain loads, moved into lanes with x86 shuffles where the build has them
  * (data movement only: the same numbers as the lane loop; measured with the
- * tanh row on AVX2, 5.0 -> 4.6 ns per element, the exp row 2.5 -> 2.2). */
+ * tanh row on AVX2, 5.0 -> 4.6 ns per element, the exp row 2.5 -> 2.2).
+ * The AVX-512 build's (FG_VM_AVX512; not the 8-wide body for AVX2, whose
+ * 512-bit shuffles gcc would have to split): 128-bit pairs / 256-bit rows
+ * inserted into 512-bit vectors, then unpacked / permuted, where gcc made
+ * 16 (24) masked broadcasts with their index extracts of the lane loop.
+ * Measured on Zen 4 (a C loop over rows of 10,000 doubles, _vmath_rows.h's
+ * row functions, this against the lane loop, quiet machine): tanh 3.2 ->
+ * 2.4 ns per element, sigmoid 3.2 -> 2.2, exp 1.9 -> 1.4, log 2.8 -> 2.2,
+ * log1p 3.3 -> 2.6, softplus 6.4 -> 5.6 (notes/th36 of the working notes). */
 FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(fg_vm_read2)(const double *tab, VU i, VD *a, VD *b)
 {
 #if FG_VM_W == 4 && defined(FG_VM_X86)
@@ -124,6 +133,20 @@ FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(fg_vm_read2)(const double *tab, VU i, V
     __m256d q = _mm256_loadu2_m128d(tab + 2 * i[3], tab + 2 * i[1]);
     *a = (VD)_mm256_unpacklo_pd(p, q);
     *b = (VD)_mm256_unpackhi_pd(p, q);
+#elif FG_VM_W == 8 && defined(FG_VM_X86) && defined(FG_VM_AVX512)
+    /* pairs 0, 2, 4, 6 and 1, 3, 5, 7 in the 128-bit lanes of p and q */
+#define IX(k) (2 * i[k])
+    __m512d p = _mm512_castpd128_pd512(_mm_loadu_pd(tab + IX(0)));
+    __m512d q = _mm512_castpd128_pd512(_mm_loadu_pd(tab + IX(1)));
+    p = _mm512_insertf64x2(p, _mm_loadu_pd(tab + IX(2)), 1);
+    q = _mm512_insertf64x2(q, _mm_loadu_pd(tab + IX(3)), 1);
+    p = _mm512_insertf64x2(p, _mm_loadu_pd(tab + IX(4)), 2);
+    q = _mm512_insertf64x2(q, _mm_loadu_pd(tab + IX(5)), 2);
+    p = _mm512_insertf64x2(p, _mm_loadu_pd(tab + IX(6)), 3);
+    q = _mm512_insertf64x2(q, _mm_loadu_pd(tab + IX(7)), 3);
+#undef IX
+    *a = (VD)_mm512_unpacklo_pd(p, q);
+    *b = (VD)_mm512_unpackhi_pd(p, q);
 #elif FG_VM_W == 2 && defined(FG_VM_X86)
     __m128d p = _mm_loadu_pd(tab + 2 * i[0]), q = _mm_loadu_pd(tab + 2 * i[1]);
     *a = (VD)_mm_unpacklo_pd(p, q);
@@ -146,6 +169,20 @@ FG_VM_INLINE FG_VM_TARGET void FG_VM_SUF(fg_vm_read3)(const double *tab, VU i, V
     *a = (VD)_mm256_permute2f128_pd(l01, l23, 0x20);
     *b = (VD)_mm256_permute2f128_pd(h01, h23, 0x20);
     *c = (VD)_mm256_permute2f128_pd(l01, l23, 0x31);
+#elif FG_VM_W == 8 && defined(FG_VM_X86) && defined(FG_VM_AVX512)
+    /* rows k and k + 4 in the two halves of Rk, then the 4-wide transpose
+     * in each half, and the halves' pairs gathered in order */
+#define ROWS2(k) _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd(tab + 4 * i[k])), \
+                                    _mm256_loadu_pd(tab + 4 * i[(k) + 4]), 1)
+    __m512d R0 = ROWS2(0), R1 = ROWS2(1), R2 = ROWS2(2), R3 = ROWS2(3);
+#undef ROWS2
+    __m512d l01 = _mm512_unpacklo_pd(R0, R1), h01 = _mm512_unpackhi_pd(R0, R1);
+    __m512d l23 = _mm512_unpacklo_pd(R2, R3), h23 = _mm512_unpackhi_pd(R2, R3);
+    __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+    __m512i odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    *a = (VD)_mm512_permutex2var_pd(l01, even, l23);
+    *b = (VD)_mm512_permutex2var_pd(h01, even, h23);
+    *c = (VD)_mm512_permutex2var_pd(l01, odd, l23);
 #elif FG_VM_W == 2 && defined(FG_VM_X86)
     __m128d p0 = _mm_loadu_pd(tab + 4 * i[0]), q0 = _mm_loadu_pd(tab + 4 * i[1]);
     __m128d p1 = _mm_loadu_pd(tab + 4 * i[0] + 2), q1 = _mm_loadu_pd(tab + 4 * i[1] + 2);

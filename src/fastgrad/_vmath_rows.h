@@ -84,7 +84,8 @@ static FG_VM_UNUSED TARGET void fg_vm_tanh_row_##SUF(const double *x, double *ou
     FG_VM_ROW(SUF, W, TARGET, softplus)
 /* 8 wide: one whole tanh per vector (the blocks of halves, measured with
  * the 8-wide body on AVX2, 5.0 -> 8.0 ns per element: the block spills;
- * not measured on an AVX-512 CPU) */
+ * on Zen 4's AVX-512, blocks of 2, 4, 8 vectors: 2.60, 2.54, 2.54 ns per
+ * element against 2.38 for whole vectors) */
 #define FG_VM_ROWS8(SUF, W, TARGET) \
     FG_VM_ROW(SUF, W, TARGET, exp) FG_VM_ROW(SUF, W, TARGET, expm1) \
     FG_VM_ROW(SUF, W, TARGET, log) FG_VM_ROW(SUF, W, TARGET, log1p) \
