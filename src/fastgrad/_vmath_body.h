@@ -440,20 +440,39 @@ SUB(fg_vm_exp_neg_abs)(VD x, VD *hi, VD *lo, VU *M, VD *s1, VD *s2)
     FG_VM_SUF(fg_vm_scale2)(*M, s1, s2);
 }
 
-FN(fg_vm_sigmoid)(VD x)
+/* sigmoid in two halves, as tanh (the rows run them over blocks of vectors,
+ * _vmath_rows.h): fg_vm_sigmoid_a: the quotient's operands N = nh + nl,
+ * D = dh + dl and the scale factors f1, f2; fg_vm_sigmoid_b: the rest. */
+SUB(fg_vm_sigmoid_a)(VD x, VD *nh, VD *nl, VD *dh, VD *dl, VD *f1, VD *f2)
 {
-    VD hi, lo, s1, s2, dh, dl, q;
+    VD hi, lo, s1, s2;
     VU pos = MASK(x >= 0.0), M;
     FG_VM_SUF(fg_vm_exp_neg_abs)(x, &hi, &lo, &M, &s1, &s2);
-    FAST2SUM(SPLAT(1.0), (hi * s1) * s2, dh, dl);    /* D = 1 + t, t in [0, 1] */
-    dl = dl + (lo * s1) * s2;
+    FAST2SUM(SPLAT(1.0), (hi * s1) * s2, *dh, *dl);  /* D = 1 + t, t in [0, 1] */
+    *dl = *dl + (lo * s1) * s2;
     /* x >= 0: 1 / (1 + e^-x); x < 0: e^x / (1 + e^x), never e^(positive).
      * e^x / D is divided unscaled and scaled after: one rounding, also for
      * results in the subnormal range */
-    q = FG_VM_SUF(fg_vm_div_dd)(SEL(pos, SPLAT(1.0), hi), SEL(pos, SPLAT(0.0), lo),
-                                dh, dl);
-    return (q * SEL(pos, SPLAT(1.0), s1)) * SEL(pos, SPLAT(1.0), s2);
+    *nh = SEL(pos, SPLAT(1.0), hi);
+    *nl = SEL(pos, SPLAT(0.0), lo);
+    *f1 = SEL(pos, SPLAT(1.0), s1);
+    *f2 = SEL(pos, SPLAT(1.0), s2);
 }
+
+FN(fg_vm_sigmoid_b)(VD nh, VD nl, VD dh, VD dl, VD f1, VD f2)
+{
+    return (FG_VM_SUF(fg_vm_div_dd)(nh, nl, dh, dl) * f1) * f2;
+}
+
+FN(fg_vm_sigmoid)(VD x)
+{
+    VD nh, nl, dh, dl, f1, f2;
+    FG_VM_SUF(fg_vm_sigmoid_a)(x, &nh, &nl, &dh, &dl, &f1, &f2);
+    return FG_VM_SUF(fg_vm_sigmoid_b)(nh, nl, dh, dl, f1, f2);
+}
+
+/* (the name the row macro of _vmath_rows.h builds a plain row from) */
+FN(fg_vm_sigmoid1)(VD x) { return FG_VM_SUF(fg_vm_sigmoid)(x); }
 
 FN(fg_vm_log)(VD x)
 {
