@@ -28,6 +28,133 @@
 # between chunks (a one-row call of a tape that large is rare).
 
 
+# -- groups of elementary functions ----------------------------------------
+# Up to ROW_GMAX independent exp/log/softplus/sigmoid/tanh/log1p operands of
+# one function (a logsumexp's exps, a softmax's outputs, instructions
+# scheduled together, see _row_groups) through one vector build of
+# _vmath.h, which gives the scalar function's bits in every lane: 2 lanes
+# or fewer on the SSE2 build, 4 on AVX2 (the AVX2 and AVX-512 levels),
+# more on the AVX-512 build; the portable level (0) one lane at a time.
+# Softplus goes through fg_vm_softplus_sigmoid: its sigmoid (the backward's
+# factor) in sg, from the same exp.
+
+cdef extern from *:
+    """
+    enum { FG_RG_EXP = 0, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH,
+           FG_RG_LOG1P };
+    #define FG_RG(SUF, W, TARGET) \\
+    static FG_VM_UNUSED TARGET void fg_rg_##SUF(int fn, const double *x, double *y, \\
+                                                double *sg, int n) \\
+    { \\
+        typedef fg_vm_vd_##SUF V; \\
+        int j; \\
+        V v, s; \\
+        for (j = 0; j < n; j += W) { \\
+            v = *(const V *)(x + j); \\
+            switch (fn) { \\
+            case FG_RG_EXP: v = fg_vm_exp_##SUF(v); break; \\
+            case FG_RG_LOG: v = fg_vm_log_##SUF(v); break; \\
+            case FG_RG_SOFTPLUS: \\
+                v = fg_vm_softplus_sigmoid_##SUF(v, &s); \\
+                *(V *)(sg + j) = s; \\
+                break; \\
+            case FG_RG_SIGMOID: v = fg_vm_sigmoid_##SUF(v); break; \\
+            case FG_RG_TANH: v = fg_vm_tanh_##SUF(v); break; \\
+            default: v = fg_vm_log1p_##SUF(v); break; \\
+            } \\
+            *(V *)(y + j) = v; \\
+        } \\
+    }
+    FG_RG(plain, 1, )
+    #ifdef FG_VM_VECTORS
+    FG_RG(base, 2, )
+    #endif
+    #ifdef FG_VM_X86
+    FG_RG(avx2, 4, __attribute__((target("avx2"))))
+    FG_RG(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+    #endif
+
+    /* y[i] = F(x[i]) (sg[i] = sigmoid(x[i]) for softplus), i < n <= 8;
+     * x, y, sg: arrays of 8 (the lanes from n on are read and written) */
+    static void fg_rg_run(int fn, const double *x, double *y, double *sg, int n)
+    {
+        int level = fg_vm_isa_get();
+    #ifdef FG_VM_VECTORS
+        if (level >= 1 && n <= 2) { fg_rg_base(fn, x, y, sg, n); return; }
+    #ifdef FG_VM_X86
+        if (level >= 3 && n > 4) { fg_rg_avx512(fn, x, y, sg, n); return; }
+        if (level >= 2) { fg_rg_avx2(fn, x, y, sg, n); return; }
+    #endif
+        if (level >= 1) { fg_rg_base(fn, x, y, sg, n); return; }
+    #endif
+        fg_rg_plain(fn, x, y, sg, n);
+    }
+
+    /* tests: the build of ``level`` (0 plain ... 3 AVX-512) on n <= 8
+     * operands; -1 if this build or CPU has no such level */
+    static int fg_rg_at(int level, int fn, const double *x, double *y, double *sg, int n)
+    {
+        if (n < 0 || n > 8 || !fg_vm_supported(level) || level > 3) return -1;
+        switch (level) {
+        case 0: fg_rg_plain(fn, x, y, sg, n); return 0;
+    #ifdef FG_VM_VECTORS
+        case 1: fg_rg_base(fn, x, y, sg, n); return 0;
+    #endif
+    #ifdef FG_VM_X86
+        case 2: fg_rg_avx2(fn, x, y, sg, n); return 0;
+        case 3: fg_rg_avx512(fn, x, y, sg, n); return 0;
+    #endif
+        }
+        return -1;
+    }
+    """
+    enum:
+        FG_RG_EXP, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH, FG_RG_LOG1P
+    void fg_rg_run(int fn, const double* x, double* y, double* sg, int n) noexcept nogil
+    int fg_rg_at(int level, int fn, const double* x, double* y, double* sg,
+                 int n) noexcept nogil
+
+
+cdef enum:
+    ROW_GMAX = 8                  # operands in a group
+
+
+_RG_NAMES = ("exp", "log", "softplus", "sigmoid", "tanh", "log1p")
+
+
+def _row_group_eval(name, x, int level):
+    """Testing hook: the group function ``name`` (exp, log, softplus,
+    sigmoid, tanh, log1p) of the build of ``level`` (0 portable, 1 SSE2,
+    2 AVX2, 3 AVX-512) on the float64 array x, in groups of 8 operands and
+    a shorter last one; returns (y, sg) (sg: softplus's sigmoid from the
+    same exp; zeros for the others), or None if this build or CPU has no
+    such level."""
+    cdef int fn = _RG_NAMES.index(name)
+    cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    cdef Py_ssize_t n = xv.shape[0], j, ln, m
+    cdef double xb[ROW_GMAX]
+    cdef double yb[ROW_GMAX]
+    cdef double sb[ROW_GMAX]
+    y = _np_zeros(n, _F64)
+    sg = _np_zeros(n, _F64)
+    cdef double[::1] yv = y
+    cdef double[::1] sv = sg
+    for ln in range(ROW_GMAX):
+        xb[ln] = yb[ln] = sb[ln] = 0.0
+    j = 0
+    while j < n:
+        m = min(n - j, ROW_GMAX)
+        for ln in range(m):
+            xb[ln] = xv[j + ln]
+        if fg_rg_at(level, fn, xb, yb, sb, <int>m) < 0:
+            return None
+        for ln in range(m):
+            yv[j + ln] = yb[ln]
+            sv[j + ln] = sb[ln]
+        j += m
+    return y, sg
+
+
 # testing hook (_set_row_path): one-row replays here (default) or on the
 # batched path
 cdef bint ROW_PATH = True

@@ -518,6 +518,33 @@ FN(fg_vm_softplus)(VD x)
     return SEL(MASK(x != x), x + x, res);
 }
 
+/* softplus(x), and sigmoid(x) in *sg, from one e^-|x|: fg_vm_softplus's
+ * and fg_vm_sigmoid's operations on the same numbers (so the bits of both;
+ * the 1 + t that softplus takes the log of is sigmoid's denominator D before
+ * its low part gets e^-|x|'s).  For a softplus whose backward (sigmoid(x) * g)
+ * runs later: one exp instead of two (the one-row replay, _replay_row.pxi). */
+FN(fg_vm_softplus_sigmoid)(VD x, VD *sg)
+{
+    VD th, tl, s1, s2, t, uh, ul, dl, hi, lo, mx, s, e, res, small;
+    VU M, pos = MASK(x >= 0.0);
+    FG_VM_SUF(fg_vm_exp_neg_abs)(x, &th, &tl, &M, &s1, &s2);
+    t = (th * s1) * s2;
+    FAST2SUM(SPLAT(1.0), t, uh, ul);                 /* 1 + t */
+    dl = ul + (tl * s1) * s2;                        /* (sigmoid's dl) */
+    /* sigmoid: fg_vm_sigmoid_a's selects, then fg_vm_sigmoid_b */
+    *sg = (FG_VM_SUF(fg_vm_div_dd)(SEL(pos, SPLAT(1.0), th), SEL(pos, SPLAT(0.0), tl), uh, dl)
+           * SEL(pos, SPLAT(1.0), s1)) * SEL(pos, SPLAT(1.0), s2);
+    /* softplus: fg_vm_softplus's steps from its log1p on */
+    FG_VM_SUF(fg_vm_log_dd)(uh, dl, 1, &hi, &lo);
+    mx = SEL(MASK(x > 0.0), x, SPLAT(0.0));
+    TWOSUM(mx, hi, s, e);
+    res = s + (e + lo);
+    small = ((th + (tl + th * (t * (FG_VM_L2 + t * FG_VM_L3)))) * s1) * s2;
+    res = SEL(MASK(x < 0.0) & MASK(M < 2048 - 30), small, res);
+    res = SEL(MASK(x == FG_VM_INF), x, res);
+    return SEL(MASK(x != x), x + x, res);
+}
+
 #undef VD
 #undef VU
 #undef FN
