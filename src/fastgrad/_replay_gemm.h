@@ -110,7 +110,21 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_MC_NARROW 128
 #define FG_JC 256
 #define FG_VW 4
-#define FG_BMEM 2
+/* One B vector from memory (FG_BMEM 1), not two: gcc 12 then holds two B
+ * vectors in ymm0/ymm1 and uses all 16 registers without a spill (12
+ * accumulators + 2 + the broadcast + a product), and the 4 x 3 loop reads
+ * 10 loads per term instead of 13 (FG_BMEM 3, all B from memory: 16 loads,
+ * 15% slower: the loads bound this loop on Zen 4).  Measured (Zen 4, AVX2
+ * kernels, the products of MLP(2, [H, H, 1])'s hidden layer over the
+ * replay's chunk widths, both builds in one process through ctypes, CPU
+ * time, median of 5 interleaved rounds, load 2.6-2.8;
+ * notes/gx37/kbench.py, kb_variants2.txt), FG_BMEM 2 -> 1, GFLOP/s:
+ * H = 128 n = 128 forward 45.9 -> 51.6, input grad 45.6 -> 50.7, weight
+ * grad 42.7 -> 46.1; H = 64 n = 224 42.2 -> 46.4, 42.1 -> 46.4, 36.2 ->
+ * 41.3; H = 256 n = 64 forward 39.6 -> 44.9, weight grad 38.0 -> 45.0
+ * (this core's mul+add peak with 4-double vectors: 58.8).  The same
+ * products in the same order: the same bits. */
+#define FG_BMEM 1
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
 
 /* AVX-512: 4-double vectors (AVX-512VL), the AVX2 blocks, and 8 x 3 tiles

@@ -100,7 +100,9 @@ static inline FG_TARGET int FG_NAME(fg_tv)(ptrdiff_t left)
  * are 17 of the 16 registers and gcc spilled an accumulator: forward at H =
  * 128 over 480 columns, best of 30 interleaved rounds on Zen 3: 23.0
  * GFLOP/s with FG_BMEM 0 or 1 (gcc still spilled one: its allocator), 40.1
- * with FG_BMEM 2 (the loads are cheap: three per cycle). */
+ * with FG_BMEM 2 (the loads are cheap: three per cycle).  gcc 12 holds the
+ * 4 x 3 tile with FG_BMEM 1 in the 16 registers without a spill, and on Zen
+ * 4 the loads bound the loop: the AVX2 build now uses 1 (see its block). */
 #ifdef FG_BMEM
 #define FG_PROD_ROW(accr, s, x, b, tv) do { \
         for (u = 0; u < (tv) - FG_BMEM; u++) (accr)[u] += (s) * (x)[u]; \
