@@ -115,6 +115,14 @@ cdef class Program:
     cdef object _rowbuf
     cdef double* rv
     cdef double* rg
+    # SGD steps' fused parameter passes (_ParamMap, _replay_layer_kernels.pxi):
+    # the maps by plan key; the caller's request (_sgd) and what the last
+    # replay left for _store_sgd (_fmap: its map, or None; _gp: the penalty
+    # chain's gradient, _pen_on: whether it has one)
+    cdef list _pmaps
+    cdef bint _sgd, _pen_on
+    cdef object _fmap
+    cdef double _gp
     cdef object __weakref__
 
     cdef int c_load_params(self) except -1
@@ -146,4 +154,7 @@ cdef class Program:
                        input_grad, bint accumulate, double lr,
                        bint update, int nthreads=*) except? -1.0
     cdef object _check_param_grad(self, param_grad, str where)
+    cdef object _param_map(self, _Plan plan, int key)
+    cdef int _load_fused(self, object pm) except -1
+    cdef int _store_sgd(self, double lr) except -1
     cdef object _check_out(self, arr, Py_ssize_t B, int k, str name, str where)

@@ -425,3 +425,231 @@ cdef void layers_reduce(const LayerCtx* L, const unsigned char* run,
                     s = L.slots[m[LM_BL] + i]
                     if s >= 0:
                         gs[s] += sm[i * ldc + K]
+
+
+# -- the parameters' own passes of a training step (issue 21) -----------------
+# A step reads every parameter's .data (into vs), packs the layers' weights
+# from vs, runs the scalar tape (an L2 penalty: one OP_SDOT over the
+# squares), zeroes the scalar gradients, adds the layers' weight-gradient
+# sums to them, runs the scalar tape's backward and writes .grad and .data:
+# eight passes over the parameters, which at small batches cost as much as a
+# third of the step (MLP(2, [256, 256, 1]), 100 rows).  Where each
+# parameter is one layer weight, start or post value at most (and the
+# penalty's squares are read by nothing else), _ParamMap says where each
+# parameter goes, and an SGD step (sgd_step, the demo step) makes two
+# passes: the load writes vs, the packed panels (W and W^T) and runs the
+# penalty's chain (the same additions in the same order); the store computes
+# each gradient as the generic path does (0.0 + the layer's sum, then the
+# penalty's two adds) and applies the update.  The same floats, in the same
+# order: the same bits.
+
+cdef bint FUSED_PARAMS = True
+
+
+def _set_fused_params(bint on):
+    """Testing/tuning hook: SGD steps use the fused parameter passes where
+    they apply (default) or the generic ones; returns the old setting."""
+    global FUSED_PARAMS
+    old = FUSED_PARAMS
+    FUSED_PARAMS = on
+    return old
+
+
+@cython.final
+cdef class _ParamMap:
+    cdef bint ok                 # the fused passes apply to this plan
+    cdef int[::1] pw_pos         # per parameter: its place in l_pw (a W
+                                 # panel entry, a start or post value), -1
+    cdef int[::1] wt_pos         # its place in W^T's panels, -1: none
+    cdef int[::1] ls_pos         # its gradient sum in l_sums, -1: none
+    cdef unsigned char[::1] slow  # the generic path's gradient (gs)
+    cdef int[::1] slow_list      # those parameters
+    cdef unsigned char[::1] smb  # the plan's smb, the fused chain's terms skipped
+    cdef int sdot                # the fused square chain (scalar tape index), -1
+    cdef int a0, T               # its squares: parameters a0 .. a0 + T - 1
+    cdef bint fwd                # its forward runs inside the load
+
+
+cdef inline bint _pm_set(int[::1] pos, int s, int v, int n_par) noexcept:
+    """Record place v of parameter slot s; False if s is no parameter or
+    already placed."""
+    if s < 0 or s >= n_par or pos[s] >= 0:
+        return False
+    pos[s] = v
+    return True
+
+
+cdef _ParamMap make_param_map(Program p, _Plan plan):
+    """The fused passes' map for a training replay with ``plan`` (see above)."""
+    cdef _ParamMap pm = _ParamMap.__new__(_ParamMap)
+    cdef int n_par = p.n_params, li, H, K, i, k, s, base, hp, ln, j, q, cnt
+    cdef int wt, a, b
+    cdef Py_ssize_t ldc
+    cdef const int* m
+    cdef const int* t
+    pm.ok = False
+    pm.sdot = -1
+    pm.fwd = False
+    pm.pw_pos = np.full(max(n_par, 1), -1, np.int32)
+    pm.wt_pos = np.full(max(n_par, 1), -1, np.int32)
+    pm.ls_pos = np.full(max(n_par, 1), -1, np.int32)
+    pm.slow = _np_zeros(max(n_par, 1), _U8)
+    if p.nlayers == 0 or n_par == 0:
+        return pm
+    for li in range(p.nlayers):
+        if not plan.lw[li]:
+            return pm
+        m = &p.l_meta[li * LM_SIZE]
+        H = m[LM_H]
+        K = m[LM_K]
+        base = m[LM_PW]
+        hp = _round_mr(H)
+        wt = base + <int>_wt_off(m)
+        ln = m[LM_LN]
+        ldc = fg_wgrad_ld(K)
+        for i in range(H):
+            for k in range(K):
+                s = p.l_slots[m[LM_W] + i * K + k]
+                if not _pm_set(pm.pw_pos, s, base + (i // FG_MR) * K * FG_MR
+                               + k * FG_MR + i % FG_MR, n_par):
+                    return pm
+                pm.wt_pos[s] = wt + (k // FG_MR) * H * FG_MR + i * FG_MR + k % FG_MR
+                pm.ls_pos[s] = ln + <int>(i * ldc) + k
+            s = p.l_slots[m[LM_B] + i]
+            if s >= 0:
+                if not _pm_set(pm.pw_pos, s, base + hp * K + i, n_par):
+                    return pm
+                pm.ls_pos[s] = ln + <int>(i * ldc) + K
+            if m[LM_BL] >= 0:
+                s = p.l_slots[m[LM_BL] + i]
+                if s >= 0:
+                    if not _pm_set(pm.pw_pos, s, base + hp * K + H + i, n_par):
+                        return pm
+                    pm.ls_pos[s] = ln + <int>(i * ldc) + K
+    # slow: parameters the batched backward adds to outside layers, or that a
+    # scalar instruction reads (but the squares of the one chain fused)
+    for q in range(plan.bsl.shape[0] - 1):
+        s = plan.bsl[q]
+        if 0 <= s < n_par:
+            pm.slow[s] = 1
+    for k in range(p.n_sinstr):
+        if p.s_op[k] == OP_SDOT and p.s_c[k] == 1.0 and pm.sdot < 0:
+            t = &p.sd[p.s_b[k]]
+            if t[0] > 0 and 0 <= t[1] and t[1] + t[0] <= n_par:
+                pm.sdot = k
+                pm.a0 = t[1]
+                pm.T = t[0]
+    for k in range(p.n_sinstr):
+        _pm_reads(p, pm, k, n_par, pm.slow)
+    if pm.sdot >= 0:
+        for s in range(pm.a0, pm.a0 + pm.T):
+            if pm.slow[s]:
+                # read elsewhere: the chain stays the scalar tape's
+                pm.sdot = -1
+                pm.slow = _np_zeros(max(n_par, 1), _U8)
+                for q in range(plan.bsl.shape[0] - 1):
+                    s = plan.bsl[q]
+                    if 0 <= s < n_par:
+                        pm.slow[s] = 1
+                for j in range(p.n_sinstr):
+                    _pm_reads(p, pm, j, n_par, pm.slow)
+                break
+    cnt = 0
+    for s in range(n_par):
+        cnt += pm.slow[s]
+    pm.slow_list = _np_zeros(cnt + 1, _I32)
+    cnt = 0
+    for s in range(n_par):
+        if pm.slow[s]:
+            pm.slow_list[cnt] = s
+            cnt += 1
+    pm.smb = np.array(plan.smb, dtype=np.uint8)
+    if pm.sdot >= 0:
+        pm.smb[pm.sdot] = M_SKIP
+        # the chain inside the load: what the scalar tape computes before it
+        # reads only parameters below a0 (loaded first) and results
+        pm.fwd = True
+        for k in range(pm.sdot):
+            if not _pm_reads_below(p, k, pm.a0, n_par):
+                pm.fwd = False
+                break
+        a = p.s_a[pm.sdot]
+        if a >= pm.a0 and a < n_par:
+            pm.fwd = False
+    pm.ok = True
+    return pm
+
+
+cdef void _pm_reads(Program p, _ParamMap pm, int k, int n_par,
+                    unsigned char[::1] out) noexcept:
+    """Mark in ``out`` the parameters scalar instruction k reads (the fused
+    chain's squares excepted)."""
+    cdef int q, s, b = p.s_b[k]
+    cdef const int* t
+    if op_is_nary(p.s_op[k]):
+        t = &p.s_nx[p.s_a[k]]
+        for q in range(t[0]):
+            s = t[1 + q]
+            if 0 <= s < n_par:
+                out[s] = 1
+        return
+    s = p.s_a[k]
+    if 0 <= s < n_par:
+        out[s] = 1
+    if p.s_op[k] == OP_SDOT:
+        if k == pm.sdot:
+            return
+        t = &p.sd[b]
+        for q in range(2 * t[0]):
+            s = t[1 + q]
+            if 0 <= s < n_par:
+                out[s] = 1
+        return
+    if 0 <= b < n_par:
+        out[b] = 1
+
+
+cdef bint _pm_reads_below(Program p, int k, int a0, int n_par) noexcept:
+    """Whether scalar instruction k reads no parameter at or above a0."""
+    cdef int q, s, b = p.s_b[k]
+    cdef const int* t
+    if op_is_nary(p.s_op[k]):
+        t = &p.s_nx[p.s_a[k]]
+        for q in range(t[0]):
+            s = t[1 + q]
+            if a0 <= s < n_par:
+                return False
+        return True
+    s = p.s_a[k]
+    if a0 <= s < n_par:
+        return False
+    if p.s_op[k] == OP_SDOT:
+        t = &p.sd[b]
+        for q in range(2 * t[0]):
+            s = t[1 + q]
+            if a0 <= s < n_par:
+                return False
+        return True
+    return not (a0 <= b < n_par)
+
+
+cdef void layers_pack_consts(LayerCtx* L) noexcept nogil:
+    """What layers_pack writes that is no parameter: the start constants of
+    rows without a start slot, -0.0 for rows without a post slot (the fused
+    load writes the rest; padding stays zero from allocation)."""
+    cdef int li, H, K, i
+    cdef const int* m
+    cdef double* p
+    for li in range(L.n):
+        m = L.meta + li * LM_SIZE
+        H = m[LM_H]
+        K = m[LM_K]
+        p = L.pw + m[LM_PW] + _round_mr(H) * K
+        for i in range(H):
+            if L.slots[m[LM_B] + i] < 0:
+                p[i] = L.init[m[LM_INIT] + i]
+        if m[LM_BL] >= 0:
+            p += H
+            for i in range(H):
+                if L.slots[m[LM_BL] + i] < 0:
+                    p[i] = -0.0

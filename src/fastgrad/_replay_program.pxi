@@ -615,6 +615,104 @@ cdef class Program:
             self._wf = w
         return w
 
+    cdef object _param_map(self, _Plan plan, int key):
+        """The fused passes' map of ``plan`` (key as _plan's), or None where
+        they do not apply."""
+        if self._pmaps is None:
+            self._pmaps = [None] * 4
+        pm = self._pmaps[key]
+        if pm is None:
+            pm = make_param_map(self, plan)
+            self._pmaps[key] = pm
+        return pm if (<_ParamMap>pm).ok else None
+
+    cdef int _load_fused(self, object pmo) except -1:
+        """``_load_params`` that also writes each parameter into the packed
+        panels and, where the map says so, runs the penalty's square chain
+        (the scalar tape before it first, then the chain over the parameters
+        as they are read, then the rest: the order of forward_scalar)."""
+        cdef _ParamMap pm = <_ParamMap>pmo
+        cdef tuple ps = self._params
+        cdef double* vs = &self.vs[0]
+        cdef double* pw = &self.l_pw[0]
+        cdef const int* pwp = &pm.pw_pos[0]
+        cdef const int* wtp = &pm.wt_pos[0]
+        cdef Py_ssize_t i, n = self.n_params, lo, hi
+        cdef int q, k = pm.sdot
+        cdef double d, acc
+        if not pm.fwd:
+            _load_pack(ps, 0, n, vs, pw, pwp, wtp)
+            with nogil:
+                forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                               &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
+                               &self.s_nx[0], vs)
+            return 0
+        lo = pm.a0
+        hi = pm.a0 + pm.T
+        _load_pack(ps, 0, lo, vs, pw, pwp, wtp)
+        forward_scalar(k, &self.s_op[0], &self.s_out[0], &self.s_a[0], &self.s_b[0],
+                       &self.s_c[0], &self.sd[0], &self.s_nx[0], vs)
+        acc = vs[self.s_a[k]]
+        for i in range(lo, hi):
+            # borrowed references, as in _load_params
+            d = (<Value>PyTuple_GET_ITEM(ps, i)).data
+            vs[i] = d
+            # forward_scalar's OP_SDOT link for the square of slot i
+            acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, d, d, 0.0), 0.0)
+            q = pwp[i]
+            if q >= 0:
+                pw[q] = d
+                q = wtp[i]
+                if q >= 0:
+                    pw[q] = d
+        vs[self.s_out[k]] = acc
+        _load_pack(ps, hi, n, vs, pw, pwp, wtp)
+        forward_scalar(self.n_sinstr - k - 1, &self.s_op[k + 1], &self.s_out[k + 1],
+                       &self.s_a[k + 1], &self.s_b[k + 1], &self.s_c[k + 1], &self.sd[0],
+                       &self.s_nx[0], vs)
+        return 0
+
+    cdef int _store_sgd(self, double lr) except -1:
+        """``_store_param_grads(False, None, lr, True)`` after a replay:
+        through the fused map when the replay used one (each gradient added
+        up as the generic path adds it: 0.0 + the layer's sum, then the
+        penalty's two adds), else the generic store."""
+        cdef _ParamMap pm = <_ParamMap>self._fmap
+        if pm is None:
+            return self._store_param_grads(False, None, lr, True)
+        self._fmap = None
+        cdef tuple ps = self._params
+        cdef const double* gs = &self.gs[0]
+        cdef const double* vs = &self.vs[0]
+        cdef const double* lsum = &self.l_sums[0]
+        cdef const int* lsp = &pm.ls_pos[0]
+        cdef const unsigned char* slow = &pm.slow[0]
+        cdef Py_ssize_t i, lo = 0, hi = 0
+        cdef int q
+        cdef double g, ga, gp = self._gp
+        cdef PyObject* p
+        if self._pen_on:
+            lo = pm.a0
+            hi = pm.a0 + pm.T
+        # last parameter first, as _store_param_grads (the next replay's
+        # load starts at the first)
+        for i in range(self.n_params - 1, -1, -1):
+            if slow[i]:
+                g = gs[i]
+            else:
+                g = 0.0
+                q = lsp[i]
+                if q >= 0:
+                    g = g + lsum[q]
+                if lo <= i < hi:
+                    # backward_scalar's OP_SDOT square: two adds, in order
+                    ga = vs[i] * gp
+                    g = (g + ga) + ga
+            p = PyTuple_GET_ITEM(ps, i)
+            (<Value>p).grad = g
+            (<Value>p).data -= lr * g
+        return 0
+
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
         cdef int key = 2 * want_inputs + with_pen
         plan = self._plans[key]
@@ -695,6 +793,19 @@ cdef class Program:
         nch = (B + ch - 1) // ch
         ch = (B + nch - 1) // nch
         return min((ch + rnd - 1) // rnd * rnd, B)
+
+    def _fused_params(self, bint want_inputs=False, bint with_pen=True):
+        """Testing hook: how an SGD step of this plan runs the parameters'
+        passes: None (the generic passes), else (the penalty's square chain
+        fused: its first parameter and length, or None; whether its forward
+        runs inside the load)."""
+        pm = self._param_map(self._plan(want_inputs, with_pen),
+                             2 * want_inputs + with_pen)
+        if pm is None:
+            return None
+        if (<_ParamMap>pm).sdot < 0:
+            return (None, False)
+        return (((<_ParamMap>pm).a0, (<_ParamMap>pm).T), (<_ParamMap>pm).fwd)
 
     def _grad_rows(self, bint want_inputs=True, bint with_pen=False):
         """Testing hook: (the gradient row of each batched slot (-1: none),
@@ -800,7 +911,13 @@ cdef class Program:
         cdef double total
         cdef const unsigned char* sma = NULL
         cdef const unsigned char* smb = NULL
+        cdef _ParamMap pm = None
+        cdef Py_ssize_t q
+        cdef int sl
         global LAST_CHUNK
+        self._fmap = None
+        if grad and self._sgd and self.theta_in == NULL and FUSED_PARAMS:
+            pm = <_ParamMap>self._param_map(plan, 2 * want_inputs + with_pen)
         # blocks: about BLOCK_COLS columns (whole chunks of ch at least), as
         # many as full ones would make, of equal tiles (see _block_start)
         m = max(1, (BLOCK_COLS + ch - 1) // ch)
@@ -918,17 +1035,50 @@ cdef class Program:
                 W[t].L.acc = &b_acc[0]
                 W[t].L.work = &b_work[0]
                 W[t].out0 = &b_work[FG_WORK]
-            self._load_params()
-            J.vs = &self.vs[0]
+            if pm is not None:
+                # an SGD step's fused passes (see _ParamMap): the load packs
+                # the weights and runs the penalty's chain; _store_sgd adds
+                # the gradients up
+                self._load_fused(pm)
+                smb = &pm.smb[0]
+                J.vs = &self.vs[0]
+                with nogil:
+                    memset(J.gs + self.n_params, 0,
+                           (self.n_scalar - self.n_params) * sizeof(double))
+                    for q in range(pm.slow_list.shape[0] - 1):
+                        J.gs[pm.slow_list[q]] = 0.0
+                    layers_pack_consts(&L)
+                    res = _run_job(&J, W, nthreads)
+                    if res == 0:
+                        for q in range(pm.slow_list.shape[0] - 1):
+                            sl = pm.slow_list[q]
+                            if pm.ls_pos[sl] >= 0:
+                                J.gs[sl] += J.lsum[pm.ls_pos[sl]]
+                        if with_pen and self.pen_slot >= 0:
+                            J.gs[self.pen_slot] += 1.0
+                        backward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                                        &self.s_a[0], &self.s_b[0], &self.s_c[0],
+                                        &self.sd[0], &self.s_nx[0], sma, smb, J.vs,
+                                        J.gs)
+                if res == 0:
+                    self._fmap = pm
+                    self._pen_on = pm.sdot >= 0 and plan.smb[pm.sdot] != M_SKIP
+                    if self._pen_on:
+                        self._gp = 0.0 + J.gs[self.s_out[pm.sdot]]
+            else:
+                self._load_params()
+                J.vs = &self.vs[0]
             with nogil:
-                forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
-                               &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
-                               &self.s_nx[0], &self.vs[0])
-                if grad:
+                if pm is None:
+                    forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
+                                   &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
+                                   &self.s_nx[0], &self.vs[0])
+                if grad and pm is None:
                     memset(J.gs, 0, self.n_scalar * sizeof(double))
                     layers_pack(&L, J.vs)   # (forward only: no layers)
-                res = _run_job(&J, W, nthreads)
-                if grad and res == 0:
+                if pm is None:
+                    res = _run_job(&J, W, nthreads)
+                if grad and res == 0 and pm is None:
                     layers_reduce(&L, J.lw, J.lsum, J.gs)
                     if with_pen and self.pen_slot >= 0:
                         J.gs[self.pen_slot] += 1.0
@@ -1172,11 +1322,18 @@ cdef class Program:
         mats = _unshare(mats, (outv, ging, pg), "batch")
         self._enter("batch")
         try:
+            # an SGD step (sgd_step) may use the fused parameter passes
+            self._sgd = update and not accumulate and pg is None
             val = self._run(mats, B, mode, grad, ging is not None, True, outv, ging,
                             nthreads)
-            if grad:
+            self._sgd = False
+            if grad and update and not accumulate and pg is None:
+                self._store_sgd(lr)
+            elif grad:
                 self._store_param_grads(accumulate, pg, lr, update)
         finally:
+            self._sgd = False
+            self._fmap = None
             self._busy = False
         return val
 
@@ -1338,6 +1495,25 @@ cdef class Program:
 # the demo's training step (fastgrad.compiled.make_demo_step)
 # ---------------------------------------------------------------------------
 
+cdef inline void _load_pack(tuple ps, Py_ssize_t lo, Py_ssize_t hi, double* vs,
+                            double* pw, const int* pwp, const int* wtp) noexcept:
+    """Parameters lo .. hi - 1: .data into vs and into their places in the
+    packed panels (see _ParamMap)."""
+    cdef Py_ssize_t i
+    cdef int q
+    cdef double d
+    for i in range(lo, hi):
+        # a borrowed reference, as in _load_params
+        d = (<Value>PyTuple_GET_ITEM(ps, i)).data
+        vs[i] = d
+        q = pwp[i]
+        if q >= 0:
+            pw[q] = d
+            q = wtp[i]
+            if q >= 0:
+                pw[q] = d
+
+
 cdef bint _LITTLE = sys.byteorder == "little"
 
 
@@ -1420,13 +1596,17 @@ cdef class _DemoStep:
             if self._outs is None or self._outv.shape[0] != B:
                 self._outs = np.empty((B, 2), np.float64)
                 self._outv = self._outs
+            p._sgd = True
             loss = p._run_src(&S, B, 1, True, False, True, self._outv, None,
                               self.num_threads)
-            p._store_param_grads(False, None, step, True)
+            p._sgd = False
+            p._store_sgd(step)
             # the accuracy, as np.mean((y > 0) == (score > 0)) gives it
             for j in range(B):
                 hits += (y[j] > 0.0) == (self._outv[j, 1] > 0.0)
         finally:
+            p._sgd = False
+            p._fmap = None
             p._busy = False
         return loss, hits / <double>B
 
