@@ -42,67 +42,115 @@ cdef extern from *:
     """
     enum { FG_RG_EXP = 0, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH,
            FG_RG_LOG1P };
+    /* lane i's operand: V[a[i]], V[a[i]] - V[b[i]] (mode 1) or V[a[i]] - m
+     * (mode 2); lanes from n on repeat lane n - 1 (any operand will do:
+     * their results are not used) */
+    #define FG_RG_X(i) (mode == 0 ? V[a[(i) < n ? (i) : n - 1]] \\
+                        : V[a[(i) < n ? (i) : n - 1]] \\
+                          - (mode == 1 ? V[b[(i) < n ? (i) : n - 1]] : m))
+    /* the vectors built in registers from the lanes (a vector load of
+     * lanes just stored one by one would wait for the stores: no
+     * store-to-load forwarding) */
+    #define FG_RG_SET_plain(j) FG_RG_X(j)
+    #define FG_RG_SET_base(j) ((fg_vm_vd_base)_mm_set_pd(FG_RG_X((j) + 1), FG_RG_X(j)))
+    #define FG_RG_SET_avx2(j) ((fg_vm_vd_avx2)_mm256_set_pd( \\
+        FG_RG_X((j) + 3), FG_RG_X((j) + 2), FG_RG_X((j) + 1), FG_RG_X(j)))
+    #define FG_RG_SET_avx512(j) ((fg_vm_vd_avx512)_mm512_set_pd( \\
+        FG_RG_X((j) + 7), FG_RG_X((j) + 6), FG_RG_X((j) + 5), FG_RG_X((j) + 4), \\
+        FG_RG_X((j) + 3), FG_RG_X((j) + 2), FG_RG_X((j) + 1), FG_RG_X(j)))
     #define FG_RG(SUF, W, TARGET) \\
-    static FG_VM_UNUSED TARGET void fg_rg_##SUF(int fn, const double *x, double *y, \\
-                                                double *sg, int n) \\
+    static FG_VM_UNUSED TARGET void fg_rg_##SUF(int fn, const double *V, const int *a, \\
+                                                const int *b, double m, int mode, \\
+                                                double *y, double *sg, int n) \\
     { \\
-        typedef fg_vm_vd_##SUF V; \\
+        typedef fg_vm_vd_##SUF VV; \\
         int j; \\
-        V v, s; \\
+        VV v, s; \\
         for (j = 0; j < n; j += W) { \\
-            v = *(const V *)(x + j); \\
+            v = FG_RG_SET_##SUF(j); \\
             switch (fn) { \\
             case FG_RG_EXP: v = fg_vm_exp_##SUF(v); break; \\
             case FG_RG_LOG: v = fg_vm_log_##SUF(v); break; \\
             case FG_RG_SOFTPLUS: \\
                 v = fg_vm_softplus_sigmoid_##SUF(v, &s); \\
-                *(V *)(sg + j) = s; \\
+                *(VV *)(sg + j) = s; \\
                 break; \\
             case FG_RG_SIGMOID: v = fg_vm_sigmoid_##SUF(v); break; \\
             case FG_RG_TANH: v = fg_vm_tanh_##SUF(v); break; \\
             default: v = fg_vm_log1p_##SUF(v); break; \\
             } \\
-            *(V *)(y + j) = v; \\
+            *(VV *)(y + j) = v; \\
         } \\
     }
     FG_RG(plain, 1, )
-    #ifdef FG_VM_VECTORS
+    #if defined(FG_VM_VECTORS) && defined(FG_VM_X86)
     FG_RG(base, 2, )
-    #endif
-    #ifdef FG_VM_X86
     FG_RG(avx2, 4, __attribute__((target("avx2"))))
     FG_RG(avx512, 8, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+    #define FG_RG_VECTORS 1
     #endif
 
-    /* y[i] = F(x[i]) (sg[i] = sigmoid(x[i]) for softplus), i < n <= 8;
-     * x, y, sg: arrays of 8 (the lanes from n on are read and written) */
-    static void fg_rg_run(int fn, const double *x, double *y, double *sg, int n)
+    /* y[i] = F(x_i) (sg[i] = sigmoid(x_i) for softplus), x_i as FG_RG_X,
+     * i < n <= 8; y, sg: arrays of 8 (the lanes from n on are written) */
+    static void fg_rg_run(int fn, const double *V, const int *a, const int *b, double m,
+                          int mode, double *y, double *sg, int n)
     {
+    #ifdef FG_RG_VECTORS
         int level = fg_vm_isa_get();
-    #ifdef FG_VM_VECTORS
-        if (level >= 1 && n <= 2) { fg_rg_base(fn, x, y, sg, n); return; }
-    #ifdef FG_VM_X86
-        if (level >= 3 && n > 4) { fg_rg_avx512(fn, x, y, sg, n); return; }
-        if (level >= 2) { fg_rg_avx2(fn, x, y, sg, n); return; }
+        if (level >= 1 && n <= 2) { fg_rg_base(fn, V, a, b, m, mode, y, sg, n); return; }
+        if (level >= 3 && n > 4) { fg_rg_avx512(fn, V, a, b, m, mode, y, sg, n); return; }
+        if (level >= 2) { fg_rg_avx2(fn, V, a, b, m, mode, y, sg, n); return; }
+        if (level >= 1) { fg_rg_base(fn, V, a, b, m, mode, y, sg, n); return; }
     #endif
-        if (level >= 1) { fg_rg_base(fn, x, y, sg, n); return; }
-    #endif
-        fg_rg_plain(fn, x, y, sg, n);
+        fg_rg_plain(fn, V, a, b, m, mode, y, sg, n);
+    }
+
+    /* One group of _row_groups at t: count n, function, whether binary
+     * (softmax outputs: x = V[a] - V[b]), then n each of the instructions'
+     * indices, a, b and o: V[o] = F(x), G[o] = +0.0, aux[instruction] =
+     * softplus's sigmoid.  Lanes read first, then written in order. */
+    static void fg_rg_group(const int *t, double *V, double *G, double *aux)
+    {
+        int n = t[0], fn = t[1], i;
+        const int *ins = t + 3, *a = ins + n, *b = a + n, *o = b + n;
+        double y[8], s[8];
+        fg_rg_run(fn, V, a, b, 0.0, t[2], y, s, n);
+        for (i = 0; i < n; i++) {
+            V[o[i]] = y[i];
+            G[o[i]] = 0.0;
+        }
+        if (fn == FG_RG_SOFTPLUS)
+            for (i = 0; i < n; i++) aux[ins[i]] = s[i];
+    }
+
+    /* logsumexp's sum of e^(V[r[i]] - m), i < n, in order (lse_term's
+     * exps, 8 at a time) */
+    static double fg_rg_lse_sum(const double *V, const int *r, int n, double m)
+    {
+        double y[8], s[8], acc = 0.0;
+        int q, i, c;
+        for (q = 0; q < n; q += c) {
+            c = n - q < 8 ? n - q : 8;
+            fg_rg_run(FG_RG_EXP, V, r + q, NULL, m, 2, y, s, c);
+            i = 0;
+            if (q == 0) acc = y[i++];
+            for (; i < c; i++) acc = acc + y[i];
+        }
+        return acc;
     }
 
     /* tests: the build of ``level`` (0 plain ... 3 AVX-512) on n <= 8
      * operands; -1 if this build or CPU has no such level */
     static int fg_rg_at(int level, int fn, const double *x, double *y, double *sg, int n)
     {
-        if (n < 0 || n > 8 || !fg_vm_supported(level) || level > 3) return -1;
+        static const int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        if (n < 1 || n > 8 || !fg_vm_supported(level) || level > 3) return -1;
         switch (level) {
-        case 0: fg_rg_plain(fn, x, y, sg, n); return 0;
-    #ifdef FG_VM_VECTORS
-        case 1: fg_rg_base(fn, x, y, sg, n); return 0;
-    #endif
-    #ifdef FG_VM_X86
-        case 2: fg_rg_avx2(fn, x, y, sg, n); return 0;
-        case 3: fg_rg_avx512(fn, x, y, sg, n); return 0;
+        case 0: fg_rg_plain(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
+    #ifdef FG_RG_VECTORS
+        case 1: fg_rg_base(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
+        case 2: fg_rg_avx2(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
+        case 3: fg_rg_avx512(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
     #endif
         }
         return -1;
@@ -110,7 +158,8 @@ cdef extern from *:
     """
     enum:
         FG_RG_EXP, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH, FG_RG_LOG1P
-    void fg_rg_run(int fn, const double* x, double* y, double* sg, int n) noexcept nogil
+    void fg_rg_group(const int* t, double* V, double* G, double* aux) noexcept nogil
+    double fg_rg_lse_sum(const double* V, const int* r, int n, double m) noexcept nogil
     int fg_rg_at(int level, int fn, const double* x, double* y, double* sg,
                  int n) noexcept nogil
 
@@ -195,6 +244,9 @@ cdef int _row_signals(_RowCtx* R) noexcept nogil:
 
 cdef struct _RowIns:
     int op                        # op code (OP_FMULADD, OP_DOT, n-ary ...)
+    int fop                       # the forward's: op, ROW_GROUP (the first
+                                  # of a group) or ROW_DONE (run by a group)
+    int g                         # ROW_GROUP: offset of its group in ix
     int o, a, b                   # indices in V / G
     int s                         # fused mul-add: its scalar; OP_DOT: terms
     int x                         # n-ary / OP_DOT: offset of its run in ix
@@ -202,6 +254,7 @@ cdef struct _RowIns:
                                   # (the trash slot when the plan skips them)
     unsigned char run             # backward: any operand to take a gradient
     unsigned char mul             # fused mul-add: b or s takes one
+    unsigned char nary            # an n-ary op (its operands in ix at x)
     double c
 
 
@@ -210,7 +263,8 @@ cdef class _RowTape:
     cdef object keep              # the arrays behind the pointers
     cdef _RowIns* ins
     cdef const int* ix            # runs: n-ary (refs, G targets, softmax
-                                  # rows), OP_DOT (scalar, row) pairs
+                                  # rows), OP_DOT (scalar, row) pairs, groups
+    cdef double* aux              # per instruction: softplus's sigmoid
     cdef int n, ns, nv
 
 
@@ -252,7 +306,7 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
         ri.b = zero
         ri.c = cs[k]
         ri.ga = ri.gb = ri.gs = trash
-        ri.run = ri.mul = 0
+        ri.run = ri.mul = ri.nary = 0
         if grad:
             ri.run = (plan.bma[k] != M_SKIP or plan.bmb[k] != M_SKIP
                       or plan.bms[k] != M_SKIP)
@@ -261,6 +315,7 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
             off = ob[k]
             cnt = nx[off]
             ri.x = len(ix)
+            ri.nary = 1
             ix.append(cnt)
             for q in range(off + 1, off + 1 + cnt):
                 r = nx[q]
@@ -302,13 +357,139 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
                 for q in range(cnt):
                     ix[off + 1 + 2 * cnt + q] = softmax.get((ix[off + 1 + q], ins[k].o), -1)
     ixa = np.array(ix, np.int32)
-    T.keep = (buf, ixa)
+    _row_groups(ins, n, &ixa[0], ix)
+    ixa = np.array(ix, np.int32)
+    auxa = _np_zeros(max(n, 1), _F64)
+    cdef double[::1] auxv = auxa
+    T.keep = (buf, ixa, auxa)
+    T.aux = &auxv[0]
     T.ins = ins
     T.ix = &ixa[0]
     T.n = n
     T.ns = ns
     T.nv = trash + 1
     return T
+
+
+# -- groups: the forward's schedule ---------------------------------------------
+# An exp/log/softplus/sigmoid/tanh/log1p/softmax-output instruction k takes
+# with it, as one group (fg_rg_run), up to ROW_GMAX - 1 later instructions of
+# the same op within ROW_LOOK instructions whose run at k's place changes
+# nothing: no instruction between (not already run by an earlier group)
+# writes their operands or output or reads their output.  Lanes read first,
+# written in order: as the instructions one after the other.  The backward
+# keeps the tape's order.  Softplus always runs as a group (of one or more),
+# so its backward takes the sigmoid the group left in aux.
+
+cdef enum:
+    ROW_GROUP = 1000              # _RowIns.fop of a group's first instruction
+    ROW_DONE = 1001               # of one a group ran
+    ROW_LOOK = 32                 # instructions a group looks ahead
+
+
+cdef inline int _rg_fn(int op) noexcept nogil:
+    """The group function of op, or -1 (no groups)."""
+    if op == OP_EXP or op == OP_SOFTMAX:
+        return FG_RG_EXP
+    elif op == OP_LOG:
+        return FG_RG_LOG
+    elif op == OP_SOFTPLUS:
+        return FG_RG_SOFTPLUS
+    elif op == OP_SIGMOID:
+        return FG_RG_SIGMOID
+    elif op == OP_TANH:
+        return FG_RG_TANH
+    elif op == OP_LOG1P:
+        return FG_RG_LOG1P
+    return -1
+
+
+cdef bint _row_reads(const _RowIns* ri, const int* ix, int v) noexcept nogil:
+    """Whether instruction ri reads V[v]."""
+    cdef int q, cnt
+    cdef const int* t
+    if ri.nary:
+        t = ix + ri.x
+        cnt = t[0]
+        for q in range(1, cnt + 1):
+            if t[q] == v:
+                return True
+        return False
+    if ri.a == v or ri.b == v:
+        return True
+    if ri.op == OP_FMULADD:
+        return ri.s == v
+    if ri.op == OP_DOT:
+        t = ix + ri.x
+        for q in range(2 * ri.s):
+            if t[q] == v:
+                return True
+    return False
+
+
+cdef bint _row_hoistable(const _RowIns* ins, const int* ix, const unsigned char* done,
+                         int k, int j) noexcept nogil:
+    """Whether instruction j (unary, or a softmax output) may run at k."""
+    cdef const _RowIns* rj = &ins[j]
+    cdef const _RowIns* ri
+    cdef int i
+    for i in range(k, j):
+        if done[i]:
+            continue
+        ri = &ins[i]
+        if ri.o == rj.a or ri.o == rj.b or ri.o == rj.o:
+            return False
+        if _row_reads(ri, ix, rj.o):
+            return False
+    return True
+
+
+cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out) except -1:
+    """Set every instruction's fop and append the groups to ``out`` (the
+    list behind ix): at g, the count, the group function, the members'
+    instruction indices (the first is the group's own)."""
+    cdef unsigned char[::1] donea = _np_zeros(max(n, 1), np.uint8)
+    cdef unsigned char* done = &donea[0]
+    cdef int k, j, fn, cnt
+    cdef _RowIns* ri
+    cdef int mem[ROW_GMAX]
+    for k in range(n):
+        ri = &ins[k]
+        ri.fop = ri.op
+        if done[k]:
+            ri.fop = ROW_DONE
+            continue
+        fn = _rg_fn(ri.op)
+        if fn < 0:
+            continue
+        mem[0] = k
+        cnt = 1
+        for j in range(k + 1, min(n, k + 1 + ROW_LOOK)):
+            if cnt == ROW_GMAX:
+                break
+            if done[j] or ins[j].op != ri.op:
+                continue
+            if _row_hoistable(ins, ix, done, k, j):
+                mem[cnt] = j
+                cnt += 1
+        if cnt == 1 and fn != FG_RG_SOFTPLUS:
+            continue
+        ri.fop = ROW_GROUP
+        ri.g = len(out)
+        out.append(cnt)
+        out.append(fn)
+        out.append(1 if ri.op == OP_SOFTMAX else 0)
+        for j in range(cnt):
+            out.append(mem[j])
+            if j > 0:
+                done[mem[j]] = 1
+        for j in range(cnt):
+            out.append(ins[mem[j]].a)
+        for j in range(cnt):
+            out.append(ins[mem[j]].b)
+        for j in range(cnt):
+            out.append(ins[mem[j]].o)
+    return 0
 
 
 cdef inline void _fw(const _RowIns* ri, double* V, int op) noexcept nogil:
@@ -336,7 +517,7 @@ cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
 
 
 cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
-                     double* G, _RowCtx* R) noexcept nogil:
+                     double* G, double* aux, _RowCtx* R) noexcept nogil:
     """forward_batched on one column; 0, or -1 when a signal stopped it (the
     exception is set).  The common ops with a literal op code (op_forward
     folds to one expression), the others through op_forward.  Each output's
@@ -353,8 +534,10 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
         k1 = min(k0 + ROW_BLOCK, n)
         for k in range(k0, k1):
             ri = &ins[k]
-            op = ri.op
-            if op == OP_MUL:
+            op = ri.fop
+            if op == ROW_DONE:
+                continue
+            elif op == OP_MUL:
                 _fw(ri, V, OP_MUL)
             elif op == OP_ADD:
                 _fw(ri, V, OP_ADD)
@@ -368,14 +551,8 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 _fw(ri, V, OP_ADDC)
             elif op == OP_MULC:
                 _fw(ri, V, OP_MULC)
-            elif op == OP_EXP:
-                _fw(ri, V, OP_EXP)
-            elif op == OP_LOG:
-                _fw(ri, V, OP_LOG)
-            elif op == OP_SOFTPLUS:
-                _fw(ri, V, OP_SOFTPLUS)
-            elif op == OP_SOFTMAX:
-                _fw(ri, V, OP_SOFTMAX)
+            elif op == ROW_GROUP:
+                fg_rg_group(ix + ri.g, V, G, aux)
             elif op == OP_FMULADD:
                 V[ri.o] = op_forward(OP_ADD, V[ri.a], op_forward(
                     OP_MUL, V[ri.s], V[ri.b], 0.0), 0.0)
@@ -397,10 +574,8 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 m = a
                 for q in range(1, cnt):
                     m = lse_max(m, V[t[q]])
-                acc = lse_term(a, m)
-                for q in range(1, cnt):
-                    acc = acc + lse_term(V[t[q]], m)
-                V[ri.o] = lse_finish(m, acc)
+                # the sum of lse_term(x, m) = exp(x - m), in order
+                V[ri.o] = lse_finish(m, fg_rg_lse_sum(V, t, cnt, m))
                 work += cnt
             elif op == OP_DOT:
                 t = ix + ri.x
@@ -423,7 +598,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
 
 
 cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
-                      double* G, _RowCtx* R) noexcept nogil:
+                      double* G, const double* aux, _RowCtx* R) noexcept nogil:
     """backward_batched on one column, in the kernels' order (G all +0.0 but
     for the seed at the start, see the tape above: the scalar slots zeroed
     by _row_run, the rows by row_forward and the input copy); 0, or -1 when
@@ -465,7 +640,8 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
             elif op == OP_LOG:
                 _bw1(ri, V, G, go, OP_LOG)
             elif op == OP_SOFTPLUS:
-                _bw1(ri, V, G, go, OP_SOFTPLUS)
+                # sigmoid(a) * g (op_backward), its sigmoid from the forward
+                G[ri.ga] += aux[k] * go
             elif op == OP_FMULADD:
                 # bw_fused: acc (through ADD), then x and s (through MUL)
                 prod = op_forward(OP_MUL, V[ri.s], V[ri.b], 0.0)
@@ -574,7 +750,7 @@ cdef double _row_run(Program p, const Sources* S, int reduce_mode, bint grad,
                 V[r] = src[cc]
                 G[r] = 0.0
                 r += 1
-        res = row_forward(T.ins, T.n, T.ix, V, G, &R)
+        res = row_forward(T.ins, T.n, T.ix, V, G, T.aux, &R)
         if res == 0:
             out0 = V[ns + oslot[0]] if obat[0] else vs[oslot[0]]
             if po != NULL:
@@ -588,7 +764,7 @@ cdef double _row_run(Program p, const Sources* S, int reduce_mode, bint grad,
                 G[ns + oslot[0]] = 1.0
             else:
                 G[oslot[0]] += 1.0
-            res = row_backward(T.ins, T.n, T.ix, V, G, &R)
+            res = row_backward(T.ins, T.n, T.ix, V, G, T.aux, &R)
         if grad and res == 0:
             if pgi != NULL:
                 for q in range(p.n_inputs):
