@@ -42,32 +42,27 @@ cdef extern from *:
     """
     enum { FG_RG_EXP = 0, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH,
            FG_RG_LOG1P };
-    /* lane i's operand: V[a[i]], V[a[i]] - V[b[i]] (mode 1) or V[a[i]] - m
-     * (mode 2); lanes from n on repeat lane n - 1 (any operand will do:
-     * their results are not used) */
-    #define FG_RG_X(i) (mode == 0 ? V[a[(i) < n ? (i) : n - 1]] \\
-                        : V[a[(i) < n ? (i) : n - 1]] \\
-                          - (mode == 1 ? V[b[(i) < n ? (i) : n - 1]] : m))
-    /* the vectors built in registers from the lanes (a vector load of
-     * lanes just stored one by one would wait for the stores: no
-     * store-to-load forwarding) */
-    #define FG_RG_SET_plain(j) FG_RG_X(j)
-    #define FG_RG_SET_base(j) ((fg_vm_vd_base)_mm_set_pd(FG_RG_X((j) + 1), FG_RG_X(j)))
-    #define FG_RG_SET_avx2(j) ((fg_vm_vd_avx2)_mm256_set_pd( \\
-        FG_RG_X((j) + 3), FG_RG_X((j) + 2), FG_RG_X((j) + 1), FG_RG_X(j)))
-    #define FG_RG_SET_avx512(j) ((fg_vm_vd_avx512)_mm512_set_pd( \\
-        FG_RG_X((j) + 7), FG_RG_X((j) + 6), FG_RG_X((j) + 5), FG_RG_X((j) + 4), \\
-        FG_RG_X((j) + 3), FG_RG_X((j) + 2), FG_RG_X((j) + 1), FG_RG_X(j)))
-    #define FG_RG(SUF, W, TARGET) \\
-    static FG_VM_UNUSED TARGET void fg_rg_##SUF(int fn, const double *V, const int *a, \\
-                                                const int *b, double m, int mode, \\
-                                                double *y, double *sg, int n) \\
-    { \\
-        typedef fg_vm_vd_##SUF VV; \\
-        int j; \\
-        VV v, s; \\
-        for (j = 0; j < n; j += W) { \\
-            v = FG_RG_SET_##SUF(j); \\
+    /* Lanes in and out of registers (a vector load of lanes just stored
+     * one by one would wait for the stores: no store-to-load forwarding).
+     * The index arrays are padded to 8 (a, b repeat their last index, o is
+     * the trash slot there), so every lane of a vector has an operand and a
+     * place to go. */
+    #define FG_RG_A(i) V[a[j + (i)]]
+    #define FG_RG_B(i) V[b[j + (i)]]
+    #define FG_RG_SET_plain(L) L(0)
+    #define FG_RG_SET_base(L) ((fg_vm_vd_base)_mm_set_pd(L(1), L(0)))
+    #define FG_RG_SET_avx2(L) ((fg_vm_vd_avx2)_mm256_set_pd(L(3), L(2), L(1), L(0)))
+    #define FG_RG_SET_avx512(L) ((fg_vm_vd_avx512)_mm512_set_pd( \\
+        L(7), L(6), L(5), L(4), L(3), L(2), L(1), L(0)))
+    #define FG_RG_PUT(l, E) { V[o[j + (l)]] = (E); G[o[j + (l)]] = 0.0; }
+    #define FG_RG_ADD(l, E) if (j + (l) < n) acc = start && j + (l) == 0 ? (E) : acc + (E);
+    #define FG_RG_OUT_plain(P) P(0, v)
+    #define FG_RG_OUT_base(P) P(0, v[0]) P(1, v[1])
+    #define FG_RG_OUT_avx2(P) FG_RG_OUT_base(P) P(2, v[2]) P(3, v[3])
+    #define FG_RG_OUT_avx512(P) FG_RG_OUT_avx2(P) P(4, v[4]) P(5, v[5]) P(6, v[6]) P(7, v[7])
+    /* the operands x_i = V[a[i]] (mode 0), V[a[i]] - V[b[i]] (1), V[a[i]] - m
+     * (2; the same subtraction lane by lane) */
+    #define FG_RG_SWITCH(SUF, VV) \\
             switch (fn) { \\
             case FG_RG_EXP: v = fg_vm_exp_##SUF(v); break; \\
             case FG_RG_LOG: v = fg_vm_log_##SUF(v); break; \\
@@ -78,9 +73,31 @@ cdef extern from *:
             case FG_RG_SIGMOID: v = fg_vm_sigmoid_##SUF(v); break; \\
             case FG_RG_TANH: v = fg_vm_tanh_##SUF(v); break; \\
             default: v = fg_vm_log1p_##SUF(v); break; \\
-            } \\
-            *(VV *)(y + j) = v; \\
+            }
+    /* (exp only: the softmax outputs' and logsumexp's, most groups; a
+     * function of its own compiles to fewer spills than the switch) */
+    #define FG_RG_EXPONLY(SUF, VV) (void)s; (void)fn; v = fg_vm_exp_##SUF(v);
+    #define FG_RG(SUF, W, TARGET) \\
+        FG_RG_F(SUF, W, TARGET, fg_rg_##SUF, FG_RG_SWITCH) \\
+        FG_RG_F(SUF, W, TARGET, fg_rg_exp_##SUF, FG_RG_EXPONLY)
+    #define FG_RG_F(SUF, W, TARGET, NAME, BODY) \\
+    static FG_VM_UNUSED TARGET double NAME(int fn, double *V, const int *a, \\
+                                                  const int *b, double m, int mode, \\
+                                                  const int *o, double *G, double *sg, \\
+                                                  double acc, int start, int n) \\
+    { \\
+        typedef fg_vm_vd_##SUF VV; \\
+        int j; \\
+        VV v, s; \\
+        for (j = 0; j < n; j += W) { \\
+            v = FG_RG_SET_##SUF(FG_RG_A); \\
+            if (mode == 1) v = v - FG_RG_SET_##SUF(FG_RG_B); \\
+            else if (mode == 2) v = v - m; \\
+            BODY(SUF, VV) \\
+            if (o != NULL) { FG_RG_OUT_##SUF(FG_RG_PUT) } \\
+            else { FG_RG_OUT_##SUF(FG_RG_ADD) } \\
         } \\
+        return acc; \\
     }
     FG_RG(plain, 1, )
     #if defined(FG_VM_VECTORS) && defined(FG_VM_X86)
@@ -90,51 +107,54 @@ cdef extern from *:
     #define FG_RG_VECTORS 1
     #endif
 
-    /* y[i] = F(x_i) (sg[i] = sigmoid(x_i) for softplus), x_i as FG_RG_X,
-     * i < n <= 8; y, sg: arrays of 8 (the lanes from n on are written) */
-    static void fg_rg_run(int fn, const double *V, const int *a, const int *b, double m,
-                          int mode, double *y, double *sg, int n)
+    /* F(x_i), x_i as FG_RG_X, i < n <= 8: to V[o[i]] (G[o[i]] = +0.0), or
+     * (o NULL) added to acc in order (start: x_0's starts the sum) and the
+     * sum returned; sg[i] = sigmoid(x_i) for softplus (sg: an array of 8,
+     * the lanes from n on written too) */
+    #define FG_RG_ARGS fn, V, a, b, m, mode, o, G, sg, acc, start, n
+    static double fg_rg_run(int fn, double *V, const int *a, const int *b, double m,
+                            int mode, const int *o, double *G, double *sg, double acc,
+                            int start, int n)
     {
     #ifdef FG_RG_VECTORS
         int level = fg_vm_isa_get();
-        if (level >= 1 && n <= 2) { fg_rg_base(fn, V, a, b, m, mode, y, sg, n); return; }
-        if (level >= 3 && n > 4) { fg_rg_avx512(fn, V, a, b, m, mode, y, sg, n); return; }
-        if (level >= 2) { fg_rg_avx2(fn, V, a, b, m, mode, y, sg, n); return; }
-        if (level >= 1) { fg_rg_base(fn, V, a, b, m, mode, y, sg, n); return; }
+        if (fn == FG_RG_EXP) {
+            if (level >= 1 && n <= 2) return fg_rg_exp_base(FG_RG_ARGS);
+            if (level >= 3 && n > 4) return fg_rg_exp_avx512(FG_RG_ARGS);
+            if (level >= 2) return fg_rg_exp_avx2(FG_RG_ARGS);
+            if (level >= 1) return fg_rg_exp_base(FG_RG_ARGS);
+        }
+        if (level >= 1 && n <= 2) return fg_rg_base(FG_RG_ARGS);
+        if (level >= 3 && n > 4) return fg_rg_avx512(FG_RG_ARGS);
+        if (level >= 2) return fg_rg_avx2(FG_RG_ARGS);
+        if (level >= 1) return fg_rg_base(FG_RG_ARGS);
     #endif
-        fg_rg_plain(fn, V, a, b, m, mode, y, sg, n);
+        return fg_rg_plain(FG_RG_ARGS);
     }
 
-    /* One group of _row_groups at t: count n, function, whether binary
-     * (softmax outputs: x = V[a] - V[b]), then n each of the instructions'
-     * indices, a, b and o: V[o] = F(x), G[o] = +0.0, aux[instruction] =
+    /* One group of _row_groups at t: count n, function, mode (1: softmax
+     * outputs, x = V[a] - V[b]; else 0), the n instructions' indices, then
+     * their a, b and o (8 each, padded): V[o] = F(x), G[o] = +0.0, aux[instruction] =
      * softplus's sigmoid.  Lanes read first, then written in order. */
     static void fg_rg_group(const int *t, double *V, double *G, double *aux)
     {
         int n = t[0], fn = t[1], i;
-        const int *ins = t + 3, *a = ins + n, *b = a + n, *o = b + n;
-        double y[8], s[8];
-        fg_rg_run(fn, V, a, b, 0.0, t[2], y, s, n);
-        for (i = 0; i < n; i++) {
-            V[o[i]] = y[i];
-            G[o[i]] = 0.0;
-        }
+        const int *ins = t + 3, *a = ins + n, *b = a + 8, *o = b + 8;
+        double s[8];
+        fg_rg_run(fn, V, a, b, 0.0, t[2], o, G, s, 0.0, 0, n);
         if (fn == FG_RG_SOFTPLUS)
             for (i = 0; i < n; i++) aux[ins[i]] = s[i];
     }
 
     /* logsumexp's sum of e^(V[r[i]] - m), i < n, in order (lse_term's
-     * exps, 8 at a time) */
-    static double fg_rg_lse_sum(const double *V, const int *r, int n, double m)
+     * exps, 8 at a time; r padded to a multiple of 8) */
+    static double fg_rg_lse_sum(double *V, const int *r, int n, double m)
     {
-        double y[8], s[8], acc = 0.0;
-        int q, i, c;
+        double s[8], acc = 0.0;
+        int q, c;
         for (q = 0; q < n; q += c) {
             c = n - q < 8 ? n - q : 8;
-            fg_rg_run(FG_RG_EXP, V, r + q, NULL, m, 2, y, s, c);
-            i = 0;
-            if (q == 0) acc = y[i++];
-            for (; i < c; i++) acc = acc + y[i];
+            acc = fg_rg_run(FG_RG_EXP, V, r + q, NULL, m, 2, NULL, NULL, s, acc, q == 0, c);
         }
         return acc;
     }
@@ -143,23 +163,31 @@ cdef extern from *:
      * operands; -1 if this build or CPU has no such level */
     static int fg_rg_at(int level, int fn, const double *x, double *y, double *sg, int n)
     {
-        static const int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        static const int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};  /* (lanes >= n: x's, unused) */
+        static const int out[8] = {8, 9, 10, 11, 12, 13, 14, 15};
+        double V[16], G[16];
+        int i;
         if (n < 1 || n > 8 || !fg_vm_supported(level) || level > 3) return -1;
+        for (i = 0; i < 8; i++) V[i] = x[i];
+    #define FG_RG_AT(SUF) (fn == FG_RG_EXP ? fg_rg_exp_##SUF : fg_rg_##SUF)( \\
+            fn, V, idx, NULL, 0.0, 0, out, G, sg, 0.0, 0, n)
         switch (level) {
-        case 0: fg_rg_plain(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
+        case 0: FG_RG_AT(plain); break;
     #ifdef FG_RG_VECTORS
-        case 1: fg_rg_base(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
-        case 2: fg_rg_avx2(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
-        case 3: fg_rg_avx512(fn, x, idx, NULL, 0.0, 0, y, sg, n); return 0;
+        case 1: FG_RG_AT(base); break;
+        case 2: FG_RG_AT(avx2); break;
+        case 3: FG_RG_AT(avx512); break;
     #endif
+        default: return -1;
         }
-        return -1;
+        for (i = 0; i < n; i++) y[i] = V[8 + i];
+        return 0;
     }
     """
     enum:
         FG_RG_EXP, FG_RG_LOG, FG_RG_SOFTPLUS, FG_RG_SIGMOID, FG_RG_TANH, FG_RG_LOG1P
     void fg_rg_group(const int* t, double* V, double* G, double* aux) noexcept nogil
-    double fg_rg_lse_sum(const double* V, const int* r, int n, double m) noexcept nogil
+    double fg_rg_lse_sum(double* V, const int* r, int n, double m) noexcept nogil
     int fg_rg_at(int level, int fn, const double* x, double* y, double* sg,
                  int n) noexcept nogil
 
@@ -357,7 +385,7 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
                 for q in range(cnt):
                     ix[off + 1 + 2 * cnt + q] = softmax.get((ix[off + 1 + q], ins[k].o), -1)
     ixa = np.array(ix, np.int32)
-    _row_groups(ins, n, &ixa[0], ix)
+    _row_groups(ins, n, &ixa[0], ix, trash)
     ixa = np.array(ix, np.int32)
     auxa = _np_zeros(max(n, 1), _F64)
     cdef double[::1] auxv = auxa
@@ -444,7 +472,7 @@ cdef bint _row_hoistable(const _RowIns* ins, const int* ix, const unsigned char*
     return True
 
 
-cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out) except -1:
+cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out, int trash) except -1:
     """Set every instruction's fop and append the groups to ``out`` (the
     list behind ix): at g, the count, the group function, the members'
     instruction indices (the first is the group's own)."""
@@ -456,6 +484,12 @@ cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out) except -1:
     for k in range(n):
         ri = &ins[k]
         ri.fop = ri.op
+        if ri.op == OP_LOGSUMEXP and ri.nary:
+            # its operands again, padded to a multiple of ROW_GMAX (fg_rg_lse_sum)
+            cnt = ix[ri.x]
+            ri.g = len(out)
+            for j in range((cnt + ROW_GMAX - 1) // ROW_GMAX * ROW_GMAX):
+                out.append(ix[ri.x + 1 + min(j, cnt - 1)])
         if done[k]:
             ri.fop = ROW_DONE
             continue
@@ -483,12 +517,13 @@ cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out) except -1:
             out.append(mem[j])
             if j > 0:
                 done[mem[j]] = 1
-        for j in range(cnt):
-            out.append(ins[mem[j]].a)
-        for j in range(cnt):
-            out.append(ins[mem[j]].b)
-        for j in range(cnt):
-            out.append(ins[mem[j]].o)
+        # a, b, o padded to ROW_GMAX (fg_rg_group)
+        for j in range(ROW_GMAX):
+            out.append(ins[mem[min(j, cnt - 1)]].a)
+        for j in range(ROW_GMAX):
+            out.append(ins[mem[min(j, cnt - 1)]].b)
+        for j in range(ROW_GMAX):
+            out.append(ins[mem[j]].o if j < cnt else trash)
     return 0
 
 
@@ -575,7 +610,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 for q in range(1, cnt):
                     m = lse_max(m, V[t[q]])
                 # the sum of lse_term(x, m) = exp(x - m), in order
-                V[ri.o] = lse_finish(m, fg_rg_lse_sum(V, t, cnt, m))
+                V[ri.o] = lse_finish(m, fg_rg_lse_sum(V, ix + ri.g, cnt, m))
                 work += cnt
             elif op == OP_DOT:
                 t = ix + ri.x
