@@ -385,8 +385,10 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
                 for q in range(cnt):
                     ix[off + 1 + 2 * cnt + q] = softmax.get((ix[off + 1 + q], ins[k].o), -1)
     ixa = np.array(ix, np.int32)
-    _row_groups(ins, n, &ixa[0], ix, trash)
-    ixa = np.array(ix, np.int32)
+    groups = []
+    _row_groups(ins, n, &ixa[0], len(ix), groups, trash)
+    if groups:
+        ixa = np.concatenate((ixa, np.array(groups, np.int32)))
     auxa = _np_zeros(max(n, 1), _F64)
     cdef double[::1] auxv = auxa
     T.keep = (buf, ixa, auxa)
@@ -412,7 +414,7 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
 cdef enum:
     ROW_GROUP = 1000              # _RowIns.fop of a group's first instruction
     ROW_DONE = 1001               # of one a group ran
-    ROW_LOOK = 32                 # instructions a group looks ahead
+    ROW_LOOK = 16                  # instructions a group looks ahead
 
 
 cdef inline int _rg_fn(int op) noexcept nogil:
@@ -472,9 +474,10 @@ cdef bint _row_hoistable(const _RowIns* ins, const int* ix, const unsigned char*
     return True
 
 
-cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out, int trash) except -1:
-    """Set every instruction's fop and append the groups to ``out`` (the
-    list behind ix): at g, the count, the group function, the members'
+cdef int _row_groups(_RowIns* ins, int n, const int* ix, int base, list out,
+                     int trash) except -1:
+    """Set every instruction's fop and append the groups to ``out`` (to go
+    after the base entries of ix): at g, the count, the group function, the members'
     instruction indices (the first is the group's own)."""
     cdef unsigned char[::1] donea = _np_zeros(max(n, 1), np.uint8)
     cdef unsigned char* done = &donea[0]
@@ -487,7 +490,7 @@ cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out, int trash) ex
         if ri.op == OP_LOGSUMEXP and ri.nary:
             # its operands again, padded to a multiple of ROW_GMAX (fg_rg_lse_sum)
             cnt = ix[ri.x]
-            ri.g = len(out)
+            ri.g = base + len(out)
             for j in range((cnt + ROW_GMAX - 1) // ROW_GMAX * ROW_GMAX):
                 out.append(ix[ri.x + 1 + min(j, cnt - 1)])
         if done[k]:
@@ -509,7 +512,7 @@ cdef int _row_groups(_RowIns* ins, int n, const int* ix, list out, int trash) ex
         if cnt == 1 and fn != FG_RG_SOFTPLUS:
             continue
         ri.fop = ROW_GROUP
-        ri.g = len(out)
+        ri.g = base + len(out)
         out.append(cnt)
         out.append(fn)
         out.append(1 if ri.op == OP_SOFTMAX else 0)
