@@ -385,10 +385,9 @@ cdef _RowTape _row_tape(Program p, bint grad, _Plan plan):
                 for q in range(cnt):
                     ix[off + 1 + 2 * cnt + q] = softmax.get((ix[off + 1 + q], ins[k].o), -1)
     ixa = np.array(ix, np.int32)
-    groups = []
-    _row_groups(ins, n, &ixa[0], len(ix), groups, trash)
-    if groups:
-        ixa = np.concatenate((ixa, np.array(groups, np.int32)))
+    groups = _row_groups(ins, n, &ixa[0], len(ix), trash)
+    if len(groups):
+        ixa = np.concatenate((ixa, groups))
     auxa = _np_zeros(max(n, 1), _F64)
     cdef double[::1] auxv = auxa
     T.keep = (buf, ixa, auxa)
@@ -474,25 +473,35 @@ cdef bint _row_hoistable(const _RowIns* ins, const int* ix, const unsigned char*
     return True
 
 
-cdef int _row_groups(_RowIns* ins, int n, const int* ix, int base, list out,
-                     int trash) except -1:
-    """Set every instruction's fop and append the groups to ``out`` (to go
-    after the base entries of ix): at g, the count, the group function, the members'
-    instruction indices (the first is the group's own)."""
+cdef object _row_groups(_RowIns* ins, int n, const int* ix, int base, int trash):
+    """Set every instruction's fop; returns the groups' entries (an int32
+    array to go after the base entries of ix): a group at g: the count, the
+    group function, the mode, the members' instruction indices (the first
+    is the group's own), then their a, b, o padded to ROW_GMAX; a
+    logsumexp's operands again at g, padded to a multiple of ROW_GMAX."""
     cdef unsigned char[::1] donea = _np_zeros(max(n, 1), np.uint8)
     cdef unsigned char* done = &donea[0]
-    cdef int k, j, fn, cnt
+    cdef int k, j, fn, cnt, w = 0
+    cdef Py_ssize_t cap = 0
     cdef _RowIns* ri
     cdef int mem[ROW_GMAX]
+    for k in range(n):
+        if ins[k].op == OP_LOGSUMEXP and ins[k].nary:
+            cap += ix[ins[k].x] + ROW_GMAX
+        elif _rg_fn(ins[k].op) >= 0:
+            cap += 3 + 4 * ROW_GMAX
+    outa = _np_zeros(max(cap, 1), np.int32)
+    cdef int[::1] out = outa
     for k in range(n):
         ri = &ins[k]
         ri.fop = ri.op
         if ri.op == OP_LOGSUMEXP and ri.nary:
             # its operands again, padded to a multiple of ROW_GMAX (fg_rg_lse_sum)
             cnt = ix[ri.x]
-            ri.g = base + len(out)
+            ri.g = base + w
             for j in range((cnt + ROW_GMAX - 1) // ROW_GMAX * ROW_GMAX):
-                out.append(ix[ri.x + 1 + min(j, cnt - 1)])
+                out[w] = ix[ri.x + 1 + min(j, cnt - 1)]
+                w += 1
         if done[k]:
             ri.fop = ROW_DONE
             continue
@@ -512,22 +521,23 @@ cdef int _row_groups(_RowIns* ins, int n, const int* ix, int base, list out,
         if cnt == 1 and fn != FG_RG_SOFTPLUS:
             continue
         ri.fop = ROW_GROUP
-        ri.g = base + len(out)
-        out.append(cnt)
-        out.append(fn)
-        out.append(1 if ri.op == OP_SOFTMAX else 0)
+        ri.g = base + w
+        out[w] = cnt
+        out[w + 1] = fn
+        out[w + 2] = 1 if ri.op == OP_SOFTMAX else 0
+        w += 3
         for j in range(cnt):
-            out.append(mem[j])
+            out[w] = mem[j]
+            w += 1
             if j > 0:
                 done[mem[j]] = 1
         # a, b, o padded to ROW_GMAX (fg_rg_group)
         for j in range(ROW_GMAX):
-            out.append(ins[mem[min(j, cnt - 1)]].a)
-        for j in range(ROW_GMAX):
-            out.append(ins[mem[min(j, cnt - 1)]].b)
-        for j in range(ROW_GMAX):
-            out.append(ins[mem[j]].o if j < cnt else trash)
-    return 0
+            out[w + j] = ins[mem[min(j, cnt - 1)]].a
+            out[w + ROW_GMAX + j] = ins[mem[min(j, cnt - 1)]].b
+            out[w + 2 * ROW_GMAX + j] = ins[mem[j]].o if j < cnt else trash
+        w += 3 * ROW_GMAX
+    return outa[:w]
 
 
 cdef inline void _fw(const _RowIns* ri, double* V, int op) noexcept nogil:
