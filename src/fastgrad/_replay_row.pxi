@@ -21,6 +21,12 @@
 #   at +0.0), added straight into the totals;
 # * the loss is 0.0 + output 0, as the blocks' combine adds it.
 #
+# The forward runs independent exp/log/softplus/sigmoid/tanh/log1p and
+# softmax-output instructions, and a logsumexp's exps, in groups through one
+# vector build of the same functions (_vmath.h: every width gives the scalar
+# function's bits), see "groups" below; softplus's backward takes the sigmoid
+# its forward computed from the same exp (fg_vm_softplus_sigmoid).
+#
 # Programs with dense layers keep the batched path for gradients (the layer
 # kernels' packed weights and reordered weight-gradient sums); their
 # forward-only tape has no layers and runs here.  Ctrl-C: the loops look for
