@@ -178,3 +178,63 @@ def test_chunks_do_not_change_the_bits():
         _replay._set_chunk_bytes(old)
     assert_same(got[0], ref[0])
     assert_same(got[1], ref[1])
+
+
+def graph_modes(x, ps):
+    """The softmax/logsumexp kernels of _vmath_nary.h in their modes: a
+    softmax over rows and a parameter (its K_SB output among them) with only
+    some outputs on the tape (the others pruned: the logsumexp's backward
+    computes those exponentials), an operand whose gradient the softmax
+    output stores first and one it adds to, a logsumexp with no softmax (a
+    parameter twice), subnormal and huge differences."""
+    sm = fastgrad.softmax([x[0], x[1], ps[0], x[2], x[0] * 1e-300])
+    lse = fastgrad.logsumexp([x[1], ps[1], x[2] * 3.0, ps[1], x[0] - 800.0])
+    sm2 = fastgrad.softmax([lse, x[2], sm[1]])
+    return fastgrad.sum([sm[0] * x[2], sm[3], sm2[0], sm2[2], lse * 0.5, x[1] * sm[1]])
+
+
+def eager_modes(X, pvals):
+    outs, grads, pgrads = [], [], []
+    for row in X:
+        xs = [Value(v) for v in row]
+        ps = [Value(v) for v in pvals]
+        y = graph_modes(xs, ps)
+        y.backward()
+        outs.append(y.data)
+        grads.append([v.grad for v in xs])
+        pgrads.append([p.grad for p in ps])
+    return np.array(outs), np.array(grads), np.array(pgrads)
+
+
+@pytest.mark.parametrize("B", [2, 5, 8, 9, 15, 16, 17, 33, 65, 100, 131])
+def test_softmax_kernels_every_mode_and_isa(B):
+    # with input gradients (every operand row stores or adds) and without
+    # (the input rows' gradients skipped: only the parameters' paths run)
+    from fastgrad import _replay
+    pvals = [0.5, -2.0]
+    X = rows(B, 3, 100 + B)
+    X[0, :] = [5e-324, -5e-324, -0.0]              # subnormals, -0.0
+    e_out, e_g, e_pg = eager_modes(X, pvals)
+    old = _replay._isa()
+    got = []
+    try:
+        for isa in isas():
+            _replay._set_isa(isa)
+            ps = [Value(v) for v in pvals]
+            prog = fastgrad.compile(lambda x: graph_modes(x, ps), 3, params=ps)
+            out, G, pg = replay(prog, X, 2)
+            assert_same(out, e_out)
+            assert_same(G, e_g)
+            out2 = np.empty((B, 1))
+            pg2 = np.empty(2)
+            prog.batch(X, reduce="sum", outputs=out2, param_grad=pg2)
+            assert_same(out2[:, 0], e_out)
+            assert_same(pg2, pg)
+            got.append(np.concatenate([out, G.ravel(), pg]))
+    finally:
+        _replay._set_isa(old)
+    for g in got[1:]:
+        assert_same(g, got[0])
+    # the parameters' batch sums: to rounding (nan where a row's is)
+    assert np.allclose(got[0][-2:], e_pg.sum(axis=0), rtol=1e-12, atol=1e-12,
+                       equal_nan=True)

@@ -343,4 +343,98 @@ static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double 
     return 0;
 }
 
+/* The batched replay's softmax / logsumexp kernels on these functions
+ * (_vmath_nary.h; the same bits at every level), chosen like the rows:
+ * fg_vm_lse_fw(...), fg_vm_softmax_fw(...), fg_vm_softmax_bw(...),
+ * fg_vm_lse_bw_row(...) with _vmath_nary.h's
+ * arguments run the level of fg_vm_isa_select. */
+#define FG_VN_W 1
+#define FG_VN_SUF(f) f##_plain
+#define FG_VN_TARGET
+#include "_vmath_nary.h"
+#ifdef FG_VM_VECTORS
+#define FG_VN_W 2
+#define FG_VN_SUF(f) f##_base
+#define FG_VN_TARGET
+#include "_vmath_nary.h"
+#endif
+#ifdef FG_VM_X86
+#define FG_VN_W 4
+#define FG_VN_SUF(f) f##_avx2
+#define FG_VN_TARGET __attribute__((target("avx2")))
+#include "_vmath_nary.h"
+#define FG_VN_W 8
+#define FG_VN_SUF(f) f##_avx512
+#define FG_VN_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
+#include "_vmath_nary.h"
+#ifdef FG_VM_WANT_W8
+#define FG_VN_W 8
+#define FG_VN_SUF(f) f##_w8
+#define FG_VN_TARGET __attribute__((target("avx2")))
+#include "_vmath_nary.h"
+#endif
+#endif
+
+typedef void (*fg_vm_lse_fw_t)(double *, const int *, int, const double *, const double *,
+                               ptrdiff_t, ptrdiff_t);
+typedef void (*fg_vm_softmax_fw_t)(double *, const double *, double, const double *,
+                                   ptrdiff_t);
+typedef void (*fg_vm_softmax_bw_t)(int, double *, int, double *, const double *,
+                                   const double *, ptrdiff_t);
+typedef void (*fg_vm_lse_bw_row_t)(int, double *, const double *, const double *,
+                                   const double *, const double *, ptrdiff_t);
+
+/* one table per kernel, indexed by level (a level this build lacks: the
+ * plain one, never chosen: fg_vm_supported refuses it) */
+#ifdef FG_VM_VECTORS
+#define FG_VN_BASE(f) f##_base
+#else
+#define FG_VN_BASE(f) f##_plain
+#endif
+#ifdef FG_VM_X86
+#define FG_VN_AVX2(f) f##_avx2
+#define FG_VN_AVX512(f) f##_avx512
+#ifdef FG_VM_WANT_W8
+#define FG_VN_W8(f) f##_w8
+#else
+#define FG_VN_W8(f) f##_plain
+#endif
+#else
+#define FG_VN_AVX2(f) f##_plain
+#define FG_VN_AVX512(f) f##_plain
+#define FG_VN_W8(f) f##_plain
+#endif
+#define FG_VN_TABLE(T, f) static const T f##_table[FG_VM_NLEVELS] = { \
+    f##_plain, FG_VN_BASE(f), FG_VN_AVX2(f), FG_VN_AVX512(f), FG_VN_W8(f)};
+FG_VN_TABLE(fg_vm_lse_fw_t, fg_vm_lse_fw)
+FG_VN_TABLE(fg_vm_softmax_fw_t, fg_vm_softmax_fw)
+FG_VN_TABLE(fg_vm_softmax_bw_t, fg_vm_softmax_bw)
+FG_VN_TABLE(fg_vm_lse_bw_row_t, fg_vm_lse_bw_row)
+#undef FG_VN_TABLE
+
+static FG_VM_UNUSED void fg_vm_lse_fw(double *o, const int *refs, int cnt, const double *vs,
+                                      const double *vb, ptrdiff_t ld, ptrdiff_t n)
+{
+    fg_vm_lse_fw_table[fg_vm_level](o, refs, cnt, vs, vb, ld, n);
+}
+
+static FG_VM_UNUSED void fg_vm_softmax_fw(double *o, const double *a, double sa,
+                                          const double *b, ptrdiff_t n)
+{
+    fg_vm_softmax_fw_table[fg_vm_level](o, a, sa, b, n);
+}
+
+static FG_VM_UNUSED void fg_vm_softmax_bw(int ma, double *ga, int mb, double *gb,
+                                          const double *o, const double *g, ptrdiff_t n)
+{
+    fg_vm_softmax_bw_table[fg_vm_level](ma, ga, mb, gb, o, g, n);
+}
+
+static FG_VM_UNUSED void fg_vm_lse_bw_row(int mode, double *gr, const double *x,
+                                          const double *e, const double *o, const double *g,
+                                          ptrdiff_t n)
+{
+    fg_vm_lse_bw_row_table[fg_vm_level](mode, gr, x, e, o, g, n);
+}
+
 #endif

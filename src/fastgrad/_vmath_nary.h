@@ -1,0 +1,248 @@
+/* The batched replay's softmax/logsumexp rows on fastgrad's
+ * vector maths, one build per width: _vmath_rows.h includes this file once
+ * per ISA after defining
+ *
+ *   FG_VN_W        doubles per vector (1, 2, 4, 8)
+ *   FG_VN_SUF(f)   f with the build's suffix (f##_plain, f##_avx2 ...)
+ *   FG_VN_TARGET   the ISA attribute (or empty)
+ *
+ * and it undefines them at its end (no include guard).
+ *
+ * Each kernel is the per-element loop of _replay_kernels.pxi that it
+ * replaces, with the elementary function (_vmath_body.h) called on the
+ * vector in registers instead of over a row buffer in a second pass: the
+ * same IEEE operations on the same numbers in the same order per column,
+ * so the same bits at every width (lane-wise adds, multiplies, compares,
+ * selects; no FMA: the build has -ffp-contract=off).  Being C with the
+ * ISA's target attribute, their loops also run at the ISA's width where
+ * Cython's run at the module's baseline (SSE2 on x86-64).
+ *
+ *   lse_fw(o, refs, cnt, vs, vb, ld, n)
+ *       OP_LOGSUMEXP over n columns (_rules.pxd: m = x_0, m = lse_max(m,
+ *       x_q); t = e**(x_0 - m), t = t + e**(x_q - m); lse_finish(m, t) =
+ *       m + log(t) if m is finite, else m).  Operand q is the row
+ *       vb + refs[q] ld if refs[q] >= 0, else the scalar vs[-1 - refs[q]]
+ *       on every column.
+ *   softmax_fw(o, a, sa, b, n)   OP_SOFTMAX: o = e**(a - b), a a row, or
+ *                                the scalar sa where a is NULL
+ *   softmax_bw(ma, ga, mb, gb, o, g, n)   OP_SOFTMAX's op_backward on the
+ *       operands' rows (mode 0 skip, 1 store 0.0 + c, 2 add c): operand a
+ *       gets o g, operand b -(o g) (ga != gb: the caller checks)
+ *   lse_bw_row(mode, gr, x, e, o, g, n)   an operand row's part of
+ *       logsumexp's backward: nary_backward's e**(x - o) g, from the
+ *       softmax row e where the plan found one (the same bits, computed by
+ *       the forward), else the exponential of x - o
+ *
+ * The last vector of a row may be partial (n % W columns): its operands
+ * are copied into zero-padded buffers and only its n % W results stored,
+ * so nothing past column n is read or written.
+ */
+
+#define VN FG_VN_SUF(fg_vm_vd)
+#define VNU FG_VN_SUF(fg_vm_vu)
+#define NFN(f) static FG_VM_UNUSED FG_VN_TARGET void FG_VN_SUF(f)
+#define NIN(f) FG_VM_INLINE FG_VN_TARGET VN FG_VN_SUF(f)
+
+#if FG_VN_W == 1
+#define NSEL(c, a, b) ((c) ? (a) : (b))
+#define NMASK(c) (c)
+#else
+/* the lanes of a where c (a comparison's all-ones lanes), else b's */
+#define NSEL(c, a, b) ((VN)((((VNU)(a)) & (VNU)(c)) | (((VNU)(b)) & ~(VNU)(c))))
+#define NMASK(c) (c)
+#endif
+
+/* a row's W columns from j (w = W: one load; w < W: the w there, zeros
+ * above), or the scalar s on every lane */
+NIN(fg_vn_load)(const double *p, ptrdiff_t w)
+{
+    VN v;
+    double buf[FG_VN_W];
+    if (w == FG_VN_W) {
+#if FG_VN_W == 1
+        return *p;
+#else
+        return *(const VN *)p;
+#endif
+    }
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, p, (size_t)w * sizeof(double));
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+NIN(fg_vn_splat)(double s)
+{
+#if FG_VN_W == 1
+    return s;
+#else
+    VN v;
+    int l;
+    for (l = 0; l < FG_VN_W; l++) v[l] = s;
+    return v;
+#endif
+}
+
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_store)(double *p, VN v, ptrdiff_t w)
+{
+    double buf[FG_VN_W];
+    if (w == FG_VN_W) {
+#if FG_VN_W == 1
+        *p = v;
+#else
+        *(VN *)p = v;
+#endif
+        return;
+    }
+    memcpy(buf, &v, sizeof v);
+    memcpy(p, buf, (size_t)w * sizeof(double));
+}
+
+/* operand r (a row or the scalar slot -1 - r) at columns j.. */
+NIN(fg_vn_operand)(int r, const double *vs, const double *vb, ptrdiff_t ld, ptrdiff_t j,
+                   ptrdiff_t w)
+{
+    if (r >= 0) return FG_VN_SUF(fg_vn_load)(vb + r * ld + j, w);
+    return FG_VN_SUF(fg_vn_splat)(vs[-1 - r]);
+}
+
+/* logsumexp's columns j..j+w-1 */
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_cols)(
+    double *o, const int *refs, int cnt, const double *vs, const double *vb, ptrdiff_t ld,
+    ptrdiff_t j, ptrdiff_t w)
+{
+    VN m, x, t, res;
+    int q;
+    m = FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld, j, w);
+    for (q = 1; q < cnt; q++) {
+        x = FG_VN_SUF(fg_vn_operand)(refs[q], vs, vb, ld, j, w);
+        m = NSEL(NMASK(x > m) | NMASK(x != x), x, m);     /* lse_max */
+    }
+    t = FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld, j, w) - m);
+    for (q = 1; q < cnt; q++)
+        t = t + FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(refs[q], vs, vb, ld, j, w) - m);
+    /* lse_finish: |m| < inf (nan compares false) */
+    res = FG_VN_SUF(fg_vm_log)(t);
+#if FG_VN_W == 1
+    res = isfinite(m) ? m + res : m;
+#else
+    {
+        VN am = (VN)((VNU)m & ((VNU){0} + 0x7FFFFFFFFFFFFFFFULL));
+        res = NSEL(NMASK(am < FG_VM_INF), m + res, m);
+    }
+#endif
+    FG_VN_SUF(fg_vn_store)(o + j, res, w);
+}
+
+NFN(fg_vm_lse_fw)(double *o, const int *refs, int cnt, const double *vs, const double *vb,
+                  ptrdiff_t ld, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + FG_VN_W <= n; j += FG_VN_W)
+        FG_VN_SUF(fg_vn_lse_cols)(o, refs, cnt, vs, vb, ld, j, FG_VN_W);
+    if (j < n)
+        FG_VN_SUF(fg_vn_lse_cols)(o, refs, cnt, vs, vb, ld, j, n - j);
+}
+
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_softmax_cols)(
+    double *o, const double *a, double sa, const double *b, ptrdiff_t j, ptrdiff_t w)
+{
+    VN x = a != NULL ? FG_VN_SUF(fg_vn_load)(a + j, w) : FG_VN_SUF(fg_vn_splat)(sa);
+    FG_VN_SUF(fg_vn_store)(o + j, FG_VN_SUF(fg_vm_exp)(x - FG_VN_SUF(fg_vn_load)(b + j, w)),
+                           w);
+}
+
+NFN(fg_vm_softmax_fw)(double *o, const double *a, double sa, const double *b, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    if (a != NULL) {
+        for (; j + FG_VN_W <= n; j += FG_VN_W)
+            FG_VN_SUF(fg_vn_softmax_cols)(o, a, sa, b, j, FG_VN_W);
+    } else {
+        for (; j + FG_VN_W <= n; j += FG_VN_W)
+            FG_VN_SUF(fg_vn_softmax_cols)(o, NULL, sa, b, j, FG_VN_W);
+    }
+    if (j < n)
+        FG_VN_SUF(fg_vn_softmax_cols)(o, a, sa, b, j, n - j);
+}
+
+/* gr's columns j.. get c: mode 1 stores 0.0 + c, mode 2 adds c */
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_put)(int mode, double *gr, VN c, ptrdiff_t j,
+                                                     ptrdiff_t w)
+{
+    if (mode == 1)
+        FG_VN_SUF(fg_vn_store)(gr + j, 0.0 + c, w);
+    else
+        FG_VN_SUF(fg_vn_store)(gr + j, FG_VN_SUF(fg_vn_load)(gr + j, w) + c, w);
+}
+
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_softmax_bw_cols)(
+    int ma, double *ga, int mb, double *gb, const double *o, const double *g, ptrdiff_t j,
+    ptrdiff_t w)
+{
+    VN p = FG_VN_SUF(fg_vn_load)(o + j, w) * FG_VN_SUF(fg_vn_load)(g + j, w);
+    if (ma) FG_VN_SUF(fg_vn_put)(ma, ga, p, j, w);
+    if (mb) FG_VN_SUF(fg_vn_put)(mb, gb, -p, j, w);
+}
+
+NFN(fg_vm_softmax_bw)(int ma, double *ga, int mb, double *gb, const double *o,
+                      const double *g, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#define FG_VN_SMB(MA, MB) \
+    for (; j + FG_VN_W <= n; j += FG_VN_W) \
+        FG_VN_SUF(fg_vn_softmax_bw_cols)(MA, ga, MB, gb, o, g, j, FG_VN_W);
+    /* the modes as literals: one loop each */
+    if (ma == 1 && mb == 2) { FG_VN_SMB(1, 2) }
+    else if (ma == 2 && mb == 2) { FG_VN_SMB(2, 2) }
+    else if (ma == 1 && mb == 1) { FG_VN_SMB(1, 1) }
+    else if (ma == 2 && mb == 1) { FG_VN_SMB(2, 1) }
+    else if (ma == 0 && mb == 2) { FG_VN_SMB(0, 2) }
+    else if (ma == 0 && mb == 1) { FG_VN_SMB(0, 1) }
+    else if (ma == 1 && mb == 0) { FG_VN_SMB(1, 0) }
+    else if (ma == 2 && mb == 0) { FG_VN_SMB(2, 0) }
+    else return;
+#undef FG_VN_SMB
+    if (j < n)
+        FG_VN_SUF(fg_vn_softmax_bw_cols)(ma, ga, mb, gb, o, g, j, n - j);
+}
+
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_bw_cols)(
+    int mode, double *gr, const double *x, const double *e, const double *o, const double *g,
+    ptrdiff_t j, ptrdiff_t w)
+{
+    VN ev;
+    if (e != NULL)
+        ev = FG_VN_SUF(fg_vn_load)(e + j, w);
+    else
+        ev = FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_load)(x + j, w)
+                                  - FG_VN_SUF(fg_vn_load)(o + j, w));
+    FG_VN_SUF(fg_vn_put)(mode, gr, ev * FG_VN_SUF(fg_vn_load)(g + j, w), j, w);
+}
+
+NFN(fg_vm_lse_bw_row)(int mode, double *gr, const double *x, const double *e,
+                      const double *o, const double *g, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#define FG_VN_LB(M, E) \
+    for (; j + FG_VN_W <= n; j += FG_VN_W) \
+        FG_VN_SUF(fg_vn_lse_bw_cols)(M, gr, x, E, o, g, j, FG_VN_W);
+    if (e != NULL) {
+        if (mode == 1) { FG_VN_LB(1, e) } else { FG_VN_LB(2, e) }
+    } else {
+        if (mode == 1) { FG_VN_LB(1, NULL) } else { FG_VN_LB(2, NULL) }
+    }
+#undef FG_VN_LB
+    if (j < n)
+        FG_VN_SUF(fg_vn_lse_bw_cols)(mode, gr, x, e, o, g, j, n - j);
+}
+
+#undef VN
+#undef VNU
+#undef NFN
+#undef NIN
+#undef NSEL
+#undef NMASK
+#undef FG_VN_W
+#undef FG_VN_SUF
+#undef FG_VN_TARGET
