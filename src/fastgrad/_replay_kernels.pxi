@@ -166,19 +166,76 @@ cdef inline void fw_sum_block(double* o, const int* refs, int cnt,
         o[jb + u] = t[u]
 
 
-# logsumexp on the vector maths: fg_vm_lse_fw (_vmath_nary.h) runs the
-# steps of _rules.pxd in their order (lse_max, lse_term = e**(x - m), the sum
-# from the first term in operand order, lse_finish) per column, on vectors of
-# the ISA's width, the exp and the log in registers: the same floats as the
-# per-element fold on every ISA.  (Before: rows of VX_OPS operands'
-# exponentials over VX_COLS columns, one fg_vm_row call each, and the rest
-# in the module's SSE2 loops.  With the softmax kernels of _vmath_nary.h,
-# Zen 4, bench_irregular.py batched, the primitives, us per row: avx512 1k
-# ops 8.6 -> 7.7, 10k ops 92.6 -> 85.3; avx2 1k ops 9.2 after.)
-# bw_lse's scalar operands still run on such rows.
+# logsumexp on the vector maths.  AVX2 / AVX-512: fg_vm_lse_fw
+# (_vmath_nary.h) runs the steps of _rules.pxd in their order (lse_max,
+# lse_term = e**(x - m), the sum from the first term in operand order,
+# lse_finish) per column, on vectors of the ISA's width, the exp and the log
+# in registers.  Baseline / portable: fw_lse_block, VX_COLS columns at a
+# time, the exponentials of VX_OPS operands' differences in one fg_vm_row
+# call.  Both give the per-element fold's floats on every ISA.  Measured
+# (Zen 4, bench_irregular.py batched, the primitives, us per row, the
+# kernels of _vmath_nary.h against fw_lse_block's rows for every op of the
+# softmax): avx512 1k ops 8.7 -> 7.7, 10k ops 93.2 -> 83.5; avx2 9.5 -> 9.4,
+# 102.9 -> 100.1; but baseline 17.6 -> 19.0, portable 23.4 -> 26.6 (hence
+# the rows there).  The per-element fold's scalar exp was ~40% of the
+# replay before the rows.
 cdef enum:
     VX_COLS = 64
     VX_OPS = 8
+
+
+cdef inline void nx_diff(double* d, int r, const double* m, const double* vs,
+                         const double* vb, Py_ssize_t ld, Py_ssize_t jb,
+                         Py_ssize_t w) noexcept nogil:
+    """d = operand r (a row or a broadcast scalar slot) - m, over w columns."""
+    cdef Py_ssize_t u
+    cdef const double* x
+    cdef double sx
+    if r >= 0:
+        x = vb + r * ld + jb
+        for u in range(w):
+            d[u] = x[u] - m[u]
+    else:
+        sx = vs[-1 - r]
+        for u in range(w):
+            d[u] = sx - m[u]
+
+
+cdef void fw_lse_block(double* o, const int* refs, int cnt, const double* vs,
+                       const double* vb, Py_ssize_t ld, Py_ssize_t jb,
+                       Py_ssize_t w) noexcept nogil:
+    """Columns jb..jb+w-1 (w <= VX_COLS) of an OP_LOGSUMEXP."""
+    cdef double m[VX_COLS]
+    cdef double t[VX_COLS]
+    cdef double d[VX_OPS * VX_COLS]
+    cdef Py_ssize_t u
+    cdef int q, q0, qn, first
+    # the max: m = x_0, then lse_max over x_1..
+    nx_load(m, refs[0], vs, vb, ld, jb, w)
+    for q in range(1, cnt):
+        nx_load(d, refs[q], vs, vb, ld, jb, w)
+        for u in range(w):
+            m[u] = lse_max(m[u], d[u])
+    # t = e**(x_0 - m); t = t + e**(x_q - m), q = 1.. (lse_term's terms)
+    q0 = 0
+    while q0 < cnt:
+        qn = min(<int>VX_OPS, cnt - q0)
+        for q in range(qn):
+            nx_diff(d + q * w, refs[q0 + q], m, vs, vb, ld, jb, w)
+        fg_vm_row(FG_VM_EXP, d, d, qn * w)
+        first = 0
+        if q0 == 0:
+            for u in range(w):
+                t[u] = d[u]
+            first = 1
+        for q in range(first, qn):
+            for u in range(w):
+                t[u] = t[u] + d[q * w + u]
+        q0 += qn
+    # lse_finish: m + log(t) if m is finite, else m (t unused then)
+    fg_vm_row(FG_VM_LOG, t, d, w)
+    for u in range(w):
+        o[jb + u] = m[u] + d[u] if isfinite(m[u]) else m[u]
 
 
 cdef void fw_nary(int op, double* o, const int* refs, int cnt, const double* vs,
@@ -191,9 +248,17 @@ cdef void fw_nary(int op, double* o, const int* refs, int cnt, const double* vs,
         if jb < n:
             fw_sum_block(o, refs, cnt, vs, vb, ld, jb, n - jb)
     else:
-        # one pass over the columns, the exponentials and the log on the
-        # vectors in registers (fw_lse_block's operations, _vmath_nary.h)
-        fg_vm_lse_fw(o, refs, cnt, vs, vb, ld, n)
+        if fg_vm_isa_get() >= 2:
+            # AVX2 / AVX-512: one pass over the columns, the exponentials and
+            # the log on the vectors in registers (fw_lse_block's
+            # operations, _vmath_nary.h)
+            fg_vm_lse_fw(o, refs, cnt, vs, vb, ld, n)
+        else:
+            # narrower vectors: rows of exponentials (see VX_COLS)
+            while jb < n:
+                fw_lse_block(o, refs, cnt, vs, vb, ld, jb,
+                             min(<Py_ssize_t>VX_COLS, n - jb))
+                jb += VX_COLS
 
 
 cdef void forward_batched(int ninstr, const unsigned char* ops,
@@ -242,7 +307,11 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
             elif op == OP_SOFTMAX:
                 # exp(a - b) (op_forward's floats) in one pass on the
                 # vectors (_vmath_nary.h)
-                fg_vm_softmax_fw(o, pa, 0.0, pb, n)
+                if fg_vm_isa_get() >= 2:
+                    fg_vm_softmax_fw(o, pa, 0.0, pb, n)
+                else:
+                    fw_bb(OP_SUB, o, pa, pb, n)
+                    fg_vm_row(FG_VM_EXP, o, o, n)
             else:
                 fw_bb(op, o, pa, pb, n)
         elif kind == K_SB:
@@ -256,7 +325,11 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
                 fw_sb(OP_SUB, o, sa, pb, n)
             elif op == OP_SOFTMAX:
                 # a scalar operand of a softmax: exp(a - b) as for K_BB
-                fg_vm_softmax_fw(o, NULL, sa, pb, n)
+                if fg_vm_isa_get() >= 2:
+                    fg_vm_softmax_fw(o, NULL, sa, pb, n)
+                else:
+                    fw_sb(OP_SUB, o, sa, pb, n)
+                    fg_vm_row(FG_VM_EXP, o, o, n)
             else:
                 fw_sb(op, o, sa, pb, n)
         elif kind == K_BS:
@@ -768,6 +841,106 @@ cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
         q0 = q
 
 
+cdef void bw_lse_rows(const unsigned char* modes, const int* refs, const int* sms,
+                      int cnt, const double* vb, double* gb, const int* gm,
+                      const double* vs, double* gs, Py_ssize_t ld, const double* o,
+                      const double* g, Py_ssize_t n) noexcept nogil:
+    """Backward of an OP_LOGSUMEXP on the vector rows (the baseline and
+    portable ISAs; bw_lse on AVX2 / AVX-512): bw_nary_ops's
+    contributions nary_backward = e**(x - out) * g (OP_SOFTMAX's value times
+    g), read from the value row sms[q] of a softmax output
+    op_forward(OP_SOFTMAX, x_q, out) where the plan found one (_Plan.bsm:
+    the same bits, computed by the forward pass), else the exponentials of
+    VX_OPS operands' differences x - out in one fg_vm_row call per VX_COLS
+    columns;
+    rows get them operand by operand in order, a scalar slot its batch sum
+    in bw_nary_ops's order (NPART partial sums over j, the columns past the
+    last whole NPART in part[0])."""
+    cdef double d[VX_OPS * VX_COLS]
+    cdef double part[VX_OPS * NPART]
+    cdef int act[VX_OPS]
+    cdef const double* sm[VX_OPS]
+    cdef const double* e
+    cdef int q, q0, i, na, ne, ie, r, mode
+    cdef Py_ssize_t jb, w, u, nfull = n - n % NPART
+    cdef const double* x
+    cdef double* gr
+    cdef double* pq
+    cdef double c, sx, tot
+    q0 = 0
+    while q0 < cnt:
+        # the operands of this group that take a gradient; ne of them have
+        # no softmax row (their exponentials go to d, in order)
+        na = 0
+        ne = 0
+        q = q0
+        while q < cnt and na < VX_OPS:
+            if modes[q] != M_SKIP:
+                act[na] = q
+                if sms != NULL and sms[q] >= 0:
+                    sm[na] = vb + sms[q] * ld
+                else:
+                    sm[na] = NULL
+                    ne += 1
+                na += 1
+            q += 1
+        for i in range(na * NPART):
+            part[i] = 0.0
+        jb = 0
+        while na > 0 and jb < n:
+            w = min(<Py_ssize_t>VX_COLS, n - jb)
+            if ne > 0:
+                ie = 0
+                for i in range(na):
+                    if sm[i] != NULL:
+                        continue
+                    r = refs[act[i]]
+                    if r >= 0:
+                        x = vb + r * ld + jb
+                        for u in range(w):
+                            d[ie * w + u] = x[u] - o[jb + u]
+                    else:
+                        sx = vs[-1 - r]
+                        for u in range(w):
+                            d[ie * w + u] = sx - o[jb + u]
+                    ie += 1
+                fg_vm_row(FG_VM_EXP, d, d, ne * w)
+            ie = 0
+            for i in range(na):
+                if sm[i] != NULL:
+                    e = sm[i] + jb
+                else:
+                    e = d + ie * w
+                    ie += 1
+                r = refs[act[i]]
+                mode = modes[act[i]]
+                if r >= 0:
+                    gr = gb + gm[r] * ld + jb
+                    if mode == M_STORE:
+                        for u in range(w):
+                            gr[u] = 0.0 + e[u] * g[jb + u]
+                    else:
+                        for u in range(w):
+                            gr[u] += e[u] * g[jb + u]
+                else:
+                    pq = part + i * NPART
+                    for u in range(w):
+                        c = e[u] * g[jb + u]
+                        if jb + u < nfull:
+                            pq[u % NPART] += c      # (jb is a multiple of NPART)
+                        else:
+                            pq[0] += c
+            jb += w
+        for i in range(na):
+            r = refs[act[i]]
+            if r < 0:
+                tot = 0.0
+                for u in range(NPART):
+                    tot += part[i * NPART + u]
+                gs[-1 - r] += tot
+        q0 = q
+
+
 cdef void bw_softplus(int mode, double* gr, const double* a, const double* g,
                       Py_ssize_t n) noexcept nogil:
     """Gradient row of softplus's operand: op_backward's sigmoid(a) * g, the
@@ -797,6 +970,8 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
                            double* gs, double* vb, double* gb, const int* gm, Py_ssize_t ld,
                            Py_ssize_t n) noexcept nogil:
     cdef int k, op, kind, ma, mb
+    # AVX2 / AVX-512: the softmax / logsumexp kernels of _vmath_nary.h
+    cdef bint vec = fg_vm_isa_get() >= 2
     for k in range(ninstr - 1, -1, -1):
         ma = mas[k]
         mb = mbs[k]
@@ -808,10 +983,15 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
             if op == OP_SUM:
                 bw_nary_ops(OP_SUM, mns + ob[k] + 1, nx + ob[k] + 1, nx[ob[k]], vb, gb, gm,
                             vs, gs, ld, vb + outs[k] * ld, gb + gm[outs[k]] * ld, n)
-            else:
+            elif vec:
                 bw_lse(mns + ob[k] + 1, nx + ob[k] + 1,
                        bsm + ob[k] + 1 if bsm != NULL else NULL, nx[ob[k]], vb,
                        gb, gm, vs, gs, ld, vb + outs[k] * ld, gb + gm[outs[k]] * ld, n)
+            else:
+                bw_lse_rows(mns + ob[k] + 1, nx + ob[k] + 1,
+                            bsm + ob[k] + 1 if bsm != NULL else NULL, nx[ob[k]], vb,
+                            gb, gm, vs, gs, ld, vb + outs[k] * ld,
+                            gb + gm[outs[k]] * ld, n)
         elif op == OP_LAYER:
             layer_backward(L, oa[k], mss[k] != M_SKIP, mb != M_SKIP, vb, gb, ld, n)
         elif op == OP_FMULADD:
@@ -836,8 +1016,8 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
             bw_instr(OP_SUB, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_SOFTMAX:
-            if kind == K_BB and (ma == M_SKIP or mb == M_SKIP
-                                 or gm[oa[k]] != gm[ob[k]]):
+            if kind == K_BB and vec and (ma == M_SKIP or mb == M_SKIP
+                                         or gm[oa[k]] != gm[ob[k]]):
                 # both operands' rows in one pass on the vectors (op_backward's
                 # out * g and -(out * g), _vmath_nary.h)
                 fg_vm_softmax_bw(ma, gb + gm[oa[k]] * ld if ma != M_SKIP else NULL,
