@@ -496,14 +496,14 @@ FN(fg_vm_log1p)(VD x)
     return SEL(MASK(x != x), x + x, res);
 }
 
-FN(fg_vm_softplus)(VD x)
+/* softplus's last steps, from e^-|x| = (th + tl) s1 s2 (M: its exponent
+ * field, fg_vm_exp_neg_abs's) and 1 + t = uh + ul (t its head, ul with
+ * t's low part): log1p(t) in double-double, max(x, 0) added, the small-t
+ * branch and the special values.  Shared by fg_vm_softplus and
+ * fg_vm_softplus_sigmoid, which is why the two give the same bits. */
+FN(fg_vm_softplus_end)(VD x, VD th, VD tl, VD t, VD s1, VD s2, VU M, VD uh, VD ul)
 {
-    VD th, tl, s1, s2, t, uh, ul, hi, lo, mx, s, e, res, small;
-    VU M;
-    FG_VM_SUF(fg_vm_exp_neg_abs)(x, &th, &tl, &M, &s1, &s2);
-    t = (th * s1) * s2;
-    FAST2SUM(SPLAT(1.0), t, uh, ul);                 /* 1 + t */
-    ul = ul + (tl * s1) * s2;
+    VD hi, lo, mx, s, e, res, small;
     FG_VM_SUF(fg_vm_log_dd)(uh, ul, 1, &hi, &lo);    /* log1p(t) */
     mx = SEL(MASK(x > 0.0), x, SPLAT(0.0));
     TWOSUM(mx, hi, s, e);
@@ -518,6 +518,17 @@ FN(fg_vm_softplus)(VD x)
     return SEL(MASK(x != x), x + x, res);
 }
 
+FN(fg_vm_softplus)(VD x)
+{
+    VD th, tl, s1, s2, t, uh, ul;
+    VU M;
+    FG_VM_SUF(fg_vm_exp_neg_abs)(x, &th, &tl, &M, &s1, &s2);
+    t = (th * s1) * s2;
+    FAST2SUM(SPLAT(1.0), t, uh, ul);                 /* 1 + t */
+    ul = ul + (tl * s1) * s2;
+    return FG_VM_SUF(fg_vm_softplus_end)(x, th, tl, t, s1, s2, M, uh, ul);
+}
+
 /* softplus(x), and sigmoid(x) in *sg, from one e^-|x|: fg_vm_softplus's
  * and fg_vm_sigmoid's operations on the same numbers (so the bits of both;
  * the 1 + t that softplus takes the log of is sigmoid's denominator D before
@@ -525,7 +536,7 @@ FN(fg_vm_softplus)(VD x)
  * runs later: one exp instead of two (the one-row replay, _replay_row.pxi). */
 FN(fg_vm_softplus_sigmoid)(VD x, VD *sg)
 {
-    VD th, tl, s1, s2, t, uh, ul, dl, hi, lo, mx, s, e, res, small;
+    VD th, tl, s1, s2, t, uh, ul, dl;
     VU M, pos = MASK(x >= 0.0);
     FG_VM_SUF(fg_vm_exp_neg_abs)(x, &th, &tl, &M, &s1, &s2);
     t = (th * s1) * s2;
@@ -535,14 +546,7 @@ FN(fg_vm_softplus_sigmoid)(VD x, VD *sg)
     *sg = (FG_VM_SUF(fg_vm_div_dd)(SEL(pos, SPLAT(1.0), th), SEL(pos, SPLAT(0.0), tl), uh, dl)
            * SEL(pos, SPLAT(1.0), s1)) * SEL(pos, SPLAT(1.0), s2);
     /* softplus: fg_vm_softplus's steps from its log1p on */
-    FG_VM_SUF(fg_vm_log_dd)(uh, dl, 1, &hi, &lo);
-    mx = SEL(MASK(x > 0.0), x, SPLAT(0.0));
-    TWOSUM(mx, hi, s, e);
-    res = s + (e + lo);
-    small = ((th + (tl + th * (t * (FG_VM_L2 + t * FG_VM_L3)))) * s1) * s2;
-    res = SEL(MASK(x < 0.0) & MASK(M < 2048 - 30), small, res);
-    res = SEL(MASK(x == FG_VM_INF), x, res);
-    return SEL(MASK(x != x), x + x, res);
+    return FG_VM_SUF(fg_vm_softplus_end)(x, th, tl, t, s1, s2, M, uh, dl);
 }
 
 #undef VD
