@@ -174,7 +174,11 @@ def test_group_graphs_one_row_equal_batched_every_isa(name, fn, restore):
                 got.append(_results(prog, x))
             for u, v in zip(*got):
                 assert _same_but_nans(u, v), (name, isa, x, u, v)
-                if np.all(np.isfinite(x)):
+                # exact bits, nans included, where the inputs are finite and
+                # nothing overflowed to a nan: a nan made inside the graph
+                # (inf - inf from 1e308 operands) also differs in sign between
+                # the paths in the debug build (-O0), as the nans above do
+                if np.all(np.isfinite(x)) and not np.isnan(u).any():
                     assert _same(u, v), (name, isa, x, u, v)
             for u, v in zip(got[0], first.setdefault(r, got[0])):
                 assert _same(u, v), (name, isa, "vs", ISAS[0], x)
