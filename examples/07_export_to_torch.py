@@ -98,6 +98,10 @@ def ddp_worker(rank, world, rendezvous, out, theta, first_step, steps):
         # process group down: a rank whose peer had already gone could abort
         # in gloo's teardown ("terminate called without an active exception")
         dist.barrier()
+        # the DDP wrapper holds a reference to the process group: drop it, so
+        # destroy_process_group() below tears the group down right after the
+        # barrier, not later when this function returns
+        del ddp, opt
     finally:
         dist.destroy_process_group()
 

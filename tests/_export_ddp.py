@@ -45,9 +45,15 @@ def worker(rank, world, init_file, out_dir, steps):
         if rank == 0:
             np.save(os.path.join(out_dir, "losses.npy"), np.array(losses))
             np.save(os.path.join(out_dir, "theta.npy"), net.parameter_vector().numpy())
-        # every collective done on both sides before either tears down (as
-        # examples/07_export_to_torch.py: a rank whose peer had already gone
-        # aborted once in gloo's teardown)
+        # every collective done on both sides before either leaves (as
+        # examples/07_export_to_torch.py)
         dist.barrier()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # The results are on disk and both ranks are past their last collective.
+    # Leave without gloo's teardown: it aborts now and then ("terminate called
+    # without an active exception", SIGABRT) when the peer is tearing down at
+    # the same moment -- seen once in CI on 2026-12-07 -- and the teardown is
+    # torch's, not what this test checks.
+    os._exit(0)
