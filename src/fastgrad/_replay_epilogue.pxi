@@ -26,6 +26,7 @@ cdef extern from "_vmath_rows.h" nogil:
                        double c2, double c3)
     void fg_vm_usig_bw(const double* e, const double* y, double* g, Py_ssize_t n,
                        double c0, double c2)
+    void fg_vm_act_bw(int fn, const double* y, double* g, Py_ssize_t n)
 
 
 # The user's sigmoid 1/(1+(-z).exp()) (mulc, exp, addc, rdivc) runs as one
@@ -39,12 +40,20 @@ cdef extern from "_vmath_rows.h" nogil:
 # `bench_vmath.py nets --rows sigmoid_hand` against main, quiet, load ~1.1-2.7):
 # AVX2 0.68-0.70x the step's CPU time at N = 1,000 and 0.61-0.69x at 10,000,
 # baseline 0.73-0.80x, portable 0.94-1.0x.
+#
+# The backward of tanh and sigmoid (the rules read only the op's result)
+# runs as fg_vm_act_bw (_vmath_rows.h): the rule's operations per element
+# in the build of the replay's ISA, where the loop here is built for the
+# baseline ISA only (SSE2, 2 doubles).  Measured (perf of Program.sgd_step,
+# styles row tanh_hidden, 2-64-64-1, N = 1,000, AVX-512): this loop was
+# 3% of the step (0.31 ns per element).
 cdef bint EPI_FUSED = True
 
 
 def _set_epi_fused(bint on):
-    """Testing hook: the user's sigmoid chain as one fused pass (True,
-    default) or op by op (False); returns the old setting.  Not while a
+    """Testing hook: the user's sigmoid chain as one fused pass and tanh's
+    and sigmoid's backward in the ISA's row loop (True, default), or every
+    op by the loops here (False); returns the old setting.  Not while a
     replay runs."""
     global EPI_FUSED
     old = EPI_FUSED
@@ -110,9 +119,15 @@ cdef void epi_back(int op, const double* a, const double* o, double* g, double c
     if op == OP_RELU:
         _epi_bw(OP_RELU, a, o, g, c, n)
     elif op == OP_TANH:
-        _epi_bw(OP_TANH, a, o, g, c, n)
+        if EPI_FUSED and o != g:
+            fg_vm_act_bw(FG_VM_TANH, o, g, n)
+        else:
+            _epi_bw(OP_TANH, a, o, g, c, n)
     elif op == OP_SIGMOID:
-        _epi_bw(OP_SIGMOID, a, o, g, c, n)
+        if EPI_FUSED and o != g:
+            fg_vm_act_bw(FG_VM_SIGMOID, o, g, n)
+        else:
+            _epi_bw(OP_SIGMOID, a, o, g, c, n)
     elif op == OP_EXP:
         _epi_bw(OP_EXP, a, o, g, c, n)
     elif op == OP_LOG:

@@ -336,6 +336,69 @@ static FG_VM_UNUSED int fg_vm_usig_at(int level, const double *z, double *e, dou
     return 0;
 }
 
+/* The backward of tanh and sigmoid from their output row y, in place on the
+ * gradient row g (a layer epilogue's op, _replay_epilogue.pxi): exactly
+ * op_backward's operations (_rules.pxd) and the operand's gradient starting
+ * at 0.0 in eager mode (``0.0 +``, which turns -0.0 into +0.0):
+ *
+ *   fg_vm_act_bw(fn, y, g, n)   fn FG_VM_TANH:    g = 0.0 + (1.0 - y y) g
+ *                               fn FG_VM_SIGMOID: g = 0.0 + (y (1.0 - y)) g
+ *
+ * Plain loops that gcc vectorises for each build's target (no FMA:
+ * -ffp-contract=off), so every level gives the same bits; the replay's own
+ * loop is built for the baseline ISA only.  (Level 4, the 8-wide body for
+ * AVX2, has no other loop to test here: it runs the AVX2 one.) */
+#define FG_VM_ACTBW(SUF, TARGET) \
+static FG_VM_UNUSED TARGET void fg_vm_act_bw_##SUF(int fn, const double *y, double *g, \
+                                                   ptrdiff_t n) \
+{ \
+    ptrdiff_t j; \
+    if (fn == FG_VM_TANH) { \
+        for (j = 0; j < n; j++) \
+            g[j] = 0.0 + (1.0 - y[j] * y[j]) * g[j]; \
+    } else { \
+        for (j = 0; j < n; j++) \
+            g[j] = 0.0 + (y[j] * (1.0 - y[j])) * g[j]; \
+    } \
+}
+typedef void (*fg_vm_act_bw_t)(int, const double *, double *, ptrdiff_t);
+FG_VM_ACTBW(plain, )
+#ifdef FG_VM_VECTORS
+FG_VM_ACTBW(base, )
+#endif
+#ifdef FG_VM_X86
+FG_VM_ACTBW(avx2, __attribute__((target("avx2"))))
+FG_VM_ACTBW(avx512, __attribute__((target("avx512f,avx512vl,avx512dq"))))
+#endif
+static const fg_vm_act_bw_t fg_vm_act_bw_table[FG_VM_NLEVELS] = {
+    fg_vm_act_bw_plain,
+#ifdef FG_VM_VECTORS
+    fg_vm_act_bw_base,
+#else
+    fg_vm_act_bw_plain,
+#endif
+#ifdef FG_VM_X86
+    fg_vm_act_bw_avx2, fg_vm_act_bw_avx512, fg_vm_act_bw_avx2,
+#else
+    fg_vm_act_bw_plain, fg_vm_act_bw_plain, fg_vm_act_bw_plain,
+#endif
+};
+
+/* fn: FG_VM_TANH or FG_VM_SIGMOID; y and g do not overlap */
+static FG_VM_UNUSED void fg_vm_act_bw(int fn, const double *y, double *g, ptrdiff_t n)
+{
+    fg_vm_act_bw_table[fg_vm_level](fn, y, g, n);
+}
+
+/* the same at ``level`` (tests); -1 if unsupported or fn is neither */
+static FG_VM_UNUSED int fg_vm_act_bw_at(int level, int fn, const double *y, double *g,
+                                        ptrdiff_t n)
+{
+    if ((fn != FG_VM_TANH && fn != FG_VM_SIGMOID) || !fg_vm_supported(level)) return -1;
+    fg_vm_act_bw_table[level](fn, y, g, n);
+    return 0;
+}
+
 static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double *out, ptrdiff_t n)
 {
     if (fn < 0 || fn >= FG_VM_NFUNCS || !fg_vm_supported(level)) return -1;
