@@ -157,7 +157,7 @@ cdef object _find_layers(Program prog, const unsigned char[::1] op,
     cdef int[::1] ch_slot = _carve(ws, &off, n + 1, NOFILL)
     cdef double[::1] ch_init = _np_empty(n + 1, _F64)
     cdef int[::1] seen = _carve(ws, &off, nr + 1, -1)
-    cdef int nch = 0, k, m, ch, row, x, t, q, g0, nep, kk, i, o, kd, H, K
+    cdef int nch = 0, k, m, ch, row, x, t, q, g0 = 0, nep, kk, i, o, kd, H, K
     cdef unsigned long long h
     for k in range(n):
         if kind[k] == K_N:
