@@ -66,6 +66,8 @@ cdef class Program:
     cdef const int[::1] s_out, s_a, s_b
     cdef const double[::1] s_c
     cdef const int[::1] sd           # terms of OP_SDOT chains: count, (a, b)...
+    cdef const int[::1] s_gz         # runs lo, hi, ... of the gradient slots >= n_params
+                                     # a training replay zeroes (all but merged links)
     # batched tape (runs once per batch column): op, operand kinds, out, a, b, c
     cdef const unsigned char[::1] b_op, b_kind
     cdef const int[::1] b_out, b_a, b_b, b_s   # b_s: scalar of a fused mul-add

@@ -461,6 +461,28 @@ cdef int _scalar_dots(Program prog, const unsigned char[::1] op, const int[::1] 
         raise SystemError("compile: internal error (scalar tape size)")
     if nsnx > 0:
         memcpy(&n_nx[0], &snx[0], nsnx * sizeof(int))
+    # the gradient slots a training replay zeroes: n_params up to n_scalar
+    # but for the merged products and inner links, which nothing reads or
+    # writes any more (an L2 penalty's 2 T - 1 slots: 1 MB of zeros per step
+    # at 66k parameters)
+    cdef int[::1] gz = _np_empty(2 * n + 4, _I32)
+    cdef int ngz = 0, lo = prog.n_params
+    cdef bint dead
+    for k in range(n):
+        ch = chain_of[k]
+        dead = (ch >= 0 and ch_nterms[ch] > 1
+                and not (op[k] == OP_ADD and ch_end[ch] == k))
+        if dead:
+            if base + <int>k > lo:
+                gz[ngz] = lo
+                gz[ngz + 1] = base + <int>k
+                ngz += 2
+            lo = base + <int>k + 1
+    if prog.n_scalar > lo:
+        gz[ngz] = lo
+        gz[ngz + 1] = prog.n_scalar
+        ngz += 2
+    prog.s_gz = gz[:ngz]
     prog.n_sinstr = <int>ni
     prog.s_op = n_op
     prog.s_out = n_out

@@ -246,6 +246,14 @@ def _unshare(list mats, tuple outs, str where):
 # the program
 # ---------------------------------------------------------------------------
 
+cdef inline void _zero_gs(double* gs, const int[::1] gz) noexcept nogil:
+    """Zero the gradient slots of a training replay from n_params on (the
+    runs of Program.s_gz, see _scalar_dots)."""
+    cdef Py_ssize_t q
+    for q in range(0, gz.shape[0], 2):
+        memset(gs + gz[q], 0, (gz[q + 1] - gz[q]) * sizeof(double))
+
+
 cdef Py_ssize_t _WARN_PRODUCTS = -1    # fastgrad._summary's, once imported
 
 
@@ -807,6 +815,12 @@ cdef class Program:
             return (None, False)
         return (((<_ParamMap>pm).a0, (<_ParamMap>pm).T), (<_ParamMap>pm).fwd)
 
+    def _gs_zero_runs(self):
+        """Testing hook: the runs [lo, hi) of gradient slots from n_params on
+        that a training replay zeroes (see _scalar_dots)."""
+        return [(int(self.s_gz[q]), int(self.s_gz[q + 1]))
+                for q in range(0, self.s_gz.shape[0], 2)]
+
     def _grad_rows(self, bint want_inputs=True, bint with_pen=False):
         """Testing hook: (the gradient row of each batched slot (-1: none),
         the number of gradient rows) of a training replay (see _grad_rows)."""
@@ -1043,8 +1057,7 @@ cdef class Program:
                 smb = &pm.smb[0]
                 J.vs = &self.vs[0]
                 with nogil:
-                    memset(J.gs + self.n_params, 0,
-                           (self.n_scalar - self.n_params) * sizeof(double))
+                    _zero_gs(J.gs, self.s_gz)
                     for q in range(pm.slow_list.shape[0] - 1):
                         J.gs[pm.slow_list[q]] = 0.0
                     layers_pack_consts(&L)
@@ -1074,7 +1087,8 @@ cdef class Program:
                                    &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
                                    &self.s_nx[0], &self.vs[0])
                 if grad and pm is None:
-                    memset(J.gs, 0, self.n_scalar * sizeof(double))
+                    memset(J.gs, 0, self.n_params * sizeof(double))
+                    _zero_gs(J.gs, self.s_gz)
                     layers_pack(&L, J.vs)   # (forward only: no layers)
                 if pm is None:
                     res = _run_job(&J, W, nthreads)
