@@ -718,7 +718,8 @@ cdef class Program:
                     g = (g + ga) + ga
             p = PyTuple_GET_ITEM(ps, i)
             (<Value>p).grad = g
-            (<Value>p).data -= lr * g
+            # (not -=: Cython would take a reference for it)
+            (<Value>p).data = (<Value>p).data - lr * g
         return 0
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
@@ -1139,7 +1140,7 @@ cdef class Program:
             for i in range(self.n_params - 1, -1, -1):
                 p = PyTuple_GET_ITEM(ps, i)
                 (<Value>p).grad = gs[i]
-                (<Value>p).data -= lr * gs[i]
+                (<Value>p).data = (<Value>p).data - lr * gs[i]
             return 0
         if update:
             for i in range(self.n_params):
