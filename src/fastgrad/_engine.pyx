@@ -1608,7 +1608,7 @@ cdef double _nary_forward(int op, tuple xs) noexcept:
     if op == OP_SUM:
         acc = x0 + 0.0
         for i in range(1, n):
-            acc = acc + (<Value>PyTuple_GET_ITEM(xs, i)).data
+            acc = fg_vm_add(acc, (<Value>PyTuple_GET_ITEM(xs, i)).data)
         return acc
     m = x0                                            # OP_LOGSUMEXP
     for i in range(1, n):
@@ -1630,7 +1630,7 @@ cdef void _nary_backward(PyObject* node) noexcept:
     cdef double out = (<Value>node).data, g = (<Value>node).grad
     for i in range(n):
         x = PyTuple_GET_ITEM(<tuple>xs, i)
-        (<Value>x).grad = (<Value>x).grad + nary_backward(op, (<Value>x).data, out, g)
+        (<Value>x).grad = fg_vm_add((<Value>x).grad, nary_backward(op, (<Value>x).data, out, g))
 
 
 cdef Value _nary(int op, tuple xs):
@@ -1806,14 +1806,14 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
         pb = (<Value>node)._u.b
         op_backward(op, (<Value>pa).data, (<Value>pb).data, 0.0,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = (<Value>pa).grad + ga
-        (<Value>pb).grad = (<Value>pb).grad + gb
+        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
+        (<Value>pb).grad = fg_vm_add((<Value>pb).grad, gb)
     elif op >= OP_SUM:        # the n-ary ops: the last codes (never OP_CUSTOM here)
         _nary_backward(node)
     else:
         op_backward(op, (<Value>pa).data, 0.0, (<Value>node)._u.c,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = (<Value>pa).grad + ga
+        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
 
 
 cdef int _apply_rule(Value n) except -1:

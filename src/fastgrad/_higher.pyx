@@ -453,17 +453,17 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
         g = (<Value>node).grad
         for i in range(PyTuple_GET_SIZE(<tuple>pa)):
             x = PyTuple_GET_ITEM(<tuple>pa, i)
-            (<Value>x).grad = (<Value>x).grad + nary_backward(op, (<Value>x).data, out, g)
+            (<Value>x).grad = fg_vm_add((<Value>x).grad, nary_backward(op, (<Value>x).data, out, g))
         return
     if pb != NULL:
         op_backward((<Value>node)._opcode, (<Value>pa).data, (<Value>pb).data, 0.0,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = (<Value>pa).grad + ga
-        (<Value>pb).grad = (<Value>pb).grad + gb
+        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
+        (<Value>pb).grad = fg_vm_add((<Value>pb).grad, gb)
     else:
         op_backward((<Value>node)._opcode, (<Value>pa).data, 0.0, node_c(<Value>node),
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = (<Value>pa).grad + ga
+        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
 
 
 cdef int _custom_sweep(PyObject** nodes, Py_ssize_t n, list outputs,

@@ -161,7 +161,7 @@ cdef inline void fw_sum_block(double* o, const int* refs, int cnt,
     for q in range(1, cnt):
         nx_load(x, refs[q], vs, vb, ld, jb, w)
         for u in range(w):
-            t[u] = t[u] + x[u]
+            t[u] = fg_vm_add(t[u], x[u])
     for u in range(w):
         o[jb + u] = t[u]
 
@@ -382,7 +382,7 @@ cdef inline double nary_scalar(int op, const int* slots, int cnt,
     if op == OP_SUM:
         acc = acc + 0.0
         for q in range(1, cnt):
-            acc = acc + vs[slots[q]]
+            acc = fg_vm_add(acc, vs[slots[q]])
         return acc
     m = acc
     for q in range(1, cnt):
@@ -439,7 +439,7 @@ cdef inline void bwr_bb(int op, int which, int mode, double* gr,
     else:
         for j in range(n):
             op_backward(op, a[j], b[j], 0.0, o[j], g[j], &ga, &gb)
-            gr[j] += (ga if which == 0 else gb)
+            gr[j] = fg_vm_add(gr[j], ga if which == 0 else gb)
 
 
 cdef inline void bwr_bs(int op, int mode, double* gr, const double* a,
@@ -455,7 +455,7 @@ cdef inline void bwr_bs(int op, int mode, double* gr, const double* a,
     else:
         for j in range(n):
             op_backward(op, a[j], sb, 0.0, o[j], g[j], &ga, &gb)
-            gr[j] += ga
+            gr[j] = fg_vm_add(gr[j], ga)
 
 
 cdef inline void bwr_sb(int op, int mode, double* gr, double sa,
@@ -471,7 +471,7 @@ cdef inline void bwr_sb(int op, int mode, double* gr, double sa,
     else:
         for j in range(n):
             op_backward(op, sa, b[j], 0.0, o[j], g[j], &ga, &gb)
-            gr[j] += gb
+            gr[j] = fg_vm_add(gr[j], gb)
 
 
 cdef inline void bwr_b(int op, int mode, double* gr, const double* a, double c,
@@ -495,11 +495,11 @@ cdef inline void bwr_b(int op, int mode, double* gr, const double* a, double c,
                 op_backward(op, a[jb + u], 0.0, c, o[jb + u], g[jb + u],
                             &tmp[u], &gb)
             for u in range(DOT_BLOCK):
-                gr[jb + u] += tmp[u]
+                gr[jb + u] = fg_vm_add(gr[jb + u], tmp[u])
             jb += DOT_BLOCK
         for j in range(jb, n):
             op_backward(op, a[j], 0.0, c, o[j], g[j], &ga, &gb)
-            gr[j] += ga
+            gr[j] = fg_vm_add(gr[j], ga)
 
 
 # Batch-sums for a scalar operand: eight partial sums, i.e. independent add
@@ -570,7 +570,7 @@ cdef inline void bwf_acc(int mode, double* gr, const double* acc, double sacc,
         if mode == M_STORE:
             gr[j] = 0.0 + ga
         else:
-            gr[j] += ga
+            gr[j] = fg_vm_add(gr[j], ga)
 
 
 cdef inline double bwf_acc_sum(const double* acc, double sacc, bint acc_row,
@@ -617,7 +617,7 @@ cdef inline void bwf_x(int mode, double* gr, const double* acc, double sacc,
         if mode == M_STORE:
             gr[j] = 0.0 + gx
         else:
-            gr[j] += gx
+            gr[j] = fg_vm_add(gr[j], gx)
 
 
 cdef inline double bwf_s_sum(const double* acc, double sacc, bint acc_row,
@@ -667,7 +667,7 @@ cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
             else:
                 bwf_acc(M_ADD, gb + gm[ia] * ld, acc, sacc, True, s, x, o, g, n)
         else:
-            gs[ia] += bwf_acc_sum(acc, sacc, False, s, x, o, g, n)
+            gs[ia] = fg_vm_add(gs[ia], bwf_acc_sum(acc, sacc, False, s, x, o, g, n))
     if mb != M_SKIP:
         if mb == M_STORE:
             if acc_row:
@@ -681,9 +681,9 @@ cdef void bw_fused(int kind, int ma, int mb, int ms, double* vb, double* gb,
                 bwf_x(M_ADD, gb + gm[ib] * ld, acc, sacc, False, s, x, o, g, n)
     if ms != M_SKIP:
         if acc_row:
-            gs[isc] += bwf_s_sum(acc, sacc, True, s, x, o, g, n)
+            gs[isc] = fg_vm_add(gs[isc], bwf_s_sum(acc, sacc, True, s, x, o, g, n))
         else:
-            gs[isc] += bwf_s_sum(acc, sacc, False, s, x, o, g, n)
+            gs[isc] = fg_vm_add(gs[isc], bwf_s_sum(acc, sacc, False, s, x, o, g, n))
 
 
 cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
@@ -701,14 +701,14 @@ cdef inline void bw_instr(int op, int kind, int ma, int mb, double* vb,
             bwr_bb(op, 1, mb, gb + gm[ib] * ld, vb + ia * ld, vb + ib * ld, o, g, n)
     elif kind == K_SB:
         if ma != M_SKIP:
-            gs[ia] += bws_sb(op, vs[ia], vb + ib * ld, o, g, n)
+            gs[ia] = fg_vm_add(gs[ia], bws_sb(op, vs[ia], vb + ib * ld, o, g, n))
         if mb != M_SKIP:
             bwr_sb(op, mb, gb + gm[ib] * ld, vs[ia], vb + ib * ld, o, g, n)
     elif kind == K_BS:
         if ma != M_SKIP:
             bwr_bs(op, ma, gb + gm[ia] * ld, vb + ia * ld, vs[ib], o, g, n)
         if mb != M_SKIP:
-            gs[ib] += bws_bs(op, vb + ia * ld, vs[ib], o, g, n)
+            gs[ib] = fg_vm_add(gs[ib], bws_bs(op, vb + ia * ld, vs[ib], o, g, n))
     else:
         if ma != M_SKIP:
             bwr_b(op, ma, gb + gm[ia] * ld, vb + ia * ld, c, o, g, n)
@@ -741,7 +741,7 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
                     gr[j] = 0.0 + nary_backward(op, x[j], o[j], g[j])
             else:
                 for j in range(n):
-                    gr[j] += nary_backward(op, x[j], o[j], g[j])
+                    gr[j] = fg_vm_add(gr[j], nary_backward(op, x[j], o[j], g[j]))
             continue
         sx = vs[-1 - r]
         for u in range(NPART):
@@ -757,7 +757,7 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
         tot = 0.0
         for u in range(NPART):
             tot += part[u]
-        gs[-1 - r] += tot
+        gs[-1 - r] = fg_vm_add(gs[-1 - r], tot)
 
 
 cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
@@ -827,7 +827,7 @@ cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
             for i in range(na):
                 pq = part + i * NPART
                 for u in range(w):
-                    c = d[i * w + u] * g[jb + u]
+                    c = fg_vm_mul(d[i * w + u], g[jb + u])
                     if jb + u < nfull:
                         pq[u % NPART] += c      # (jb is a multiple of NPART)
                     else:
@@ -837,7 +837,7 @@ cdef void bw_lse(const unsigned char* modes, const int* refs, const int* sms,
             tot = 0.0
             for u in range(NPART):
                 tot += part[i * NPART + u]
-            gs[-1 - refs[act[i]]] += tot
+            gs[-1 - refs[act[i]]] = fg_vm_add(gs[-1 - refs[act[i]]], tot)
         q0 = q
 
 
@@ -918,14 +918,14 @@ cdef void bw_lse_rows(const unsigned char* modes, const int* refs, const int* sm
                     gr = gb + gm[r] * ld + jb
                     if mode == M_STORE:
                         for u in range(w):
-                            gr[u] = 0.0 + e[u] * g[jb + u]
+                            gr[u] = 0.0 + fg_vm_mul(e[u], g[jb + u])
                     else:
                         for u in range(w):
-                            gr[u] += e[u] * g[jb + u]
+                            gr[u] = fg_vm_add(gr[u], fg_vm_mul(e[u], g[jb + u]))
                 else:
                     pq = part + i * NPART
                     for u in range(w):
-                        c = e[u] * g[jb + u]
+                        c = fg_vm_mul(e[u], g[jb + u])
                         if jb + u < nfull:
                             pq[u % NPART] += c      # (jb is a multiple of NPART)
                         else:
@@ -937,7 +937,7 @@ cdef void bw_lse_rows(const unsigned char* modes, const int* refs, const int* sm
                 tot = 0.0
                 for u in range(NPART):
                     tot += part[i * NPART + u]
-                gs[-1 - r] += tot
+                gs[-1 - r] = fg_vm_add(gs[-1 - r], tot)
         q0 = q
 
 
@@ -953,10 +953,10 @@ cdef void bw_softplus(int mode, double* gr, const double* a, const double* g,
         fg_vm_row(FG_VM_SIGMOID, a + jb, s, w)
         if mode == M_STORE:
             for u in range(w):
-                gr[jb + u] = 0.0 + s[u] * g[jb + u]
+                gr[jb + u] = 0.0 + fg_vm_mul(s[u], g[jb + u])
         else:
             for u in range(w):
-                gr[jb + u] += s[u] * g[jb + u]
+                gr[jb + u] = fg_vm_add(gr[jb + u], fg_vm_mul(s[u], g[jb + u]))
         jb += w
 
 
@@ -1069,7 +1069,7 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
             g = gs[outs[k]]
             for q in range(t[0]):
                 ia = t[1 + q]
-                gs[ia] += nary_backward(ops[k], vs[ia], vs[outs[k]], g)
+                gs[ia] = fg_vm_add(gs[ia], nary_backward(ops[k], vs[ia], vs[outs[k]], g))
             continue
         if ops[k] == OP_SDOT:
             # every link passes the chain's gradient on unchanged (an add);
@@ -1102,6 +1102,6 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
         op_backward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
                     vs[outs[k]], gs[outs[k]], &ga, &gb)
         if mas[k] != M_SKIP:
-            gs[oa[k]] += ga
+            gs[oa[k]] = fg_vm_add(gs[oa[k]], ga)
         if mbs[k] != M_SKIP:
-            gs[bi] += gb
+            gs[bi] = fg_vm_add(gs[bi], gb)

@@ -557,8 +557,8 @@ cdef inline void _bw2(const _RowIns* ri, const double* V, double* G, double go,
     """A binary instruction's backward: a's, then b's contribution."""
     cdef double ga, gb
     op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
-    G[ri.ga] += ga
-    G[ri.gb] += gb
+    G[ri.ga] = fg_vm_add(G[ri.ga], ga)
+    G[ri.gb] = fg_vm_add(G[ri.gb], gb)
 
 
 cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
@@ -567,7 +567,7 @@ cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
     contribution (b is the 0.0 slot, skipped by the plan)."""
     cdef double ga, gb
     op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
-    G[ri.ga] += ga
+    G[ri.ga] = fg_vm_add(G[ri.ga], ga)
 
 
 cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
@@ -617,7 +617,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 t = t + 1
                 acc = V[t[0]] + 0.0
                 for q in range(1, cnt):
-                    acc = acc + V[t[q]]
+                    acc = fg_vm_add(acc, V[t[q]])
                 V[ri.o] = acc
                 work += cnt
             elif op == OP_LOGSUMEXP:
@@ -695,24 +695,25 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
                 _bw1(ri, V, G, go, OP_LOG)
             elif op == OP_SOFTPLUS:
                 # sigmoid(a) * g (op_backward), its sigmoid from the forward
-                G[ri.ga] += aux[k] * go
+                G[ri.ga] = fg_vm_add(G[ri.ga], fg_vm_mul(aux[k], go))
             elif op == OP_FMULADD:
                 # bw_fused: acc (through ADD), then x and s (through MUL)
                 prod = op_forward(OP_MUL, V[ri.s], V[ri.b], 0.0)
                 op_backward(OP_ADD, V[ri.a], prod, 0.0, V[ri.o], go, &ga, &gp)
-                G[ri.ga] += ga
+                G[ri.ga] = fg_vm_add(G[ri.ga], ga)
                 if ri.mul:
                     # the product node's gradient: its one contribution added to 0.0
                     op_backward(OP_MUL, V[ri.s], V[ri.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
-                    G[ri.gb] += gx
-                    G[ri.gs] += gsv
+                    G[ri.gb] = fg_vm_add(G[ri.gb], gx)
+                    G[ri.gs] = fg_vm_add(G[ri.gs], gsv)
             elif op == OP_SUM:
                 # operand by operand, in order (bw_nary_ops)
                 t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 for q in range(cnt):
-                    G[t[q + cnt]] += nary_backward(OP_SUM, V[t[q]], V[ri.o], go)
+                    G[t[q + cnt]] = fg_vm_add(G[t[q + cnt]], nary_backward(
+                        OP_SUM, V[t[q]], V[ri.o], go))
                 work += 2 * cnt
             elif op == OP_LOGSUMEXP:
                 t = ix + ri.x
@@ -721,8 +722,9 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
                 for q in range(cnt):
                     sm = t[q + 2 * cnt]
                     # e**(x - out) as the tape's OP_SOFTMAX computed it
-                    G[t[q + cnt]] += (V[sm] * go if sm >= 0 else
-                                      nary_backward(OP_LOGSUMEXP, V[t[q]], V[ri.o], go))
+                    G[t[q + cnt]] = fg_vm_add(G[t[q + cnt]], (
+                        fg_vm_mul(V[sm], go) if sm >= 0 else
+                        nary_backward(OP_LOGSUMEXP, V[t[q]], V[ri.o], go)))
                 work += 2 * cnt
             else:
                 _bw2(ri, V, G, go, op)

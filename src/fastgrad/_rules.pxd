@@ -34,6 +34,13 @@ cdef extern from "_vmath.h" nogil:
     double fg_vm_tanh(double x)
     double fg_vm_sigmoid(double x)
     double fg_vm_softplus(double x)
+    # a + b and a * b with a's nan where both are nans (the one choice on
+    # every path and compiler: see _vmath.h); every + and * below whose two
+    # operands can both be nans goes through them
+    double fg_vm_add(double a, double b)
+    double fg_vm_mul(double a, double b)
+    # -x, a nan kept as it is (gcc may fold a negation into the add after it)
+    double fg_vm_neg(double x)
 
 cdef enum:
     OP_LEAF = 0
@@ -137,7 +144,7 @@ cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
     if x > 0:
         return g
     if op == OP_SIGN_GRAD and x < 0:
-        return -g
+        return fg_vm_neg(g)
     if op == OP_TIE_GRAD and x == 0:
         return 0.5 * g
     return 0.0
@@ -147,11 +154,11 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
     """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM or an n-ary
     op: see the n-ary section below)."""
     if op == OP_ADD:
-        return a + b
+        return fg_vm_add(a, b)
     elif op == OP_SUB:
         return a - b
     elif op == OP_MUL:
-        return a * b
+        return fg_vm_mul(a, b)
     elif op == OP_DIV:
         return a / b
     elif op == OP_POW:
@@ -159,16 +166,16 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
     elif op == OP_MAX:
         # nan in, nan out (as torch.maximum); a tie returns a
         if a != a or b != b:
-            return a + b
+            return fg_vm_add(a, b)
         return a if a >= b else b
     elif op == OP_MIN:
         if a != a or b != b:
-            return a + b
+            return fg_vm_add(a, b)
         return a if a <= b else b
     elif op == OP_ADDC:
-        return a + c
+        return fg_vm_add(a, c)
     elif op == OP_MULC:
-        return a * c
+        return fg_vm_mul(a, c)
     elif op == OP_RSUBC:
         return c - a
     elif op == OP_DIVC:
@@ -226,25 +233,25 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         gb[0] = g
     elif op == OP_SUB:
         ga[0] = g
-        gb[0] = -g
+        gb[0] = fg_vm_neg(g)
     elif op == OP_MUL:
-        ga[0] = b * g
-        gb[0] = a * g
+        ga[0] = fg_vm_mul(b, g)
+        gb[0] = fg_vm_mul(a, g)
     elif op == OP_DIV:
         ga[0] = g / b
         # -a/b**2 computed as -(a/b)/b: b*b underflows to 0 for tiny b,
         # which would give 0/0 = nan at a == 0
-        gb[0] = -g * (out / b)
+        gb[0] = fg_vm_neg(fg_vm_mul(g, out / b))
     elif op == OP_POW:
         # d(a**0)/da is 0 everywhere, also at a == 0 where the formula gives
         # 0 * inf (PyTorch's convention)
         if b != 0.0:
-            ga[0] = (b * pow(a, b - 1.0)) * g
+            ga[0] = fg_vm_mul(fg_vm_mul(b, pow(a, b - 1.0)), g)
         # d/db a**b = a**b log(a); at a == 0 (b >= 0) torch defines it as 0
         if a == 0.0 and b >= 0.0:
             gb[0] = 0.0
         else:
-            gb[0] = out * fg_vm_log(a) * g
+            gb[0] = fg_vm_mul(fg_vm_mul(out, fg_vm_log(a)), g)
     elif op == OP_MAX or op == OP_MIN:
         # gradient to the winner; a tie splits it evenly (torch.maximum);
         # nan operands get none
@@ -264,38 +271,39 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_ADDC:
         ga[0] = g
     elif op == OP_MULC:
-        ga[0] = c * g
+        ga[0] = fg_vm_mul(c, g)
     elif op == OP_RSUBC:
-        ga[0] = -g
+        ga[0] = fg_vm_neg(g)
     elif op == OP_DIVC:
         ga[0] = g / c
     elif op == OP_RDIVC:
-        ga[0] = -g * (out / a)       # -c/a**2, without a*a underflow
+        ga[0] = fg_vm_neg(fg_vm_mul(g, out / a))       # -c/a**2, without a*a underflow
     elif op == OP_POWC:
         if c != 0.0:
-            ga[0] = (c * pow(a, c - 1.0)) * g
+            ga[0] = fg_vm_mul(fg_vm_mul(c, pow(a, c - 1.0)), g)
     elif op == OP_RPOWC:
         if c == 0.0 and a >= 0.0:
             ga[0] = 0.0
         else:
-            ga[0] = out * fg_vm_log(c) * g
+            ga[0] = fg_vm_mul(fg_vm_mul(out, fg_vm_log(c)), g)
     elif op == OP_RELU:
         # gradient 0 at 0 (micrograd: (out > 0) * grad)
         ga[0] = g if out > 0 else 0.0
     elif op == OP_TANH:
-        ga[0] = (1.0 - out * out) * g
+        # (out * out, out * (1.0 - out): one nan on both sides)
+        ga[0] = fg_vm_mul(1.0 - out * out, g)
     elif op == OP_EXP:
-        ga[0] = out * g
+        ga[0] = fg_vm_mul(out, g)
     elif op == OP_LOG:
         ga[0] = g / a
     elif op == OP_SIGMOID:
-        ga[0] = out * (1.0 - out) * g
+        ga[0] = fg_vm_mul(out * (1.0 - out), g)
     elif op == OP_ABS:
         # sign(a) * g with sign(0) = 0, as torch.abs
         if a > 0:
             ga[0] = g
         elif a < 0:
-            ga[0] = -g
+            ga[0] = fg_vm_neg(g)
     elif op == OP_SQRT:
         ga[0] = g / (2.0 * out)
     elif op == OP_RELU_GRAD or op == OP_SIGN_GRAD or op == OP_TIE_GRAD:
@@ -304,10 +312,10 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_LOG1P:
         ga[0] = g / (1.0 + a)
     elif op == OP_SOFTPLUS:
-        ga[0] = fg_vm_sigmoid(a) * g     # d/da log(1 + e**a) = sigmoid(a)
+        ga[0] = fg_vm_mul(fg_vm_sigmoid(a), g)     # d/da log(1 + e**a) = sigmoid(a)
     elif op == OP_SOFTMAX:
-        ga[0] = out * g
-        gb[0] = -(out * g)
+        ga[0] = fg_vm_mul(out, g)
+        gb[0] = fg_vm_neg(fg_vm_mul(out, g))
 
 
 cdef inline void op_second(int op, double a, double b, double c, double out,
@@ -406,7 +414,7 @@ cdef inline double nary_backward(int op, double x, double out,
     """Gradient contribution of one operand x of an n-ary node (value out,
     gradient g)."""
     if op == OP_LOGSUMEXP:
-        return op_forward(OP_SOFTMAX, x, out, 0.0) * g
+        return fg_vm_mul(op_forward(OP_SOFTMAX, x, out, 0.0), g)
     return g                                     # OP_SUM
 
 

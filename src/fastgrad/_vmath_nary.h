@@ -52,6 +52,12 @@
 #define NMASK(c) (c)
 #endif
 
+/* + and * with a's nan where both operands are nans (_vmath.h's fg_vm_add
+ * and fg_vm_mul, lane by lane: the rules' and the one-row path's bits) */
+NIN(fg_vn_add)(VN a, VN b) { return a + NSEL(NMASK(a == a), b, a); }
+NIN(fg_vn_mul)(VN a, VN b) { return a * NSEL(NMASK(a == a), b, a); }
+NIN(fg_vn_neg)(VN x) { return NSEL(NMASK(x == x), -x, x); }     /* fg_vm_neg */
+
 /* a row's W columns from j (w = W: one load; w < W: the w there, zeros
  * above), or the scalar s on every lane */
 NIN(fg_vn_load)(const double *p, ptrdiff_t w)
@@ -173,16 +179,17 @@ FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_put)(int mode, double *gr, VN c, 
     if (mode == 1)
         FG_VN_SUF(fg_vn_store)(gr + j, 0.0 + c, w);
     else
-        FG_VN_SUF(fg_vn_store)(gr + j, FG_VN_SUF(fg_vn_load)(gr + j, w) + c, w);
+        FG_VN_SUF(fg_vn_store)(gr + j, FG_VN_SUF(fg_vn_add)(FG_VN_SUF(fg_vn_load)(gr + j, w), c),
+                               w);
 }
 
 FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_softmax_bw_cols)(
     int ma, double *ga, int mb, double *gb, const double *o, const double *g, ptrdiff_t j,
     ptrdiff_t w)
 {
-    VN p = FG_VN_SUF(fg_vn_load)(o + j, w) * FG_VN_SUF(fg_vn_load)(g + j, w);
+    VN p = FG_VN_SUF(fg_vn_mul)(FG_VN_SUF(fg_vn_load)(o + j, w), FG_VN_SUF(fg_vn_load)(g + j, w));
     if (ma) FG_VN_SUF(fg_vn_put)(ma, ga, p, j, w);
-    if (mb) FG_VN_SUF(fg_vn_put)(mb, gb, -p, j, w);
+    if (mb) FG_VN_SUF(fg_vn_put)(mb, gb, FG_VN_SUF(fg_vn_neg)(p), j, w);
 }
 
 NFN(fg_vm_softmax_bw)(int ma, double *ga, int mb, double *gb, const double *o,
@@ -217,7 +224,8 @@ FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_bw_cols)(
     else
         ev = FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_load)(x + j, w)
                                   - FG_VN_SUF(fg_vn_load)(o + j, w));
-    FG_VN_SUF(fg_vn_put)(mode, gr, ev * FG_VN_SUF(fg_vn_load)(g + j, w), j, w);
+    FG_VN_SUF(fg_vn_put)(mode, gr, FG_VN_SUF(fg_vn_mul)(ev, FG_VN_SUF(fg_vn_load)(g + j, w)), j,
+                         w);
 }
 
 NFN(fg_vm_lse_bw_row)(int mode, double *gr, const double *x, const double *e,
