@@ -78,6 +78,25 @@ cdef inline void fw_fma_s(double* o, double acc, double s, const double* x,
         o[j] = op_forward(OP_ADD, acc, op_forward(OP_MUL, s, x[j], 0.0), 0.0)
 
 
+# Blocks of DOT_BLOCK columns (dot chains, sums): their adds and multiplies
+# are op_forward's without its nan pin (fg_vm_add / fg_vm_mul: a's nan where
+# both operands are nans), whose compare gcc does not vectorise in these
+# unrolled blocks (the sums' block ran 3x slower).  A nan anywhere in a
+# column's chain leaves a nan at its end, and without one the plain + and *
+# are the pinned ones' floats: so only the columns that end in a nan are
+# computed again, one by one, through the pinned operations.
+
+cdef inline double dot_col(double acc, const int* ds, const int* dx, int nterms,
+                           const double* vs, const double* vb, Py_ssize_t ld,
+                           Py_ssize_t j) noexcept nogil:
+    """Column j of a dot chain from acc, through op_forward."""
+    cdef int q
+    for q in range(nterms):
+        acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, vs[ds[q]], vb[dx[q] * ld + j],
+                                                 0.0), 0.0)
+    return acc
+
+
 cdef inline void fw_dot_block(double* t, const int* ds, const int* dx,
                               int nterms, const double* vs, const double* vb,
                               Py_ssize_t ld, Py_ssize_t jb) noexcept nogil:
@@ -85,12 +104,19 @@ cdef inline void fw_dot_block(double* t, const int* ds, const int* dx,
     cdef int q
     cdef Py_ssize_t u
     cdef double s
+    cdef double t0[DOT_BLOCK]
     cdef const double* x
+    for u in range(DOT_BLOCK):
+        t0[u] = t[u]
     for q in range(nterms):
         s = vs[ds[q]]
         x = vb + dx[q] * ld + jb
         for u in range(DOT_BLOCK):
-            t[u] = op_forward(OP_ADD, t[u], op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+            t[u] = t[u] + s * x[u]          # (op_forward's, unpinned: see above)
+    if fg_any_nan(t, DOT_BLOCK):
+        for u in range(DOT_BLOCK):
+            if t[u] != t[u]:
+                t[u] = dot_col(t0[u], ds, dx, nterms, vs, vb, ld, jb + u)
 
 
 cdef void fw_dot(double* o, const double* acc, double sacc, bint acc_row,
@@ -117,12 +143,8 @@ cdef void fw_dot(double* o, const double* acc, double sacc, bint acc_row,
     if m > 0:
         for u in range(m):
             t[u] = acc[jb + u] if acc_row else sacc
-        for q in range(nterms):
-            s = vs[ds[q]]
-            x = vb + dx[q] * ld + jb
-            for u in range(m):
-                t[u] = op_forward(OP_ADD, t[u],
-                                  op_forward(OP_MUL, s, x[u], 0.0), 0.0)
+        for u in range(m):
+            t[u] = dot_col(t[u], ds, dx, nterms, vs, vb, ld, jb + u)
         for u in range(m):
             o[jb + u] = t[u]
 
@@ -147,10 +169,49 @@ cdef inline void nx_load(double* t, int r, const double* vs, const double* vb,
             t[u] = sx
 
 
+cdef extern from *:
+    """
+    /* whether any of t[0..w-1] is a nan: the compares or-ed as vectors
+     * (GNU C; one at a time elsewhere) */
+    static inline int fg_any_nan(const double *t, Py_ssize_t w)
+    {
+        Py_ssize_t i = 0;
+        int bad = 0;
+    #if defined(__GNUC__) || defined(__clang__)
+        typedef double fg_an_v __attribute__((vector_size(16)));
+        typedef long long fg_an_m __attribute__((vector_size(16)));
+        fg_an_m acc = {0, 0};
+        fg_an_v v;
+        for (; i + 2 <= w; i += 2) {
+            memcpy(&v, t + i, sizeof v);
+            acc |= (v != v);
+        }
+        bad = (acc[0] | acc[1]) != 0;
+    #endif
+        for (; i < w; i++)
+            bad |= t[i] != t[i];
+        return bad;
+    }
+    """
+    bint fg_any_nan(const double* t, Py_ssize_t w) noexcept nogil
+
+
+cdef inline double sum_col(const int* refs, int cnt, const double* vs,
+                           const double* vb, Py_ssize_t ld, Py_ssize_t j) noexcept nogil:
+    """Column j of an OP_SUM: the fold of _rules.pxd, its adds pinned."""
+    cdef int q, r = refs[0]
+    cdef double acc = (vb[r * ld + j] if r >= 0 else vs[-1 - r]) + 0.0
+    for q in range(1, cnt):
+        r = refs[q]
+        acc = fg_vm_add(acc, vb[r * ld + j] if r >= 0 else vs[-1 - r])
+    return acc
+
+
 cdef inline void fw_sum_block(double* o, const int* refs, int cnt,
                               const double* vs, const double* vb, Py_ssize_t ld,
                               Py_ssize_t jb, Py_ssize_t w) noexcept nogil:
-    """Columns jb..jb+w-1 (w <= DOT_BLOCK) of an OP_SUM."""
+    """Columns jb..jb+w-1 (w <= DOT_BLOCK) of an OP_SUM (plain adds, the
+    columns that end in a nan again through sum_col: see fw_dot_block)."""
     cdef double t[DOT_BLOCK]
     cdef double x[DOT_BLOCK]
     cdef Py_ssize_t u
@@ -161,7 +222,11 @@ cdef inline void fw_sum_block(double* o, const int* refs, int cnt,
     for q in range(1, cnt):
         nx_load(x, refs[q], vs, vb, ld, jb, w)
         for u in range(w):
-            t[u] = fg_vm_add(t[u], x[u])
+            t[u] = t[u] + x[u]
+    if fg_any_nan(t, w):
+        for u in range(w):
+            if t[u] != t[u]:
+                t[u] = sum_col(refs, cnt, vs, vb, ld, jb + u)
     for u in range(w):
         o[jb + u] = t[u]
 

@@ -142,19 +142,37 @@ FG_VM_INLINE double fg_vm_softplus(double x) { return fg_vm_softplus_plain(x); }
  * give the first operand's, but + and * commute, and gcc swaps their
  * operands as it likes (a memory operand, a register already holding one,
  * -O0 against -O3, scalar code against vector loops), so the same a + b
- * gave a's nan on one path and b's on another.  These two pin it: a's nan
- * (quieted) where a is a nan, as the functions above return x + x for a nan
- * x; else the plain a + b / a * b (at most b a nan: its nan, whichever
- * order the add runs in).  The second operand is a itself where a is a nan,
- * so swapping the operands cannot change the result either.  Every rule of
- * _rules.pxd, every gradient accumulation (eager and replay) and the sum
- * folds use them where both operands can be nans. */
-FG_VM_INLINE double fg_vm_add(double a, double b) { return a + (a == a ? b : a); }
-FG_VM_INLINE double fg_vm_mul(double a, double b) { return a * (a == a ? b : a); }
-/* -x where x is a number, x itself where it is a nan.  gcc folds a negation
- * into the add or subtract it feeds (acc + -g becomes acc - g), and x86's
- * -x flips a nan's sign where acc - g keeps it: the derivative rules'
- * negations go through this one, whose nan has nothing left to fold. */
-FG_VM_INLINE double fg_vm_neg(double x) { return x == x ? -x : x; }
+ * gave a's nan on one path and b's on another.  These two pin it: where a
+ * is a nan, a + 0.0 / a * 0.0, a's nan quieted (the functions above return
+ * x + x for a nan x: the same bits), with no second nan whose order could
+ * matter; else the plain a + b / a * b (at most b a nan: its nan, whichever
+ * order the operation runs in).  Every rule of _rules.pxd, every gradient
+ * sum (eager and replay) and the sum folds use them where both operands can
+ * be nans.  Cost: gcc's vector loops compare and mask b (two instructions);
+ * scalar code mostly branches, off the dependency chain.
+ *
+ * fg_vm_neg: -x where x is a number, x itself where it is a nan.  gcc folds
+ * a negation into the add or subtract it feeds (acc + -g becomes acc - g),
+ * and x86's -x flips a nan's sign where acc - g keeps it: the derivative
+ * rules' negations go through this one, whose nan has nothing to fold. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FG_VM_RARE(c) __builtin_expect(!!(c), 0)
+#else
+#define FG_VM_RARE(c) (c)
+#endif
+FG_VM_INLINE double fg_vm_add(double a, double b)
+{
+    if (FG_VM_RARE(a != a)) b = 0.0;
+    return a + b;
+}
+FG_VM_INLINE double fg_vm_mul(double a, double b)
+{
+    if (FG_VM_RARE(a != a)) return a + 0.0;
+    return a * b;
+}
+FG_VM_INLINE double fg_vm_neg(double x)
+{
+    return FG_VM_RARE(x != x) ? x : -x;
+}
 
 #endif

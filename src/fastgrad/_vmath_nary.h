@@ -52,11 +52,26 @@
 #define NMASK(c) (c)
 #endif
 
-/* + and * with a's nan where both operands are nans (_vmath.h's fg_vm_add
- * and fg_vm_mul, lane by lane: the rules' and the one-row path's bits) */
-NIN(fg_vn_add)(VN a, VN b) { return a + NSEL(NMASK(a == a), b, a); }
-NIN(fg_vn_mul)(VN a, VN b) { return a * NSEL(NMASK(a == a), b, a); }
-NIN(fg_vn_neg)(VN x) { return NSEL(NMASK(x == x), -x, x); }     /* fg_vm_neg */
+/* _vmath.h's fg_vm_add, fg_vm_mul and fg_vm_neg lane by lane (the rules'
+ * and the one-row path's bits): b masked to +0.0 where a is a nan */
+#if FG_VN_W == 1
+NIN(fg_vn_add)(VN a, VN b) { return fg_vm_add(a, b); }
+NIN(fg_vn_mul)(VN a, VN b) { return fg_vm_mul(a, b); }
+NIN(fg_vn_neg)(VN x) { return fg_vm_neg(x); }
+#elif defined(FG_VN_AVX512)
+/* (b zeroed under a compare's mask: two instructions, where the generic
+ * form below makes gcc expand the mask to a vector first) */
+#define FG_VN_ORD(a, b) ((VN)_mm512_maskz_mov_pd( \
+    _mm512_cmp_pd_mask((__m512d)(a), (__m512d)(a), _CMP_ORD_Q), (__m512d)(b)))
+NIN(fg_vn_add)(VN a, VN b) { return a + FG_VN_ORD(a, b); }
+NIN(fg_vn_mul)(VN a, VN b) { return a * FG_VN_ORD(a, b); }
+NIN(fg_vn_neg)(VN x) { return NSEL(NMASK(x == x), -x, x); }
+#undef FG_VN_ORD
+#else
+NIN(fg_vn_add)(VN a, VN b) { return a + (VN)((VNU)b & (VNU)(a == a)); }
+NIN(fg_vn_mul)(VN a, VN b) { return a * (VN)((VNU)b & (VNU)(a == a)); }
+NIN(fg_vn_neg)(VN x) { return NSEL(NMASK(x == x), -x, x); }
+#endif
 
 /* a row's W columns from j (w = W: one load; w < W: the w there, zeros
  * above), or the scalar s on every lane */
