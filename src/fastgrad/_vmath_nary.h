@@ -58,7 +58,7 @@
 NIN(fg_vn_add)(VN a, VN b) { return fg_vm_add(a, b); }
 NIN(fg_vn_mul)(VN a, VN b) { return fg_vm_mul(a, b); }
 NIN(fg_vn_neg)(VN x) { return fg_vm_neg(x); }
-#elif defined(FG_VN_AVX512)
+#elif defined(FG_VN_IS_AVX512)
 /* (b zeroed under a compare's mask: two instructions, where the generic
  * form below makes gcc expand the mask to a vector first) */
 #define FG_VN_ORD(a, b) ((VN)_mm512_maskz_mov_pd( \

@@ -429,9 +429,9 @@ static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double 
 #define FG_VN_W 8
 #define FG_VN_SUF(f) f##_avx512
 #define FG_VN_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
-#define FG_VN_AVX512 1
+#define FG_VN_IS_AVX512 1
 #include "_vmath_nary.h"
-#undef FG_VN_AVX512
+#undef FG_VN_IS_AVX512
 #ifdef FG_VM_WANT_W8
 #define FG_VN_W 8
 #define FG_VN_SUF(f) f##_w8
