@@ -15,9 +15,9 @@
  *
  * for F in exp, expm1, log, log1p, tanh, sigmoid, softplus; and
  * fg_vm_F(double) = fg_vm_F_plain, the scalar functions the eager engine's
- * rules (_rules.pxd) call.  All are static inline: a per-ISA body
- * (_replay_gemm_body.h) calls FG_NAME(fg_vm_tanh)(v) on its own vectors.
- * Whole rows, with run-time ISA choice: _vmath_rows.h.
+ * rules (_rules.pxd) call.  All are static inline.  Whole rows, with
+ * run-time ISA choice (the layer epilogues' activation rows among them):
+ * _vmath_rows.h.
  *
  * Accuracy against the correctly rounded result (mpmath at 256 bits), max
  * error in ulps of the exact value, measured by benchmarks/vmath_accuracy.py
