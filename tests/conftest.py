@@ -47,3 +47,15 @@ def pytest_collection_modifyitems(config, items):
             why = mark.args[0] if mark.args else "tests a compiled internal"
             item.add_marker(pytest.mark.skip(
                 reason=f"compiled build only: {why}"))
+
+
+@pytest.fixture
+def replay_modes():
+    """The compiled replay's ISA and its one-row path switched on; both put
+    back as they were after the test (the tests switch ISAs in-process)."""
+    from fastgrad import _replay
+    old_isa = _replay._isa()
+    old_row = _replay._set_row_path(True)
+    yield
+    _replay._set_isa(old_isa)
+    _replay._set_row_path(old_row)

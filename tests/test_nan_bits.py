@@ -86,15 +86,6 @@ def _graphs():
 GRAPHS = _graphs()
 
 
-@pytest.fixture
-def restore():
-    old_isa = _replay._isa()
-    old_row = _replay._set_row_path(True)
-    yield
-    _replay._set_isa(old_isa)
-    _replay._set_row_path(old_row)
-
-
 def _compile(fn):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # (inputs a graph does not use)
@@ -139,7 +130,7 @@ def test_two_nans_give_the_first_operands_nan_by_hand():
 
 
 @pytest.mark.parametrize("name, fn", GRAPHS, ids=[g[0] for g in GRAPHS])
-def test_nan_bits_one_row_batched_eager(name, fn, restore):
+def test_nan_bits_one_row_batched_eager(name, fn, replay_modes):
     prog = _compile(fn)
     X = np.array(ROWS)
     want = [_eager(fn, x) for x in X]

@@ -141,15 +141,6 @@ def _graphs():
 GRAPHS = _graphs()
 
 
-@pytest.fixture
-def restore():
-    old_isa = _replay._isa()
-    old_row = _replay._set_row_path(True)
-    yield
-    _replay._set_isa(old_isa)
-    _replay._set_row_path(old_row)
-
-
 def _results(prog, x):
     val, dx = prog.value_and_grad(x)
     gin = np.empty((1, prog.n_inputs))
@@ -158,7 +149,7 @@ def _results(prog, x):
 
 
 @pytest.mark.parametrize("name, fn", GRAPHS, ids=[g[0] for g in GRAPHS])
-def test_group_graphs_one_row_equal_batched_every_isa(name, fn, restore):
+def test_group_graphs_one_row_equal_batched_every_isa(name, fn, replay_modes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")         # (inputs a graph does not use)
         prog = fastgrad.compile(fn, N_IN)
@@ -181,7 +172,7 @@ def test_group_graphs_one_row_equal_batched_every_isa(name, fn, restore):
 
 
 @pytest.mark.parametrize("name, fn", GRAPHS[::5], ids=[g[0] for g in GRAPHS[::5]])
-def test_group_graphs_equal_eager(name, fn, restore):
+def test_group_graphs_equal_eager(name, fn, replay_modes):
     # the eager engine's values and gradients, bit for bit (nans included),
     # on every row where eager defines them (it raises on overflow and
     # domain errors, where the replay lets IEEE values through)
