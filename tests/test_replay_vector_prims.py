@@ -30,13 +30,23 @@ def bits(a):
 
 def assert_same(got, want):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    same = (bits(got) == bits(want)) | (np.isnan(got) & np.isnan(want))
+    same = bits(got) == bits(want)            # nans too: one nan on every path
     assert same.all(), (np.nonzero(~same), got[~same], want[~same])
 
 
-def isas():
+def on_every_isa(run):
+    """run() once on every ISA this CPU has, the replay switched to it; the
+    results in ISA order, the ISA put back after."""
     from fastgrad import _replay
-    return _replay._supported_isas()
+    old = _replay._isa()
+    try:
+        out = []
+        for isa in _replay._supported_isas():
+            _replay._set_isa(isa)
+            out.append(run())
+        return out
+    finally:
+        _replay._set_isa(old)
 
 
 def graph(x, ps):
@@ -87,24 +97,20 @@ def replay(prog, X, n_par):
 
 @pytest.mark.parametrize("B", [1, 3, 7, 13, 64, 67, 131])
 def test_every_isa_equals_eager(B):
-    from fastgrad import _replay
     pvals = [0.75, -1.25]
     X = rows(B, 3, B)
     e_out, e_g, e_pg = eager(X, pvals)
-    old = _replay._isa()
-    got = []
-    try:
-        for isa in isas():
-            _replay._set_isa(isa)
-            ps = [Value(v) for v in pvals]
-            prog = fastgrad.compile(lambda x: graph(x, ps), 3, params=ps)
-            out, G, pg = replay(prog, X, 2)
-            assert_same(out, e_out)
-            assert_same(G, e_g)
-            assert_same(prog.predict(X), e_out)
-            got.append(np.concatenate([out, G.ravel(), pg]))
-    finally:
-        _replay._set_isa(old)
+
+    def run():
+        ps = [Value(v) for v in pvals]
+        prog = fastgrad.compile(lambda x: graph(x, ps), 3, params=ps)
+        out, G, pg = replay(prog, X, 2)
+        assert_same(out, e_out)
+        assert_same(G, e_g)
+        assert_same(prog.predict(X), e_out)
+        return np.concatenate([out, G.ravel(), pg])
+
+    got = on_every_isa(run)
     for g in got[1:]:
         assert_same(g, got[0])
     # parameter gradients: the batch sums them in its own order
@@ -115,24 +121,20 @@ def test_every_isa_equals_eager(B):
 def test_parameter_gradients_finite_rows():
     # no edge values: the parameters' batch sums (the scalar-slot operands of
     # the logsumexps and of the softmax's K_SB output) close to eager's
-    from fastgrad import _replay
     pvals = [0.3, 1.7]
     X = rows(203, 4, 11, edges=False)
     e_out, e_g, e_pg = eager(X, pvals)
-    old = _replay._isa()
-    pgs = []
-    try:
-        for isa in isas():
-            _replay._set_isa(isa)
-            ps = [Value(v) for v in pvals]
-            prog = fastgrad.compile(lambda x: graph(x, ps), 4, params=ps)
-            out, G, pg = replay(prog, X, 2)
-            assert_same(out, e_out)
-            assert_same(G, e_g)
-            assert np.allclose(pg, e_pg, rtol=1e-12, atol=1e-13)
-            pgs.append(pg)
-    finally:
-        _replay._set_isa(old)
+
+    def run():
+        ps = [Value(v) for v in pvals]
+        prog = fastgrad.compile(lambda x: graph(x, ps), 4, params=ps)
+        out, G, pg = replay(prog, X, 2)
+        assert_same(out, e_out)
+        assert_same(G, e_g)
+        assert np.allclose(pg, e_pg, rtol=1e-12, atol=1e-13)
+        return pg
+
+    pgs = on_every_isa(run)
     for pg in pgs[1:]:
         assert_same(pg, pgs[0])
 
@@ -210,29 +212,25 @@ def eager_modes(X, pvals):
 def test_softmax_kernels_every_mode_and_isa(B):
     # with input gradients (every operand row stores or adds) and without
     # (the input rows' gradients skipped: only the parameters' paths run)
-    from fastgrad import _replay
     pvals = [0.5, -2.0]
     X = rows(B, 3, 100 + B)
     X[0, :] = [5e-324, -5e-324, -0.0]              # subnormals, -0.0
     e_out, e_g, e_pg = eager_modes(X, pvals)
-    old = _replay._isa()
-    got = []
-    try:
-        for isa in isas():
-            _replay._set_isa(isa)
-            ps = [Value(v) for v in pvals]
-            prog = fastgrad.compile(lambda x: graph_modes(x, ps), 3, params=ps)
-            out, G, pg = replay(prog, X, 2)
-            assert_same(out, e_out)
-            assert_same(G, e_g)
-            out2 = np.empty((B, 1))
-            pg2 = np.empty(2)
-            prog.batch(X, reduce="sum", outputs=out2, param_grad=pg2)
-            assert_same(out2[:, 0], e_out)
-            assert_same(pg2, pg)
-            got.append(np.concatenate([out, G.ravel(), pg]))
-    finally:
-        _replay._set_isa(old)
+
+    def run():
+        ps = [Value(v) for v in pvals]
+        prog = fastgrad.compile(lambda x: graph_modes(x, ps), 3, params=ps)
+        out, G, pg = replay(prog, X, 2)
+        assert_same(out, e_out)
+        assert_same(G, e_g)
+        out2 = np.empty((B, 1))
+        pg2 = np.empty(2)
+        prog.batch(X, reduce="sum", outputs=out2, param_grad=pg2)
+        assert_same(out2[:, 0], e_out)
+        assert_same(pg2, pg)
+        return np.concatenate([out, G.ravel(), pg])
+
+    got = on_every_isa(run)
     for g in got[1:]:
         assert_same(g, got[0])
     # the parameters' batch sums: to rounding (nan where a row's is)
