@@ -408,11 +408,11 @@ cdef str _fmt(double x):
 
 
 cdef inline Value _binary(int op, Value a, Value b):
-    return _make_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return _make_node(op_forward_s(op, a.data, b.data, 0.0), op, a, b, 0.0)
 
 
 cdef inline Value _with_const(int op, Value a, double c):
-    return _make_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
+    return _make_node(op_forward_s(op, a.data, 0.0, c), op, a, None, c)
 
 
 cdef int _check_pow(double base, double exponent, bint const_base) except -1:
@@ -428,7 +428,7 @@ cdef int _check_pow(double base, double exponent, bint const_base) except -1:
         raise ZeroDivisionError(
             f"pow: 0.0 cannot be raised to a negative power ({_fmt(exponent)})")
     if base < 0.0 and floor(exponent) != exponent:
-        if isinf(op_forward(OP_POWC, -base, 0.0, exponent)):
+        if isinf(op_forward_s(OP_POWC, -base, 0.0, exponent)):
             # Python's float ** raises OverflowError here (its complex
             # result overflows) before anything else
             raise OverflowError(
@@ -436,7 +436,7 @@ cdef int _check_pow(double base, double exponent, bint const_base) except -1:
         raise ValueError(
             f"pow: negative base {_fmt(base)} raised to the non-integer power "
             f"{_fmt(exponent)} is complex; fastgrad Values are real")
-    r = op_forward(OP_POWC, base, 0.0, exponent)
+    r = op_forward_s(OP_POWC, base, 0.0, exponent)
     if isinf(r):
         raise OverflowError(
             f"pow: {_fmt(base)} ** {_fmt(exponent)} overflows a double")
@@ -459,14 +459,14 @@ cdef int _check_unary(int op, double a) except -1:
     if op == OP_LOG1P and a <= -1.0:
         raise ValueError(f"log1p: math domain error, log1p({_fmt(a)}) is "
                          "undefined for x <= -1")
-    if op == OP_EXP and isfinite(a) and isinf(op_forward(OP_EXP, a, 0.0, 0.0)):
+    if op == OP_EXP and isfinite(a) and isinf(op_forward_s(OP_EXP, a, 0.0, 0.0)):
         raise OverflowError(f"exp: exp({_fmt(a)}) overflows a double")
     return 0
 
 
 cdef Value _unary(int op, Value a):
     _check_unary(op, a.data)
-    return _make_node(op_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+    return _make_node(op_forward_s(op, a.data, 0.0, 0.0), op, a, None, 0.0)
 
 
 cdef Value _unary_rare(int op, Value a):
@@ -1608,7 +1608,7 @@ cdef double _nary_forward(int op, tuple xs) noexcept:
     if op == OP_SUM:
         acc = x0 + 0.0
         for i in range(1, n):
-            acc = fg_vm_add(acc, (<Value>PyTuple_GET_ITEM(xs, i)).data)
+            acc = fg_vm_add_s(acc, (<Value>PyTuple_GET_ITEM(xs, i)).data)
         return acc
     m = x0                                            # OP_LOGSUMEXP
     for i in range(1, n):
@@ -1630,7 +1630,7 @@ cdef void _nary_backward(PyObject* node) noexcept:
     cdef double out = (<Value>node).data, g = (<Value>node).grad
     for i in range(n):
         x = PyTuple_GET_ITEM(<tuple>xs, i)
-        (<Value>x).grad = fg_vm_add((<Value>x).grad, nary_backward(op, (<Value>x).data, out, g))
+        (<Value>x).grad = fg_vm_add_s((<Value>x).grad, nary_backward_s(op, (<Value>x).data, out, g))
 
 
 cdef Value _nary(int op, tuple xs):
@@ -1804,16 +1804,16 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
     cdef double ga, gb
     if op_is_binary(op):
         pb = (<Value>node)._u.b
-        op_backward(op, (<Value>pa).data, (<Value>pb).data, 0.0,
+        op_backward_s(op, (<Value>pa).data, (<Value>pb).data, 0.0,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
-        (<Value>pb).grad = fg_vm_add((<Value>pb).grad, gb)
+        (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
+        (<Value>pb).grad = fg_vm_add_s((<Value>pb).grad, gb)
     elif op >= OP_SUM:        # the n-ary ops: the last codes (never OP_CUSTOM here)
         _nary_backward(node)
     else:
-        op_backward(op, (<Value>pa).data, 0.0, (<Value>node)._u.c,
+        op_backward_s(op, (<Value>pa).data, 0.0, (<Value>node)._u.c,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
+        (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
 
 
 cdef int _apply_rule(Value n) except -1:

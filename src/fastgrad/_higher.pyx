@@ -127,11 +127,11 @@ cdef _PartialGraph _holder_for(object exc):
 # ---------------------------------------------------------------------------
 
 cdef inline Value _bin(int op, Value a, Value b):
-    return new_node(op_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return new_node(op_forward_s(op, a.data, b.data, 0.0), op, a, b, 0.0)
 
 
 cdef inline Value _con(int op, Value a, double c):
-    return new_node(op_forward(op, a.data, 0.0, c), op, a, None, c)
+    return new_node(op_forward_s(op, a.data, 0.0, c), op, a, None, c)
 
 
 cdef inline Value _neg(Value g):                   # -g, stored as g * -1
@@ -453,17 +453,17 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
         g = (<Value>node).grad
         for i in range(PyTuple_GET_SIZE(<tuple>pa)):
             x = PyTuple_GET_ITEM(<tuple>pa, i)
-            (<Value>x).grad = fg_vm_add((<Value>x).grad, nary_backward(op, (<Value>x).data, out, g))
+            (<Value>x).grad = fg_vm_add_s((<Value>x).grad, nary_backward_s(op, (<Value>x).data, out, g))
         return
     if pb != NULL:
-        op_backward((<Value>node)._opcode, (<Value>pa).data, (<Value>pb).data, 0.0,
+        op_backward_s((<Value>node)._opcode, (<Value>pa).data, (<Value>pb).data, 0.0,
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
-        (<Value>pb).grad = fg_vm_add((<Value>pb).grad, gb)
+        (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
+        (<Value>pb).grad = fg_vm_add_s((<Value>pb).grad, gb)
     else:
-        op_backward((<Value>node)._opcode, (<Value>pa).data, 0.0, node_c(<Value>node),
+        op_backward_s((<Value>node)._opcode, (<Value>pa).data, 0.0, node_c(<Value>node),
                     (<Value>node).data, (<Value>node).grad, &ga, &gb)
-        (<Value>pa).grad = fg_vm_add((<Value>pa).grad, ga)
+        (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
 
 
 cdef int _custom_sweep(PyObject** nodes, Py_ssize_t n, list outputs,
@@ -571,11 +571,11 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
             ia = <Py_ssize_t>(<Value>(<Value>node)._a).grad
             if pb != NULL:
                 ib = <Py_ssize_t>(<Value>pb).grad
-                op_backward(op, (<Value>(<Value>node)._a).data, (<Value>pb).data, 0.0,
+                op_backward_s(op, (<Value>(<Value>node)._a).data, (<Value>pb).data, 0.0,
                             (<Value>node).data, 1.0, &PA[i], &PB[i])
                 T[i] = PA[i] * T[ia] + PB[i] * T[ib]
             else:
-                op_backward(op, (<Value>(<Value>node)._a).data, 0.0,
+                op_backward_s(op, (<Value>(<Value>node)._a).data, 0.0,
                             node_c(<Value>node), (<Value>node).data, 1.0,
                             &PA[i], &gb)
                 T[i] = PA[i] * T[ia]

@@ -447,7 +447,7 @@ cdef inline double nary_scalar(int op, const int* slots, int cnt,
     if op == OP_SUM:
         acc = acc + 0.0
         for q in range(1, cnt):
-            acc = fg_vm_add(acc, vs[slots[q]])
+            acc = fg_vm_add_s(acc, vs[slots[q]])
         return acc
     m = acc
     for q in range(1, cnt):
@@ -476,11 +476,11 @@ cdef void forward_scalar(int ninstr, const unsigned char* ops, const int* outs,
             t = sd + bi
             acc = vs[oa[k]]
             for q in range(t[0]):
-                acc = op_forward(OP_ADD, acc, op_forward(
+                acc = op_forward_s(OP_ADD, acc, op_forward_s(
                     OP_MUL, vs[t[1 + 2 * q]], vs[t[2 + 2 * q]], 0.0), 0.0)
             vs[outs[k]] = acc
             continue
-        vs[outs[k]] = op_forward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0,
+        vs[outs[k]] = op_forward_s(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0,
                                  cs[k])
 
 
@@ -1134,7 +1134,7 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
             g = gs[outs[k]]
             for q in range(t[0]):
                 ia = t[1 + q]
-                gs[ia] = fg_vm_add(gs[ia], nary_backward(ops[k], vs[ia], vs[outs[k]], g))
+                gs[ia] = fg_vm_add_s(gs[ia], nary_backward_s(ops[k], vs[ia], vs[outs[k]], g))
             continue
         if ops[k] == OP_SDOT:
             # every link passes the chain's gradient on unchanged (an add);
@@ -1156,7 +1156,7 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                 for q in range(t[0] - 1, -1, -1):
                     ia = t[1 + 2 * q]
                     ib = t[2 + 2 * q]
-                    op_backward(OP_MUL, vs[ia], vs[ib], 0.0, 0.0, gp, &ga, &gb)
+                    op_backward_s(OP_MUL, vs[ia], vs[ib], 0.0, 0.0, gp, &ga, &gb)
                     if ia == ib:
                         # p * p (a penalty): both adds in registers, in order
                         gs[ia] = (gs[ia] + ga) + gb
@@ -1164,9 +1164,9 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                         gs[ia] += ga
                         gs[ib] += gb
             continue
-        op_backward(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
+        op_backward_s(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
                     vs[outs[k]], gs[outs[k]], &ga, &gb)
         if mas[k] != M_SKIP:
-            gs[oa[k]] = fg_vm_add(gs[oa[k]], ga)
+            gs[oa[k]] = fg_vm_add_s(gs[oa[k]], ga)
         if mbs[k] != M_SKIP:
-            gs[bi] = fg_vm_add(gs[bi], gb)
+            gs[bi] = fg_vm_add_s(gs[bi], gb)

@@ -549,16 +549,16 @@ cdef object _row_groups(_RowIns* ins, int n, const int* ix, int base, int trash)
 cdef inline void _fw(const _RowIns* ri, double* V, int op) noexcept nogil:
     """V[o] of a unary or binary instruction (with a literal op code,
     op_forward folds to its one expression)."""
-    V[ri.o] = op_forward(op, V[ri.a], V[ri.b], ri.c)
+    V[ri.o] = op_forward_s(op, V[ri.a], V[ri.b], ri.c)
 
 
 cdef inline void _bw2(const _RowIns* ri, const double* V, double* G, double go,
                       int op) noexcept nogil:
     """A binary instruction's backward: a's, then b's contribution."""
     cdef double ga, gb
-    op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
-    G[ri.ga] = fg_vm_add(G[ri.ga], ga)
-    G[ri.gb] = fg_vm_add(G[ri.gb], gb)
+    op_backward_s(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
+    G[ri.ga] = fg_vm_add_s(G[ri.ga], ga)
+    G[ri.gb] = fg_vm_add_s(G[ri.gb], gb)
 
 
 cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
@@ -566,8 +566,8 @@ cdef inline void _bw1(const _RowIns* ri, const double* V, double* G, double go,
     """A unary instruction's backward (or one with a constant): a's
     contribution (b is the 0.0 slot, skipped by the plan)."""
     cdef double ga, gb
-    op_backward(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
-    G[ri.ga] = fg_vm_add(G[ri.ga], ga)
+    op_backward_s(op, V[ri.a], V[ri.b], ri.c, V[ri.o], go, &ga, &gb)
+    G[ri.ga] = fg_vm_add_s(G[ri.ga], ga)
 
 
 cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
@@ -608,7 +608,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
             elif op == ROW_GROUP:
                 fg_rg_group(ix + ri.g, V, G, aux)
             elif op == OP_FMULADD:
-                V[ri.o] = op_forward(OP_ADD, V[ri.a], op_forward(
+                V[ri.o] = op_forward_s(OP_ADD, V[ri.a], op_forward_s(
                     OP_MUL, V[ri.s], V[ri.b], 0.0), 0.0)
             elif op == OP_SUM:
                 # the folds of _rules.pxd (fw_nary_block's steps at width 1)
@@ -617,7 +617,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 t = t + 1
                 acc = V[t[0]] + 0.0
                 for q in range(1, cnt):
-                    acc = fg_vm_add(acc, V[t[q]])
+                    acc = fg_vm_add_s(acc, V[t[q]])
                 V[ri.o] = acc
                 work += cnt
             elif op == OP_LOGSUMEXP:
@@ -635,7 +635,7 @@ cdef int row_forward(const _RowIns* ins, int n, const int* ix, double* V,
                 t = ix + ri.x
                 acc = V[ri.a]
                 for q in range(ri.s):
-                    acc = op_forward(OP_ADD, acc, op_forward(
+                    acc = op_forward_s(OP_ADD, acc, op_forward_s(
                         OP_MUL, V[t[2 * q]], V[t[2 * q + 1]], 0.0), 0.0)
                 V[ri.o] = acc
                 work += ri.s
@@ -695,24 +695,24 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
                 _bw1(ri, V, G, go, OP_LOG)
             elif op == OP_SOFTPLUS:
                 # sigmoid(a) * g (op_backward), its sigmoid from the forward
-                G[ri.ga] = fg_vm_add(G[ri.ga], fg_vm_mul(aux[k], go))
+                G[ri.ga] = fg_vm_add_s(G[ri.ga], fg_vm_mul_s(aux[k], go))
             elif op == OP_FMULADD:
                 # bw_fused: acc (through ADD), then x and s (through MUL)
-                prod = op_forward(OP_MUL, V[ri.s], V[ri.b], 0.0)
-                op_backward(OP_ADD, V[ri.a], prod, 0.0, V[ri.o], go, &ga, &gp)
-                G[ri.ga] = fg_vm_add(G[ri.ga], ga)
+                prod = op_forward_s(OP_MUL, V[ri.s], V[ri.b], 0.0)
+                op_backward_s(OP_ADD, V[ri.a], prod, 0.0, V[ri.o], go, &ga, &gp)
+                G[ri.ga] = fg_vm_add_s(G[ri.ga], ga)
                 if ri.mul:
                     # the product node's gradient: its one contribution added to 0.0
-                    op_backward(OP_MUL, V[ri.s], V[ri.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
-                    G[ri.gb] = fg_vm_add(G[ri.gb], gx)
-                    G[ri.gs] = fg_vm_add(G[ri.gs], gsv)
+                    op_backward_s(OP_MUL, V[ri.s], V[ri.b], 0.0, prod, 0.0 + gp, &gsv, &gx)
+                    G[ri.gb] = fg_vm_add_s(G[ri.gb], gx)
+                    G[ri.gs] = fg_vm_add_s(G[ri.gs], gsv)
             elif op == OP_SUM:
                 # operand by operand, in order (bw_nary_ops)
                 t = ix + ri.x
                 cnt = t[0]
                 t = t + 1
                 for q in range(cnt):
-                    G[t[q + cnt]] = fg_vm_add(G[t[q + cnt]], nary_backward(
+                    G[t[q + cnt]] = fg_vm_add_s(G[t[q + cnt]], nary_backward_s(
                         OP_SUM, V[t[q]], V[ri.o], go))
                 work += 2 * cnt
             elif op == OP_LOGSUMEXP:
@@ -722,9 +722,9 @@ cdef int row_backward(const _RowIns* ins, int n, const int* ix, const double* V,
                 for q in range(cnt):
                     sm = t[q + 2 * cnt]
                     # e**(x - out) as the tape's OP_SOFTMAX computed it
-                    G[t[q + cnt]] = fg_vm_add(G[t[q + cnt]], (
-                        fg_vm_mul(V[sm], go) if sm >= 0 else
-                        nary_backward(OP_LOGSUMEXP, V[t[q]], V[ri.o], go)))
+                    G[t[q + cnt]] = fg_vm_add_s(G[t[q + cnt]], (
+                        fg_vm_mul_s(V[sm], go) if sm >= 0 else
+                        nary_backward_s(OP_LOGSUMEXP, V[t[q]], V[ri.o], go)))
                 work += 2 * cnt
             else:
                 _bw2(ri, V, G, go, op)

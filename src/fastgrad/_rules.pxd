@@ -39,6 +39,11 @@ cdef extern from "_vmath.h" nogil:
     # operands can both be nans goes through them
     double fg_vm_add(double a, double b)
     double fg_vm_mul(double a, double b)
+    # the same for scalar code only (one instruction on x86-64, but a loop
+    # calling them is not vectorised): the rules' *_s builds below, and the
+    # scalar gradient sums of the engine and the one-row replay
+    double fg_vm_add_s(double a, double b)
+    double fg_vm_mul_s(double a, double b)
     # -x, a nan kept as it is (gcc may fold a negation into the add after it)
     double fg_vm_neg(double x)
 
@@ -150,15 +155,53 @@ cdef inline double mask_grad(int op, double g, double x) noexcept nogil:
     return 0.0
 
 
+# op_forward / op_backward / nary_backward come in two builds of one rule
+# each: the plain names, for loops over batch columns that gcc vectorises
+# (their pins compare and mask), and the *_s names, for scalar code (the
+# eager engine, the one-row replay, the replay's scalar instructions), whose
+# pins are fg_vm_add_s / fg_vm_mul_s.  Same bits (_vmath.h).  The flag s is
+# a literal at every call, folded once the rule is inlined.
+cdef inline double _pin_add(double a, double b, bint s) noexcept nogil:
+    return fg_vm_add_s(a, b) if s else fg_vm_add(a, b)
+
+
+cdef inline double _pin_mul(double a, double b, bint s) noexcept nogil:
+    return fg_vm_mul_s(a, b) if s else fg_vm_mul(a, b)
+
+
 cdef inline double op_forward(int op, double a, double b, double c) noexcept nogil:
     """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM or an n-ary
     op: see the n-ary section below)."""
+    return _op_forward(op, a, b, c, False)
+
+
+cdef inline double op_forward_s(int op, double a, double b, double c) noexcept nogil:
+    """op_forward, for scalar code."""
+    return _op_forward(op, a, b, c, True)
+
+
+cdef inline void op_backward(int op, double a, double b, double c, double out,
+                             double g, double* ga, double* gb) noexcept nogil:
+    """See _op_backward."""
+    _op_backward(op, a, b, c, out, g, ga, gb, False)
+
+
+cdef inline void op_backward_s(int op, double a, double b, double c, double out,
+                               double g, double* ga, double* gb) noexcept nogil:
+    """op_backward, for scalar code."""
+    _op_backward(op, a, b, c, out, g, ga, gb, True)
+
+
+cdef inline double _op_forward(int op, double a, double b, double c,
+                               bint s) noexcept nogil:
+    """Value of a node with op code ``op`` (not OP_LEAF/OP_CUSTOM or an n-ary
+    op: see the n-ary section below); s: the scalar pins."""
     if op == OP_ADD:
-        return fg_vm_add(a, b)
+        return _pin_add(a, b, s)
     elif op == OP_SUB:
         return a - b
     elif op == OP_MUL:
-        return fg_vm_mul(a, b)
+        return _pin_mul(a, b, s)
     elif op == OP_DIV:
         return a / b
     elif op == OP_POW:
@@ -166,16 +209,16 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
     elif op == OP_MAX:
         # nan in, nan out (as torch.maximum); a tie returns a
         if a != a or b != b:
-            return fg_vm_add(a, b)
+            return _pin_add(a, b, s)
         return a if a >= b else b
     elif op == OP_MIN:
         if a != a or b != b:
-            return fg_vm_add(a, b)
+            return _pin_add(a, b, s)
         return a if a <= b else b
     elif op == OP_ADDC:
-        return fg_vm_add(a, c)
+        return _pin_add(a, c, s)
     elif op == OP_MULC:
-        return fg_vm_mul(a, c)
+        return _pin_mul(a, c, s)
     elif op == OP_RSUBC:
         return c - a
     elif op == OP_DIVC:
@@ -217,9 +260,9 @@ cdef inline double op_forward(int op, double a, double b, double c) noexcept nog
     return a  # OP_LEAF: the value itself
 
 
-cdef inline void op_backward(int op, double a, double b, double c, double out,
-                             double g, double* ga, double* gb) noexcept nogil:
-    """Local gradient contributions of a node's operands.
+cdef inline void _op_backward(int op, double a, double b, double c, double out,
+                              double g, double* ga, double* gb, bint s) noexcept nogil:
+    """Local gradient contributions of a node's operands (s: the scalar pins).
 
     ``out`` is the node's value, ``g`` its gradient.  Writes d(out)/da * g to
     ``ga[0]`` and, for binary ops, d(out)/db * g to ``gb[0]``; the caller adds
@@ -235,23 +278,23 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
         ga[0] = g
         gb[0] = fg_vm_neg(g)
     elif op == OP_MUL:
-        ga[0] = fg_vm_mul(b, g)
-        gb[0] = fg_vm_mul(a, g)
+        ga[0] = _pin_mul(b, g, s)
+        gb[0] = _pin_mul(a, g, s)
     elif op == OP_DIV:
         ga[0] = g / b
         # -a/b**2 computed as -(a/b)/b: b*b underflows to 0 for tiny b,
         # which would give 0/0 = nan at a == 0
-        gb[0] = fg_vm_neg(fg_vm_mul(g, out / b))
+        gb[0] = fg_vm_neg(_pin_mul(g, out / b, s))
     elif op == OP_POW:
         # d(a**0)/da is 0 everywhere, also at a == 0 where the formula gives
         # 0 * inf (PyTorch's convention)
         if b != 0.0:
-            ga[0] = fg_vm_mul(fg_vm_mul(b, pow(a, b - 1.0)), g)
+            ga[0] = _pin_mul(_pin_mul(b, pow(a, b - 1.0), s), g, s)
         # d/db a**b = a**b log(a); at a == 0 (b >= 0) torch defines it as 0
         if a == 0.0 and b >= 0.0:
             gb[0] = 0.0
         else:
-            gb[0] = fg_vm_mul(fg_vm_mul(out, fg_vm_log(a)), g)
+            gb[0] = _pin_mul(_pin_mul(out, fg_vm_log(a), s), g, s)
     elif op == OP_MAX or op == OP_MIN:
         # gradient to the winner; a tie splits it evenly (torch.maximum);
         # nan operands get none
@@ -271,33 +314,33 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_ADDC:
         ga[0] = g
     elif op == OP_MULC:
-        ga[0] = fg_vm_mul(c, g)
+        ga[0] = _pin_mul(c, g, s)
     elif op == OP_RSUBC:
         ga[0] = fg_vm_neg(g)
     elif op == OP_DIVC:
         ga[0] = g / c
     elif op == OP_RDIVC:
-        ga[0] = fg_vm_neg(fg_vm_mul(g, out / a))       # -c/a**2, without a*a underflow
+        ga[0] = fg_vm_neg(_pin_mul(g, out / a, s))       # -c/a**2, without a*a underflow
     elif op == OP_POWC:
         if c != 0.0:
-            ga[0] = fg_vm_mul(fg_vm_mul(c, pow(a, c - 1.0)), g)
+            ga[0] = _pin_mul(_pin_mul(c, pow(a, c - 1.0), s), g, s)
     elif op == OP_RPOWC:
         if c == 0.0 and a >= 0.0:
             ga[0] = 0.0
         else:
-            ga[0] = fg_vm_mul(fg_vm_mul(out, fg_vm_log(c)), g)
+            ga[0] = _pin_mul(_pin_mul(out, fg_vm_log(c), s), g, s)
     elif op == OP_RELU:
         # gradient 0 at 0 (micrograd: (out > 0) * grad)
         ga[0] = g if out > 0 else 0.0
     elif op == OP_TANH:
         # (out * out, out * (1.0 - out): one nan on both sides)
-        ga[0] = fg_vm_mul(1.0 - out * out, g)
+        ga[0] = _pin_mul(1.0 - out * out, g, s)
     elif op == OP_EXP:
-        ga[0] = fg_vm_mul(out, g)
+        ga[0] = _pin_mul(out, g, s)
     elif op == OP_LOG:
         ga[0] = g / a
     elif op == OP_SIGMOID:
-        ga[0] = fg_vm_mul(out * (1.0 - out), g)
+        ga[0] = _pin_mul(out * (1.0 - out), g, s)
     elif op == OP_ABS:
         # sign(a) * g with sign(0) = 0, as torch.abs
         if a > 0:
@@ -312,10 +355,10 @@ cdef inline void op_backward(int op, double a, double b, double c, double out,
     elif op == OP_LOG1P:
         ga[0] = g / (1.0 + a)
     elif op == OP_SOFTPLUS:
-        ga[0] = fg_vm_mul(fg_vm_sigmoid(a), g)     # d/da log(1 + e**a) = sigmoid(a)
+        ga[0] = _pin_mul(fg_vm_sigmoid(a), g, s)     # d/da log(1 + e**a) = sigmoid(a)
     elif op == OP_SOFTMAX:
-        ga[0] = fg_vm_mul(out, g)
-        gb[0] = fg_vm_neg(fg_vm_mul(out, g))
+        ga[0] = _pin_mul(out, g, s)
+        gb[0] = fg_vm_neg(_pin_mul(out, g, s))
 
 
 cdef inline void op_second(int op, double a, double b, double c, double out,
@@ -416,6 +459,14 @@ cdef inline double nary_backward(int op, double x, double out,
     if op == OP_LOGSUMEXP:
         return fg_vm_mul(op_forward(OP_SOFTMAX, x, out, 0.0), g)
     return g                                     # OP_SUM
+
+
+cdef inline double nary_backward_s(int op, double x, double out,
+                                   double g) noexcept nogil:
+    """nary_backward, for scalar code."""
+    if op == OP_LOGSUMEXP:
+        return fg_vm_mul_s(op_forward(OP_SOFTMAX, x, out, 0.0), g)
+    return g
 
 
 cdef inline double nary_partial(int op, double x, double out) noexcept nogil:

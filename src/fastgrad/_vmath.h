@@ -178,4 +178,48 @@ FG_VM_INLINE double fg_vm_neg(double x)
     return FG_VM_RARE(x != x) ? x : -x;
 }
 
+/* fg_vm_add_s / fg_vm_mul_s: the same results as fg_vm_add / fg_vm_mul,
+ * for scalar code only (the eager engine, the one-row interpreter, the
+ * replay's scalar instructions).  On x86-64 with gcc or clang, one addsd /
+ * mulsd (vaddsd / vmulsd where the file is compiled for AVX) in inline asm
+ * with a fixed operand order: x86's scalar add and multiply return the first
+ * source's nan quieted where it is a nan, else the second source's quieted
+ * where that is one (checked bit for bit, signs, payloads and signalling
+ * nans, on this CPU: notes/pin40/x86_nan_semantics.c; tests/test_nan_bits.py
+ * compares them with the vector loops' fg_vm_add / fg_vm_mul on every path)
+ * -- the pins' results, with no compare or branch.  The compiler cannot
+ * swap an asm's operands, but it cannot vectorise a loop holding an asm
+ * either: loops that gcc vectorises keep fg_vm_add / fg_vm_mul (the rules'
+ * op_forward / op_backward; op_forward_s / op_backward_s are the scalar
+ * builds, _rules.pxd).  Elsewhere (other compilers or CPUs; or
+ * FG_VM_PIN_PORTABLE defined) they are fg_vm_add / fg_vm_mul. */
+#if defined(FG_VM_X86) && !defined(FG_VM_PIN_PORTABLE)
+#define FG_VM_PIN_ASM 1
+#ifdef __AVX__
+/* (AT&T order: "vaddsd src2, src1, dst", dst = src1 + src2) */
+#define FG_VM_PIN_OP(insn, a, b, r) \
+    __asm__("v" insn " %2, %1, %0" : "=x"(r) : "x"(a), "xm"(b))
+#else
+/* ("addsd src, dst": dst = dst + src, dst the first source) */
+#define FG_VM_PIN_OP(insn, a, b, r) \
+    do { r = (a); __asm__(insn " %1, %0" : "+x"(r) : "xm"(b)); } while (0)
+#endif
+FG_VM_INLINE double fg_vm_add_s(double a, double b)
+{
+    double r;
+    FG_VM_PIN_OP("addsd", a, b, r);
+    return r;
+}
+FG_VM_INLINE double fg_vm_mul_s(double a, double b)
+{
+    double r;
+    FG_VM_PIN_OP("mulsd", a, b, r);
+    return r;
+}
+#undef FG_VM_PIN_OP
+#else
+FG_VM_INLINE double fg_vm_add_s(double a, double b) { return fg_vm_add(a, b); }
+FG_VM_INLINE double fg_vm_mul_s(double a, double b) { return fg_vm_mul(a, b); }
+#endif
+
 #endif
