@@ -53,8 +53,29 @@
 #endif
 
 /* _vmath.h's fg_vm_add, fg_vm_mul and fg_vm_neg lane by lane (the rules'
- * and the one-row path's bits): b masked to +0.0 where a is a nan */
-#if FG_VN_W == 1
+ * and the one-row path's bits): b masked to +0.0 where a is a nan; or, at
+ * the SSE2, AVX2 and AVX-512 widths on x86-64 (FG_VM_PIN_ASM), one
+ * addpd / mulpd in asm with a fixed operand order (lane by lane the first
+ * source's nan quieted, else the second's: the scalar pins' rule, see
+ * fg_vm_add_s).  These are explicit vector code, nothing for gcc to
+ * vectorise. */
+#if defined(FG_VM_PIN_ASM) && (FG_VN_W == 2 || FG_VN_W == 4 \
+                               || (FG_VN_W == 8 && defined(FG_VN_IS_AVX512)))
+#if FG_VN_W == 2
+#define FG_VN_PIN(insn, a, b) \
+    VN r = (a); __asm__(insn " %1, %0" : "+x"(r) : "x"(b)); return r
+#elif FG_VN_W == 4
+#define FG_VN_PIN(insn, a, b) \
+    VN r; __asm__("v" insn " %2, %1, %0" : "=x"(r) : "x"(a), "x"(b)); return r
+#else
+#define FG_VN_PIN(insn, a, b) \
+    VN r; __asm__("v" insn " %2, %1, %0" : "=v"(r) : "v"(a), "v"(b)); return r
+#endif
+NIN(fg_vn_add)(VN a, VN b) { FG_VN_PIN("addpd", a, b); }
+NIN(fg_vn_mul)(VN a, VN b) { FG_VN_PIN("mulpd", a, b); }
+NIN(fg_vn_neg)(VN x) { return NSEL(NMASK(x == x), -x, x); }
+#undef FG_VN_PIN
+#elif FG_VN_W == 1
 NIN(fg_vn_add)(VN a, VN b) { return fg_vm_add(a, b); }
 NIN(fg_vn_mul)(VN a, VN b) { return fg_vm_mul(a, b); }
 NIN(fg_vn_neg)(VN x) { return fg_vm_neg(x); }
