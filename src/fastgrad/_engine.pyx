@@ -1805,14 +1805,14 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
     if op_is_binary(op):
         pb = (<Value>node)._u.b
         op_backward_s(op, (<Value>pa).data, (<Value>pb).data, 0.0,
-                    (<Value>node).data, (<Value>node).grad, &ga, &gb)
+                      (<Value>node).data, (<Value>node).grad, &ga, &gb)
         (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
         (<Value>pb).grad = fg_vm_add_s((<Value>pb).grad, gb)
     elif op >= OP_SUM:        # the n-ary ops: the last codes (never OP_CUSTOM here)
         _nary_backward(node)
     else:
         op_backward_s(op, (<Value>pa).data, 0.0, (<Value>node)._u.c,
-                    (<Value>node).data, (<Value>node).grad, &ga, &gb)
+                      (<Value>node).data, (<Value>node).grad, &ga, &gb)
         (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
 
 

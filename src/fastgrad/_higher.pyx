@@ -453,16 +453,17 @@ cdef inline void _apply_pure_rule(PyObject* node) noexcept:
         g = (<Value>node).grad
         for i in range(PyTuple_GET_SIZE(<tuple>pa)):
             x = PyTuple_GET_ITEM(<tuple>pa, i)
-            (<Value>x).grad = fg_vm_add_s((<Value>x).grad, nary_backward_s(op, (<Value>x).data, out, g))
+            (<Value>x).grad = fg_vm_add_s((<Value>x).grad,
+                                          nary_backward_s(op, (<Value>x).data, out, g))
         return
     if pb != NULL:
         op_backward_s((<Value>node)._opcode, (<Value>pa).data, (<Value>pb).data, 0.0,
-                    (<Value>node).data, (<Value>node).grad, &ga, &gb)
+                      (<Value>node).data, (<Value>node).grad, &ga, &gb)
         (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
         (<Value>pb).grad = fg_vm_add_s((<Value>pb).grad, gb)
     else:
         op_backward_s((<Value>node)._opcode, (<Value>pa).data, 0.0, node_c(<Value>node),
-                    (<Value>node).data, (<Value>node).grad, &ga, &gb)
+                      (<Value>node).data, (<Value>node).grad, &ga, &gb)
         (<Value>pa).grad = fg_vm_add_s((<Value>pa).grad, ga)
 
 
@@ -572,12 +573,12 @@ def hvp_sweep(Value y not None, list inputs, const double[::1] v):
             if pb != NULL:
                 ib = <Py_ssize_t>(<Value>pb).grad
                 op_backward_s(op, (<Value>(<Value>node)._a).data, (<Value>pb).data, 0.0,
-                            (<Value>node).data, 1.0, &PA[i], &PB[i])
+                              (<Value>node).data, 1.0, &PA[i], &PB[i])
                 T[i] = PA[i] * T[ia] + PB[i] * T[ib]
             else:
                 op_backward_s(op, (<Value>(<Value>node)._a).data, 0.0,
-                            node_c(<Value>node), (<Value>node).data, 1.0,
-                            &PA[i], &gb)
+                              node_c(<Value>node), (<Value>node).data, 1.0,
+                              &PA[i], &gb)
                 T[i] = PA[i] * T[ia]
         # reverse: adjoints and their tangents
         G[n - 1] = 1.0

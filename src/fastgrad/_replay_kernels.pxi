@@ -481,7 +481,7 @@ cdef void forward_scalar(int ninstr, const unsigned char* ops, const int* outs,
             vs[outs[k]] = acc
             continue
         vs[outs[k]] = op_forward_s(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0,
-                                 cs[k])
+                                   cs[k])
 
 
 # ---------------------------------------------------------------------------
@@ -1165,7 +1165,7 @@ cdef void backward_scalar(int ninstr, const unsigned char* ops, const int* outs,
                         gs[ib] += gb
             continue
         op_backward_s(ops[k], vs[oa[k]], vs[bi] if bi >= 0 else 0.0, cs[k],
-                    vs[outs[k]], gs[outs[k]], &ga, &gb)
+                      vs[outs[k]], gs[outs[k]], &ga, &gb)
         if mas[k] != M_SKIP:
             gs[oa[k]] = fg_vm_add_s(gs[oa[k]], ga)
         if mbs[k] != M_SKIP:

@@ -7,7 +7,8 @@
 # loop over mostly padding, a call into the row functions of _vmath_rows.h,
 # and per call the chunk, block and worker set-up.  Here the same tape runs
 # one instruction at a time on one column (ld = 1): the values of instruction
-# k are op_forward/op_backward of _rules.pxd on doubles, as the batched
+# k are op_forward/op_backward of _rules.pxd on doubles (their scalar builds
+# op_forward_s/op_backward_s: the same bits, see there), as the batched
 # kernels compute them column by column (their row functions give the bits of
 # the scalar fg_vm_* by design), so a row gives the same bits either way:
 #
