@@ -39,6 +39,12 @@ cdef enum:
                               # that backward() refuses to start from
 
 cdef Value new_node(double data, int op, Value a, Value b, double c)
+# The data write epoch: every write of an existing Value's ``data`` field
+# adds 1 to the counter this points to (one counter per process, in
+# _engine; other modules keep the pointer).  A compiled program's SGD
+# store notes it and skips reading the Values on its next step when
+# nothing else wrote since (see Program._load_fused).  Written with the GIL.
+cdef unsigned long long* data_epoch_ptr() noexcept nogil
 cdef Py_ssize_t topo_order(Value root, PyObject*** out) except -1
 cdef Py_ssize_t topo_order_many(PyObject** roots, Py_ssize_t n_roots,
                                 PyObject*** out) except -1

@@ -179,6 +179,7 @@ cdef extern from *:
     int fg_tracing
     Py_ssize_t fg_tracing_threads
     bint fg_is_tracing() noexcept nogil
+cdef unsigned long long _data_epoch = 0  # see data_epoch_ptr (_engine.pxd)
 cdef unsigned long long _epoch = 0  # visit stamp of the current sort (47 bits used:
                                     # the recorder keeps slot codes in the stamp
                                     # fields with the 48th bit set, see
@@ -591,6 +592,7 @@ cdef int _materialize_const(Value v) except -1:
     cdef bint const_first
     cdef double saved, saved_data
     cdef Value other
+    global _data_epoch
     if op == OP_ADDC:               # x + c (also x - c, stored as x + -c)
         new_op, const_first = OP_ADD, False
     elif op == OP_MULC:             # x * c (also -x = x * -1)
@@ -630,6 +632,7 @@ cdef int _materialize_const(Value v) except -1:
         finally:
             other.grad = saved
             other.data = saved_data
+            _data_epoch += 1     # (restored, but count every write)
     return 0
 
 
@@ -683,7 +686,9 @@ cdef class Value:
 
     def __init__(self, data, _children=(), str _op='', label=''):
         cdef tuple kids
+        global _data_epoch
         self.data = _to_double(data, "Value()")
+        _data_epoch += 1                 # (__init__ again on a parameter)
         self._flags &= ~FLAG_NO_GRAD     # a Value you make is differentiable
         if fg_is_tracing():
             self._flags |= FLAG_TRACED   # made inside the traced fn
@@ -1483,10 +1488,16 @@ cdef object _data_get(object self, void* closure):
     return d
 
 
+cdef unsigned long long* data_epoch_ptr() noexcept nogil:
+    return &_data_epoch
+
+
 cdef int _data_set(object self, PyObject* value, void* closure) except -1:
+    global _data_epoch
     if value == NULL:
         raise AttributeError("cannot delete a Value's data")
     (<Value>self).data = _to_double(<object>value, "Value.data")
+    _data_epoch += 1
     return 0
 
 

@@ -45,11 +45,13 @@ from libc.string cimport memcpy
 from cpython.object cimport PyObject
 from cpython.weakref cimport PyWeakref_NewRef
 
-from fastgrad._engine cimport Value, topo_order
+from fastgrad._engine cimport Value, topo_order, data_epoch_ptr
 
 import numbers
 
 import numpy as np
+
+cdef unsigned long long* _DATA_EPOCH = data_epoch_ptr()   # bumped by each write
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() noexcept
@@ -536,13 +538,16 @@ def fd_values(object f, object x, tuple args, tuple items, double h, bint centra
                 raise ValueError(f"{where}: h={h!r} vanishes at x[{k}].data = {old!r}: "
                                  "x+h and x-h round to the same number; use a larger h")
             v.data = xp
+            _DATA_EPOCH[0] += 1
             try:
                 fp = _scalar(_call(f, x, args), &fp32, where)
                 if central:
                     v.data = xm
+                    _DATA_EPOCH[0] += 1
                     fm = _scalar(_call(f, x, args), &fm32, where)
             finally:
                 memcpy(&v.data, saved, sizeof(double))
+                _DATA_EPOCH[0] += 1
         else:
             # a Value of another engine: perturb the attribute, restore the
             # original object (an int stays an int)

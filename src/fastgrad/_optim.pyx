@@ -24,7 +24,9 @@ from cpython.object cimport PyObject
 from libc.stdlib cimport malloc, free
 from libc.math cimport sqrt, fabs, isnan
 
-from fastgrad._engine cimport Value
+from fastgrad._engine cimport Value, data_epoch_ptr
+
+cdef unsigned long long* _DATA_EPOCH = data_epoch_ptr()   # bumped by each write
 
 
 # ---------------------------------------------------------------------------
@@ -265,6 +267,7 @@ cdef class ValueSlots:
         _check_len(src.shape[0], self.n, "set_data: src")
         for i in range(self.n):
             (<Value>self.ptrs[i]).data = src[i]
+        _DATA_EPOCH[0] += 1
 
     def sgd(self, double[::1] buf, double lr, double momentum,
             double dampening, double weight_decay, bint nesterov,
@@ -292,6 +295,7 @@ cdef class ValueSlots:
                                b[i], &c)
                 (<Value>self.ptrs[i]).data = r.p
                 b[i] = r.buf
+        _DATA_EPOCH[0] += 1
 
     def adam(self, double[::1] m, double[::1] v, double[::1] vmax,
              double beta1, double beta2, double eps, double weight_decay,
@@ -312,6 +316,7 @@ cdef class ValueSlots:
             pv[i] = r.v
             if px != NULL:
                 px[i] = r.vmax
+        _DATA_EPOCH[0] += 1
 
 
 cdef int _check_len(Py_ssize_t got, Py_ssize_t want, str what) except -1:
