@@ -125,6 +125,13 @@ cdef class Program:
     cdef bint _sgd, _pen_on
     cdef object _fmap
     cdef double _gp
+    # what the last fused store left (_store_sgd): vs[:n_params] and the
+    # parameters' places in l_pw hold the .data it wrote, valid for the
+    # next _load_fused of that map (_vs_map) while the data write epoch
+    # (_engine.data_epoch_ptr) is still _vs_epoch; any other load clears it
+    cdef bint _vs_ok
+    cdef unsigned long long _vs_epoch
+    cdef object _vs_map
     cdef object __weakref__
 
     cdef int c_load_params(self) except -1

@@ -81,7 +81,8 @@ from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release
 
 from fastgrad._rules cimport *
-from fastgrad._engine cimport Value, topo_order_many, node_b, node_c, FLAG_TRACED
+from fastgrad._engine cimport (Value, topo_order_many, node_b, node_c, FLAG_TRACED,
+                               data_epoch_ptr)
 from fastgrad._numgrad cimport Evaluator
 
 import numbers

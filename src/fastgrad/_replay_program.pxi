@@ -257,6 +257,39 @@ cdef inline void _zero_gs(double* gs, const int[::1] gz) noexcept nogil:
 cdef Py_ssize_t _WARN_PRODUCTS = -1    # fastgrad._summary's, once imported
 
 
+# SGD steps that skip reading the parameters: a fused store (_store_sgd)
+# writes each new .data into vs and the packed panels too, and notes the
+# data write epoch after it (every write of an existing Value's data outside
+# it adds 1: the .data setter, Value.__init__, the optimizers, num_grad's
+# perturbations, every Program's store).  The next fused load of the same
+# map, if the epoch has not moved and nothing else loaded in between, reads
+# vs instead of the Values: the same floats, the same bits.  Everything here
+# runs with the GIL, as do all the writers, so the counter needs no atomics.
+cdef unsigned long long* _DATA_EPOCH = data_epoch_ptr()
+cdef bint PARAM_REUSE = True
+cdef Py_ssize_t _REUSES = 0             # steps that took it (for the tests)
+
+
+def _set_param_reuse(bint on):
+    """Testing/tuning hook: fused SGD steps reuse their own stored
+    parameters when nothing wrote a Value's data since (default), or always
+    read the Values; returns the old setting."""
+    global PARAM_REUSE
+    old = PARAM_REUSE
+    PARAM_REUSE = on
+    return old
+
+
+def _data_epoch():
+    """Testing hook: the data write epoch (see _set_param_reuse)."""
+    return _DATA_EPOCH[0]
+
+
+def _param_reuses():
+    """Testing hook: how many fused loads reused their stored parameters."""
+    return _REUSES
+
+
 @cython.final
 cdef class Program:
     """A recorded graph, replayed in C.  Built by fastgrad.compiled.compile.
@@ -533,6 +566,7 @@ cdef class Program:
         cdef Py_ssize_t i
         cdef tuple ps = self._params
         cdef double* vs = &self.vs[0]
+        self._vs_ok = False             # (the panels: layers_pack after it)
         if self.theta_in != NULL:
             for i in range(self.n_params):
                 vs[i] = self.theta_in[i]
@@ -648,8 +682,16 @@ cdef class Program:
         cdef Py_ssize_t i, n = self.n_params, lo, hi
         cdef int q, k = pm.sdot
         cdef double d, acc
+        # vs and the panels still hold what this map's store wrote, and no
+        # Value's data was written since: nothing to read (see PARAM_REUSE)
+        cdef bint kept = (self._vs_ok and self._vs_map is pmo
+                          and self._vs_epoch == _DATA_EPOCH[0] and PARAM_REUSE)
+        global _REUSES
+        self._vs_ok = False
+        _REUSES += kept
         if not pm.fwd:
-            _load_pack(ps, 0, n, vs, pw, pwp, wtp)
+            if not kept:
+                _load_pack(ps, 0, n, vs, pw, pwp, wtp)
             with nogil:
                 forward_scalar(self.n_sinstr, &self.s_op[0], &self.s_out[0],
                                &self.s_a[0], &self.s_b[0], &self.s_c[0], &self.sd[0],
@@ -657,24 +699,26 @@ cdef class Program:
             return 0
         lo = pm.a0
         hi = pm.a0 + pm.T
-        _load_pack(ps, 0, lo, vs, pw, pwp, wtp)
-        forward_scalar(k, &self.s_op[0], &self.s_out[0], &self.s_a[0], &self.s_b[0],
-                       &self.s_c[0], &self.sd[0], &self.s_nx[0], vs)
-        acc = vs[self.s_a[k]]
-        for i in range(lo, hi):
-            # borrowed references, as in _load_params
-            d = (<Value>PyTuple_GET_ITEM(ps, i)).data
-            vs[i] = d
-            # forward_scalar's OP_SDOT link for the square of slot i
-            acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, d, d, 0.0), 0.0)
-            q = pwp[i]
-            if q >= 0:
-                pw[q] = d
-                q = wtp[i]
+        if not kept:
+            # (kept: the store ran all this on the values it wrote)
+            _load_pack(ps, 0, lo, vs, pw, pwp, wtp)
+            forward_scalar(k, &self.s_op[0], &self.s_out[0], &self.s_a[0],
+                           &self.s_b[0], &self.s_c[0], &self.sd[0], &self.s_nx[0], vs)
+            acc = vs[self.s_a[k]]
+            for i in range(lo, hi):
+                # borrowed references, as in _load_params
+                d = (<Value>PyTuple_GET_ITEM(ps, i)).data
+                vs[i] = d
+                # forward_scalar's OP_SDOT link for the square of slot i
+                acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, d, d, 0.0), 0.0)
+                q = pwp[i]
                 if q >= 0:
                     pw[q] = d
-        vs[self.s_out[k]] = acc
-        _load_pack(ps, hi, n, vs, pw, pwp, wtp)
+                    q = wtp[i]
+                    if q >= 0:
+                        pw[q] = d
+            vs[self.s_out[k]] = acc
+            _load_pack(ps, hi, n, vs, pw, pwp, wtp)
         forward_scalar(self.n_sinstr - k - 1, &self.s_op[k + 1], &self.s_out[k + 1],
                        &self.s_a[k + 1], &self.s_b[k + 1], &self.s_c[k + 1], &self.sd[0],
                        &self.s_nx[0], vs)
@@ -684,42 +728,65 @@ cdef class Program:
         """``_store_param_grads(False, None, lr, True)`` after a replay:
         through the fused map when the replay used one (each gradient added
         up as the generic path adds it: 0.0 + the layer's sum, then the
-        penalty's two adds), else the generic store."""
+        penalty's two adds), else the generic store.  Each new .data also
+        goes where this map's next load puts it (vs and the packed panels)
+        and, where the load runs the penalty's chain, that chain runs here
+        (see PARAM_REUSE): the next step need not read the Values."""
         cdef _ParamMap pm = <_ParamMap>self._fmap
         if pm is None:
             return self._store_param_grads(False, None, lr, True)
         self._fmap = None
-        cdef tuple ps = self._params
-        cdef const double* gs = &self.gs[0]
-        cdef const double* vs = &self.vs[0]
-        cdef const double* lsum = &self.l_sums[0]
-        cdef const int* lsp = &pm.ls_pos[0]
-        cdef const unsigned char* slow = &pm.slow[0]
-        cdef Py_ssize_t i, lo = 0, hi = 0
-        cdef int q
-        cdef double g, ga, gp = self._gp
-        cdef PyObject* p
+        cdef _SgdStore S
+        cdef Py_ssize_t i, n = self.n_params, lo = n, hi = n
+        cdef int k = pm.sdot
+        cdef double d, acc
+        S.ps = <PyObject*>self._params
+        S.gs = &self.gs[0]
+        S.vs = &self.vs[0]
+        S.pw = &self.l_pw[0]
+        S.pwp = &pm.pw_pos[0]
+        S.wtp = &pm.wt_pos[0]
+        S.lsum = &self.l_sums[0]
+        S.lsp = &pm.ls_pos[0]
+        S.slow = &pm.slow[0]
+        S.gp = self._gp
+        S.lr = lr
+        S.lo = S.hi = 0
         if self._pen_on:
+            S.lo = pm.a0
+            S.hi = pm.a0 + pm.T
+        if not PARAM_REUSE:
+            # last parameter first, as _store_param_grads (the next replay's
+            # load starts at the first)
+            for i in range(n - 1, -1, -1):
+                _sgd_store_one(&S, i)
+            self._vs_ok = False
+            _DATA_EPOCH[0] += 1
+            return 0
+        # first parameter first: the load's order, its chain over the new
+        # values (the load's additions, in its order) and what the scalar
+        # tape computes before it (which reads parameters below a0 only)
+        if pm.fwd:
             lo = pm.a0
             hi = pm.a0 + pm.T
-        # last parameter first, as _store_param_grads (the next replay's
-        # load starts at the first)
-        for i in range(self.n_params - 1, -1, -1):
-            if slow[i]:
-                g = gs[i]
-            else:
-                g = 0.0
-                q = lsp[i]
-                if q >= 0:
-                    g = g + lsum[q]
-                if lo <= i < hi:
-                    # backward_scalar's OP_SDOT square: two adds, in order
-                    ga = vs[i] * gp
-                    g = (g + ga) + ga
-            p = PyTuple_GET_ITEM(ps, i)
-            (<Value>p).grad = g
-            # (not -=: Cython would take a reference for it)
-            (<Value>p).data = (<Value>p).data - lr * g
+        for i in range(lo):
+            _sgd_store_one(&S, i)
+        if pm.fwd:
+            forward_scalar(k, &self.s_op[0], &self.s_out[0], &self.s_a[0],
+                           &self.s_b[0], &self.s_c[0], &self.sd[0], &self.s_nx[0],
+                           S.vs)
+            acc = S.vs[self.s_a[k]]
+            for i in range(lo, hi):
+                d = _sgd_store_one(&S, i)
+                # forward_scalar's OP_SDOT link for the square of slot i
+                acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, d, d, 0.0), 0.0)
+            S.vs[self.s_out[k]] = acc
+            for i in range(hi, n):
+                _sgd_store_one(&S, i)
+        _DATA_EPOCH[0] += 1             # other programs: read them again
+        self._vs_epoch = _DATA_EPOCH[0]
+        self._vs_map = pm
+        self._vs_ok = True
         return 0
 
     cdef _Plan _plan(self, bint want_inputs, bint with_pen):
@@ -1141,10 +1208,12 @@ cdef class Program:
                 p = PyTuple_GET_ITEM(ps, i)
                 (<Value>p).grad = gs[i]
                 (<Value>p).data = (<Value>p).data - lr * gs[i]
+            _DATA_EPOCH[0] += 1
             return 0
         if update:
             for i in range(self.n_params):
                 (<Value>PyTuple_GET_ITEM(ps, i)).data -= lr * gs[i]
+            _DATA_EPOCH[0] += 1
         if accumulate:
             for i in range(self.n_params):
                 (<Value>PyTuple_GET_ITEM(ps, i)).grad += gs[i]
@@ -1527,6 +1596,60 @@ cdef inline void _load_pack(tuple ps, Py_ssize_t lo, Py_ssize_t hi, double* vs,
             q = wtp[i]
             if q >= 0:
                 pw[q] = d
+
+
+cdef extern from "Python.h":
+    # PyTuple_GET_ITEM on a borrowed pointer (no reference taken for it)
+    PyObject* _tuple_item "PyTuple_GET_ITEM" (PyObject* t, Py_ssize_t i) noexcept
+
+
+cdef struct _SgdStore:
+    # what _sgd_store_one reads (Program._store_sgd fills it)
+    PyObject* ps                  # the parameters (a tuple, borrowed)
+    const double* gs
+    double* vs
+    double* pw
+    const int* pwp
+    const int* wtp
+    const double* lsum
+    const int* lsp
+    const unsigned char* slow
+    double gp, lr
+    Py_ssize_t lo, hi             # the penalty chain's squares (gradients)
+
+
+cdef inline double _sgd_store_one(const _SgdStore* S, Py_ssize_t i) noexcept:
+    """Parameter i of a fused SGD store: its gradient (as the generic path
+    adds it up), .grad, .data -= lr * grad, and the new value into vs and
+    the packed panels; returns it."""
+    cdef double g, ga, d
+    cdef int q
+    cdef PyObject* p
+    if S.slow[i]:
+        g = S.gs[i]
+    else:
+        g = 0.0
+        q = S.lsp[i]
+        if q >= 0:
+            g = g + S.lsum[q]
+        if S.lo <= i < S.hi:
+            # backward_scalar's OP_SDOT square: two adds, in order
+            ga = S.vs[i] * S.gp
+            g = (g + ga) + ga
+    # a borrowed reference, as in _load_params
+    p = _tuple_item(S.ps, i)
+    (<Value>p).grad = g
+    # (not -=: Cython would take a reference for it)
+    d = (<Value>p).data - S.lr * g
+    (<Value>p).data = d
+    S.vs[i] = d
+    q = S.pwp[i]
+    if q >= 0:
+        S.pw[q] = d
+        q = S.wtp[i]
+        if q >= 0:
+            S.pw[q] = d
+    return d
 
 
 cdef bint _LITTLE = sys.byteorder == "little"
