@@ -389,3 +389,14 @@ def test_precompiled_other_program_between_steps(kind):
         want.append(bits(make_demo_step(t)(X, Y, 0.05)) + state(t))
         want.append(bits(_other_stepper(t, kind)()) + state(t))
     assert got == want
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 7, 1000])
+def test_store_prefetch_distance_changes_nothing(ahead):
+    old = _replay._set_store_ahead(ahead)
+    try:
+        got, want, reused = run([nothing, set_attr, nothing])
+    finally:
+        _replay._set_store_ahead(old)
+    assert got == want
+    assert reused == 2

@@ -752,14 +752,16 @@ cdef class Program:
         S.gp = self._gp
         S.lr = lr
         S.lo = S.hi = 0
+        S.n = n
+        S.ahead = STORE_AHEAD if PARAM_REUSE else n    # (off: as on main)
         if self._pen_on:
             S.lo = pm.a0
             S.hi = pm.a0 + pm.T
         if not PARAM_REUSE:
-            # last parameter first, as _store_param_grads (the next replay's
-            # load starts at the first)
+            # the store without the reuse (for A/B): last parameter first, as
+            # _store_param_grads (the next replay's load starts at the first)
             for i in range(n - 1, -1, -1):
-                _sgd_store_one(&S, i)
+                _sgd_store_one(&S, i, False)
             self._vs_ok = False
             _DATA_EPOCH[0] += 1
             return 0
@@ -770,19 +772,19 @@ cdef class Program:
             lo = pm.a0
             hi = pm.a0 + pm.T
         for i in range(lo):
-            _sgd_store_one(&S, i)
+            _sgd_store_one(&S, i, True)
         if pm.fwd:
             forward_scalar(k, &self.s_op[0], &self.s_out[0], &self.s_a[0],
                            &self.s_b[0], &self.s_c[0], &self.sd[0], &self.s_nx[0],
                            S.vs)
             acc = S.vs[self.s_a[k]]
             for i in range(lo, hi):
-                d = _sgd_store_one(&S, i)
+                d = _sgd_store_one(&S, i, True)
                 # forward_scalar's OP_SDOT link for the square of slot i
                 acc = op_forward(OP_ADD, acc, op_forward(OP_MUL, d, d, 0.0), 0.0)
             S.vs[self.s_out[k]] = acc
             for i in range(hi, n):
-                _sgd_store_one(&S, i)
+                _sgd_store_one(&S, i, True)
         _DATA_EPOCH[0] += 1             # other programs: read them again
         self._vs_epoch = _DATA_EPOCH[0]
         self._vs_map = pm
@@ -1603,6 +1605,32 @@ cdef extern from "Python.h":
     PyObject* _tuple_item "PyTuple_GET_ITEM" (PyObject* t, Py_ssize_t i) noexcept
 
 
+cdef extern from *:
+    """
+    /* a hint that the line at p will be written soon (no-op elsewhere) */
+    #if defined(__GNUC__)
+    #define fg_prefetch_w(p) __builtin_prefetch((const void*)(p), 1, 3)
+    #else
+    #define fg_prefetch_w(p) ((void)(p))
+    #endif
+    """
+    void fg_prefetch_w(const void* p) noexcept nogil
+
+
+# The SGD store's parameters ahead of the one it updates whose .data/.grad
+# line it asks for (a Value is its own allocation: each one a cache miss at
+# large sizes, a few in flight without the hint).  0: none.
+cdef Py_ssize_t STORE_AHEAD = 8
+
+
+def _set_store_ahead(Py_ssize_t k):
+    """Tuning hook: the SGD store's prefetch distance; returns the old one."""
+    global STORE_AHEAD
+    old = STORE_AHEAD
+    STORE_AHEAD = max(k, 0)
+    return old
+
+
 cdef struct _SgdStore:
     # what _sgd_store_one reads (Program._store_sgd fills it)
     PyObject* ps                  # the parameters (a tuple, borrowed)
@@ -1616,15 +1644,18 @@ cdef struct _SgdStore:
     const unsigned char* slow
     double gp, lr
     Py_ssize_t lo, hi             # the penalty chain's squares (gradients)
+    Py_ssize_t n, ahead           # parameters; prefetch distance (STORE_AHEAD)
 
 
-cdef inline double _sgd_store_one(const _SgdStore* S, Py_ssize_t i) noexcept:
+cdef inline double _sgd_store_one(const _SgdStore* S, Py_ssize_t i, bint keep) noexcept:
     """Parameter i of a fused SGD store: its gradient (as the generic path
-    adds it up), .grad, .data -= lr * grad, and the new value into vs and
-    the packed panels; returns it."""
+    adds it up), .grad, .data -= lr * grad, and with ``keep`` (a constant
+    at each call) the new value into vs and the packed panels; returns it."""
     cdef double g, ga, d
     cdef int q
     cdef PyObject* p
+    if i + S.ahead < S.n:
+        fg_prefetch_w(&(<Value>_tuple_item(S.ps, i + S.ahead)).data)
     if S.slow[i]:
         g = S.gs[i]
     else:
@@ -1642,13 +1673,14 @@ cdef inline double _sgd_store_one(const _SgdStore* S, Py_ssize_t i) noexcept:
     # (not -=: Cython would take a reference for it)
     d = (<Value>p).data - S.lr * g
     (<Value>p).data = d
-    S.vs[i] = d
-    q = S.pwp[i]
-    if q >= 0:
-        S.pw[q] = d
-        q = S.wtp[i]
+    if keep:
+        S.vs[i] = d
+        q = S.pwp[i]
         if q >= 0:
             S.pw[q] = d
+            q = S.wtp[i]
+            if q >= 0:
+                S.pw[q] = d
     return d
 
 
