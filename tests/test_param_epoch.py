@@ -400,3 +400,24 @@ def test_store_prefetch_distance_changes_nothing(ahead):
         _replay._set_store_ahead(old)
     assert got == want
     assert reused == 2
+
+
+def test_isa_switch_between_steps():
+    # the kernels change between steps, the stored panels stay valid
+    isas = _replay._supported_isas()
+    old = _replay._set_isa("best")
+    try:
+        m = model(16)
+        step = make_demo_step(m)
+        got = []
+        for k in range(2 * len(isas)):
+            _replay._set_isa(isas[k % len(isas)])
+            got.append(bits(step(X, Y, 0.05)) + state(m))
+        t = model(16)
+        want = []
+        for k in range(2 * len(isas)):
+            _replay._set_isa(isas[k % len(isas)])
+            want.append(bits(make_demo_step(t)(X, Y, 0.05)) + state(t))
+    finally:
+        _replay._set_isa(old)
+    assert got == want
