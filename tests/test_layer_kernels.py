@@ -152,6 +152,34 @@ def test_rows_kernel_bits_on_every_isa(M, K, n, trans):
                  with_init=not trans, with_mode=trans)
 
 
+def _rows_block_shapes():
+    # fg_gemm_rows blocks columns widely when M * K > wide_w: as many whole
+    # register tiles' B panels (FG_KC terms deep) as the scratch holds (FG_WORK
+    # doubles less 7 for alignment); 12-column tiles (AVX2, AVX-512) and
+    # 6-column ones (baseline) give the same 60 columns.  n = block - 1,
+    # block, block + 1, a second block begun; K: term blocks of FG_KC and a
+    # ragged last one; 9 rows: a tile of 8 (AVX-512) or 2 of 4, and one more.
+    # And one product just at wide_w (one tile per column block).
+    b = _replay._kernel_blocks()
+    M = 9
+    K = b["wide_w"] // M + 1
+    shapes = [(M, b["wide_w"] // M, 61)]
+    ncs = {(b["work"] - 7) // (b["kc"] * nr) * nr for nr in (12, 6)}
+    for nc in sorted(ncs):
+        for n in (nc - 1, nc, nc + 1, 2 * nc + 1):
+            shapes.append((M, K, n))
+    return shapes
+
+
+@pytest.mark.parametrize("M, K, n", _rows_block_shapes())
+@pytest.mark.parametrize("trans", [False, True])
+def test_rows_kernel_column_blocks(M, K, n, trans):
+    ld = -(-n // 8) * 8
+    for isa in isas():
+        run_rows(isa, trans, M, K, n, ld, seed=K + n, relu=not trans,
+                 with_init=not trans, with_mode=trans)
+
+
 @pytest.mark.parametrize("isa_post", [True, False])
 def test_rows_kernel_post_relu_and_modes(isa_post):
     for isa in isas():
@@ -253,6 +281,38 @@ def test_wgrad_kernel_bits_on_every_isa(M, K, n, fresh):
     ld = max(8, -(-n // 8) * 8)
     for isa in isas():
         run_wgrad(isa, M, K, n, ld, seed=M * 100 + K + n, fresh=fresh)
+
+
+def _wgrad_block_shapes():
+    # Sums of more than wide_w doubles (M * ldc) take C columns in blocks
+    # of as many register tiles as xt_block doubles of X^T hold: around the
+    # blocks of the 12-column tiles (AVX2, AVX-512) and the 6-column ones
+    # (baseline), K + 1 = block - 1, block, block + 1, and a second block
+    # just begun; batch widths: the replay's chunks at H = 512 (32) and H =
+    # 128 N = 100 (100), one column (the widest block), and two batch blocks
+    # (256 + 44, each its own blocks).  M: just past wide_w, 5 more than a
+    # multiple of 8 (register tiles of 8 or 4 and a ragged rest).  And one
+    # sum of wide_w doubles exactly (one tile per block).
+    b = _replay._kernel_blocks()
+    shapes = {(32, b["wide_w"] // 128, 127)}        # ldc 128
+    for n, nj in [(32, 32), (100, 100), (1, 1), (300, 44)]:
+        for nr in (12, 6):
+            kc = b["xt_block"] // (nj * nr) * nr
+            for k1 in (kc - 1, kc, kc + 1, 2 * kc + 1):
+                ldc = _replay._wgrad_ld(k1 - 1)
+                M = (b["wide_w"] // ldc + 1) // 8 * 8 + 5
+                shapes.add((n, M, k1 - 1))
+    return sorted(shapes)
+
+
+@pytest.mark.parametrize("n, M, K", _wgrad_block_shapes())
+def test_wgrad_kernel_column_blocks(n, M, K):
+    # and scattered g rows (one-row tiles only)
+    ld = -(-n // 8) * 8
+    for isa in isas():
+        run_wgrad(isa, M, K, n, ld, seed=K * 7 + n, fresh=False)
+        if K % 2:
+            run_wgrad(isa, M, K, n, ld, seed=K + n, fresh=True, consecutive=False)
 
 
 def test_wgrad_kernel_scattered_rows_and_huge_ld():

@@ -24,6 +24,13 @@
 #define FG_ADD 2
 #define FG_MR 8       /* rows of a packed weight panel (every ISA) */
 #define FG_WORK 4096  /* doubles of scratch a kernel call needs (per thread) */
+/* doubles of X^T per column block of fg_gemm_wgrad (the scratch less 7 for
+ * alignment) */
+#define FG_XT_BLOCK (FG_WORK - 7)
+#define FG_KC_ALL 256 /* FG_KC of every build (terms per block of the rows product) */
+/* products with more weights (or weight-gradient sums) than this (512 KiB)
+ * take the wide loop orders: see fg_gemm_rows and fg_gemm_wgrad */
+#define FG_WIDE_W 65536
 
 /* The kernels' scratch (the packed B panels), from a 64-byte boundary: the
  * micro-kernel reads every panel vector once per row tile, and a 32-byte
@@ -71,7 +78,7 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TARGET
 #define FG_TR 4
 #define FG_TV 3
-#define FG_KC 256
+#define FG_KC FG_KC_ALL
 #define FG_MC 64
 #define FG_JC 256
 #include "_replay_gemm_body.h"   /* (undefines the parameters) */
@@ -83,7 +90,7 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TARGET
 #define FG_TR 4
 #define FG_TV 3
-#define FG_KC 256
+#define FG_KC FG_KC_ALL
 #define FG_MC 64
 #define FG_JC 256
 #define FG_VW 2
@@ -96,7 +103,7 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TARGET __attribute__((target("avx2")))
 #define FG_TR 4
 #define FG_TV 3
-#define FG_KC 256
+#define FG_KC FG_KC_ALL
 #define FG_MC 64
 /* Row blocks of 128 for layers of at most 256 rows (their 128 x 256 weight
  * block, 256 KiB, still fits the 512 KiB L2): half the packings of the B
@@ -148,7 +155,7 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq")))
 #define FG_TR 8
 #define FG_TV 3
-#define FG_KC 256
+#define FG_KC FG_KC_ALL
 #define FG_MC 64
 #define FG_MC_NARROW 128
 #define FG_JC 256
@@ -160,7 +167,7 @@ static inline ptrdiff_t fg_wgrad_ld(int K) { return ((ptrdiff_t)K + 1 + 7) / 8 *
 #define FG_TARGET __attribute__((target("avx2")))
 #define FG_TR 8
 #define FG_TV 3
-#define FG_KC 256
+#define FG_KC FG_KC_ALL
 #define FG_MC 64
 #define FG_MC_NARROW 128
 #define FG_JC 256

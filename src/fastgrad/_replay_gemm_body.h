@@ -220,6 +220,68 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_pack_rows
 }
 #endif
 
+#ifdef FG_VW
+/* fg_gemm_rows for wide products (M * K > FG_WIDE_W weights, 512 KiB: more
+ * than stay in L2).  Terms in blocks of FG_KC; then one block of columns
+ * outermost (ncv vectors: as many register tiles as the scratch holds their
+ * panels, one at FG_WORK 4096), its panels packed once, over all the row
+ * blocks of mc, the rows in register tiles, and the block's tiles.  Narrow
+ * products take the row blocks outermost and pack each panel once per row
+ * block: 8 times at M = 512.  Here the weights stream once per column block
+ * instead (at H = 512 the replay's chunks are 32 columns, 3 tiles: W, 2
+ * MiB, comes from L3 three times per chunk instead of once and from L2
+ * twice).  Each sum adds the same terms in the same order: the same bits.
+ * Measured with fg_gemm_wgrad_wide: see there.  A function of its own, not
+ * inlined: the narrow products' loops stay the code they were.  work:
+ * aligned; mc: the row block. */
+static __attribute__((noinline)) FG_TARGET void FG_NAME(fg_gemm_rows_wide)(
+        int M, int K, const double *P, int trans, const double *init,
+        const double *post, const unsigned char *mode, int relu,
+        const double *in, const int *in_rows,
+        double *out, const int *out_rows, ptrdiff_t ld, ptrdiff_t n, double *work,
+        int mc)
+{
+    ptrdiff_t nv = (n + FG_VW - 1) / FG_VW, jv, jc, je;
+    /* vectors per column block: whole register tiles whose panels fill the
+     * scratch (at least one: FG_KC * FG_NR + 7 <= FG_WORK) */
+    ptrdiff_t ncv = (FG_WORK - 7) / ((ptrdiff_t)FG_KC * FG_NR) * FG_TV;
+    int p0, np, m0, m1, i0, first, last, tv;
+    for (p0 = 0; p0 == 0 || p0 < K; p0 += FG_KC) {
+        np = (K - p0 < FG_KC) ? K - p0 : FG_KC;
+        first = p0 == 0;
+        last = p0 + np >= K;
+        for (jc = 0; jc < nv; jc += ncv) {
+            je = (nv - jc < ncv) ? nv : jc + ncv;
+            for (jv = jc; jv < je; jv += tv) {
+                tv = FG_NAME(fg_tv)(je - jv);
+                FG_NAME(fg_pack_rows)(tv, in, in_rows, p0, np, ld, jv * FG_VW,
+                                      work + (jv - jc) * FG_VW * np);
+            }
+            for (m0 = 0; m0 < M; m0 += mc) {
+                m1 = (M - m0 < mc) ? M : m0 + mc;
+#define FG_TILE(tr, tvl) FG_NAME(fg_rows_tile)(tr, tvl, i0, trans, M, K, P, p0, np, \
+    first, last, init, post, mode, relu, work + (jv - jc) * FG_VW * np, out, \
+    out_rows, ld, jv * FG_VW)
+#define FG_TILE_TR(tvl) FG_TILE(FG_TR, tvl)
+#define FG_TILE_1(tvl) FG_TILE(1, tvl)
+#define FG_COLS(BODY) do { \
+    for (jv = jc; jv < je; jv += tv) { \
+        tv = FG_NAME(fg_tv)(je - jv); \
+        FG_BY_TV(tv, BODY); \
+    } \
+} while (0)
+                for (i0 = m0; i0 + FG_TR <= m1; i0 += FG_TR) FG_COLS(FG_TILE_TR);
+                for (; i0 < m1; i0++) FG_COLS(FG_TILE_1);
+#undef FG_COLS
+#undef FG_TILE_1
+#undef FG_TILE_TR
+#undef FG_TILE
+            }
+        }
+    }
+}
+#endif
+
 /* out[r][j] (r < M, j < n) = act((init_r + sum_{p<K} W[r][p] * in[p][j])
  * + post_r): the sum from init_r, adding the products in p order; post_r
  * added after it (post NULL: nothing added); act = relu (0.0 if v < 0 else
@@ -250,11 +312,17 @@ static FG_TARGET void FG_NAME(fg_gemm_rows)(
 #endif
     if (M <= 0) return;
     work = fg_align_work(work);      /* whole-line panel vectors: see FG_WORK */
+    if ((ptrdiff_t)M * K > FG_WIDE_W) {
+        FG_NAME(fg_gemm_rows_wide)(M, K, P, trans, init, post, mode, relu, in, in_rows,
+                                   out, out_rows, ld, n, work, mc);
+        return;
+    }
     /* BLIS loops: terms in blocks of FG_KC (the B panel's depth), rows in
      * blocks of FG_MC (their weights stay in L2 over the columns), columns
      * in register tiles (the panel of B packed once per tile column and
      * used by every row tile of the block), rows in register tiles.  K == 0:
-     * one pass that writes init (+ post, relu). */
+     * one pass that writes init (+ post, relu).  Wide products (more than
+     * FG_WIDE_W weights): fg_gemm_rows_wide. */
     for (p0 = 0; p0 == 0 || p0 < K; p0 += FG_KC) {
         np = (K - p0 < FG_KC) ? K - p0 : FG_KC;
         first = p0 == 0;
@@ -350,6 +418,65 @@ static inline __attribute__((always_inline)) FG_TARGET void FG_NAME(fg_wgrad_til
         for (u = 0; u < tv; u++) c[u] = acc[r][u];
     }
 }
+/* fg_gemm_wgrad for wide sums (M * ldc > FG_WIDE_W doubles, 512 KiB: more
+ * than stay in L2; H = 256 and 512).  Batch columns in blocks of FG_JC; C
+ * columns in blocks of kc (whole register tiles: their block of X^T, packed
+ * once as consecutive tile panels, fits FG_XT_BLOCK doubles of the
+ * scratch); C rows in register tiles; and within a row tile the block's
+ * columns, tile by tile: the row tile's g rows stay in L1 over the block,
+ * and C is read and written along its rows.  Narrow sums take C columns
+ * outermost and read C down its columns, a row stride apart: for wide ones
+ * C comes from L3 at every chunk of the replay (32 columns at H = 512), and
+ * perf put ~30% of the kernel's samples on the C tile's loads.  Each sum
+ * adds its products in column order as before: the same bits.
+ * Measured (Zen 4, demo step of MLP(2, [H, H, 1]), CPU ms per step, min of
+ * 7 rounds per process, main's build and this one alternating, quiet, load
+ * 1.0-1.7; notes/k40/ab_v6.txt, 2 pairs, both wide orders in the main
+ * functions; ab_v7.txt, 1 pair, as here), this / main, with
+ * fg_gemm_rows_wide: avx512 H = 512 N = 100 0.91 / 0.91, N = 1,000 0.89 /
+ * 0.90, H = 256 N = 100 / 1,000 1.05 / 1.00 (v6); avx2 H = 512 N = 100 0.92
+ * / 0.82, N = 1,000 0.98 / 0.93, H = 256 0.97 / 0.97 (v6).  A function of its
+ * own, not inlined: the narrow sums' loops stay the code they were.  work:
+ * aligned; n > 0; mc: rows in register tiles. */
+static __attribute__((noinline)) FG_TARGET void FG_NAME(fg_gemm_wgrad_wide)(
+        int M, int K, const double *g, const int *g_rows,
+        const double *x, const int *x_rows, ptrdiff_t ld, ptrdiff_t n,
+        double *C, int fresh, double *work, int mc)
+{
+    ptrdiff_t ldc = fg_wgrad_ld(K), jb, nj;
+    int K1 = K + 1, k0, i0, nk, f, kb, ke, kc;
+    for (jb = 0; jb < n; jb += FG_JC) {
+        nj = (n - jb < FG_JC) ? n - jb : FG_JC;
+        f = fresh && jb == 0;
+        kc = (int)(FG_XT_BLOCK / (nj * FG_NR)) * FG_NR;
+        for (kb = 0; kb < K1; kb += kc) {
+            ke = (K1 - kb < kc) ? K1 : kb + kc;
+            for (k0 = kb; k0 < ke; k0 += nk) {
+                int tv = FG_NAME(fg_tv)((ke - k0 + FG_VW - 1) / FG_VW);
+                nk = (ke - k0 < tv * FG_VW) ? ke - k0 : tv * FG_VW;
+                FG_NAME(fg_pack_xt)(tv, K, x, x_rows, k0, ld, jb, nj,
+                                    work + (ptrdiff_t)(k0 - kb) * nj);
+            }
+#define FG_TILE(tr, tvl) FG_NAME(fg_wgrad_tile)(tr, tvl, i0, k0, ldc, g, g_rows, \
+        ld, jb, nj, work + (ptrdiff_t)(k0 - kb) * nj, C, f)
+#define FG_TILE_TR(tvl) FG_TILE(FG_TR, tvl)
+#define FG_TILE_1(tvl) FG_TILE(1, tvl)
+#define FG_COLS(BODY) do { \
+        for (k0 = kb; k0 < ke; k0 += nk) { \
+            int tv = FG_NAME(fg_tv)((ke - k0 + FG_VW - 1) / FG_VW); \
+            nk = (ke - k0 < tv * FG_VW) ? ke - k0 : tv * FG_VW; \
+            FG_BY_TV(tv, BODY); \
+        } \
+    } while (0)
+            for (i0 = 0; i0 + FG_TR <= mc; i0 += FG_TR) FG_COLS(FG_TILE_TR);
+            for (; i0 < M; i0++) FG_COLS(FG_TILE_1);
+#undef FG_COLS
+#undef FG_TILE_1
+#undef FG_TILE_TR
+#undef FG_TILE
+        }
+    }
+}
 #endif
 
 /* Weight and bias gradients of a layer over n batch columns, added in
@@ -380,9 +507,14 @@ static FG_TARGET void FG_NAME(fg_gemm_wgrad)(
         if (fresh) memset(C, 0, sizeof(double) * (size_t)M * ldc);
         return;
     }
+    if ((ptrdiff_t)M * ldc > FG_WIDE_W) {
+        FG_NAME(fg_gemm_wgrad_wide)(M, K, g, g_rows, x, x_rows, ld, n, C, fresh, work, mc);
+        return;
+    }
     /* batch columns in blocks of FG_JC (a block of X^T is the B panel, in
      * L1), C columns in register tiles (the panel packed once for every row
-     * tile), C rows in register tiles */
+     * tile), C rows in register tiles.  Wide sums (more than FG_WIDE_W
+     * doubles): fg_gemm_wgrad_wide. */
     for (jb = 0; jb < n; jb += FG_JC) {
         nj = (n - jb < FG_JC) ? n - jb : FG_JC;
         f = fresh && jb == 0;

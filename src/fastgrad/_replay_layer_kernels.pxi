@@ -22,7 +22,7 @@
 # difference.  Every ISA and every thread count gives the same bits.
 
 cdef extern from "_replay_gemm.h" nogil:
-    int FG_SKIP, FG_STORE, FG_ADD, FG_MR, FG_WORK
+    int FG_SKIP, FG_STORE, FG_ADD, FG_MR, FG_WORK, FG_XT_BLOCK, FG_KC_ALL, FG_WIDE_W
     void fg_gemm_rows(int M, int K, const double* P, int trans, const double* init,
                       const double* post, const unsigned char* mode, int relu,
                       const double* inp, const int* in_rows, double* out,
@@ -186,6 +186,16 @@ def _kernel_wgrad(int M, int K, const double[:, ::1] g, const int[::1] g_rows,
     with nogil:
         fg_gemm_wgrad(M, K, &g[0, 0], &g_rows[0], &x[0, 0],
                       &x_rows[0] if K > 0 else NULL, ld, n, &C[0, 0], fresh, &work[0])
+
+
+def _kernel_blocks():
+    """The kernels' block sizes (tests: shapes at their boundaries): the
+    scratch in doubles (the rows product's column blocks of B panels fill
+    it, less 7 for alignment, when M * K > wide_w), the doubles of X^T per
+    column block of the weight gradient, and the rows product's terms per
+    block (FG_KC, the same at every ISA)."""
+    return {"work": FG_WORK, "xt_block": FG_XT_BLOCK, "kc": FG_KC_ALL,
+            "wide_w": FG_WIDE_W}
 
 
 def _wgrad_ld(int K):
