@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 import pytest
+from _steps import bits, moons
 
 import fastgrad
 
@@ -29,18 +30,6 @@ if fastgrad.COMPILED:
     from fastgrad.compiled import make_demo_step
     from fastgrad.nn import MLP
     from fastgrad.optim import SGD, Adam
-
-
-def moons(n, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 2))
-    y = np.where(X[:, 0] * X[:, 1] > 0, 1.0, -1.0)
-    return X, y
-
-
-def bits(*arrs):
-    return b"".join(np.asarray(a, np.float64).tobytes() for a in arrs
-                    if a is not None)
 
 
 def state(m):

@@ -14,6 +14,7 @@ import random
 
 import numpy as np
 import pytest
+from _steps import bits, moons
 
 import fastgrad
 from fastgrad import Value
@@ -24,17 +25,6 @@ if fastgrad.COMPILED:
     from fastgrad import _replay
     from fastgrad.compiled import make_demo_step
     from fastgrad.nn import MLP
-
-
-def moons(n, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 2))
-    y = np.where(X[:, 0] * X[:, 1] > 0, 1.0, -1.0)
-    return X, y
-
-
-def bits(*arrs):
-    return b"".join(np.asarray(a, np.float64).tobytes() for a in arrs)
 
 
 def run_both(fn):
