@@ -160,6 +160,8 @@ def _rows_block_shapes():
     # block, block + 1, a second block begun; K: term blocks of FG_KC and a
     # ragged last one; 9 rows: a tile of 8 (AVX-512) or 2 of 4, and one more.
     # And one product just at wide_w (one tile per column block).
+    if not fastgrad.COMPILED:
+        return []                        # (the module is skipped)
     b = _replay._kernel_blocks()
     M = 9
     K = b["wide_w"] // M + 1
@@ -293,6 +295,8 @@ def _wgrad_block_shapes():
     # (256 + 44, each its own blocks).  M: just past wide_w, 5 more than a
     # multiple of 8 (register tiles of 8 or 4 and a ragged rest).  And one
     # sum of wide_w doubles exactly (one tile per block).
+    if not fastgrad.COMPILED:
+        return []                        # (the module is skipped)
     b = _replay._kernel_blocks()
     shapes = {(32, b["wide_w"] // 128, 127)}        # ldc 128
     for n, nj in [(32, 32), (100, 100), (1, 1), (300, 44)]:
