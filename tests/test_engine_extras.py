@@ -83,6 +83,64 @@ def test_user_backward_on_an_operator_node_replaces_its_rule_like_micrograd():
     assert run(Value) == run(micrograd_engine.Value) == (11.0, 0.0)
 
 
+def _user_code_graph(V, where, kind):
+    """A chain with one node that may run user code -- an instance dict, a
+    user ``_backward`` or a hand-built node -- at the root, in the middle, at
+    a leaf or nowhere; returns (root, every node)."""
+    def mark(v, kids):
+        if kind == "dict":
+            v.note = "a dict, no _backward"
+        elif kind == "user_backward":
+            def bw():
+                for k in kids:
+                    k.grad += 3.0 * v.grad + 0.25
+            v._backward = bw
+        return v
+
+    def node(data, kids, op, here):
+        if here and kind == "hand_built":
+            return V(data, tuple(kids), "hand")     # no rule: stops gradient
+        return None
+
+    a, b = V(1.5), V(-2.0)
+    if where == "leaf":
+        mark(a, [b])
+    x0 = a * b
+    x1 = node(x0.data + a.data, (x0, a), "+", where == "middle") or x0 + a
+    if where == "middle":
+        mark(x1, [x0, a])
+    x2 = x1 * x1
+    x3 = (x2 - b).relu() * 0.5 + x0
+    root = node(x3.data, (x3,), "id", where == "root") or x3 * 2.0
+    if where == "root":
+        mark(root, [x3])
+    return root, [a, b, x0, x1, x2, x3, root]
+
+
+@pytest.mark.parametrize("where", ["root", "middle", "leaf", "nowhere"])
+@pytest.mark.parametrize("kind", ["dict", "user_backward", "hand_built"])
+def test_a_node_that_may_run_user_code_anywhere_in_the_sweep(where, kind):
+    # backward() sweeps with borrowed pointers until the first node that may
+    # run user code, then owns the rest: every position of that node, each
+    # kind, against micrograd (twice: a second sweep of the same graph)
+    if kind == "hand_built" and where == "leaf":
+        pytest.skip("a hand-built node without operands is a leaf")
+    got, want = [], []
+    for V, out in ((Value, got), (micrograd_engine.Value, want)):
+        root, nodes = _user_code_graph(V, where, kind)
+        every, stack = [], [root]
+        while stack:
+            v = stack.pop()
+            every.append(v)
+            stack.extend(v._prev)
+        for _ in range(2):
+            for v in every:
+                v.grad = 0.0
+            root.backward()
+            out.append([v.grad for v in nodes])
+    assert got == want
+
+
 @pytest.mark.compiled_only("fastgrad._engine's pickle records")
 def test_unpickling_rejects_bad_records():
     from fastgrad._engine import _rebuild_graph
