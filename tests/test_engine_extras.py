@@ -141,6 +141,21 @@ def test_a_node_that_may_run_user_code_anywhere_in_the_sweep(where, kind):
     assert got == want
 
 
+def test_backward_of_graphs_larger_and_smaller_than_the_last():
+    # the sort's order buffer starts at the last sort's node count: graphs
+    # below, at, one above and far above it, against micrograd
+    def run(V, n):
+        xs = [V(0.5 + 0.25 * (i % 7)) for i in range(n)]
+        level = [xs[i] * xs[i - 1] * 0.5 for i in range(n)]
+        while len(level) > 1:       # a tree of sums (micrograd's sort recurses)
+            level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                     for i in range(0, len(level), 2)]
+        level[0].backward()
+        return [x.grad for x in xs]
+    for n in (1500, 10, 1500, 1501, 6000, 1, 3000):
+        assert run(Value, n) == run(micrograd_engine.Value, n), n
+
+
 @pytest.mark.compiled_only("fastgrad._engine's pickle records")
 def test_unpickling_rejects_bad_records():
     from fastgrad._engine import _rebuild_graph
