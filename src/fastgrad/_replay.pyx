@@ -204,6 +204,20 @@ cdef Py_ssize_t MAX_CHUNK = 4096
 # baseline 0.97 / 0.97 / 0.95, portable 1.25 / 1.19 / 1.29.  It cannot be
 # chosen per ISA: the chunk size enters the batch sums of scalar-operand
 # gradients (one sum per chunk), and every ISA gives the same bits.
+# Measured again on Zen 4 (1 MiB L2; the same step, process CPU time, ratio
+# to the byte budget's 32-column chunks, medians of per-round ratios over
+# 5-11 interleaved rounds; notes/ch41 sweep.py), the gain depends on what
+# else runs.  N = 1,000, floor 128 / 256: at load 1.7-3 avx2 0.80 / 0.81,
+# avx512 0.94 / 0.90, baseline 0.90 / 0.88, portable 1.13 / 1.27; at load
+# 1.0-1.8 avx2 1.00-1.04 / 1.00, avx512 0.99-1.07 / 0.97-1.13.  N = 10,000
+# at load 1.2-1.8: 1.05 / 0.85-0.93, but the budget's minimum time is the
+# lowest or equal.  Nor did one chunk for a small batch pay: by the budget,
+# N = 100 runs as chunks of 32, 32, 32 and 4 columns, and the 4-column one
+# costs 0.3-0.6 ms of the ~7 ms step (N = 100 against N = 96, minimum
+# times), but one chunk of 100 (whose rows outgrow L2) gave 1.03 / 1.00
+# (avx512 / avx2, 61 rounds, quartiles 0.9-1.1, load 1.3-3) and chunks of
+# 64 and 36 1.00 / 1.04; H = 256 at N = 100 (64 and 36): one chunk
+# 0.99-1.02.
 cdef Py_ssize_t LAYER_MIN_COLS = 0
 cdef Py_ssize_t LAYER_L2_BYTES = 512 * 1024
 # the columns per chunk of the last training/forward replay (testing hook)
