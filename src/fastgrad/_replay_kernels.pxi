@@ -24,6 +24,13 @@ cdef extern from "_vmath_rows.h" nogil:
                           const double* g, Py_ssize_t n)
     void fg_vm_lse_bw_row(int mode, double* gr, const double* x, const double* e,
                           const double* o, const double* g, Py_ssize_t n)
+    # (_vmath_nary.h: OP_MUL's and OP_SUM's rows at the ISA's width)
+    void fg_vm_mul_fw(double* o, const double* a, const double* b, Py_ssize_t n)
+    void fg_vm_mul_bw_row(int mode, double* gr, const double* x, const double* g,
+                          Py_ssize_t n)
+    void fg_vm_sum_fw(double* o, const int* refs, int cnt, const double* vs,
+                      const double* vb, Py_ssize_t ld, Py_ssize_t n)
+    void fg_vm_gput_row(int mode, double* gr, const double* g, Py_ssize_t n)
     int fg_vm_isa_select(int level)
     int fg_vm_isa_get()
 
@@ -306,7 +313,11 @@ cdef void fw_lse_block(double* o, const int* refs, int cnt, const double* vs,
 cdef void fw_nary(int op, double* o, const int* refs, int cnt, const double* vs,
                   const double* vb, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t jb = 0
-    if op == OP_SUM:
+    if op == OP_SUM and fg_vm_isa_get() >= 2:
+        # AVX2 / AVX-512: the fold's pinned adds on the ISA's vectors, no
+        # second pass for nans (_vmath_nary.h)
+        fg_vm_sum_fw(o, refs, cnt, vs, vb, ld, n)
+    elif op == OP_SUM:
         while jb + DOT_BLOCK <= n:
             fw_sum_block(o, refs, cnt, vs, vb, ld, jb, DOT_BLOCK)
             jb += DOT_BLOCK
@@ -337,6 +348,8 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
     cdef const double* pa
     cdef const double* pb
     cdef double sa, sb, c
+    # AVX2 / AVX-512: OP_MUL's rows on the ISA's vectors (_vmath_nary.h)
+    cdef bint vec = fg_vm_isa_get() >= 2
     for k in range(ninstr):
         op = ops[k]
         kind = kinds[k]
@@ -364,7 +377,10 @@ cdef void forward_batched(int ninstr, const unsigned char* ops,
             if op == OP_ADD:
                 fw_bb(OP_ADD, o, pa, pb, n)
             elif op == OP_MUL:
-                fw_bb(OP_MUL, o, pa, pb, n)
+                if vec:
+                    fg_vm_mul_fw(o, pa, pb, n)
+                else:
+                    fw_bb(OP_MUL, o, pa, pb, n)
             elif op == OP_SUB:
                 fw_bb(OP_SUB, o, pa, pb, n)
             elif op == OP_DIV:
@@ -793,6 +809,9 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
     cdef double* gr
     cdef double part[NPART]
     cdef double sx, tot
+    # AVX2 / AVX-512: an OP_SUM's rows get g on the ISA's vectors
+    # (_vmath_nary.h; nary_backward's g, the same bits)
+    cdef bint vsum = op == OP_SUM and fg_vm_isa_get() >= 2
     for q in range(cnt):
         mode = modes[q]
         if mode == M_SKIP:
@@ -801,7 +820,9 @@ cdef inline void bw_nary_ops(int op, const unsigned char* modes, const int* refs
         if r >= 0:
             x = vb + r * ld
             gr = gb + gm[r] * ld
-            if mode == M_STORE:
+            if op == OP_SUM and vsum:
+                fg_vm_gput_row(mode, gr, g, n)
+            elif mode == M_STORE:
                 for j in range(n):
                     gr[j] = 0.0 + nary_backward(op, x[j], o[j], g[j])
             else:
@@ -1066,8 +1087,18 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
             bw_instr(OP_ADD, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)
         elif op == OP_MUL:
-            bw_instr(OP_MUL, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
-                     outs[k], cs[k], n)
+            if kind == K_BB and vec:
+                # bwr_bb's two passes, operand a then b (op_backward's b g and
+                # a g), on the ISA's vectors (_vmath_nary.h)
+                if ma != M_SKIP:
+                    fg_vm_mul_bw_row(ma, gb + gm[oa[k]] * ld, vb + ob[k] * ld,
+                                     gb + gm[outs[k]] * ld, n)
+                if mb != M_SKIP:
+                    fg_vm_mul_bw_row(mb, gb + gm[ob[k]] * ld, vb + oa[k] * ld,
+                                     gb + gm[outs[k]] * ld, n)
+            else:
+                bw_instr(OP_MUL, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
+                         outs[k], cs[k], n)
         elif op == OP_RELU:
             bw_instr(OP_RELU, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                      outs[k], cs[k], n)

@@ -529,6 +529,30 @@ FN(fg_vm_softplus)(VD x)
     return FG_VM_SUF(fg_vm_softplus_end)(x, th, tl, t, s1, s2, M, uh, ul);
 }
 
+/* softplus in two halves, as tanh and sigmoid (the row runs them over
+ * blocks of vectors, _vmath_rows.h): fg_vm_softplus_a: e^-|x| (th, tl, M)
+ * and 1 + t = uh + ul; fg_vm_softplus_b: the scale factors again (from M,
+ * the same bits) and fg_vm_softplus_end.  fg_vm_softplus's operations on
+ * the same numbers. */
+SUB(fg_vm_softplus_a)(VD x, VD *th, VD *tl, VU *M, VD *uh, VD *ul)
+{
+    VD s1, s2, t;
+    FG_VM_SUF(fg_vm_exp_neg_abs)(x, th, tl, M, &s1, &s2);
+    t = (*th * s1) * s2;
+    FAST2SUM(SPLAT(1.0), t, *uh, *ul);               /* 1 + t */
+    *ul = *ul + (*tl * s1) * s2;
+}
+
+FN(fg_vm_softplus_b)(VD x, VD th, VD tl, VU M, VD uh, VD ul)
+{
+    VD s1, s2;
+    FG_VM_SUF(fg_vm_scale2)(M, &s1, &s2);
+    return FG_VM_SUF(fg_vm_softplus_end)(x, th, tl, (th * s1) * s2, s1, s2, M, uh, ul);
+}
+
+/* (the name the row macro of _vmath_rows.h builds a plain row from) */
+FN(fg_vm_softplus1)(VD x) { return FG_VM_SUF(fg_vm_softplus)(x); }
+
 /* softplus(x), and sigmoid(x) in *sg, from one e^-|x|: fg_vm_softplus's
  * and fg_vm_sigmoid's operations on the same numbers (so the bits of both;
  * the 1 + t that softplus takes the log of is sigmoid's denominator D before

@@ -33,11 +33,21 @@
  *       softmax row e where the plan found one (the same bits, computed by
  *       the forward), else the exponential of x - o
  *
+ *   mul_fw, mul_bw_row, sum_fw, gput_row: OP_MUL's and OP_SUM's rows (below)
+ *
  * The last vector of a row may be partial (n % W columns): its operands
  * are copied into zero-padded buffers and only its n % W results stored,
  * so nothing past column n is read or written.
  */
 
+/* column vectors per block of lse_fw (below; FG_VM_LSE_BLOCK: measuring) */
+#ifdef FG_VM_LSE_BLOCK
+#define FG_VN_LSEB FG_VM_LSE_BLOCK
+#elif FG_VN_W == 8
+#define FG_VN_LSEB 2
+#else
+#define FG_VN_LSEB 4
+#endif
 #define VN FG_VN_SUF(fg_vm_vd)
 #define VNU FG_VN_SUF(fg_vm_vu)
 #define NFN(f) static FG_VM_UNUSED FG_VN_TARGET void FG_VN_SUF(f)
@@ -148,6 +158,18 @@ NIN(fg_vn_operand)(int r, const double *vs, const double *vb, ptrdiff_t ld, ptrd
     return FG_VN_SUF(fg_vn_splat)(vs[-1 - r]);
 }
 
+/* lse_finish: m + log(t) where |m| < inf (nan compares false), else m */
+NIN(fg_vn_lse_finish)(VN m, VN t)
+{
+    VN res = FG_VN_SUF(fg_vm_log)(t);
+#if FG_VN_W == 1
+    return isfinite(m) ? m + res : m;
+#else
+    VN am = (VN)((VNU)m & ((VNU){0} + 0x7FFFFFFFFFFFFFFFULL));
+    return NSEL(NMASK(am < FG_VM_INF), m + res, m);
+#endif
+}
+
 /* logsumexp's columns j..j+w-1 */
 FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_cols)(
     double *o, const int *refs, int cnt, const double *vs, const double *vb, ptrdiff_t ld,
@@ -163,23 +185,51 @@ FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_cols)(
     t = FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld, j, w) - m);
     for (q = 1; q < cnt; q++)
         t = t + FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(refs[q], vs, vb, ld, j, w) - m);
-    /* lse_finish: |m| < inf (nan compares false) */
-    res = FG_VN_SUF(fg_vm_log)(t);
-#if FG_VN_W == 1
-    res = isfinite(m) ? m + res : m;
-#else
-    {
-        VN am = (VN)((VNU)m & ((VNU){0} + 0x7FFFFFFFFFFFFFFFULL));
-        res = NSEL(NMASK(am < FG_VM_INF), m + res, m);
-    }
-#endif
+    res = FG_VN_SUF(fg_vn_lse_finish)(m, t);
     FG_VN_SUF(fg_vn_store)(o + j, res, w);
+}
+
+/* FG_VN_LSEB whole vectors of columns from j at once: fg_vn_lse_cols's steps,
+ * each over the block's vectors before the next (the same operations on the
+ * same numbers: the same bits), so that the out-of-order core overlaps the
+ * block's independent exponentials and logs (one column vector's chain,
+ * max -> exps -> sum -> log, is too long for it to overlap the next's).
+ * Measured on Zen 4 (a C loop over a 4-operand logsumexp of 512 columns,
+ * per vector against blocks, one process, min of 7 rounds, load ~1-2):
+ * AVX-512 blocks of 2: 0.87-0.89 of the per-vector time, of 4: 0.89-0.91;
+ * AVX2 blocks of 2 or 4: 0.77-0.83 (notes/irr41/h/lse_bench.c of the
+ * working notes). */
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_lse_block)(
+    double *o, const int *refs, int cnt, const double *vs, const double *vb, ptrdiff_t ld,
+    ptrdiff_t j)
+{
+    VN m[FG_VN_LSEB], t[FG_VN_LSEB], x;
+    int q, b;
+    for (b = 0; b < FG_VN_LSEB; b++)
+        m[b] = FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld, j + b * FG_VN_W, FG_VN_W);
+    for (q = 1; q < cnt; q++)
+        for (b = 0; b < FG_VN_LSEB; b++) {
+            x = FG_VN_SUF(fg_vn_operand)(refs[q], vs, vb, ld, j + b * FG_VN_W, FG_VN_W);
+            m[b] = NSEL(NMASK(x > m[b]) | NMASK(x != x), x, m[b]);     /* lse_max */
+        }
+    for (b = 0; b < FG_VN_LSEB; b++)
+        t[b] = FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld,
+                                                             j + b * FG_VN_W, FG_VN_W) - m[b]);
+    for (q = 1; q < cnt; q++)
+        for (b = 0; b < FG_VN_LSEB; b++)
+            t[b] = t[b] + FG_VN_SUF(fg_vm_exp)(FG_VN_SUF(fg_vn_operand)(
+                refs[q], vs, vb, ld, j + b * FG_VN_W, FG_VN_W) - m[b]);
+    for (b = 0; b < FG_VN_LSEB; b++)
+        FG_VN_SUF(fg_vn_store)(o + j + b * FG_VN_W, FG_VN_SUF(fg_vn_lse_finish)(m[b], t[b]),
+                               FG_VN_W);
 }
 
 NFN(fg_vm_lse_fw)(double *o, const int *refs, int cnt, const double *vs, const double *vb,
                   ptrdiff_t ld, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
+    for (; j + FG_VN_LSEB * FG_VN_W <= n; j += FG_VN_LSEB * FG_VN_W)
+        FG_VN_SUF(fg_vn_lse_block)(o, refs, cnt, vs, vb, ld, j);
     for (; j + FG_VN_W <= n; j += FG_VN_W)
         FG_VN_SUF(fg_vn_lse_cols)(o, refs, cnt, vs, vb, ld, j, FG_VN_W);
     if (j < n)
@@ -281,6 +331,86 @@ NFN(fg_vm_lse_bw_row)(int mode, double *gr, const double *x, const double *e,
         FG_VN_SUF(fg_vn_lse_bw_cols)(mode, gr, x, e, o, g, j, n - j);
 }
 
+/* The common ops' rows at the ISA's width (Cython's loops run at the
+ * module's baseline, SSE2 on x86-64, and gcc leaves the pinned multiply's
+ * loops scalar there): the same rules of _rules.pxd per column.
+ *
+ *   mul_fw(o, a, b, n)           OP_MUL: o = fg_vm_mul(a, b)
+ *   mul_bw_row(mode, gr, x, g, n)  an OP_MUL operand's gradient row: c =
+ *       fg_vm_mul(x, g), x the other operand's value row (op_backward's
+ *       ga = b g, gb = a g), stored (mode 1, 0.0 + c) or added (mode 2)
+ *   sum_fw(o, refs, cnt, vs, vb, ld, n)   OP_SUM: t = x_0 + 0.0, then
+ *       t = fg_vm_add(t, x_q), operands as lse_fw's
+ *   gput_row(mode, gr, g, n)     an OP_SUM operand's gradient row (its
+ *       nary_backward is g): 0.0 + g stored, or g added
+ *
+ * Each row is elementwise (every column loaded before it is stored), so o
+ * may be an operand's row, as in the Cython loops.  (perf on the irregular
+ * workload, 1k ops, AVX-512: forward_batched, fw_nary and backward_batched,
+ * whose OP_MUL loops were scalar mulsd + ucomisd, held 13.4% of the batch
+ * call's samples; with these rows, they and the rows 8.3%.) */
+NFN(fg_vm_mul_fw)(double *o, const double *a, const double *b, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + FG_VN_W <= n; j += FG_VN_W)
+        FG_VN_SUF(fg_vn_store)(o + j, FG_VN_SUF(fg_vn_mul)(FG_VN_SUF(fg_vn_load)(a + j, FG_VN_W),
+                                                           FG_VN_SUF(fg_vn_load)(b + j, FG_VN_W)),
+                               FG_VN_W);
+    if (j < n)
+        FG_VN_SUF(fg_vn_store)(o + j, FG_VN_SUF(fg_vn_mul)(FG_VN_SUF(fg_vn_load)(a + j, n - j),
+                                                           FG_VN_SUF(fg_vn_load)(b + j, n - j)),
+                               n - j);
+}
+
+NFN(fg_vm_mul_bw_row)(int mode, double *gr, const double *x, const double *g, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#define FG_VN_MB(M) \
+    for (; j + FG_VN_W <= n; j += FG_VN_W) \
+        FG_VN_SUF(fg_vn_put)(M, gr, FG_VN_SUF(fg_vn_mul)(FG_VN_SUF(fg_vn_load)(x + j, FG_VN_W), \
+                                                         FG_VN_SUF(fg_vn_load)(g + j, FG_VN_W)), \
+                             j, FG_VN_W);
+    if (mode == 1) { FG_VN_MB(1) } else { FG_VN_MB(2) }
+#undef FG_VN_MB
+    if (j < n)
+        FG_VN_SUF(fg_vn_put)(mode, gr, FG_VN_SUF(fg_vn_mul)(FG_VN_SUF(fg_vn_load)(x + j, n - j),
+                                                            FG_VN_SUF(fg_vn_load)(g + j, n - j)),
+                             j, n - j);
+}
+
+FG_VM_INLINE FG_VN_TARGET void FG_VN_SUF(fg_vn_sum_cols)(
+    double *o, const int *refs, int cnt, const double *vs, const double *vb, ptrdiff_t ld,
+    ptrdiff_t j, ptrdiff_t w)
+{
+    VN t = FG_VN_SUF(fg_vn_operand)(refs[0], vs, vb, ld, j, w) + 0.0;
+    int q;
+    for (q = 1; q < cnt; q++)
+        t = FG_VN_SUF(fg_vn_add)(t, FG_VN_SUF(fg_vn_operand)(refs[q], vs, vb, ld, j, w));
+    FG_VN_SUF(fg_vn_store)(o + j, t, w);
+}
+
+NFN(fg_vm_sum_fw)(double *o, const int *refs, int cnt, const double *vs, const double *vb,
+                  ptrdiff_t ld, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + FG_VN_W <= n; j += FG_VN_W)
+        FG_VN_SUF(fg_vn_sum_cols)(o, refs, cnt, vs, vb, ld, j, FG_VN_W);
+    if (j < n)
+        FG_VN_SUF(fg_vn_sum_cols)(o, refs, cnt, vs, vb, ld, j, n - j);
+}
+
+NFN(fg_vm_gput_row)(int mode, double *gr, const double *g, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#define FG_VN_GP(M) \
+    for (; j + FG_VN_W <= n; j += FG_VN_W) \
+        FG_VN_SUF(fg_vn_put)(M, gr, FG_VN_SUF(fg_vn_load)(g + j, FG_VN_W), j, FG_VN_W);
+    if (mode == 1) { FG_VN_GP(1) } else { FG_VN_GP(2) }
+#undef FG_VN_GP
+    if (j < n)
+        FG_VN_SUF(fg_vn_put)(mode, gr, FG_VN_SUF(fg_vn_load)(g + j, n - j), j, n - j);
+}
+
 #undef VN
 #undef VNU
 #undef NFN
@@ -290,3 +420,4 @@ NFN(fg_vm_lse_bw_row)(int mode, double *gr, const double *x, const double *e,
 #undef FG_VN_W
 #undef FG_VN_SUF
 #undef FG_VN_TARGET
+#undef FG_VN_LSEB
