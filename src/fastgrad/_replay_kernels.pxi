@@ -31,6 +31,8 @@ cdef extern from "_vmath_rows.h" nogil:
     void fg_vm_sum_fw(double* o, const int* refs, int cnt, const double* vs,
                       const double* vb, Py_ssize_t ld, Py_ssize_t n)
     void fg_vm_gput_row(int mode, double* gr, const double* g, Py_ssize_t n)
+    void fg_vm_softplus_bw_row(int mode, double* gr, const double* a, const double* g,
+                               Py_ssize_t n)
     int fg_vm_isa_select(int level)
     int fg_vm_isa_get()
 
@@ -1123,7 +1125,12 @@ cdef void backward_batched(int ninstr, const unsigned char* ops,
                 bw_instr(OP_SOFTMAX, kind, ma, mb, vb, gb, gm, vs, gs, ld, oa[k], ob[k],
                          outs[k], cs[k], n)
         elif op == OP_SOFTPLUS:
-            if ma != M_SKIP:
+            if ma != M_SKIP and vec:
+                # AVX2 / AVX-512: the sigmoid, the product and the store in
+                # one pass on the vectors (_vmath_nary.h; bw_softplus's bits)
+                fg_vm_softplus_bw_row(ma, gb + gm[oa[k]] * ld, vb + oa[k] * ld,
+                                      gb + gm[outs[k]] * ld, n)
+            elif ma != M_SKIP:
                 bw_softplus(ma, gb + gm[oa[k]] * ld, vb + oa[k] * ld,
                             gb + gm[outs[k]] * ld, n)
         elif op == OP_TANH:

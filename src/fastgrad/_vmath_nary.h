@@ -34,6 +34,7 @@
  *       the forward), else the exponential of x - o
  *
  *   mul_fw, mul_bw_row, sum_fw, gput_row: OP_MUL's and OP_SUM's rows (below)
+ *   softplus_bw_row(mode, gr, a, g, n)   OP_SOFTPLUS's operand row (below)
  *
  * The last vector of a row may be partial (n % W columns): its operands
  * are copied into zero-padded buffers and only its n % W results stored,
@@ -409,6 +410,41 @@ NFN(fg_vm_gput_row)(int mode, double *gr, const double *g, ptrdiff_t n)
 #undef FG_VN_GP
     if (j < n)
         FG_VN_SUF(fg_vn_put)(mode, gr, FG_VN_SUF(fg_vn_load)(g + j, n - j), j, n - j);
+}
+
+/* softplus_bw_row(mode, gr, a, g, n): the gradient row of a softplus's
+ * operand, op_backward's fg_vm_mul(sigmoid(a), g), stored (mode 1, 0.0 + c)
+ * or added (mode 2): the sigmoid in blocks of its two halves as its row's
+ * (_vmath_rows.h, the same bits), the product and the store on the vectors
+ * in registers instead of a second pass in Cython (whose pinned multiply
+ * gcc left scalar). */
+NFN(fg_vm_softplus_bw_row)(int mode, double *gr, const double *a, const double *g,
+                           ptrdiff_t n)
+{
+    enum { TB = FG_VM_TB };       /* (the sigmoid row's block) */
+    ptrdiff_t j = 0;
+    int b;
+    VN nh[TB], nl[TB], dh[TB], dl[TB], f1[TB], f2[TB];
+#define FG_VN_SPB(M) \
+    for (; j + TB * FG_VN_W <= n; j += TB * FG_VN_W) { \
+        for (b = 0; b < TB; b++) \
+            FG_VN_SUF(fg_vm_sigmoid_a)(FG_VN_SUF(fg_vn_load)(a + j + b * FG_VN_W, FG_VN_W), \
+                                       &nh[b], &nl[b], &dh[b], &dl[b], &f1[b], &f2[b]); \
+        for (b = 0; b < TB; b++) \
+            FG_VN_SUF(fg_vn_put)(M, gr, FG_VN_SUF(fg_vn_mul)( \
+                FG_VN_SUF(fg_vm_sigmoid_b)(nh[b], nl[b], dh[b], dl[b], f1[b], f2[b]), \
+                FG_VN_SUF(fg_vn_load)(g + j + b * FG_VN_W, FG_VN_W)), j + b * FG_VN_W, FG_VN_W); \
+    } \
+    for (; j + FG_VN_W <= n; j += FG_VN_W) \
+        FG_VN_SUF(fg_vn_put)(M, gr, FG_VN_SUF(fg_vn_mul)( \
+            FG_VN_SUF(fg_vm_sigmoid)(FG_VN_SUF(fg_vn_load)(a + j, FG_VN_W)), \
+            FG_VN_SUF(fg_vn_load)(g + j, FG_VN_W)), j, FG_VN_W);
+    if (mode == 1) { FG_VN_SPB(1) } else { FG_VN_SPB(2) }
+#undef FG_VN_SPB
+    if (j < n)
+        FG_VN_SUF(fg_vn_put)(mode, gr, FG_VN_SUF(fg_vn_mul)(
+            FG_VN_SUF(fg_vm_sigmoid)(FG_VN_SUF(fg_vn_load)(a + j, n - j)),
+            FG_VN_SUF(fg_vn_load)(g + j, n - j)), j, n - j);
 }
 
 #undef VN

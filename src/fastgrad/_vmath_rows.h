@@ -434,7 +434,8 @@ static FG_VM_UNUSED int fg_vm_row_at(int level, int fn, const double *x, double 
  * (_vmath_nary.h; the same bits at every level), chosen like the rows:
  * fg_vm_lse_fw(...), fg_vm_softmax_fw(...), fg_vm_softmax_bw(...),
  * fg_vm_lse_bw_row(...), fg_vm_mul_fw(...), fg_vm_mul_bw_row(...),
- * fg_vm_sum_fw(...), fg_vm_gput_row(...) with _vmath_nary.h's
+ * fg_vm_sum_fw(...), fg_vm_gput_row(...), fg_vm_softplus_bw_row(...) with
+ * _vmath_nary.h's
  * arguments run the level of fg_vm_isa_select. */
 #define FG_VN_W 1
 #define FG_VN_SUF(f) f##_plain
@@ -476,6 +477,8 @@ typedef void (*fg_vm_lse_bw_row_t)(int, double *, const double *, const double *
 typedef void (*fg_vm_mul_fw_t)(double *, const double *, const double *, ptrdiff_t);
 typedef void (*fg_vm_mul_bw_row_t)(int, double *, const double *, const double *, ptrdiff_t);
 typedef void (*fg_vm_gput_row_t)(int, double *, const double *, ptrdiff_t);
+typedef void (*fg_vm_softplus_bw_row_t)(int, double *, const double *, const double *,
+                                        ptrdiff_t);
 
 /* one table per kernel, indexed by level (a level this build lacks: the
  * plain one, never chosen: fg_vm_supported refuses it) */
@@ -507,6 +510,7 @@ FG_VN_TABLE(fg_vm_mul_fw_t, fg_vm_mul_fw)
 FG_VN_TABLE(fg_vm_mul_bw_row_t, fg_vm_mul_bw_row)
 FG_VN_TABLE(fg_vm_lse_fw_t, fg_vm_sum_fw)
 FG_VN_TABLE(fg_vm_gput_row_t, fg_vm_gput_row)
+FG_VN_TABLE(fg_vm_softplus_bw_row_t, fg_vm_softplus_bw_row)
 #undef FG_VN_TABLE
 
 static FG_VM_UNUSED void fg_vm_lse_fw(double *o, const int *refs, int cnt, const double *vs,
@@ -554,6 +558,12 @@ static FG_VM_UNUSED void fg_vm_sum_fw(double *o, const int *refs, int cnt, const
 static FG_VM_UNUSED void fg_vm_gput_row(int mode, double *gr, const double *g, ptrdiff_t n)
 {
     fg_vm_gput_row_table[fg_vm_level](mode, gr, g, n);
+}
+
+static FG_VM_UNUSED void fg_vm_softplus_bw_row(int mode, double *gr, const double *a,
+                                               const double *g, ptrdiff_t n)
+{
+    fg_vm_softplus_bw_row_table[fg_vm_level](mode, gr, a, g, n);
 }
 
 #endif
