@@ -236,3 +236,73 @@ def test_softmax_kernels_every_mode_and_isa(B):
     # the parameters' batch sums: to rounding (nan where a row's is)
     assert np.allclose(got[0][-2:], e_pg.sum(axis=0), rtol=1e-12, atol=1e-12,
                        equal_nan=True)
+
+
+# ---------------------------------------------------------------------------
+# OP_MUL's and OP_SUM's rows and softplus's backward on the ISA's vectors
+# (_vmath_nary.h mul_fw, mul_bw_row, sum_fw, gput_row, softplus_bw_row):
+# their pinned adds and multiplies take the first operand's nan where both
+# are nans, a stored gradient is 0.0 + c (-0.0 becomes +0.0), and a row's
+# blocks and tail cover every column count
+# ---------------------------------------------------------------------------
+
+NAN_A = np.array([0x7FF8000000000123], np.uint64).view(np.float64)[0]
+NAN_B = np.array([0xFFF80000000A0B00], np.uint64).view(np.float64)[0]
+
+
+def graph_arith(x):
+    """Products with both operands batched (the second operand's gradient
+    row stored, then added to: x[1] appears twice), a square (one slot, both
+    operands), sums with a repeated operand, softplus of a product, and
+    values flowing back through all of them."""
+    p = x[0] * x[1]
+    q = x[1] * x[2]
+    sq = x[3] * x[3]
+    s = fastgrad.sum([p, x[2], q, p])
+    t = fastgrad.sum([sq, s, x[0]])
+    sp = (x[2] * x[0]).softplus()
+    return fastgrad.sum([s * t, sp * x[1], t * sp])
+
+
+def arith_rows(B, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 2, (B, 4))
+    flat = X.reshape(-1)
+    vals = [NAN_A, NAN_B, -0.0, 0.0, math.inf, -math.inf, 1e300, -1e-310]
+    picks = rng.choice(flat.size, min(flat.size, 3 * len(vals)), replace=False)
+    for t, i in enumerate(picks):
+        flat[i] = vals[t % len(vals)]
+    if B >= 2:
+        X[0, :2] = [NAN_A, NAN_B]          # both operands of x0 * x1 nans
+        X[1, :3] = [-0.0, 3.0, NAN_B]      # a -0.0 product; a nan in a sum
+    return X
+
+
+@pytest.mark.parametrize("B", [1, 5, 8, 9, 17, 33, 63, 64, 65, 129])
+def test_mul_sum_softplus_rows_equal_eager(B):
+    X = arith_rows(B, 100 + B)
+    want_out, want_g = [], []
+    for row in X:
+        xs = [Value(v) for v in row]
+        y = graph_arith(xs)
+        y.backward()
+        want_out.append(y.data)
+        want_g.append([v.grad for v in xs])
+    prog = fastgrad.compile(graph_arith, 4)
+
+    def run():
+        out = np.empty((B, 1))
+        G = np.empty_like(X)
+        prog.batch(X, reduce="sum", outputs=out, input_grad=G)
+        assert_same(out[:, 0], want_out)
+        assert_same(G, want_g)
+        return np.concatenate([out[:, 0], G.ravel()])
+
+    got = on_every_isa(run)
+    for g in got[1:]:
+        assert_same(g, got[0])
+    if B >= 2:
+        # the oracle itself: the first operand's nan, by hand
+        xs = [Value(v) for v in X[0]]
+        assert bits((xs[0] * xs[1]).data) == bits(NAN_A)
+        assert bits(fastgrad.sum([xs[1], xs[0]]).data) == bits(NAN_B)
